@@ -1,0 +1,36 @@
+# Two commands do all the set-up: `make run` and `make test`. Both create .venv on first use.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install compile golden lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run: create .venv, install kfops, run the training pipeline locally on the 2013 NYC flights data
+run: $(STAMP)
+	$(BIN)/kfops run training
+
+## test: the whole test suite (unit, integration against local services, kfp.local e2e, infra)
+test: $(STAMP)
+	$(BIN)/pytest
+
+compile: $(STAMP)
+	$(BIN)/kfops compile training -o pipelines/compiled/training.yaml --components
+
+## golden: refresh the checked-in compiled-pipeline snapshots after an intended change
+golden: $(STAMP)
+	KFOPS_UPDATE_GOLDEN=1 $(BIN)/pytest tests/unit/test_compile.py -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check kfops components pipelines tests bench
+
+clean:
+	rm -rf .kfops

@@ -1,0 +1,41 @@
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input
+
+from kfops.kfp_support import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def register(
+    config: str,
+    run_id: str,
+    verdict: Input[Artifact],
+    validation_summary: Input[Artifact],
+    raw_tables: Input[Dataset],
+    pipeline_run: str,
+) -> str:
+    """Register: add the blessed model to the MLflow Model Registry as `@challenger`.
+
+    Idempotent: keyed on the pipeline run and task, so a retried step creates no duplicate.
+    Tags link the version to the pipeline run, data hash, validation result, Feast feature views,
+    code version and trainer config. When no `@champion` exists, this version becomes it
+    (bootstrap); with `registry.auto_promote`, every blessed version does. Alias moves are
+    recorded in the audit trail (`kfops history`).
+
+    Args:
+        config: The kfops configuration (KfopsConfig) as JSON.
+        run_id: MLflow run holding the model.
+        verdict: The evaluate step's verdict; an unblessed verdict is refused.
+        validation_summary: The validate step's JSON summary.
+        raw_tables: Raw tables folder (for the data hash in its manifest).
+        pipeline_run: The pipeline run's name (idempotency key and lineage).
+
+    Returns:
+        The registered model version.
+    """
+    import os
+
+    from kfops.steps import register as run
+
+    result = run(config, run_id, verdict.path, validation_summary.path,
+                 os.path.join(raw_tables.path, "manifest.json"), pipeline_run)
+    return result["version"]

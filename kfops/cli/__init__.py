@@ -1,0 +1,314 @@
+"""The ``kfops`` command line. Thin runners around the package's functions.
+
+Errors print as one line with a hint; ``--verbose`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kfops.errors import KfopsError
+
+app = typer.Typer(
+    name="kfops",
+    help=(
+        "MLOps on Kubeflow Pipelines: validate, featurize, train, evaluate, register and deploy.\n\n"
+        "With no cluster configured, pipelines run locally with kfp.local on the embedded stack "
+        "(MLflow on SQLite, Feast on DuckDB + SQLite, a local KServe ModelServer).\n\n"
+        "Examples:\n\n"
+        "  kfops run training\n\n"
+        "  kfops run training --set train.trainer=torch --set dataset.end=2013-03-31\n\n"
+        "  kfops promote 3 --reason 'better on summer months'\n\n"
+        "  kfops ui"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+# Sub-apps owned by feature areas; each module exposes ``app``. Missing ones are skipped so a
+# partial install still starts.
+SUBCOMMANDS = {
+    "features": ("kfops.cli.features", "Feast: materialize the online store, inspect features."),
+    "serve": ("kfops.cli.serve", "The local model server: start, stop, status."),
+    "drift": ("kfops.cli.drift", "Drift checks between a reference and a current dataset."),
+    "config": ("kfops.cli.config_cmd", "Configuration helpers (e.g. from Terraform outputs)."),
+    "schedule": ("kfops.cli.schedule", "Recurring runs: on a cluster, or a local scheduler."),
+    "runs": ("kfops.cli.runs", "Runs on a Kubeflow Pipelines endpoint."),
+}
+SINGLE_COMMANDS = {
+    "validate": ("kfops.cli.validate", "validate_command"),
+    "predict": ("kfops.cli.serve", "predict_command"),
+    "backtest": ("kfops.cli.backtest", "backtest_command"),
+    "submit": ("kfops.cli.runs", "submit_command"),
+    "doctor": ("kfops.cli.runs", "doctor_command"),
+    "build": ("kfops.cli.runs", "build_command"),
+}
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and full logs.")]
+
+
+def load(config: Path | None, overrides: list[str] | None):
+    from kfops.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def echo(text: str = "") -> None:
+    typer.echo(text)
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str, typer.Argument(help="training or retraining.")] = "training",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Compile a pipeline and run the compiled YAML locally with kfp.local.
+
+    Examples:
+
+      kfops run training
+
+      kfops run training --set dataset.start=2013-01-01 --set dataset.end=2013-01-14
+
+      kfops run training --set train.trainer=torch --set train.torch.nproc_per_node=2
+    """
+    from kfops.local import run_locally
+    from kfops.summary import print_run_summary
+
+    cfg = load(config, set_)
+    if cfg.cluster.kfp_host:
+        echo(f"note: cluster.kfp_host is set ({cfg.cluster.kfp_host}); `kfops run` runs locally, "
+             "`kfops submit` sends it to the cluster")
+    echo(f"kfops: running '{pipeline}' locally on {cfg.dataset.start}..{cfg.dataset.end} (data in {cfg.data_dir})")
+
+    result = run_locally(cfg, pipeline, on_event=lambda line: echo(f"  {line}"))
+    print_run_summary(cfg, result, verbose=verbose)
+
+
+@app.command("compile")
+def compile_(
+    pipeline: Annotated[str, typer.Argument(help="training or retraining.")] = "training",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Where to write the YAML.")] = None,
+    components: Annotated[bool, typer.Option(help="Also compile components/<name>/component.yaml.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Compile a pipeline to KFP IR YAML (what `kfops submit` uploads).
+
+    Example:
+
+      kfops compile training -o training.yaml --components
+    """
+    from kfops.local import compile_components, compile_pipeline
+
+    cfg = load(config, set_)
+    target = compile_pipeline(cfg, pipeline, output or Path(f"{pipeline}.yaml"))
+    echo(f"compiled {pipeline} -> {target}")
+    if components:
+        for path in compile_components(Path("components")):
+            echo(f"compiled component -> {path}")
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port for the MLflow UI.")] = 5000,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Open the MLflow UI on the same store kfops uses (runs, registry, aliases).
+
+    Example:
+
+      kfops ui --port 5000
+    """
+    cfg = load(config, set_)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
+               "--default-artifact-root", cfg.artifact_root, "--host", "127.0.0.1", "--port", str(port)]
+    echo(f"MLflow UI on http://127.0.0.1:{port}  (store: {cfg.tracking_uri})")
+    os.execv(command[0], command)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Model version to make @champion.")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit trail.")] = "promoted from the CLI",
+    force: Annotated[bool, typer.Option(help="Promote a version the gate never blessed (recorded).")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Move @champion to VERSION; the deploy reconciler then serves it.
+
+    Example:
+
+      kfops promote 4 --reason "blessed on Q3 data"
+    """
+    from kfops import registry
+
+    cfg = load(config, set_)
+    event = registry.move_alias(cfg, registry.CHAMPION, version, reason=reason, force=force)
+    echo(f"@champion: v{event['from_version'] or '-'} -> v{event['to_version']} ({reason})")
+    echo("a running `kfops deploy --watch` serves it within its poll interval; or run `kfops deploy` now")
+
+
+@app.command()
+def rollback(
+    reason: Annotated[str, typer.Option(help="Why; kept in the audit trail.")] = "rollback from the CLI",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Put the previous champion back (from the audit trail).
+
+    Example:
+
+      kfops rollback --reason "p99 latency regression"
+    """
+    from kfops import registry
+
+    cfg = load(config, set_)
+    moves = [e for e in registry.audit_trail(cfg) if e.get("alias") == registry.CHAMPION and e.get("from_version")]
+    current = registry.champion(cfg)
+    if not moves or current is None:
+        raise KfopsError("there is no previous champion to roll back to")
+    previous = moves[-1]["from_version"] if moves[-1]["to_version"] == current.version else None
+    if previous is None:
+        raise KfopsError("the audit trail does not say which champion came before the current one")
+    event = registry.move_alias(cfg, registry.CHAMPION, previous, reason=f"rollback: {reason}", force=True)
+    echo(f"@champion: v{event['from_version']} -> v{event['to_version']} (rollback)")
+
+
+@app.command()
+def history(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Print the audit trail: who moved which alias, when, from which version to which, and why."""
+    from kfops import registry
+
+    cfg = load(config, set_)
+    events = registry.audit_trail(cfg)
+    if not events:
+        echo("no alias moves recorded yet")
+    for event in events:
+        forced = " [forced]" if event.get("forced") else ""
+        echo(f"{event['at']}  {event.get('who', '?'):<16} @{event.get('alias')}: "
+             f"v{event.get('from_version') or '-'} -> v{event.get('to_version')}{forced}  {event.get('reason', '')}")
+
+
+@app.command()
+def lineage(
+    version: Annotated[str, typer.Argument(help="Model version.")],
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Print where a model version came from: run, data, validation, features, code, config."""
+    from kfops import registry
+
+    cfg = load(config, set_)
+    info = registry.lineage(cfg, version)
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        echo(f"{key:<{width}}  {value}")
+
+
+@app.command()
+def deploy(
+    watch: Annotated[bool, typer.Option(help="Keep serving whatever @champion points to.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between registry polls with --watch.")] = 5.0,
+    max_seconds: Annotated[float | None, typer.Option(help="Stop watching after this long.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Serve the current @champion locally (once, or keep following the alias with --watch).
+
+    Examples:
+
+      kfops deploy
+
+      kfops deploy --watch --interval 5
+    """
+    cfg = load(config, set_)
+    if watch:
+        from kfops.reconcile import watch_champion
+
+        watch_champion(cfg, interval_s=interval, max_seconds=max_seconds, on_event=echo)
+        return
+    from kfops.steps import deploy as deploy_step
+
+    result = deploy_step(cfg)
+    echo(f"serving {result['model_name']} v{result['version']} (@{result['alias']}) at {result['endpoint']}")
+
+
+@app.command()
+def status(config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Show the local stack: stores, the model server, champion and challenger, recent runs."""
+    from kfops.summary import print_status
+
+    print_status(load(config, set_))
+
+
+def _register_subcommands() -> None:
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue
+            raise
+        app.add_typer(module.app, name=name, help=help_text)
+    for name, (module_name, attr) in SINGLE_COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name == module_name:
+                continue
+            raise
+        if hasattr(module, attr):
+            app.command(name)(getattr(module, attr))
+
+
+def _format_error(err: BaseException) -> str:
+    text = f"error: {err}"
+    hint = getattr(err, "hint", None)
+    return text + (f"\n  hint: {hint}" if hint else "")
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Console entry point: one-line errors with a hint; tracebacks only with --verbose."""
+    import click
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv or "-v" in argv or os.environ.get("KFOPS_VERBOSE") == "1"
+    _register_subcommands()
+    try:
+        return app(args=argv, prog_name="kfops", standalone_mode=False)
+    except KfopsError as err:
+        if verbose:
+            traceback.print_exc()
+        typer.echo(_format_error(err), err=True)
+        raise SystemExit(err.exit_code) from None
+    except click.exceptions.Exit as err:
+        raise SystemExit(err.exit_code) from None
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as err:
+        err.show()
+        raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise SystemExit(130) from None
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str)

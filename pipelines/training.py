@@ -1,0 +1,67 @@
+"""The training pipeline: ingest -> validate -> featurize -> train -> evaluate -> [blessed] register -> deploy.
+
+``create_pipeline(config)`` is a pure function: the same config gives the same compiled YAML,
+which runs under ``kfp.local`` or on a Kubeflow cluster unchanged.
+"""
+
+
+from kfp import dsl
+
+from components.deploy.component import deploy
+from components.evaluate.component import evaluate
+from components.featurize.component import featurize
+from components.ingest.component import ingest
+from components.register.component import register
+from components.train.component import train
+from components.validate.component import validate
+from kfops.config import KfopsConfig
+
+PIPELINE_NAME = "kfops-training"
+
+
+def _prepare(task: dsl.PipelineTask, image: str) -> dsl.PipelineTask:
+    # Every step reads or writes external state (data window, MLflow, serving): never reuse a cached result.
+    return task.set_caching_options(False).set_container_image(image)
+
+
+def create_pipeline(cfg: KfopsConfig):
+    """Build the training pipeline for ``cfg``; the config is its default ``config`` parameter."""
+    config_json = cfg.to_json()
+    image = cfg.cluster.image
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Validate, featurize, train, evaluate, register and deploy a model with kfops.",
+    )
+    def training(config: str = config_json):
+        ingested = _prepare(ingest(config=config), image).set_display_name("ingest")
+        validated = _prepare(validate(config=config, raw_tables=ingested.outputs["raw_tables"]), image)
+        features = _prepare(
+            featurize(config=config, raw_tables=ingested.outputs["raw_tables"]),
+            image,
+        ).after(validated)
+        trained = _prepare(
+            train(config=config, training_set=features.outputs["training_set"], data_hash=ingested.outputs["Output"],
+                  pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+            image,
+        )
+        if cfg.cluster.gpus_per_node > 0:
+            from kfops.cluster.scheduling import apply_gpu_scheduling
+
+            apply_gpu_scheduling(trained, cfg.cluster)
+        evaluated = _prepare(
+            evaluate(config=config, training_set=features.outputs["training_set"], model=trained.outputs["model"],
+                     run_id=trained.outputs["Output"]),
+            image,
+        )
+        with dsl.If(evaluated.outputs["blessed"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
+            registered = _prepare(
+                register(config=config, run_id=trained.outputs["Output"], verdict=evaluated.outputs["verdict"],
+                         validation_summary=validated.outputs["summary"], raw_tables=ingested.outputs["raw_tables"],
+                         pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+                image,
+            )
+            _prepare(deploy(config=config, version=registered.output), image)
+
+    return training
+

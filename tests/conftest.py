@@ -1,0 +1,52 @@
+"""Shared fixtures. Service-backed tests skip with a reason when the service is absent,
+unless KFOPS_REQUIRE_SERVICES=1 (CI), where an absent service is a failure."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_SCHEMAS = REPO_ROOT.parent / "shared" / "schemas"
+
+
+def services_required() -> bool:
+    return os.environ.get("KFOPS_REQUIRE_SERVICES") == "1"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or fail, under KFOPS_REQUIRE_SERVICES=1) when a needed service or tool is absent."""
+    if condition:
+        return
+    if services_required():
+        pytest.fail(f"required service missing: {reason} (KFOPS_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def redis_url() -> str:
+    need(port_open("127.0.0.1", 6379), "Redis is not listening on 127.0.0.1:6379")
+    return "127.0.0.1:6379"
+
+
+@pytest.fixture
+def postgres_dsn() -> str:
+    need(port_open("127.0.0.1", 5432), "PostgreSQL is not listening on 127.0.0.1:5432")
+    return "postgresql://postgres@127.0.0.1:5432/postgres"

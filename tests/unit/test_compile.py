@@ -1,0 +1,91 @@
+"""Golden tests: the compiled pipeline and components match checked-in snapshots (ignoring sdkVersion).
+
+Refresh after an intended change with `make golden`.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kfops.config import KfopsConfig
+from kfops.local import COMPONENTS, compile_components, compile_pipeline
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "golden"
+UPDATE = os.environ.get("KFOPS_UPDATE_GOLDEN") == "1"
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"sdkVersion: .*", "sdkVersion: <ignored>", text)
+
+
+def check_golden(produced: Path, golden: Path) -> None:
+    if UPDATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(produced.read_text())
+    assert golden.is_file(), f"{golden} is missing: run `make golden`"
+    assert normalise(produced.read_text()) == normalise(golden.read_text()), (
+        f"{produced.name} differs from {golden}; if the change is intended run `make golden`"
+    )
+
+
+def golden_config() -> KfopsConfig:
+    # Relative paths keep the snapshot independent of where the repo is checked out.
+    return KfopsConfig()
+
+
+def test_training_pipeline_matches_golden(tmp_path):
+    produced = compile_pipeline(golden_config(), "training", tmp_path / "training.yaml")
+    check_golden(produced, GOLDEN / "training.yaml")
+
+
+def test_component_files_are_current(tmp_path):
+    compile_components(tmp_path)
+    for name in COMPONENTS:
+        produced = tmp_path / name / "component.yaml"
+        checked_in = REPO / "components" / name / "component.yaml"
+        if UPDATE:
+            checked_in.write_text(produced.read_text())
+        assert normalise(produced.read_text()) == normalise(checked_in.read_text()), (
+            f"components/{name}/component.yaml is stale: run `make golden`"
+        )
+
+
+def test_compiled_yaml_reloads_with_the_expected_dag(tmp_path):
+    from kfp import components
+
+    produced = compile_pipeline(golden_config(), "training", tmp_path / "training.yaml")
+    loaded = components.load_component_from_file(str(produced))
+    assert loaded.name == "kfops-training"
+    spec = yaml.safe_load(produced.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"ingest", "validate", "featurize", "train", "evaluate", "condition-1"} <= set(tasks)
+    branch = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert set(branch) == {"register", "deploy"}
+    assert "blessed" in tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert tasks["featurize"]["dependentTasks"] == ["ingest", "validate"]
+    # Config is baked in as the default of the `config` parameter: the YAML alone reproduces the run.
+    default = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
+    assert KfopsConfig.from_json(default) == golden_config()
+
+
+def test_component_docstrings_document_every_input_and_output():
+    import importlib
+
+    for name in COMPONENTS:
+        component = getattr(importlib.import_module(f"components.{name}.component"), name)
+        doc = component.python_func.__doc__
+        params = [p for p in component.python_func.__code__.co_varnames[: component.python_func.__code__.co_argcount]]
+        for param in params:
+            assert f"{param}:" in doc, f"components/{name}: '{param}' is not documented in the docstring"
+
+
+@pytest.mark.parametrize("trainer", ["xgboost", "torch"])
+def test_config_changes_reach_the_compiled_yaml(tmp_path, trainer):
+    cfg = KfopsConfig(train={"trainer": trainer})
+    produced = compile_pipeline(cfg, "training", tmp_path / "t.yaml")
+    default = yaml.safe_load(produced.read_text())["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
+    assert KfopsConfig.from_json(default).train.trainer == trainer

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from kfops.config import KfopsConfig, env_overrides, load_config, parse_override
+from kfops.errors import ConfigError
+
+
+def test_defaults_resolve_paths_against_the_config_folder(tmp_path):
+    (tmp_path / "kfops.yaml").write_text("data_dir: state\n")
+    cfg = load_config(tmp_path / "kfops.yaml", environ={})
+    assert cfg.data_dir == (tmp_path / "state").resolve()
+    assert cfg.tracking_uri == f"sqlite:///{tmp_path.resolve() / 'state' / 'mlflow' / 'mlflow.db'}"
+    assert cfg.features.repo_path == (tmp_path / "feature_repo").resolve()
+
+
+def test_unknown_key_is_named(tmp_path):
+    (tmp_path / "kfops.yaml").write_text("train:\n  trainer: xgboost\n  learning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown key 'train.learning_rat'"):
+        load_config(tmp_path / "kfops.yaml", environ={})
+
+
+def test_environment_then_command_line_override(tmp_path):
+    (tmp_path / "kfops.yaml").write_text("train:\n  trainer: xgboost\n")
+    env = {"KFOPS__TRAIN__TRAINER": "torch", "KFOPS__TRAIN__TORCH__EPOCHS": "7", "UNRELATED": "x"}
+    cfg = load_config(tmp_path / "kfops.yaml", environ=env)
+    assert cfg.train.trainer == "torch" and cfg.train.torch.epochs == 7
+    cfg = load_config(tmp_path / "kfops.yaml", ["train.trainer=xgboost"], environ=env)
+    assert cfg.train.trainer == "xgboost"
+
+
+def test_bad_values_are_refused_with_their_location():
+    with pytest.raises(ConfigError, match="dataset"):
+        load_config(None, ["dataset.start=2013-05-01", "dataset.end=2013-04-01"], environ={})
+    with pytest.raises(ConfigError, match="train.trainer"):
+        load_config(None, ["train.trainer=lightgbm"], environ={})
+    with pytest.raises(ConfigError, match="split"):
+        load_config(None, ["split.train_fraction=0.9", "split.validation_fraction=0.2"], environ={})
+
+
+def test_override_values_keep_their_types():
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert env_overrides({"KFOPS__SERVING__HTTP_PORT": "9000"}) == [(["serving", "http_port"], 9000)]
+    with pytest.raises(ConfigError):
+        parse_override("novalue")
+
+
+def test_missing_or_malformed_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml", environ={})
+    (tmp_path / "bad.yaml").write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "bad.yaml", environ={})
+
+
+def test_json_round_trip_is_lossless():
+    cfg = KfopsConfig().resolve(Path("/tmp"))
+    assert KfopsConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_feature_columns_follow_the_feature_refs():
+    cfg = KfopsConfig()
+    assert cfg.feature_columns[: len(cfg.features.request_features)] == cfg.features.request_features
+    assert "temp" in cfg.feature_columns and "dep_delay" not in cfg.feature_columns

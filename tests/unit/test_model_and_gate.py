@@ -1,0 +1,109 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfops.config import GateConfig, TrainConfig
+from kfops.errors import DataError
+from kfops.evaluation import Check, behavioural_checks, calibration, choose_threshold, classification_metrics, gate
+from kfops.model import FeatureSpec, load_model, predict_proba, read_meta, save_model
+from kfops.training import train_model
+
+
+def synthetic(n=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "carrier": rng.choice(["AA", "UA", "DL", "B6"], n),
+        "precip": rng.exponential(0.05, n),
+        "distance": rng.uniform(100, 2500, n),
+        "flight": rng.integers(1, 5000, n),
+    })
+    logit = -1.5 + 6 * frame["precip"] + (frame["carrier"] == "B6") * 0.8 + rng.normal(0, 0.5, n)
+    frame["label"] = (logit > 0).astype(int)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def trained():
+    frame = synthetic()
+    spec = FeatureSpec.fit(frame, ["carrier", "precip", "distance"], ["carrier"])
+    cfg = TrainConfig(xgboost={"n_estimators": 60, "nthread": 1})
+    result = train_model(frame.iloc[:2000], frame.iloc[2000:], spec, cfg, work_dir=None)
+    return frame, spec, result
+
+
+def test_spec_encodes_unknown_categories_as_missing():
+    spec = FeatureSpec(columns=["carrier", "distance"], categorical={"carrier": ["AA", "UA"]})
+    matrix = spec.encode(pd.DataFrame({"carrier": ["UA", "ZZ", None], "distance": [1.0, "2", None]}))
+    assert matrix.dtype == np.float32
+    assert matrix[0, 0] == 1 and np.isnan(matrix[1, 0]) and np.isnan(matrix[2, 0])
+    assert matrix[1, 1] == 2.0 and np.isnan(matrix[2, 1])
+    with pytest.raises(DataError, match="lacks feature column"):
+        spec.encode(pd.DataFrame({"carrier": ["AA"]}))
+
+
+def test_xgboost_learns_and_round_trips_without_pickle(trained, tmp_path):
+    frame, spec, result = trained
+    proba = predict_proba(result.model, frame.iloc[2000:])
+    metrics = classification_metrics(frame["label"].iloc[2000:].to_numpy(), proba, 0.5)["scalars"]
+    assert metrics["roc_auc"] > 0.8
+    folder = save_model(result.model, tmp_path / "model", metadata={"k": "v"})
+    assert sorted(p.name for p in folder.iterdir()) == ["kfops_model.json", "model.ubj"]
+    assert read_meta(folder)["trainer"] == "xgboost"
+    again = load_model(folder)
+    np.testing.assert_allclose(predict_proba(again, frame.head(100)), predict_proba(result.model, frame.head(100)))
+
+
+def test_one_class_training_data_is_refused(trained):
+    frame, spec, _ = trained
+    only_zero = frame[frame["label"] == 0]
+    with pytest.raises(DataError, match="zero rows of class 1"):
+        train_model(only_zero, frame, spec, TrainConfig(), work_dir=None)
+
+
+def test_threshold_and_calibration():
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.1, 0.2, 0.8, 0.7, 0.4, 0.3])
+    assert choose_threshold(y, p) == pytest.approx(0.4)
+    calib = calibration(y, p, bins=2)
+    assert calib["count"] == [4, 2]
+    # bin 1: predicted 0.25 vs observed 0.25; bin 2: predicted 0.75 vs observed 1.0, weight 2/6.
+    assert calib["ece"] == pytest.approx(0.25 * 2 / 6)
+
+
+def test_behavioural_checks_pass_for_a_sane_model(trained):
+    frame, _, result = trained
+    checks = {c.name: c for c in behavioural_checks(result.model, frame)}
+    assert checks["invariance:flight_number"].passed
+    assert checks["direction:precipitation"].passed
+
+
+def test_behavioural_check_catches_a_model_that_uses_the_flight_number():
+    frame = synthetic()
+    frame["label"] = (frame["flight"] > 2500).astype(int)
+    spec = FeatureSpec.fit(frame, ["flight", "precip"], [])
+    result = train_model(frame.iloc[:2000], frame.iloc[2000:], spec, TrainConfig(xgboost={"n_estimators": 30}), None)
+    checks = {c.name: c for c in behavioural_checks(result.model, frame)}
+    assert not checks["invariance:flight_number"].passed
+
+
+def test_gate_fails_closed_without_thresholds():
+    empty = GateConfig(min_roc_auc=None, min_pr_auc=None, max_log_loss=None, min_improvement=None,
+                       max_slice_regression=None)
+    verdict = gate({"roc_auc": 0.99}, empty)
+    assert not verdict.blessed
+    assert "no thresholds configured" in verdict.reasons[0] or "no thresholds configured" in verdict.reasons[1]
+
+
+def test_gate_floors_improvement_slices_and_behaviour():
+    cfg = GateConfig(min_roc_auc=0.7, min_improvement=0.0, max_slice_regression=0.05)
+    first = gate({"roc_auc": 0.75}, cfg)
+    assert first.blessed and any("no champion" in r for r in first.reasons)
+    assert not gate({"roc_auc": 0.65}, cfg).blessed
+    worse = gate({"roc_auc": 0.74}, cfg, champion={"roc_auc": 0.75}, champion_version="1")
+    assert not worse.blessed and any("FAIL improvement" in r for r in worse.reasons)
+    slices_new = {"carrier": {"AA": {"rows": 500, "roc_auc": 0.60}}}
+    slices_old = {"carrier": {"AA": {"rows": 500, "roc_auc": 0.72}}}
+    regress = gate({"roc_auc": 0.80}, cfg, {"roc_auc": 0.75}, slices_new, slices_old)
+    assert not regress.blessed and any("carrier=AA" in r for r in regress.reasons)
+    bad_behaviour = gate({"roc_auc": 0.80}, cfg, behaviour=[Check("direction:precipitation", False, "x")])
+    assert not bad_behaviour.blessed
