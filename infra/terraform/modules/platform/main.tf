@@ -1,0 +1,360 @@
+# Cloud-neutral platform on an existing Kubernetes cluster: cert-manager, NVIDIA device plugin,
+# cluster autoscaler (optional), External Secrets, Kubeflow Pipelines (kustomize), Kubeflow
+# Trainer, KServe (Standard/raw deployment mode) and the MLflow tracking server.
+# Every chart and manifest version is pinned in variables.tf.
+
+locals {
+  kfp_namespace       = "kubeflow" # fixed by the upstream KFP manifests
+  kfp_manifests       = "github.com/kubeflow/pipelines/manifests/kustomize"
+  mlflow_sa           = var.service_accounts["mlflow"]
+  kserve_sa           = var.service_accounts["kserve"]
+  feast_sa            = var.service_accounts["feast"]
+  eso_sa              = var.service_accounts["external_secrets"]
+  pipeline_sa         = var.service_accounts["pipeline_runner"]
+  mlflow_port         = 5000
+  redis_auth_k8s_name = "feast-redis-auth"
+  mlflow_db_k8s_name  = "mlflow-db"
+  # Feast's Redis connection string without the password (host:port,ssl=true).
+  redis_connection_base = "${var.redis_endpoint.host}:${var.redis_endpoint.port},ssl=${var.redis_endpoint.tls}"
+}
+
+# --- Storage ------------------------------------------------------------------------------------
+
+resource "kubernetes_storage_class_v1" "default" {
+  count = var.default_storage_class == null ? 0 : 1
+
+  metadata {
+    name = var.default_storage_class.name
+    annotations = {
+      "storageclass.kubernetes.io/is-default-class" = "true"
+    }
+  }
+  storage_provisioner    = var.default_storage_class.provisioner
+  parameters             = var.default_storage_class.parameters
+  reclaim_policy         = "Delete"
+  volume_binding_mode    = "WaitForFirstConsumer"
+  allow_volume_expansion = true
+}
+
+# --- Cluster add-ons ----------------------------------------------------------------------------
+
+resource "helm_release" "cert_manager" {
+  name             = "cert-manager"
+  repository       = "https://charts.jetstack.io"
+  chart            = "cert-manager"
+  version          = var.cert_manager_chart_version
+  namespace        = "cert-manager"
+  create_namespace = true
+  wait             = true
+
+  values = [yamlencode({
+    crds = { enabled = true }
+  })]
+}
+
+resource "helm_release" "nvidia_device_plugin" {
+  name             = "nvidia-device-plugin"
+  repository       = "https://nvidia.github.io/k8s-device-plugin"
+  chart            = "nvidia-device-plugin"
+  version          = var.nvidia_device_plugin_chart_version
+  namespace        = "nvidia-device-plugin"
+  create_namespace = true
+
+  # Only on GPU nodes; the chart's default affinity expects node-feature-discovery labels.
+  values = [yamlencode({
+    nodeSelector = var.gpu_node_selector
+    tolerations  = [var.gpu_toleration]
+    affinity     = null
+  })]
+}
+
+resource "helm_release" "cluster_autoscaler" {
+  count = var.cluster_autoscaler_values == null ? 0 : 1
+
+  name       = "cluster-autoscaler"
+  repository = "https://kubernetes.github.io/autoscaler"
+  chart      = "cluster-autoscaler"
+  version    = var.cluster_autoscaler_chart_version
+  namespace  = "kube-system"
+
+  values = [yamlencode(var.cluster_autoscaler_values)]
+}
+
+resource "helm_release" "external_secrets" {
+  name             = "external-secrets"
+  repository       = "https://charts.external-secrets.io"
+  chart            = "external-secrets"
+  version          = var.external_secrets_chart_version
+  namespace        = local.eso_sa.namespace
+  create_namespace = true
+  wait             = true
+
+  values = [yamlencode({
+    installCRDs = true
+    serviceAccount = {
+      create      = true
+      name        = local.eso_sa.name
+      annotations = local.eso_sa.annotations
+    }
+  })]
+}
+
+# --- Kubeflow Pipelines (standalone, upstream kustomize manifests at a pinned tag) ---------------
+
+data "kustomization_overlay" "kfp_cluster_scoped" {
+  resources = ["${local.kfp_manifests}/cluster-scoped-resources?ref=${var.kfp_version}"]
+}
+
+resource "kustomization_resource" "kfp_cluster_scoped" {
+  for_each = data.kustomization_overlay.kfp_cluster_scoped.ids
+
+  manifest = data.kustomization_overlay.kfp_cluster_scoped.manifests[each.value]
+}
+
+data "kustomization_overlay" "kfp" {
+  resources = ["${local.kfp_manifests}/env/platform-agnostic?ref=${var.kfp_version}"]
+}
+
+# ids_prio: 0 = namespaces and CRDs, 1 = everything else, 2 = webhooks.
+resource "kustomization_resource" "kfp_p0" {
+  for_each = data.kustomization_overlay.kfp.ids_prio[0]
+
+  manifest   = data.kustomization_overlay.kfp.manifests[each.value]
+  depends_on = [kustomization_resource.kfp_cluster_scoped, kubernetes_storage_class_v1.default]
+}
+
+resource "kustomization_resource" "kfp_p1" {
+  for_each = data.kustomization_overlay.kfp.ids_prio[1]
+
+  manifest   = data.kustomization_overlay.kfp.manifests[each.value]
+  depends_on = [kustomization_resource.kfp_p0]
+}
+
+resource "kustomization_resource" "kfp_p2" {
+  for_each = data.kustomization_overlay.kfp.ids_prio[2]
+
+  manifest   = data.kustomization_overlay.kfp.manifests[each.value]
+  depends_on = [kustomization_resource.kfp_p1]
+}
+
+# Task pods write artifacts under the cloud pipeline root with their own (IRSA/WI) identity.
+resource "kubernetes_config_map_v1" "kfp_launcher" {
+  metadata {
+    name      = "kfp-launcher"
+    namespace = local.kfp_namespace
+  }
+
+  data = merge(
+    { defaultPipelineRoot = var.pipeline_root },
+    var.kfp_object_store_providers == null ? {} : { providers = yamlencode(var.kfp_object_store_providers) },
+  )
+
+  depends_on = [kustomization_resource.kfp_p0]
+}
+
+# The upstream manifests create pipeline-runner; bind it to the cloud identity.
+resource "kubernetes_annotations" "pipeline_runner" {
+  api_version = "v1"
+  kind        = "ServiceAccount"
+  force       = true
+
+  metadata {
+    name      = local.pipeline_sa.name
+    namespace = local.pipeline_sa.namespace
+  }
+
+  annotations = local.pipeline_sa.annotations
+
+  depends_on = [kustomization_resource.kfp_p1]
+}
+
+resource "kubernetes_service_account_v1" "feast" {
+  metadata {
+    name        = local.feast_sa.name
+    namespace   = local.feast_sa.namespace
+    annotations = local.feast_sa.annotations
+  }
+
+  depends_on = [kustomization_resource.kfp_p0]
+}
+
+# One endpoint for the kfp client (UI + API proxy); internal-only by the env's annotations.
+resource "kubernetes_service_v1" "kfp_endpoint" {
+  metadata {
+    name        = "kfops-kfp-endpoint"
+    namespace   = local.kfp_namespace
+    annotations = var.kfp_endpoint_service_annotations
+  }
+
+  spec {
+    type                        = "LoadBalancer"
+    selector                    = { app = "ml-pipeline-ui" }
+    load_balancer_source_ranges = var.kfp_endpoint_allowed_cidrs
+
+    port {
+      name        = "http"
+      port        = 80
+      target_port = 3000
+    }
+  }
+
+  wait_for_load_balancer = true
+
+  depends_on = [kustomization_resource.kfp_p1]
+}
+
+# --- Kubeflow Trainer ---------------------------------------------------------------------------
+
+resource "helm_release" "kubeflow_trainer" {
+  name             = "kubeflow-trainer"
+  repository       = "oci://ghcr.io/kubeflow/charts"
+  chart            = "kubeflow-trainer"
+  version          = var.trainer_chart_version
+  namespace        = "kubeflow-system"
+  create_namespace = true
+  wait             = true
+
+  values = [yamlencode({
+    runtimes = { defaultEnabled = true }
+  })]
+}
+
+# --- KServe (Standard mode: plain Deployments, no Knative/Istio) ---------------------------------
+
+resource "helm_release" "kserve_crd" {
+  name             = "kserve-crd"
+  repository       = "oci://ghcr.io/kserve/charts"
+  chart            = "kserve-crd"
+  version          = var.kserve_chart_version
+  namespace        = "kserve"
+  create_namespace = true
+}
+
+resource "helm_release" "kserve" {
+  name       = "kserve"
+  repository = "oci://ghcr.io/kserve/charts"
+  chart      = "kserve"
+  version    = var.kserve_chart_version
+  namespace  = "kserve"
+  wait       = true
+
+  values = [yamlencode({
+    kserve = {
+      controller = {
+        deploymentMode = "Standard"
+        gateway = {
+          disableIngressCreation = true
+        }
+      }
+    }
+  })]
+
+  depends_on = [helm_release.kserve_crd, helm_release.cert_manager]
+}
+
+resource "kubernetes_namespace_v1" "serving" {
+  metadata {
+    name = var.serving_namespace
+  }
+}
+
+resource "kubernetes_service_account_v1" "kserve" {
+  metadata {
+    name        = local.kserve_sa.name
+    namespace   = local.kserve_sa.namespace
+    annotations = local.kserve_sa.annotations
+  }
+
+  depends_on = [kubernetes_namespace_v1.serving]
+}
+
+# --- Secrets from the cloud secret manager ------------------------------------------------------
+
+resource "kubernetes_namespace_v1" "mlflow" {
+  metadata {
+    name = local.mlflow_sa.namespace
+  }
+}
+
+resource "helm_release" "kfops_secrets" {
+  name      = "kfops-secrets"
+  chart     = "${path.module}/charts/kfops-secrets"
+  namespace = local.eso_sa.namespace
+
+  values = [yamlencode({
+    storeName = "kfops"
+    provider  = var.secret_store_provider
+    externalSecrets = concat(
+      [{
+        name      = local.mlflow_db_k8s_name
+        namespace = kubernetes_namespace_v1.mlflow.metadata[0].name
+        data = [
+          { secretKey = "username", remoteRef = { key = var.mlflow_database.secret_remote_key, property = "username" } },
+          { secretKey = "password", remoteRef = { key = var.mlflow_database.secret_remote_key, property = "password" } },
+        ]
+      }],
+      # password, plus the full Feast connection string, to be set as KFOPS__FEATURES__REDIS_CONNECTION.
+      [for namespace in distinct([local.kfp_namespace, var.serving_namespace]) : {
+        name      = local.redis_auth_k8s_name
+        namespace = namespace
+        data      = [{ secretKey = "password", remoteRef = { key = var.redis_auth_secret_remote_key } }]
+        template = {
+          engineVersion = "v2"
+          data = {
+            password          = "{{ .password }}"
+            connection_string = "${local.redis_connection_base},password={{ .password }}"
+          }
+        }
+      }],
+    )
+  })]
+
+  depends_on = [
+    helm_release.external_secrets,
+    kustomization_resource.kfp_p0,
+    kubernetes_namespace_v1.serving,
+  ]
+}
+
+# --- MLflow tracking server (PostgreSQL backend, object-store artifacts) -------------------------
+
+resource "helm_release" "mlflow" {
+  name       = "mlflow"
+  repository = "https://community-charts.github.io/helm-charts"
+  chart      = "mlflow"
+  version    = var.mlflow_chart_version
+  namespace  = kubernetes_namespace_v1.mlflow.metadata[0].name
+  wait       = true
+
+  values = [yamlencode({
+    fullnameOverride = "mlflow"
+    serviceAccount = {
+      create      = true
+      name        = local.mlflow_sa.name
+      annotations = local.mlflow_sa.annotations
+    }
+    service = { port = local.mlflow_port }
+    backendStore = {
+      databaseMigration       = true
+      databaseConnectionCheck = true
+      postgres = {
+        enabled  = true
+        host     = var.mlflow_database.host
+        port     = var.mlflow_database.port
+        database = var.mlflow_database.name
+        driver   = "psycopg2"
+      }
+      existingDatabaseSecret = {
+        name        = local.mlflow_db_k8s_name
+        usernameKey = "username"
+        passwordKey = "password"
+      }
+    }
+    artifactRoot = {
+      proxiedArtifactStorage = false
+      defaultArtifactRoot    = var.mlflow_artifact_root
+    }
+  })]
+
+  depends_on = [helm_release.kfops_secrets]
+}

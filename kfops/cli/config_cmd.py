@@ -1,0 +1,111 @@
+"""``kfops config``: configuration helpers, e.g. a cluster profile from Terraform outputs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kfops.errors import ConfigError
+
+app = typer.Typer(
+    help=(
+        "Configuration helpers.\n\n"
+        "Examples:\n\n"
+        "  terraform -chdir=infra/terraform/envs/aws-dev/platform output -json > outputs.json\n\n"
+        "  kfops config from-terraform outputs.json\n\n"
+        "  kfops config from-terraform infra/terraform/envs/aws-dev/platform --output kfops.cluster.yaml\n\n"
+        "  kfops config from-terraform outputs.json --base kfops.yaml --output kfops.cluster.yaml --force"
+    ),
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def _group() -> None:
+    # A callback keeps `config` a command group even with one subcommand, so the command is
+    # always spelled `kfops config from-terraform`.
+    pass
+
+
+# Keys echoed after writing, so the user sees where runs will go.
+SUMMARY_KEYS = (
+    ("cluster", "kfp_host"),
+    ("cluster", "namespace"),
+    ("cluster", "pipeline_root"),
+    ("cluster", "gpu_node_selector"),
+    ("cluster", "gpu_toleration_key"),
+    ("cluster", "service_account"),
+    ("registry", "tracking_uri"),
+    ("registry", "artifact_location"),
+    ("features", "online_store"),
+    ("features", "redis_connection"),
+    ("features", "registry"),
+)
+
+
+@app.command("from-terraform")
+def from_terraform(
+    source: Annotated[
+        Path,
+        typer.Argument(help="outputs.json from `terraform output -json`, or a folder holding outputs.json."),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Profile to write.")] = Path("kfops.cluster.yaml"),
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="Existing kfops.yaml to lay the cluster settings over (default: defaults only)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --output if it exists.")] = False,
+) -> None:
+    """Write a cluster profile (a kfops config file) from the platform root's Terraform outputs.
+
+    The profile is validated by loading it as a kfops config before it replaces --output.
+    Terraform itself is not run: export the outputs first.
+    """
+    import yaml
+
+    from kfops.cluster.terraform_outputs import (
+        load_outputs,
+        merge_overlay,
+        profile_from_terraform_outputs,
+        profile_notes,
+        render_profile,
+    )
+    from kfops.config import load_config
+
+    outputs = load_outputs(source)
+    tree = profile_from_terraform_outputs(outputs)
+    if base is not None:
+        if not base.is_file():
+            raise ConfigError(f"--base {base} does not exist")
+        try:
+            base_tree = yaml.safe_load(base.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--base {base} is not valid YAML: {err}") from err
+        if not isinstance(base_tree, dict):
+            raise ConfigError(f"--base {base} must hold a mapping at the top level")
+        tree = merge_overlay(base_tree, tree)
+    if output.exists() and not force:
+        raise ConfigError(f"{output} already exists", hint="pass --force to overwrite it, or choose another --output")
+
+    text = render_profile(tree, profile_notes(outputs), source=str(source))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Validate the exact bytes before they replace anything; environ={} keeps the shell's
+    # KFOPS__* overrides out of the check.
+    handle, staged_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
+    staged = Path(staged_name)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        config = load_config(staged, environ={})
+        os.replace(staged, output)
+    finally:
+        staged.unlink(missing_ok=True)
+
+    typer.echo(f"wrote {output}")
+    for section, key in SUMMARY_KEYS:
+        typer.echo(f"  {section}.{key} = {getattr(getattr(config, section), key)}")
+    typer.echo(f"next: kfops submit --config {output}   (or export KFOPS_CONFIG={output})")
