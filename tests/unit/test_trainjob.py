@@ -1,0 +1,244 @@
+"""Kubeflow Trainer TrainJob: the rendered manifest against the upstream CRD, and the polling loop."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import pytest
+import yaml
+
+from kfops.cluster.trainjob import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    render_trainjob,
+    submit_and_wait,
+    train_torch_on_cluster,
+)
+from kfops.config import ClusterConfig, TorchConfig
+from kfops.errors import ConfigError, TrainingError
+from tests.conftest import SHARED_SCHEMAS, need
+
+TRAINJOB_CRD = SHARED_SCHEMAS / "kubeflow-trainer" / "trainer.kubeflow.org_trainjobs.yaml"
+RUNTIME = SHARED_SCHEMAS / "kubeflow-trainer" / "runtime_torch_distributed.yaml"
+GPU_CLUSTER = ClusterConfig(gpus_per_node=4, gpu_node_selector={"kfops.io/node-pool": "gpu"})
+TORCH = TorchConfig(num_nodes=2, nproc_per_node=4)
+
+
+@pytest.fixture(scope="module")
+def trainjob_schema() -> dict:
+    need(TRAINJOB_CRD.is_file(), f"the TrainJob CRD is not at {TRAINJOB_CRD} (shared schemas absent)")
+    crd = yaml.safe_load(TRAINJOB_CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == VERSION]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def _validate(manifest: dict, schema: dict) -> None:
+    import jsonschema
+
+    jsonschema.Draft4Validator(schema).validate(manifest)
+    pruned = _pruned_fields(manifest, schema)
+    assert not pruned, f"the API server would silently drop {pruned}"
+
+
+def _pruned_fields(value, schema: dict, path: str = "") -> list[str]:
+    """Fields the API server prunes because the structural schema does not declare them."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    found = []
+    if isinstance(value, dict) and "properties" in schema:
+        for key, item in value.items():
+            if key in schema["properties"]:
+                found += _pruned_fields(item, schema["properties"][key], f"{path}.{key}")
+            elif not schema.get("additionalProperties"):
+                found.append(f"{path}.{key}")
+    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for key, item in value.items():
+            found += _pruned_fields(item, schema["additionalProperties"], f"{path}.{key}")
+    elif isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            found += _pruned_fields(item, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def test_gpu_trainjob_matches_the_crd(trainjob_schema):
+    manifest = render_trainjob(
+        "flights-torch-r1", "/mnt/kfops/job", TORCH, GPU_CLUSTER, namespace="kfops",
+        env={"KFOPS_RUN": "r1"}, job_volume_claim="kfops-train-jobs", active_deadline_s=3600,
+    )  # fmt: skip
+    _validate(manifest, trainjob_schema)
+
+    spec = manifest["spec"]
+    assert manifest["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and manifest["kind"] == "TrainJob"
+    assert spec["runtimeRef"] == {"apiGroup": GROUP, "kind": "ClusterTrainingRuntime", "name": "torch-distributed"}
+    trainer = spec["trainer"]
+    assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 4)
+    assert trainer["image"] == GPU_CLUSTER.gpu_image
+    assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "4"}}
+    assert trainer["command"][:3] == ["python", "-m", "torch.distributed.run"]
+    assert trainer["command"][-4:] == ["--module", "kfops.training.ddp_worker", "--job-dir", "/mnt/kfops/job"]
+    assert {"name": "KFOPS_RUN", "value": "r1"} in trainer["env"]
+
+    (patch,) = spec["runtimePatches"]
+    (node,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
+    pod = node["template"]["spec"]["template"]["spec"]
+    assert node["name"] == "node"
+    assert pod["nodeSelector"] == {"kfops.io/node-pool": "gpu"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "kfops-train-jobs"}
+    assert pod["containers"] == [{"name": "node", "volumeMounts": [{"name": "kfops-job", "mountPath": "/mnt/kfops/job"}]}]
+
+
+def test_the_patch_targets_names_that_exist_in_the_torch_runtime():
+    need(RUNTIME.is_file(), f"the torch-distributed runtime is not at {RUNTIME} (shared schemas absent)")
+    runtime = yaml.safe_load(RUNTIME.read_text())
+    assert runtime["metadata"]["name"] == "torch-distributed"
+    (job,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    containers = job["template"]["spec"]["template"]["spec"]["containers"]
+    assert job["name"] == "node" and [c["name"] for c in containers] == ["node"]
+
+
+def test_cpu_trainjob_matches_the_crd_without_gpu_fields(trainjob_schema):
+    manifest = render_trainjob("flights-cpu", "/mnt/job", TorchConfig(num_nodes=3, nproc_per_node=2), ClusterConfig())
+    _validate(manifest, trainjob_schema)
+    assert manifest["spec"]["trainer"]["image"] == ClusterConfig().image
+    assert "resourcesPerNode" not in manifest["spec"]["trainer"]
+    assert "runtimePatches" not in manifest["spec"]
+
+
+def test_the_schema_check_catches_a_bad_manifest(trainjob_schema):
+    """The checks above can fail: a wrong type and an undeclared field are both reported."""
+    import jsonschema
+
+    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    wrong_type = copy.deepcopy(manifest)
+    wrong_type["spec"]["trainer"]["numProcPerNode"] = "auto"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft4Validator(trainjob_schema).validate(wrong_type)
+    typo = copy.deepcopy(manifest)
+    typo["spec"]["trainer"]["numProcsPerNode"] = 4
+    assert _pruned_fields(typo, trainjob_schema) == [".spec.trainer.numProcsPerNode"]
+
+
+@pytest.mark.parametrize(
+    ("name", "torch_cfg", "job_dir", "message"),
+    [
+        ("Flights_Torch", TORCH, "/mnt/job", "DNS-1035"),
+        ("x" * 64, TORCH, "/mnt/job", "DNS-1035"),
+        ("flights", TorchConfig(nproc_per_node=8), "/mnt/job", "nproc_per_node=8 but cluster.gpus_per_node=4"),
+        ("flights", TORCH, "relative/job", "absolute path"),
+    ],
+)
+def test_bad_trainjob_settings_are_refused_before_submitting(name, torch_cfg, job_dir, message):
+    with pytest.raises(ConfigError, match=message):
+        render_trainjob(name, job_dir, torch_cfg, GPU_CLUSTER)
+
+
+class ScriptedTrainJobs:
+    """A stand-in for CustomObjectsApi that replays scripted TrainJob statuses, one per poll."""
+
+    def __init__(self, statuses: list[dict], on_create=None):
+        self.statuses = list(statuses)
+        self.on_create = on_create
+        self.created: list[dict] = []
+        self.deleted: list[str] = []
+        self.polls = 0
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        assert (group, version, plural) == (GROUP, VERSION, PLURAL)
+        self.created.append(body)
+        if self.on_create is not None:
+            self.on_create(body)
+        return body
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.polls += 1
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return {"metadata": {"name": name, "namespace": namespace}, "status": status}
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.deleted.append(name)
+
+
+def _condition(kind: str, status: str = "True", reason: str = "JobsCreationSucceeded", message: str = "") -> dict:
+    return {"type": kind, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+
+
+def test_submit_and_wait_follows_conditions_until_complete(caplog):
+    """Contract test of our polling loop against scripted statuses, not of a real cluster."""
+    created = _condition("Created", message="Succeeded to create Jobs")
+    api = ScriptedTrainJobs([
+        {},
+        {"conditions": [created]},
+        {"conditions": [created]},
+        {"conditions": [created, _condition("Complete", reason="JobsCompleted", message="jobs completed")]},
+    ])  # fmt: skip
+    seen = []
+    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER, namespace="kfops")
+    with caplog.at_level(logging.INFO, logger="kfops.cluster.trainjob"):
+        final = submit_and_wait(manifest, "kfops", timeout_s=60, poll_s=0, api=api, on_condition=seen.append)
+    assert api.created == [manifest]
+    assert api.polls == 4
+    assert [c["type"] for c in seen] == ["Created", "Complete"]  # each change reported once
+    assert _condition("Complete", reason="JobsCompleted", message="jobs completed") in final["status"]["conditions"]
+    assert "TrainJob kfops/flights-torch: Complete=True JobsCompleted" in caplog.text
+
+
+def test_submit_and_wait_raises_on_failed():
+    """Contract test of our polling loop: a Failed condition becomes a TrainingError with its reason."""
+    failed = _condition("Failed", reason="JobFailed", message="rank 3 exited with code 1")
+    api = ScriptedTrainJobs([{"conditions": [_condition("Created")]}, {"conditions": [failed]}])
+    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    with pytest.raises(TrainingError, match="kfops/flights-torch failed: JobFailed: rank 3 exited with code 1"):
+        submit_and_wait(manifest, "kfops", timeout_s=60, poll_s=0, api=api)
+
+
+def test_submit_and_wait_gives_up_and_deletes_after_the_timeout():
+    """Contract test of our polling loop: a job that never finishes is deleted, not waited on forever."""
+    suspended = _condition("Suspended", reason="Suspended", message="waiting for quota")
+    api = ScriptedTrainJobs([{"conditions": [suspended]}])
+    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    with pytest.raises(TrainingError, match="did not finish within 0s and was deleted"):
+        submit_and_wait(manifest, "kfops", timeout_s=0, poll_s=0, api=api)
+    assert api.deleted == ["flights-torch"]
+
+
+def test_an_existing_job_of_the_same_name_is_refused():
+    from kubernetes.client.exceptions import ApiException
+
+    class Conflict(ScriptedTrainJobs):
+        def create_namespaced_custom_object(self, *args, **kwargs):
+            raise ApiException(status=409, reason="AlreadyExists")
+
+    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    with pytest.raises(TrainingError, match="already exists"):
+        submit_and_wait(manifest, "kfops", timeout_s=60, poll_s=0, api=Conflict([{}]))
+
+
+def test_train_torch_on_cluster_reads_what_the_ranks_wrote(tmp_path):
+    """Wiring test: the stand-in 'cluster' runs the job's one rank in-process on create, the way
+    the TrainJob's pods would run it on the shared job folder; the result comes back from there."""
+    from kfops.model import FeatureSpec
+    from kfops.training.ddp_worker import run_rank
+    from tests.unit.test_torch_trainer import CATEGORICAL, FEATURES, flights_like
+
+    frame = flights_like(600)
+    train, validation = frame.iloc[:512], frame.iloc[512:]
+    spec = FeatureSpec.fit(train, FEATURES, CATEGORICAL)
+    torch_cfg = TorchConfig(epochs=1, batch_size=64, hidden=[8], num_threads=1)
+    job_dir = tmp_path / "job"
+
+    def run_the_job(manifest):
+        assert manifest["spec"]["trainer"]["command"][-1] == str(job_dir)
+        run_rank(job_dir)
+
+    api = ScriptedTrainJobs([{"conditions": [_condition("Complete", reason="JobsCompleted")]}], on_create=run_the_job)
+    result = train_torch_on_cluster(
+        train, validation, spec, torch_cfg, ClusterConfig(), job_dir, name="flights-torch", namespace="kfops",
+        timeout_s=60, poll_s=0, api=api,
+    )  # fmt: skip
+    assert result.params["epochs_trained_this_run"] == 1
+    assert 0.0 < result.metrics["validation_auc"] < 1.0
+    assert result.model.predict_proba_encoded(spec.encode(validation)).shape == (len(validation),)
