@@ -1,0 +1,195 @@
+"""The retraining trigger policy: pure decisions over a history, and the JSON state they share."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from kfops.errors import DataError
+from kfops.retrain_policy import (
+    COOLDOWN,
+    DEBOUNCE,
+    NEVER,
+    NO_DRIFT,
+    NO_VERDICT,
+    NOT_DUE,
+    RATE_LIMIT,
+    RETRAIN_DRIFT,
+    RETRAIN_SCHEDULED,
+    Decision,
+    DriftSummary,
+    PolicyState,
+    RetrainPolicy,
+    decide,
+    decide_and_record,
+)
+
+T0 = dt.datetime(2013, 1, 1, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+def drifted(day: int) -> DriftSummary:
+    return DriftSummary(drift=True, report=f"reports/day{day:03d}.json", reasons=(f"temp drifted on day {day}",))
+
+
+def calm(day: int) -> DriftSummary:
+    return DriftSummary(drift=False, report=f"reports/day{day:03d}.json")
+
+
+def replay(policy: RetrainPolicy, checks: list[DriftSummary | None]) -> list[Decision]:
+    """One check a day, each decided on the history before it, as a scheduler would."""
+    history: list[Decision] = []
+    for day, summary in enumerate(checks):
+        history.append(decide(history, summary, T0 + day * DAY, policy))
+    return history
+
+
+def test_debounce_waits_for_k_consecutive_drifted_checks():
+    policy = RetrainPolicy(debounce=3, cooldown="0d", max_retrains=None)
+    decisions = replay(policy, [drifted(0), drifted(1), calm(2), drifted(3), drifted(4), drifted(5)])
+    assert [d.code for d in decisions] == [DEBOUNCE, DEBOUNCE, NO_DRIFT, DEBOUNCE, DEBOUNCE, RETRAIN_DRIFT]
+    retrain = decisions[-1]
+    assert retrain.retrain and retrain.drift_report == "reports/day005.json"
+    assert retrain.evidence == ("reports/day003.json", "reports/day004.json", "reports/day005.json")
+    assert "drift in 3 consecutive" in retrain.reason and "temp drifted on day 5" in retrain.reason
+
+
+def test_a_retrain_resets_the_drift_streak():
+    policy = RetrainPolicy(debounce=2, cooldown="0d", max_retrains=None)
+    decisions = replay(policy, [drifted(0), drifted(1), drifted(2), drifted(3)])
+    assert [d.retrain for d in decisions] == [False, True, False, True]
+
+
+def test_cooldown_blocks_until_it_has_passed_and_drift_streak_survives_it():
+    policy = RetrainPolicy(debounce=1, cooldown="3d", max_retrains=None)
+    decisions = replay(policy, [drifted(day) for day in range(5)])
+    assert [d.code for d in decisions] == [RETRAIN_DRIFT, COOLDOWN, COOLDOWN, RETRAIN_DRIFT, COOLDOWN]
+    blocked = decisions[1]
+    assert not blocked.retrain and "cooldown 3d" in blocked.reason
+    assert (T0 + 3 * DAY).isoformat() in blocked.reason  # says when it ends
+
+
+def test_max_retrains_per_period_caps_retrains_in_a_trailing_window():
+    policy = RetrainPolicy(debounce=1, cooldown="0d", max_retrains=2, period="7d")
+    decisions = replay(policy, [drifted(day) for day in range(10)])
+    retrain_days = [day for day, d in enumerate(decisions) if d.retrain]
+    assert retrain_days == [0, 1, 7, 8]
+    assert decisions[2].code == RATE_LIMIT
+    assert "2 retrain(s) in the last 7d reach max_retrains 2" in decisions[2].reason
+    assert (T0 + 7 * DAY).isoformat() in decisions[2].reason  # when the oldest one leaves the window
+
+
+def test_never_mode_never_retrains_whatever_the_drift():
+    policy = RetrainPolicy(mode="never", debounce=1, cooldown="0d")
+    decisions = replay(policy, [drifted(day) for day in range(5)])
+    assert not any(d.retrain for d in decisions)
+    assert {d.code for d in decisions} == {NEVER}
+
+
+def test_scheduled_mode_retrains_on_the_clock_and_ignores_drift():
+    policy = RetrainPolicy(mode="scheduled", schedule_every="3d", cooldown="0d", max_retrains=None)
+    decisions = replay(policy, [calm(0), drifted(1), drifted(2), calm(3), None, None, drifted(6)])
+    assert [d.code for d in decisions] == [
+        RETRAIN_SCHEDULED, NOT_DUE, NOT_DUE, RETRAIN_SCHEDULED, NOT_DUE, NOT_DUE, RETRAIN_SCHEDULED,
+    ]
+    assert decisions[0].reason == "scheduled retrain: no earlier retrain"
+    assert "last one was 3d ago" in decisions[3].reason
+
+
+def test_scheduled_mode_still_respects_the_rate_limit():
+    policy = RetrainPolicy(mode="scheduled", schedule_every="1d", cooldown="0d", max_retrains=1, period="3d")
+    decisions = replay(policy, [None] * 6)
+    assert [d.retrain for d in decisions] == [True, False, False, True, False, False]
+    assert decisions[1].code == RATE_LIMIT
+
+
+def test_every_decision_records_the_report_it_was_made_on():
+    policies = [
+        RetrainPolicy(debounce=2, cooldown="2d", max_retrains=3, period="10d"),
+        RetrainPolicy(mode="scheduled", schedule_every="2d"),
+        RetrainPolicy(mode="never"),
+    ]
+    checks = [drifted(d) if d % 3 else calm(d) for d in range(12)]
+    for policy in policies:
+        for day, decision in enumerate(replay(policy, checks)):
+            assert decision.drift_report == f"reports/day{day:03d}.json"
+            assert decision.drift == checks[day].drift and decision.mode == policy.mode
+
+
+def test_history_may_be_given_as_dicts_in_any_order():
+    policy = RetrainPolicy(debounce=2, cooldown="0d", max_retrains=None)
+    history = replay(policy, [drifted(0), drifted(1), drifted(2)])
+    as_dicts = [d.to_dict() for d in reversed(history)]
+    assert decide(as_dicts, drifted(3), T0 + 3 * DAY, policy) == decide(history, drifted(3), T0 + 3 * DAY, policy)
+
+
+def test_no_verdict_means_no_retrain_in_drift_mode():
+    decision = decide([], None, T0, RetrainPolicy(debounce=1))
+    assert not decision.retrain and decision.code == NO_VERDICT and decision.drift_report is None
+
+
+def test_verdict_files_and_dicts_are_accepted(tmp_path):
+    verdict = tmp_path / "verdict.json"
+    verdict.write_text(json.dumps({"kind": "kfops.drift.verdict", "drift": True, "reasons": ["temp drifted"]}))
+    summary = DriftSummary.from_verdict_file(verdict)
+    assert summary == DriftSummary(drift=True, report=str(verdict), reasons=("temp drifted",))
+
+    decision = decide([], {"drift": True, "reasons": ["x"], "html_report": "r.html"}, T0, RetrainPolicy(debounce=1))
+    assert decision.retrain and decision.drift_report == "r.html"
+
+    with pytest.raises(DataError, match="does not exist"):
+        DriftSummary.from_verdict_file(tmp_path / "missing.json")
+    with pytest.raises(DataError, match="no boolean 'drift'"):
+        DriftSummary.from_verdict({"reasons": []})
+
+
+def test_state_round_trips_through_json_and_is_shared_between_runs(tmp_path):
+    state_path = tmp_path / "state" / "retrain.json"
+    policy = RetrainPolicy(debounce=2, cooldown="1d", max_retrains=None)
+    codes = [decide_and_record(state_path, drifted(day), T0 + day * DAY, policy).code for day in range(3)]
+    assert codes == [DEBOUNCE, RETRAIN_DRIFT, DEBOUNCE]
+
+    state = PolicyState.load(state_path)
+    assert len(state.decisions) == 3 and state.last_retrain.at == T0 + DAY
+    assert state.decisions[1].evidence == ("reports/day000.json", "reports/day001.json")
+    again = PolicyState.from_dict(json.loads(state_path.read_text()))
+    assert again == state
+    # A second process continuing the same timeline sees the streak and the last retrain.
+    assert decide_and_record(state_path, drifted(3), T0 + 3 * DAY, policy).code == RETRAIN_DRIFT
+
+
+def test_missing_state_is_empty_and_corrupt_state_is_a_data_error(tmp_path):
+    assert PolicyState.load(tmp_path / "none.json").decisions == []
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    with pytest.raises(DataError, match="not valid JSON"):
+        PolicyState.load(corrupt)
+    corrupt.write_text(json.dumps({"version": 99, "decisions": []}))
+    with pytest.raises(DataError, match="version 99"):
+        PolicyState.load(corrupt)
+
+
+def test_times_must_be_aware_and_history_must_not_be_in_the_future():
+    policy = RetrainPolicy(debounce=1)
+    with pytest.raises(DataError, match="no time zone"):
+        decide([], drifted(0), dt.datetime(2013, 1, 1), policy)
+    later = decide([], drifted(5), T0 + 5 * DAY, policy)
+    with pytest.raises(DataError, match="after now"):
+        decide([later], drifted(1), T0 + DAY, policy)
+
+
+def test_policy_config_parses_durations_and_rejects_bad_values():
+    policy = RetrainPolicy(cooldown="12h", period="2w", schedule_every="P1D")
+    assert policy.cooldown == dt.timedelta(hours=12) and policy.period == dt.timedelta(weeks=2)
+    assert policy.schedule_every == DAY
+    assert RetrainPolicy.model_validate_json(policy.model_dump_json()) == policy
+    with pytest.raises(ValueError, match="extra"):
+        RetrainPolicy(cooldwn="1d")
+    with pytest.raises(ValueError, match="positive"):
+        RetrainPolicy(period="0d")
+    with pytest.raises(ValueError):
+        RetrainPolicy(debounce=0)
+    with pytest.raises(ValueError):
+        RetrainPolicy(mode="sometimes")
