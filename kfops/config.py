@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kfops.drift import DriftConfig
 from kfops.errors import ConfigError
 
 CONFIG_FILENAME = "kfops.yaml"
@@ -245,6 +246,13 @@ class ClusterConfig(_Strict):
     gpu_toleration_key: str = "nvidia.com/gpu"
     gpus_per_node: int = Field(0, ge=0, description=">0 puts the train task on GPU nodes.")
     accelerator_type: str = "nvidia.com/gpu"
+    service_account: str | None = Field(
+        None, description="Service account pipeline runs use (its cloud identity reaches the buckets)."
+    )
+    serving_namespace: str | None = Field(None, description="Namespace of the KServe InferenceServices.")
+    serving_service_account: str | None = Field(
+        None, description="Service account of the InferenceServices (reads model artifacts)."
+    )
 
 
 class KfopsConfig(_Strict):
@@ -261,6 +269,7 @@ class KfopsConfig(_Strict):
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
 
     @field_validator("data_dir")
     @classmethod
