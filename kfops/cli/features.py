@@ -1,0 +1,148 @@
+"""``kfops features``: load the Feast online store and look features up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kfops.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+
+app = typer.Typer(
+    help=(
+        "Feast: write the offline sources, apply the definitions, materialize the online store.\n\n"
+        "Examples:\n\n"
+        "  kfops features materialize\n\n"
+        "  kfops features materialize --start 2013-12-01 --end 2013-12-31T23:00:00 --online-store redis\n\n"
+        "  kfops features get origin=EWR tailnum=N14228 carrier=UA"
+    ),
+    no_args_is_help=True,
+)
+
+DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
+OnlineStoreOption = Annotated[
+    str | None, typer.Option("--online-store", metavar="sqlite|redis", help="sqlite or redis (default: features.online_store).")
+]
+
+
+def _load(config: Path | None, overrides: list[str] | None, online_store: str | None) -> KfopsConfig:
+    from kfops.config import load_config
+
+    extra = list(overrides or [])
+    if online_store is not None:
+        if online_store not in ("sqlite", "redis"):
+            raise ConfigError(f"--online-store must be sqlite or redis, not '{online_store}'")
+        extra.append(f"features.online_store={online_store}")
+    return load_config(config, extra)
+
+
+def latest_raw_snapshot(cfg: KfopsConfig) -> Path:
+    """``data_dir/raw/<window>`` when it exists, else the newest snapshot folder under ``data_dir/raw``."""
+    raw_root = cfg.data_dir / "raw"
+    preferred = raw_root / cfg.window_name
+    if any(preferred.glob("*.parquet")):
+        return preferred
+    snapshots = [p for p in raw_root.glob("*") if p.is_dir() and any(p.glob("*.parquet"))] if raw_root.is_dir() else []
+    if not snapshots:
+        raise DataError(
+            f"no raw snapshot under {raw_root} to build the feature sources from",
+            hint="run the pipeline (`kfops run training`) so ingest and validation write one, or pass --sources",
+        )
+    return max(snapshots, key=lambda p: max(f.stat().st_mtime for f in p.glob("*.parquet")))
+
+
+def _sources_stale(sources: Path, raw_dir: Path) -> bool:
+    written = list(sources.glob("*.parquet"))
+    if not written:
+        return True
+    newest_raw = max(f.stat().st_mtime for f in raw_dir.glob("*.parquet"))
+    return min(f.stat().st_mtime for f in written) < newest_raw
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+@app.command()
+def materialize(
+    start: Annotated[dt.datetime | None, typer.Option(formats=DATE_FORMATS, metavar="DATE[THH:MM:SS]",
+                     help="Earliest feature timestamp to load, UTC (default: dataset.start).")] = None,
+    end: Annotated[dt.datetime | None, typer.Option(formats=DATE_FORMATS, metavar="DATE[THH:MM:SS]",
+                   help="Latest feature timestamp to load, UTC (default: now).")] = None,
+    online_store: OnlineStoreOption = None,
+    sources: Annotated[Path | None, typer.Option(
+        help="Folder of offline source parquet files (default: <data_dir>/feast/sources, "
+             "written from the latest raw snapshot when missing or older).")] = None,
+    rebuild_sources: Annotated[bool, typer.Option(help="Rewrite the sources even when they look current.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Write the sources if needed, apply the definitions and load the online store.
+
+    Loads, per entity, the latest feature row stamped in [start, end]; static views (no TTL)
+    are loaded whatever their timestamp.
+
+    Examples:
+
+      kfops features materialize
+
+      kfops features materialize --start 2013-12-24 --end 2013-12-31 --online-store redis
+    """
+    from kfops import features
+    from kfops.steps import import_callable, read_tables
+
+    cfg = _load(config, set_, online_store)
+    source_dir = (sources or cfg.feast_dir / "sources").expanduser().resolve()
+    if sources is None or rebuild_sources:
+        raw_dir = latest_raw_snapshot(cfg)
+        if rebuild_sources or _sources_stale(source_dir, raw_dir):
+            written = import_callable(cfg.dataset.feast_sources_writer)(read_tables(raw_dir), source_dir)
+            typer.echo(f"wrote {len(written)} feature sources from {raw_dir} to {source_dir}")
+    elif not any(source_dir.glob("*.parquet")):
+        raise DataError(f"no feature sources (*.parquet) in {source_dir}", hint="drop --sources to build them")
+
+    start_at = _utc(start or dt.datetime.combine(cfg.dataset.start, dt.time()))
+    end_at = _utc(end or dt.datetime.now(dt.UTC))
+    store = features.apply_definitions(cfg, source_dir)
+    loaded = features.materialize(cfg, start_at, end_at, store=store)
+    where = (f"redis at {cfg.features.redis_connection}" if cfg.features.online_store == "redis"
+             else f"sqlite at {cfg.feast_dir / 'online.db'}")
+    typer.echo(f"materialized {start_at:%Y-%m-%d %H:%M} .. {end_at:%Y-%m-%d %H:%M} UTC into {where} "
+               f"(project {cfg.features.project}, registry {features.registry_config(cfg)})")
+    for view, count in loaded.items():
+        typer.echo(f"  {view}: {'?' if count is None else count} entities")
+
+
+@app.command()
+def get(
+    keys: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="Join keys as key=value, e.g. origin=EWR carrier=UA.")],
+    online_store: OnlineStoreOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Print the online features for one entity row as JSON.
+
+    Examples:
+
+      kfops features get origin=EWR tailnum=N14228 carrier=UA
+    """
+    from kfops import features
+
+    row = {}
+    for item in keys:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"'{item}' must look like key=value")
+        row[key] = value
+    cfg = _load(config, set_, online_store)
+    values = features.OnlineFeatureReader(cfg).read_one(row)
+    typer.echo(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}, indent=2))

@@ -1,0 +1,92 @@
+"""kfops.features pieces that need no Feast: leakage check, store settings, feature names, CLI helpers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kfops.config import KfopsConfig
+from kfops.errors import ConfigError, DataError, ValidationFailed
+from kfops.features import (
+    assert_no_leakage,
+    feature_names,
+    online_store_config,
+    registry_config,
+)
+
+
+def config(**features) -> KfopsConfig:
+    return KfopsConfig.model_validate({"data_dir": "/srv/kfops", "features": features})
+
+
+def test_leakage_check_passes_known_at_departure_columns_and_names_the_leaky_ones():
+    forbidden = config().features.forbidden_columns
+    assert_no_leakage(["origin", "carrier_delay_rate_7d", "temp"], forbidden)
+    with pytest.raises(ValidationFailed, match="DEP_DELAY, arr_delay") as err:
+        assert_no_leakage(["temp", "arr_delay", "DEP_DELAY"], forbidden, where="the feature views")
+    assert [f["column"] for f in err.value.failures] == ["DEP_DELAY", "arr_delay"]
+
+
+def test_default_feature_refs_avoid_post_departure_columns():
+    cfg = config()
+    assert_no_leakage(feature_names(cfg), cfg.features.forbidden_columns)
+    assert_no_leakage(cfg.features.request_features, cfg.features.forbidden_columns)
+
+
+def test_registry_settings_for_file_object_store_and_sql():
+    assert registry_config(config()) == "/srv/kfops/feast/registry.db"
+    assert registry_config(config(registry="s3://bucket/registry.pb")) == "s3://bucket/registry.pb"
+    sql = registry_config(config(registry="postgresql://feast@db:5432/feast"))
+    assert sql["registry_type"] == "sql"
+    assert sql["path"] == "postgresql+psycopg2://feast@db:5432/feast"  # kfops ships psycopg2
+    assert registry_config(config(registry="mysql+pymysql://u@h/db"))["path"] == "mysql+pymysql://u@h/db"
+
+
+def test_online_store_settings():
+    assert online_store_config(config()) == {"type": "sqlite", "path": "/srv/kfops/feast/online.db"}
+    assert online_store_config(config(online_store="redis", redis_connection="redis:6379,ssl=true")) == {
+        "type": "redis", "connection_string": "redis:6379,ssl=true"}
+
+
+def test_feature_names_drop_the_view_and_must_be_unique():
+    assert feature_names(config(feature_refs=["a:x", "b:y"])) == ["x", "y"]
+    with pytest.raises(ConfigError, match="x appear"):
+        feature_names(config(feature_refs=["a:x", "b:x"]))
+    with pytest.raises(ConfigError, match="view:feature"):
+        feature_names(config(feature_refs=["just_a_name"]))
+
+
+def test_importing_the_feature_modules_does_not_import_feast():
+    code = ("import sys, kfops.features, kfops.cli.features, kfops.datasets.flights_features; "
+            "heavy = [m for m in ('feast', 'duckdb', 'ibis', 'pyarrow') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_cli_picks_the_window_snapshot_else_the_newest(tmp_path):
+    from kfops.cli.features import latest_raw_snapshot
+
+    cfg = KfopsConfig(data_dir=tmp_path)
+    with pytest.raises(DataError, match="no raw snapshot"):
+        latest_raw_snapshot(cfg)
+    other = tmp_path / "raw" / "20130101-20130114"
+    other.mkdir(parents=True)
+    (other / "flights.parquet").write_bytes(b"")
+    assert latest_raw_snapshot(cfg) == other
+    window = tmp_path / "raw" / cfg.window_name
+    window.mkdir()
+    (window / "flights.parquet").write_bytes(b"")
+    assert latest_raw_snapshot(cfg) == window
+
+
+def test_cli_rejects_an_unknown_online_store(tmp_path):
+    from typer.testing import CliRunner
+
+    from kfops.cli.features import app
+
+    result = CliRunner().invoke(app, ["materialize", "--online-store", "memcached", "--set", f"data_dir={tmp_path}"])
+    assert isinstance(result.exception, ConfigError)
+    assert "sqlite or redis" in str(result.exception)
