@@ -222,6 +222,8 @@ class RegistryConfig(_Strict):
     experiment: str = "kfops-flights"
     model_name: str = "flights-delay"
     auto_promote: bool = Field(False, description="Move @champion to a blessed model without a person.")
+    http_max_retries: int = Field(2, ge=0, description="MLflow's own retries per HTTP request to a tracking server.")
+    http_timeout_s: int = Field(30, ge=1, description="Timeout of one HTTP request to a tracking server.")
 
 
 class ServingConfig(_Strict):

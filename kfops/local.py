@@ -110,8 +110,15 @@ def run_locally(cfg: KfopsConfig, name: str = "training", on_event: Callable[[st
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(cfg.pipeline_root),
                raise_on_error=True)
     error: BaseException | None = None
+    console_out, console_err = sys.stdout, sys.stderr
+
+    def on_console(line: str) -> None:
+        # The tee owns stdout while the run lasts: show progress on the real console.
+        with contextlib.redirect_stdout(console_out), contextlib.redirect_stderr(console_err):
+            on_event(line)
+
     with open(log_path, "w") as log_file:
-        tee = _ProgressTee(log_file, on_event)
+        tee = _ProgressTee(log_file, on_console)
         with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
             try:
                 loaded()

@@ -11,7 +11,9 @@ import datetime as dt
 import getpass
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +63,10 @@ def client(cfg: KfopsConfig) -> MlflowClient:
     import mlflow
     from mlflow import MlflowClient
 
+    # MLflow reads these per request; its defaults retry for minutes before a clear error can be given.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.registry.http_max_retries))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.registry.http_timeout_s))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     if cfg.tracking_uri.startswith("sqlite:///"):
         Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(cfg.tracking_uri)
@@ -76,7 +82,10 @@ def ensure_experiment(cfg: KfopsConfig) -> str:
         found = mlflow_client.get_experiment_by_name(cfg.registry.experiment)
         if found is not None:
             return found.experiment_id
-        return mlflow_client.create_experiment(cfg.registry.experiment, artifact_location=cfg.artifact_root)
+        # A tracking server decides artifact locations itself unless the config names one.
+        embedded = cfg.registry.tracking_uri is None
+        location = cfg.registry.artifact_location or (cfg.artifact_root if embedded else None)
+        return mlflow_client.create_experiment(cfg.registry.experiment, artifact_location=location)
 
     return retry(get_or_create, f"create experiment '{cfg.registry.experiment}'")
 
@@ -95,18 +104,41 @@ def code_version() -> str:
 
 def log_model(model_dir: Path, example: pd.DataFrame, predictions: pd.DataFrame) -> str:
     """Log the kfops model folder as an MLflow pyfunc (models-from-code: no pickle) in the active run."""
-    import mlflow
     from mlflow.models import infer_signature
 
     signature = infer_signature(example, predictions)
+    with tempfile.TemporaryDirectory() as staging:
+        # MLflow names the artifact folder after the source folder: stage it under a fixed name.
+        staged = Path(staging) / MODEL_ARTIFACT_KEY
+        shutil.copytree(model_dir, staged)
+        return _log_pyfunc(staged, signature, example)
+
+
+def _log_pyfunc(model_dir: Path, signature, example: pd.DataFrame) -> str:
+    import mlflow
+
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_ENTRY),
         artifacts={MODEL_ARTIFACT_KEY: str(model_dir)},
         signature=signature,
         input_example=example,
+        # Naming requirements skips MLflow's inference, which loads the model in a subprocess (~5 s).
+        pip_requirements=serving_requirements(),
     )
     return info.model_uri
+
+
+def serving_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("mlflow", "xgboost", "torch", "pandas", "numpy", "scikit-learn", "pyarrow"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
 
 
 def fetch_model_dir(tracking_uri: str, model_uri: str, dst: Path | None = None) -> Path:
@@ -115,9 +147,21 @@ def fetch_model_dir(tracking_uri: str, model_uri: str, dst: Path | None = None) 
 
     mlflow.set_tracking_uri(tracking_uri)
     local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None)
-    folder = Path(local) / "artifacts" / MODEL_ARTIFACT_KEY
+    return model_dir_in(Path(local), model_uri)
+
+
+def model_dir_in(mlflow_model: Path, model_uri: str = "") -> Path:
+    """The kfops model folder inside a downloaded MLflow model, as its MLmodel file names it."""
+    import yaml
+
+    mlmodel = mlflow_model / "MLmodel"
+    try:
+        flavor = yaml.safe_load(mlmodel.read_text())["flavors"]["python_function"]
+        folder = mlflow_model / flavor["artifacts"][MODEL_ARTIFACT_KEY]["path"]
+    except (OSError, KeyError, TypeError) as err:
+        raise RegistryError(f"{model_uri or mlflow_model} holds no kfops model (no '{MODEL_ARTIFACT_KEY}' artifact)") from err
     if not folder.is_dir():
-        raise RegistryError(f"{model_uri} holds no kfops model (expected artifacts/{MODEL_ARTIFACT_KEY})")
+        raise RegistryError(f"{model_uri or mlflow_model}: the kfops model folder {folder} is missing")
     return folder
 
 
@@ -164,10 +208,10 @@ def register_version(
     if existing:
         return existing[0], False
     all_tags = {**tags, IDEMPOTENCY_TAG: idempotency_key}
-    version = retry(
-        lambda: mlflow_client.create_model_version(name, model_uri, run_id=run_id, tags=all_tags),
-        f"register a version of '{name}'",
-    )
+    import mlflow
+
+    # mlflow.register_model resolves MLflow 3 logged-model URIs (models:/m-...) to their model id.
+    version = retry(lambda: mlflow.register_model(model_uri, name, tags=all_tags), f"register a version of '{name}'")
     return version, True
 
 
@@ -213,7 +257,7 @@ def move_alias(
     event = {
         "action": "alias",
         "alias": alias,
-        "from_version": previous.version if previous else None,
+        "from_version": str(previous.version) if previous else None,
         "to_version": str(version),
         "reason": reason,
         "forced": force,

@@ -358,7 +358,7 @@ def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:
 
 def example_request_rows(model_dir: Path) -> list[dict[str, Any]]:
     """The input example MLflow stored beside the model: a real row to smoke-test the endpoint with."""
-    mlflow_dir = Path(model_dir).parent.parent
+    mlflow_dir = Path(model_dir).parent.parent  # <mlflow model>/artifacts/<kfops model>
     example = mlflow_dir / "input_example.json"
     if example.is_file():
         data = json.loads(example.read_text())

@@ -54,7 +54,7 @@ def create_pipeline(cfg: KfopsConfig):
                      run_id=trained.outputs["Output"]),
             image,
         )
-        with dsl.If(evaluated.outputs["blessed"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
+        with dsl.If(evaluated.outputs["Output"] == True, name="blessed"):  # noqa: E712 (KFP condition syntax)
             registered = _prepare(
                 register(config=config, run_id=trained.outputs["Output"], verdict=evaluated.outputs["verdict"],
                          validation_summary=validated.outputs["summary"], raw_tables=ingested.outputs["raw_tables"],

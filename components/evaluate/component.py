@@ -1,5 +1,3 @@
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -16,7 +14,7 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     verdict: Output[Artifact],
     plots: Output[HTML],
-) -> NamedTuple("EvaluateOutputs", [("blessed", bool)]):
+) -> bool:
     """Evaluate: score the challenger and the current @champion on the same frozen test split.
 
     Computes ROC AUC, PR AUC, log loss, F1 at the validation-chosen threshold and calibration,
@@ -36,13 +34,11 @@ def evaluate(
         plots: HTML page with ROC, PR, calibration, confusion matrix and slice plots.
 
     Returns:
-        blessed: whether the gate blessed the model.
+        Whether the gate blessed the model (a single output, so `kfp.local` can branch on it).
     """
-    from collections import namedtuple
-
     from kfops.kfp_support import log_kfp_metrics
     from kfops.steps import evaluate as run
 
     summary = run(config, training_set.path, model.path, run_id, verdict.path, plots.path)
     log_kfp_metrics(summary, metrics, classification)
-    return namedtuple("EvaluateOutputs", ["blessed"])(summary["blessed"])
+    return summary["blessed"]

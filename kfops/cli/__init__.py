@@ -183,7 +183,7 @@ def rollback(
     current = registry.champion(cfg)
     if not moves or current is None:
         raise KfopsError("there is no previous champion to roll back to")
-    previous = moves[-1]["from_version"] if moves[-1]["to_version"] == current.version else None
+    previous = moves[-1]["from_version"] if moves[-1]["to_version"] == str(current.version) else None
     if previous is None:
         raise KfopsError("the audit trail does not say which champion came before the current one")
     event = registry.move_alias(cfg, registry.CHAMPION, previous, reason=f"rollback: {reason}", force=True)
@@ -308,6 +308,12 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None
+    except Exception as err:  # noqa: BLE001 - the CLI boundary: one line, traceback on request
+        if verbose:
+            traceback.print_exc()
+        typer.echo(f"error: unexpected {type(err).__name__}: {err}", err=True)
+        typer.echo("  hint: run again with --verbose for the traceback", err=True)
+        raise SystemExit(1) from None
 
 
 def dump(value: Any) -> str:

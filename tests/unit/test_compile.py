@@ -65,7 +65,7 @@ def test_compiled_yaml_reloads_with_the_expected_dag(tmp_path):
     assert {"ingest", "validate", "featurize", "train", "evaluate", "condition-1"} <= set(tasks)
     branch = spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert set(branch) == {"register", "deploy"}
-    assert "blessed" in tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert "evaluate-Output" in tasks["condition-1"]["triggerPolicy"]["condition"]
     assert tasks["featurize"]["dependentTasks"] == ["ingest", "validate"]
     # Config is baked in as the default of the `config` parameter: the YAML alone reproduces the run.
     default = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]

@@ -1,0 +1,113 @@
+"""What does running through KFP cost? Compare, in one run on the same machine:
+
+  A  `kfops run training` (compile, then the compiled YAML under kfp.local: one process per task)
+  B  the same step functions called in sequence in one Python process, without KFP
+
+Both start from an empty data dir (no champion), on the same window, and end with a served model.
+
+    .venv/bin/python bench/pipeline_overhead.py                 # full year, 336,776 flights
+    .venv/bin/python bench/pipeline_overhead.py --end 2013-01-31 --repeat 2
+
+Targets (2-core machine): A under 90 s, A/B at most 1.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def overrides(data_dir: Path, args) -> list[str]:
+    return [f"data_dir={data_dir}", f"dataset.start={args.start}", f"dataset.end={args.end}",
+            f"serving.http_port={args.port}"]
+
+
+def run_kfp(data_dir: Path, args) -> float:
+    command = [str(Path(sys.executable).with_name("kfops")), "run", "training"]
+    for item in overrides(data_dir, args):
+        command += ["--set", item]
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"A failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+IN_PROCESS = r"""
+import sys, time, json
+from pathlib import Path
+started = time.perf_counter()
+from kfops.config import load_config
+from kfops import steps
+cfg = load_config(None, sys.argv[2:])
+work = Path(sys.argv[1])
+raw, sources, ts, model = work / "raw", work / "sources", work / "training_set.parquet", work / "model"
+manifest = steps.ingest(cfg, raw)
+steps.validate(cfg, raw, work / "report.html", work / "summary.json")
+steps.featurize(cfg, raw, sources, ts)
+run_id = steps.train(cfg, ts, model, "bench-in-process", manifest["data_hash"])
+summary = steps.evaluate(cfg, ts, model, run_id, work / "verdict.json", work / "plots.html")
+reg = steps.register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json", "bench-in-process")
+steps.deploy(cfg, reg["version"])
+print(json.dumps({"seconds": time.perf_counter() - started, "roc_auc": summary["metrics"]["roc_auc"]}))
+"""
+
+
+def run_in_process(data_dir: Path, args) -> float:
+    # A fresh interpreter, so B also pays its imports once, as a user calling the functions would.
+    work = data_dir / "work-in-process"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", IN_PROCESS, str(work), *overrides(data_dir, args)], cwd=REPO,
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"B failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def stop_server(data_dir: Path, args) -> None:
+    from kfops.config import load_config
+    from kfops.serving.process import stop_server as stop
+
+    stop(load_config(None, overrides(data_dir, args)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--start", default="2013-01-01")
+    parser.add_argument("--end", default="2013-12-31")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--port", type=int, default=18080)
+    args = parser.parse_args()
+    a_times, b_times = [], []
+    for _ in range(args.repeat):
+        for label, runner, bucket in (("B", run_in_process, b_times), ("A", run_kfp, a_times)):
+            data_dir = Path(tempfile.mkdtemp(prefix=f"kfops-bench-{label}-"))
+            try:
+                seconds = runner(data_dir, args)
+                bucket.append(seconds)
+                print(f"{label}: {seconds:6.1f} s", flush=True)
+            finally:
+                stop_server(data_dir, args)
+                shutil.rmtree(data_dir, ignore_errors=True)
+    a, b = statistics.median(a_times), statistics.median(b_times)
+    result = {"window": f"{args.start}..{args.end}", "A_kfp_local_s": round(a, 1), "B_in_process_s": round(b, 1),
+              "ratio_A_over_B": round(a / b, 3), "repeat": args.repeat, "cores": os.cpu_count(),
+              "target": "A < 90 s, A/B <= 1.3"}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
