@@ -1,0 +1,235 @@
+"""The cluster path: `kfops submit`, `kfops runs list|get`, `kfops doctor`, `kfops build`.
+
+Thin runners around kfops.cluster.kfp_client / doctor / images.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kfops.errors import ConfigError
+
+app = typer.Typer(
+    help="Runs on a Kubeflow Pipelines endpoint.\n\nExamples:\n\n  kfops runs list --host http://localhost:8888\n\n"
+         "  kfops runs get 5f1c... --host http://localhost:8888",
+    no_args_is_help=True,
+)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
+HostOption = Annotated[str | None, typer.Option("--host", help="KFP endpoint (default: cluster.kfp_host).")]
+NamespaceOption = Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace "
+                                                    "(default: cluster.namespace).")]
+ExperimentOption = Annotated[str | None, typer.Option("--experiment", help="KFP experiment (default: registry.experiment).")]
+
+
+def _load(config: Path | None, overrides: list[str] | None):
+    from kfops.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def _connect(cfg, host: str | None, namespace: str | None):
+    from kfops.cluster import kfp_client
+
+    endpoint = kfp_client.resolve_endpoint(cfg, host=host, namespace=namespace)
+    return endpoint, kfp_client.connect(endpoint)
+
+
+def compile_to(cfg, pipeline: str, folder: Path) -> Path:
+    from kfops.local import PIPELINES, compile_pipeline
+
+    if pipeline not in PIPELINES:
+        raise ConfigError(f"unknown pipeline '{pipeline}'", hint=f"choose one of: {', '.join(PIPELINES)}")
+    return compile_pipeline(cfg, pipeline, folder / f"{pipeline}.yaml")
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps `list` and `get` subcommands when this app runs on its own."""
+
+
+def submit_command(
+    pipeline: Annotated[str, typer.Argument(help="training or retraining.")],
+    host: HostOption = None,
+    experiment: ExperimentOption = None,
+    version_name: Annotated[str | None, typer.Option(
+        "--version-name", help="Pipeline version name (default: <pipeline>-<code version>-<yaml digest>).")] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="Run name (default: pipeline and time).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run until it ends; non-zero exit on failure.")] = False,
+    timeout: Annotated[float, typer.Option(help="With --wait: stop waiting after this many seconds.")] = 6 * 3600,
+    poll_interval: Annotated[float, typer.Option(help="With --wait: seconds between status polls.")] = 10.0,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Compile a pipeline, upload it as a pipeline version and start a run on Kubeflow Pipelines.
+
+    Auth: KFOPS_KFP_TOKEN (bearer token), else cluster.token_path, else the Kubeflow
+    service-account token file when present.
+
+    Examples:
+
+      kfops submit training --host http://localhost:8888
+
+      kfops submit retraining --experiment nightly --wait --namespace team-a
+
+      kfops submit training --set cluster.gpus_per_node=1 --set train.trainer=torch
+    """
+    from kfops.cluster import kfp_client
+    from kfops.registry import code_version
+
+    cfg = _load(config, set_)
+    endpoint, client = _connect(cfg, host, namespace)
+    with tempfile.TemporaryDirectory(prefix="kfops-submit-") as folder:
+        package = compile_to(cfg, pipeline, Path(folder))
+        info = kfp_client.pipeline_info(package)
+        version = version_name or kfp_client.version_name(info["name"], code_version(), package)
+        submission = kfp_client.submit(
+            client, endpoint, package, version, experiment or cfg.registry.experiment,
+            run_name or kfp_client.default_run_name(pipeline), service_account=cfg.cluster.service_account,
+        )
+    typer.echo(f"submitted {info['name']} version {submission.version_name} "
+               f"to experiment '{experiment or cfg.registry.experiment}'")
+    typer.echo(f"run {submission.run_id}: {submission.url}")
+    if wait:
+        final = kfp_client.wait_for_run(client, submission.run_id, timeout_s=timeout, poll_s=poll_interval,
+                                        on_state=lambda state: typer.echo(f"  state: {state}"))
+        typer.echo(f"run {submission.run_id} {final['state']}")
+
+
+@app.command("list")
+def list_(
+    experiment: Annotated[str | None, typer.Option("--experiment", help="Only runs of this experiment.")] = None,
+    limit: Annotated[int, typer.Option(help="Most runs to show (newest first).")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    host: HostOption = None,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """List recent runs, newest first.
+
+    Example:
+
+      kfops runs list --experiment kfops-flights --limit 5
+    """
+    from kfops.cluster import kfp_client
+
+    cfg = _load(config, set_)
+    endpoint, client = _connect(cfg, host, namespace)
+    runs = kfp_client.list_runs(client, endpoint.namespace, experiment, page_size=limit)
+    if as_json:
+        typer.echo(json.dumps(runs, indent=2))
+        return
+    if not runs:
+        typer.echo("no runs")
+    for run in runs:
+        typer.echo(f"{run['run_id']}  {run['state']:<10} {run['created_at'] or '-':<26} {run['name']}")
+
+
+@app.command("get")
+def get(
+    run_id: Annotated[str, typer.Argument(help="Run id (from `kfops submit` or `kfops runs list`).")],
+    host: HostOption = None,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Show one run: state, times, pipeline version, error, URL.
+
+    Example:
+
+      kfops runs get 5f1c2d3e-...
+    """
+    from kfops.cluster import kfp_client
+
+    cfg = _load(config, set_)
+    endpoint, client = _connect(cfg, host, namespace)
+    run = kfp_client.get_run(client, run_id)
+    run["url"] = kfp_client.run_url(endpoint.host, run_id)
+    width = max(len(k) for k in run)
+    for key, value in run.items():
+        typer.echo(f"{key:<{width}}  {value if value is not None else '-'}")
+
+
+def doctor_command(
+    pipeline_yaml: Annotated[Path | None, typer.Argument(help="A compiled pipeline YAML.")] = None,
+    pipeline: Annotated[str | None, typer.Option("--pipeline", help="Compile this pipeline (training, retraining) "
+                                                 "with the current config and inspect it.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Show what a cluster honours that a local kfp.local run ignores (or does differently).
+
+    Resources, accelerators, node selectors, tolerations, images, caching, retries and
+    environment variables, per task.
+
+    Examples:
+
+      kfops doctor --pipeline training --set cluster.gpus_per_node=1
+
+      kfops doctor training.yaml
+    """
+    from kfops.cluster.doctor import (
+        format_table,
+        inspect_pipeline,
+        load_pipeline_spec,
+        summary_line,
+    )
+
+    if (pipeline_yaml is None) == (pipeline is None):
+        raise ConfigError("give either a compiled PIPELINE_YAML or --pipeline NAME",
+                          hint="e.g. `kfops doctor --pipeline training`")
+    cfg = _load(config, set_)
+    with tempfile.TemporaryDirectory(prefix="kfops-doctor-") as folder:
+        path = pipeline_yaml if pipeline_yaml is not None else compile_to(cfg, pipeline, Path(folder))
+        spec = load_pipeline_spec(path)
+    findings = inspect_pipeline(spec, expected_images={cfg.cluster.image, cfg.cluster.gpu_image})
+    if as_json:
+        typer.echo(json.dumps({"findings": [f.to_dict() for f in findings], "summary": summary_line(findings)},
+                              indent=2))
+        return
+    typer.echo(f"pipeline {spec['pipelineInfo']['name']}:")
+    if findings:
+        typer.echo(format_table(findings))
+    typer.echo(summary_line(findings))
+
+
+def build_command(
+    push: Annotated[bool, typer.Option("--push", help="Also push both tags.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands, run nothing.")] = False,
+    context: Annotated[Path, typer.Option(help="Build context: the kfops repository root.")] = Path("."),
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Build the CPU image (Dockerfile -> cluster.image) and the GPU image (Dockerfile.gpu -> cluster.gpu_image).
+
+    Without a docker daemon (or with --dry-run) it prints the commands instead of running them.
+
+    Examples:
+
+      kfops build --dry-run
+
+      kfops build --push --set cluster.image=registry.example.com/kfops:0.2.0
+    """
+    import shlex
+
+    from kfops.cluster import images
+
+    cfg = _load(config, set_)
+    commands = images.build_commands(cfg.cluster, context.resolve(), push=push)
+    if dry_run or not images.docker_available():
+        if not dry_run:
+            typer.echo("# docker is not available (no client, or `docker info` fails): the commands to run are")
+        for command in commands:
+            typer.echo(shlex.join(command))
+        return
+    images.run_commands(commands, on_command=typer.echo)
+    typer.echo(f"built {cfg.cluster.image} and {cfg.cluster.gpu_image}" + (" and pushed them" if push else ""))

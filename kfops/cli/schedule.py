@@ -1,0 +1,174 @@
+"""`kfops schedule ...`: recurring runs on Kubeflow Pipelines, or a local scheduler process."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kfops.cli.runs import (
+    ConfigOption,
+    ExperimentOption,
+    HostOption,
+    NamespaceOption,
+    SetOption,
+    _connect,
+    _load,
+)
+
+app = typer.Typer(
+    help="Recurring runs: a KFP recurring run on a cluster, or a local scheduler (--local).\n\n"
+         "Examples:\n\n  kfops schedule retraining --cron '0 3 * * *'\n\n"
+         "  kfops schedule retraining --local --cron '0 3 * * *'\n\n  kfops schedule list\n\n"
+         "  kfops schedule delete 7a0c...",
+    no_args_is_help=True,
+)
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps the subcommands when this app runs on its own."""
+
+
+def _schedule(
+    pipeline: str,
+    cron: str,
+    experiment: str | None,
+    name: str | None,
+    local: bool,
+    max_runs: int | None,
+    max_seconds: float | None,
+    host: str | None,
+    namespace: str | None,
+    config: Path | None,
+    set_: list[str] | None,
+) -> None:
+    cfg = _load(config, set_)
+    if local:
+        from kfops.scheduler import default_run_function, run_scheduler, scheduler_dir
+
+        log_dir = scheduler_dir(cfg)
+        typer.echo(f"local scheduler: '{pipeline}' on '{cron}' (log: {log_dir / f'{pipeline}.jsonl'}); Ctrl-C stops it")
+        result = run_scheduler(cron, default_run_function(cfg, pipeline), log_dir, max_runs=max_runs,
+                               max_seconds=max_seconds, name=pipeline, on_event=_print_event)
+        typer.echo(f"stopped ({result.stop_reason}): {result.runs} runs, {result.failures} failed, "
+                   f"{result.skipped} skipped")
+        return
+    if max_runs is not None or max_seconds is not None:
+        raise typer.BadParameter("--max-runs/--max-seconds bound the local scheduler; add --local")
+    from kfops.cli.runs import compile_to
+    from kfops.cluster import kfp_client
+    from kfops.registry import code_version
+
+    endpoint, client = _connect(cfg, host, namespace)
+    with tempfile.TemporaryDirectory(prefix="kfops-schedule-") as folder:
+        package = compile_to(cfg, pipeline, Path(folder))
+        info = kfp_client.pipeline_info(package)
+        created = kfp_client.create_schedule(
+            client, endpoint, package, kfp_client.version_name(info["name"], code_version(), package),
+            experiment or cfg.registry.experiment, name or kfp_client.default_schedule_name(pipeline, cron), cron,
+            service_account=cfg.cluster.service_account,
+        )
+    typer.echo(f"recurring run {created.recurring_run_id} '{created.name}': cron '{created.cron}' "
+               f"(KFP, seconds first), pipeline version {created.version_id}")
+
+
+def _print_event(event: dict) -> None:
+    details = {k: v for k, v in event.items() if k not in {"at", "event", "traceback"}}
+    typer.echo(f"  {event['at']} {event['event']} {json.dumps(details, default=str)}")
+
+
+@app.command("retraining")
+def retraining(
+    cron: Annotated[str, typer.Option("--cron", help="5-field cron (min hour dom month dow), UTC; "
+                                      "6 fields put seconds first.")],
+    experiment: ExperimentOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Recurring run name.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run a local scheduler process instead of KFP.")] = False,
+    max_runs: Annotated[int | None, typer.Option(help="--local: stop after this many runs.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
+    host: HostOption = None,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Schedule the retraining pipeline.
+
+    Examples:
+
+      kfops schedule retraining --cron "0 3 * * *" --experiment nightly
+
+      kfops schedule retraining --local --cron "*/30 * * * *" --max-runs 4
+    """
+    _schedule("retraining", cron, experiment, name, local, max_runs, max_seconds, host, namespace, config, set_)
+
+
+@app.command("training")
+def training(
+    cron: Annotated[str, typer.Option("--cron", help="5-field cron, UTC; 6 fields put seconds first.")],
+    experiment: ExperimentOption = None,
+    name: Annotated[str | None, typer.Option("--name", help="Recurring run name.")] = None,
+    local: Annotated[bool, typer.Option("--local", help="Run a local scheduler process instead of KFP.")] = False,
+    max_runs: Annotated[int | None, typer.Option(help="--local: stop after this many runs.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
+    host: HostOption = None,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Schedule the training pipeline.
+
+    Example:
+
+      kfops schedule training --cron "0 4 * * 1"
+    """
+    _schedule("training", cron, experiment, name, local, max_runs, max_seconds, host, namespace, config, set_)
+
+
+@app.command("list")
+def list_(
+    host: HostOption = None,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """List recurring runs on the KFP endpoint.
+
+    Example:
+
+      kfops schedule list --namespace team-a
+    """
+    from kfops.cluster import kfp_client
+
+    cfg = _load(config, set_)
+    endpoint, client = _connect(cfg, host, namespace)
+    rows = kfp_client.list_schedules(client, endpoint.namespace)
+    if not rows:
+        typer.echo("no recurring runs")
+    for row in rows:
+        typer.echo(f"{row['recurring_run_id']}  {row['mode']:<8} {row['cron'] or '-':<16} {row['name']}")
+
+
+@app.command("delete")
+def delete(
+    recurring_run_id: Annotated[str, typer.Argument(help="Recurring run id (from `kfops schedule list`).")],
+    host: HostOption = None,
+    namespace: NamespaceOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Delete a recurring run (runs it already started are kept).
+
+    Example:
+
+      kfops schedule delete 7a0c1b2d-...
+    """
+    from kfops.cluster import kfp_client
+
+    cfg = _load(config, set_)
+    _, client = _connect(cfg, host, namespace)
+    kfp_client.delete_schedule(client, recurring_run_id)
+    typer.echo(f"deleted recurring run {recurring_run_id}")

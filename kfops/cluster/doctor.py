@@ -1,0 +1,154 @@
+"""What a compiled pipeline asks of a cluster that ``kfp.local`` does not do (or does differently).
+
+Pure: :func:`inspect_pipeline` reads the IR (the dicts of the compiled YAML documents) and returns
+findings; nothing is contacted. What kfp.local 2.17's SubprocessRunner does, from its source:
+it ignores images, resources, accelerators and the Kubernetes platform spec; it honours
+environment variables and retry policies; it caches only when ``local.init(enable_caching=True)``,
+which ``kfops run`` does not set, while a cluster caches every task unless told not to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kfops.errors import ConfigError
+
+WARN, INFO = "warn", "info"
+
+
+@dataclass(frozen=True)
+class Finding:
+    task: str
+    kind: str
+    detail: str
+    local: str
+    cluster: str
+    severity: str = WARN
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def load_pipeline_spec(path: Path) -> dict[str, Any]:
+    """The compiled YAML as one dict: the pipeline spec plus ``platforms`` from the second document."""
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read compiled pipeline {path}: {err}") from err
+    if not documents or "pipelineInfo" not in documents[0]:
+        raise ConfigError(f"{path} is not a compiled KFP pipeline (no pipelineInfo)",
+                          hint="compile one with `kfops compile training -o training.yaml`")
+    spec = dict(documents[0])
+    for extra in documents[1:]:
+        spec.update({k: v for k, v in extra.items() if k == "platforms"})
+    return spec
+
+
+def _tasks(spec: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every container task, root DAG and nested (conditions, loops), as (task name, task spec)."""
+    components = spec.get("components", {})
+
+    def walk(dag: dict[str, Any], prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, task in sorted(dag.get("tasks", {}).items()):
+            component = components.get(task.get("componentRef", {}).get("name", ""), {})
+            if "dag" in component:
+                yield from walk(component["dag"], f"{prefix}{name}/")
+            else:
+                yield prefix + name, task
+
+    yield from walk(spec.get("root", {}).get("dag", {}), "")
+
+
+def _executor_label(spec: dict[str, Any], task: dict[str, Any]) -> str | None:
+    component = spec.get("components", {}).get(task.get("componentRef", {}).get("name", ""), {})
+    return component.get("executorLabel")
+
+
+def inspect_pipeline(spec: dict[str, Any], expected_images: set[str] | None = None) -> list[Finding]:
+    """Per-task settings that make a cluster run differ from a local one.
+
+    ``expected_images``: the configured images (CPU and GPU); a task in any other image is flagged.
+    Every task's image is otherwise ignored locally, so only unexpected ones are reported.
+    """
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    platform = spec.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {}).get("executors", {})
+    findings: list[Finding] = []
+    for task_name, task in _tasks(spec):
+        label = _executor_label(spec, task)
+        container = executors.get(label, {}).get("container", {}) if label else {}
+        findings += _resource_findings(task_name, container.get("resources", {}))
+        image = container.get("image")
+        if image and expected_images is not None and image not in expected_images:
+            findings.append(Finding(task_name, "image", f"runs in {image}, not a configured image "
+                                    f"({', '.join(sorted(expected_images))})",
+                                    "ignored: runs in this Python environment", f"pulls {image}"))
+        for env in container.get("env", []):
+            findings.append(Finding(task_name, "env", f"{env.get('name')}={env.get('value')}",
+                                    "set", "set (the value is baked into the YAML: is it right for the cluster?)",
+                                    INFO))
+        retry = task.get("retryPolicy")
+        if retry and retry.get("maxRetryCount"):
+            findings.append(Finding(task_name, "retries",
+                                    f"up to {retry['maxRetryCount']} retries, backoff {retry.get('backoffDuration', '?')}",
+                                    "re-runs the subprocess in place", "re-creates the pod (fresh container)", INFO))
+        if task.get("cachingOptions", {}).get("enableCache"):
+            findings.append(Finding(task_name, "caching", "caching enabled",
+                                    "never reused (`kfops run` runs with caching off)",
+                                    "may reuse an earlier result for the same inputs"))
+        findings += _platform_findings(task_name, platform.get(label, {}) if label else {})
+    return findings
+
+
+def _resource_findings(task: str, resources: dict[str, Any]) -> list[Finding]:
+    found = []
+    asked = {key: resources[f"resource{key}"] if f"resource{key}" in resources else resources.get(key[0].lower() + key[1:])
+             for key in ("CpuRequest", "CpuLimit", "MemoryRequest", "MemoryLimit")}
+    asked = {k: v for k, v in asked.items() if v is not None}
+    if asked:
+        text = ", ".join(f"{k[:3].lower()} {k[3:].lower() if k.startswith('Cpu') else k[6:].lower()} {v}"
+                         for k, v in asked.items())
+        found.append(Finding(task, "resources", text, "ignored: shares this machine",
+                             "scheduled with these requests; killed past the memory limit"))
+    accelerator = resources.get("accelerator")
+    if accelerator:
+        kind = accelerator.get("resourceType") or accelerator.get("type")
+        count = accelerator.get("resourceCount") or accelerator.get("count")
+        found.append(Finding(task, "accelerator", f"{count} x {kind}", "ignored: uses whatever device is visible",
+                             "waits for a node with that accelerator"))
+    return found
+
+
+def _platform_findings(task: str, config: dict[str, Any]) -> list[Finding]:
+    found = []
+    labels = config.get("nodeSelector", {}).get("labels", {})
+    if labels:
+        found.append(Finding(task, "node_selector", ", ".join(f"{k}={v}" for k, v in sorted(labels.items())),
+                             "ignored", "runs only on matching nodes"))
+    for toleration in config.get("tolerations", []):
+        text = f"{toleration.get('key')} {toleration.get('operator', 'Equal')} {toleration.get('effect', '')}".strip()
+        found.append(Finding(task, "toleration", text, "ignored", "may run on nodes tainted that way"))
+    other = sorted(k for k in config if k not in {"nodeSelector", "tolerations"})
+    for key in other:
+        found.append(Finding(task, "kubernetes", key, "ignored", f"applied ({key})"))
+    return found
+
+
+def summary_line(findings: list[Finding]) -> str:
+    kinds = sorted({f.kind for f in findings if f.severity == WARN})
+    if not kinds:
+        return "no differences that matter: local and cluster runs should behave alike"
+    return "local and cluster runs can differ here: " + ", ".join(kinds)
+
+
+def format_table(findings: list[Finding]) -> str:
+    rows = [("TASK", "KIND", "SETTING", "LOCAL (kfp.local)", "CLUSTER")]
+    rows += [(f.task, f.kind + ("" if f.severity == WARN else " (info)"), f.detail, f.local, f.cluster)
+             for f in findings]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+                     for row in rows)

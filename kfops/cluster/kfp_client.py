@@ -1,0 +1,416 @@
+"""Adapter for a Kubeflow Pipelines endpoint (KFP v2beta1 REST API through ``kfp.client.Client``).
+
+Every function takes the client as its first argument, so tests can point a real client at a
+local contract server. Nothing here is imported by the pipeline code; ``kfp`` is imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from kfops.errors import ConfigError, KfopsError, PipelineFailed
+
+if TYPE_CHECKING:
+    from kfp.client import Client
+
+    from kfops.config import KfopsConfig
+
+TOKEN_ENV = "KFOPS_KFP_TOKEN"
+# Where Kubeflow projects a service-account token into notebook/pipeline pods.
+DEFAULT_TOKEN_PATH = Path("/var/run/secrets/kubeflow/pipelines/token")
+SUCCESS_STATES = frozenset({"SUCCEEDED", "SKIPPED"})
+FAILURE_STATES = frozenset({"FAILED", "CANCELED", "ERROR"})
+TERMINAL_STATES = SUCCESS_STATES | FAILURE_STATES
+
+
+class ClusterError(KfopsError):
+    """The KFP endpoint did not answer, or answered with an error."""
+
+    exit_code = 3
+    hint = "check cluster.kfp_host, the token (KFOPS_KFP_TOKEN or cluster.token_path) and the namespace"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    namespace: str | None = None
+    token: str | None = field(default=None, repr=False)
+    token_source: str = "none"
+
+
+def resolve_endpoint(
+    cfg: KfopsConfig,
+    host: str | None = None,
+    namespace: str | None = None,
+    environ: dict[str, str] | None = None,
+    default_token_path: Path = DEFAULT_TOKEN_PATH,
+) -> Endpoint:
+    """Endpoint and auth: explicit arguments, then config, then the environment.
+
+    Token precedence: ``KFOPS_KFP_TOKEN``, then ``cluster.token_path``, then the Kubeflow
+    service-account token file when it exists. No token is fine for a port-forward.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    host = host or cfg.cluster.kfp_host
+    if not host:
+        raise ConfigError(
+            "no Kubeflow Pipelines endpoint is configured",
+            hint="pass --host URL or set cluster.kfp_host (e.g. --set cluster.kfp_host=http://localhost:8888)",
+        )
+    if not host.startswith(("http://", "https://")):
+        raise ConfigError(f"KFP host '{host}' has no scheme", hint="write it as http://... or https://...")
+    namespace = namespace or cfg.cluster.namespace
+    if environ.get(TOKEN_ENV):
+        return Endpoint(host.rstrip("/"), namespace, environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}")
+    for path, explicit in ((cfg.cluster.token_path, True), (default_token_path, False)):
+        if path is None:
+            continue
+        if path.is_file():
+            return Endpoint(host.rstrip("/"), namespace, path.read_text().strip(), str(path))
+        if explicit:
+            raise ConfigError(f"cluster.token_path {path} does not exist",
+                              hint="point it at a service-account token file or unset it")
+    return Endpoint(host.rstrip("/"), namespace)
+
+
+def connect(endpoint: Endpoint) -> Client:
+    """A ``kfp.client.Client`` for ``endpoint``, once the endpoint has answered /healthz."""
+    from kfp.client import Client
+
+    probe_healthz(endpoint)
+    kwargs: dict[str, Any] = {"host": endpoint.host, "existing_token": endpoint.token}
+    if endpoint.namespace:
+        kwargs["namespace"] = endpoint.namespace
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # The client warns on every construction that it needs KFP >= 2.0.0-beta.2.
+        warnings.simplefilter("ignore", FutureWarning)
+        return Client(**kwargs)
+
+
+def probe_healthz(endpoint: Endpoint, timeout_s: float = 10.0) -> dict[str, Any]:
+    """One GET of /apis/v2beta1/healthz. The kfp client retries it 5 times, 5 s apart: fail fast instead."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{endpoint.host}/apis/v2beta1/healthz")
+    if endpoint.token:
+        request.add_header("Authorization", f"Bearer {endpoint.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        raise ClusterError(f"Kubeflow Pipelines at {endpoint.host} answered HTTP {err.code} {err.reason} "
+                           f"(token from {endpoint.token_source})") from err
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        raise ClusterError(f"cannot reach Kubeflow Pipelines at {endpoint.host}: {err}") from err
+
+
+def _short(err: BaseException) -> str:
+    status = getattr(err, "status", None)
+    reason = getattr(err, "reason", None)
+    if status is not None:
+        return f"HTTP {status} {reason or ''}".strip()
+    return str(err).splitlines()[0][:200]
+
+
+@contextlib.contextmanager
+def _api_call(what: str):
+    """Turn the generated client's errors into one typed error, and keep its prints off stdout."""
+    import kfp_server_api
+    import urllib3
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    except kfp_server_api.ApiException as err:
+        body = (err.body or "")[:300] if isinstance(err.body, str) else ""
+        raise ClusterError(f"{what} failed: {_short(err)} {body}".strip()) from err
+    except (urllib3.exceptions.HTTPError, OSError) as err:
+        raise ClusterError(f"{what} failed: {_short(err)}") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def to_kfp_cron(expression: str) -> str:
+    """KFP's scheduler (robfig/cron) wants 6 fields, seconds first: prepend ``0`` to a 5-field cron.
+
+    ``@daily``-style descriptors and 6-field expressions pass through unchanged.
+    """
+    text = " ".join(expression.split())
+    if text.startswith("@"):
+        return text
+    fields = text.split(" ")
+    if len(fields) == 5:
+        return "0 " + text
+    if len(fields) == 6:
+        return text
+    raise ConfigError(f"cron '{expression}' must have 5 fields (min hour dom month dow) or 6 (with seconds first)")
+
+
+def pipeline_info(package_path: Path) -> dict[str, Any]:
+    """Name and root parameters of a compiled pipeline (first YAML document)."""
+    documents = list(yaml.safe_load_all(package_path.read_text()))
+    spec = documents[0]
+    return {
+        "name": spec["pipelineInfo"]["name"],
+        "parameters": sorted(spec.get("root", {}).get("inputDefinitions", {}).get("parameters", {})),
+    }
+
+
+def version_name(pipeline_name: str, code_version: str, package_path: Path) -> str:
+    """``<pipeline>-<code version>-<content digest>``: same code and config give the same name."""
+    digest = hashlib.sha256(package_path.read_bytes()).hexdigest()[:8]
+    return f"{pipeline_name}-{code_version}-{digest}"
+
+
+def run_url(host: str, run_id: str) -> str:
+    return f"{host.rstrip('/')}/#/runs/details/{run_id}"
+
+
+def _filter(name: str) -> str:
+    import json
+
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name", "stringValue": name}]})
+
+
+# ---------------------------------------------------------------------------------------------
+# Calls against the endpoint
+
+
+def find_pipeline(client: Client, name: str, namespace: str | None = None) -> str | None:
+    with _api_call(f"looking up pipeline '{name}'"):
+        result = client.list_pipelines(filter=_filter(name), namespace=namespace, page_size=2)
+    pipelines = result.pipelines or []
+    if len(pipelines) > 1:
+        raise ClusterError(f"{len(pipelines)} pipelines are named '{name}'", hint="delete the duplicates in the KFP UI")
+    return pipelines[0].pipeline_id if pipelines else None
+
+
+def find_pipeline_version(client: Client, pipeline_id: str, name: str) -> str | None:
+    with _api_call(f"looking up pipeline version '{name}'"):
+        result = client.list_pipeline_versions(pipeline_id=pipeline_id, filter=_filter(name), page_size=2)
+    versions = result.pipeline_versions or []
+    return versions[0].pipeline_version_id if versions else None
+
+
+def ensure_pipeline_version(
+    client: Client, package_path: Path, pipeline_name: str, version: str, namespace: str | None = None,
+    description: str | None = None,
+) -> tuple[str, str]:
+    """Upload ``package_path`` as version ``version`` of ``pipeline_name``; idempotent. Returns ids."""
+    pipeline_id = find_pipeline(client, pipeline_name, namespace)
+    if pipeline_id is None:
+        with _api_call(f"uploading pipeline '{pipeline_name}'"):
+            pipeline = client.upload_pipeline(str(package_path), pipeline_name=pipeline_name,
+                                              description=description, namespace=namespace)
+        pipeline_id = pipeline.pipeline_id
+    else:
+        existing = find_pipeline_version(client, pipeline_id, version)
+        if existing is not None:
+            return pipeline_id, existing
+    with _api_call(f"uploading version '{version}' of '{pipeline_name}'"):
+        uploaded = client.upload_pipeline_version(str(package_path), pipeline_version_name=version,
+                                                  pipeline_id=pipeline_id, description=description)
+    return pipeline_id, uploaded.pipeline_version_id
+
+
+def ensure_experiment(client: Client, name: str, namespace: str | None = None) -> str:
+    with _api_call(f"creating experiment '{name}'"):
+        return client.create_experiment(name=name, namespace=namespace).experiment_id
+
+
+def experiment_id(client: Client, name: str, namespace: str | None = None) -> str:
+    with _api_call(f"looking up experiment '{name}'"):
+        result = client.list_experiments(filter=_filter(name), namespace=namespace, page_size=2)
+    experiments = result.experiments or []
+    if not experiments:
+        raise KfopsError(f"no experiment is named '{name}'", hint="`kfops runs list` without --experiment lists all")
+    return experiments[0].experiment_id
+
+
+@dataclass(frozen=True)
+class Submission:
+    pipeline_id: str
+    version_id: str
+    version_name: str
+    experiment_id: str
+    run_id: str
+    url: str
+
+
+def submit(
+    client: Client,
+    endpoint: Endpoint,
+    package_path: Path,
+    version: str,
+    experiment: str,
+    run_name: str,
+    service_account: str | None = None,
+) -> Submission:
+    """Upload the compiled pipeline (as a version) and start one run of that version."""
+    pipeline_name = pipeline_info(package_path)["name"]
+    pipeline_id, version_id = ensure_pipeline_version(client, package_path, pipeline_name, version, endpoint.namespace)
+    exp_id = ensure_experiment(client, experiment, endpoint.namespace)
+    with _api_call(f"starting a run of '{pipeline_name}'"):
+        run = client.run_pipeline(experiment_id=exp_id, job_name=run_name, pipeline_id=pipeline_id,
+                                  version_id=version_id, service_account=service_account)
+    return Submission(pipeline_id, version_id, version, exp_id, run.run_id, run_url(endpoint.host, run.run_id))
+
+
+def run_summary(run: Any) -> dict[str, Any]:
+    reference = run.pipeline_version_reference
+    return {
+        "run_id": run.run_id,
+        "name": run.display_name,
+        "state": str(run.state or "UNKNOWN"),
+        "experiment_id": run.experiment_id,
+        "pipeline_version_id": reference.pipeline_version_id if reference else run.pipeline_version_id,
+        "created_at": _when(run.created_at),
+        "finished_at": _when(run.finished_at),
+        "error": run.error.message if run.error is not None else None,
+    }
+
+
+def _when(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        # KFP reports an unfinished run's finish time as the epoch.
+        return None if value.year < 1971 else value.isoformat()
+    return str(value)
+
+
+def get_run(client: Client, run_id: str) -> dict[str, Any]:
+    with _api_call(f"reading run {run_id}"):
+        return run_summary(client.get_run(run_id))
+
+
+def list_runs(client: Client, namespace: str | None = None, experiment: str | None = None,
+              page_size: int = 20) -> list[dict[str, Any]]:
+    exp_id = experiment_id(client, experiment, namespace) if experiment else None
+    with _api_call("listing runs"):
+        result = client.list_runs(experiment_id=exp_id, namespace=namespace, page_size=page_size,
+                                  sort_by="created_at desc")
+    return [run_summary(run) for run in result.runs or []]
+
+
+def wait_for_run(
+    client: Client,
+    run_id: str,
+    timeout_s: float = 6 * 3600,
+    poll_s: float = 10.0,
+    on_state: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll until the run is terminal; raise ``PipelineFailed`` unless it succeeded.
+
+    Bounded: after ``timeout_s`` it raises ``ClusterError`` (the run keeps going on the cluster).
+    """
+    deadline = clock() + timeout_s
+    last_state = None
+    while True:
+        summary = get_run(client, run_id)
+        state = summary["state"]
+        if state != last_state and on_state is not None:
+            on_state(state)
+        last_state = state
+        if state in SUCCESS_STATES:
+            return summary
+        if state in FAILURE_STATES:
+            detail = f": {summary['error']}" if summary["error"] else ""
+            raise PipelineFailed(f"run {run_id} ended {state}{detail}", hint="open the run in the KFP UI for task logs")
+        if clock() >= deadline:
+            raise ClusterError(f"run {run_id} still {state} after {timeout_s:.0f}s; stopped waiting (it keeps running)",
+                               hint="follow it with `kfops runs get RUN_ID` or the KFP UI")
+        sleep(poll_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recurring runs
+
+
+@dataclass(frozen=True)
+class Schedule:
+    recurring_run_id: str
+    name: str
+    cron: str
+    pipeline_id: str
+    version_id: str
+    experiment_id: str
+
+
+def create_schedule(
+    client: Client,
+    endpoint: Endpoint,
+    package_path: Path,
+    version: str,
+    experiment: str,
+    name: str,
+    cron: str,
+    service_account: str | None = None,
+    max_concurrency: int = 1,
+) -> Schedule:
+    """A KFP recurring run of one pinned pipeline version; no catch-up of missed intervals."""
+    kfp_cron = to_kfp_cron(cron)
+    pipeline_name = pipeline_info(package_path)["name"]
+    pipeline_id, version_id = ensure_pipeline_version(client, package_path, pipeline_name, version, endpoint.namespace)
+    exp_id = ensure_experiment(client, experiment, endpoint.namespace)
+    with _api_call(f"creating recurring run '{name}'"):
+        created = client.create_recurring_run(
+            experiment_id=exp_id, job_name=name, cron_expression=kfp_cron, pipeline_id=pipeline_id,
+            version_id=version_id, max_concurrency=max_concurrency, no_catchup=True, enabled=True,
+            service_account=service_account,
+        )
+    return Schedule(created.recurring_run_id, name, kfp_cron, pipeline_id, version_id, exp_id)
+
+
+def list_schedules(client: Client, namespace: str | None = None) -> list[dict[str, Any]]:
+    with _api_call("listing recurring runs"):
+        result = client.list_recurring_runs(namespace=namespace, page_size=100)
+    rows = []
+    for item in result.recurring_runs or []:
+        trigger = item.trigger
+        cron = trigger.cron_schedule.cron if trigger is not None and trigger.cron_schedule is not None else None
+        reference = item.pipeline_version_reference
+        rows.append({
+            "recurring_run_id": item.recurring_run_id,
+            "name": item.display_name,
+            "cron": cron,
+            "mode": str(item.mode or ""),
+            "pipeline_version_id": reference.pipeline_version_id if reference else None,
+        })
+    return rows
+
+
+def delete_schedule(client: Client, recurring_run_id: str) -> None:
+    with _api_call(f"deleting recurring run {recurring_run_id}"):
+        client.delete_recurring_run(recurring_run_id)
+
+
+def default_run_name(pipeline: str, now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{pipeline} {now:%Y-%m-%d %H:%M:%S}Z"
+
+
+_SAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def default_schedule_name(pipeline: str, cron: str) -> str:
+    return f"kfops-{pipeline}-" + _SAFE.sub("-", cron.lower()).strip("-")

@@ -1,0 +1,96 @@
+"""The local scheduler (`kfops schedule retraining --local`): real time, a seconds-level cron, a run
+function that starts a real subprocess, and the JSON-lines decision log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kfops.errors import ConfigError, PipelineFailed
+from kfops.scheduler import run_scheduler
+
+pytestmark = pytest.mark.integration
+
+EVERY_SECOND = "* * * * * *"  # six fields: seconds first, as KFP writes them
+
+
+def _events(log_path):
+    return [json.loads(line) for line in log_path.read_text().splitlines()]
+
+
+def test_a_failed_run_is_logged_and_the_scheduler_goes_on(tmp_path):
+    attempts = tmp_path / "attempts"
+
+    def run_in_subprocess():
+        # The child fails on its first attempt and succeeds afterwards (state kept in a file).
+        script = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); n = int(p.read_text() or 0) if p.exists() "
+                  "else 0; p.write_text(str(n + 1)); sys.exit(1 if n == 0 else 0)")
+        done = subprocess.run([sys.executable, "-c", script, str(attempts)], check=False)
+        if done.returncode != 0:
+            raise PipelineFailed(f"retraining exited with {done.returncode}")
+        return {"attempt": int(attempts.read_text())}
+
+    result = run_scheduler(EVERY_SECOND, run_in_subprocess, tmp_path / "scheduler", max_runs=3)
+
+    assert (result.runs, result.failures, result.stop_reason) == (3, 1, "max_runs")
+    events = _events(result.log_path)
+    assert result.log_path == tmp_path / "scheduler" / "retraining.jsonl"
+    assert events == result.events
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "stopped"
+    outcomes = [e for e in events if e["event"] in {"run_failed", "run_succeeded"}]
+    assert [e["event"] for e in outcomes] == ["run_failed", "run_succeeded", "run_succeeded"]
+    assert outcomes[0]["error_type"] == "PipelineFailed" and "exited with 1" in outcomes[0]["error"]
+    assert [e["outcome"]["attempt"] for e in outcomes[1:]] == [2, 3]
+    # Each run started at or after the time it was scheduled for.
+    for event in events:
+        if event["event"] == "run_started":
+            assert dt.datetime.fromisoformat(event["at"]) >= dt.datetime.fromisoformat(event["due"])
+    assert events[-1] == {**events[-1], "reason": "max_runs", "runs": 3, "failures": 1}
+
+
+def test_an_unexpected_exception_is_logged_with_its_traceback(tmp_path):
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise ValueError("bad window")
+        return "ok"
+
+    result = run_scheduler(EVERY_SECOND, flaky, tmp_path, max_runs=2, name="nightly")
+    failed = next(e for e in _events(tmp_path / "nightly.jsonl") if e["event"] == "run_failed")
+    assert failed["error_type"] == "ValueError" and "bad window" in failed["traceback"]
+    assert (result.runs, result.failures) == (2, 1)
+
+
+def test_it_stops_at_max_seconds_when_the_next_time_is_later(tmp_path):
+    def must_not_run():
+        raise AssertionError("the yearly cron must not fire within one second")
+
+    result = run_scheduler("0 0 1 1 *", must_not_run, tmp_path, max_seconds=1)
+    assert (result.runs, result.stop_reason) == (0, "max_seconds")
+    assert [e["event"] for e in _events(result.log_path)] == ["started", "stopped"]
+
+
+def test_times_missed_during_a_long_run_are_skipped_not_caught_up(tmp_path):
+    import time
+
+    def slow():
+        time.sleep(2.2)  # outlasts two ticks of the every-second cron
+
+    result = run_scheduler(EVERY_SECOND, slow, tmp_path, max_runs=2)
+    assert result.runs == 2 and result.skipped >= 2
+    skipped = [e for e in _events(result.log_path) if e["event"] == "skipped"]
+    assert skipped and skipped[0]["count"] >= 2
+
+
+@pytest.mark.parametrize(("cron", "kwargs"), [("61 * * * *", {}), ("* * * * *", {"max_runs": 0}),
+                                              ("* * * * *", {"max_seconds": -1})])
+def test_bad_settings_are_refused_before_anything_runs(tmp_path, cron, kwargs):
+    with pytest.raises(ConfigError):
+        run_scheduler(cron, lambda: None, tmp_path, **kwargs)
