@@ -23,7 +23,7 @@ PIPELINES = {
     "training": "pipelines.training:create_pipeline",
     "retraining": "pipelines.retraining:create_pipeline",
 }
-COMPONENTS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy")
+COMPONENTS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "drift")
 _TASK_EVENT = re.compile(r"Task '?(\S+?)'? (finished with status|.*Executing task)|Executing task '?(\S+?)'?$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -158,7 +158,11 @@ def collect_outputs(run_dir: Path) -> dict[str, Any]:
 
 
 def _failure_message(run: LocalRun, error: BaseException) -> str:
-    failed = re.findall(r"Task '?([\w-]+)'? finished with status FAILURE", _ANSI.sub("", str(error)))
+    try:
+        log_text = _ANSI.sub("", run.log_path.read_text())
+    except OSError:
+        log_text = ""
+    failed = re.findall(r"Task '?([\w-]+)'? finished with status FAILURE", log_text + _ANSI.sub("", str(error)))
     summary = None
     if run.run_dir is not None:
         summary_path = run.run_dir / "validate" / "summary"
@@ -168,4 +172,21 @@ def _failure_message(run: LocalRun, error: BaseException) -> str:
         names = [f"{f.get('table')}.{f.get('expectation')}({f.get('column') or ''})" for f in summary.get("failures", [])]
         return f"validation failed, nothing was trained or registered: {'; '.join(names[:8])}"
     where = f" in task '{failed[0]}'" if failed else ""
-    return f"pipeline '{run.name}' failed{where}: {_ANSI.sub('', str(error)).strip().splitlines()[-1][:300]}"
+    cause = _task_error(run.log_path) or _ANSI.sub("", str(error)).strip().splitlines()[-1]
+    return f"pipeline '{run.name}' failed{where}: {cause[:400]}"
+
+
+_TASK_ERROR = re.compile(r"^\s*(?:kfops\.errors\.)?(\w+(?:Error|Failed)): (.+)$")
+
+
+def _task_error(log_path: Path) -> str | None:
+    """The exception a failed task raised, from the run log (the task ran in another process)."""
+    try:
+        lines = _ANSI.sub("", log_path.read_text()).splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        found = _TASK_ERROR.match(line)
+        if found and found.group(1) != "RuntimeError":
+            return f"{found.group(1)}: {found.group(2).strip()}"
+    return None

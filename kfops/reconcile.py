@@ -1,7 +1,8 @@
 """Follow the registry: whatever @champion points to is what the local server serves.
 
 Promotion can happen in the MLflow UI, with `kfops promote`, or by auto-promotion; this loop
-notices the alias moved and redeploys, within one poll interval.
+notices the alias moved and redeploys, within one poll interval. A move made outside kfops (the
+UI calls MLflow's REST API directly) is written into the audit trail when it is noticed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,23 @@ if TYPE_CHECKING:
     from kfops.config import KfopsConfig
 
 
+def record_outside_moves(cfg: KfopsConfig, alias: str, current_version: str) -> bool:
+    """If the audit trail's last move of ``alias`` does not end at ``current_version``, record one that does."""
+    from kfops import registry
+
+    moves = [e for e in registry.audit_trail(cfg) if e.get("alias") == alias]
+    if moves and moves[-1].get("to_version") == current_version:
+        return False
+    registry.record_audit(cfg, {
+        "action": "alias", "alias": alias, "from_version": moves[-1]["to_version"] if moves else None,
+        "to_version": current_version, "reason": "moved outside kfops (MLflow UI or API); noticed by the reconciler",
+        "forced": False, "who": "mlflow-ui",
+    })
+    return True
+
+
 def reconcile_once(cfg: KfopsConfig, served_version: str | None) -> str | None:
-    """Deploy the champion if it differs from ``served_version``; return what now serves."""
+    """Deploy the alias's version if it differs from ``served_version``; return what now serves."""
     from kfops import registry
     from kfops.steps import deploy
 
@@ -23,6 +39,7 @@ def reconcile_once(cfg: KfopsConfig, served_version: str | None) -> str | None:
     target = registry.model_version(cfg, alias=alias)
     if target is None or str(target.version) == served_version:
         return served_version
+    record_outside_moves(cfg, alias, str(target.version))
     deploy(cfg)
     return str(target.version)
 
@@ -45,7 +62,7 @@ def watch_champion(
         try:
             now = reconcile_once(cfg, served)
         except (RegistryError, ServingError) as err:
-            on_event(f"reconcile failed, retrying: {err}")
+            on_event(f"reconcile failed, will retry: {err}")
             now = served
         if now != served:
             on_event(f"deployed v{now} (was v{served or '-'})")

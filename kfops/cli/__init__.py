@@ -41,7 +41,7 @@ SUBCOMMANDS = {
     "features": ("kfops.cli.features", "Feast: materialize the online store, inspect features."),
     "serve": ("kfops.cli.serve", "The local model server: start, stop, status."),
     "drift": ("kfops.cli.drift", "Drift checks between a reference and a current dataset."),
-    "config": ("kfops.cli.config_cmd", "Configuration helpers (e.g. from Terraform outputs)."),
+    "config": ("kfops.cli.config_cmd", "Configuration helpers: a cluster profile from Terraform outputs."),
     "schedule": ("kfops.cli.schedule", "Recurring runs: on a cluster, or a local scheduler."),
     "runs": ("kfops.cli.runs", "Runs on a Kubeflow Pipelines endpoint."),
 }

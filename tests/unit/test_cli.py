@@ -1,0 +1,58 @@
+"""The CLI's contract with a person: one-line errors that name the problem, non-zero exits,
+tracebacks only with --verbose."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KFOPS = str(Path(sys.executable).with_name("kfops"))
+
+
+def kfops(*args, cwd=None):
+    return subprocess.run([KFOPS, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_help_lists_every_command():
+    done = kfops("--help")
+    assert done.returncode == 0
+    for command in ("run", "compile", "validate", "promote", "rollback", "history", "lineage", "deploy", "status",
+                    "ui", "drift", "features", "serve", "submit", "schedule", "doctor"):
+        assert f"  {command}" in done.stdout, command
+
+
+def test_unknown_config_key_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "kfops.yaml").write_text("train:\n  trainr: xgboost\n")
+    done = kfops("run", "training", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "unknown key 'train.trainr'" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 2  # message + hint
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    (tmp_path / "kfops.yaml").write_text("bogus: 1\n")
+    done = kfops("run", "training", "--verbose", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" in done.stderr
+
+
+def test_bad_override_value_names_the_key(tmp_path):
+    done = kfops("run", "training", "--set", "train.trainer=lightgbm", cwd=tmp_path)
+    assert done.returncode == 2 and "train.trainer" in done.stderr
+
+
+@pytest.mark.slow
+def test_window_without_data_fails_in_one_line(tmp_path):
+    done = kfops("run", "training", "--set", f"data_dir={tmp_path / 'state'}", "--set", "dataset.start=2014-06-01",
+                 "--set", "dataset.end=2014-06-30", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "no flights between 2014-06-01 and 2014-06-30" in done.stderr
+    assert "ingest" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_missing_input_table_fails_in_one_line(tmp_path):
+    done = kfops("run", "training", "--set", f"data_dir={tmp_path / 'state'}", "--set",
+                 f"dataset.source_dir={tmp_path / 'empty'}", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "input table 'flights' not found" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,54 @@
+"""The generated reference docs match the code they are generated from."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from kfops import docgen
+from tests.conftest import REPO_ROOT
+
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+@pytest.mark.parametrize("path", [docgen.CONFIGURATION_MD, docgen.COMPONENTS_MD], ids=lambda p: p.name)
+def test_generated_doc_is_current(path):
+    expected = docgen.rendered()[path]
+    assert path.exists(), f"{path.relative_to(REPO_ROOT)} is missing: run `python -m kfops.docgen`"
+    assert path.read_text() == expected, f"{path.relative_to(REPO_ROOT)} is out of date: run `python -m kfops.docgen`"
+
+
+def test_every_config_key_is_documented():
+    from kfops.config import KfopsConfig
+
+    text = docgen.render_configuration()
+    dumped = KfopsConfig().model_dump()
+
+    def keys(tree, prefix=""):
+        for name, value in tree.items():
+            key = f"{prefix}{name}"
+            if isinstance(value, dict) and f"## `{key}`" in text:
+                yield from keys(value, key + ".")
+            else:
+                yield key
+
+    missing = [key for key in keys(dumped) if f"| `{key}` |" not in text]
+    assert not missing, f"config keys without a row in configuration.md: {missing}"
+
+
+def test_every_component_is_documented_with_its_arguments():
+    from kfops.local import COMPONENTS
+
+    text = docgen.render_components()
+    for name in COMPONENTS:
+        assert f"## {name}\n" in text
+    assert "| `training_set` | input | Dataset artifact |" in text
+    assert "| `model` | output | Model artifact |" in text
+
+
+def test_docstring_args_are_parsed_by_name():
+    doc = docgen._split_docstring("Step: does a thing.\n\nArgs:\n    config: The config.\n")
+    assert doc["args"] == {"config": "The config."}
+    assert doc["summary"] == "Step: does a thing."
