@@ -1,0 +1,142 @@
+"""The training pipeline, compiled to YAML and run from that YAML under kfp.local, on real flights data.
+
+One data dir is shared by the module, in order: a first run registers and serves v1; a run on a
+corrupted table stops at validate and changes nothing; a run on a later window is judged against
+the champion.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from kfops.config import load_config
+from kfops.datasets.flights import package_data_dir
+from kfops.errors import PipelineFailed
+from kfops.local import run_locally
+from tests.conftest import REPO_ROOT, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("kfops-e2e")
+    port = free_port()
+    base = [f"data_dir={data_dir}", f"serving.http_port={port}", "evaluate.gate.min_roc_auc=0.6"]
+
+    def config(*extra: str):
+        return load_config(REPO_ROOT / "kfops.yaml", [*base, *extra], environ={})
+
+    yield {"config": config, "data_dir": data_dir, "port": port}
+    from kfops.serving.process import stop_server
+
+    stop_server(config())
+
+
+@pytest.fixture(scope="module")
+def first_run(state):
+    cfg = state["config"]("dataset.start=2013-01-01", "dataset.end=2013-01-21")
+    run = run_locally(cfg, "training", on_event=lambda line: None)
+    return cfg, run
+
+
+def registry_client(cfg):
+    from kfops import registry
+
+    return registry.client(cfg)
+
+
+def test_first_run_registers_tags_and_serves(first_run):
+    cfg, run = first_run
+    outputs = run.outputs
+    assert outputs["register"]["Output"] == "1"
+    manifest = json.loads((Path(outputs["ingest"]["raw_tables"]) / "manifest.json").read_text())
+    client = registry_client(cfg)
+    version = client.get_model_version(cfg.registry.model_name, "1")
+    tags = version.tags
+    assert tags["kfops.pipeline_run"] == run.run_dir.name
+    assert tags["kfops.data_hash"] == manifest["data_hash"] == outputs["ingest"]["Output"]
+    assert tags["kfops.validation"] == "passed"
+    assert set(tags["kfops.feature_views"].split(",")) == {ref.split(":")[0] for ref in cfg.features.feature_refs}
+    assert tags["kfops.trainer"] == "xgboost" and json.loads(tags["kfops.trainer_config"])["trainer"] == "xgboost"
+    assert tags["kfops.code_version"]
+    assert client.get_model_version_by_alias(cfg.registry.model_name, "champion").version == 1
+
+    mlflow_run = client.get_run(outputs["train"]["Output"])
+    metrics = mlflow_run.data.metrics
+    for name in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_f1", "test_ece", "validation_auc"):
+        assert name in metrics, name
+    assert 0.6 <= metrics["test_roc_auc"] <= 1.0
+    verdict = json.loads(Path(outputs["evaluate"]["verdict"]).read_text())
+    assert verdict["blessed"] and verdict["metrics"]["roc_auc"] == pytest.approx(metrics["test_roc_auc"])
+
+    # The KFP metrics artifacts carry the same numbers.
+    kfp_metrics = json.loads((Path(run.run_dir) / "evaluate" / "executor_output.json").read_text())
+    logged = kfp_metrics["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert logged["roc_auc"] == pytest.approx(metrics["test_roc_auc"])
+    assert "confidenceMetrics" in kfp_metrics["artifacts"]["classification"]["artifacts"][0]["metadata"]
+
+    # The endpoint answers a V2 request with the served version.
+    endpoint = outputs["deploy"]["Output"]
+    response = httpx.get(f"{endpoint}/v2/models/{cfg.registry.model_name}/ready", timeout=10)
+    assert response.status_code == 200
+    example = pd.read_parquet(outputs["featurize"]["training_set"]).tail(3)
+    columns = json.loads((Path(outputs["train"]["model"]) / "kfops_model.json").read_text())["spec"]["columns"]
+    inputs = [
+        {"name": c, "shape": [3], "datatype": "BYTES" if example[c].dtype == object else "FP64",
+         "data": [v if isinstance(v, str) else (None if pd.isna(v) else float(v)) for v in example[c]]}
+        for c in columns
+    ]
+    answer = httpx.post(f"{endpoint}/v2/models/{cfg.registry.model_name}/infer", json={"inputs": inputs}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model_name"] == cfg.registry.model_name
+    probabilities = next(o for o in body["outputs"] if o["name"] == "probability")["data"]
+    assert len(probabilities) == 3 and all(0 <= p <= 1 for p in probabilities)
+
+
+def test_corrupted_table_stops_at_validate_and_registers_nothing(first_run, state, tmp_path):
+    cfg, _ = first_run
+    source = tmp_path / "corrupt"
+    shutil.copytree(package_data_dir(), source)
+    flights = pd.read_csv(source / "flights.csv.zip")
+    flights.loc[flights.sample(frac=0.3, random_state=0).index, "carrier"] = None  # null burst
+    in_window = flights.index[(flights["month"] == 1) & (flights["day"].between(15, 28))]
+    flights.loc[in_window[:50], "distance"] = -100  # impossible value
+    (source / "flights.csv.zip").unlink()
+    flights.to_csv(source / "flights.csv", index=False)
+    bad = state["config"]("dataset.start=2013-01-15", "dataset.end=2013-01-28", f"dataset.source_dir={source}")
+    client = registry_client(cfg)
+    before = [v.version for v in client.search_model_versions(f"name='{cfg.registry.model_name}'")]
+
+    with pytest.raises(PipelineFailed, match="validation failed") as failure:
+        run_locally(bad, "training", on_event=lambda line: None)
+    message = str(failure.value)
+    assert "carrier" in message and "distance" in message
+
+    after = [v.version for v in client.search_model_versions(f"name='{cfg.registry.model_name}'")]
+    assert after == before
+    assert client.get_model_version_by_alias(cfg.registry.model_name, "champion").version == 1
+
+
+def test_later_window_is_judged_against_the_champion(first_run, state):
+    cfg = state["config"]("dataset.start=2013-02-01", "dataset.end=2013-02-21")
+    run = run_locally(cfg, "training", on_event=lambda line: None)
+    verdict = json.loads(Path(run.outputs["evaluate"]["verdict"]).read_text())
+    assert verdict["champion_metrics"] is not None
+    assert any("champion v1" in reason for reason in verdict["verdict"]["reasons"])
+    client = registry_client(cfg)
+    champion = str(client.get_model_version_by_alias(cfg.registry.model_name, "champion").version)
+    if verdict["blessed"]:
+        assert run.outputs["register"]["Output"] == "2"
+        assert client.get_model_version_by_alias(cfg.registry.model_name, "challenger").version == 2
+        assert champion == "1"  # promotion is a person's (or auto_promote's) decision
+    else:
+        assert "register" not in run.outputs
+        assert champion == "1"

@@ -1,0 +1,91 @@
+"""Promotion through the MLflow REST API (what the UI calls) redeploys the endpoint within the bound,
+and `kfops rollback` puts the previous champion back — against the production-profile MLflow server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kfops import registry
+from kfops.config import KfopsConfig
+from tests.conftest import free_port
+from tests.integration.conftest import log_registered_model, stop
+
+pytestmark = pytest.mark.integration
+FOLLOW_BOUND_S = 30  # the documented bound: the endpoint follows @champion within 30 s by default
+KFOPS = str(Path(sys.executable).with_name("kfops"))
+
+
+def served_version(url: str, name: str) -> str | None:
+    try:
+        response = httpx.get(f"{url}/v2/models/{name}", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return (response.json().get("versions") or [None])[0] if response.status_code == 200 else None
+
+
+def wait_for_version(url: str, name: str, version: str, bound_s: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < bound_s:
+        if served_version(url, name) == version:
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not serve v{version} within {bound_s}s (serves v{served_version(url, name)})")
+
+
+def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production_mlflow, tmp_path):
+    name = f"promo-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    overrides = [f"data_dir={tmp_path / 'state'}", f"registry.tracking_uri={production_mlflow['tracking_uri']}",
+                 f"registry.model_name={name}", f"registry.experiment={name}", f"serving.http_port={port}"]
+    cfg = KfopsConfig.model_validate(
+        {"data_dir": str(tmp_path / "state"), "serving": {"http_port": port},
+         "registry": {"tracking_uri": production_mlflow["tracking_uri"], "model_name": name, "experiment": name}}
+    ).resolve(tmp_path)
+    v1 = log_registered_model(cfg, tmp_path, "run-1")
+    v2 = log_registered_model(cfg, tmp_path, "run-2", seed=1)
+    registry.move_alias(cfg, registry.CHAMPION, v1.version, reason="first champion", who="tester")
+
+    command = [KFOPS, "deploy", "--watch", "--interval", "1", "--max-seconds", "240"]
+    for item in overrides:
+        command += ["--set", item]
+    log = tmp_path / "watch.log"
+    with open(log, "w") as out:
+        watcher = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # First deployment includes the server's start-up; the bound applies to alias moves.
+        wait_for_version(url, name, str(v1.version), 120)
+
+        moved = httpx.post(f"{production_mlflow['tracking_uri']}/api/2.0/mlflow/registered-models/alias",
+                           json={"name": name, "alias": "champion", "version": str(v2.version)}, timeout=10)
+        assert moved.status_code == 200, moved.text
+        wait_for_version(url, name, str(v2.version), FOLLOW_BOUND_S)
+
+        trail = registry.audit_trail(cfg)
+        assert trail[-1]["who"] == "mlflow-ui"
+        assert (trail[-1]["from_version"], trail[-1]["to_version"]) == (str(v1.version), str(v2.version))
+
+        done = subprocess.run([KFOPS, "rollback", "--reason", "canary errors", *sum((["--set", o] for o in overrides), [])],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"v{v2.version} -> v{v1.version}" in done.stdout
+        wait_for_version(url, name, str(v1.version), FOLLOW_BOUND_S)
+
+        history = subprocess.run([KFOPS, "history", *sum((["--set", o] for o in overrides), [])], cwd=tmp_path,
+                                 capture_output=True, text=True, timeout=120)
+        assert history.returncode == 0, history.stderr
+        lines = history.stdout.strip().splitlines()
+        assert len(lines) == 3 and "rollback: canary errors" in lines[-1] and "mlflow-ui" in lines[1]
+    finally:
+        stop(watcher)
+        from kfops.serving.process import stop_server
+
+        stop_server(cfg)
+        print(log.read_text()[-2000:])
