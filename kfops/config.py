@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kfops.drift import DriftConfig
 from kfops.errors import ConfigError
+from kfops.retrain_policy import RetrainPolicy
 
 CONFIG_FILENAME = "kfops.yaml"
 ENV_PREFIX = "KFOPS__"
@@ -272,6 +273,7 @@ class KfopsConfig(_Strict):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
 
     @field_validator("data_dir")
     @classmethod

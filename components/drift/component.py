@@ -1,0 +1,71 @@
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Metrics, Output
+
+from kfops.kfp_support import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def drift(
+    config: str,
+    pipeline_run: str,
+    metrics: Output[Metrics],
+    report: Output[HTML],
+    verdict: Output[Artifact],
+    decision: Output[Artifact],
+    reference_window: str = "",
+    current_source: str = "window",
+    check_time: str = "",
+) -> bool:
+    """Drift: compare the current data with the champion's training data, then apply the retrain policy.
+
+    The reference is the `@champion`'s data window (its `kfops.window` registry tag), rebuilt
+    with the configured loader and point-in-time feature join. The current data is the config's
+    `dataset` window: a labelled batch (`current_source=window`; the champion is also scored on
+    it) or what the server logged in that window (`current_source=inference_logs`). Per-column
+    drift, the share of drifted columns, prediction drift and the champion's ROC AUC on the new
+    window decide the verdict (`drift` config). The retrain policy (`retrain`: cooldown,
+    debounce, max retrains per period) then decides whether this check retrains; the decision is
+    recorded, with the report that caused it, in `data_dir/retrain_policy.json`. Metrics, the
+    verdict and the report are logged to one MLflow run (tag `kfops.kind=drift_check`).
+
+    Args:
+        config: The kfops configuration (KfopsConfig) as JSON; `dataset` is the current window.
+        pipeline_run: The pipeline run's name; links the drift run to the training it triggers.
+        metrics: Drift share, drifted columns, per-column scores, prediction drift, current ROC AUC.
+        report: The Evidently drift report (HTML, on a sample) with the verdict on top.
+        verdict: JSON drift verdict: drift, reasons, every column's test and score.
+        decision: JSON retrain decision: retrain, code, reason, the drift report's MLflow URI.
+        reference_window: 'YYYY-MM-DD,YYYY-MM-DD'; empty: the champion's training window.
+        current_source: `window` (labelled flights of the config window) or `inference_logs`.
+        check_time: ISO 8601 time the policy sees for this check; empty: now.
+
+    Returns:
+        Retrain: the data drifted AND the policy allows a retrain (a single output, so
+        `kfp.local` can branch on it).
+    """
+    from kfops.retraining import drift_check
+
+    record = drift_check(config, report.path, verdict.path, decision.path, pipeline_run=pipeline_run,
+                         reference_window=reference_window, current_source=current_source, check_time=check_time)
+    for name, value in record["metrics"].items():
+        metrics.log_metric(name, value)
+    metrics.log_metric("retrain", 1.0 if record["retrain"] else 0.0)
+    decision.metadata.update({"code": record["code"], "drift_report": record["drift_report"] or ""})
+    return bool(record["retrain"])
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def link_trigger(config: str, pipeline_run: str, decision: Input[Artifact]) -> str:
+    """Link: tag the retrained run and model version with the drift check that triggered them.
+
+    Args:
+        config: The kfops configuration (KfopsConfig) as JSON.
+        pipeline_run: The pipeline run whose training runs get the tags.
+        decision: The drift component's retrain decision (names the drift report).
+
+    Returns:
+        The MLflow run ids that were tagged, comma-separated.
+    """
+    from kfops.retraining import link_trigger as run
+
+    return ",".join(run(config, pipeline_run, decision.path))

@@ -1,0 +1,38 @@
+"""The retraining pipeline: drift check -> [drift and the policy agrees] the training pipeline.
+
+The training pipeline runs nested, on the config's window (the new data); its evaluate gate
+still decides what reaches production. ``create_pipeline(config)`` is pure, like training's.
+"""
+
+
+from kfp import dsl
+
+from components.drift.component import drift, link_trigger
+from kfops.config import KfopsConfig
+from pipelines import training
+
+PIPELINE_NAME = "kfops-retraining"
+
+
+def create_pipeline(cfg: KfopsConfig):
+    """Build the retraining pipeline for ``cfg``; ``cfg.dataset`` is the new window to check and train on."""
+    config_json = cfg.to_json()
+    image = cfg.cluster.image
+    train_on_new_window = training.create_pipeline(cfg)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Check drift against the champion's data; on confirmed drift, retrain with kfops-training.",
+    )
+    def retraining(config: str = config_json, reference_window: str = "", current_source: str = "window",
+                   check_time: str = ""):
+        checked = drift(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                        reference_window=reference_window, current_source=current_source, check_time=check_time)
+        checked.set_caching_options(False).set_container_image(image).set_display_name("drift")
+        with dsl.If(checked.outputs["Output"] == True, name="retrain"):
+            trained = train_on_new_window(config=config).set_display_name("training")
+            link = link_trigger(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                                decision=checked.outputs["decision"]).after(trained)
+            link.set_caching_options(False).set_container_image(image)
+
+    return retraining

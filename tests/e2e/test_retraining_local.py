@@ -1,0 +1,99 @@
+"""The retraining pipeline, compiled and run under kfp.local on real flights data.
+
+A champion is trained on 2013-01-01..14 first. Checking that same window finds no drift and
+skips training; checking July (summer weather, summer delays) finds drift, and the policy
+(debounce 1) lets it retrain: the nested training pipeline runs on July and its run is tagged
+with the drift report that caused it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kfops.config import load_config
+from kfops.local import run_locally
+from kfops.retrain_policy import PolicyState
+from kfops.retraining import TRIGGER_REPORT_TAG, policy_state_path
+from tests.conftest import REPO_ROOT, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+TRAINING_TASKS = {"ingest", "validate", "featurize", "train", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("kfops-retraining")
+    base = [f"data_dir={data_dir}", f"serving.http_port={free_port()}", "evaluate.gate.min_roc_auc=0.5",
+            "retrain.debounce=1"]
+
+    def make(*extra: str):
+        return load_config(REPO_ROOT / "kfops.yaml", [*base, *extra], environ={})
+
+    yield make
+    from kfops.serving.process import stop_server
+
+    stop_server(make())
+
+
+@pytest.fixture(scope="module")
+def champion(config):
+    cfg = config("dataset.start=2013-01-01", "dataset.end=2013-01-14")
+    run = run_locally(cfg, "training", on_event=lambda line: None)
+    assert run.outputs["register"]["Output"] == "1"
+    return cfg
+
+
+def _decision(run) -> dict:
+    return json.loads(Path(run.outputs["drift"]["decision"]).read_text())
+
+
+def test_same_window_finds_no_drift_and_skips_training(config, champion):
+    cfg = config("dataset.start=2013-01-01", "dataset.end=2013-01-14")
+    run = run_locally(cfg, "retraining", on_event=lambda line: None)
+
+    assert run.outputs["drift"]["Output"] is False
+    assert not TRAINING_TASKS & set(run.outputs), f"training ran without drift: {sorted(run.outputs)}"
+    decision = _decision(run)
+    assert decision["retrain"] is False and decision["code"] == "no_drift"
+    assert decision["reference_window"] == ["2013-01-01", "2013-01-14"]
+    assert Path(run.outputs["drift"]["report"]).read_text().lower().count("evidently") > 0
+    state = PolicyState.load(policy_state_path(cfg))
+    assert [d.code for d in state.decisions] == ["no_drift"]
+
+
+def test_july_drifts_and_retrains_on_the_new_window(config, champion):
+    from kfops import registry
+
+    cfg = config("dataset.start=2013-07-01", "dataset.end=2013-07-14")
+    run = run_locally(cfg, "retraining", on_event=lambda line: None)
+
+    assert run.outputs["drift"]["Output"] is True
+    assert TRAINING_TASKS <= set(run.outputs), f"training did not run: {sorted(run.outputs)}"
+    decision = _decision(run)
+    assert decision["retrain"] is True and decision["code"] == "drift_confirmed"
+    assert decision["drift_report"].endswith("drift/report"), decision["drift_report"]
+    weather = {"temp", "dewp", "humid"}
+    verdict = json.loads(Path(run.outputs["drift"]["verdict"]).read_text())
+    assert weather & {c["column"] for c in verdict["columns"] if c["drifted"]}
+
+    # The retrained run trained on July and points back at the drift report that caused it.
+    client = registry.client(cfg)
+    tagged = run.outputs["link-trigger"]["Output"].split(",")
+    assert tagged and tagged[0]
+    trained = client.get_run(tagged[0])
+    assert trained.data.tags["kfops.window"] == cfg.window_name
+    assert trained.data.tags[TRIGGER_REPORT_TAG] == decision["drift_report"]
+    versions = client.search_model_versions(f"name = '{cfg.registry.model_name}'")
+    retrained = [v for v in versions if v.run_id == tagged[0]]
+    if retrained:  # registered only when the gate blessed it
+        assert retrained[0].tags[TRIGGER_REPORT_TAG] == decision["drift_report"]
+    drift_run = client.get_run(decision["drift_run_id"])
+    assert drift_run.data.metrics["drift"] == 1.0
+    assert decision["drift_report"].startswith(drift_run.info.artifact_uri)
+
+    state = PolicyState.load(policy_state_path(cfg))
+    assert [d.retrain for d in state.decisions] == [False, True]
+    assert state.decisions[-1].drift_report == decision["drift_report"]
