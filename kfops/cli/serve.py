@@ -1,0 +1,208 @@
+"""``kfops serve``: the local model server (start, stop, status, predict-one) and ``kfops predict``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from kfops.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+
+app = typer.Typer(
+    help=(
+        "The local model server (KServe ModelServer on 127.0.0.1), and batch scoring.\n\n"
+        "Examples:\n\n"
+        "  kfops serve start                                  # serve @champion from the registry\n\n"
+        "  kfops serve start --model-dir runs/model --port 8081\n\n"
+        "  kfops serve status\n\n"
+        "  kfops serve predict-one '{\"carrier\": \"UA\", \"origin\": \"EWR\", \"dest\": \"IAH\", "
+        "\"tailnum\": \"N14228\", \"distance\": 1400, \"sched_dep\": \"2013-12-30T05:15\"}'\n\n"
+        "  kfops serve stop"
+    ),
+    no_args_is_help=True,
+)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
+SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
+NameOption = Annotated[str | None, typer.Option("--name", help="Model name in the URLs (default: registry.model_name).")]
+ModelDirOption = Annotated[Path | None, typer.Option("--model-dir", help="A kfops model folder.")]
+ModelUriOption = Annotated[
+    str | None, typer.Option("--model-uri", help="models:/<name>/<version> or models:/<name>@<alias>.")
+]
+
+
+def _config(config: Path | None, overrides: list[str] | None) -> KfopsConfig:
+    from kfops.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def _echo_status(status: dict) -> None:
+    if not status.get("running"):
+        typer.echo(f"{status['name']}: not running (log: {status.get('log_file')})")
+        return
+    health = "healthy" if status["healthy"] else "NOT healthy"
+    typer.echo(f"{status['name']}: {health}, version {status.get('model_version')}, pid {status['pid']}")
+    for kind, url in (status.get("endpoints") or {}).items():
+        typer.echo(f"  {kind:<8} {url}")
+    typer.echo(f"  log      {status.get('log_file')}")
+    typer.echo(f"  logs to  {status.get('inference_log_dir')}")
+
+
+@app.command()
+def start(
+    model_dir: ModelDirOption = None,
+    model_uri: ModelUriOption = None,
+    version: Annotated[str | None, typer.Option("--version", help="A registered version of registry.model_name.")] = None,
+    name: NameOption = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port (default: serving.http_port).")] = None,
+    online_lookup: Annotated[
+        str, typer.Option("--online-lookup", help="Features for raw flights: feast, parquet:DIR or none.")
+    ] = "feast",
+    replace: Annotated[bool, typer.Option("--replace", help="Restart the process instead of hot-swapping.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Start the model server in the background and wait until it is ready.
+
+    With no model given it serves serving.model_alias (default @champion) from the registry. If
+    the server already runs, the new model is hot-swapped in without dropping requests.
+
+    Examples:
+
+      kfops serve start
+
+      kfops serve start --version 3
+
+      kfops serve start --model-dir .kfops/pipeline_root/.../model --port 8081 --online-lookup none
+    """
+    from kfops.serving.process import start_server
+
+    cfg = _config(config, set_)
+    status = start_server(cfg, model_dir=model_dir, model_uri=model_uri, model_version=version, name=name, port=port,
+                          online_lookup=online_lookup, replace=replace)
+    _echo_status(status)
+
+
+@app.command()
+def stop(name: NameOption = None, config: ConfigOption = None, set_: SetOption = None) -> None:
+    """Stop the background model server (SIGTERM: in-flight requests finish, logs are flushed).
+
+    Example:
+
+      kfops serve stop
+    """
+    from kfops.serving.process import stop_server
+
+    result = stop_server(_config(config, set_), name)
+    if result["stopped"]:
+        typer.echo(f"stopped {result['name']} (pid {result['pid']})")
+    else:
+        typer.echo(f"{result['name']}: nothing to stop ({result['reason']})")
+
+
+@app.command()
+def status(
+    name: NameOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Show whether the server runs, its version, endpoints and log file.
+
+    Examples:
+
+      kfops serve status
+
+      kfops serve status --json
+    """
+    from kfops.serving.process import server_status
+
+    result = server_status(_config(config, set_), name)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _echo_status(result)
+
+
+@app.command("predict-one")
+def predict_one(
+    instance: Annotated[str, typer.Argument(help="One row as JSON: a raw flight or all model features.")],
+    url: Annotated[str | None, typer.Option("--url", help="Server URL (default: the running local server).")] = None,
+    name: NameOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Send one row to the server (V2 protocol) and print the probability and label.
+
+    Example:
+
+      kfops serve predict-one '{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228",
+      "distance": 1400, "sched_dep": "2013-12-30T05:15"}'
+    """
+    from kfops.errors import ServingError
+    from kfops.serving.client import infer
+    from kfops.serving.process import server_status
+
+    cfg = _config(config, set_)
+    name = name or cfg.registry.model_name
+    try:
+        row = json.loads(instance)
+    except ValueError as err:
+        raise DataError(f"the instance is not valid JSON: {err}") from err
+    if not isinstance(row, dict):
+        raise DataError("the instance must be a JSON object of field -> value")
+    if url is None:
+        status = server_status(cfg, name)
+        if not status["healthy"]:
+            raise ServingError(f"no healthy local server for {name}", hint="start one with `kfops serve start`")
+        url = status["url"]
+    response = infer(url, name, [row])
+    outputs = {o["name"]: o["data"][0] for o in response["outputs"]}
+    typer.echo(json.dumps({"model_version": response.get("model_version"), **outputs}))
+
+
+def predict_command(
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Parquet or CSV file of feature rows.")],
+    output_path: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
+    model_dir: ModelDirOption = None,
+    model_uri: ModelUriOption = None,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk (memory vs speed).")] = 100_000,
+    threads: Annotated[int | None, typer.Option("--threads", help="Predict threads (default: all cores).")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Score a file of feature rows in chunks; writes ids + probability + prediction to parquet.
+
+    With neither --model-dir nor --model-uri it scores with serving.model_alias (default
+    @champion) of registry.model_name.
+
+    Examples:
+
+      kfops predict --input test.parquet --output scored.parquet --model-dir runs/model
+
+      kfops predict --input flights.csv --output scored.parquet --model-uri models:/flights-delay/3
+    """
+    from kfops.serving.batch import predict_file
+
+    cfg = _config(config, set_)
+    if model_dir is not None and model_uri is not None:
+        raise ConfigError("give --model-dir or --model-uri, not both")
+    if model_dir is None:
+        from kfops.registry import fetch_model_dir
+        from kfops.serving.loading import ModelSource, resolve_version
+
+        uri = model_uri or f"models:/{cfg.registry.model_name}@{cfg.serving.model_alias or 'champion'}"
+        pinned, _ = resolve_version(ModelSource(model_uri=uri, tracking_uri=cfg.tracking_uri))
+        model_dir = fetch_model_dir(cfg.tracking_uri, pinned)
+    result = predict_file(model_dir, input_path, output_path, chunk_rows=chunk_rows, threads=threads)
+    typer.echo(f"scored {result.rows:,} rows in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s) "
+               f"-> {result.output_path}")
+
+
+app.command("predict")(predict_command)

@@ -1,0 +1,83 @@
+"""``python -m kfops.serving``: parse arguments, then start the model server (see server.py).
+
+    python -m kfops.serving --model-dir runs/model --name flights-delay --http-port 8080
+    python -m kfops.serving --model-uri models:/flights-delay@champion --tracking-uri sqlite:///mlflow.db
+
+Settings default to the ``serving`` section of the kfops config (``--config`` or
+``--config-json``, else the nearest kfops.yaml); flags override them. Exit code 2 means the
+arguments or the model are wrong, with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kfops.errors import KfopsError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kfops.serving", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", type=Path, help="a kfops model folder (kfops_model.json + weights)")
+    source.add_argument("--model-uri", help="models:/<name>/<version> or models:/<name>@<alias>")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI for --model-uri (default: the config's)")
+    p.add_argument("--name", help="model name in the URL paths (default: registry.model_name)")
+    p.add_argument("--host", help="bind address (default: serving.host, 127.0.0.1)")
+    p.add_argument("--http-port", type=int, help="HTTP port (default: serving.http_port)")
+    p.add_argument("--config", type=Path, help="kfops.yaml to read")
+    p.add_argument("--config-json", type=Path, help="a resolved KfopsConfig as JSON (written by start_server)")
+    p.add_argument("--max-batch-size", type=int, help="rows per model call (default: serving.max_batch_size)")
+    p.add_argument("--max-latency-ms", type=float, help="batching window cap (default: serving.max_latency_ms)")
+    p.add_argument("--max-payload-bytes", type=int, help="request body limit (default: serving.max_payload_bytes)")
+    p.add_argument("--inference-log-dir", type=Path, help="where predictions are logged (default: under data_dir)")
+    p.add_argument("--inference-log-flush-s", type=float, help="seconds between inference log files (default 10)")
+    p.add_argument("--no-inference-log", action="store_true", help="do not log predictions")
+    p.add_argument("--online-lookup", default="feast",
+                   help="online features for raw flights: feast (default), parquet:DIR or none")
+    p.add_argument("--no-fast-path", action="store_true", help="send inference through KServe's own routes")
+    p.add_argument("--access-log", action="store_true", help="log one line per request")
+    p.add_argument("--predict-threads", type=int, default=1, help="threads per model call (default 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # KServe parses sys.argv when imported; ours are not its flags.
+    sys.argv = sys.argv[:1]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    try:
+        from kfops.config import KfopsConfig, load_config
+        from kfops.serving.loading import ModelSource
+
+        if args.config_json is not None:
+            cfg = KfopsConfig.from_json(args.config_json.read_text())
+        else:
+            cfg = load_config(args.config)
+        source = ModelSource(model_dir=args.model_dir, model_uri=args.model_uri,
+                             tracking_uri=args.tracking_uri or (cfg.tracking_uri if args.model_uri else None))
+        from kfops.serving.server import options_from_config, serve
+
+        options = options_from_config(
+            cfg, args.name or cfg.registry.model_name, source, host=args.host, http_port=args.http_port,
+            max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms,
+            max_payload_bytes=args.max_payload_bytes, inference_log_dir=args.inference_log_dir,
+            inference_log_flush_s=args.inference_log_flush_s,
+            online_lookup=args.online_lookup, fast_path=not args.no_fast_path, access_log=args.access_log,
+            predict_threads=args.predict_threads,
+        )
+        if args.no_inference_log:
+            options.inference_log_dir = None
+        serve(options, cfg)
+    except KfopsError as err:
+        hint = f" ({err.hint})" if err.hint else ""
+        print(f"kfops.serving: error: {err}{hint}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Online feature lookups for raw-flight requests: a callable ``entity_rows -> DataFrame``.
+
+The server gets one as a plain callable, so it can be swapped:
+
+* ``feast`` (default): :class:`FeastLookup`, Feast's online store as configured in ``features``;
+* ``parquet:DIR``: :class:`InMemoryLookup` over ``DIR/<entity key>.parquet`` tables (one row per
+  key value), for demos, tests and air-gapped runs;
+* ``none``: raw flights are refused with a 400 that says to send full feature vectors.
+
+A lookup returns one row per entity row, in order, with a column per feature it knows; unknown
+entities come back as nulls (the server answers 422 when a row has no online feature at all).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kfops.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kfops.config import KfopsConfig
+
+OnlineLookup = Callable[[list[dict]], "pd.DataFrame"]
+
+
+class InMemoryLookup:
+    """Join feature tables keyed by one entity column each (e.g. ``origin``, ``tailnum``)."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame]):
+        self._tables = {}
+        for key, table in tables.items():
+            if key not in table.columns:
+                raise ConfigError(f"lookup table for '{key}' has no '{key}' column")
+            if table[key].duplicated().any():
+                raise ConfigError(f"lookup table for '{key}' has duplicate keys; keep the latest row per key")
+            self._tables[key] = table.set_index(key)
+
+    @classmethod
+    def from_dir(cls, folder: Path) -> InMemoryLookup:
+        import pandas as pd
+
+        folder = Path(folder)
+        paths = sorted(folder.glob("*.parquet"))
+        if not paths:
+            raise ConfigError(f"no <entity>.parquet lookup tables in {folder}")
+        return cls({path.stem: pd.read_parquet(path) for path in paths})
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c for table in self._tables.values() for c in table.columns]
+
+    def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
+        import pandas as pd
+
+        parts = []
+        for key, table in self._tables.items():
+            keys = [row.get(key) for row in entity_rows]
+            parts.append(table.reindex(keys).reset_index(drop=True))
+        if not parts:
+            return pd.DataFrame(index=range(len(entity_rows)))
+        return pd.concat(parts, axis=1)
+
+
+class FeastLookup:
+    """:class:`kfops.features.OnlineFeatureReader`, built on first use (``import feast`` is slow)."""
+
+    def __init__(self, cfg: KfopsConfig):
+        self._cfg = cfg
+        self._reader = None
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Build the reader now (the server calls this in a background thread at start)."""
+        with self._lock:
+            if self._reader is None:
+                from kfops.features import OnlineFeatureReader
+
+                self._reader = OnlineFeatureReader(self._cfg)
+
+    def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
+        if self._reader is None:
+            self.warm()
+        return self._reader.read(entity_rows)
+
+
+def build_lookup(spec: str, cfg: KfopsConfig) -> OnlineLookup | None:
+    """Turn ``feast``, ``parquet:DIR`` or ``none`` into a lookup (None for ``none``)."""
+    if spec == "none":
+        return None
+    if spec == "feast":
+        return FeastLookup(cfg)
+    if spec.startswith("parquet:"):
+        return InMemoryLookup.from_dir(Path(spec[len("parquet:"):]))
+    raise ConfigError(f"unknown online lookup '{spec}'", hint="use feast, parquet:DIR or none")

@@ -1,0 +1,67 @@
+"""Batch scoring: parquet and CSV in, parquet out, chunked, same numbers as in-process predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfops.errors import DataError
+from kfops.model import load_model, predict_proba
+from kfops.serving.batch import predict_file
+from tests.unit.test_serving_fixtures import build_tiny_model, synthetic_features
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "m", threshold=0.4)
+
+
+@pytest.fixture(scope="module")
+def frame():
+    data = synthetic_features(1000, seed=21)
+    data.insert(0, "flight_id", [f"f{i}" for i in range(len(data))])
+    return data
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".csv.gz", ".csv.zip"])
+def test_scores_every_row_in_chunks_like_in_process_predict(model_dir, frame, tmp_path, suffix):
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".parquet":
+        frame.to_parquet(source, index=False)
+    else:
+        frame.to_csv(source, index=False)
+    result = predict_file(model_dir, source, tmp_path / "out.parquet", chunk_rows=300, threads=1)
+    scored = pd.read_parquet(result.output_path)
+    assert result.rows == len(frame) == len(scored)
+    # Non-feature input columns ride along (the true label too), then the predictions.
+    assert list(scored.columns) == ["flight_id", "label", "probability", "prediction"]
+    expected = predict_proba(load_model(model_dir), frame)
+    np.testing.assert_allclose(scored["probability"], expected, rtol=0, atol=1e-6)
+    assert (scored["prediction"] == (expected >= 0.4)).all()
+    assert scored["flight_id"].tolist() == frame["flight_id"].tolist()
+
+
+def test_keep_columns_picks_what_is_copied_beside_the_predictions(model_dir, frame, tmp_path):
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    result = predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", keep_columns=["origin"])
+    assert list(pd.read_parquet(result.output_path).columns) == ["origin", "probability", "prediction"]
+    result = predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "only.parquet", keep_columns=[])
+    assert list(pd.read_parquet(result.output_path).columns) == ["probability", "prediction"]
+    with pytest.raises(DataError, match="may not include"):
+        predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out2.parquet", keep_columns=["prediction"])
+
+
+def test_a_file_without_the_model_features_is_refused_and_leaves_no_output(model_dir, frame, tmp_path):
+    frame.drop(columns=["temp"]).to_parquet(tmp_path / "in.parquet", index=False)
+    with pytest.raises(DataError, match="lacks feature column"):
+        predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out.parquet")
+    assert not list(tmp_path.glob("*out.parquet*"))
+
+
+def test_unknown_file_types_and_missing_files_are_data_errors(model_dir, tmp_path):
+    (tmp_path / "in.json").write_text("{}")
+    with pytest.raises(DataError, match="expected .parquet or .csv"):
+        predict_file(model_dir, tmp_path / "in.json", tmp_path / "out.parquet")
+    with pytest.raises(DataError, match="does not exist"):
+        predict_file(model_dir, tmp_path / "nope.parquet", tmp_path / "out.parquet")
