@@ -3,6 +3,8 @@ same flow against a real `mlflow server` on PostgreSQL with S3 artifacts (the pr
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from kfops import registry
@@ -59,7 +61,10 @@ def test_registry_on_sqlite(sqlite_cfg, tmp_path):
 def test_registry_on_postgres_and_s3(production_mlflow, tmp_path):
     import boto3
 
-    cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"tracking_uri": production_mlflow["tracking_uri"]})
+    name = f"registry-{uuid.uuid4().hex[:8]}"  # the server is shared by the session's tests
+    cfg = KfopsConfig(data_dir=tmp_path / "state",
+                      registry={"tracking_uri": production_mlflow["tracking_uri"], "model_name": name,
+                                "experiment": name})
     exercise_registry(cfg.resolve(tmp_path), tmp_path)
     objects = boto3.client("s3", endpoint_url=production_mlflow["s3"]).list_objects_v2(
         Bucket=production_mlflow["bucket"])
