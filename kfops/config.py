@@ -214,6 +214,12 @@ class EvaluateConfig(_Strict):
     calibration_bins: int = Field(10, ge=2)
     gate: GateConfig = Field(default_factory=GateConfig)
     behavioural_checks: bool = True
+    invariant_columns: list[str] = Field(
+        ["flight"], description="Changing these must not change a prediction (behavioural invariance check)."
+    )
+    non_decreasing_columns: list[str] = Field(
+        ["precip"], description="Raising these must not lower the mean predicted probability (direction check)."
+    )
 
 
 class RegistryConfig(_Strict):

@@ -119,28 +119,43 @@ class Check:
     detail: str
 
 
-def behavioural_checks(model: TabularModel, frame: pd.DataFrame, sample: int = 2000, seed: int = 0) -> list[Check]:
-    """Invariance (the flight number must not matter) and direction (more rain, no lower risk)."""
+def behavioural_checks(
+    model: TabularModel,
+    frame: pd.DataFrame,
+    invariant: list[str] | tuple[str, ...] = ("flight",),
+    non_decreasing: list[str] | tuple[str, ...] = ("precip",),
+    sample: int = 2000,
+    seed: int = 0,
+) -> list[Check]:
+    """Invariance (e.g. the flight number must not matter) and direction (e.g. more rain, no lower risk).
+
+    A configured column missing from the data is a failed check, not a silent pass.
+    """
     from kfops.model import predict_proba
 
     rng = np.random.default_rng(seed)
     rows = frame.sample(n=min(sample, len(frame)), random_state=seed) if len(frame) else frame
     checks: list[Check] = []
-    if "flight" in rows.columns:
-        base = predict_proba(model, rows)
-        changed = rows.assign(flight=rng.integers(1, 9999, size=len(rows)))
+    base = predict_proba(model, rows) if len(rows) else np.array([])
+    for column in invariant:
+        if column not in rows.columns:
+            checks.append(Check(f"invariance:{column}", False, f"column '{column}' is not in the test data"))
+            continue
+        changed = rows.assign(**{column: rng.permutation(rows[column].to_numpy())})
         delta = float(np.max(np.abs(predict_proba(model, changed) - base))) if len(rows) else 0.0
-        checks.append(Check("invariance:flight_number", delta < 1e-6,
-                            f"max change in probability when the flight number changes: {delta:.2e}"))
-    if "precip" in rows.columns and rows["precip"].notna().any():
-        base = predict_proba(model, rows)
-        # Heavier but still observed rain: every row gets at least the sample's wettest hour.
-        wettest = float(rows["precip"].max())
-        wetter = rows.assign(precip=np.maximum(rows["precip"].fillna(0).to_numpy(), wettest))
-        shift = float(np.mean(predict_proba(model, wetter)) - np.mean(base))
-        checks.append(Check("direction:precipitation", shift >= -DIRECTION_TOLERANCE,
-                            f"mean change in delay probability with precipitation raised to {wettest:.2f}in: "
-                            f"{shift:+.4f} (must not fall by more than {DIRECTION_TOLERANCE})"))
+        checks.append(Check(f"invariance:{column}", delta < 1e-6,
+                            f"max change in probability when '{column}' changes: {delta:.2e}"))
+    for column in non_decreasing:
+        if column not in rows.columns or not rows[column].notna().any():
+            checks.append(Check(f"direction:{column}", False, f"column '{column}' has no values in the test data"))
+            continue
+        # Higher but still observed values: every row gets at least the sample's highest value.
+        highest = float(rows[column].max())
+        raised = rows.assign(**{column: np.maximum(rows[column].fillna(rows[column].min()).to_numpy(), highest)})
+        shift = float(np.mean(predict_proba(model, raised)) - np.mean(base))
+        checks.append(Check(f"direction:{column}", shift >= -DIRECTION_TOLERANCE,
+                            f"mean change in probability with '{column}' raised to {highest:.3g}: {shift:+.4f} "
+                            f"(must not fall by more than {DIRECTION_TOLERANCE})"))
     return checks
 
 

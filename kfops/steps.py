@@ -257,8 +257,12 @@ def evaluate(
         champion_metrics = classification_metrics(y_true, champion_proba, champion_model.threshold,
                                                   cfg.evaluate.calibration_bins)["scalars"]
         champion_slices = slice_metrics(test, y_true, champion_proba, gate_cfg.slices, gate_cfg.min_slice_rows)
-    behaviour = behavioural_checks(model, test) if cfg.evaluate.behavioural_checks else []
+    behaviour = (behavioural_checks(model, test, cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns)
+                 if cfg.evaluate.behavioural_checks else [])
     verdict = gate(metrics["scalars"], gate_cfg, champion_metrics, slices, champion_slices, behaviour, champion_version)
+    missing = [c for c in gate_cfg.slices if c not in test.columns]
+    if missing:
+        verdict.reasons.append(f"NOTE slices: {', '.join(missing)} not in the test data, so not judged")
     summary = {
         "blessed": verdict.blessed,
         "verdict": verdict.to_dict(),
@@ -311,7 +315,7 @@ def register(
         "kfops.data_hash": manifest.get("data_hash", "unknown"),
         "kfops.window": ",".join(manifest.get("window", [])),
         "kfops.validation": "passed" if validation.get("success", True) else "failed",
-        "kfops.validation_report": str(Path(validation_summary).with_name("report.html")) if validation_summary else "",
+        "kfops.validation_report": _validation_report(Path(validation_summary)),
         "kfops.feature_views": _feature_views(cfg),
         "kfops.feature_definitions": _definitions_hash(cfg),
         "kfops.code_version": registry.code_version(),
@@ -335,6 +339,14 @@ def register(
                                        reason="auto_promote: blessed by the gate")
     return {"model_name": cfg.registry.model_name, "version": str(version.version), "created": created,
             "promoted": promoted is not None}
+
+
+def _validation_report(summary: Path) -> str:
+    """The HTML report written beside the summary (KFP names it `report`; in-process callers `report.html`)."""
+    for name in ("report", "report.html"):
+        if summary.with_name(name).is_file():
+            return str(summary.with_name(name))
+    return ""
 
 
 def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:

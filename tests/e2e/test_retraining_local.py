@@ -39,10 +39,22 @@ def config(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def champion(config):
+def champion(config, tmp_path_factory):
+    """The January champion, trained with the training pipeline's own step functions in one process
+    (tests/e2e/test_training_pipeline.py covers that pipeline under kfp.local; this saves minutes)."""
+    from kfops import steps
+
     cfg = config("dataset.start=2013-01-01", "dataset.end=2013-01-14")
-    run = run_locally(cfg, "training", on_event=lambda line: None)
-    assert run.outputs["register"]["Output"] == "1"
+    work = tmp_path_factory.mktemp("champion")
+    raw, training_set = work / "raw", work / "training_set.parquet"
+    manifest = steps.ingest(cfg, raw)
+    steps.validate(cfg, raw, work / "report.html", work / "summary.json")
+    steps.featurize(cfg, raw, work / "sources", training_set)
+    run_id = steps.train(cfg, training_set, work / "model", "champion-run", manifest["data_hash"])
+    steps.evaluate(cfg, training_set, work / "model", run_id, work / "verdict.json", work / "plots.html")
+    registered = steps.register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json",
+                                "champion-run")
+    assert registered["version"] == "1" and registered["promoted"]
     return cfg
 
 

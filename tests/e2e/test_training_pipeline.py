@@ -140,3 +140,24 @@ def test_later_window_is_judged_against_the_champion(first_run, state):
     else:
         assert "register" not in run.outputs
         assert champion == "1"
+
+
+def test_lineage_history_and_status_print_real_data(first_run, state):
+    import subprocess
+    import sys
+
+    cfg, run = first_run
+    kfops = str(Path(sys.executable).with_name("kfops"))
+    overrides = ["--set", f"data_dir={state['data_dir']}", "--set", f"serving.http_port={state['port']}"]
+    lineage = subprocess.run([kfops, "lineage", "1", *overrides], capture_output=True, text=True, cwd=REPO_ROOT,
+                             timeout=120)
+    assert lineage.returncode == 0, lineage.stderr
+    assert run.run_dir.name in lineage.stdout and run.outputs["ingest"]["Output"] in lineage.stdout
+    for key in ("pipeline_run", "data_hash", "validation", "feature_views", "code_version", "trainer_config"):
+        assert f"\n{key} " in "\n" + lineage.stdout, key
+    history = subprocess.run([kfops, "history", *overrides], capture_output=True, text=True, cwd=REPO_ROOT,
+                             timeout=120)
+    assert "bootstrap: no champion existed" in history.stdout
+    status = subprocess.run([kfops, "status", *overrides], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert "@champion      v1" in status.stdout and run.outputs["deploy"]["Output"] in status.stdout

@@ -73,8 +73,8 @@ def test_threshold_and_calibration():
 def test_behavioural_checks_pass_for_a_sane_model(trained):
     frame, _, result = trained
     checks = {c.name: c for c in behavioural_checks(result.model, frame)}
-    assert checks["invariance:flight_number"].passed
-    assert checks["direction:precipitation"].passed
+    assert checks["invariance:flight"].passed
+    assert checks["direction:precip"].passed
 
 
 def test_behavioural_check_catches_a_model_that_uses_the_flight_number():
@@ -83,7 +83,7 @@ def test_behavioural_check_catches_a_model_that_uses_the_flight_number():
     spec = FeatureSpec.fit(frame, ["flight", "precip"], [])
     result = train_model(frame.iloc[:2000], frame.iloc[2000:], spec, TrainConfig(xgboost={"n_estimators": 30}), None)
     checks = {c.name: c for c in behavioural_checks(result.model, frame)}
-    assert not checks["invariance:flight_number"].passed
+    assert not checks["invariance:flight"].passed
 
 
 def test_gate_fails_closed_without_thresholds():
@@ -107,3 +107,10 @@ def test_gate_floors_improvement_slices_and_behaviour():
     assert not regress.blessed and any("carrier=AA" in r for r in regress.reasons)
     bad_behaviour = gate({"roc_auc": 0.80}, cfg, behaviour=[Check("direction:precipitation", False, "x")])
     assert not bad_behaviour.blessed
+
+
+def test_behavioural_checks_follow_config_and_fail_on_missing_columns(trained):
+    frame, _, result = trained
+    checks = {c.name: c for c in behavioural_checks(result.model, frame, invariant=["distance_typo"],
+                                                     non_decreasing=[])}
+    assert list(checks) == ["invariance:distance_typo"] and not checks["invariance:distance_typo"].passed

@@ -16,8 +16,7 @@ from tests.conftest import REPO_ROOT
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-# bring_your_own_data.ipynb joins this set when it lands (issue 9, not done yet).
-EXPECTED = {"quickstart.ipynb", "continuous_retraining.ipynb"}
+EXPECTED = {"quickstart.ipynb", "continuous_retraining.ipynb", "bring_your_own_data.ipynb"}
 
 
 def test_expected_notebooks_exist():
