@@ -5,6 +5,7 @@ Errors print as one line with a hint; ``--verbose`` shows the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -95,8 +96,32 @@ def run(
              "`kfops submit` sends it to the cluster")
     echo(f"kfops: running '{pipeline}' locally on {cfg.dataset.start}..{cfg.dataset.end} (data in {cfg.data_dir})")
 
-    result = run_locally(cfg, pipeline, on_event=lambda line: echo(f"  {line}"))
+    with task_progress(pipeline) as on_event:
+        result = run_locally(cfg, pipeline, on_event=on_event)
     print_run_summary(cfg, result, verbose=verbose)
+
+
+@contextlib.contextmanager
+def task_progress(pipeline: str):
+    """A rich progress bar on a terminal; plain log lines under CI, in pods, or when piped."""
+    if not sys.stdout.isatty() or os.environ.get("CI"):
+        yield lambda line: echo(f"  {line}")
+        return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from kfops.local import COMPONENTS
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} tasks"),
+                  TimeElapsedColumn()) as progress:
+        bar = progress.add_task(f"{pipeline}: starting", total=len(COMPONENTS))
+
+        def on_event(line: str) -> None:
+            progress.console.print(f"  {line}", highlight=False)
+            if "finished with status" in line:
+                progress.update(bar, advance=1, description=f"{pipeline}: {line.split(chr(39))[1]} done")
+
+        yield on_event
+        progress.update(bar, description=f"{pipeline}: finished")
 
 
 @app.command("compile")
