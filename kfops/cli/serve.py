@@ -172,7 +172,7 @@ def predict_command(
     output_path: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     model_dir: ModelDirOption = None,
     model_uri: ModelUriOption = None,
-    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk (memory vs speed).")] = 100_000,
+    chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk (memory vs speed).")] = 250_000,
     threads: Annotated[int | None, typer.Option("--threads", help="Predict threads (default: all cores).")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,

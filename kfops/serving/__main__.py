@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-inference-log", action="store_true", help="do not log predictions")
     p.add_argument("--online-lookup", default="feast",
                    help="online features for raw flights: feast (default), parquet:DIR or none")
+    p.add_argument("--online-as-of", choices=["event", "now", "none"], default="event",
+                   help="feature TTLs count back from the request's event time (default), now, or not at all")
     p.add_argument("--no-fast-path", action="store_true", help="send inference through KServe's own routes")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
     p.add_argument("--predict-threads", type=int, default=1, help="threads per model call (default 1)")
@@ -66,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             max_batch_size=args.max_batch_size, max_latency_ms=args.max_latency_ms,
             max_payload_bytes=args.max_payload_bytes, inference_log_dir=args.inference_log_dir,
             inference_log_flush_s=args.inference_log_flush_s,
-            online_lookup=args.online_lookup, fast_path=not args.no_fast_path, access_log=args.access_log,
+            online_lookup=args.online_lookup, online_as_of=args.online_as_of, fast_path=not args.no_fast_path,
+            access_log=args.access_log,
             predict_threads=args.predict_threads,
         )
         if args.no_inference_log:

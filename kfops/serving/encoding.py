@@ -65,9 +65,16 @@ def encode_arrow(data: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> np.ndarr
     for j, name in enumerate(spec.columns):
         column = data.column(name)
         kind = column.type
+        if name in spec.categorical and pa.types.is_dictionary(kind) and _is_text(kind.value_type):
+            # Look the (small) dictionary up once, then map every row's index through it.
+            vocab = pa.array(spec.categorical[name], type=kind.value_type)
+            chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+            codes = [pc.take(pc.index_in(chunk.dictionary, value_set=vocab), chunk.indices) for chunk in chunks]
+            out[:, j] = np.concatenate([c.to_numpy(zero_copy_only=False) for c in codes]) if codes else []
+            continue
         if pa.types.is_dictionary(kind):
             column, kind = column.cast(kind.value_type), kind.value_type
-        if name in spec.categorical and (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        if name in spec.categorical and _is_text(kind):
             codes = pc.index_in(column, value_set=pa.array(spec.categorical[name], type=kind))
             out[:, j] = codes.to_numpy(zero_copy_only=False)  # null -> NaN
         elif name not in spec.categorical and (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
@@ -78,3 +85,9 @@ def encode_arrow(data: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> np.ndarr
             frame = pd.DataFrame({name: column.to_pandas()})
             out[:, j] = type(spec)([name], {k: v for k, v in spec.categorical.items() if k == name}).encode(frame)[:, 0]
     return out
+
+
+def _is_text(kind) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)

@@ -163,7 +163,7 @@ class InferenceEngine:
                                   ("distance", None), ("sched_dep", None), ("flight", 0))
         })
         derived = derive(raw).reset_index(drop=True)
-        keys = derived[[k for k in ENTITY_KEYS if k in derived.columns]].to_dict("records")
+        keys = derived[[k for k in (*ENTITY_KEYS, "event_timestamp") if k in derived.columns]].to_dict("records")
         online = self._lookup(keys)
         if len(online) != len(keys):
             raise ServingError(f"the online lookup returned {len(online)} rows for {len(keys)} entities")
@@ -187,7 +187,7 @@ class InferenceEngine:
             bad = np.flatnonzero(absent[start:stop])
             if bad.size:
                 row = keys[start + int(bad[0])]
-                named = ", ".join(f"{k}={row[k]!r}" for k in row)
+                named = ", ".join(f"{k}={row[k]!r}" for k in ENTITY_KEYS if k in row)
                 results.append(UnknownEntity(
                     f"row {int(bad[0])}: the online feature store has no features for {named}; "
                     "check the codes, or materialize the store (kfops features materialize)"

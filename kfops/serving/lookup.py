@@ -7,8 +7,9 @@ The server gets one as a plain callable, so it can be swapped:
   key value), for demos, tests and air-gapped runs;
 * ``none``: raw flights are refused with a 400 that says to send full feature vectors.
 
-A lookup returns one row per entity row, in order, with a column per feature it knows; unknown
-entities come back as nulls (the server answers 422 when a row has no online feature at all).
+Entity rows carry the entity keys and ``event_timestamp`` (the request's scheduled departure,
+UTC). A lookup returns one row per entity row, in order, with a column per feature it knows;
+unknown entities come back as nulls (the server answers 422 when a row has no online feature).
 """
 
 from __future__ import annotations
@@ -66,12 +67,26 @@ class InMemoryLookup:
         return pd.concat(parts, axis=1)
 
 
-class FeastLookup:
-    """:class:`kfops.features.OnlineFeatureReader`, built on first use (``import feast`` is slow)."""
+AS_OF_MODES = ("event", "now", "none")
 
-    def __init__(self, cfg: KfopsConfig):
+
+class FeastLookup:
+    """:class:`kfops.features.OnlineFeatureReader`, built on first use (``import feast`` is slow).
+
+    ``as_of`` says how old a stored row may be (each feature view's TTL, counted back from):
+
+    * ``event`` (default): the request's event time (``event_timestamp``, the scheduled departure),
+      as the point-in-time join did for training; one store read per distinct event time;
+    * ``now``: the wall clock, for live traffic; one read per batch;
+    * ``none``: no TTL, the latest row whatever its age (the online store's own behaviour).
+    """
+
+    def __init__(self, cfg: KfopsConfig, as_of: str = "event", reader=None):
+        if as_of not in AS_OF_MODES:
+            raise ConfigError(f"unknown online as-of mode '{as_of}'", hint=f"use one of {', '.join(AS_OF_MODES)}")
         self._cfg = cfg
-        self._reader = None
+        self._as_of = as_of
+        self._reader = reader  # an OnlineFeatureReader; tests pass their own
         self._lock = threading.Lock()
 
     def warm(self) -> None:
@@ -83,17 +98,32 @@ class FeastLookup:
                 self._reader = OnlineFeatureReader(self._cfg)
 
     def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
+        import datetime as dt
+
+        import pandas as pd
+
         if self._reader is None:
             self.warm()
-        return self._reader.read(entity_rows)
+        if self._as_of == "none":
+            return self._reader.read(entity_rows)
+        if self._as_of == "now":
+            return self._reader.read(entity_rows, as_of=dt.datetime.now(dt.UTC))
+        by_time: dict = {}
+        for position, row in enumerate(entity_rows):
+            by_time.setdefault(row["event_timestamp"], []).append(position)
+        parts = []
+        for moment, positions in by_time.items():
+            part = self._reader.read([entity_rows[i] for i in positions], as_of=pd.Timestamp(moment).to_pydatetime())
+            parts.append(part.set_axis(positions))
+        return pd.concat(parts).sort_index() if len(parts) > 1 else parts[0].reset_index(drop=True)
 
 
-def build_lookup(spec: str, cfg: KfopsConfig) -> OnlineLookup | None:
+def build_lookup(spec: str, cfg: KfopsConfig, as_of: str = "event") -> OnlineLookup | None:
     """Turn ``feast``, ``parquet:DIR`` or ``none`` into a lookup (None for ``none``)."""
     if spec == "none":
         return None
     if spec == "feast":
-        return FeastLookup(cfg)
+        return FeastLookup(cfg, as_of)
     if spec.startswith("parquet:"):
         return InMemoryLookup.from_dir(Path(spec[len("parquet:"):]))
     raise ConfigError(f"unknown online lookup '{spec}'", hint="use feast, parquet:DIR or none")

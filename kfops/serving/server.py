@@ -48,6 +48,7 @@ class ServerOptions:
     inference_log_dir: Path | None = None
     inference_log_flush_s: float = 10.0
     online_lookup: str = "feast"
+    online_as_of: str = "event"
     fast_path: bool = True
     access_log: bool = False
     predict_threads: int = 1
@@ -159,7 +160,7 @@ def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
     """Load the model and serve until SIGTERM/SIGINT (blocks)."""
     from kfops.serving.lookup import build_lookup
 
-    lookup = build_lookup(options.online_lookup, cfg)
+    lookup = build_lookup(options.online_lookup, cfg, options.online_as_of)
     model = build_model(options, lookup)
     log.info("serving %s version %s from %s on http://%s:%d", options.name, model.version,
              options.source.describe(), options.host, options.http_port)

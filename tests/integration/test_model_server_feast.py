@@ -38,8 +38,8 @@ def feast_server(tmp_path_factory):
     sources = cfg.feast_dir / "sources"
     write_feature_sources(tables, sources)
     features.apply_definitions(cfg, sources)
-    features.materialize(cfg, dt.datetime(2012, 12, 31, tzinfo=dt.timezone.utc),
-                         dt.datetime(2013, 1, 4, tzinfo=dt.timezone.utc))
+    features.materialize(cfg, dt.datetime(2012, 12, 31, tzinfo=dt.UTC),
+                         dt.datetime(2013, 1, 4, tzinfo=dt.UTC))
     model_dir = build_tiny_model(root / "model")
     status = start_server(cfg, model_dir=model_dir, name=NAME, online_lookup="feast")
     try:
@@ -60,8 +60,10 @@ def test_raw_flight_gets_the_online_store_features(feast_server):
     assert response.status_code == 200, response.text
 
     derived = request_features(pd.DataFrame([flight]))
-    online = online_features(feast_server["cfg"], derived[["origin", "carrier", "tailnum"]].to_dict("records"))
-    assert online.notna().any(axis=1).iloc[0]  # the store knows this entity
+    # The server's default: feature TTLs count back from the request's event time, as in training.
+    online = online_features(feast_server["cfg"], derived[["origin", "carrier", "tailnum"]].to_dict("records"),
+                             as_of=derived["event_timestamp"].iloc[0].to_pydatetime())
+    assert online.notna().sum(axis=1).iloc[0] > 5  # weather and delay rates as of the event, planes
     expected = predict_proba(load_model(feast_server["model_dir"]), pd.concat([derived, online], axis=1))
     assert response.json()["predictions"][0]["probability"] == pytest.approx(float(expected[0]), abs=1e-7)
 

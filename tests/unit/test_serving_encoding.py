@@ -79,12 +79,15 @@ def test_arrow_encoder_matches_the_spec_on_realistic_data():
     _arrow_matches_pandas(frame)
 
 
-def test_arrow_encoder_falls_back_to_the_spec_for_unusual_column_types():
+def test_arrow_encoder_handles_dictionaries_and_falls_back_to_the_spec_for_unusual_types():
     frame = synthetic_features(40, seed=14).drop(columns="label")
     frame["distance"] = frame["distance"].astype(str)  # numbers stored as text
     frame.loc[0, "distance"] = "far"  # -> NaN, as pandas.to_numeric(errors="coerce") says
     frame["month"] = frame["month"] > 6  # booleans
-    frame["origin"] = frame["origin"].astype("category")  # Arrow dictionary
+    frame.loc[1, "origin"] = None
+    frame.loc[2, "origin"] = "ZZZ"  # unknown to the model
+    frame["origin"] = frame["origin"].astype("category")  # an Arrow dictionary
+    frame["dest"] = frame["dest"].astype("category")
     _arrow_matches_pandas(frame)
 
 

@@ -167,3 +167,37 @@ def test_kserve_data_plane_path_answers_like_the_fast_path(model_dirs):
     assert rest["outputs"][1] == fast["outputs"][1]
     assert rest["outputs"][0]["data"] == pytest.approx(fast["outputs"][0]["data"], abs=1e-7)
     model.stop()
+
+
+class RecordingReader:
+    """Stands in for kfops.features.OnlineFeatureReader: answers with the as_of it was asked for."""
+
+    def __init__(self):
+        self.calls = []
+
+    def read(self, rows, as_of=None):
+        self.calls.append((len(rows), as_of))
+        return pd.DataFrame({"origin_seen": [r["origin"] for r in rows], "as_of": [as_of] * len(rows)})
+
+
+def test_feast_lookup_counts_ttls_back_from_each_request_event_time():
+    import datetime as dt
+
+    from kfops.config import KfopsConfig
+    from kfops.serving.lookup import FeastLookup
+
+    early, late = pd.Timestamp("2013-01-01T10:00Z"), pd.Timestamp("2013-01-02T10:00Z")
+    rows = [{"origin": "EWR", "event_timestamp": late}, {"origin": "JFK", "event_timestamp": early},
+            {"origin": "LGA", "event_timestamp": late}]
+    reader = RecordingReader()
+    got = FeastLookup(KfopsConfig(), "event", reader=reader)(rows)
+    assert got["origin_seen"].tolist() == ["EWR", "JFK", "LGA"]  # back in request order
+    assert got["as_of"].tolist() == [late.to_pydatetime(), early.to_pydatetime(), late.to_pydatetime()]
+    assert sorted(n for n, _ in reader.calls) == [1, 2]  # one read per distinct event time
+
+    reader = RecordingReader()
+    FeastLookup(KfopsConfig(), "now", reader=reader)(rows)
+    assert len(reader.calls) == 1 and reader.calls[0][1].tzinfo == dt.UTC
+    reader = RecordingReader()
+    FeastLookup(KfopsConfig(), "none", reader=reader)(rows)
+    assert reader.calls == [(3, None)]

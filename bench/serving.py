@@ -1,0 +1,476 @@
+"""Serving benchmark: the kfops server against MLflow's and a plain KServe server, same model.
+
+    .venv/bin/python bench/serving.py                       # everything, ~5 minutes
+    .venv/bin/python bench/serving.py --duration 5 --concurrency 1 8 32 --batch-rows 1000000
+
+Servers, all on 127.0.0.1, all serving one XGBoost model trained here on 2013 flights (request
+features + the origin's weather + plane attributes; delay-rate features left missing):
+
+  A  kfops: ``python -m kfops.serving`` (KServe ModelServer + adaptive batching + fast path),
+     one process, inference log and metrics on, as deployed.
+  B  ``mlflow models serve --env-manager local`` on the same registered pyfunc, 2 workers.
+  C  a plain ``kserve.ModelServer`` with a minimal Model that predicts once per request (numpy
+     encoding, no pandas), 2 workers (one per core), access and latency logs off.
+
+One async load generator (aiohttp on uvloop, in this process) drives each with single-row
+requests (features in the request: V2 JSON for A and C, ``dataframe_split`` for B) at each
+concurrency for ``--duration`` seconds after a warm-up, closed loop. It shares the machine's
+cores with the server under test. Also measured: the in-process ``inplace_predict`` floor per
+row (single and batched) and batch scoring (``predict_file``) against that floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# KServe parses sys.argv when imported; keep our flags away from it.
+_argv, sys.argv = sys.argv, sys.argv[:1]
+import kserve
+
+sys.argv = _argv
+
+MODEL_NAME = "bench-flights"
+# B and C get one XGBoost thread per worker, like A: on 2 shared cores OpenMP's spinning threads
+# would otherwise cost them several milliseconds of CPU per single-row call.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+WINDOW = ("2013-01-01", "2013-03-31")
+
+
+class PlainKServeModel(kserve.Model):
+    """Server C: what a minimal custom KServe predictor looks like, one predict per request."""
+
+    def __init__(self, name: str, model_dir: str):
+        super().__init__(name)
+        self.model_dir = model_dir
+        self.load()
+
+    def load(self) -> bool:
+        from kfops.model import load_model
+        from kfops.serving.encoding import RowEncoder
+        from kfops.serving.loading import limit_threads
+
+        self.model = load_model(Path(self.model_dir))
+        limit_threads(self.model, 1)
+        self.encoder = RowEncoder(self.model.spec)
+        self.ready = True
+        return True
+
+    def predict(self, payload, headers=None, response_headers=None):
+        from kserve.protocol.infer_type import InferOutput, InferResponse
+
+        columns = {tensor.name: list(tensor.data) for tensor in payload.inputs}
+        rows = len(next(iter(columns.values())))
+        probabilities = self.model.predict_proba_encoded(self.encoder.encode(columns, rows))
+        return InferResponse(response_id=payload.id or "", model_name=self.name,
+                             infer_outputs=[InferOutput("probability", [rows], "FP64", probabilities.tolist())])
+
+
+# --- model and data ------------------------------------------------------------------------------
+
+
+def feature_frame():
+    """Entity frame of the window plus the origin's weather at the scheduled hour and plane data."""
+    import pandas as pd
+
+    from kfops.config import KfopsConfig
+    from kfops.datasets.flights import build_entity_frame, load_tables
+
+    cfg = KfopsConfig.model_validate({"dataset": {"start": WINDOW[0], "end": WINDOW[1]}})
+    tables = load_tables(cfg)
+    entities = build_entity_frame(tables, cfg)
+    weather = tables["weather"].sort_values("time_hour")[
+        ["origin", "time_hour", "temp", "dewp", "humid", "wind_speed", "wind_gust", "precip", "pressure", "visib"]]
+    frame = pd.merge_asof(entities.sort_values("event_timestamp"), weather, left_on="event_timestamp",
+                          right_on="time_hour", by="origin", direction="backward", tolerance=pd.Timedelta("3h"))
+    planes = tables["planes"].rename(columns={"type": "plane_type", "year": "plane_year"})
+    planes["plane_age"] = 2013 - planes["plane_year"]
+    frame = frame.merge(planes[["tailnum", "plane_age", "seats", "engines", "manufacturer", "plane_type"]],
+                        on="tailnum", how="left")
+    for name in ("carrier_delay_rate_7d", "carrier_flights_7d", "origin_delay_rate_7d", "origin_flights_7d"):
+        frame[name] = float("nan")  # computed by the Feast job in the pipeline; not needed to time serving
+    return frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True), cfg
+
+
+def prepare_model(work: Path):
+    """Train (once, cached under work/) and return (model_dir, request rows, feature frame)."""
+    from kfops.model import FeatureSpec, save_model
+    from kfops.training.xgb import train_xgboost
+
+    frame, cfg = feature_frame()
+    columns, categorical = cfg.feature_columns, cfg.features.categorical
+    model_dir = work / "model"
+    cut_train, cut_val = int(len(frame) * 0.7), int(len(frame) * 0.85)
+    if not (model_dir / "kfops_model.json").is_file():
+        spec = FeatureSpec.fit(frame.iloc[:cut_train], columns, categorical)
+        params = cfg.train.xgboost.model_copy(update={"device": "cpu"})
+        started = time.perf_counter()
+        result = train_xgboost(frame.iloc[:cut_train], frame.iloc[cut_train:cut_val], spec, params)
+        save_model(result.model, model_dir, metadata={"bench": "serving"})
+        print(f"trained the bench model in {time.perf_counter() - started:.0f}s: {result.metrics}")
+    test = frame.iloc[cut_val:][columns].reset_index(drop=True)
+    return model_dir, test, frame[columns]
+
+
+def register_pyfunc(work: Path, model_dir: Path, example) -> tuple[str, str]:
+    """Log the kfops folder as the project's MLflow pyfunc, register it; returns (tracking uri, model uri)."""
+    import mlflow
+    import pandas as pd
+
+    from kfops import registry
+    from kfops.model import load_model, predict_proba
+
+    tracking = f"sqlite:///{work / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking)
+    client = mlflow.MlflowClient(tracking)
+    if client.search_model_versions(f"name='{MODEL_NAME}'"):
+        version = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'"))
+        return tracking, f"models:/{MODEL_NAME}/{version}"
+    mlflow.set_experiment("bench-serving")
+    probability = predict_proba(load_model(model_dir), example)
+    with mlflow.start_run():
+        uri = registry.log_model(model_dir, example, pd.DataFrame(
+            {"probability": probability, "prediction": (probability >= 0.5).astype(int)}))
+    version = mlflow.register_model(uri, MODEL_NAME).version
+    return tracking, f"models:/{MODEL_NAME}/{version}"
+
+
+# --- servers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen | None, timeout_s: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def spawn(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env={**os.environ, **(env or {})}, cwd=REPO)
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        return total
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
+def serve_plain(model_dir: str, port: int, workers: int) -> None:
+    """Server C (run as a subcommand of this script)."""
+    from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.multiprocess.server import RESTServerMultiProcess
+
+    log_config = Path(os.environ.get("TMPDIR", "/tmp")) / f"kserve-plain-{port}.json"
+    config = json.loads(json.dumps(kserve.logging.KSERVE_LOG_CONFIG))
+    config["loggers"]["uvicorn.access"]["level"] = "WARNING"
+    config["loggers"]["kserve.trace"]["level"] = "WARNING"
+    log_config.write_text(json.dumps(config))
+
+    class PlainServer(kserve.ModelServer):
+        def start(self, models):  # KServe's multi-worker start, bound to 127.0.0.1
+            self._register_and_check_atleast_one_model_is_ready(models)
+            self._rest_multiprocess_server = RESTServerMultiProcess(
+                FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+                workers=self.workers, grace_period=5, log_config_file=str(log_config))
+            self._rest_multiprocess_server._rest_server.config.host = "127.0.0.1"
+            self.servers.append(self._rest_multiprocess_server.start())
+            self.setup_event_loop()
+            self.register_signal_handler()
+            asyncio.run(self._serve())
+
+    kserve.logging.configure_logging(str(log_config))
+    PlainServer(http_port=port, workers=workers, enable_grpc=False, enable_latency_logging=False).start(
+        [PlainKServeModel(MODEL_NAME, model_dir)])
+
+
+# --- load generator ------------------------------------------------------------------------------
+
+
+async def drive(url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    measure_from = time.perf_counter() + warmup
+    end = measure_from + duration
+    connector = aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=None)
+    async with aiohttp.ClientSession(connector=connector, headers={"content-type": "application/json"}) as session:
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            k = offset
+            while True:
+                started = time.perf_counter()
+                if started >= end:
+                    return
+                async with session.post(url, data=bodies[k % len(bodies)]) as response:
+                    await response.read()
+                    ok = response.status == 200
+                k += concurrency
+                finished = time.perf_counter()
+                if started >= measure_from:
+                    if ok:
+                        latencies.append(finished - started)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    latencies.sort()
+    count = len(latencies)
+    return {
+        "rps": count / duration,
+        "p50_ms": latencies[count // 2] * 1e3 if count else float("nan"),
+        "p99_ms": latencies[min(count - 1, int(count * 0.99))] * 1e3 if count else float("nan"),
+        "requests": count,
+        "errors": errors,
+    }
+
+
+def run_load(url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float, pid: int) -> dict:
+    import uvloop
+
+    cpu_before, own_before = tree_cpu_seconds(pid), time.process_time()
+    result = uvloop.run(drive(url, bodies, concurrency, duration, warmup))
+    cpu, own = tree_cpu_seconds(pid) - cpu_before, time.process_time() - own_before
+    # Requests over the whole run, warm-up included (the CPU counters cover it too).
+    total = max(1.0, (result["requests"] + result["errors"]) * (duration + warmup) / duration)
+    result["server_cpu_us_per_request"] = cpu / total * 1e6
+    result["loadgen_cpu_us_per_request"] = own / total * 1e6
+    return result
+
+
+def batch_counters(infer_url: str) -> tuple[float, float]:
+    """(rows, calls) of server A's model batches so far, from its /metrics."""
+    import httpx
+
+    base = infer_url.split("/v2/", 1)[0]
+    rows = calls = 0.0
+    for line in httpx.get(f"{base}/metrics", trust_env=False, timeout=10).text.splitlines():
+        if 'stage="model"' in line:
+            if line.startswith("kfops_serving_batch_rows_sum"):
+                rows = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("kfops_serving_batch_rows_count"):
+                calls = float(line.rsplit(" ", 1)[1])
+    return rows, calls
+
+
+# --- floors --------------------------------------------------------------------------------------
+
+
+def per_call_seconds(call, repeat: int) -> float:
+    call()
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeat):
+            call()
+        best = min(best, (time.perf_counter() - started) / repeat)
+    return best
+
+
+def predict_floor(model_dir: Path, test) -> dict:
+    from kfops.model import load_model
+    from kfops.serving.loading import limit_threads
+
+    model = load_model(model_dir)
+    matrix = model.spec.encode(test)
+    limit_threads(model, 1)
+    floor = {}
+    for batch in (1, 32, 256):
+        seconds = per_call_seconds(lambda b=batch: model.predict_proba_encoded(matrix[:b]), max(20, 2000 // batch))
+        floor[f"batch_{batch}_us_per_row"] = seconds / batch * 1e6
+    return floor
+
+
+def batch_scoring(model_dir: Path, features, work: Path, rows: int) -> dict:
+    import numpy as np
+
+    from kfops.model import load_model
+    from kfops.serving.batch import predict_file
+    from kfops.serving.loading import limit_threads
+
+    repeats = int(np.ceil(rows / len(features)))
+    big = features.iloc[np.tile(np.arange(len(features)), repeats)[:rows]].reset_index(drop=True)
+    big.insert(0, "row_id", np.arange(len(big)))
+    source = work / f"batch_{rows}.parquet"
+    big.to_parquet(source, index=False)
+    model = load_model(model_dir)
+    limit_threads(model, os.cpu_count())
+    matrix = model.spec.encode(big)
+    encode_s = per_call_seconds(lambda: model.spec.encode(big), 1)
+    # Floor and predict_file alternate, best of 3 each: the machine is shared and its load drifts.
+    model.predict_proba_encoded(matrix[:1000])  # warm up
+    predict_s, best = float("inf"), 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        model.predict_proba_encoded(matrix)
+        predict_s = min(predict_s, time.perf_counter() - started)
+        best = max(best, predict_file(model_dir, source, work / "scored.parquet").rows_per_second)
+    return {
+        "rows": rows,
+        "floor_rows_per_s": rows / predict_s,
+        "floor_with_encode_rows_per_s": rows / (predict_s + encode_s),
+        "predict_file_rows_per_s": best,
+    }
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, default=REPO / ".kfops" / "bench" / "serving")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per concurrency level")
+    parser.add_argument("--warmup", type=float, default=1.5)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--servers", nargs="*", default=["A", "B", "C"], choices=["A", "B", "C"],
+                        help="servers to load-test (none: floors and batch scoring only)")
+    parser.add_argument("--batch-rows", type=int, default=1_000_000)
+    parser.add_argument("--json-out", type=Path, help="also write the results here")
+    parser.add_argument("--serve-plain", nargs=3, metavar=("MODEL_DIR", "PORT", "WORKERS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_plain:
+        serve_plain(args.serve_plain[0], int(args.serve_plain[1]), int(args.serve_plain[2]))
+        return
+
+    import orjson
+
+    from kfops.config import load_config
+    from kfops.serving.process import start_server, stop_server
+
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir, test, features = prepare_model(work)
+    pool = test.iloc[:2000]
+    rows = pool.to_dict("records")
+    from kfops.model import load_model
+
+    spec = load_model(model_dir).spec
+    clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
+    v2_bodies = [orjson.dumps({"inputs": [
+        {"name": c, "datatype": "BYTES" if c in spec.categorical else "FP64", "shape": [1], "data": [r[c]]}
+        for c in spec.columns]}) for r in clean]
+    mlflow_bodies = [orjson.dumps({"dataframe_split": {"columns": spec.columns, "data": [[r[c] for c in spec.columns]]}})
+                     for r in clean]
+    results: dict = {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()}
+    results["floor"] = predict_floor(model_dir, pool)
+    print("inplace_predict floor (1 thread):", json.dumps({k: round(v, 2) for k, v in results["floor"].items()}))
+
+    servers = {}
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    cfg = load_config(None, [f"data_dir={work / 'kfops'}", f"serving.http_port={free_port()}"], environ={})
+    try:
+        if "A" in args.servers:
+            status = start_server(cfg, model_dir=model_dir, name=MODEL_NAME, online_lookup="none", replace=True)
+            servers["A"] = (f"{status['url']}/v2/models/{MODEL_NAME}/infer", v2_bodies, status["pid"], None)
+        if "B" in args.servers:
+            tracking, uri = register_pyfunc(work, model_dir, test.iloc[:5])
+            port = free_port()
+            process = spawn([sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+                             "-h", "127.0.0.1", "-p", str(port), "--workers", "2"], logs / "mlflow.log",
+                            # mlflow execs `uvicorn` by name: the venv's bin must be on PATH
+                            env={"MLFLOW_TRACKING_URI": tracking, **ONE_THREAD,
+                                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+            wait_http(f"http://127.0.0.1:{port}/ping", process)
+            servers["B"] = (f"http://127.0.0.1:{port}/invocations", mlflow_bodies, process.pid, process)
+        if "C" in args.servers:
+            port = free_port()
+            process = spawn([sys.executable, str(Path(__file__).resolve()), "--serve-plain", str(model_dir), str(port),
+                             "2"], logs / "plain_kserve.log", env=ONE_THREAD)
+            wait_http(f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready", process)
+            servers["C"] = (f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer", v2_bodies, process.pid, process)
+
+        results["load"] = {}
+        for concurrency in args.concurrency:
+            for label, (url, bodies, pid, _) in servers.items():
+                batches = batch_counters(url) if label == "A" else None
+                run = run_load(url, bodies, concurrency, args.duration, args.warmup, pid)
+                if batches is not None:
+                    after = batch_counters(url)
+                    run["mean_batch_rows"] = (after[0] - batches[0]) / max(1.0, after[1] - batches[1])
+                results["load"][f"{label}@{concurrency}"] = run
+                batch = f"  mean batch={run['mean_batch_rows']:.1f} rows" if "mean_batch_rows" in run else ""
+                print(f"{label} c={concurrency:<3} rps={run['rps']:8.0f}  p50={run['p50_ms']:7.2f} ms  "
+                      f"p99={run['p99_ms']:7.2f} ms  errors={run['errors']}  "
+                      f"cpu/request: server {run['server_cpu_us_per_request']:5.0f} us, load generator "
+                      f"{run['loadgen_cpu_us_per_request']:4.0f} us{batch}", flush=True)
+    finally:
+        for label, (_, _, _, process) in servers.items():
+            if process is not None:
+                stop(process)
+        if "A" in servers:
+            stop_server(cfg, MODEL_NAME)
+
+    load = results["load"]
+    for concurrency in args.concurrency:
+        a = load.get(f"A@{concurrency}")
+        for other in ("B", "C"):
+            b = load.get(f"{other}@{concurrency}")
+            if a and b:
+                print(f"A/{other} at c={concurrency}: {a['rps'] / b['rps']:.1f}x throughput")
+    if "A@32" in load:
+        single_floor_rps = 1e6 / results["floor"]["batch_1_us_per_row"]
+        print(f"A at c=32: {load['A@32']['rps']:.0f} rps = {load['A@32']['rps'] / single_floor_rps:.2f}x the "
+              f"one-row-per-call predict floor ({single_floor_rps:.0f} calls/s in-process)")
+    if args.batch_rows:
+        results["batch"] = batch_scoring(model_dir, features, work, args.batch_rows)
+        b = results["batch"]
+        print(f"batch scoring {b['rows']:,} rows: predict_file {b['predict_file_rows_per_s']:,.0f} rows/s, "
+              f"floor (inplace_predict, all threads) {b['floor_rows_per_s']:,.0f} rows/s, floor incl. encode "
+              f"{b['floor_with_encode_rows_per_s']:,.0f} rows/s -> {b['predict_file_rows_per_s'] / b['floor_rows_per_s']:.2f}"
+              " of the floor")
+    results["load_average_end"] = os.getloadavg()
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
