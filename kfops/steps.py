@@ -325,6 +325,11 @@ def register(
         "kfops.test_roc_auc": f"{verdict['metrics']['roc_auc']:.4f}",
         "kfops.gate": " | ".join(verdict["verdict"]["reasons"])[:4900],
     }
+    # The data contract's result travels with the model: summary and report on the training run.
+    for path in (Path(validation_summary), Path(tags["kfops.validation_report"] or validation_summary)):
+        if path.is_file():
+            registry.retry(lambda p=path: mlflow_client.log_artifact(run_id, str(p), artifact_path="validation"),
+                           "log the validation report")
     version, created = registry.register_version(cfg, run_id, model_uri, tags, f"{pipeline_run}/{task_key}")
     if created:
         registry.move_alias(cfg, registry.CHALLENGER, version.version, reason="blessed by the evaluation gate",

@@ -68,6 +68,8 @@ def test_first_run_registers_tags_and_serves(first_run):
     assert tags["kfops.code_version"]
     assert client.get_model_version_by_alias(cfg.registry.model_name, "champion").version == 1
 
+    logged = {a.path for a in client.list_artifacts(outputs["train"]["Output"], "validation")}
+    assert logged == {"validation/summary", "validation/report"}, logged
     mlflow_run = client.get_run(outputs["train"]["Output"])
     metrics = mlflow_run.data.metrics
     for name in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_f1", "test_ece", "validation_auc"):
