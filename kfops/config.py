@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kfops.drift import DriftConfig
 from kfops.errors import ConfigError
@@ -233,6 +240,63 @@ class RegistryConfig(_Strict):
     http_timeout_s: int = Field(30, ge=1, description="Timeout of one HTTP request to a tracking server.")
 
 
+class CanaryConfig(_Strict):
+    """Canary analysis: a new version takes a share of traffic and is promoted only if it stays healthy."""
+
+    traffic_percent: int = Field(10, ge=1, le=99, description="Share of requests the canary receives.")
+    bake_s: float = Field(300.0, ge=0, description="How long the canary must stay healthy before promotion.")
+    min_requests: int = Field(200, ge=1, description="Canary requests needed before it can be judged.")
+    max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Most 5xx per request, and most extra 4xx versus the stable version."
+    )
+    max_p99_ms: float = Field(100.0, gt=0, description="Ceiling on the canary's p99 latency.")
+    max_p99_ratio: float = Field(1.5, ge=1, description="Most the canary's p99 may exceed the stable version's.")
+    latency_slack_ms: float = Field(
+        5.0, ge=0, description="p99 differences below this are noise, whatever the ratio."
+    )
+    poll_s: float = Field(10.0, gt=0, description="Seconds between metric reads.")
+    timeout_s: float = Field(
+        1800.0, gt=0, description="Still too little traffic to judge after this long: roll back (fail closed)."
+    )
+    split_port: int = Field(8090, ge=1, le=65535, description="Local traffic split in front of the two servers.")
+    canary_port: int | None = Field(None, ge=1, le=65535, description="Local canary server; default http_port + 1.")
+
+    @model_validator(mode="after")
+    def _bake_within_timeout(self) -> CanaryConfig:
+        if self.bake_s > self.timeout_s:
+            raise ValueError(f"bake_s ({self.bake_s:g}) is longer than timeout_s ({self.timeout_s:g})")
+        return self
+
+
+class InferenceServiceConfig(_Strict):
+    """The KServe InferenceService the deploy step renders on a cluster (serverless mode, for canaries)."""
+
+    name: str | None = Field(None, description="InferenceService name; default: registry.model_name.")
+    cpu_request: str = "1"
+    memory_request: str = "2Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "4Gi"
+    min_replicas: int = Field(1, ge=0, description="0 lets Knative scale to zero.")
+    max_replicas: int = Field(5, ge=1)
+    scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "rps"
+    scale_target: int = Field(1000, ge=1, description="Target per replica of scale_metric (rps, requests, %).")
+    container_concurrency: int | None = Field(None, ge=0, description="Hard cap of in-flight requests per replica.")
+    timeout_s: int = Field(30, ge=1, description="Request timeout at the predictor.")
+    online_lookup: str = Field("feast", description="Features for raw flights: feast or none.")
+    logger_url: str | None = Field(
+        None, description="CloudEvents sink for KServe's request/response logger; none: no logger."
+    )
+    logger_mode: Literal["all", "request", "response"] = "all"
+    ready_timeout_s: float = Field(600.0, gt=0, description="Wait this long for the new revision to be Ready.")
+    canary: bool = Field(True, description="Roll a new version out as a canary when one is already serving.")
+
+    @model_validator(mode="after")
+    def _replicas_ordered(self) -> InferenceServiceConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
 class ServingConfig(_Strict):
     host: str = Field("127.0.0.1", description="Bind address of the local model server.")
     http_port: int = Field(8080, ge=1, le=65535)
@@ -242,6 +306,9 @@ class ServingConfig(_Strict):
     max_latency_ms: float = Field(2.0, ge=0)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     inference_log_dir: Path | None = Field(None, description="Where predictions are logged; default: under data_dir.")
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    kserve: InferenceServiceConfig = Field(default_factory=InferenceServiceConfig)
+
 
 
 class ClusterConfig(_Strict):

@@ -140,7 +140,7 @@ class InferenceEngine:
             matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
             probabilities = np.asarray(snapshot.model.predict_proba_encoded(matrix), dtype=np.float64)
             for i, part in zip(positions, _split(probabilities, [len(m) for m in matrices])):
-                results[i] = part
+                results[i] = part if np.isfinite(part).all() else _non_finite(snapshot)
         return results
 
     def _flight_batch(self, items: list[tuple[LoadedModel, ParsedRequest]]) -> list[Any]:
@@ -192,11 +192,19 @@ class InferenceEngine:
                     f"row {int(bad[0])}: the online feature store has no features for {named}; "
                     "check the codes, or materialize the store (kfops features materialize)"
                 ))
+            elif not np.isfinite(probabilities[start:stop]).all():
+                results.append(_non_finite(snapshot))
             else:
                 results.append((probabilities[start:stop], matrix[start:stop],
                                 {c: values[start:stop] for c, values in categorical.items()}))
             start = stop
         return results
+
+
+def _non_finite(snapshot: LoadedModel) -> ServingError:
+    # A broken artifact, not a client mistake: a 500 that canary analysis counts against the model.
+    return ServingError(f"model version {snapshot.version} returned a non-finite probability",
+                        hint="the model artifact is broken; roll back to the previous version")
 
 
 def _by_snapshot(items: list[tuple[Any, Any]]) -> list[tuple[Any, list[int]]]:
