@@ -29,6 +29,7 @@ from kfops.retrain_policy import RetrainPolicy
 
 CONFIG_FILENAME = "kfops.yaml"
 ENV_PREFIX = "KFOPS__"
+CONFIG_JSON_ENV = "KFOPS_CONFIG_JSON"  # a whole resolved config, e.g. in an InferenceService's container
 
 
 class _Strict(BaseModel):
@@ -298,6 +299,10 @@ class InferenceServiceConfig(_Strict):
 
 
 class ServingConfig(_Strict):
+    target: Literal["auto", "local", "kserve"] = Field(
+        "auto", description="Where deploy serves: a local process, or a KServe InferenceService; auto: kserve "
+        "inside a Kubernetes pod (a KFP run on the cluster), local otherwise."
+    )
     host: str = Field("127.0.0.1", description="Bind address of the local model server.")
     http_port: int = Field(8080, ge=1, le=65535)
     model_alias: str | None = Field(None, description="Serve this alias; default: the version just registered.")

@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -365,12 +366,25 @@ def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:
     target = registry.model_version(cfg, alias=alias)
     if target is None:
         raise KfopsError(f"no model version holds @{alias}", hint="promote one with `kfops promote <version>`")
+    if serving_target(cfg) == "kserve":
+        from kfops.cluster.inference_service import rollout
+
+        result = rollout(cfg, str(target.version))
+        return {"endpoint": result["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
+                "rollout": result, "just_registered": version}
     status = process.start_server(cfg, model_version=str(target.version))
     model_dir = registry.fetch_model_dir(cfg.tracking_uri, f"models:/{target.name}/{target.version}")
     example = example_request_rows(model_dir)
     response = serving_client.smoke_test(status["url"], cfg.registry.model_name, example)
     return {"endpoint": status["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
             "smoke_test": response, "just_registered": version}
+
+
+def serving_target(cfg: KfopsConfig) -> str:
+    """``serving.target``, with auto meaning kserve inside a Kubernetes pod (a KFP run on the cluster)."""
+    if cfg.serving.target != "auto":
+        return cfg.serving.target
+    return "kserve" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
 
 
 def example_request_rows(model_dir: Path) -> list[dict[str, Any]]:

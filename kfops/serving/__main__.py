@@ -4,7 +4,7 @@
     python -m kfops.serving --model-uri models:/flights-delay@champion --tracking-uri sqlite:///mlflow.db
 
 Settings default to the ``serving`` section of the kfops config (``--config`` or
-``--config-json``, else the nearest kfops.yaml); flags override them. Exit code 2 means the
+``--config-json``, else ``$KFOPS_CONFIG_JSON``, else the nearest kfops.yaml); flags override them. Exit code 2 means the
 arguments or the model are wrong, with the reason on stderr.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -52,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = sys.argv[:1]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     try:
-        from kfops.config import KfopsConfig, load_config
+        from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config
         from kfops.serving.loading import ModelSource
 
         if args.config_json is not None:
             cfg = KfopsConfig.from_json(args.config_json.read_text())
+        elif os.environ.get(CONFIG_JSON_ENV) and args.config is None:  # an InferenceService's container
+            cfg = KfopsConfig.from_json(os.environ[CONFIG_JSON_ENV])
         else:
             cfg = load_config(args.config)
         source = ModelSource(model_dir=args.model_dir, model_uri=args.model_uri,
