@@ -20,6 +20,7 @@ app = typer.Typer(
         "  kfops serve start                                  # serve @champion from the registry\n\n"
         "  kfops serve start --model-dir runs/model --port 8081\n\n"
         "  kfops serve status\n\n"
+        "  kfops serve canary --version 4                    # canary a new version, promote or roll back\n\n"
         "  kfops serve predict-one '{\"carrier\": \"UA\", \"origin\": \"EWR\", \"dest\": \"IAH\", "
         "\"tailnum\": \"N14228\", \"distance\": 1400, \"sched_dep\": \"2013-12-30T05:15\"}'\n\n"
         "  kfops serve stop"
@@ -128,6 +129,54 @@ def status(
         typer.echo(json.dumps(result, indent=2))
     else:
         _echo_status(result)
+
+
+@app.command()
+def canary(
+    model_dir: ModelDirOption = None,
+    model_uri: ModelUriOption = None,
+    version: Annotated[str | None, typer.Option("--version", help="A registered version of registry.model_name.")] = None,
+    name: NameOption = None,
+    percent: Annotated[int | None, typer.Option("--percent", help="Canary share (serving.canary.traffic_percent).")] = None,
+    bake_s: Annotated[float | None, typer.Option("--bake-s", help="Healthy time needed (serving.canary.bake_s).")] = None,
+    min_requests: Annotated[
+        int | None, typer.Option("--min-requests", help="Canary requests needed (serving.canary.min_requests).")
+    ] = None,
+    online_lookup: Annotated[
+        str, typer.Option("--online-lookup", help="Features for raw flights: feast, parquet:DIR or none.")
+    ] = "feast",
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Roll a new model out as a canary next to the running server; promote it or roll it back.
+
+    A second server serves the new model and a traffic split (serving.canary.split_port) sends
+    it --percent of the requests. Send your traffic to the split while this runs. When the
+    canary stays healthy for --bake-s over at least --min-requests requests, the main server
+    hot-swaps to it; more errors or slower answers than serving.canary allows roll it back at
+    once. Exit code 3 means it was rolled back. The same rules decide canaries on KServe.
+
+    Examples:
+
+      kfops serve canary --version 4
+
+      kfops serve canary --model-dir runs/model --percent 20 --bake-s 120 --min-requests 500
+    """
+    from kfops.serving.canary import run_local_canary
+
+    overrides = list(set_ or [])
+    for key, value in (("traffic_percent", percent), ("bake_s", bake_s), ("min_requests", min_requests)):
+        if value is not None:
+            overrides.append(f"serving.canary.{key}={value}")
+    cfg = _config(config, overrides)
+
+    def show(decision) -> None:
+        typer.echo(f"  {decision.action}: {'; '.join(decision.reasons)}")
+
+    outcome = run_local_canary(cfg, model_dir=model_dir, model_uri=model_uri, model_version=version, name=name,
+                               online_lookup=online_lookup, on_event=typer.echo, on_decision=show)
+    typer.echo(f"version {outcome['canary_version']} now serves all traffic at the main server; "
+               "see `kfops serve status`")
 
 
 @app.command("predict-one")

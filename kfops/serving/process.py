@@ -103,7 +103,7 @@ def _probe(url: str, name: str, timeout_s: float = 2.0) -> dict[str, Any] | None
         return None
 
 
-def _port_in_use(host: str, port: int) -> bool:
+def port_in_use(host: str, port: int) -> bool:
     import socket
 
     try:
@@ -150,27 +150,30 @@ def start_server(
     online_lookup: str = "feast",
     replace: bool = False,
     extra_args: list[str] | tuple[str, ...] = (),
+    instance: str | None = None,
 ) -> dict[str, Any]:
     """Serve a model folder, a registry URI, a registered version, or (none given) the alias
     ``serving.model_alias`` / ``@champion``; wait until it is ready; return :func:`server_status`.
 
     A healthy server already serving ``name`` on the same address gets the model hot-swapped in.
     Raises ServingError with the server log's tail if it does not come up within
-    ``serving.startup_timeout_s``.
+    ``serving.startup_timeout_s``. ``instance`` names a second server of the same model (its
+    state and log files; a canary, say); by default the model name does.
     """
     name = name or cfg.registry.model_name
+    key = instance or name
     host, port = cfg.serving.host, int(port or cfg.serving.http_port)
     source = _source_for(cfg, model_dir, model_uri, model_version, tracking_uri)
-    paths = _paths(cfg, name)
+    paths = _paths(cfg, key)
     paths["state"].parent.mkdir(parents=True, exist_ok=True)
 
-    state = _read_state(cfg, name)
+    state = _read_state(cfg, key)
     if state and pid_alive(state.get("pid")):
         same_address = state.get("host") == host and state.get("port") == port
         if not replace and same_address and _probe(state["url"], name) is not None:
-            return _hot_swap(cfg, name, state, source)
-        stop_server(cfg, name)
-    if _port_in_use(host, port):
+            return _hot_swap(cfg, key, state, source)
+        stop_server(cfg, name, instance=key)
+    if port_in_use(host, port):
         raise ServingError(f"{host}:{port} is already in use by another process",
                            hint="set serving.http_port (or --port), or stop whatever listens there")
 
@@ -188,13 +191,13 @@ def start_server(
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
     url = f"http://{host}:{port}"
-    _write_state(cfg, name, {
+    _write_state(cfg, key, {
         "name": name, "pid": process.pid, "host": host, "port": port, "url": url, "source": source.to_dict(),
         "log_file": str(paths["log"]), "started_at": dt.datetime.now(dt.UTC).isoformat(),
         "inference_log_dir": str(cfg.inference_log_dir),
     })
-    _wait_ready(cfg, name, process, url)
-    return server_status(cfg, name)
+    _wait_ready(cfg, key, name, process, url)
+    return server_status(cfg, name, instance=key)
 
 
 def _source_args(source: ModelSource) -> list[str]:
@@ -203,29 +206,30 @@ def _source_args(source: ModelSource) -> list[str]:
     return ["--model-uri", source.model_uri, "--tracking-uri", source.tracking_uri]
 
 
-def _wait_ready(cfg: KfopsConfig, name: str, process: subprocess.Popen, url: str) -> None:
+def _wait_ready(cfg: KfopsConfig, key: str, name: str, process: subprocess.Popen, url: str) -> None:
     deadline = time.monotonic() + cfg.serving.startup_timeout_s
-    log = _paths(cfg, name)["log"]
+    log = _paths(cfg, key)["log"]
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
-            _paths(cfg, name)["state"].unlink(missing_ok=True)
+            _paths(cfg, key)["state"].unlink(missing_ok=True)
             raise ServingError(f"the model server exited with code {code} while starting; its log ({log}) ends:\n"
                                f"{log_tail(log)}")
         if _probe(url, name) is not None:
             return
         time.sleep(POLL_S)
     _terminate(process.pid, timeout_s=5.0)
-    _paths(cfg, name)["state"].unlink(missing_ok=True)
+    _paths(cfg, key)["state"].unlink(missing_ok=True)
     raise ServingError(
         f"the model server was not ready after {cfg.serving.startup_timeout_s:g}s (serving.startup_timeout_s); "
         f"stopped it. Its log ({log}) ends:\n{log_tail(log)}"
     )
 
 
-def _hot_swap(cfg: KfopsConfig, name: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any]:
+def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any]:
     import httpx
 
+    name = state["name"]
     try:
         with _http(cfg.serving.startup_timeout_s) as http:
             response = http.post(f"{state['url']}/v1/models/{name}/reload", json=source.to_dict())
@@ -235,8 +239,8 @@ def _hot_swap(cfg: KfopsConfig, name: str, state: dict[str, Any], source: ModelS
         raise ServingError(f"the model server refused the new model: HTTP {response.status_code}: "
                            f"{_error_text(response)}")
     state["source"] = source.to_dict()
-    _write_state(cfg, name, state)
-    return server_status(cfg, name)
+    _write_state(cfg, key, state)
+    return server_status(cfg, name, instance=key)
 
 
 def _error_text(response) -> str:
@@ -285,11 +289,13 @@ def _exists(pid: int) -> bool:
         return True
 
 
-def stop_server(cfg: KfopsConfig, name: str | None = None, timeout_s: float = STOP_TIMEOUT_S) -> dict[str, Any]:
+def stop_server(
+    cfg: KfopsConfig, name: str | None = None, timeout_s: float = STOP_TIMEOUT_S, instance: str | None = None
+) -> dict[str, Any]:
     """Stop the server for ``name`` (default ``registry.model_name``); a no-op when none runs."""
     name = name or cfg.registry.model_name
-    state = _read_state(cfg, name)
-    paths = _paths(cfg, name)
+    state = _read_state(cfg, instance or name)
+    paths = _paths(cfg, instance or name)
     if not state:
         return {"name": name, "stopped": False, "reason": "no server state"}
     pid = state.get("pid")
@@ -302,13 +308,13 @@ def stop_server(cfg: KfopsConfig, name: str | None = None, timeout_s: float = ST
     return {"name": name, "stopped": True, "pid": pid, "log_file": str(paths["log"])}
 
 
-def server_status(cfg: KfopsConfig, name: str | None = None) -> dict[str, Any]:
+def server_status(cfg: KfopsConfig, name: str | None = None, instance: str | None = None) -> dict[str, Any]:
     """pid, url, model name/version/source, running, healthy, log file, for ``name``."""
     name = name or cfg.registry.model_name
-    state = _read_state(cfg, name)
+    state = _read_state(cfg, instance or name)
     if not state:
         return {"name": name, "running": False, "healthy": False, "pid": None, "url": None, "model_version": None,
-                "log_file": str(_paths(cfg, name)["log"])}
+                "log_file": str(_paths(cfg, instance or name)["log"])}
     running = pid_alive(state.get("pid"))
     meta = _probe(state["url"], name) if running else None
     versions = (meta or {}).get("versions") or [None]

@@ -36,7 +36,7 @@ def test_cli_and_client_modules_import_no_heavy_library():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("command", ["start", "stop", "status", "predict-one", "predict"])
+@pytest.mark.parametrize("command", ["start", "stop", "status", "canary", "predict-one", "predict"])
 def test_every_command_has_help_with_an_example(command):
     result = runner.invoke(app, [command, "--help"])
     assert result.exit_code == 0 and "Example" in result.output
