@@ -311,6 +311,9 @@ class ServingConfig(_Strict):
     max_latency_ms: float = Field(2.0, ge=0)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     inference_log_dir: Path | None = Field(None, description="Where predictions are logged; default: under data_dir.")
+    inference_log_store: str | None = Field(
+        None, description="s3://bucket/prefix where the cluster's log sink writes; the drift job reads it when set."
+    )
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     kserve: InferenceServiceConfig = Field(default_factory=InferenceServiceConfig)
 
@@ -393,6 +396,11 @@ class KfopsConfig(_Strict):
     @property
     def inference_log_dir(self) -> Path:
         return self.serving.inference_log_dir or self.data_dir / "inference_logs"
+
+    @property
+    def inference_log_location(self) -> Path | str:
+        """Where the drift job reads predictions: the cluster's log store, else the local log."""
+        return self.serving.inference_log_store or self.inference_log_dir
 
     @property
     def feature_columns(self) -> list[str]:

@@ -102,10 +102,10 @@ def inference_log_frame(cfg: KfopsConfig, start: dt.date, end: dt.date) -> pd.Da
     truth, so it is dropped: performance cannot be scored from logs."""
     from kfops.serving.inference_log import read_inference_logs
 
-    logs = read_inference_logs(cfg.inference_log_dir, dt.datetime.combine(start, dt.time(), dt.UTC),
+    logs = read_inference_logs(cfg.inference_log_location, dt.datetime.combine(start, dt.time(), dt.UTC),
                                dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC))
     if logs.empty:
-        raise DataError(f"no inference logs in {cfg.inference_log_dir} between {start} and {end}",
+        raise DataError(f"no inference logs in {cfg.inference_log_location} between {start} and {end}",
                         hint="serve the model first, or use current_source='window' with a labelled window")
     missing = [c for c in cfg.feature_columns if c not in logs.columns]
     if missing:

@@ -265,19 +265,25 @@ def _as_utc(value: Any) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def read_inference_logs(log_dir: Path, start: Any = None, end: Any = None) -> pd.DataFrame:
+def read_inference_logs(log_dir: Path | str, start: Any = None, end: Any = None) -> pd.DataFrame:
     """Logged predictions with ``start <= timestamp < end`` (naive times are UTC), oldest first.
 
-    A missing or empty log folder gives an empty frame with the base columns, so a drift job can
-    tell "nothing served yet" from an error and decide for itself.
+    ``log_dir`` is a folder or an ``s3://bucket/prefix`` (the cluster's log sink,
+    :mod:`.log_sink`). A missing or empty log gives an empty frame with the base columns, so a
+    drift job can tell "nothing served yet" from an error and decide for itself.
     """
     import pandas as pd
 
-    root = Path(log_dir)
     lo = _as_utc(start) if start is not None else None
     hi = _as_utc(end) if end is not None else None
     frames = []
-    if root.is_dir():
+    if str(log_dir).startswith("s3://"):
+        from kfops.serving.log_sink import read_s3_log_files
+
+        frames = read_s3_log_files(str(log_dir), lo.date() if lo is not None else None,
+                                   hi.date() if hi is not None else None)
+    root = Path(log_dir)
+    if not frames and not str(log_dir).startswith("s3://") and root.is_dir():
         for folder in sorted(root.glob(f"{PARTITION_PREFIX}*")):
             try:
                 day = dt.date.fromisoformat(folder.name[len(PARTITION_PREFIX):])

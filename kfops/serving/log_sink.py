@@ -1,0 +1,334 @@
+"""The cluster's inference log: a sink for KServe's logger CloudEvents, written to S3 (or a folder).
+
+On a cluster the InferenceService's ``logger`` (``serving.kserve.logger_url``) posts every
+request and every response as a CloudEvent in binary mode (``ce-type``
+``org.kubeflow.serving.inference.request`` / ``.response``, both with the same ``ce-id``). This
+sink pairs them by id, turns each pair into inference-log rows (the layout and columns of
+:mod:`.inference_log`, so :func:`.inference_log.read_inference_logs` and the drift job read
+both), and writes one parquet file per flush under ``<store>/date=YYYY-MM-DD/``.
+
+The logger sees only the request, so a raw-flight row carries its ``input`` (JSON) without the
+online features the server looked up; feature-vector rows carry every feature.
+
+    python -m kfops.serving.log_sink --store s3://kfops-logs/inference --port 8080
+
+A malformed event is a 400 naming the problem; the sink never answers 5xx for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import itertools
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+FLIGHT_FIELDS = ("carrier", "origin", "dest", "distance", "sched_dep")
+PENDING_TTL_S = 300.0  # a request whose response never comes (timeout, crash) is dropped after this
+MAX_EVENT_BYTES = 10_000_000
+
+
+class BadEvent(ValueError):
+    pass
+
+
+# --- where files go ----------------------------------------------------------------------------
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    if not bucket:
+        raise ValueError(f"'{uri}' names no bucket; use s3://<bucket>/<prefix>")
+    return bucket, prefix.strip("/")
+
+
+def _s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3")  # AWS_ENDPOINT_URL(_S3) points it at any S3-compatible server
+
+
+def write_log_table(store: str | Path, day: dt.date, table: Any, sequence: Any) -> str:
+    """One parquet file of inference-log rows for ``day`` in a folder or under an s3:// prefix."""
+    from kfops.serving.inference_log import PARTITION_PREFIX, write_table
+
+    if not str(store).startswith("s3://"):
+        return str(write_table(Path(store), day, table, sequence))
+    import pyarrow.parquet as pq
+
+    bucket, prefix = _split_s3(str(store))
+    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}.parquet"
+    key = "/".join(p for p in (prefix, f"{PARTITION_PREFIX}{day.isoformat()}", name) if p)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    _s3_client().put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())  # S3 puts are atomic
+    return f"s3://{bucket}/{key}"
+
+
+def read_s3_log_files(uri: str, first_day: dt.date | None, last_day: dt.date | None) -> list[Any]:
+    """DataFrames of the log files under an s3:// prefix whose date partition is in range."""
+    import pandas as pd
+
+    from kfops.serving.inference_log import PARTITION_PREFIX
+
+    bucket, prefix = _split_s3(uri)
+    client = _s3_client()
+    frames = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
+        for item in page.get("Contents", []):
+            parts = item["Key"][len(prefix):].strip("/").split("/")
+            if len(parts) != 2 or not parts[0].startswith(PARTITION_PREFIX) or not parts[1].startswith("part-"):
+                continue
+            try:
+                day = dt.date.fromisoformat(parts[0][len(PARTITION_PREFIX):])
+            except ValueError:
+                continue
+            if (first_day and day < first_day) or (last_day and day > last_day):
+                continue
+            body = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+            frames.append(pd.read_parquet(io.BytesIO(body)))
+    return frames
+
+
+# --- events to rows ----------------------------------------------------------------------------
+
+
+def _columns_of_request(body: Any) -> dict[str, list]:
+    if isinstance(body, dict) and isinstance(body.get("instances"), list):
+        rows = body["instances"]
+        if not all(isinstance(r, dict) for r in rows):
+            raise BadEvent("V1 instances must be objects of field -> value")
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        return {n: [r.get(n) for r in rows] for n in names}
+    if isinstance(body, dict) and isinstance(body.get("inputs"), list):
+        columns = {}
+        for item in body["inputs"]:
+            if not isinstance(item, dict) or "name" not in item or not isinstance(item.get("data"), list):
+                raise BadEvent("each V2 input needs a name and a data list")
+            columns[str(item["name"])] = item["data"]
+        return columns
+    raise BadEvent("the request is neither V1 ({'instances': [...]}) nor V2 ({'inputs': [...]})")
+
+
+def _outputs_of_response(body: Any) -> tuple[list[float], list[int], str | None, str | None]:
+    if not isinstance(body, dict):
+        raise BadEvent("the response is not a JSON object")
+    if isinstance(body.get("predictions"), list):
+        rows = body["predictions"]
+        probabilities = [float(r["probability"]) for r in rows]
+        labels = [int(r["label"]) for r in rows]
+    elif isinstance(body.get("outputs"), list):
+        named = {o.get("name"): o.get("data") for o in body["outputs"] if isinstance(o, dict)}
+        if not isinstance(named.get("probability"), list):
+            raise BadEvent("the V2 response has no probability output")
+        probabilities = [float(v) for v in named["probability"]]
+        labels = [int(v) for v in named.get("label") or [0] * len(probabilities)]
+    else:
+        raise BadEvent("the response has neither predictions (V1) nor outputs (V2)")
+    version = body.get("model_version")
+    return probabilities, labels, body.get("model_name"), str(version) if version is not None else None
+
+
+def event_rows(event_id: str, at: float, request: Any, response: Any, service: str | None) -> list[dict[str, Any]]:
+    """Inference-log rows of one request/response pair (an error response has no rows)."""
+    columns = _columns_of_request(request)
+    probabilities, labels, model_name, version = _outputs_of_response(response)
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) != 1 or sizes.pop() != len(probabilities):
+        raise BadEvent(f"request {event_id}: the request's rows do not match the {len(probabilities)} predictions")
+    flight = all(name in columns for name in FLIGHT_FIELDS)
+    rows = []
+    for i, (probability, label) in enumerate(zip(probabilities, labels, strict=True)):
+        values = {name: column[i] for name, column in columns.items()}
+        row: dict[str, Any] = {
+            "timestamp": at, "request_id": event_id, "model_name": model_name or service or "",
+            "model_version": version or "", "input_kind": "flight" if flight else "features",
+            "input": json.dumps(values, default=str) if flight else None,
+        }
+        if not flight:
+            row.update(values)
+        row.update(probability=probability, label=label)
+        rows.append(row)
+    return rows
+
+
+def rows_table(rows: list[dict[str, Any]]) -> Any:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = pd.DataFrame(rows)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    for name in frame.columns:
+        if name in ("probability", "label", "timestamp"):
+            continue
+        values = frame[name]
+        if values.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool) or v is None).all():
+            frame[name] = values.astype(np.float32)  # the model's input precision, as the server logs it
+    frame["label"] = frame["label"].astype(np.int8)
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+# --- the sink ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CloudEventSink:
+    """ASGI app: POST CloudEvents in, parquet files out every ``flush_s`` (and on shutdown)."""
+
+    store: str
+    flush_s: float = 10.0
+    requests: dict[str, tuple[float, Any, str | None]] = field(default_factory=dict)
+    responses: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "rows": 0, "rejected": 0, "files": 0})
+    _sequence: Any = field(default_factory=itertools.count)
+    _flusher: Any = None
+
+    def receive(self, headers: dict[str, str], body: bytes, now: float | None = None) -> None:
+        """Take one event; raises BadEvent naming what is wrong with it."""
+        kind, event_id = headers.get("ce-type"), headers.get("ce-id")
+        if kind not in (REQUEST_TYPE, RESPONSE_TYPE):
+            raise BadEvent(f"ce-type must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {kind!r}")
+        if not event_id:
+            raise BadEvent("the event has no ce-id")
+        try:
+            payload = json.loads(body)
+        except ValueError as err:
+            raise BadEvent(f"the event body is not JSON: {err}") from err
+        now = time.time() if now is None else now
+        self.counts["events"] += 1
+        if kind == REQUEST_TYPE:
+            _columns_of_request(payload)  # refuse a bad request now, not at pairing time
+            self.requests[event_id] = (now, payload, headers.get("ce-inferenceservicename"))
+        else:
+            self.responses[event_id] = (now, payload)
+        if event_id in self.requests and event_id in self.responses:
+            at, request, service = self.requests.pop(event_id)
+            _, response = self.responses.pop(event_id)
+            if isinstance(response, dict) and "error" in response:
+                return  # an error answer scored nothing
+            new = event_rows(event_id, at, request, response, service)
+            self.rows.extend(new)
+            self.counts["rows"] += len(new)
+
+    def flush(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        for pending in (self.requests, self.responses):
+            for key in [k for k, v in pending.items() if now - v[0] > PENDING_TTL_S]:
+                del pending[key]
+        rows, self.rows = self.rows, []
+        if not rows:
+            return []
+        written = []
+        by_day: dict[dt.date, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_day.setdefault(dt.datetime.fromtimestamp(row["timestamp"], dt.UTC).date(), []).append(row)
+        for day, day_rows in sorted(by_day.items()):
+            written.append(write_log_table(self.store, day, rows_table(day_rows), self._sequence))
+        self.counts["files"] += len(written)
+        return written
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["method"] == "GET":
+            await _json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses)})
+            return
+        body, too_big = await _body(receive)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if too_big:
+            self.counts["rejected"] += 1
+            await _json(send, 413, {"error": f"event over {MAX_EVENT_BYTES} bytes"})
+            return
+        try:
+            self.receive(headers, body)
+        except (BadEvent, KeyError, TypeError, ValueError) as err:
+            self.counts["rejected"] += 1
+            await _json(send, 400, {"error": f"{type(err).__name__}: {err}" if not isinstance(err, BadEvent) else str(err)})
+            return
+        await _json(send, 202, {"accepted": True})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self._flusher.cancel()
+                await asyncio.to_thread(self._flush_logged)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await asyncio.to_thread(self._flush_logged)
+
+    def _flush_logged(self) -> None:
+        try:
+            for path in self.flush():
+                log.info("wrote %s", path)
+        except Exception:  # noqa: BLE001 - keep receiving; the next flush retries nothing, so say so loudly
+            log.exception("could not write the inference log to %s; rows of this flush are lost", self.store)
+
+
+async def _body(receive: Any) -> tuple[bytes, bool]:
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size <= MAX_EVENT_BYTES:
+            chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks), size > MAX_EVENT_BYTES
+
+
+async def _json(send: Any, status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kfops.serving.log_sink", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, help="s3://<bucket>/<prefix> or a folder")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--flush-s", type=float, default=10.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    if args.store.startswith("s3://"):
+        try:
+            _split_s3(args.store)
+        except ValueError as err:
+            print(f"kfops.serving.log_sink: error: {err}", file=sys.stderr)
+            return 2
+    import uvicorn
+
+    uvicorn.run(CloudEventSink(args.store, args.flush_s), host=args.host, port=args.port, log_level="warning",
+                access_log=False, lifespan="on")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
