@@ -236,8 +236,15 @@ class CloudEventSink:
         by_day: dict[dt.date, list[dict[str, Any]]] = {}
         for row in rows:
             by_day.setdefault(dt.datetime.fromtimestamp(row["timestamp"], dt.UTC).date(), []).append(row)
-        for day, day_rows in sorted(by_day.items()):
-            written.append(write_log_table(self.store, day, rows_table(day_rows), self._sequence))
+        days = sorted(by_day)
+        for i, day in enumerate(days):
+            try:
+                written.append(write_log_table(self.store, day, rows_table(by_day[day]), self._sequence))
+            except Exception:
+                # Keep the unwritten rows for the next flush: a store outage must not lose predictions.
+                self.rows = [row for later in days[i:] for row in by_day[later]] + self.rows
+                self.counts["files"] += len(written)
+                raise
         self.counts["files"] += len(written)
         return written
 
@@ -285,8 +292,9 @@ class CloudEventSink:
         try:
             for path in self.flush():
                 log.info("wrote %s", path)
-        except Exception:  # noqa: BLE001 - keep receiving; the next flush retries nothing, so say so loudly
-            log.exception("could not write the inference log to %s; rows of this flush are lost", self.store)
+        except Exception:  # keep receiving; the rows wait for the next flush
+            log.exception("could not write the inference log to %s; %d rows wait for the next flush", self.store,
+                          len(self.rows))
 
 
 async def _body(receive: Any) -> tuple[bytes, bool]:

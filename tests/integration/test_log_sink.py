@@ -102,3 +102,21 @@ def test_logger_events_become_inference_log_rows_in_s3(sink):
     frame = inference_log_frame(cfg, today, today)
     assert sorted(frame[cfg.drift.prediction_column].tolist()) == [0.25, 0.75, 0.9]
     assert frame[cfg.feature_columns].notna().all(axis=1).sum() == 2  # the flight row lacks looked-up features
+
+
+def test_rows_survive_a_store_outage_and_are_written_by_the_next_flush(tmp_path):
+    from kfops.serving.log_sink import CloudEventSink
+
+    blocked = tmp_path / "store"
+    blocked.write_text("not a folder")  # writing under it fails, as an unreachable bucket would
+    sink = CloudEventSink(str(blocked))
+    request = {"instances": [{"distance": 100.0, "origin": "EWR"}]}
+    response = {"predictions": [{"probability": 0.4, "label": 0}], "model_version": "3"}
+    sink.receive({"ce-type": REQUEST_TYPE, "ce-id": "x"}, httpx.Request("POST", "http://s", json=request).content)
+    sink.receive({"ce-type": RESPONSE_TYPE, "ce-id": "x"}, httpx.Request("POST", "http://s", json=response).content)
+    with pytest.raises(OSError):
+        sink.flush()
+    assert len(sink.rows) == 1
+    blocked.unlink()
+    (written,) = sink.flush()
+    assert read_inference_logs(blocked)["probability"].tolist() == [0.4] and written.endswith(".parquet")
