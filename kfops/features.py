@@ -332,25 +332,29 @@ def _asof_join(request: pd.DataFrame, views: list[FeatureView], cfg: KfopsConfig
     and ``ts <= event``, and, when the view has a TTL, ``ts >= event - ttl`` (both inclusive)."""
     import pandas as pd
 
+    from kfops.progress import progress
+
     wanted: dict[str, list[str]] = {}
     for ref in cfg.features.feature_refs:
         view_name, _, name = ref.partition(":")
         wanted.setdefault(view_name, []).append(name)
     feature_time = "__kfops_feature_ts"
     joined = request.assign(__kfops_order=range(len(request))).sort_values(EVENT_TIMESTAMP, kind="stable")
-    for view in views:
-        keys = [c.name for c in view.entity_columns]
-        names = wanted[view.name]
-        stamp = view.batch_source.timestamp_field
-        rows = pd.read_parquet(view.batch_source.path, columns=[*keys, stamp, *names])
-        rows = rows.rename(columns={stamp: feature_time})
-        rows[feature_time] = _as_utc(rows[feature_time], f"{view.name}.{stamp}")
-        # Stable sort: of rows with equal keys and time, the last one written wins.
-        rows = rows.sort_values(feature_time, kind="stable")
-        joined = pd.merge_asof(
-            joined, rows, left_on=EVENT_TIMESTAMP, right_on=feature_time, by=keys, direction="backward",
-            tolerance=pd.Timedelta(view.ttl) if view.ttl else None,
-        ).drop(columns=feature_time)
+    with progress("features: point-in-time join", total=len(views), unit="view", every=1) as bar:
+        for view in views:
+            keys = [c.name for c in view.entity_columns]
+            names = wanted[view.name]
+            stamp = view.batch_source.timestamp_field
+            rows = pd.read_parquet(view.batch_source.path, columns=[*keys, stamp, *names])
+            rows = rows.rename(columns={stamp: feature_time})
+            rows[feature_time] = _as_utc(rows[feature_time], f"{view.name}.{stamp}")
+            # Stable sort: of rows with equal keys and time, the last one written wins.
+            rows = rows.sort_values(feature_time, kind="stable")
+            joined = pd.merge_asof(
+                joined, rows, left_on=EVENT_TIMESTAMP, right_on=feature_time, by=keys, direction="backward",
+                tolerance=pd.Timedelta(view.ttl) if view.ttl else None,
+            ).drop(columns=feature_time)
+            bar.advance(message=f"{view.name}: {len(names)} feature(s) on {len(joined):,} rows")
     return joined.sort_values("__kfops_order").drop(columns="__kfops_order").reset_index(drop=True)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from kfops.config import KfopsConfig
 from kfops.errors import KfopsError, PipelineFailed
+from kfops.progress import PLAIN_LINE
 
 PIPELINES = {
     "training": "pipelines.training:create_pipeline",
@@ -88,6 +89,8 @@ class _ProgressTee(io.TextIOBase):
                 self.on_event(clean.split(" - INFO - ")[-1])
             elif clean.startswith("kfops:") or "FAILED" in clean or "Traceback" in clean:
                 self.on_event(clean)
+            elif (step := PLAIN_LINE.search(clean)) is not None:  # a task's own progress (epochs, rounds)
+                self.on_event(step.group(0))
         return len(text)
 
     def flush(self) -> None:

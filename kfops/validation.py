@@ -531,18 +531,24 @@ def validate_tables(
             "validation.tables is empty, so nothing would be validated",
             hint="list the raw tables to check, e.g. validation.tables=[flights, weather, planes]",
         )
+    from kfops.progress import progress
+
     suites = {name: load_suite(suite_path(cfg, name)) for name in cfg.validation.tables}
     results: dict[str, TableValidation] = {}
     failures: list[dict] = []
     stats_tables: dict[str, dict] = {}
-    for name, suite in suites.items():
-        if name not in tables:
-            failures.append(_missing_table_failure(name))
-            continue
-        validation, stats = validate_frame(name, tables[name], cfg, previous, suite=suite)
-        results[name] = validation
-        stats_tables[name] = stats
-        failures.extend(validation.failures)
+    with progress("validate", total=len(suites), unit="table", every=1) as bar:
+        for name, suite in suites.items():
+            if name not in tables:
+                failures.append(_missing_table_failure(name))
+                bar.advance(message=f"{name}: absent")
+                continue
+            validation, stats = validate_frame(name, tables[name], cfg, previous, suite=suite)
+            results[name] = validation
+            stats_tables[name] = stats
+            failures.extend(validation.failures)
+            passed = len(validation.outcomes) - len(validation.failures)
+            bar.advance(message=f"{name}: {passed}/{len(validation.outcomes)} expectations passed")
     return _result(results, failures, stats_tables, cfg)
 
 

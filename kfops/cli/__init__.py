@@ -28,7 +28,9 @@ app = typer.Typer(
         "  kfops run training\n\n"
         "  kfops run training --set train.trainer=torch --set dataset.end=2013-03-31\n\n"
         "  kfops promote 3 --reason 'better on summer months'\n\n"
-        "  kfops ui"
+        "  kfops ui\n\n"
+        "Long steps show progress: a bar on a terminal, plain lines in CI, pods and pipes; "
+        "KFOPS_PROGRESS=rich|plain|off chooses."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -103,25 +105,23 @@ def run(
 
 @contextlib.contextmanager
 def task_progress(pipeline: str):
-    """A rich progress bar on a terminal; plain log lines under CI, in pods, or when piped."""
-    if not sys.stdout.isatty() or os.environ.get("CI"):
-        yield lambda line: echo(f"  {line}")
-        return
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+    """The pipeline's tasks and their steps' own progress lines (epochs, rounds, tables): a rich
+    bar on a terminal; plain lines under CI, in pods, or when piped (``KFOPS_PROGRESS`` overrides)."""
     from kfops.local import COMPONENTS
+    from kfops.progress import progress
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed} tasks"),
-                  TimeElapsedColumn()) as progress:
-        bar = progress.add_task(f"{pipeline}: starting", total=len(COMPONENTS))
+    # Always to stdout, never through logging: kfp.local logs to the stream this display reads.
+    with progress(pipeline, total=len(COMPONENTS), unit="task", stream=sys.stdout, use_logging=False) as bar:
+        bar.status("starting")
 
         def on_event(line: str) -> None:
-            progress.console.print(f"  {line}", highlight=False)
-            if "finished with status" in line:
-                progress.update(bar, advance=1, description=f"{pipeline}: {line.split(chr(39))[1]} done")
+            bar.note(f"  {line}")
+            if "finished with status" in line and bar.mode == "rich":  # plain: the line says it all
+                bar.advance()
+                bar.status(f"{line.split(chr(39))[1] if chr(39) in line else 'task'} done")
 
         yield on_event
-        progress.update(bar, description=f"{pipeline}: finished")
+        bar.status("finished")
 
 
 @app.command("compile")

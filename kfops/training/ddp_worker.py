@@ -198,6 +198,7 @@ def _train(
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data.distributed import DistributedSampler
 
+    from kfops.progress import progress
     from kfops.training.torch_model import TabularArch, build_net, save_net
 
     cfg = job["train"]
@@ -270,77 +271,79 @@ def _train(
     kill_after = os.environ.get(KILL_AFTER_EPOCH_ENV) if under_torchrun and rank == 0 else None
 
     run_speeds = []
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long, device=device)
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        for step, begin in enumerate(range(0, len(order), batch_size)):
-            if step == 1 and epoch == 0 and (crash or hang):
-                if crash:
-                    raise RuntimeError(f"test hook {CRASH_RANK_ENV}={rank}: rank {rank} crashes on purpose")
-                while True:  # test hook: stop answering, as a stuck rank would
-                    time.sleep(3600)
-            index = order[begin : begin + batch_size]
-            inputs, targets = x_train.index_select(0, index), y_train.index_select(0, index)
-            optimizer.zero_grad(set_to_none=True)
-            with mixed_precision():
-                logits = model(inputs)
-            loss = loss_fn(logits.float(), targets)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.detach().double() * len(index)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
+    # Rank 0 reports the epochs: a bar on a terminal (in-process), one line per epoch otherwise.
+    report = progress("torch: training", total=epochs, completed=start_epoch, unit="epoch",
+                      every=1 if epochs <= 20 else None) if rank == 0 else contextlib.nullcontext()
+    with report as bar:
+        for epoch in range(start_epoch, epochs):
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(iter(sampler)), dtype=torch.long, device=device)
+            model.train()
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            for step, begin in enumerate(range(0, len(order), batch_size)):
+                if step == 1 and epoch == 0 and (crash or hang):
+                    if crash:
+                        raise RuntimeError(f"test hook {CRASH_RANK_ENV}={rank}: rank {rank} crashes on purpose")
+                    while True:  # test hook: stop answering, as a stuck rank would
+                        time.sleep(3600)
+                index = order[begin : begin + batch_size]
+                inputs, targets = x_train.index_select(0, index), y_train.index_select(0, index)
+                optimizer.zero_grad(set_to_none=True)
+                with mixed_precision():
+                    logits = model(inputs)
+                loss = loss_fn(logits.float(), targets)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.detach().double() * len(index)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - started
 
-        totals = torch.stack([loss_sum, torch.tensor(float(len(order)), dtype=torch.float64, device=device)])
-        if distributed:
-            dist.all_reduce(totals)
-        scores = _score_validation(net, x_val, amp_dtype, device, distributed, world_size, val_slice_max, bounds)
-        rng = [_rng_state(device)]
-        if distributed:
-            rng = [None] * world_size
-            dist.all_gather_object(rng, _rng_state(device))
-        if rank != 0:
-            continue
-        speed = float(totals[1].item()) / max(seconds, 1e-9)
-        run_speeds.append(speed)
-        entry = {
-            "epoch": epoch + 1,
-            "train_loss": float(totals[0].item() / totals[1].item()),
-            "validation_logloss": log_loss(y_val, scores),
-            "validation_auc": roc_auc(y_val, scores),
-            "train_seconds": seconds,
-            "train_samples_per_s": speed,
-        }
-        history.append(entry)
-        path = checkpoint_path(folder, epoch + 1)
-        _atomic_torch_save(
-            {
+            totals = torch.stack([loss_sum, torch.tensor(float(len(order)), dtype=torch.float64, device=device)])
+            if distributed:
+                dist.all_reduce(totals)
+            scores = _score_validation(net, x_val, amp_dtype, device, distributed, world_size, val_slice_max, bounds)
+            rng = [_rng_state(device)]
+            if distributed:
+                rng = [None] * world_size
+                dist.all_gather_object(rng, _rng_state(device))
+            if rank != 0:
+                continue
+            speed = float(totals[1].item()) / max(seconds, 1e-9)
+            run_speeds.append(speed)
+            entry = {
                 "epoch": epoch + 1,
-                "fingerprint": fingerprint,
-                "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                "rng": rng,
-                "history": history,
-            },
-            path,
-        )
-        _prune_checkpoints(folder)
-        print(
-            f"[kfops] epoch {epoch + 1}/{epochs} train_loss={entry['train_loss']:.4f} "
-            f"validation_logloss={entry['validation_logloss']:.4f} validation_auc={entry['validation_auc']:.4f} "
-            f"samples/s={speed:,.0f} checkpoint={path}",
-            flush=True,
-        )
-        if kill_after is not None and epoch + 1 == int(kill_after):
-            os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard kill, as on node preemption
+                "train_loss": float(totals[0].item() / totals[1].item()),
+                "validation_logloss": log_loss(y_val, scores),
+                "validation_auc": roc_auc(y_val, scores),
+                "train_seconds": seconds,
+                "train_samples_per_s": speed,
+            }
+            history.append(entry)
+            path = checkpoint_path(folder, epoch + 1)
+            _atomic_torch_save(
+                {
+                    "epoch": epoch + 1,
+                    "fingerprint": fingerprint,
+                    "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                    "rng": rng,
+                    "history": history,
+                },
+                path,
+            )
+            _prune_checkpoints(folder)
+            bar.advance(message=(
+                f"train_loss={entry['train_loss']:.4f} validation_logloss={entry['validation_logloss']:.4f} "
+                f"validation_auc={entry['validation_auc']:.4f} samples/s={speed:,.0f} checkpoint={path}"
+            ))
+            if kill_after is not None and epoch + 1 == int(kill_after):
+                os.kill(os.getpid(), signal.SIGKILL)  # test hook: a hard kill, as on node preemption
 
     result = None
     if rank == 0:
@@ -439,6 +442,24 @@ def _die_with_parent() -> None:
             pass
 
 
+def _progress_to_stdout() -> None:
+    # A rank's progress lines go to stdout as "[kfops] ..." lines, which the launcher relays to
+    # its log (torch_trainer.run_torchrun) and a TrainJob pod shows as its log.
+    import logging
+
+    from kfops import progress
+
+    if os.environ.get(progress.ENV, "").strip().lower() == "rich":
+        os.environ[progress.ENV] = "plain"  # ranks never own a terminal
+    logger = logging.getLogger("kfops.progress")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[kfops] %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kfops.training.ddp_worker", description=__doc__.splitlines()[0])
     parser.add_argument("--job-dir", required=True, type=Path, help="Folder written by prepare_job.")
@@ -447,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     _die_with_parent()
+    _progress_to_stdout()
     try:
         run_rank(args.job_dir, rank, world_size, local_rank)
     except Exception as err:  # process boundary: record which rank failed and why, then fail

@@ -12,8 +12,10 @@ from kfops.model import FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+    import xgboost as xgb
 
     from kfops.config import XGBoostConfig
+    from kfops.progress import Progress
     from kfops.training import TrainResult
 
 WEIGHTS_FILE = "model.ubj"
@@ -54,11 +56,27 @@ class XGBoostModel:
         return cls(booster, spec, threshold)
 
 
+def progress_callback(bar: Progress) -> xgb.callback.TrainingCallback:
+    """An XGBoost callback that advances ``bar`` one step per boosting round, with the latest
+    validation scores as the step's message (shown on the bar's cadence, not every round)."""
+    import xgboost as xgb
+
+    class _Progress(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
+            scores = [f"{data} {metric} {values[-1]:.4f}"
+                      for data, metrics in evals_log.items() for metric, values in metrics.items() if values]
+            bar.advance(message=", ".join(scores) or None)
+            return False  # never asks to stop; early stopping is xgboost's own callback
+
+    return _Progress()
+
+
 def train_xgboost(
     train: pd.DataFrame, validation: pd.DataFrame, spec: FeatureSpec, cfg: XGBoostConfig, seed: int = 42
 ) -> TrainResult:
     import xgboost as xgb
 
+    from kfops.progress import progress
     from kfops.training import TrainResult
 
     device = cfg.device
@@ -86,11 +104,15 @@ def train_xgboost(
 
     dtrain, dval = matrix(train), matrix(validation)
     history: dict = {}
-    booster = xgb.train(
-        # Only validation is scored each round: scoring the train split too doubles the cost.
-        params, dtrain, num_boost_round=cfg.n_estimators, evals=[(dval, "validation")],
-        early_stopping_rounds=cfg.early_stopping_rounds, evals_result=history, verbose_eval=False,
-    )
+    with progress("xgboost: boosting", total=cfg.n_estimators, unit="round") as bar:
+        booster = xgb.train(
+            # Only validation is scored each round: scoring the train split too doubles the cost.
+            params, dtrain, num_boost_round=cfg.n_estimators, evals=[(dval, "validation")],
+            early_stopping_rounds=cfg.early_stopping_rounds, evals_result=history, verbose_eval=False,
+            callbacks=[progress_callback(bar)],
+        )
+        if booster.num_boosted_rounds() < cfg.n_estimators:
+            bar.finish(f"early stopping: best round {booster.best_iteration + 1}")
     # Keep only the best iteration, so inplace_predict on the saved model needs no iteration_range.
     booster = booster[: booster.best_iteration + 1]
     booster.set_param({"device": "cpu"})

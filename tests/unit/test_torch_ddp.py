@@ -66,6 +66,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(data, two_rank_run, tmp_p
     assert resumed.params["resumed_from_epoch"] == 1
     assert resumed.params["epochs_trained_this_run"] == 1
     _assert_same_weights(resumed.model.net, two_rank_run.model.net, atol=1e-6)
+    # Rank 0 alone reports epochs, counting on from the checkpoint; the launcher keeps its lines.
+    reported = [line for line in (tmp_path / "torchrun.log").read_text().splitlines() if "torch: training:" in line]
+    assert [line.split(" (")[0] for line in reported] == ["[kfops] torch: training: 2/2 epochs"]
     assert resumed.metrics["validation_auc"] == pytest.approx(two_rank_run.metrics["validation_auc"], abs=1e-6)
 
 

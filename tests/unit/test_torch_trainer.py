@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pandas as pd
@@ -153,6 +154,18 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(data, tmp_path):
 
     resumed = train_torch(train, validation, spec, cfg, tmp_path)
     assert resumed.params["resumed_from_epoch"] == 1
+
+
+def test_epochs_are_reported_one_line_each_and_a_resumed_run_counts_on(data, tmp_path, caplog, monkeypatch):
+    train, validation, spec = data
+    monkeypatch.setenv("KFOPS_PROGRESS", "plain")
+    caplog.set_level(logging.INFO, logger="kfops.progress")
+    train_torch(train, validation, spec, small_cfg(epochs=1), tmp_path)
+    train_torch(train, validation, spec, small_cfg(epochs=3), tmp_path)  # resumes after epoch 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "kfops.progress"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "torch: training: 1/1 epoch", "torch: training: 2/3 epochs", "torch: training: 3/3 epochs"]
+    assert all("validation_auc=0." in line and "checkpoint=" in line for line in lines)
 
 
 def test_roc_auc_and_log_loss_match_sklearn():

@@ -1,0 +1,166 @@
+"""Progress of long steps: which mode is chosen, what each mode writes, nesting, and the xgboost
+callback and pipeline-task display built on it."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import numpy as np
+import pytest
+
+from kfops import progress as progress_module
+from kfops.errors import ConfigError
+from kfops.progress import PLAIN_LINE, progress, resolve_mode, track
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def quiet_logger():
+    """A logger with no handlers, so plain lines go to the stream as they do from the CLI."""
+    logger = logging.getLogger("tests.progress.quiet")
+    logger.propagate = False
+    return logger
+
+
+@pytest.fixture(autouse=True)
+def no_progress_env(monkeypatch):
+    monkeypatch.delenv(progress_module.ENV, raising=False)
+    monkeypatch.delenv("CI", raising=False)
+
+
+def test_mode_follows_the_terminal_ci_and_the_override(monkeypatch):
+    assert resolve_mode(stream=Terminal()) == "rich"
+    assert resolve_mode(stream=io.StringIO()) == "plain"  # piped, or a KFP pod's log
+    monkeypatch.setenv("CI", "true")
+    assert resolve_mode(stream=Terminal()) == "plain"
+    for value in ("rich", "plain", "off", "OFF "):
+        monkeypatch.setenv(progress_module.ENV, value)
+        assert resolve_mode(stream=io.StringIO()) == value.strip().lower()
+    monkeypatch.setenv(progress_module.ENV, "auto")
+    assert resolve_mode(stream=io.StringIO()) == "plain"
+    monkeypatch.setenv(progress_module.ENV, "fancy")
+    with pytest.raises(ConfigError, match="KFOPS_PROGRESS='fancy'") as err:
+        resolve_mode()
+    assert "plain" in err.value.hint
+
+
+def test_plain_writes_one_line_per_step_with_counts(quiet_logger):
+    stream = io.StringIO()
+    with progress("backtest", total=3, unit="month", every=1, mode="plain", stream=stream,
+                  logger=quiet_logger) as bar:
+        for month in ("2013-02", "2013-03", "2013-04"):
+            bar.advance(message=f"drift {month}: AUC 0.7")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("backtest: 1/3 months (33%, ") and lines[0].endswith("drift 2013-02: AUC 0.7")
+    assert "left)" in lines[1]  # an estimate while months remain
+    assert lines[2].startswith("backtest: 3/3 months (100%, ") and "left" not in lines[2]
+    assert all(PLAIN_LINE.search(line) for line in lines)  # what `kfops run` relays from a task's log
+
+
+def test_plain_reports_about_every_tenth_and_how_it_ended(quiet_logger):
+    stream = io.StringIO()
+    with progress("xgboost: boosting", total=95, unit="round", mode="plain", stream=stream, logger=quiet_logger) as bar:
+        for _ in range(47):
+            bar.advance(message="validation auc 0.7")
+        bar.finish("early stopping: best round 40")
+    lines = stream.getvalue().splitlines()
+    counts = [int(re.search(r": (\d+)/95 rounds", line).group(1)) for line in lines]
+    assert counts == [10, 20, 30, 40, 47]  # every ceil(95 / 10) rounds, then where it stopped
+    assert lines[-1].endswith("early stopping: best round 40")
+
+
+def test_plain_goes_to_logging_when_logging_shows_it(caplog):
+    caplog.set_level(logging.INFO, logger="kfops.progress")
+    stream = io.StringIO()
+    for _ in track(range(2), "validate", unit="table", mode="plain", stream=stream):
+        pass
+    assert stream.getvalue() == ""
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == ["validate: 1/2 tables", "validate: 2/2 tables"]
+
+
+def test_off_writes_nothing(caplog, quiet_logger):
+    caplog.set_level(logging.DEBUG)
+    stream = io.StringIO()
+    with progress("backtest", total=2, unit="month", every=1, mode="off", stream=stream) as bar:
+        bar.note("a note")
+        with progress("inner", total=2, mode="plain", stream=stream) as inner:  # the outer mode wins
+            inner.advance(2)
+        bar.advance(2, message="done")
+    assert stream.getvalue() == "" and not caplog.records
+
+
+def test_rich_draws_a_bar_and_keeps_the_step_lines_on_a_console():
+    from rich.console import Console
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    with progress("backtest", total=2, unit="month", every=1, mode="rich", console=console) as bar:
+        with progress("torch: training", total=3, unit="epoch") as inner:  # a second bar, no lines
+            for _ in range(3):
+                inner.advance(message="validation_auc=0.7")
+        bar.advance(message="drift 2013-02: AUC 0.70")
+        bar.advance(message="drift 2013-03: AUC 0.71")
+    text = out.getvalue()
+    assert "  drift 2013-02: AUC 0.70\n" in text and "  drift 2013-03: AUC 0.71\n" in text
+    assert re.search(r"backtest .*2/2 months", text)
+    assert "validation_auc=0.7\n" not in text  # the nested bar's messages are not printed as lines
+
+
+def test_nested_plain_progress_logs_at_debug_only(caplog, quiet_logger):
+    caplog.set_level(logging.DEBUG, logger="kfops.progress")
+    stream = io.StringIO()
+    with progress("backtest", total=1, unit="month", mode="plain", stream=stream, logger=quiet_logger) as bar:
+        with progress("xgboost: boosting", total=20, unit="round") as inner:
+            inner.advance(20)
+        bar.advance(message="drift 2013-02")
+    assert stream.getvalue().count("\n") == 1 and "backtest: 1/1 month " in stream.getvalue()
+    assert {r.levelno for r in caplog.records} == {logging.DEBUG}
+
+
+def test_xgboost_reports_boosting_rounds(quiet_logger):
+    import xgboost as xgb
+
+    from kfops.training.xgb import progress_callback
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    data = xgb.DMatrix(x, label=(x[:, 0] + rng.normal(0, 0.5, 400) > 0).astype(int))
+    stream = io.StringIO()
+    with progress("xgboost: boosting", total=20, unit="round", mode="plain", stream=stream,
+                  logger=quiet_logger) as bar:
+        xgb.train({"objective": "binary:logistic", "eval_metric": "auc", "nthread": 1}, data, num_boost_round=20,
+                  evals=[(data, "validation")], verbose_eval=False, callbacks=[progress_callback(bar)])
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == [f"xgboost: boosting: {n}/20 rounds" for n in range(2, 21, 2)]
+    assert re.search(r"validation auc 0\.\d{4}$", lines[-1])
+
+
+def test_pipeline_tasks_are_plain_lines_when_piped(capsys, caplog, monkeypatch):
+    from kfops.cli import task_progress
+
+    monkeypatch.setenv(progress_module.ENV, "plain")
+    # Even when logging shows INFO: kfp.local logs into the stream this display reads, so
+    # logging these lines would feed them back to it without end.
+    caplog.set_level(logging.INFO)
+    with task_progress("training") as on_event:
+        on_event("Executing task 'ingest'")
+        on_event("Task 'ingest' finished with status SUCCESS")
+    assert capsys.readouterr().out == "  Executing task 'ingest'\n  Task 'ingest' finished with status SUCCESS\n"
+    assert not caplog.records
+
+
+def test_a_local_run_relays_its_tasks_progress_lines():
+    from kfops.local import _ProgressTee
+
+    seen: list[str] = []
+    tee = _ProgressTee(io.StringIO(), seen.append)
+    tee.write("[KFP Executor 2026-01-01 10:00:00,123 INFO]: torch: training: 2/10 epochs (20%, 3.1s, ~12.4s left) "
+              "validation_auc=0.7100\nsome other log line\n")
+    assert seen == ["torch: training: 2/10 epochs (20%, 3.1s, ~12.4s left) validation_auc=0.7100"]
