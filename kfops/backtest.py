@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kfops.config import KfopsConfig
+    from kfops.drift import DriftResult
     from kfops.model import TabularModel
     from kfops.retrain_policy import RetrainPolicy
 
@@ -49,6 +50,15 @@ class MonthResult:
     champion_test_roc_auc: float | None = None
     promoted: bool = False
     gate: str = ""
+    champion_month: str = ""
+    decision_reason: str = ""
+
+    def describe(self) -> str:
+        """One line: the champion's AUC on the month, the drift verdict and what followed."""
+        auc = "n/a" if self.roc_auc is None else f"{self.roc_auc:.4f}"
+        action = ("promoted" if self.promoted else "gate refused") if self.retrained else self.decision
+        return (f"{self.policy} {self.month}: champion #{self.champion} AUC {auc}, "
+                f"drift {'yes' if self.drift else 'no'} -> {action}")
 
 
 @dataclass
@@ -61,7 +71,19 @@ class Champion:
 
 @dataclass
 class BacktestResult:
+    """Per policy and month, what happened (``months``); kept in memory only, not in the table:
+    the drift check each decision was made on (``checks``, keyed by ``(policy, month)``) and the
+    replayed frame (``data``), so :func:`month_drift_report` can show any month's report."""
+
     months: list[MonthResult] = field(default_factory=list)
+    checks: dict[tuple[str, str], DriftResult] = field(default_factory=dict, repr=False)
+    data: pd.DataFrame | None = field(default=None, repr=False)
+
+    def month(self, policy: str, month: str) -> MonthResult:
+        for row in self.months:
+            if row.policy == policy and row.month == month:
+                return row
+        raise DataError(f"the backtest has no month {month} for policy '{policy}'")
 
     def frame(self) -> pd.DataFrame:
         import pandas as pd
@@ -170,6 +192,14 @@ def judge(challenger: TabularModel, champion: TabularModel, test: pd.DataFrame, 
                              "reasons": verdict.reasons}
 
 
+def gate_summary(blessed: bool, reasons: Sequence[str], limit: int = 400) -> str:
+    """'BLESSED: <the checks passed>' or 'NOT BLESSED: <the checks failed>', shortened to ``limit``."""
+    wanted = "PASS" if blessed else "FAIL"
+    shown = [r for r in reasons if r.startswith(wanted)] or list(reasons)
+    text = f"{'BLESSED' if blessed else 'NOT BLESSED'}: " + "; ".join(shown)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _roc_auc(model: TabularModel, frame: pd.DataFrame, label: str) -> float | None:
     from sklearn.metrics import roc_auc_score
 
@@ -191,8 +221,10 @@ def replay(
     on_month: Callable[[MonthResult], None] | None = None,
 ) -> BacktestResult:
     """Replay ``months`` of ``frame`` (tagged by :func:`build_frame`) for each policy, starting
-    from one champion trained on ``initial_month``."""
+    from one champion trained on ``initial_month``. Shows progress per month
+    (:mod:`kfops.progress`: a bar on a terminal, one line per month otherwise)."""
     from kfops.drift import check_drift
+    from kfops.progress import progress
     from kfops.retrain_policy import DriftSummary, decide
     from kfops.retraining import drift_frame
 
@@ -203,40 +235,66 @@ def replay(
                             hint="widen --from/--to or raise --sample")
     label = cfg.dataset.label
     work_dir = Path(work_dir)
-    initial_model, _ = train_on(by_month[initial_month], cfg, work_dir / "initial")
-    result = BacktestResult()
-    for policy_name in policies:
-        policy = policy_for(policy_name, cfg)
-        champion = Champion(initial_model, by_month[initial_month], initial_month)
-        history = []
-        for month in months:
-            current = by_month[month]
-            year, number = map(int, month.split("-"))
-            check_at = dt.datetime.combine(_month_end(dt.date(year, number, 1)) + dt.timedelta(days=1),
-                                           dt.time(), dt.UTC)
-            auc = _roc_auc(champion.model, current, label)
-            drift = check_drift(drift_frame(champion.training_frame, cfg), drift_frame(current, cfg), cfg.drift,
-                                model=champion.model)
-            decision = decide(history, DriftSummary.from_result(drift, report=f"backtest:{policy_name}:{month}"),
-                              check_at, policy)
-            history.append(decision)
-            row = MonthResult(policy=policy_name, month=month, rows=len(current), champion=champion.number,
-                              roc_auc=auc, drift=drift.drift, drifted_columns=len(drift.drifted_columns),
-                              drift_reason=(drift.reasons[0][:120] if drift.reasons else ""),
-                              decision=decision.code, retrained=decision.retrain)
-            if decision.retrain:
-                challenger, parts = train_on(current, cfg, work_dir / policy_name / month)
-                blessed, judged = judge(challenger, champion.model, parts["test"], cfg)
-                row.challenger_roc_auc = judged["challenger"].get("roc_auc")
-                row.champion_test_roc_auc = judged["champion"].get("roc_auc")
-                row.promoted = blessed
-                row.gate = "; ".join(r for r in judged["reasons"] if r.startswith("FAIL"))[:200]
-                if blessed:
-                    champion = Champion(challenger, current, month, champion.number + 1)
-            result.months.append(row)
-            if on_month is not None:
-                on_month(row)
+    result = BacktestResult(data=frame)
+    with progress("backtest", total=len(policies) * len(months), unit="month", every=1) as bar:
+        # Inside the month bar, so its boosting rounds show as a passing inner bar, not as lines.
+        initial_model, _ = train_on(by_month[initial_month], cfg, work_dir / "initial")
+        bar.note(f"backtest: the initial champion #1 trained on {initial_month} "
+                 f"({len(by_month[initial_month]):,} rows); replaying {', '.join(months)} "
+                 f"for {', '.join(policies)}")
+        for policy_name in policies:
+            policy = policy_for(policy_name, cfg)
+            champion = Champion(initial_model, by_month[initial_month], initial_month)
+            history = []
+            for month in months:
+                current = by_month[month]
+                year, number = map(int, month.split("-"))
+                check_at = dt.datetime.combine(_month_end(dt.date(year, number, 1)) + dt.timedelta(days=1),
+                                               dt.time(), dt.UTC)
+                auc = _roc_auc(champion.model, current, label)
+                drift = check_drift(drift_frame(champion.training_frame, cfg), drift_frame(current, cfg), cfg.drift,
+                                    model=champion.model)
+                decision = decide(history, DriftSummary.from_result(drift, report=f"backtest:{policy_name}:{month}"),
+                                  check_at, policy)
+                history.append(decision)
+                row = MonthResult(policy=policy_name, month=month, rows=len(current), champion=champion.number,
+                                  roc_auc=auc, drift=drift.drift, drifted_columns=len(drift.drifted_columns),
+                                  drift_reason=(drift.reasons[0][:120] if drift.reasons else ""),
+                                  decision=decision.code, retrained=decision.retrain,
+                                  champion_month=champion.month, decision_reason=decision.reason)
+                if decision.retrain:
+                    challenger, parts = train_on(current, cfg, work_dir / policy_name / month)
+                    blessed, judged = judge(challenger, champion.model, parts["test"], cfg)
+                    row.challenger_roc_auc = judged["challenger"].get("roc_auc")
+                    row.champion_test_roc_auc = judged["champion"].get("roc_auc")
+                    row.promoted = blessed
+                    row.gate = gate_summary(blessed, judged["reasons"])
+                    if blessed:
+                        champion = Champion(challenger, current, month, champion.number + 1)
+                result.months.append(row)
+                result.checks[(policy_name, month)] = drift
+                bar.advance(message=row.describe())
+                if on_month is not None:
+                    on_month(row)
     return result
+
+
+def month_drift_report(cfg: KfopsConfig, result: BacktestResult, policy: str, month: str, html_path: Path) -> Path:
+    """The drift report (verdict banner and Evidently's report) of one replayed month: the
+    serving champion's training month (reference) against ``month`` (current), as the policy saw it."""
+    from kfops.drift import render_report
+    from kfops.retraining import drift_frame
+
+    row = result.month(policy, month)
+    check = result.checks.get((policy, month))
+    if check is None or result.data is None:
+        raise DataError(f"the drift check of {policy} {month} was not kept",
+                        hint="pass the BacktestResult that replay() or run_backtest() returned")
+    frame = result.data
+    by_month = frame[MONTH_COLUMN]
+    reference = drift_frame(frame[by_month == row.champion_month], cfg)
+    current = drift_frame(frame[by_month == month], cfg)
+    return render_report(reference, current, check, html_path)
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -32,7 +32,8 @@ def backtest_command(
     """Replay each month: score the champion on it, check drift, retrain per policy, gate and promote.
 
     Reports per month the champion's ROC AUC, whether drift was flagged, whether a retrain
-    happened and was promoted; writes a table (CSV + markdown) and a plot of AUC over months.
+    happened and was promoted (a progress bar on a terminal, one line per month otherwise); writes
+    a table (CSV + markdown) and a plot of AUC over months.
 
     Examples:
 
@@ -47,14 +48,9 @@ def backtest_command(
 
     cfg = load_config(config, overrides=set_ or [])
     out_dir = output_dir or cfg.data_dir / "backtest"
-
-    def show(row) -> None:
-        auc = "n/a" if row.roc_auc is None else f"{row.roc_auc:.4f}"
-        action = ("promoted" if row.promoted else "gate refused") if row.retrained else row.decision
-        typer.echo(f"{row.policy:>7} {row.month}: champion #{row.champion} AUC {auc}, "
-                   f"drift {'yes' if row.drift else 'no'} -> {action}")
-
-    result, paths = run_backtest(cfg, from_, to, policy or list(POLICIES), out_dir, sample=sample, on_month=show)
+    # Each month's outcome is reported as it lands: a bar with the month lines above it on a
+    # terminal, one line per month otherwise (KFOPS_PROGRESS=plain|rich|off chooses).
+    result, paths = run_backtest(cfg, from_, to, policy or list(POLICIES), out_dir, sample=sample)
     typer.echo("")
     typer.echo(result.totals().to_string(index=False))
     for kind, path in paths.items():

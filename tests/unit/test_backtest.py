@@ -7,16 +7,19 @@ import pytest
 from typer.testing import CliRunner
 
 from kfops.backtest import (
+    MONTH_COLUMN,
     BacktestResult,
     MonthResult,
+    gate_summary,
     markdown_table,
+    month_drift_report,
     month_starts,
     parse_month,
     plot,
     policy_for,
 )
 from kfops.config import KfopsConfig
-from kfops.errors import ConfigError
+from kfops.errors import ConfigError, DataError
 from kfops.retrain_policy import DriftSummary, decide
 from tests.conftest import REPO_ROOT
 
@@ -67,16 +70,63 @@ def test_totals_table_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_cli_replays_sampled_months_for_every_policy(tmp_path):
+def test_a_month_says_what_happened_and_the_gate_says_why():
+    row = MonthResult(policy="drift", month="2013-03", rows=10, champion=1, roc_auc=0.71234, drift=True,
+                      drifted_columns=3, drift_reason="", decision="drift_confirmed", retrained=True, promoted=False)
+    assert row.describe() == "drift 2013-03: champion #1 AUC 0.7123, drift yes -> gate refused"
+    reasons = ["PASS floor:roc_auc: 0.70 >= 0.65", "FAIL improvement:roc_auc: -0.01", "FAIL slices: month=3"]
+    assert gate_summary(False, reasons) == "NOT BLESSED: FAIL improvement:roc_auc: -0.01; FAIL slices: month=3"
+    assert gate_summary(True, reasons[:1]) == "BLESSED: PASS floor:roc_auc: 0.70 >= 0.65"
+    assert len(gate_summary(False, ["FAIL " + "x" * 500])) == 400
+
+
+def test_a_months_drift_report_compares_the_champions_month_with_that_month(monkeypatch, tmp_path):
+    import kfops.drift
+
+    cfg = KfopsConfig()
+    months = ["2013-01"] * 3 + ["2013-02"] * 2 + ["2013-03"] * 4
+    frame = pd.DataFrame({column: range(len(months)) for column in cfg.feature_columns})
+    frame[cfg.dataset.label] = [0, 1] * 4 + [0]
+    frame["flight_id"] = range(len(months))
+    frame[MONTH_COLUMN] = months
+    row = MonthResult(policy="drift", month="2013-03", rows=4, champion=2, roc_auc=0.7, drift=True, drifted_columns=1,
+                      drift_reason="", decision="d", retrained=False, champion_month="2013-02")
+    check = object()
+    result = BacktestResult([row], checks={("drift", "2013-03"): check}, data=frame)
+    seen = {}
+
+    def fake_render(reference, current, given, html_path):
+        seen.update(reference=reference, current=current, check=given)
+        return html_path
+
+    monkeypatch.setattr(kfops.drift, "render_report", fake_render)
+    assert month_drift_report(cfg, result, "drift", "2013-03", tmp_path / "r.html") == tmp_path / "r.html"
+    assert seen["check"] is check
+    assert len(seen["reference"]) == 2 and len(seen["current"]) == 4  # February's champion, March's data
+    assert list(seen["current"].columns) == [*cfg.feature_columns, cfg.drift.label_column]  # no ids, no month tag
+    with pytest.raises(DataError, match="no month 2013-04"):
+        month_drift_report(cfg, result, "drift", "2013-04", tmp_path / "r.html")
+
+
+def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     from kfops.cli.backtest import app
 
+    monkeypatch.setenv("KFOPS_PROGRESS", "plain")
     args = ["--from", "2013-02", "--to", "2013-03", "--sample", "0.1", "-o", str(tmp_path / "out"),
             "--config", str(REPO_ROOT / "kfops.yaml"), "--set", f"data_dir={tmp_path}",
             "--set", "train.xgboost.n_estimators=40", "--set", "evaluate.behavioural_checks=false"]
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
+    # One progress line per policy and month, as it lands (on stderr; the totals go to stdout).
+    lines = [line for line in outcome.stderr.splitlines() if line.startswith("backtest: ") and "/6 months" in line]
+    assert [line.split(" (")[0] for line in lines] == [f"backtest: {n}/6 months" for n in range(1, 7)]
+    assert all(" -> " in line and "champion #" in line for line in lines)
+    assert "2013-03: champion #" in lines[-1] and lines[-1].split(") ", 1)[1].startswith("never 2013-03")
     frame = pd.read_csv(tmp_path / "out" / "backtest.csv")
     assert len(frame) == 6 and set(frame["policy"]) == {"drift", "monthly", "never"}
+    retrained = frame[frame["retrained"]]
+    assert retrained["gate"].str.match(r"(NOT )?BLESSED: (PASS|FAIL) ").all()
+    assert frame["decision_reason"].str.len().gt(0).all() and frame["champion_month"].notna().all()
     by_policy = frame.groupby("policy")
     assert by_policy["retrained"].sum().to_dict() == {"drift": frame[frame.policy == "drift"].retrained.sum(),
                                                      "monthly": 2, "never": 0}
