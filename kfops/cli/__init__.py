@@ -41,12 +41,24 @@ app = typer.Typer(
 # Sub-apps owned by feature areas; each module exposes ``app``. Missing ones are skipped so a
 # partial install still starts.
 SUBCOMMANDS = {
-    "features": ("kfops.cli.features", "Feast: materialize the online store, inspect features."),
-    "serve": ("kfops.cli.serve", "The local model server: start, stop, status."),
-    "drift": ("kfops.cli.drift", "Drift checks between a reference and a current dataset."),
-    "config": ("kfops.cli.config_cmd", "Configuration helpers: a cluster profile from Terraform outputs."),
-    "schedule": ("kfops.cli.schedule", "Recurring runs: on a cluster, or a local scheduler."),
-    "runs": ("kfops.cli.runs", "Runs on a Kubeflow Pipelines endpoint."),
+    "features": ("kfops.cli.features", (
+        "Feast: materialize the online store, inspect features.\n\n"
+        "Examples:\n\n  kfops features materialize\n\n  kfops features get origin=EWR tailnum=N14228 carrier=UA")),
+    "serve": ("kfops.cli.serve", (
+        "The local model server: start, stop, status.\n\n"
+        "Examples:\n\n  kfops serve start --version 3\n\n  kfops serve status\n\n  kfops serve stop")),
+    "drift": ("kfops.cli.drift", (
+        "Drift checks between a reference and a current dataset.\n\n"
+        "Example:\n\n  kfops drift check --reference jan.parquet --current jul.parquet")),
+    "config": ("kfops.cli.config_cmd", (
+        "Configuration helpers: a cluster profile from Terraform outputs.\n\n"
+        "Example:\n\n  kfops config from-terraform outputs.json -o kfops.cluster.yaml")),
+    "schedule": ("kfops.cli.schedule", (
+        "Recurring runs: on a cluster, or a local scheduler.\n\n"
+        "Examples:\n\n  kfops schedule retraining --cron '0 3 * * *'\n\n  kfops schedule list")),
+    "runs": ("kfops.cli.runs", (
+        "Runs on a Kubeflow Pipelines endpoint.\n\n"
+        "Examples:\n\n  kfops runs list --limit 5\n\n  kfops runs get RUN_ID")),
 }
 SINGLE_COMMANDS = {
     "validate": ("kfops.cli.validate", "validate_command"),
@@ -217,7 +229,12 @@ def rollback(
 
 @app.command()
 def history(config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Print the audit trail: who moved which alias, when, from which version to which, and why."""
+    """Print the audit trail: who moved which alias, when, from which version to which, and why.
+
+    Example:
+
+      kfops history
+    """
     from kfops import registry
 
     cfg = load(config, set_)
@@ -236,7 +253,14 @@ def lineage(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Print where a model version came from: run, data, validation, features, code, config."""
+    """Print where a model version came from: run, data, validation, features, code, config.
+
+    Examples:
+
+      kfops lineage 1
+
+      kfops lineage 3 --config kfops.cluster.yaml
+    """
     from kfops import registry
 
     cfg = load(config, set_)
@@ -276,7 +300,14 @@ def deploy(
 
 @app.command()
 def status(config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Show the local stack: stores, the model server, champion and challenger, recent runs."""
+    """Show the local stack: stores, the model server, champion and challenger, recent runs.
+
+    Examples:
+
+      kfops status
+
+      kfops status --set data_dir=/tmp/kfops-demo
+    """
     from kfops.summary import print_status
 
     print_status(load(config, set_))

@@ -64,6 +64,12 @@ def from_terraform(
 
     The profile is validated by loading it as a kfops config before it replaces --output.
     Terraform itself is not run: export the outputs first.
+
+    Examples:
+
+      terraform -chdir=infra/terraform/envs/aws-dev/platform output -json > outputs.json
+
+      kfops config from-terraform outputs.json -o kfops.cluster.yaml --base kfops.yaml
     """
     import yaml
 

@@ -11,7 +11,7 @@ KFOPS = str(Path(sys.executable).with_name("kfops"))
 
 
 def kfops(*args, cwd=None):
-    return subprocess.run([KFOPS, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([KFOPS, *args], check=False, capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
 def test_help_lists_every_command():
@@ -20,6 +20,34 @@ def test_help_lists_every_command():
     for command in ("run", "compile", "validate", "promote", "rollback", "history", "lineage", "deploy", "status",
                     "ui", "drift", "features", "serve", "submit", "schedule", "doctor"):
         assert f"  {command}" in done.stdout, command
+
+
+def _every_command():
+    """(path, click command) for the root, every group and every leaf command, as `kfops` builds them."""
+    import typer
+
+    from kfops.cli import _register_subcommands, app
+
+    _register_subcommands()
+    pending = [(("kfops",), typer.main.get_command(app))]
+    while pending:
+        path, command = pending.pop()
+        yield " ".join(path), command
+        pending.extend((path + (name,), sub) for name, sub in getattr(command, "commands", {}).items())
+
+
+def test_every_command_help_has_examples():
+    helped = {}
+    for path, command in _every_command():
+        ctx = command.make_context(path, ["--help"], resilient_parsing=True)
+        helped[path] = command.get_help(ctx)
+    assert {"kfops", "kfops backtest", "kfops drift check", "kfops config from-terraform", "kfops serve"} <= set(helped)
+    assert len(helped) > 30
+    missing = sorted(path for path, text in helped.items() if "Example" not in text)
+    assert not missing, f"help without an Examples section: {missing}"
+    lacking = sorted(path for path, text in helped.items()
+                     if not any(line.strip().startswith(("kfops ", "terraform ")) for line in text.splitlines()))
+    assert not lacking, f"Examples without an example command: {lacking}"
 
 
 def test_unknown_config_key_is_one_line_and_exit_2(tmp_path):
