@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/serving.py                       # everything, ~5 minutes
     .venv/bin/python bench/serving.py --duration 5 --concurrency 1 8 32 --batch-rows 1000000
+    .venv/bin/python bench/serving.py --servers A --feast-redis 127.0.0.1:6379 --batch-rows 0
+
+Also A with raw flights and the Feast online lookup on Redis (``--feast-redis``, default
+127.0.0.1:6379; ``none`` skips it): the window's features are materialized into Redis first.
 
 Servers, all on 127.0.0.1, all serving one XGBoost model trained here on 2013 flights (request
 features + the origin's weather + plane attributes; delay-rate features left missing):
@@ -301,6 +305,52 @@ def batch_counters(infer_url: str) -> tuple[float, float]:
     return rows, calls
 
 
+# --- raw flights with the Feast online store on Redis ----------------------------------------------
+
+
+def feast_redis_server(work: Path, model_dir: Path, redis: str):
+    """Materialize the window's features into Redis; start A with the Feast lookup; return
+    (cfg, status, raw-flight V2 bodies, teardown)."""
+    import datetime as dt
+    import uuid
+
+    import orjson
+
+    from kfops import features
+    from kfops.config import load_config
+    from kfops.datasets.flights import load_tables
+    from kfops.datasets.flights_features import write_feature_sources
+    from kfops.serving.process import start_server
+
+    cfg = load_config(None, [
+        f"data_dir={work / 'kfops-feast'}", f"serving.http_port={free_port()}", "serving.startup_timeout_s=300",
+        f"dataset.start={WINDOW[0]}", f"dataset.end={WINDOW[1]}", f"features.project=bench_{uuid.uuid4().hex[:8]}",
+        f"features.repo_path={REPO / 'feature_repo'}", "features.online_store=redis",
+        f"features.redis_connection={redis}",
+    ], environ={})  # fmt: skip
+    tables = load_tables(cfg)
+    started = time.perf_counter()
+    sources = cfg.feast_dir / "sources"
+    write_feature_sources(tables, sources)
+    store = features.apply_definitions(cfg, sources)
+    features.materialize(cfg, dt.datetime(2012, 12, 24, tzinfo=dt.UTC), dt.datetime(2013, 4, 1, tzinfo=dt.UTC),
+                         store=store)
+    print(f"materialized {WINDOW[0]}..{WINDOW[1]} into Redis in {time.perf_counter() - started:.0f}s", flush=True)
+    flights = tables["flights"]
+    march = flights[(flights["month"] == 3) & flights["tailnum"].notna()].head(2000)
+    kinds = {"distance": "FP64", "flight": "INT64"}
+    bodies = []
+    for row in march.itertuples():
+        flight = {"carrier": row.carrier, "origin": row.origin, "dest": row.dest, "tailnum": row.tailnum,
+                  "distance": float(row.distance), "flight": int(row.flight),
+                  "sched_dep": f"2013-03-{int(row.day):02d}T{int(row.sched_dep_time) // 100:02d}:"
+                               f"{int(row.sched_dep_time) % 100:02d}"}
+        bodies.append(orjson.dumps({"inputs": [{"name": k, "datatype": kinds.get(k, "BYTES"), "shape": [1],
+                                                "data": [v]} for k, v in flight.items()]}))
+    status = start_server(cfg, model_dir=model_dir, name=MODEL_NAME, online_lookup="feast", replace=True)
+    return cfg, status, bodies, store.teardown
+
+
 # --- floors --------------------------------------------------------------------------------------
 
 
@@ -372,6 +422,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--servers", nargs="*", default=["A", "B", "C"], choices=["A", "B", "C"],
                         help="servers to load-test (none: floors and batch scoring only)")
+    parser.add_argument("--feast-redis", default="127.0.0.1:6379",
+                        help="Redis for the raw-flight scenario (A with the Feast lookup); 'none' skips it")
     parser.add_argument("--batch-rows", type=int, default=1_000_000)
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     parser.add_argument("--serve-plain", nargs=3, metavar=("MODEL_DIR", "PORT", "WORKERS"), help=argparse.SUPPRESS)
@@ -448,6 +500,22 @@ def main() -> None:
                 stop(process)
         if "A" in servers:
             stop_server(cfg, MODEL_NAME)
+
+    if args.feast_redis != "none":
+        from kfops.serving.process import stop_server as stop_feast
+
+        feast_cfg, status, bodies, teardown = feast_redis_server(work, model_dir, args.feast_redis)
+        try:
+            url = f"{status['url']}/v2/models/{MODEL_NAME}/infer"
+            for concurrency in args.concurrency:
+                run = run_load(url, bodies, concurrency, args.duration, args.warmup, status["pid"])
+                results["load"][f"A+feast-redis@{concurrency}"] = run
+                print(f"A+feast/redis c={concurrency:<3} rps={run['rps']:8.0f}  p50={run['p50_ms']:7.2f} ms  "
+                      f"p99={run['p99_ms']:7.2f} ms  errors={run['errors']}  cpu/request: server "
+                      f"{run['server_cpu_us_per_request']:5.0f} us", flush=True)
+        finally:
+            stop_feast(feast_cfg, MODEL_NAME)
+            teardown()
 
     load = results["load"]
     for concurrency in args.concurrency:

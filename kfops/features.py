@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -457,21 +457,31 @@ class OnlineFeatureReader:
         except KeyError as err:
             raise DataError(f"an entity row lacks join key {err}; the feature views need {', '.join(self.join_keys)}") from err
 
-    def _fetch(self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | None) -> dict[str, list]:
+    def _fetch(self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | Sequence[dt.datetime] | None) -> dict[str, list]:
         response = self.store.get_online_features(features=self.refs, entity_rows=self._keys(entity_rows))
         if as_of is None:
             return response.to_dict()
-        now = _aware(as_of).timestamp()
+        if isinstance(as_of, dt.datetime):
+            nows = [_aware(as_of).timestamp()] * len(entity_rows)
+        else:
+            if len(as_of) != len(entity_rows):
+                raise DataError(f"{len(as_of)} as-of times for {len(entity_rows)} entity rows")
+            nows = [_aware(moment).timestamp() for moment in as_of]
         values = response.to_dict(include_event_timestamps=True)
         for name in self.names:
             ttl = self.ttl_seconds[name]
             if ttl is not None:
                 stamps = values[f"{name}__ts"]
-                values[name] = [None if now - stamp > ttl else value for value, stamp in zip(values[name], stamps)]
+                values[name] = [None if now - stamp > ttl else value
+                                for value, stamp, now in zip(values[name], stamps, nows, strict=True)]
         return values
 
-    def read(self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | None = None) -> pd.DataFrame:
-        """One row of features per entity row, in order; columns and types as offline."""
+    def read(self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | Sequence[dt.datetime] | None = None) -> pd.DataFrame:
+        """One row of features per entity row, in order; columns and types as offline.
+
+        ``as_of`` is one time for all rows, or one per row (each request's event time): either
+        way it is one read of the store, the TTLs applied per row afterwards.
+        """
         return _typed(self._fetch(entity_rows, as_of), self.names, self.numeric)
 
     def read_one(self, entity_row: dict[str, Any], as_of: dt.datetime | None = None) -> dict[str, Any]:

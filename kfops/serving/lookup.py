@@ -76,7 +76,7 @@ class FeastLookup:
     ``as_of`` says how old a stored row may be (each feature view's TTL, counted back from):
 
     * ``event`` (default): the request's event time (``event_timestamp``, the scheduled departure),
-      as the point-in-time join did for training; one store read per distinct event time;
+      as the point-in-time join did for training; one store read per batch, TTLs applied per row;
     * ``now``: the wall clock, for live traffic; one read per batch;
     * ``none``: no TTL, the latest row whatever its age (the online store's own behaviour).
     """
@@ -108,14 +108,9 @@ class FeastLookup:
             return self._reader.read(entity_rows)
         if self._as_of == "now":
             return self._reader.read(entity_rows, as_of=dt.datetime.now(dt.UTC))
-        by_time: dict = {}
-        for position, row in enumerate(entity_rows):
-            by_time.setdefault(row["event_timestamp"], []).append(position)
-        parts = []
-        for moment, positions in by_time.items():
-            part = self._reader.read([entity_rows[i] for i in positions], as_of=pd.Timestamp(moment).to_pydatetime())
-            parts.append(part.set_axis(positions))
-        return pd.concat(parts).sort_index() if len(parts) > 1 else parts[0].reset_index(drop=True)
+        # One store read for the batch; each row's TTLs count back from its own event time.
+        return self._reader.read(entity_rows, as_of=[pd.Timestamp(row["event_timestamp"]).to_pydatetime()
+                                                     for row in entity_rows])
 
 
 def build_lookup(spec: str, cfg: KfopsConfig, as_of: str = "event") -> OnlineLookup | None:

@@ -161,6 +161,14 @@ def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
     from kfops.serving.lookup import build_lookup
 
     lookup = build_lookup(options.online_lookup, cfg, options.online_as_of)
+    warm = getattr(lookup, "warm", None)
+    if warm is not None:
+        # Import Feast and resolve its views before answering ready: otherwise the first seconds of
+        # traffic queue behind an import of several seconds.
+        try:
+            warm()
+        except Exception as err:  # noqa: BLE001 - feature-vector requests still work; raw flights retry
+            log.warning("the online feature lookup is not usable yet (%s); raw-flight requests will retry it", err)
     model = build_model(options, lookup)
     log.info("serving %s version %s from %s on http://%s:%d", options.name, model.version,
              options.source.describe(), options.host, options.http_port)

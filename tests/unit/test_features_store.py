@@ -307,6 +307,10 @@ def test_online_features_match_the_historical_join_after_materialize(store_setup
     # JFK's last reading (09:00) is past the 3 h TTL at 12:05: missing offline and, with as_of, online.
     assert math.isnan(online.loc[2, "temp"]) and math.isnan(historical.loc[2, "temp"])
     assert reader.read_one(keys[2])["temp"] == 41.0  # without as_of the store's latest row comes back
+    # One read with an as-of per row (the server's batches): JFK's row is within TTL at 10:00.
+    early = utc(f"{DAY}T10:00Z").to_pydatetime()
+    per_row = reader.read([keys[2], keys[2]], as_of=[early, as_of])
+    assert per_row["temp"].iloc[0] == 41.0 and math.isnan(per_row["temp"].iloc[1])
 
 
 def test_cli_materialize_builds_sources_from_the_raw_snapshot(tmp_path):
