@@ -122,8 +122,10 @@ def task_progress(pipeline: str):
     from kfops.local import COMPONENTS
     from kfops.progress import progress
 
+    # The training pipeline has every component but drift; retraining may skip all but drift.
+    tasks = len(COMPONENTS) - (pipeline == "training")
     # Always to stdout, never through logging: kfp.local logs to the stream this display reads.
-    with progress(pipeline, total=len(COMPONENTS), unit="task", stream=sys.stdout, use_logging=False) as bar:
+    with progress(pipeline, total=tasks, unit="task", stream=sys.stdout, use_logging=False) as bar:
         bar.status("starting")
 
         def on_event(line: str) -> None:
@@ -133,6 +135,8 @@ def task_progress(pipeline: str):
                 bar.status(f"{line.split(chr(39))[1] if chr(39) in line else 'task'} done")
 
         yield on_event
+        if bar.mode == "rich" and bar.completed < tasks:  # conditional tasks that did not run (no drift)
+            bar.advance(tasks - bar.completed)
         bar.status("finished")
 
 
