@@ -91,8 +91,12 @@ def ingest(config: KfopsConfig | str, raw_dir: Path) -> dict[str, Any]:
     tables = import_callable(cfg.dataset.loader)(cfg)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    for name, frame in tables.items():
-        frame.to_parquet(raw_dir / f"{name}.parquet", index=False)
+    from kfops.progress import progress
+
+    with progress("ingest: snapshot", total=len(tables), unit="table", every=1) as bar:
+        for name, frame in tables.items():
+            frame.to_parquet(raw_dir / f"{name}.parquet", index=False)
+            bar.advance(message=f"{name}: {len(frame):,} rows")
     manifest = {
         "data_hash": table_hash(tables),
         "snapshot_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -164,3 +164,18 @@ def test_a_local_run_relays_its_tasks_progress_lines():
     tee.write("[KFP Executor 2026-01-01 10:00:00,123 INFO]: torch: training: 2/10 epochs (20%, 3.1s, ~12.4s left) "
               "validation_auc=0.7100\nsome other log line\n")
     assert seen == ["torch: training: 2/10 epochs (20%, 3.1s, ~12.4s left) validation_auc=0.7100"]
+
+
+def test_ingest_reports_each_table_of_the_snapshot(tmp_path, monkeypatch, capsys):
+    from kfops.config import load_config
+    from kfops.steps import ingest
+
+    monkeypatch.setenv(progress_module.ENV, "plain")
+    cfg = load_config(None, [f"data_dir={tmp_path}", "dataset.start=2013-01-01", "dataset.end=2013-01-01"],
+                      environ={})
+    manifest = ingest(cfg, tmp_path / "raw")
+    out = capsys.readouterr()
+    lines = [line for line in (out.out + out.err).splitlines() if line.startswith("ingest: snapshot")]
+    assert len(lines) == len(manifest["rows"]) == 4
+    assert lines[-1].startswith("ingest: snapshot: 4/4 tables (100%")
+    assert f"flights: {manifest['rows']['flights']:,} rows" in "\n".join(lines)
