@@ -50,3 +50,16 @@ def redis_url() -> str:
 def postgres_dsn() -> str:
     need(port_open("127.0.0.1", 5432), "PostgreSQL is not listening on 127.0.0.1:5432")
     return "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture
+def private_prometheus_values(monkeypatch):
+    """Each collector keeps its own value, as in a server process.
+
+    Importing Feast sets PROMETHEUS_MULTIPROCESS_DIR, after which prometheus_client stores values
+    in per-process mmap files keyed by metric name and labels: two registries in one test process
+    would share them. Servers are one process each, so tests that model several use this.
+    """
+    from prometheus_client import values
+
+    monkeypatch.setattr(values, "ValueClass", values.MutexValue)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -145,6 +144,8 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
     """Start the traffic split process and wait until it answers."""
     import httpx
 
+    from kfops.serving.process import server_environment
+
     folder = cfg.data_dir / "serving"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "split.log"
@@ -153,7 +154,7 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
                "--canary-percent", str(percent)]  # fmt: skip
     with log_path.open("ab") as out:
         split = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                 start_new_session=True, env=server_environment())
     deadline = time.monotonic() + SPLIT_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if split.poll() is not None:

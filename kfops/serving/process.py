@@ -188,7 +188,7 @@ def start_server(
         log.flush()
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=server_environment(),
         )
     url = f"http://{host}:{port}"
     _write_state(cfg, key, {
@@ -198,6 +198,18 @@ def start_server(
     })
     _wait_ready(cfg, key, name, process, url)
     return server_status(cfg, name, instance=key)
+
+
+# Importing Feast sets these (prometheus_client's multiprocess mode, in a temp dir it deletes at
+# exit); a server must not inherit them: it is one process, and outlives whoever started it.
+_INHERITED_NOT = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+
+
+def server_environment() -> dict[str, str]:
+    """The environment for a detached server process."""
+    env = {k: v for k, v in os.environ.items() if k not in _INHERITED_NOT}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def _source_args(source: ModelSource) -> list[str]:

@@ -31,6 +31,7 @@ from tests.unit.test_trainjob import _validate
 
 ISVC_CRD = SHARED_SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 MODEL = "flights-delay"
+pytestmark = pytest.mark.usefixtures("private_prometheus_values")
 
 
 def cluster_config(*overrides: str) -> KfopsConfig:

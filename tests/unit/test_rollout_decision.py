@@ -24,6 +24,7 @@ from kfops.serving.rollout import (
 )
 
 MODEL = "flights-delay"
+pytestmark = pytest.mark.usefixtures("private_prometheus_values")
 POLICY = CanaryConfig(bake_s=60, min_requests=200, max_error_rate=0.01, max_p99_ms=100, max_p99_ratio=1.5,
                       latency_slack_ms=5, poll_s=1, timeout_s=600)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -85,3 +86,14 @@ def test_start_refuses_a_port_someone_else_listens_on(tmp_path):
             start_server(cfg, model_dir=tmp_path, port=port)
     assert server_status(cfg)["running"] is False
     assert stop_server(cfg)["stopped"] is False
+
+
+def test_servers_do_not_inherit_feasts_prometheus_multiprocess_dir(monkeypatch, tmp_path):
+    from kfops.serving.process import server_environment
+
+    import_feast_like = {"PROMETHEUS_MULTIPROCESS_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for key, value in import_feast_like.items():
+        monkeypatch.setenv(key, value)
+    env = server_environment()
+    assert not set(import_feast_like) & set(env)
+    assert env["PYTHONUNBUFFERED"] == "1" and env["PATH"] == os.environ["PATH"]
