@@ -284,6 +284,9 @@ class InferenceServiceConfig(_Strict):
     container_concurrency: int | None = Field(None, ge=0, description="Hard cap of in-flight requests per replica.")
     timeout_s: int = Field(30, ge=1, description="Request timeout at the predictor.")
     online_lookup: str = Field("feast", description="Features for raw flights: feast or none.")
+    transformer: bool = Field(
+        False, description="Complete raw flights in a separate KServe transformer container instead of in-process."
+    )
     logger_url: str | None = Field(
         None, description="CloudEvents sink for KServe's request/response logger; none: no logger."
     )

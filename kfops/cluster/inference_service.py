@@ -67,7 +67,8 @@ def render_inference_service(
     model_uri = f"models:/{cfg.registry.model_name}/{version}"
     args = [
         "--name", cfg.registry.model_name, "--model-uri", model_uri, "--tracking-uri", tracking_uri,
-        "--host", "0.0.0.0", "--http-port", str(PORT), "--online-lookup", isvc.online_lookup,
+        "--host", "0.0.0.0", "--http-port", str(PORT),
+        "--online-lookup", "none" if isvc.transformer else isvc.online_lookup,
         "--max-batch-size", str(cfg.serving.max_batch_size), "--max-latency-ms", f"{cfg.serving.max_latency_ms:g}",
         "--max-payload-bytes", str(cfg.serving.max_payload_bytes),
     ]  # fmt: skip
@@ -105,6 +106,9 @@ def render_inference_service(
         predictor["logger"] = {"mode": isvc.logger_mode, "url": isvc.logger_url}
     if canary_percent is not None:
         predictor["canaryTrafficPercent"] = int(canary_percent)
+    spec: dict[str, Any] = {"predictor": predictor}
+    if isvc.transformer:
+        spec["transformer"] = _transformer(cfg, container)
 
     metadata: dict[str, Any] = {
         "name": name,
@@ -121,7 +125,26 @@ def render_inference_service(
     namespace = namespace or cfg.cluster.serving_namespace
     if namespace:
         metadata["namespace"] = namespace
-    return {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": metadata, "spec": {"predictor": predictor}}
+    return {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": metadata, "spec": spec}
+
+
+def _transformer(cfg: KfopsConfig, predictor_container: dict[str, Any]) -> dict[str, Any]:
+    """The raw-flight transformer (:mod:`kfops.serving.transformer`); KServe adds --predictor_host."""
+    isvc = cfg.serving.kserve
+    container = {
+        **{k: predictor_container[k] for k in ("image", "env", "ports", "resources")},
+        "name": CONTAINER,
+        "command": ["python", "-m", "kfops.serving.transformer"],
+        "args": ["--model-name", cfg.registry.model_name, "--online-lookup", isvc.online_lookup,
+                 "--http-port", str(PORT)],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
+    }
+    transformer: dict[str, Any] = {"minReplicas": isvc.min_replicas, "maxReplicas": isvc.max_replicas,
+                                   "scaleMetric": isvc.scale_metric, "scaleTarget": isvc.scale_target,
+                                   "timeout": isvc.timeout_s, "containers": [container]}
+    if cfg.cluster.serving_service_account:
+        transformer["serviceAccountName"] = cfg.cluster.serving_service_account
+    return transformer
 
 
 # --- status ------------------------------------------------------------------------------------

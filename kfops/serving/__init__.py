@@ -25,11 +25,11 @@ Endpoints (``<name>`` is ``registry.model_name`` unless ``--name`` is given):
 Every prediction is appended to the inference log under ``inference_log_dir``
 (:func:`.inference_log.read_inference_logs` reads it back for the drift job).
 
-Splitting into a KServe transformer + predictor: the raw-flight path (request features and the
-online lookup) could run as a separate KServe transformer in front of a predictor that only
-takes feature vectors; :class:`.model.KfopsModel` already accepts feature vectors alone
-(``--online-lookup none``). It runs in-process here because a hop would double the HTTP cost of
-a request that is otherwise a few hundred microseconds.
+Splitting into a KServe transformer + predictor: by default raw flights are completed
+in-process, because a hop would double the HTTP cost of a request that is otherwise a few
+hundred microseconds. ``serving.kserve.transformer: true`` deploys :mod:`.transformer` as the
+InferenceService's transformer (the same completion code, :func:`.engine.complete_flights`) in
+front of a predictor that takes feature vectors only (``--online-lookup none``).
 
 Modules (import what you need; nothing heavy is imported here):
 
@@ -37,6 +37,8 @@ Modules (import what you need; nothing heavy is imported here):
   adaptive batching and the serving core; no HTTP, no KServe.
 - ``model`` (:class:`KfopsModel`), ``front``, ``server``, ``__main__``: the KServe adapter and the
   ``python -m kfops.serving`` entry point (these import kserve).
+- ``transformer``: the raw-flight transformer; ``rollout``, ``canary``, ``split``: canary analysis,
+  the local canary and its traffic split; ``log_sink``: KServe logger CloudEvents to the log store.
 - ``process``: start/stop/status of a detached local server; ``client``: V2 requests and the
   deploy smoke test; ``batch``: file-to-file scoring; ``inference_log``: the prediction log;
   ``lookup``: online feature lookups (Feast, parquet tables); ``loading``: model sources.

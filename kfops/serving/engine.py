@@ -36,6 +36,7 @@ from kfops.serving.payloads import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from kfops.model import FeatureSpec
     from kfops.serving.inference_log import InferenceLogWriter
     from kfops.serving.loading import LoadedModel
     from kfops.serving.lookup import OnlineLookup
@@ -151,58 +152,90 @@ class InferenceEngine:
         return results
 
     def _score_flights(self, snapshot: LoadedModel, requests: list[ParsedRequest]) -> list[Any]:
-        import pandas as pd
-
-        derive = self._derive
-        if derive is None:
-            from kfops.datasets.flights import request_features as derive
-        sizes = [r.rows for r in requests]
-        raw = pd.DataFrame({
-            name: [v for r in requests for v in r.columns.get(name, [default] * r.rows)]
-            for name, default in (("carrier", None), ("origin", None), ("dest", None), ("tailnum", None),
-                                  ("distance", None), ("sched_dep", None), ("flight", 0))
-        })
-        derived = derive(raw).reset_index(drop=True)
-        keys = derived[[k for k in (*ENTITY_KEYS, "event_timestamp") if k in derived.columns]].to_dict("records")
-        online = self._lookup(keys)
-        if len(online) != len(keys):
-            raise ServingError(f"the online lookup returned {len(online)} rows for {len(keys)} entities")
-        online = online.reset_index(drop=True)
-        from_store = [c for c in snapshot.spec.columns if c not in derived.columns]
-        missing = [c for c in from_store if c not in online.columns]
-        if missing:
-            raise ServingError(
-                f"the online store does not provide feature(s) {', '.join(missing)} that model "
-                f"version {snapshot.version} needs", hint="check features.feature_refs against the model's features",
-            )
-        absent = online[from_store].isna().all(axis=1).to_numpy() if from_store else np.zeros(len(keys), bool)
+        completed = complete_flights(requests, snapshot.spec, self._derive, self._lookup, snapshot.version)
         # Columns as lists through the request encoder: the same matrix as FeatureSpec.encode on the
         # joined frame (tested), without building and re-reading that frame for every batch.
-        columns = {c: (derived[c] if c in derived.columns else online[c]).tolist() for c in snapshot.spec.columns}
-        for c in snapshot.categorical_columns:
-            columns[c] = [v if isinstance(v, str) else _as_category(v) for v in columns[c]]
-        matrix = snapshot.encoder.encode(columns, len(keys))
+        matrix = snapshot.encoder.encode(completed.columns, completed.rows)
         probabilities = np.asarray(snapshot.model.predict_proba_encoded(matrix), dtype=np.float64)
-        categorical = {c: columns[c] for c in snapshot.categorical_columns}
+        categorical = {c: completed.columns[c] for c in snapshot.categorical_columns}
         results: list[Any] = []
-        start = 0
-        for size in sizes:
-            stop = start + size
-            bad = np.flatnonzero(absent[start:stop])
-            if bad.size:
-                row = keys[start + int(bad[0])]
-                named = ", ".join(f"{k}={row[k]!r}" for k in ENTITY_KEYS if k in row)
-                results.append(UnknownEntity(
-                    f"row {int(bad[0])}: the online feature store has no features for {named}; "
-                    "check the codes, or materialize the store (kfops features materialize)"
-                ))
+        for (start, stop), problem in zip(completed.slices, completed.problems, strict=True):
+            if problem is not None:
+                results.append(problem)
             elif not np.isfinite(probabilities[start:stop]).all():
                 results.append(_non_finite(snapshot))
             else:
                 results.append((probabilities[start:stop], matrix[start:stop],
                                 {c: values[start:stop] for c, values in categorical.items()}))
-            start = stop
         return results
+
+
+@dataclass
+class CompletedFlights:
+    """Raw flights turned into model feature columns: one list per column over all requests' rows."""
+
+    columns: dict[str, list]
+    rows: int
+    slices: list[tuple[int, int]]  # each request's rows
+    problems: list[UnknownEntity | None]  # per request: an entity the store does not know
+
+
+def complete_flights(
+    requests: list[ParsedRequest],
+    spec: FeatureSpec,
+    derive: Callable[[pd.DataFrame], pd.DataFrame] | None,
+    lookup: OnlineLookup,
+    version: str = "",
+) -> CompletedFlights:
+    """Derive the request-time features of raw flights and read the rest from the online store.
+
+    Shared by the in-process path and the transformer (:mod:`.transformer`). Categoricals come
+    back as text or None, numbers as numbers (NaN when missing).
+    """
+    import pandas as pd
+
+    if derive is None:
+        from kfops.datasets.flights import request_features as derive
+    sizes = [r.rows for r in requests]
+    raw = pd.DataFrame({
+        name: [v for r in requests for v in r.columns.get(name, [default] * r.rows)]
+        for name, default in (("carrier", None), ("origin", None), ("dest", None), ("tailnum", None),
+                              ("distance", None), ("sched_dep", None), ("flight", 0))
+    })
+    derived = derive(raw).reset_index(drop=True)
+    keys = derived[[k for k in (*ENTITY_KEYS, "event_timestamp") if k in derived.columns]].to_dict("records")
+    online = lookup(keys)
+    if len(online) != len(keys):
+        raise ServingError(f"the online lookup returned {len(online)} rows for {len(keys)} entities")
+    online = online.reset_index(drop=True)
+    from_store = [c for c in spec.columns if c not in derived.columns]
+    missing = [c for c in from_store if c not in online.columns]
+    if missing:
+        raise ServingError(
+            f"the online store does not provide feature(s) {', '.join(missing)} that model "
+            f"version {version} needs", hint="check features.feature_refs against the model's features",
+        )
+    absent = online[from_store].isna().all(axis=1).to_numpy() if from_store else np.zeros(len(keys), bool)
+    columns = {c: (derived[c] if c in derived.columns else online[c]).tolist() for c in spec.columns}
+    for c in spec.columns:
+        if c in spec.categorical:
+            columns[c] = [v if isinstance(v, str) else _as_category(v) for v in columns[c]]
+    slices, problems, start = [], [], 0
+    for size in sizes:
+        stop = start + size
+        slices.append((start, stop))
+        bad = np.flatnonzero(absent[start:stop])
+        if bad.size:
+            row = keys[start + int(bad[0])]
+            named = ", ".join(f"{k}={row[k]!r}" for k in ENTITY_KEYS if k in row)
+            problems.append(UnknownEntity(
+                f"row {int(bad[0])}: the online feature store has no features for {named}; "
+                "check the codes, or materialize the store (kfops features materialize)"
+            ))
+        else:
+            problems.append(None)
+        start = stop
+    return CompletedFlights(columns=columns, rows=len(keys), slices=slices, problems=problems)
 
 
 def _as_category(value: Any) -> str | None:

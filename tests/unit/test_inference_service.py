@@ -106,6 +106,19 @@ def test_without_a_logger_the_server_keeps_its_own_log(isvc_schema):
     assert "--no-inference-log" not in manifest["spec"]["predictor"]["containers"][0]["args"]
 
 
+def test_the_transformer_option_splits_the_lookup_into_its_own_container(isvc_schema):
+    manifest = render_inference_service(cluster_config("serving.kserve.transformer=true"), "7")
+    _validate(manifest, isvc_schema)
+    predictor, transformer = manifest["spec"]["predictor"], manifest["spec"]["transformer"]
+    args = predictor["containers"][0]["args"]
+    assert args[args.index("--online-lookup") + 1] == "none"  # the predictor takes feature vectors only
+    (container,) = transformer["containers"]
+    assert container["command"] == ["python", "-m", "kfops.serving.transformer"]
+    assert container["args"][container["args"].index("--online-lookup") + 1] == "feast"
+    assert container["image"] == predictor["containers"][0]["image"]
+    assert (transformer["minReplicas"], transformer["maxReplicas"]) == (1, 8)
+
+
 def test_the_schema_check_catches_a_bad_manifest(isvc_schema):
     import jsonschema
 
