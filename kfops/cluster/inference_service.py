@@ -241,19 +241,11 @@ class ClusterServing:
 
 
 def _default_apis() -> tuple[Any, Any]:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from kubernetes import client
 
-    try:
-        config.load_incluster_config()
-    except ConfigException:
-        try:
-            config.load_kube_config()
-        except (ConfigException, FileNotFoundError) as err:
-            raise ServingError(
-                "no Kubernetes credentials: neither in-cluster config nor a kubeconfig was found",
-                hint="run inside the cluster, or set KUBECONFIG",
-            ) from err
+    from kfops.cluster.kube import load_kube_config
+
+    load_kube_config(ServingError)
     return client.CustomObjectsApi(), client.CoreV1Api()
 
 

@@ -212,19 +212,11 @@ def submit_and_wait(
 
 
 def _default_api() -> Any:
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
+    from kubernetes import client
 
-    try:
-        config.load_incluster_config()
-    except ConfigException:
-        try:
-            config.load_kube_config()
-        except (ConfigException, FileNotFoundError) as err:
-            raise TrainingError(
-                "no Kubernetes credentials: neither in-cluster config nor a kubeconfig was found",
-                hint="run inside the cluster, or set KUBECONFIG",
-            ) from err
+    from kfops.cluster.kube import load_kube_config
+
+    load_kube_config(TrainingError)
     return client.CustomObjectsApi()
 
 

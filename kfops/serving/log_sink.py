@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kfops.serving.asgi import lifespan, read_all, respond_json
+
 log = logging.getLogger(__name__)
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -250,38 +252,33 @@ class CloudEventSink:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self._startup, self._shutdown)
             return
         if scope["type"] != "http":
             return
         if scope["method"] == "GET":
-            await _json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses)})
+            await respond_json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses)})
             return
-        body, too_big = await _body(receive)
+        body, too_big = await read_all(receive, MAX_EVENT_BYTES)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if too_big:
             self.counts["rejected"] += 1
-            await _json(send, 413, {"error": f"event over {MAX_EVENT_BYTES} bytes"})
+            await respond_json(send, 413, {"error": f"event over {MAX_EVENT_BYTES} bytes"})
             return
         try:
             self.receive(headers, body)
         except (BadEvent, KeyError, TypeError, ValueError) as err:
             self.counts["rejected"] += 1
-            await _json(send, 400, {"error": f"{type(err).__name__}: {err}" if not isinstance(err, BadEvent) else str(err)})
+            await respond_json(send, 400, {"error": f"{type(err).__name__}: {err}" if not isinstance(err, BadEvent) else str(err)})
             return
-        await _json(send, 202, {"accepted": True})
+        await respond_json(send, 202, {"accepted": True})
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self._flusher.cancel()
-                await asyncio.to_thread(self._flush_logged)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _startup(self) -> None:
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _shutdown(self) -> None:
+        self._flusher.cancel()
+        await asyncio.to_thread(self._flush_logged)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -295,25 +292,6 @@ class CloudEventSink:
         except Exception:  # keep receiving; the rows wait for the next flush
             log.exception("could not write the inference log to %s; %d rows wait for the next flush", self.store,
                           len(self.rows))
-
-
-async def _body(receive: Any) -> tuple[bytes, bool]:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size <= MAX_EVENT_BYTES:
-            chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks), size > MAX_EVENT_BYTES
-
-
-async def _json(send: Any, status: int, payload: Any) -> None:
-    body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def main(argv: list[str] | None = None) -> int:

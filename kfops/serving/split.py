@@ -20,7 +20,10 @@ import logging
 import sys
 from typing import Any
 
+from kfops.serving.asgi import backend_client, lifespan, read_all, respond_json
+
 log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 100_000_000  # the servers behind enforce their own, smaller limit
 CONTROL_PATH = "/-/split"
 BACKEND_HEADER = b"x-kfops-backend"
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"host",
@@ -45,11 +48,14 @@ class TrafficSplit:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self._startup, self._shutdown)
             return
         if scope["type"] != "http":
             return
-        body = await _read_body(receive)
+        body, too_big = await read_all(receive, MAX_BODY_BYTES)
+        if too_big:
+            await _respond(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
+            return
         if scope["path"] == CONTROL_PATH:
             await self._control(scope["method"], body, send)
             return
@@ -86,19 +92,11 @@ class TrafficSplit:
             log.info("canary share set to %d%%", self.canary_percent)
         await _respond(send, 200, self.state())
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        import httpx
+    async def _startup(self) -> None:
+        self._client = backend_client()
 
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-                self._client = httpx.AsyncClient(timeout=30, limits=limits, trust_env=False)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self._client.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _shutdown(self) -> None:
+        await self._client.aclose()
 
 
 def _percent(value: Any) -> int:
@@ -107,22 +105,8 @@ def _percent(value: Any) -> int:
     return int(value)
 
 
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 async def _respond(send: Any, status: int, payload: Any, backend: str | None = None) -> None:
-    body = json.dumps(payload).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if backend:
-        headers.append((BACKEND_HEADER, backend.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await respond_json(send, status, payload, [(BACKEND_HEADER, backend.encode())] if backend else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kfops.errors import KfopsError
+from kfops.serving.asgi import backend_client, lifespan, respond
 from kfops.serving.payloads import (
     FEATURES,
     RequestError,
@@ -137,7 +138,7 @@ class FlightTransformer:
         from kfops.serving.front import read_body, send_json
 
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self._startup, self._shutdown)
             return
         if scope["type"] != "http":
             return
@@ -163,9 +164,7 @@ class FlightTransformer:
             log.exception("transformer %s: unexpected error", self.name)
             await send_json(send, 500, error_body(f"internal error: {type(err).__name__}: {err}"))
             return
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
-        await send({"type": "http.response.body", "body": content})
+        await respond(send, status, content)
 
     async def _get(self, path: str, send: Any) -> None:
         from kfops.serving.front import send_json
@@ -177,28 +176,18 @@ class FlightTransformer:
             await send_json(send, 200 if ready else 503, {"name": self.name, "ready": ready})
         elif path in (f"/v2/models/{self.name}", f"/v1/models/{self.name}"):
             response = await self._client.get(self.predictor_url + path)
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": response.content})
+            await respond(send, response.status_code, response.content)
         else:
             await send_json(send, 404, error_body(f"no route GET {path}"))
 
-    async def _lifespan(self, receive: Any, send: Any) -> None:
-        import httpx
+    async def _startup(self) -> None:
+        self._client = backend_client()
+        self._spec_task = asyncio.get_running_loop().create_task(self.load_spec())
 
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-                self._client = httpx.AsyncClient(timeout=30, limits=limits, trust_env=False)
-                self._spec_task = asyncio.get_running_loop().create_task(self.load_spec())
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self._spec_task.cancel()
-                await self._client.aclose()
-                self._pool.shutdown(wait=False, cancel_futures=True)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _shutdown(self) -> None:
+        self._spec_task.cancel()
+        await self._client.aclose()
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _json_value(value: Any) -> Any:
