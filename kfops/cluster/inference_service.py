@@ -281,10 +281,10 @@ def rollout(
         log.info("%s created, serving version %s (%s)", where, version, revision)
         return _result("created", obj, version, revision)
 
-    stable = predictor_status(existing).get("latestRolledoutRevision") or predictor_status(existing).get(
-        "latestReadyRevision")
+    status = predictor_status(existing)
+    stable = status.get("latestRolledoutRevision") or status.get("latestReadyRevision")
     served = ((existing.get("metadata") or {}).get("annotations") or {}).get(VERSION_ANNOTATION)
-    if served == str(version) and _condition(existing, "Ready") and _condition(existing, "Ready").get("status") == "True":
+    if served == str(version) and (_condition(existing, "Ready") or {}).get("status") == "True":
         return _result("unchanged", existing, version, stable)
 
     canary = cfg.serving.kserve.canary
