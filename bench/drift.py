@@ -1,4 +1,4 @@
-"""Benchmark of kfops.drift.check_drift.
+"""Benchmark of kfops.core.drift.check_drift.
 
 1. NYC flights 2013 (flights + hourly weather + planes, 25 columns): the first 100k flights of the
    year against the last 100k, and the full year against Q4. Baseline: the floor, per-column
@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kfops.drift import DriftConfig, check_drift
+from kfops.core.drift import DriftConfig, check_drift
 
 
 def flights_frame() -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 1. Historical retrieval for the full year: every 2013 flight (336,776 entity rows, cancelled ones
    included) joined point-in-time with all four feature views through
-   ``kfops.features.build_training_set``, with both engines: ``asof`` (default; merge_asof per
+   ``kfops.adapters.feast_store.build_training_set``, with both engines: ``asof`` (default; merge_asof per
    view on the sources and TTLs from the Feast registry) and ``feast`` (Feast's
    ``get_historical_features`` on the duckdb offline store). Both include applying the
    definitions. Floor: the same joins with ``pandas.merge_asof`` (same TTLs) written out by hand
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from kfops.config import KfopsConfig
 from kfops.datasets.flights import build_entity_frame, load_tables
-from kfops.datasets.flights_features import write_feature_sources
+from kfops.datasets.flights.features import write_feature_sources
 
 
 def all_flights_entity_frame(tables: dict[str, pd.DataFrame], cfg: KfopsConfig) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def online_latency(cfg: KfopsConfig, sources: Path, entities: pd.DataFrame, lookups: int) -> dict[str, dict]:
-    from kfops import features
+    from kfops.adapters import feast_store as features
 
     store = features.apply_definitions(cfg, sources)
     end = dt.datetime(2014, 1, 2, tzinfo=dt.UTC)
@@ -147,7 +147,7 @@ def main() -> None:
         import feast  # noqa: F401  (timed apart: ~6 s, paid once per process)
         import_s = time.perf_counter() - started
 
-        from kfops import features
+        from kfops.adapters import feast_store as features
 
         store = features.apply_definitions(cfg, cfg.feast_dir / "sources")
         timings, frames = {}, {}

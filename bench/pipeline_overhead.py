@@ -49,17 +49,23 @@ import sys, time, json
 from pathlib import Path
 started = time.perf_counter()
 from kfops.config import load_config
-from kfops import steps
+from kfops.steps.deploy import deploy
+from kfops.steps.evaluate import evaluate
+from kfops.steps.featurize import featurize
+from kfops.steps.ingest import ingest
+from kfops.steps.register import register
+from kfops.steps.train import train
+from kfops.steps.validate import validate
 cfg = load_config(None, sys.argv[2:])
 work = Path(sys.argv[1])
 raw, sources, ts, model = work / "raw", work / "sources", work / "training_set.parquet", work / "model"
-manifest = steps.ingest(cfg, raw)
-steps.validate(cfg, raw, work / "report.html", work / "summary.json")
-steps.featurize(cfg, raw, sources, ts)
-run_id = steps.train(cfg, ts, model, "bench-in-process", manifest["data_hash"])
-summary = steps.evaluate(cfg, ts, model, run_id, work / "verdict.json", work / "plots.html")
-reg = steps.register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json", "bench-in-process")
-steps.deploy(cfg, reg["version"])
+manifest = ingest(cfg, raw)
+validate(cfg, raw, work / "report.html", work / "summary.json")
+featurize(cfg, raw, sources, ts)
+run_id = train(cfg, ts, model, "bench-in-process", manifest["data_hash"])
+summary = evaluate(cfg, ts, model, run_id, work / "verdict.json", work / "plots.html")
+reg = register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json", "bench-in-process")
+deploy(cfg, reg["version"])
 print(json.dumps({"seconds": time.perf_counter() - started, "roc_auc": summary["metrics"]["roc_auc"]}))
 """
 
@@ -79,7 +85,7 @@ def run_in_process(data_dir: Path, args) -> float:
 
 def stop_server(data_dir: Path, args) -> None:
     from kfops.config import load_config
-    from kfops.serving.process import stop_server as stop
+    from kfops.serving.local.process import stop_server as stop
 
     stop(load_config(None, overrides(data_dir, args)))
 

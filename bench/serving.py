@@ -62,9 +62,9 @@ class PlainKServeModel(kserve.Model):
         self.load()
 
     def load(self) -> bool:
-        from kfops.model import load_model
-        from kfops.serving.encoding import RowEncoder
-        from kfops.serving.loading import limit_threads
+        from kfops.core.model import load_model
+        from kfops.serving.protocol.encoding import RowEncoder
+        from kfops.serving.runtime.loading import limit_threads
 
         self.model = load_model(Path(self.model_dir))
         limit_threads(self.model, 1)
@@ -110,7 +110,7 @@ def feature_frame():
 
 def prepare_model(work: Path):
     """Train (once, cached under work/) and return (model_dir, request rows, feature frame)."""
-    from kfops.model import FeatureSpec, save_model
+    from kfops.core.model import FeatureSpec, save_model
     from kfops.training.xgb import train_xgboost
 
     frame, cfg = feature_frame()
@@ -133,8 +133,8 @@ def register_pyfunc(work: Path, model_dir: Path, example) -> tuple[str, str]:
     import mlflow
     import pandas as pd
 
-    from kfops import registry
-    from kfops.model import load_model, predict_proba
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.core.model import load_model, predict_proba
 
     tracking = f"sqlite:///{work / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking)
@@ -316,11 +316,11 @@ def feast_redis_server(work: Path, model_dir: Path, redis: str):
 
     import orjson
 
-    from kfops import features
+    from kfops.adapters import feast_store as features
     from kfops.config import load_config
     from kfops.datasets.flights import load_tables
-    from kfops.datasets.flights_features import write_feature_sources
-    from kfops.serving.process import start_server
+    from kfops.datasets.flights.features import write_feature_sources
+    from kfops.serving.local.process import start_server
 
     cfg = load_config(None, [
         f"data_dir={work / 'kfops-feast'}", f"serving.http_port={free_port()}", "serving.startup_timeout_s=300",
@@ -366,8 +366,8 @@ def per_call_seconds(call, repeat: int) -> float:
 
 
 def predict_floor(model_dir: Path, test) -> dict:
-    from kfops.model import load_model
-    from kfops.serving.loading import limit_threads
+    from kfops.core.model import load_model
+    from kfops.serving.runtime.loading import limit_threads
 
     model = load_model(model_dir)
     matrix = model.spec.encode(test)
@@ -382,9 +382,9 @@ def predict_floor(model_dir: Path, test) -> dict:
 def batch_scoring(model_dir: Path, features, work: Path, rows: int) -> dict:
     import numpy as np
 
-    from kfops.model import load_model
-    from kfops.serving.batch import predict_file
-    from kfops.serving.loading import limit_threads
+    from kfops.core.model import load_model
+    from kfops.serving.local.batch_scoring import predict_file
+    from kfops.serving.runtime.loading import limit_threads
 
     repeats = int(np.ceil(rows / len(features)))
     big = features.iloc[np.tile(np.arange(len(features)), repeats)[:rows]].reset_index(drop=True)
@@ -435,14 +435,14 @@ def main() -> None:
     import orjson
 
     from kfops.config import load_config
-    from kfops.serving.process import start_server, stop_server
+    from kfops.serving.local.process import start_server, stop_server
 
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
     model_dir, test, features = prepare_model(work)
     pool = test.iloc[:2000]
     rows = pool.to_dict("records")
-    from kfops.model import load_model
+    from kfops.core.model import load_model
 
     spec = load_model(model_dir).spec
     clean = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()} for r in rows]
@@ -502,7 +502,7 @@ def main() -> None:
             stop_server(cfg, MODEL_NAME)
 
     if args.feast_redis != "none":
-        from kfops.serving.process import stop_server as stop_feast
+        from kfops.serving.local.process import stop_server as stop_feast
 
         feast_cfg, status, bodies, teardown = feast_redis_server(work, model_dir, args.feast_redis)
         try:

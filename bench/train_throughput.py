@@ -160,7 +160,7 @@ def main() -> None:
     import torch
 
     from kfops.config import TorchConfig, XGBoostConfig
-    from kfops.model import FeatureSpec
+    from kfops.core.model import FeatureSpec
     from kfops.training.ddp_worker import usable_cpu_count
 
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Benchmark of kfops.validation on the full 2013 NYC flights year.
+"""Benchmark of kfops.adapters.gx_validation on the full 2013 NYC flights year.
 
 Times ``validate_tables`` on flights (336,776 rows), weather and planes, and
 ``validate_training_set`` on the year's entity frame, after Great Expectations is imported. The
@@ -42,7 +42,7 @@ def plain_ge_summary(tables: dict, cfg: KfopsConfig) -> None:
     """The baseline: each suite in one GE pass with SUMMARY (index of failing rows for all)."""
     from great_expectations.core import ExpectationSuite
 
-    from kfops import validation as v
+    from kfops.adapters import gx_validation as v
 
     for name in cfg.validation.tables:
         suite = v.load_suite(v.suite_path(cfg, name))
@@ -69,7 +69,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
     import_s, _ = timed(lambda: __import__("great_expectations"))
-    from kfops import validation as v
+    from kfops.adapters import gx_validation as v
 
     first_s, first_cpu, first = cpu_timed(lambda: v.validate_tables(tables, cfg))
     assert first.success, v.format_failures(first)

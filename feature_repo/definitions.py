@@ -2,7 +2,7 @@
 
 ``build(source_dir)`` returns the Feast objects; kfops loads this file by path
 (``features.definitions: definitions:build``) and applies them. The parquet files under
-``source_dir`` are written by ``kfops.datasets.flights_features.write_feature_sources``.
+``source_dir`` are written by ``kfops.datasets.flights.features.write_feature_sources``.
 
 TTLs say how old a row may be and still join onto a flight (historical retrieval):
 - weather_hourly: 3 h. Observations are hourly; after a 3 h gap a reading no longer describes

@@ -23,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from kfops.drift import DriftConfig
+from kfops.core.drift import DriftConfig
+from kfops.core.retrain_policy import RetrainPolicy
 from kfops.errors import ConfigError
-from kfops.retrain_policy import RetrainPolicy
 
 CONFIG_FILENAME = "kfops.yaml"
 ENV_PREFIX = "KFOPS__"
@@ -48,7 +48,7 @@ class DatasetConfig(_Strict):
         description="`module:function` turning raw tables into the entity frame (keys, event time, label).",
     )
     feast_sources_writer: str = Field(
-        "kfops.datasets.flights_features:write_feature_sources",
+        "kfops.datasets.flights.features:write_feature_sources",
         description="`module:function` writing the Feast offline source files from raw tables.",
     )
     source_dir: Path | None = Field(

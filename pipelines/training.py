@@ -46,7 +46,7 @@ def create_pipeline(cfg: KfopsConfig):
             image,
         )
         if cfg.cluster.gpus_per_node > 0:
-            from kfops.cluster.scheduling import apply_gpu_scheduling
+            from kfops.adapters.kfp_gpu import apply_gpu_scheduling
 
             apply_gpu_scheduling(trained, cfg.cluster)
         evaluated = _prepare(

@@ -1,6 +1,6 @@
 from kfp import dsl
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -20,7 +20,7 @@ def deploy(config: str, version: str) -> str:
     Returns:
         The endpoint URL.
     """
-    from kfops.steps import deploy as run
+    from kfops.steps.deploy import deploy as run
 
     result = run(config, version)
     print(f"serving {result['model_name']} v{result['version']} (@{result['alias']}) at {result['endpoint']}")

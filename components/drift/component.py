@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -43,7 +43,7 @@ def drift(
         Retrain: the data drifted AND the policy allows a retrain (a single output, so
         `kfp.local` can branch on it).
     """
-    from kfops.retraining import drift_check
+    from kfops.steps.drift_check import drift_check
 
     record = drift_check(config, report.path, verdict.path, decision.path, pipeline_run=pipeline_run,
                          reference_window=reference_window, current_source=current_source, check_time=check_time)
@@ -66,6 +66,6 @@ def link_trigger(config: str, pipeline_run: str, decision: Input[Artifact]) -> s
     Returns:
         The MLflow run ids that were tagged, comma-separated.
     """
-    from kfops.retraining import link_trigger as run
+    from kfops.steps.drift_check import link_trigger as run
 
     return ",".join(run(config, pipeline_run, decision.path))

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -36,8 +36,8 @@ def evaluate(
     Returns:
         Whether the gate blessed the model (a single output, so `kfp.local` can branch on it).
     """
-    from kfops.kfp_support import log_kfp_metrics
-    from kfops.steps import evaluate as run
+    from kfops.steps.kfp_outputs import log_kfp_metrics
+    from kfops.steps.evaluate import evaluate as run
 
     summary = run(config, training_set.path, model.path, run_id, verdict.path, plots.path)
     log_kfp_metrics(summary, metrics, classification)

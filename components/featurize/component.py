@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -20,7 +20,7 @@ def featurize(config: str, raw_tables: Input[Dataset], feast_sources: Output[Dat
         feast_sources: Output folder of Feast offline source parquet files (weather, planes, delay stats).
         training_set: Output parquet file: entity columns, features, label and split.
     """
-    from kfops.steps import featurize as run
+    from kfops.steps.featurize import featurize as run
 
     stats = run(config, raw_tables.path, feast_sources.path, training_set.path)
     training_set.metadata.update(stats)

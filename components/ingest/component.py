@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -19,7 +19,7 @@ def ingest(config: str, raw_tables: Output[Dataset]) -> str:
     Returns:
         The sha256 content hash of the raw tables.
     """
-    from kfops.steps import ingest as run
+    from kfops.steps.ingest import ingest as run
 
     manifest = run(config, raw_tables.path)
     raw_tables.metadata.update({"data_hash": manifest["data_hash"], "rows": manifest["rows"]})

@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -34,7 +34,7 @@ def register(
     """
     import os
 
-    from kfops.steps import register as run
+    from kfops.steps.register import register as run
 
     result = run(config, run_id, verdict.path, validation_summary.path,
                  os.path.join(raw_tables.path, "manifest.json"), pipeline_run)

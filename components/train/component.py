@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -23,7 +23,7 @@ def train(config: str, training_set: Input[Dataset], data_hash: str, pipeline_ru
     Returns:
         The MLflow run id.
     """
-    from kfops.steps import train as run
+    from kfops.steps.train import train as run
 
     run_id = run(config, training_set.path, model.path, pipeline_run, data_hash)
     model.metadata.update({"mlflow_run_id": run_id})

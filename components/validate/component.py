@@ -1,7 +1,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Output
 
-from kfops.kfp_support import DEFAULT_IMAGE
+from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
@@ -18,6 +18,6 @@ def validate(config: str, raw_tables: Input[Dataset], report: Output[HTML], summ
         report: Human-readable HTML report, shown in the KFP UI.
         summary: JSON summary: success, per-expectation results, failures with examples, stats.
     """
-    from kfops.steps import validate as run
+    from kfops.steps.validate import validate as run
 
     run(config, raw_tables.path, report.path, summary.path)

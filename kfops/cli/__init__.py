@@ -101,8 +101,8 @@ def run(
 
       kfops run training --set train.trainer=torch --set train.torch.nproc_per_node=2
     """
-    from kfops.local import run_locally
-    from kfops.summary import print_run_summary
+    from kfops.cli.summary import print_run_summary
+    from kfops.runners.local import run_locally
 
     cfg = load(config, set_)
     if cfg.cluster.kfp_host:
@@ -119,7 +119,7 @@ def run(
 def task_progress(pipeline: str):
     """The pipeline's tasks and their steps' own progress lines (epochs, rounds, tables): a rich
     bar on a terminal; plain lines under CI, in pods, or when piped (``KFOPS_PROGRESS`` overrides)."""
-    from kfops.local import COMPONENTS
+    from kfops.adapters.kfp_local import COMPONENTS
     from kfops.progress import progress
 
     # The training pipeline has every component but drift; retraining may skip all but drift.
@@ -154,7 +154,7 @@ def compile_(
 
       kfops compile training -o training.yaml --components
     """
-    from kfops.local import compile_components, compile_pipeline
+    from kfops.adapters.kfp_local import compile_components, compile_pipeline
 
     cfg = load(config, set_)
     target = compile_pipeline(cfg, pipeline, output or Path(f"{pipeline}.yaml"))
@@ -197,7 +197,7 @@ def promote(
 
       kfops promote 4 --reason "blessed on Q3 data"
     """
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
 
     cfg = load(config, set_)
     event = registry.move_alias(cfg, registry.CHAMPION, version, reason=reason, force=force)
@@ -217,7 +217,7 @@ def rollback(
 
       kfops rollback --reason "p99 latency regression"
     """
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
 
     cfg = load(config, set_)
     moves = [e for e in registry.audit_trail(cfg) if e.get("alias") == registry.CHAMPION and e.get("from_version")]
@@ -239,7 +239,7 @@ def history(config: ConfigOption = None, set_: SetOption = None) -> None:
 
       kfops history
     """
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
 
     cfg = load(config, set_)
     events = registry.audit_trail(cfg)
@@ -265,7 +265,7 @@ def lineage(
 
       kfops lineage 3 --config kfops.cluster.yaml
     """
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
 
     cfg = load(config, set_)
     info = registry.lineage(cfg, version)
@@ -292,11 +292,11 @@ def deploy(
     """
     cfg = load(config, set_)
     if watch:
-        from kfops.reconcile import watch_champion
+        from kfops.runners.reconcile import watch_champion
 
         watch_champion(cfg, interval_s=interval, max_seconds=max_seconds, on_event=echo)
         return
-    from kfops.steps import deploy as deploy_step
+    from kfops.steps.deploy import deploy as deploy_step
 
     result = deploy_step(cfg)
     echo(f"serving {result['model_name']} v{result['version']} (@{result['alias']}) at {result['endpoint']}")
@@ -312,7 +312,7 @@ def status(config: ConfigOption = None, set_: SetOption = None) -> None:
 
       kfops status --set data_dir=/tmp/kfops-demo
     """
-    from kfops.summary import print_status
+    from kfops.cli.summary import print_status
 
     print_status(load(config, set_))
 

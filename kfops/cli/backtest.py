@@ -43,8 +43,8 @@ def backtest_command(
 
       kfops backtest --from 2013-02 --to 2013-12 --set retrain.debounce=1 -o docs/backtest
     """
-    from kfops.backtest import POLICIES, run_backtest
     from kfops.config import load_config
+    from kfops.runners.backtest import POLICIES, run_backtest
 
     cfg = load_config(config, overrides=set_ or [])
     out_dir = output_dir or cfg.data_dir / "backtest"

@@ -63,7 +63,8 @@ def check(
     from rich.console import Console
 
     from kfops.config import load_config
-    from kfops.drift import check_drift, render_report, write_verdict
+    from kfops.core.drift import check_drift, write_verdict
+    from kfops.reports.drift import render_report
 
     console = Console(soft_wrap=True)  # paths and reasons stay on one line, copyable
     cfg = load_config(config, overrides=set_ or [])
@@ -71,7 +72,7 @@ def check(
     current_frame = read_table(current)
     champion = None
     if model is not None:
-        from kfops.model import load_model
+        from kfops.core.model import load_model
 
         champion = load_model(model)
 

@@ -97,8 +97,9 @@ def materialize(
 
       kfops features materialize --start 2013-12-24 --end 2013-12-31 --online-store redis
     """
-    from kfops import features
-    from kfops.steps import import_callable, read_tables
+    from kfops.adapters import feast_store as features
+    from kfops.core.files import import_callable
+    from kfops.steps.common import read_tables
 
     cfg = _load(config, set_, online_store)
     source_dir = (sources or cfg.feast_dir / "sources").expanduser().resolve()
@@ -135,7 +136,7 @@ def get(
 
       kfops features get origin=EWR tailnum=N14228 carrier=UA
     """
-    from kfops import features
+    from kfops.adapters import feast_store as features
 
     row = {}
     for item in keys:

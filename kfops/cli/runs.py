@@ -1,6 +1,6 @@
 """The cluster path: `kfops submit`, `kfops runs list|get`, `kfops doctor`, `kfops build`.
 
-Thin runners around kfops.cluster.kfp_client / doctor / images.
+Thin runners around kfops.adapters.kfp_api / doctor / images.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ def _load(config: Path | None, overrides: list[str] | None):
 
 
 def _connect(cfg, host: str | None, namespace: str | None):
-    from kfops.cluster import kfp_client
+    from kfops.adapters import kfp_api
 
-    endpoint = kfp_client.resolve_endpoint(cfg, host=host, namespace=namespace)
-    return endpoint, kfp_client.connect(endpoint)
+    endpoint = kfp_api.resolve_endpoint(cfg, host=host, namespace=namespace)
+    return endpoint, kfp_api.connect(endpoint)
 
 
 def compile_to(cfg, pipeline: str, folder: Path) -> Path:
-    from kfops.local import PIPELINES, compile_pipeline
+    from kfops.adapters.kfp_local import PIPELINES, compile_pipeline
 
     if pipeline not in PIPELINES:
         raise ConfigError(f"unknown pipeline '{pipeline}'", hint=f"choose one of: {', '.join(PIPELINES)}")
@@ -81,24 +81,24 @@ def submit_command(
 
       kfops submit training --set cluster.gpus_per_node=1 --set train.trainer=torch
     """
-    from kfops.cluster import kfp_client
-    from kfops.registry import code_version
+    from kfops.adapters import kfp_api
+    from kfops.adapters.mlflow_registry import code_version
 
     cfg = _load(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
     with tempfile.TemporaryDirectory(prefix="kfops-submit-") as folder:
         package = compile_to(cfg, pipeline, Path(folder))
-        info = kfp_client.pipeline_info(package)
-        version = version_name or kfp_client.version_name(info["name"], code_version(), package)
-        submission = kfp_client.submit(
+        info = kfp_api.pipeline_info(package)
+        version = version_name or kfp_api.version_name(info["name"], code_version(), package)
+        submission = kfp_api.submit(
             client, endpoint, package, version, experiment or cfg.registry.experiment,
-            run_name or kfp_client.default_run_name(pipeline), service_account=cfg.cluster.service_account,
+            run_name or kfp_api.default_run_name(pipeline), service_account=cfg.cluster.service_account,
         )
     typer.echo(f"submitted {info['name']} version {submission.version_name} "
                f"to experiment '{experiment or cfg.registry.experiment}'")
     typer.echo(f"run {submission.run_id}: {submission.url}")
     if wait:
-        final = kfp_client.wait_for_run(client, submission.run_id, timeout_s=timeout, poll_s=poll_interval,
+        final = kfp_api.wait_for_run(client, submission.run_id, timeout_s=timeout, poll_s=poll_interval,
                                         on_state=lambda state: typer.echo(f"  state: {state}"))
         typer.echo(f"run {submission.run_id} {final['state']}")
 
@@ -119,11 +119,11 @@ def list_(
 
       kfops runs list --experiment kfops-flights --limit 5
     """
-    from kfops.cluster import kfp_client
+    from kfops.adapters import kfp_api
 
     cfg = _load(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
-    runs = kfp_client.list_runs(client, endpoint.namespace, experiment, page_size=limit)
+    runs = kfp_api.list_runs(client, endpoint.namespace, experiment, page_size=limit)
     if as_json:
         typer.echo(json.dumps(runs, indent=2))
         return
@@ -147,12 +147,12 @@ def get(
 
       kfops runs get 5f1c2d3e-...
     """
-    from kfops.cluster import kfp_client
+    from kfops.adapters import kfp_api
 
     cfg = _load(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
-    run = kfp_client.get_run(client, run_id)
-    run["url"] = kfp_client.run_url(endpoint.host, run_id)
+    run = kfp_api.get_run(client, run_id)
+    run["url"] = kfp_api.run_url(endpoint.host, run_id)
     width = max(len(k) for k in run)
     for key, value in run.items():
         typer.echo(f"{key:<{width}}  {value if value is not None else '-'}")

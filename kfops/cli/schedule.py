@@ -48,7 +48,11 @@ def _schedule(
 ) -> None:
     cfg = _load(config, set_)
     if local:
-        from kfops.scheduler import default_run_function, run_scheduler, scheduler_dir
+        from kfops.runners.scheduler import (
+            default_run_function,
+            run_scheduler,
+            scheduler_dir,
+        )
 
         log_dir = scheduler_dir(cfg)
         typer.echo(f"local scheduler: '{pipeline}' on '{cron}' (log: {log_dir / f'{pipeline}.jsonl'}); Ctrl-C stops it")
@@ -59,17 +63,17 @@ def _schedule(
         return
     if max_runs is not None or max_seconds is not None:
         raise typer.BadParameter("--max-runs/--max-seconds bound the local scheduler; add --local")
+    from kfops.adapters import kfp_api
+    from kfops.adapters.mlflow_registry import code_version
     from kfops.cli.runs import compile_to
-    from kfops.cluster import kfp_client
-    from kfops.registry import code_version
 
     endpoint, client = _connect(cfg, host, namespace)
     with tempfile.TemporaryDirectory(prefix="kfops-schedule-") as folder:
         package = compile_to(cfg, pipeline, Path(folder))
-        info = kfp_client.pipeline_info(package)
-        created = kfp_client.create_schedule(
-            client, endpoint, package, kfp_client.version_name(info["name"], code_version(), package),
-            experiment or cfg.registry.experiment, name or kfp_client.default_schedule_name(pipeline, cron), cron,
+        info = kfp_api.pipeline_info(package)
+        created = kfp_api.create_schedule(
+            client, endpoint, package, kfp_api.version_name(info["name"], code_version(), package),
+            experiment or cfg.registry.experiment, name or kfp_api.default_schedule_name(pipeline, cron), cron,
             service_account=cfg.cluster.service_account,
         )
     typer.echo(f"recurring run {created.recurring_run_id} '{created.name}': cron '{created.cron}' "
@@ -141,11 +145,11 @@ def list_(
 
       kfops schedule list --namespace team-a
     """
-    from kfops.cluster import kfp_client
+    from kfops.adapters import kfp_api
 
     cfg = _load(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
-    rows = kfp_client.list_schedules(client, endpoint.namespace)
+    rows = kfp_api.list_schedules(client, endpoint.namespace)
     if not rows:
         typer.echo("no recurring runs")
     for row in rows:
@@ -166,9 +170,9 @@ def delete(
 
       kfops schedule delete 7a0c1b2d-...
     """
-    from kfops.cluster import kfp_client
+    from kfops.adapters import kfp_api
 
     cfg = _load(config, set_)
     _, client = _connect(cfg, host, namespace)
-    kfp_client.delete_schedule(client, recurring_run_id)
+    kfp_api.delete_schedule(client, recurring_run_id)
     typer.echo(f"deleted recurring run {recurring_run_id}")

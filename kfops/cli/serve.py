@@ -82,7 +82,7 @@ def start(
 
       kfops serve start --model-dir .kfops/pipeline_root/.../model --port 8081 --online-lookup none
     """
-    from kfops.serving.process import start_server
+    from kfops.serving.local.process import start_server
 
     cfg = _config(config, set_)
     status = start_server(cfg, model_dir=model_dir, model_uri=model_uri, model_version=version, name=name, port=port,
@@ -98,7 +98,7 @@ def stop(name: NameOption = None, config: ConfigOption = None, set_: SetOption =
 
       kfops serve stop
     """
-    from kfops.serving.process import stop_server
+    from kfops.serving.local.process import stop_server
 
     result = stop_server(_config(config, set_), name)
     if result["stopped"]:
@@ -122,7 +122,7 @@ def status(
 
       kfops serve status --json
     """
-    from kfops.serving.process import server_status
+    from kfops.serving.local.process import server_status
 
     result = server_status(_config(config, set_), name)
     if as_json:
@@ -162,7 +162,7 @@ def canary(
 
       kfops serve canary --model-dir runs/model --percent 20 --bake-s 120 --min-requests 500
     """
-    from kfops.serving.canary import run_local_canary
+    from kfops.serving.local.canary import run_local_canary
 
     overrides = list(set_ or [])
     for key, value in (("traffic_percent", percent), ("bake_s", bake_s), ("min_requests", min_requests)):
@@ -195,8 +195,8 @@ def predict_one(
       "distance": 1400, "sched_dep": "2013-12-30T05:15"}'
     """
     from kfops.errors import ServingError
-    from kfops.serving.client import infer
-    from kfops.serving.process import server_status
+    from kfops.serving.local.client import infer
+    from kfops.serving.local.process import server_status
 
     cfg = _config(config, set_)
     name = name or cfg.registry.model_name
@@ -237,14 +237,14 @@ def predict_command(
 
       kfops predict --input flights.csv --output scored.parquet --model-uri models:/flights-delay/3
     """
-    from kfops.serving.batch import predict_file
+    from kfops.serving.local.batch_scoring import predict_file
 
     cfg = _config(config, set_)
     if model_dir is not None and model_uri is not None:
         raise ConfigError("give --model-dir or --model-uri, not both")
     if model_dir is None:
-        from kfops.registry import fetch_model_dir
-        from kfops.serving.loading import ModelSource, resolve_version
+        from kfops.adapters.mlflow_registry import fetch_model_dir
+        from kfops.serving.runtime.loading import ModelSource, resolve_version
 
         uri = model_uri or f"models:/{cfg.registry.model_name}@{cfg.serving.model_alias or 'champion'}"
         pinned, _ = resolve_version(ModelSource(model_uri=uri, tracking_uri=cfg.tracking_uri))

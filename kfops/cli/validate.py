@@ -54,16 +54,16 @@ def validate_command(
 
       kfops validate --data flights_feb.parquet --table flights --previous .kfops/validation/flights.json
     """
-    from kfops.config import load_config
-    from kfops.validation import (
+    from kfops.adapters.gx_validation import (
         format_failures,
         load_suite,
         read_table_file,
         suite_path,
         table_name_for,
         validate_tables,
-        write_reports,
     )
+    from kfops.config import load_config
+    from kfops.reports.validation import write_reports
 
     overrides = list(set_ or [])
     if start is not None:

@@ -1,7 +1,7 @@
-"""Model serving: a KServe ModelServer for kfops models, its local process, client and batch scoring.
+"""Model serving: a KServe ModelServer for kfops models, its sidecars, and its local process.
 
-Run it with ``kfops serve start`` (background, see :mod:`.process`) or in the foreground with
-``python -m kfops.serving --model-dir DIR | --model-uri models:/name/version [--name NAME]``.
+Run it with ``kfops serve start`` (background, see :mod:`.local.process`) or in the foreground
+with ``python -m kfops.serving --model-dir DIR | --model-uri models:/name/version [--name NAME]``.
 It binds 127.0.0.1 unless ``serving.host`` says otherwise; gRPC is off (KServe's gRPC server
 would listen on every interface).
 
@@ -22,24 +22,13 @@ Endpoints (``<name>`` is ``registry.model_name`` unless ``--name`` is given):
 - Client mistakes get a 4xx and ``{"error": "..."}``: 400 invalid input, 404 unknown model or
   version, 413 body over ``serving.max_payload_bytes``, 422 an entity with no online features.
 
-Every prediction is appended to the inference log under ``inference_log_dir``
-(:func:`.inference_log.read_inference_logs` reads it back for the drift job).
+Subpackages (import what you need; nothing heavy is imported here):
 
-Splitting into a KServe transformer + predictor: by default raw flights are completed
-in-process, because a hop would double the HTTP cost of a request that is otherwise a few
-hundred microseconds. ``serving.kserve.transformer: true`` deploys :mod:`.transformer` as the
-InferenceService's transformer (the same completion code, :func:`.engine.complete_flights`) in
-front of a predictor that takes feature vectors only (``--online-lookup none``).
+- ``protocol``: request decoding and validation, response encoding, the hot-path encoder.
+- ``runtime``: the engine, batching, model loading, online lookups, metrics, the inference log.
+- ``kserve``: the predictor, the ASGI front, the ModelServer and the transformer (import kserve).
+- ``sidecars``: the KServe logger's CloudEvent sink and the local traffic split.
+- ``local``: the detached local process, the local canary, the client, batch scoring.
 
-Modules (import what you need; nothing heavy is imported here):
-
-- ``payloads``, ``encoding``, ``batching``, ``engine``: request validation, the hot-path encoder,
-  adaptive batching and the serving core; no HTTP, no KServe.
-- ``model`` (:class:`KfopsModel`), ``front``, ``server``, ``__main__``: the KServe adapter and the
-  ``python -m kfops.serving`` entry point (these import kserve).
-- ``transformer``: the raw-flight transformer; ``rollout``, ``canary``, ``split``: canary analysis,
-  the local canary and its traffic split; ``log_sink``: KServe logger CloudEvents to the log store.
-- ``process``: start/stop/status of a detached local server; ``client``: V2 requests and the
-  deploy smoke test; ``batch``: file-to-file scoring; ``inference_log``: the prediction log;
-  ``lookup``: online feature lookups (Feast, parquet tables); ``loading``: model sources.
+The canary decision itself is pure and shared with the cluster: :mod:`kfops.core.rollout`.
 """

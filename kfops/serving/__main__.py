@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     try:
         from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config
-        from kfops.serving.loading import ModelSource
+        from kfops.serving.runtime.loading import ModelSource
 
         if args.config_json is not None:
             cfg = KfopsConfig.from_json(args.config_json.read_text())
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config)
         source = ModelSource(model_dir=args.model_dir, model_uri=args.model_uri,
                              tracking_uri=args.tracking_uri or (cfg.tracking_uri if args.model_uri else None))
-        from kfops.serving.server import options_from_config, serve
+        from kfops.serving.kserve.server import options_from_config, serve
 
         options = options_from_config(
             cfg, args.name or cfg.registry.model_name, source, host=args.host, http_port=args.http_port,

@@ -1,4 +1,4 @@
-"""Trainers. ``train_model`` picks one from config; each returns a :class:`kfops.model.TabularModel`."""
+"""Trainers. ``train_model`` picks one from config; each returns a :class:`kfops.core.model.TabularModel`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kfops.config import TrainConfig
-    from kfops.model import FeatureSpec, TabularModel
+    from kfops.core.model import FeatureSpec, TabularModel
 
 
 @dataclass

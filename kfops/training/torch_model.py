@@ -1,6 +1,6 @@
 """The torch tabular network and its kfops model wrapper.
 
-The network reads the float32 matrix of :meth:`kfops.model.FeatureSpec.encode` directly:
+The network reads the float32 matrix of :meth:`kfops.core.model.FeatureSpec.encode` directly:
 categorical codes go through embeddings (index ``len(vocabulary)`` for unknown or missing),
 numeric columns are standardised with statistics kept as buffers in the ``state_dict``
 (missing -> 0 plus a missing indicator), then an MLP gives one logit. So the weights file alone
@@ -26,7 +26,7 @@ from kfops.errors import DataError, KfopsError
 if TYPE_CHECKING:
     import torch
 
-    from kfops.model import FeatureSpec
+    from kfops.core.model import FeatureSpec
 
 WEIGHTS_FILE = "torch_model.pt"
 ARCH_FILE = "torch_arch.json"
@@ -190,7 +190,7 @@ def load_net(folder: Path, map_location: str = "cpu") -> torch.nn.Module:
 
 
 class TorchTabularModel:
-    """A :class:`kfops.model.TabularModel` over :func:`build_net`; inference runs on CPU."""
+    """A :class:`kfops.core.model.TabularModel` over :func:`build_net`; inference runs on CPU."""
 
     trainer = "torch"
 

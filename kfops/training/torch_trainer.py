@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kfops.config import TorchConfig
-    from kfops.model import FeatureSpec
+    from kfops.core.model import FeatureSpec
     from kfops.training import TrainResult
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def train_torch(
     if cfg.num_nodes > 1:
         raise TrainingError(
             f"torch.num_nodes={cfg.num_nodes} needs a cluster: several nodes run as a Kubeflow Trainer TrainJob",
-            hint="set torch.num_nodes=1 to train here, or submit with kfops.cluster.trainjob",
+            hint="set torch.num_nodes=1 to train here, or submit with kfops.adapters.trainjob",
         )
     plan = plan_launch(cfg, gpu_count=visible_gpu_count(), cpu_count=ddp_worker.usable_cpu_count())
     work_dir = Path(work_dir)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kfops.model import FeatureSpec
+from kfops.core.model import FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd

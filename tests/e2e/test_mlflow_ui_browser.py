@@ -76,7 +76,7 @@ def test_model_version_page_shows_lineage_and_champion(mlflow_server, browser, t
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
     from kfops.config import KfopsConfig
 
     cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"tracking_uri": mlflow_server}).resolve(tmp_path)

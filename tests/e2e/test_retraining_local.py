@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from kfops.config import load_config
-from kfops.local import run_locally
-from kfops.retrain_policy import PolicyState
-from kfops.retraining import TRIGGER_REPORT_TAG, policy_state_path
+from kfops.core.retrain_policy import PolicyState
+from kfops.runners.local import run_locally
+from kfops.steps.drift_check import TRIGGER_REPORT_TAG, policy_state_path
 from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -33,7 +33,7 @@ def config(tmp_path_factory):
         return load_config(REPO_ROOT / "kfops.yaml", [*base, *extra], environ={})
 
     yield make
-    from kfops.serving.process import stop_server
+    from kfops.serving.local.process import stop_server
 
     stop_server(make())
 
@@ -42,17 +42,22 @@ def config(tmp_path_factory):
 def champion(config, tmp_path_factory):
     """The January champion, trained with the training pipeline's own step functions in one process
     (tests/e2e/test_training_pipeline.py covers that pipeline under kfp.local; this saves minutes)."""
-    from kfops import steps
+    from kfops.steps.evaluate import evaluate
+    from kfops.steps.featurize import featurize
+    from kfops.steps.ingest import ingest
+    from kfops.steps.register import register
+    from kfops.steps.train import train
+    from kfops.steps.validate import validate
 
     cfg = config("dataset.start=2013-01-01", "dataset.end=2013-01-14")
     work = tmp_path_factory.mktemp("champion")
     raw, training_set = work / "raw", work / "training_set.parquet"
-    manifest = steps.ingest(cfg, raw)
-    steps.validate(cfg, raw, work / "report.html", work / "summary.json")
-    steps.featurize(cfg, raw, work / "sources", training_set)
-    run_id = steps.train(cfg, training_set, work / "model", "champion-run", manifest["data_hash"])
-    steps.evaluate(cfg, training_set, work / "model", run_id, work / "verdict.json", work / "plots.html")
-    registered = steps.register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json",
+    manifest = ingest(cfg, raw)
+    validate(cfg, raw, work / "report.html", work / "summary.json")
+    featurize(cfg, raw, work / "sources", training_set)
+    run_id = train(cfg, training_set, work / "model", "champion-run", manifest["data_hash"])
+    evaluate(cfg, training_set, work / "model", run_id, work / "verdict.json", work / "plots.html")
+    registered = register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json",
                                 "champion-run")
     assert registered["version"] == "1" and registered["promoted"]
     return cfg
@@ -77,7 +82,7 @@ def test_same_window_finds_no_drift_and_skips_training(config, champion):
 
 
 def test_july_drifts_and_retrains_on_the_new_window(config, champion):
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
 
     cfg = config("dataset.start=2013-07-01", "dataset.end=2013-07-14")
     run = run_locally(cfg, "retraining", on_event=lambda line: None)

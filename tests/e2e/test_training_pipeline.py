@@ -18,7 +18,7 @@ import pytest
 from kfops.config import load_config
 from kfops.datasets.flights import package_data_dir
 from kfops.errors import PipelineFailed
-from kfops.local import run_locally
+from kfops.runners.local import run_locally
 from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -34,7 +34,7 @@ def state(tmp_path_factory):
         return load_config(REPO_ROOT / "kfops.yaml", [*base, *extra], environ={})
 
     yield {"config": config, "data_dir": data_dir, "port": port}
-    from kfops.serving.process import stop_server
+    from kfops.serving.local.process import stop_server
 
     stop_server(config())
 
@@ -47,7 +47,7 @@ def first_run(state):
 
 
 def registry_client(cfg):
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
 
     return registry.client(cfg)
 

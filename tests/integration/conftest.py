@@ -120,9 +120,9 @@ def log_registered_model(cfg, tmp_path: Path, pipeline_run: str, seed: int = 0, 
     """Train a tiny XGBoost model, log it like the train step does, and register it; returns the version."""
     import mlflow
 
-    from kfops import registry
+    from kfops.adapters import mlflow_registry as registry
     from kfops.config import TrainConfig
-    from kfops.model import FeatureSpec, predict_proba, save_model
+    from kfops.core.model import FeatureSpec, predict_proba, save_model
     from kfops.training import train_model
 
     frame = synthetic_frame(seed=seed)

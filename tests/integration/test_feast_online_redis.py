@@ -28,8 +28,8 @@ KEYS = [{"origin": "EWR", "carrier": "UA", "tailnum": "N101UA"},
 
 
 def _prepare(cfg):
-    from kfops import features
-    from kfops.datasets.flights_features import write_feature_sources
+    from kfops.adapters import feast_store as features
+    from kfops.datasets.flights.features import write_feature_sources
 
     sources = cfg.feast_dir / "sources"
     write_feature_sources(tiny_tables(), sources)
@@ -68,7 +68,7 @@ def postgres_registry(postgres_dsn):
 
 
 def _assert_online_matches_historical(cfg, sources, store):
-    from kfops.features import (
+    from kfops.adapters.feast_store import (
         OnlineFeatureReader,
         build_training_set,
         feature_names,
@@ -93,7 +93,7 @@ def _assert_online_matches_historical(cfg, sources, store):
 
 
 def reader_without_as_of(cfg, store):
-    from kfops.features import OnlineFeatureReader
+    from kfops.adapters.feast_store import OnlineFeatureReader
 
     return OnlineFeatureReader(cfg, store).read_one(KEYS[1])
 
@@ -117,7 +117,7 @@ def cluster_store(postgres_registry, redis_url, tmp_path):
 
 
 def test_sql_registry_on_postgres_with_redis_online(cluster_store):
-    from kfops import features
+    from kfops.adapters import feast_store as features
 
     cfg, sources, store = cluster_store
     # A second store, like a model server in another pod, sees what the first registered.

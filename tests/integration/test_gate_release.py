@@ -10,9 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfops import registry, steps
+from kfops.adapters import mlflow_registry as registry
 from kfops.config import load_config
 from kfops.errors import DataError, ValidationFailed
+from kfops.steps.evaluate import evaluate
+from kfops.steps.featurize import featurize
+from kfops.steps.ingest import ingest
+from kfops.steps.register import register
+from kfops.steps.train import train
+from kfops.steps.validate import validate
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,13 +30,13 @@ def released(tmp_path_factory):
     cfg = load_config(REPO_ROOT / "kfops.yaml", [f"data_dir={work / 'state'}", "dataset.end=2013-01-21",
                                                   "train.xgboost.n_estimators=150"], environ={})
     raw, training_set = work / "raw", work / "training_set.parquet"
-    steps.ingest(cfg, raw)
-    steps.validate(cfg, raw, work / "report.html", work / "summary.json")
-    steps.featurize(cfg, raw, work / "sources", training_set)
-    run_id = steps.train(cfg, training_set, work / "model", "run-good", "hash")
-    summary = steps.evaluate(cfg, training_set, work / "model", run_id, work / "verdict.json", work / "plots.html")
+    ingest(cfg, raw)
+    validate(cfg, raw, work / "report.html", work / "summary.json")
+    featurize(cfg, raw, work / "sources", training_set)
+    run_id = train(cfg, training_set, work / "model", "run-good", "hash")
+    summary = evaluate(cfg, training_set, work / "model", run_id, work / "verdict.json", work / "plots.html")
     assert summary["blessed"], summary["verdict"]["reasons"]
-    result = steps.register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json", "run-good")
+    result = register(cfg, run_id, work / "verdict.json", work / "summary.json", raw / "manifest.json", "run-good")
     return cfg, work, result
 
 
@@ -49,14 +55,14 @@ def test_model_trained_on_shuffled_labels_is_refused_with_reasons(released):
     frame.loc[fit, "label"] = rng.permutation(frame.loc[fit, "label"].to_numpy())
     shuffled = work / "shuffled.parquet"
     frame.to_parquet(shuffled, index=False)
-    run_id = steps.train(cfg, shuffled, work / "bad-model", "run-bad", "hash")
-    summary = steps.evaluate(cfg, shuffled, work / "bad-model", run_id, work / "bad.json", work / "bad.html")
+    run_id = train(cfg, shuffled, work / "bad-model", "run-bad", "hash")
+    summary = evaluate(cfg, shuffled, work / "bad-model", run_id, work / "bad.json", work / "bad.html")
     assert not summary["blessed"]
     reasons = summary["verdict"]["reasons"]
     assert any(r.startswith("FAIL floor:roc_auc") for r in reasons), reasons
     assert any(r.startswith("FAIL improvement:roc_auc") and f"champion v{result['version']}" in r for r in reasons)
     with pytest.raises(Exception, match="did not bless"):
-        steps.register(cfg, run_id, work / "bad.json", work / "summary.json", work / "raw" / "manifest.json", "run-bad")
+        register(cfg, run_id, work / "bad.json", work / "summary.json", work / "raw" / "manifest.json", "run-bad")
     assert str(registry.champion(cfg).version) == result["version"]
 
 
@@ -84,7 +90,7 @@ def test_corrupted_raw_tables_stop_at_validate_and_change_nothing(released, case
             frame = CORRUPTIONS[case](frame)
         frame.to_parquet(raw / table.name, index=False)
     with pytest.raises((ValidationFailed, DataError)) as failure:
-        steps.validate(cfg, raw, tmp_path / "report.html", tmp_path / "summary.json")
+        validate(cfg, raw, tmp_path / "report.html", tmp_path / "summary.json")
     assert "flights." in str(failure.value)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert not summary["success"] and summary["failures"]

@@ -294,7 +294,7 @@ def test_schedule_creates_a_recurring_run_with_a_kfp_cron(fake_kfp, cluster_env,
     state, host = fake_kfp
     # pipelines/retraining.py is another engineer's and still moving; the contract is the same for any
     # pipeline, so the schedule is checked on the training pipeline's YAML.
-    monkeypatch.setitem(__import__("kfops.local", fromlist=["PIPELINES"]).PIPELINES, "retraining",
+    monkeypatch.setitem(__import__("kfops.adapters.kfp_local", fromlist=["PIPELINES"]).PIPELINES, "retraining",
                         "pipelines.training:create_pipeline")
     code = cli("schedule", "retraining", "--cron", "0 3 * * *", "--host", host, "--experiment", "nightly",
                "--name", "nightly-retrain", "--namespace", "team-a", *cluster_env)

@@ -18,9 +18,9 @@ import pytest
 
 from kfops.config import load_config
 from kfops.errors import ServingError
-from kfops.serving.canary import rollout_log, run_local_canary, split_url
-from kfops.serving.process import server_status, start_server, stop_server
-from kfops.serving.split import TrafficSplit
+from kfops.serving.local.canary import rollout_log, run_local_canary, split_url
+from kfops.serving.local.process import server_status, start_server, stop_server
+from kfops.serving.sidecars.split import TrafficSplit
 from tests.conftest import free_port
 from tests.integration.test_model_server import feature_rows, v2_body
 from tests.unit.test_serving_fixtures import build_tiny_model
@@ -75,7 +75,7 @@ class Clients:
     """Users sending single-row V2 requests to the split for as long as the rollout lasts."""
 
     def __init__(self, cfg, spec_folder: Path):
-        from kfops.model import load_model
+        from kfops.core.model import load_model
 
         self.url = f"{split_url(cfg)}/v2/models/{NAME}/infer"
         self.bodies = [v2_body([row], load_model(spec_folder).spec) for row in feature_rows(200, seed=3)]

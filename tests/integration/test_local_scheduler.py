@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from kfops.errors import ConfigError, PipelineFailed
-from kfops.scheduler import run_scheduler
+from kfops.runners.scheduler import run_scheduler
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from kfops.config import load_config
-from kfops.serving.inference_log import read_inference_logs
-from kfops.serving.log_sink import REQUEST_TYPE, RESPONSE_TYPE
+from kfops.serving.runtime.inference_log import read_inference_logs
+from kfops.serving.sidecars.log_sink import REQUEST_TYPE, RESPONSE_TYPE
 from tests.conftest import free_port
 from tests.integration.conftest import stop, wait_http
 from tests.unit.test_serving_fixtures import synthetic_features
@@ -35,7 +35,7 @@ def sink(s3_server, tmp_path, monkeypatch):
     port = free_port()
     log = tmp_path / "sink.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "kfops.serving.log_sink", "--store", store, "--host",
+        process = subprocess.Popen([sys.executable, "-m", "kfops.serving.sidecars.log_sink", "--store", store, "--host",
                                     "127.0.0.1", "--port", str(port), "--flush-s", "3600"],
                                    stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     try:
@@ -96,7 +96,7 @@ def test_logger_events_become_inference_log_rows_in_s3(sink):
     assert logs.loc[logs["input_kind"] == "flight", "input"].iloc[0].startswith('{"carrier": "UA"')
 
     # the drift job reads the same store through the config
-    from kfops.retraining import inference_log_frame
+    from kfops.steps.drift_check import inference_log_frame
 
     today = dt.datetime.now(dt.UTC).date()
     frame = inference_log_frame(cfg, today, today)
@@ -105,7 +105,7 @@ def test_logger_events_become_inference_log_rows_in_s3(sink):
 
 
 def test_rows_survive_a_store_outage_and_are_written_by_the_next_flush(tmp_path):
-    from kfops.serving.log_sink import CloudEventSink
+    from kfops.serving.sidecars.log_sink import CloudEventSink
 
     blocked = tmp_path / "store"
     blocked.write_text("not a folder")  # writing under it fails, as an unreachable bucket would

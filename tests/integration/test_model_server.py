@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from kfops.config import load_config
+from kfops.core.model import load_model, predict_proba
 from kfops.datasets.flights import request_features
 from kfops.errors import ServingError
-from kfops.model import load_model, predict_proba
-from kfops.serving.inference_log import read_inference_logs
-from kfops.serving.process import server_status, start_server, stop_server
+from kfops.serving.local.process import server_status, start_server, stop_server
+from kfops.serving.runtime.inference_log import read_inference_logs
 from tests.conftest import free_port
 from tests.unit.test_serving_fixtures import build_tiny_model, synthetic_features
 
@@ -451,8 +451,8 @@ def test_serves_the_champion_from_the_mlflow_registry_and_passes_the_smoke_test(
     by the running server (start_server on a running name hot-swaps), then the smoke test."""
     import mlflow
 
-    from kfops import registry
-    from kfops.serving.client import smoke_test
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.serving.local.client import smoke_test
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     example = synthetic_features(2, seed=60).drop(columns="label")

@@ -1,5 +1,5 @@
 """Raw flights through the real server with the real Feast online store (SQLite), built from
-three days of the 2013 flights data: the server's features match kfops.features.online_features."""
+three days of the 2013 flights data: the server's features match kfops.adapters.feast_store.online_features."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from kfops.config import load_config
+from kfops.core.model import load_model, predict_proba
 from kfops.datasets.flights import request_features
-from kfops.model import load_model, predict_proba
-from kfops.serving.process import start_server, stop_server
+from kfops.serving.local.process import start_server, stop_server
 from tests.conftest import REPO_ROOT, free_port
 from tests.unit.test_serving_fixtures import build_tiny_model
 
@@ -24,9 +24,9 @@ NAME = "flights-feast"
 
 @pytest.fixture(scope="module")
 def feast_server(tmp_path_factory):
-    from kfops import features
+    from kfops.adapters import feast_store as features
     from kfops.datasets.flights import load_tables
-    from kfops.datasets.flights_features import write_feature_sources
+    from kfops.datasets.flights.features import write_feature_sources
 
     root = tmp_path_factory.mktemp("feast_serving")
     cfg = load_config(None, [
@@ -50,7 +50,7 @@ def feast_server(tmp_path_factory):
 
 
 def test_raw_flight_gets_the_online_store_features(feast_server):
-    from kfops.features import online_features
+    from kfops.adapters.feast_store import online_features
 
     row = feast_server["flights"].dropna(subset=["tailnum"]).iloc[100]
     flight = {"carrier": row["carrier"], "origin": row["origin"], "dest": row["dest"], "tailnum": row["tailnum"],

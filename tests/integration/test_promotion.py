@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kfops import registry
+from kfops.adapters import mlflow_registry as registry
 from kfops.config import KfopsConfig
 from tests.conftest import free_port
 from tests.integration.conftest import log_registered_model, stop
@@ -85,7 +85,7 @@ def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production
         assert len(lines) == 3 and "rollback: canary errors" in lines[-1] and "mlflow-ui" in lines[1]
     finally:
         stop(watcher)
-        from kfops.serving.process import stop_server
+        from kfops.serving.local.process import stop_server
 
         stop_server(cfg)
         print(log.read_text()[-2000:])

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from kfops import registry
+from kfops.adapters import mlflow_registry as registry
 from kfops.config import KfopsConfig
 from kfops.errors import KfopsError, RegistryError
 from tests.integration.conftest import log_registered_model
@@ -45,7 +45,7 @@ def exercise_registry(cfg: KfopsConfig, tmp_path):
     assert str(registry.champion(cfg).version) == "3"
 
     # The champion's files come back from the artifact store as a loadable kfops model.
-    from kfops.model import load_model
+    from kfops.core.model import load_model
 
     folder = registry.fetch_model_dir(cfg.tracking_uri, f"models:/{cfg.registry.model_name}@champion",
                                       dst=tmp_path / "fetched")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from kfops.config import CONFIG_JSON_ENV, load_config
-from kfops.serving.process import server_environment, start_server, stop_server
+from kfops.serving.local.process import server_environment, start_server, stop_server
 from tests.conftest import free_port
 from tests.integration.conftest import stop, wait_http
 from tests.integration.test_model_server import (
@@ -29,7 +29,7 @@ NAME = "flights"
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    from kfops.model import load_model
+    from kfops.core.model import load_model
 
     root = tmp_path_factory.mktemp("transformer")
     model = build_tiny_model(root / "model")
@@ -45,7 +45,7 @@ def pair(tmp_path_factory):
     with log.open("w") as out:
         # The flags KServe gives a transformer container, in KServe's spelling.
         process = subprocess.Popen(
-            [sys.executable, "-m", "kfops.serving.transformer", "--model_name", NAME, "--predictor_host",
+            [sys.executable, "-m", "kfops.serving.kserve.transformer", "--model_name", NAME, "--predictor_host",
              predictor["url"].removeprefix("http://"), "--http_port", str(port), "--host", "127.0.0.1",
              "--online-lookup", f"parquet:{lookups}"],
             stdout=out, stderr=subprocess.STDOUT, env={**server_environment(), CONFIG_JSON_ENV: cfg.to_json()})
@@ -74,7 +74,7 @@ def test_raw_flights_are_completed_and_scored_by_the_predictor(pair):
 
 
 def test_feature_vectors_pass_through_unchanged(pair):
-    from kfops.model import load_model, predict_proba
+    from kfops.core.model import load_model, predict_proba
 
     rows = feature_rows(3, seed=9)
     response = pair["http"].post(f"/v2/models/{NAME}/infer", json=v2_body(rows, pair["spec"]))

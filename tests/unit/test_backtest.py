@@ -6,7 +6,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from kfops.backtest import (
+from kfops.config import KfopsConfig
+from kfops.core.retrain_policy import DriftSummary, decide
+from kfops.errors import ConfigError, DataError
+from kfops.runners.backtest import (
     MONTH_COLUMN,
     BacktestResult,
     MonthResult,
@@ -18,9 +21,6 @@ from kfops.backtest import (
     plot,
     policy_for,
 )
-from kfops.config import KfopsConfig
-from kfops.errors import ConfigError, DataError
-from kfops.retrain_policy import DriftSummary, decide
 from tests.conftest import REPO_ROOT
 
 
@@ -81,7 +81,7 @@ def test_a_month_says_what_happened_and_the_gate_says_why():
 
 
 def test_a_months_drift_report_compares_the_champions_month_with_that_month(monkeypatch, tmp_path):
-    import kfops.drift
+    import kfops.reports.drift
 
     cfg = KfopsConfig()
     months = ["2013-01"] * 3 + ["2013-02"] * 2 + ["2013-03"] * 4
@@ -99,7 +99,7 @@ def test_a_months_drift_report_compares_the_champions_month_with_that_month(monk
         seen.update(reference=reference, current=current, check=given)
         return html_path
 
-    monkeypatch.setattr(kfops.drift, "render_report", fake_render)
+    monkeypatch.setattr(kfops.reports.drift, "render_report", fake_render)
     assert month_drift_report(cfg, result, "drift", "2013-03", tmp_path / "r.html") == tmp_path / "r.html"
     assert seen["check"] is check
     assert len(seen["reference"]) == 2 and len(seen["current"]) == 4  # February's champion, March's data

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kfops.adapters.kfp_local import COMPONENTS, compile_components, compile_pipeline
 from kfops.config import KfopsConfig
-from kfops.local import COMPONENTS, compile_components, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"

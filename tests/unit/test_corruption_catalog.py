@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfops.validation import (
+from kfops.adapters.gx_validation import (
     TRAINING_SET,
     ValidationResult,
     format_failures,

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kfops import docgen
+from kfops.reports import docgen
 from tests.conftest import REPO_ROOT
 
 if str(REPO_ROOT) not in sys.path:
@@ -16,8 +16,8 @@ if str(REPO_ROOT) not in sys.path:
 @pytest.mark.parametrize("path", [docgen.CONFIGURATION_MD, docgen.COMPONENTS_MD], ids=lambda p: p.name)
 def test_generated_doc_is_current(path):
     expected = docgen.rendered()[path]
-    assert path.exists(), f"{path.relative_to(REPO_ROOT)} is missing: run `python -m kfops.docgen`"
-    assert path.read_text() == expected, f"{path.relative_to(REPO_ROOT)} is out of date: run `python -m kfops.docgen`"
+    assert path.exists(), f"{path.relative_to(REPO_ROOT)} is missing: run `python -m kfops.reports.docgen`"
+    assert path.read_text() == expected, f"{path.relative_to(REPO_ROOT)} is out of date: run `python -m kfops.reports.docgen`"
 
 
 def test_every_config_key_is_documented():
@@ -39,7 +39,7 @@ def test_every_config_key_is_documented():
 
 
 def test_every_component_is_documented_with_its_arguments():
-    from kfops.local import COMPONENTS
+    from kfops.adapters.kfp_local import COMPONENTS
 
     text = docgen.render_components()
     for name in COMPONENTS:

@@ -4,6 +4,7 @@
 
 from kfp import compiler, dsl, kubernetes
 
+from kfops.adapters.kfp_local import compile_pipeline
 from kfops.cluster.doctor import (
     WARN,
     inspect_pipeline,
@@ -11,7 +12,6 @@ from kfops.cluster.doctor import (
     summary_line,
 )
 from kfops.config import KfopsConfig
-from kfops.local import compile_pipeline
 
 
 @dsl.component(base_image="python:3.11")

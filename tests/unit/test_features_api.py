@@ -1,4 +1,4 @@
-"""kfops.features pieces that need no Feast: leakage check, store settings, feature names, CLI helpers."""
+"""kfops.adapters.feast_store pieces that need no Feast: leakage check, store settings, feature names, CLI helpers."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from kfops.config import KfopsConfig
-from kfops.errors import ConfigError, DataError, ValidationFailed
-from kfops.features import (
+from kfops.adapters.feast_store import (
     assert_no_leakage,
     feature_names,
     online_store_config,
     registry_config,
 )
+from kfops.config import KfopsConfig
+from kfops.errors import ConfigError, DataError, ValidationFailed
 
 
 def config(**features) -> KfopsConfig:
@@ -60,7 +60,7 @@ def test_feature_names_drop_the_view_and_must_be_unique():
 
 
 def test_importing_the_feature_modules_does_not_import_feast():
-    code = ("import sys, kfops.features, kfops.cli.features, kfops.datasets.flights_features; "
+    code = ("import sys, kfops.adapters.feast_store, kfops.cli.features, kfops.datasets.flights.features; "
             "heavy = [m for m in ('feast', 'duckdb', 'ibis', 'pyarrow') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

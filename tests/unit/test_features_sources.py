@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from kfops.config import KfopsConfig
-from kfops.datasets import flights_features as ff
+from kfops.datasets.flights import features as ff
 from kfops.errors import DataError
 from tests.unit.test_features_store import DAY, WEATHER_FEATURES, tiny_tables, utc
 

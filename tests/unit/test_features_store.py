@@ -99,8 +99,8 @@ def same(a, b) -> bool:
 
 @pytest.fixture(scope="module")
 def store_setup(tmp_path_factory):
-    from kfops import features
-    from kfops.datasets.flights_features import write_feature_sources
+    from kfops.adapters import feast_store as features
+    from kfops.datasets.flights.features import write_feature_sources
 
     data_dir = tmp_path_factory.mktemp("feast")
     cfg = tiny_config(data_dir)
@@ -112,7 +112,7 @@ def store_setup(tmp_path_factory):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_weather_joins_the_value_valid_at_the_event_and_expires_after_its_ttl(store_setup, engine):
-    from kfops.features import build_training_set
+    from kfops.adapters.feast_store import build_training_set
 
     cfg, sources, store = store_setup
     entities = entity_rows(
@@ -132,7 +132,7 @@ def test_weather_joins_the_value_valid_at_the_event_and_expires_after_its_ttl(st
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_rolling_delay_rate_counts_only_flights_arrived_before_the_event(store_setup, engine):
-    from kfops.features import build_training_set
+    from kfops.adapters.feast_store import build_training_set
 
     cfg, sources, store = store_setup
     entities = entity_rows(
@@ -152,7 +152,7 @@ def test_rolling_delay_rate_counts_only_flights_arrived_before_the_event(store_s
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_training_set_keeps_input_rows_order_and_types(store_setup, engine):
-    from kfops.features import build_training_set, feature_names
+    from kfops.adapters.feast_store import build_training_set, feature_names
 
     cfg, sources, store = store_setup
     entities = entity_rows(
@@ -178,7 +178,7 @@ def test_training_set_keeps_input_rows_order_and_types(store_setup, engine):
 
 
 def test_asof_engine_returns_what_feast_returns(store_setup):
-    from kfops.features import _asof_eligible, build_training_set
+    from kfops.adapters.feast_store import _asof_eligible, build_training_set
 
     cfg, sources, store = store_setup
     assert all(_asof_eligible(view) for view in store.list_feature_views())  # else asof falls back to Feast
@@ -193,7 +193,7 @@ def test_asof_engine_returns_what_feast_returns(store_setup):
 
 
 def test_training_set_refuses_bad_entity_frames(store_setup):
-    from kfops.features import build_training_set
+    from kfops.adapters.feast_store import build_training_set
 
     cfg, sources, store = store_setup
     good = entity_rows(("one", f"{DAY}T10:30Z", "EWR", "UA", "N101UA"))
@@ -208,7 +208,7 @@ def test_training_set_refuses_bad_entity_frames(store_setup):
 
 
 def test_a_post_departure_column_in_the_training_set_is_refused(store_setup):
-    from kfops.features import build_training_set
+    from kfops.adapters.feast_store import build_training_set
 
     cfg, sources, store = store_setup
     leaky = entity_rows(("one", f"{DAY}T10:30Z", "EWR", "UA", "N101UA")).assign(dep_delay=12.0)
@@ -217,7 +217,11 @@ def test_a_post_departure_column_in_the_training_set_is_refused(store_setup):
 
 
 def test_feature_definitions_exposing_dep_delay_are_refused(store_setup, tmp_path):
-    from kfops.features import apply_definitions, assert_no_leakage, load_definitions
+    from kfops.adapters.feast_store import (
+        apply_definitions,
+        assert_no_leakage,
+        load_definitions,
+    )
 
     cfg, sources, _ = store_setup
     real = load_definitions(cfg, sources)
@@ -246,7 +250,7 @@ def test_feature_definitions_exposing_dep_delay_are_refused(store_setup, tmp_pat
 
 
 def test_definitions_load_by_path_without_touching_sys_path(store_setup):
-    from kfops.features import load_definitions
+    from kfops.adapters.feast_store import load_definitions
 
     cfg, sources, _ = store_setup
     before_path, before_modules = list(sys.path), set(sys.modules)
@@ -261,7 +265,7 @@ def test_definitions_load_by_path_without_touching_sys_path(store_setup):
 
 
 def test_apply_is_idempotent(store_setup):
-    from kfops.features import apply_definitions
+    from kfops.adapters.feast_store import apply_definitions
 
     cfg, sources, store = store_setup
     before = sorted((v.name, len(v.features)) for v in store.list_feature_views())
@@ -271,7 +275,7 @@ def test_apply_is_idempotent(store_setup):
 
 
 def test_online_features_match_the_historical_join_after_materialize(store_setup):
-    from kfops.features import (
+    from kfops.adapters.feast_store import (
         OnlineFeatureReader,
         build_training_set,
         feature_names,

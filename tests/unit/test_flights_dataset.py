@@ -4,7 +4,12 @@ import pandas as pd
 import pytest
 
 from kfops.config import KfopsConfig
-from kfops.datasets.flights import LEAKAGE_COLUMNS, build_entity_frame, load_tables, request_features
+from kfops.datasets.flights import (
+    LEAKAGE_COLUMNS,
+    build_entity_frame,
+    load_tables,
+    request_features,
+)
 from kfops.errors import DataError
 
 

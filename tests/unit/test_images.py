@@ -11,9 +11,9 @@ from pathlib import Path
 
 import yaml
 
+from kfops.adapters.kfp_local import COMPONENTS, compile_pipeline
 from kfops.cluster.images import build_commands, images_in_pipeline
 from kfops.config import ClusterConfig, KfopsConfig
-from kfops.local import COMPONENTS, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 COPIED = ("pyproject.toml", "kfops", "components", "pipelines", "feature_repo", "expectations")

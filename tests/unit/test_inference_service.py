@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from kfops.cluster.inference_service import (
+from kfops.adapters.kserve_cluster import (
     CONTAINER,
     VERSION,
     VERSION_ANNOTATION,
@@ -25,7 +25,7 @@ from kfops.cluster.inference_service import (
 )
 from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config
 from kfops.errors import ConfigError, ServingError
-from kfops.serving.metrics import ServingMetrics
+from kfops.serving.runtime.metrics import ServingMetrics
 from tests.conftest import SHARED_SCHEMAS, need
 from tests.unit.test_trainjob import _validate
 
@@ -113,7 +113,7 @@ def test_the_transformer_option_splits_the_lookup_into_its_own_container(isvc_sc
     args = predictor["containers"][0]["args"]
     assert args[args.index("--online-lookup") + 1] == "none"  # the predictor takes feature vectors only
     (container,) = transformer["containers"]
-    assert container["command"] == ["python", "-m", "kfops.serving.transformer"]
+    assert container["command"] == ["python", "-m", "kfops.serving.kserve.transformer"]
     assert container["args"][container["args"].index("--online-lookup") + 1] == "feast"
     assert container["image"] == predictor["containers"][0]["image"]
     assert (transformer["minReplicas"], transformer["maxReplicas"]) == (1, 8)
@@ -339,7 +339,7 @@ def test_without_canary_an_update_replaces_in_place(isvc_schema):
 
 
 def test_deploy_step_goes_to_kserve_inside_a_pod_and_stays_local_elsewhere(monkeypatch):
-    from kfops.steps import serving_target
+    from kfops.steps.deploy import serving_target
 
     cfg = cluster_config()
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from croniter import croniter
 
-from kfops.cluster.kfp_client import (
+from kfops.adapters.kfp_api import (
     Endpoint,
     default_schedule_name,
     pipeline_info,
@@ -13,9 +13,9 @@ from kfops.cluster.kfp_client import (
     to_kfp_cron,
     version_name,
 )
+from kfops.adapters.kfp_local import compile_pipeline
 from kfops.config import KfopsConfig
 from kfops.errors import ConfigError
-from kfops.local import compile_pipeline
 
 
 def _cfg(**cluster) -> KfopsConfig:

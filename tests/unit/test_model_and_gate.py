@@ -3,9 +3,22 @@ import pandas as pd
 import pytest
 
 from kfops.config import GateConfig, TrainConfig
+from kfops.core.evaluation import (
+    Check,
+    behavioural_checks,
+    calibration,
+    choose_threshold,
+    classification_metrics,
+    gate,
+)
+from kfops.core.model import (
+    FeatureSpec,
+    load_model,
+    predict_proba,
+    read_meta,
+    save_model,
+)
 from kfops.errors import DataError
-from kfops.evaluation import Check, behavioural_checks, calibration, choose_threshold, classification_metrics, gate
-from kfops.model import FeatureSpec, load_model, predict_proba, read_meta, save_model
 from kfops.training import train_model
 
 

@@ -157,7 +157,7 @@ def test_pipeline_tasks_are_plain_lines_when_piped(capsys, caplog, monkeypatch):
 
 
 def test_a_local_run_relays_its_tasks_progress_lines():
-    from kfops.local import _ProgressTee
+    from kfops.runners.local import _ProgressTee
 
     seen: list[str] = []
     tee = _ProgressTee(io.StringIO(), seen.append)
@@ -168,7 +168,7 @@ def test_a_local_run_relays_its_tasks_progress_lines():
 
 def test_ingest_reports_each_table_of_the_snapshot(tmp_path, monkeypatch, capsys):
     from kfops.config import load_config
-    from kfops.steps import ingest
+    from kfops.steps.ingest import ingest
 
     monkeypatch.setenv(progress_module.ENV, "plain")
     cfg = load_config(None, [f"data_dir={tmp_path}", "dataset.start=2013-01-01", "dataset.end=2013-01-01"],

@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from kfops.errors import DataError
-from kfops.retrain_policy import (
+from kfops.core.retrain_policy import (
     COOLDOWN,
     DEBOUNCE,
     NEVER,
@@ -25,6 +24,7 @@ from kfops.retrain_policy import (
     decide,
     decide_and_record,
 )
+from kfops.errors import DataError
 
 T0 = dt.datetime(2013, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

@@ -9,16 +9,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from kfops.adapters.kfp_local import compile_pipeline
 from kfops.config import KfopsConfig
+from kfops.core.windows import drift_frame, parse_window, window_config
 from kfops.errors import ConfigError, DataError
-from kfops.local import compile_pipeline
-from kfops.retraining import (
-    drift_frame,
-    drift_metrics,
-    parse_window,
-    policy_state_path,
-    window_config,
-)
+from kfops.steps.drift_check import drift_metrics, policy_state_path
 from tests.unit.test_compile import GOLDEN, REPO, check_golden
 
 
@@ -83,7 +78,7 @@ def test_drift_frame_keeps_model_inputs_and_label_only():
 
 
 def test_drift_metrics_cover_share_columns_predictions_and_performance():
-    from kfops.drift import DriftConfig, check_drift
+    from kfops.core.drift import DriftConfig, check_drift
 
     rng = np.random.default_rng(0)
     n = 3000

@@ -11,8 +11,7 @@ import itertools
 import pytest
 
 from kfops.config import CanaryConfig
-from kfops.serving.metrics import ServingMetrics
-from kfops.serving.rollout import (
+from kfops.core.rollout import (
     MetricsSnapshot,
     RolloutAction,
     TrafficWindow,
@@ -22,6 +21,7 @@ from kfops.serving.rollout import (
     traffic_window,
     windows_from,
 )
+from kfops.serving.runtime.metrics import ServingMetrics
 
 MODEL = "flights-delay"
 pytestmark = pytest.mark.usefixtures("private_prometheus_values")

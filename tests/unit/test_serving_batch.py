@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kfops.core.model import load_model, predict_proba
 from kfops.errors import DataError
-from kfops.model import load_model, predict_proba
-from kfops.serving.batch import predict_file
+from kfops.serving.local.batch_scoring import predict_file
 from tests.unit.test_serving_fixtures import build_tiny_model, synthetic_features
 
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from kfops.serving.batching import AdaptiveBatcher
+from kfops.serving.runtime.batching import AdaptiveBatcher
 
 HANG_GUARD_S = 30  # a broken batcher hangs; this only turns a hang into a failure
 

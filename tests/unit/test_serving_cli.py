@@ -15,8 +15,13 @@ from typer.testing import CliRunner
 from kfops.cli.serve import app
 from kfops.config import load_config
 from kfops.errors import ConfigError, ServingError
-from kfops.serving.loading import ModelSource
-from kfops.serving.process import _source_for, server_status, start_server, stop_server
+from kfops.serving.local.process import (
+    _source_for,
+    server_status,
+    start_server,
+    stop_server,
+)
+from kfops.serving.runtime.loading import ModelSource
 from tests.conftest import REPO_ROOT
 from tests.unit.test_serving_fixtures import build_tiny_model, synthetic_features
 
@@ -29,8 +34,8 @@ def cfg_for(tmp_path, *extra):
 
 def test_cli_and_client_modules_import_no_heavy_library():
     code = (
-        "import sys, kfops.cli.serve, kfops.serving.process, kfops.serving.client, kfops.serving.batch, "
-        "kfops.serving.inference_log, kfops.serving.payloads, kfops.serving.engine; "
+        "import sys, kfops.cli.serve, kfops.serving.local.process, kfops.serving.local.client, kfops.serving.local.batch_scoring, "
+        "kfops.serving.runtime.inference_log, kfops.serving.protocol.payloads, kfops.serving.runtime.engine; "
         "print([m for m in ('kserve', 'xgboost', 'mlflow', 'feast', 'torch', 'pandas', 'fastapi') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
@@ -89,7 +94,7 @@ def test_start_refuses_a_port_someone_else_listens_on(tmp_path):
 
 
 def test_servers_do_not_inherit_feasts_prometheus_multiprocess_dir(monkeypatch, tmp_path):
-    from kfops.serving.process import server_environment
+    from kfops.serving.local.process import server_environment
 
     import_feast_like = {"PROMETHEUS_MULTIPROCESS_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     for key, value in import_feast_like.items():

@@ -7,9 +7,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kfops.model import FeatureSpec
-from kfops.serving.encoding import RowEncoder
-from kfops.serving.payloads import decode_v1
+from kfops.core.model import FeatureSpec
+from kfops.serving.protocol.encoding import RowEncoder
+from kfops.serving.protocol.payloads import decode_v1
 from tests.unit.test_serving_fixtures import CATEGORICAL, COLUMNS, synthetic_features
 
 SPEC = FeatureSpec.fit(synthetic_features(300), COLUMNS, CATEGORICAL)
@@ -60,7 +60,7 @@ def test_any_valid_values_encode_identically(data, rows):
 def _arrow_matches_pandas(frame: pd.DataFrame) -> None:
     import pyarrow as pa
 
-    from kfops.serving.encoding import encode_arrow
+    from kfops.serving.protocol.encoding import encode_arrow
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     reference = SPEC.encode(table.to_pandas())

@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kfops.core.model import load_model, predict_proba
 from kfops.datasets.flights import request_features
-from kfops.model import load_model, predict_proba
-from kfops.serving.engine import InferenceEngine
-from kfops.serving.inference_log import InferenceLogWriter, read_inference_logs
-from kfops.serving.loading import ModelSource, load_source
-from kfops.serving.lookup import InMemoryLookup
-from kfops.serving.payloads import (
+from kfops.serving.protocol.payloads import (
     LookupUnavailable,
     UnknownEntity,
     decode_v1,
     decode_v2,
 )
+from kfops.serving.runtime.engine import InferenceEngine
+from kfops.serving.runtime.inference_log import InferenceLogWriter, read_inference_logs
+from kfops.serving.runtime.loading import ModelSource, load_source
+from kfops.serving.runtime.lookup import InMemoryLookup
 from tests.unit.test_serving_fixtures import (
     ONLINE_FEATURES,
     build_tiny_model,
@@ -144,8 +144,8 @@ def test_kserve_data_plane_path_answers_like_the_fast_path(model_dirs):
     """KfopsModel's preprocess/predict/postprocess, called the way KServe's routes call it."""
     from kserve.protocol.infer_type import InferInput, InferRequest
 
-    from kfops.serving.model import KfopsModel
-    from kfops.serving.payloads import v2_response
+    from kfops.serving.kserve.predictor import KfopsModel
+    from kfops.serving.protocol.payloads import v2_response
 
     model = KfopsModel("flights", ModelSource(model_dir=model_dirs[0]))
     assert model.load() and model.ready
@@ -170,7 +170,7 @@ def test_kserve_data_plane_path_answers_like_the_fast_path(model_dirs):
 
 
 class RecordingReader:
-    """Stands in for kfops.features.OnlineFeatureReader: answers with the as_of it was asked for."""
+    """Stands in for kfops.adapters.feast_store.OnlineFeatureReader: answers with the as_of it was asked for."""
 
     def __init__(self):
         self.calls = []
@@ -185,7 +185,7 @@ def test_feast_lookup_counts_ttls_back_from_each_request_event_time():
     import datetime as dt
 
     from kfops.config import KfopsConfig
-    from kfops.serving.lookup import FeastLookup
+    from kfops.serving.runtime.lookup import FeastLookup
 
     early, late = pd.Timestamp("2013-01-01T10:00Z"), pd.Timestamp("2013-01-02T10:00Z")
     rows = [{"origin": "EWR", "event_timestamp": late}, {"origin": "JFK", "event_timestamp": early},

@@ -58,7 +58,7 @@ def synthetic_features(rows: int, seed: int = 0) -> pd.DataFrame:
 
 def build_tiny_model(folder: Path, seed: int = 0, rounds: int = 20, threshold: float = 0.5) -> Path:
     """Train a small XGBoost model on synthetic rows and save it as a kfops model folder."""
-    from kfops.model import FeatureSpec, save_model
+    from kfops.core.model import FeatureSpec, save_model
     from kfops.training.xgb import train_xgboost
 
     frame = synthetic_features(1500, seed)
@@ -70,7 +70,7 @@ def build_tiny_model(folder: Path, seed: int = 0, rounds: int = 20, threshold: f
 
 
 def test_tiny_model_loads_and_separates_the_classes(tmp_path):
-    from kfops.model import load_model, predict_proba
+    from kfops.core.model import load_model, predict_proba
 
     model = load_model(build_tiny_model(tmp_path / "model"))
     frame = synthetic_features(400, seed=7)

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from kfops.serving.inference_log import (
+from kfops.serving.runtime.inference_log import (
     InferenceLogWriter,
     LogRecord,
     read_inference_logs,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kfops.model import FeatureSpec
-from kfops.serving.payloads import (
+from kfops.core.model import FeatureSpec
+from kfops.serving.protocol.payloads import (
     FEATURES,
     FLIGHT,
     FLIGHT_OPTIONAL,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kfops.core.model import FeatureSpec
 from kfops.errors import TrainingError
-from kfops.model import FeatureSpec
 from kfops.training.ddp_worker import (
     CRASH_RANK_ENV,
     HANG_RANK_ENV,

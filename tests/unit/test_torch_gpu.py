@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from kfops.core.model import FeatureSpec
 from kfops.errors import TrainingError
-from kfops.model import FeatureSpec
 from kfops.training.torch_trainer import train_torch
 from tests.unit.test_torch_trainer import CATEGORICAL, FEATURES, flights_like, small_cfg
 

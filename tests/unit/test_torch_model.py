@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kfops.core.model import FeatureSpec, load_model, predict_proba, save_model
 from kfops.errors import DataError, KfopsError
-from kfops.model import FeatureSpec, load_model, predict_proba, save_model
 from kfops.training.torch_model import (
     ARCH_FILE,
     WEIGHTS_FILE,
@@ -147,7 +147,7 @@ def test_importing_the_torch_modules_does_not_import_torch():
     code = (
         "import sys\n"
         "import kfops.training.torch_model, kfops.training.torch_trainer, kfops.training.ddp_worker\n"
-        "import kfops.cluster.trainjob, kfops.cluster.scheduling\n"
+        "import kfops.adapters.trainjob, kfops.adapters.kfp_gpu\n"
         "heavy = [m for m in ('torch', 'kfp', 'kubernetes') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

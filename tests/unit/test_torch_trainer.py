@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from kfops.config import TorchConfig, TrainConfig
+from kfops.core.model import FeatureSpec, load_model, predict_proba, save_model
 from kfops.errors import DataError, TrainingError
-from kfops.model import FeatureSpec, load_model, predict_proba, save_model
 from kfops.training import train_model
 from kfops.training.ddp_worker import find_resume_checkpoint, log_loss, roc_auc
 from kfops.training.torch_trainer import plan_launch, train_torch

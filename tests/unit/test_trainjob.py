@@ -8,7 +8,7 @@ import logging
 import pytest
 import yaml
 
-from kfops.cluster.trainjob import (
+from kfops.adapters.trainjob import (
     GROUP,
     PLURAL,
     VERSION,
@@ -177,7 +177,7 @@ def test_submit_and_wait_follows_conditions_until_complete(caplog):
     ])  # fmt: skip
     seen = []
     manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER, namespace="kfops")
-    with caplog.at_level(logging.INFO, logger="kfops.cluster.trainjob"):
+    with caplog.at_level(logging.INFO, logger="kfops.adapters.trainjob"):
         final = submit_and_wait(manifest, "kfops", timeout_s=60, poll_s=0, api=api, on_condition=seen.append)
     assert api.created == [manifest]
     assert api.polls == 4
@@ -220,7 +220,7 @@ def test_an_existing_job_of_the_same_name_is_refused():
 def test_train_torch_on_cluster_reads_what_the_ranks_wrote(tmp_path):
     """Wiring test: the stand-in 'cluster' runs the job's one rank in-process on create, the way
     the TrainJob's pods would run it on the shared job folder; the result comes back from there."""
-    from kfops.model import FeatureSpec
+    from kfops.core.model import FeatureSpec
     from kfops.training.ddp_worker import run_rank
     from tests.unit.test_torch_trainer import CATEGORICAL, FEATURES, flights_like
 

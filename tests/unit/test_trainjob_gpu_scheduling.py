@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from kfops.cluster.scheduling import apply_gpu_scheduling
+from kfops.adapters.kfp_gpu import apply_gpu_scheduling
 from kfops.config import ClusterConfig
 
 CPU_IMAGE = "ghcr.io/kfops/kfops:0.1.0"

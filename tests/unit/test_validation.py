@@ -11,21 +11,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from kfops.config import KfopsConfig
-from kfops.errors import ConfigError, ValidationFailed
-from kfops.validation import (
+from kfops.adapters.gx_validation import (
     TRAINING_SET,
     Window,
     format_failures,
     load_suite,
     raise_if_failed,
-    render_html,
     suite_parameters,
     suite_path,
     validate_tables,
     validate_training_set,
-    write_reports,
 )
+from kfops.config import KfopsConfig
+from kfops.errors import ConfigError, ValidationFailed
+from kfops.reports.validation import render_html, write_reports
 from tests.unit.test_validation_data import (
     END,
     START,

@@ -1,0 +1,107 @@
+"""KFP SDK adapter: compile pipelines and components to IR YAML, run compiled YAML with
+``kfp.local``, and read a component's typed interface.
+
+Pipelines and components live in the project's top-level ``pipelines/`` and ``components/``
+folders, which are not installed packages: they are imported from :func:`project_root`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kfops.core.files import import_callable, on_sys_path
+from kfops.errors import ConfigError, KfopsError
+
+PIPELINES = {
+    "training": "pipelines.training:create_pipeline",
+    "retraining": "pipelines.retraining:create_pipeline",
+}
+COMPONENTS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "drift")
+PROJECT_ENV = "KFOPS_PROJECT_DIR"
+
+
+def project_root() -> Path:
+    """The folder holding ``pipelines/`` and ``components/``.
+
+    ``$KFOPS_PROJECT_DIR`` if set, else the working directory or one above it, else the checkout
+    kfops itself was installed from (an editable install).
+    """
+    candidates: list[Path] = []
+    if os.environ.get(PROJECT_ENV):
+        candidates.append(Path(os.environ[PROJECT_ENV]).expanduser())
+    cwd = Path.cwd()
+    candidates += [cwd, *cwd.parents, Path(__file__).resolve().parents[2]]
+    for folder in candidates:
+        if (folder / "pipelines" / "training.py").is_file() and (folder / "components").is_dir():
+            return folder.resolve()
+    raise ConfigError(
+        "no kfops project here: no folder with pipelines/training.py and components/",
+        hint=f"run from the project folder, or set {PROJECT_ENV}",
+    )
+
+
+def pipeline_function(name: str, cfg: Any) -> Any:
+    """The KFP pipeline function that ``pipelines/<name>.py``'s ``create_pipeline(cfg)`` builds."""
+    if name not in PIPELINES:
+        raise KfopsError(f"unknown pipeline '{name}'", hint=f"choose one of: {', '.join(PIPELINES)}")
+    with on_sys_path(project_root()):
+        return import_callable(PIPELINES[name])(cfg)
+
+
+def component(name: str) -> Any:
+    """The KFP component object of ``components/<name>/component.py``."""
+    with on_sys_path(project_root()):
+        module = importlib.import_module(f"components.{name}.component")
+    return getattr(module, name)
+
+
+def compile_pipeline(cfg: Any, name: str, output: Path) -> Path:
+    from kfp import compiler
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(pipeline_function(name, cfg), str(output))
+    return output
+
+
+def compile_components(out_root: Path) -> list[Path]:
+    """Compile each component to ``components/<name>/component.yaml`` so any KFP user can reuse it."""
+    from kfp import compiler
+
+    written = []
+    for name in COMPONENTS:
+        target = out_root / name / "component.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(component(name), str(target))
+        written.append(target)
+    return written
+
+
+def run_compiled(compiled: Path, pipeline_root: Path) -> None:
+    """Run a compiled pipeline YAML with kfp.local's SubprocessRunner in this virtualenv.
+
+    Raises RuntimeError, as kfp.local does, when a task fails.
+    """
+    from kfp import components, local
+
+    loaded = components.load_component_from_file(str(compiled))
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+               raise_on_error=True)
+    loaded()
+
+
+def component_interface(name: str) -> tuple[Callable[..., Any], dict[str, str]]:
+    """A component's Python function and each parameter's direction: ``input`` or ``output``."""
+    from kfp.dsl.types.type_annotations import OutputAnnotation
+
+    func = component(name).python_func
+    hints = typing.get_type_hints(func, include_extras=True)
+    directions = {}
+    for pname, hint in hints.items():
+        marks = typing.get_args(hint)[1:] if typing.get_origin(hint) is typing.Annotated else ()
+        directions[pname] = "output" if OutputAnnotation in marks else "input"
+    return func, directions

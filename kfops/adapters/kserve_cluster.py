@@ -1,0 +1,362 @@
+"""Serving on a cluster: a KServe ``InferenceService`` (serving.kserve.io/v1beta1) and its canary rollout.
+
+:func:`render_inference_service` builds the manifest (pure): a custom predictor running
+``python -m kfops.serving`` in the project's image, with resources, replicas and autoscaling, the
+KServe request/response logger and, for an update, ``canaryTrafficPercent``. Serverless mode,
+because KServe only splits traffic between revisions there.
+
+:func:`rollout` applies it with the Kubernetes client and waits for the new revision to be
+Ready. When another version already serves, the new one starts as a canary and
+:func:`kfops.core.rollout.analyse_canary` watches both revisions' pods (their ``/metrics``,
+read through the API server's pod proxy). The canary is promoted to 100% (the field removed, as
+KServe documents) only when it stays healthy; otherwise ``canaryTrafficPercent: 0`` pins all
+traffic back on the stable revision.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from kfops.config import CONFIG_JSON_ENV
+from kfops.errors import ConfigError, ServingError
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+    from kfops.core.rollout import MetricsSnapshot, RolloutDecision
+
+log = logging.getLogger(__name__)
+
+GROUP = "serving.kserve.io"
+VERSION = "v1beta1"
+PLURAL = "inferenceservices"
+API_VERSION = f"{GROUP}/{VERSION}"
+CONTAINER = "kserve-container"  # the name KServe expects for a custom predictor's container
+PORT = 8080
+REVISION_LABEL = "serving.knative.dev/revision"
+VERSION_ANNOTATION = "kfops.io/model-version"
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LOCAL_STORES = ("sqlite:", "file:", "/")
+
+
+def service_name(cfg: KfopsConfig) -> str:
+    name = cfg.serving.kserve.name or cfg.registry.model_name
+    if len(name) > 45 or not _NAME.match(name):  # Knative appends -predictor-00001 and more
+        raise ConfigError(
+            f"InferenceService name '{name}' is not a DNS-1035 label of at most 45 characters",
+            hint="set serving.kserve.name to lowercase letters, digits and '-', starting with a letter",
+        )
+    return name
+
+
+def render_inference_service(
+    cfg: KfopsConfig, version: str, *, namespace: str | None = None, canary_percent: int | None = None
+) -> dict[str, Any]:
+    """The InferenceService that serves ``version`` of ``registry.model_name`` from the MLflow registry."""
+    tracking_uri = cfg.tracking_uri
+    if tracking_uri.startswith(_LOCAL_STORES):
+        raise ConfigError(
+            f"the cluster cannot read the local registry {tracking_uri}",
+            hint="set registry.tracking_uri to the MLflow server the cluster reaches (see docs/deployment.md)",
+        )
+    isvc = cfg.serving.kserve
+    name = service_name(cfg)
+    model_uri = f"models:/{cfg.registry.model_name}/{version}"
+    args = [
+        "--name", cfg.registry.model_name, "--model-uri", model_uri, "--tracking-uri", tracking_uri,
+        "--host", "0.0.0.0", "--http-port", str(PORT),
+        "--online-lookup", "none" if isvc.transformer else isvc.online_lookup,
+        "--max-batch-size", str(cfg.serving.max_batch_size), "--max-latency-ms", f"{cfg.serving.max_latency_ms:g}",
+        "--max-payload-bytes", str(cfg.serving.max_payload_bytes),
+    ]  # fmt: skip
+    if isvc.logger_url:
+        args.append("--no-inference-log")  # KServe's logger sends every request and response to the sink
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": cfg.cluster.image,
+        "command": ["python", "-m", "kfops.serving"],
+        "args": args,
+        "env": [
+            {"name": CONFIG_JSON_ENV, "value": cfg.to_json()},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "ports": [{"containerPort": PORT, "protocol": "TCP"}],
+        "resources": {
+            "requests": {"cpu": isvc.cpu_request, "memory": isvc.memory_request},
+            "limits": {"cpu": isvc.cpu_limit, "memory": isvc.memory_limit},
+        },
+        "readinessProbe": {"httpGet": {"path": f"/v2/models/{cfg.registry.model_name}/ready"}},
+    }
+    predictor: dict[str, Any] = {
+        "minReplicas": isvc.min_replicas,
+        "maxReplicas": isvc.max_replicas,
+        "scaleMetric": isvc.scale_metric,
+        "scaleTarget": isvc.scale_target,
+        "timeout": isvc.timeout_s,
+        "containers": [container],
+    }
+    if isvc.container_concurrency is not None:
+        predictor["containerConcurrency"] = isvc.container_concurrency
+    if cfg.cluster.serving_service_account:
+        predictor["serviceAccountName"] = cfg.cluster.serving_service_account
+    if isvc.logger_url:
+        predictor["logger"] = {"mode": isvc.logger_mode, "url": isvc.logger_url}
+    if canary_percent is not None:
+        predictor["canaryTrafficPercent"] = int(canary_percent)
+    spec: dict[str, Any] = {"predictor": predictor}
+    if isvc.transformer:
+        spec["transformer"] = _transformer(cfg, container)
+
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": {"app.kubernetes.io/managed-by": "kfops", "app.kubernetes.io/name": name},
+        "annotations": {
+            "serving.kserve.io/deploymentMode": "Serverless",
+            "serving.kserve.io/enable-prometheus-scraping": "true",
+            "prometheus.kserve.io/port": str(PORT),
+            "prometheus.kserve.io/path": "/metrics",
+            VERSION_ANNOTATION: str(version),
+            "kfops.io/model-uri": model_uri,
+        },
+    }
+    namespace = namespace or cfg.cluster.serving_namespace
+    if namespace:
+        metadata["namespace"] = namespace
+    return {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": metadata, "spec": spec}
+
+
+def _transformer(cfg: KfopsConfig, predictor_container: dict[str, Any]) -> dict[str, Any]:
+    """The raw-flight transformer (:mod:`kfops.serving.kserve.transformer`); KServe adds --predictor_host."""
+    isvc = cfg.serving.kserve
+    container = {
+        **{k: predictor_container[k] for k in ("image", "env", "ports", "resources")},
+        "name": CONTAINER,
+        "command": ["python", "-m", "kfops.serving.kserve.transformer"],
+        "args": ["--model-name", cfg.registry.model_name, "--online-lookup", isvc.online_lookup,
+                 "--http-port", str(PORT)],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
+    }
+    transformer: dict[str, Any] = {"minReplicas": isvc.min_replicas, "maxReplicas": isvc.max_replicas,
+                                   "scaleMetric": isvc.scale_metric, "scaleTarget": isvc.scale_target,
+                                   "timeout": isvc.timeout_s, "containers": [container]}
+    if cfg.cluster.serving_service_account:
+        transformer["serviceAccountName"] = cfg.cluster.serving_service_account
+    return transformer
+
+
+# --- status ------------------------------------------------------------------------------------
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def predictor_status(obj: dict[str, Any]) -> dict[str, Any]:
+    return ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+
+
+def _new_revision_ready(obj: dict[str, Any], previous: str | None) -> str | None:
+    """The name of the new predictor revision once it is created, Ready and not the old one."""
+    ready = _condition(obj, "Ready")
+    status = predictor_status(obj)
+    created, latest_ready = status.get("latestCreatedRevision"), status.get("latestReadyRevision")
+    if ready and ready.get("status") == "True" and created and created == latest_ready and created != previous:
+        return created
+    return None
+
+
+def _revision_failed(obj: dict[str, Any]) -> str | None:
+    for kind in ("PredictorReady", "Ready"):
+        condition = _condition(obj, kind)
+        if condition and condition.get("status") == "False" and condition.get("reason") in (
+            "RevisionFailed", "RevisionMissing", "ContainerMissing", "ProgressDeadlineExceeded",
+        ):
+            return f"{condition.get('reason')}: {condition.get('message', '')}".strip()
+    return None
+
+
+# --- the rollout -------------------------------------------------------------------------------
+
+
+class ClusterServing:
+    """The Kubernetes calls a rollout makes; ``custom`` and ``core`` are the client's API objects."""
+
+    def __init__(self, namespace: str, custom: Any = None, core: Any = None):
+        if custom is None or core is None:
+            default_custom, default_core = _default_apis()
+            custom, core = custom or default_custom, core or default_core
+        self.namespace, self.custom, self.core = namespace, custom, core
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise ServingError(f"could not read InferenceService {self.namespace}/{name}: {err.status} {err.reason}") from err
+
+    def create(self, manifest: dict[str, Any]) -> None:
+        self._call("create", self.custom.create_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, manifest)
+
+    def patch(self, name: str, body: dict[str, Any]) -> None:
+        self._call("patch", self.custom.patch_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL, name, body)
+
+    def _call(self, what: str, method: Callable, *args: Any) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            method(*args)
+        except ApiException as err:
+            raise ServingError(f"could not {what} the InferenceService in {self.namespace}: {err.status} "
+                               f"{err.reason}: {getattr(err, 'body', '')}") from err
+
+    def revision_metrics(self, revision: str, model: str) -> dict[str, MetricsSnapshot]:
+        """Each running pod's counters for ``model`` in ``revision``, read through the pod proxy."""
+        from kubernetes.client.exceptions import ApiException
+
+        from kfops.core.rollout import parse_metrics
+
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=f"{REVISION_LABEL}={revision}")
+        found: dict[str, MetricsSnapshot] = {}
+        for pod in pods.items:
+            if (pod.status.phase or "") != "Running":
+                continue
+            try:
+                text = self.core.connect_get_namespaced_pod_proxy_with_path(
+                    f"{pod.metadata.name}:{PORT}", self.namespace, "metrics"
+                )
+            except ApiException as err:
+                log.warning("metrics of pod %s unreadable: %s %s", pod.metadata.name, err.status, err.reason)
+                continue
+            found[pod.metadata.name] = parse_metrics(text, model)
+        return found
+
+
+def _default_apis() -> tuple[Any, Any]:
+    from kubernetes import client
+
+    from kfops.adapters.kube import load_kube_config
+
+    load_kube_config(ServingError)
+    return client.CustomObjectsApi(), client.CoreV1Api()
+
+
+def rollout(
+    cfg: KfopsConfig,
+    version: str,
+    *,
+    cluster: ClusterServing | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    on_decision: Callable[[RolloutDecision], None] | None = None,
+) -> dict[str, Any]:
+    """Serve ``version`` on the cluster: create, update in place, or canary then promote/roll back.
+
+    Returns ``{"action": "created"|"unchanged"|"promoted"|"updated", "revision", "url", ...}``.
+    Raises :class:`ServingError` after a rollback, so the pipeline step fails visibly while the
+    stable revision keeps all traffic.
+    """
+    from kfops.core.rollout import RolloutAction, analyse_canary, windows_from
+
+    namespace = cfg.cluster.serving_namespace or cfg.cluster.namespace
+    if not namespace:
+        raise ConfigError("no namespace to deploy into", hint="set cluster.serving_namespace (or cluster.namespace)")
+    cluster = cluster or ClusterServing(namespace)
+    name = service_name(cfg)
+    where = f"InferenceService {namespace}/{name}"
+    existing = cluster.get(name)
+    timeout = cfg.serving.kserve.ready_timeout_s
+
+    if existing is None:
+        cluster.create(render_inference_service(cfg, version, namespace=namespace))
+        obj, revision = _wait_revision(cluster, name, None, timeout, clock, sleep, where)
+        log.info("%s created, serving version %s (%s)", where, version, revision)
+        return _result("created", obj, version, revision)
+
+    status = predictor_status(existing)
+    stable = status.get("latestRolledoutRevision") or status.get("latestReadyRevision")
+    served = ((existing.get("metadata") or {}).get("annotations") or {}).get(VERSION_ANNOTATION)
+    if served == str(version) and (_condition(existing, "Ready") or {}).get("status") == "True":
+        return _result("unchanged", existing, version, stable)
+
+    canary = cfg.serving.kserve.canary
+    percent = cfg.serving.canary.traffic_percent if canary else None
+    cluster.patch(name, _spec_patch(render_inference_service(cfg, version, namespace=namespace, canary_percent=percent)))
+    try:
+        obj, revision = _wait_revision(cluster, name, stable, timeout, clock, sleep, where)
+    except ServingError as err:
+        if canary:
+            _roll_back(cluster, name, served)
+        raise ServingError(f"{err}; traffic stays on {stable} (version {served})") from err
+    if not canary:
+        return _result("updated", obj, version, revision)
+
+    model = cfg.registry.model_name
+
+    def scrape():
+        return cluster.revision_metrics(revision, model), cluster.revision_metrics(stable, model)
+
+    try:
+        decision = analyse_canary(windows_from(scrape), cfg.serving.canary, clock=clock, sleep=sleep,
+                                  on_decision=on_decision or _log_decision)
+    except Exception:
+        _roll_back(cluster, name, served)  # no evidence is not a pass
+        raise
+    if decision.action is RolloutAction.PROMOTE:
+        cluster.patch(name, {"spec": {"predictor": {"canaryTrafficPercent": None}}})
+        log.info("%s: promoted %s (version %s) to 100%%: %s", where, revision, version, "; ".join(decision.reasons))
+        return {**_result("promoted", cluster.get(name) or obj, version, revision), "decision": decision.summary()}
+    _roll_back(cluster, name, served)
+    raise ServingError(
+        f"{where}: canary {revision} (version {version}) rolled back: {'; '.join(decision.reasons)}",
+        hint=f"all traffic is back on {stable} (version {served}); fix the model, then deploy again",
+    )
+
+
+def _spec_patch(manifest: dict[str, Any]) -> dict[str, Any]:
+    # A merge patch replaces lists (the container) whole and keeps fields kfops does not own.
+    return {"metadata": {"annotations": manifest["metadata"]["annotations"]}, "spec": manifest["spec"]}
+
+
+def _roll_back(cluster: ClusterServing, name: str, stable_version: str | None) -> None:
+    annotations = {VERSION_ANNOTATION: stable_version} if stable_version else {}
+    cluster.patch(name, {"metadata": {"annotations": annotations}, "spec": {"predictor": {"canaryTrafficPercent": 0}}})
+
+
+def _wait_revision(
+    cluster: ClusterServing, name: str, previous: str | None, timeout_s: float,
+    clock: Callable[[], float], sleep: Callable[[float], None], where: str,
+) -> tuple[dict[str, Any], str]:
+    deadline = clock() + timeout_s
+    while True:
+        obj = cluster.get(name)
+        if obj is None:
+            raise ServingError(f"{where} disappeared while it was being rolled out")
+        revision = _new_revision_ready(obj, previous)
+        if revision:
+            return obj, revision
+        failed = _revision_failed(obj)
+        if failed:
+            raise ServingError(f"{where}: the new revision failed: {failed}")
+        if clock() >= deadline:
+            raise ServingError(f"{where}: the new revision was not Ready within {timeout_s:g}s "
+                               "(serving.kserve.ready_timeout_s)")
+        sleep(5.0)
+
+
+def _result(action: str, obj: dict[str, Any], version: str, revision: str | None) -> dict[str, Any]:
+    status = obj.get("status") or {}
+    return {"action": action, "version": str(version), "revision": revision, "url": status.get("url"),
+            "traffic": predictor_status(obj).get("traffic")}
+
+
+def _log_decision(decision: RolloutDecision) -> None:
+    log.info("canary: %s (%s)", decision.action, "; ".join(decision.reasons))

@@ -1,0 +1,125 @@
+"""What a finished command prints: what happened and where to look next."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+    from kfops.runners.local import LocalRun
+
+
+def _read_json(path: str | Path | None) -> dict[str, Any] | None:
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
+    """Collect the facts of a finished local training run from its task outputs."""
+    outputs = run.outputs
+    train = outputs.get("train", {})
+    evaluate = outputs.get("evaluate", {})
+    verdict = _read_json(evaluate.get("verdict")) or {}
+    register = outputs.get("register", {})
+    deploy = outputs.get("deploy", {})
+    return {
+        "pipeline_run": run.run_dir.name if run.run_dir else None,
+        "seconds": round(run.seconds, 1),
+        "mlflow_run_id": train.get("Output"),
+        "metrics": verdict.get("metrics", {}),
+        "blessed": verdict.get("blessed"),
+        "reasons": verdict.get("verdict", {}).get("reasons", []),
+        "model_name": cfg.registry.model_name,
+        "version": register.get("Output"),
+        "endpoint": deploy.get("Output"),
+        "validation_report": outputs.get("validate", {}).get("report"),
+        "evaluation_report": evaluate.get("plots"),
+        "run_dir": str(run.run_dir) if run.run_dir else None,
+        "compiled": str(run.compiled),
+        "log": str(run.log_path),
+    }
+
+
+def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False) -> dict[str, Any]:
+    facts = run_summary(cfg, run)
+    m = facts["metrics"]
+    echo = typer.echo
+    echo("")
+    echo(f"kfops: '{run.name}' finished in {facts['seconds']}s")
+    echo(f"  pipeline run   {facts['pipeline_run']}")
+    if facts["mlflow_run_id"]:
+        echo(f"  MLflow run     {facts['mlflow_run_id']}  (experiment {cfg.registry.experiment})")
+    if m:
+        echo(f"  test metrics   roc_auc {m['roc_auc']:.4f}  pr_auc {m['pr_auc']:.4f}  log_loss {m['log_loss']:.4f}  "
+             f"f1 {m['f1']:.4f} @ {m['threshold']:.3f}  ece {m['ece']:.4f}  ({m['rows']} rows)")
+    if facts["blessed"] is not None:
+        echo(f"  gate           {'BLESSED' if facts['blessed'] else 'NOT BLESSED'}")
+        for reason in facts["reasons"]:
+            echo(f"                   {reason}")
+    if facts["version"]:
+        echo(f"  model          {facts['model_name']} v{facts['version']}  (kfops lineage {facts['version']})")
+    elif facts["blessed"] is False:
+        echo("  model          not registered: the gate refused it")
+    if facts["endpoint"]:
+        echo(f"  endpoint       {facts['endpoint']}")
+        echo(f"                 POST {facts['endpoint']}/v2/models/{cfg.registry.model_name}/infer")
+    echo(f"  reports        validation: {facts['validation_report']}")
+    echo(f"                 evaluation: {facts['evaluation_report']}")
+    echo(f"  compiled YAML  {facts['compiled']}")
+    echo(f"  log            {facts['log']}")
+    echo(f"  MLflow UI      kfops ui   (= mlflow ui --backend-store-uri {cfg.tracking_uri})")
+    if verbose:
+        echo(json.dumps(facts, indent=2, default=str))
+    return facts
+
+
+def print_status(cfg: KfopsConfig) -> None:
+    from kfops.adapters import mlflow_registry as registry
+
+    echo = typer.echo
+    echo(f"data dir       {cfg.data_dir}")
+    echo(f"MLflow store   {cfg.tracking_uri}")
+    echo(f"Feast          offline duckdb, online {cfg.features.online_store} ({cfg.feast_dir})")
+    try:
+        from kfops.serving.local.process import server_status
+
+        server = server_status(cfg)
+    except ImportError:
+        server = None
+    if server and server.get("healthy"):
+        echo(f"model server   {server.get('url')}  serving v{server.get('model_version')}  (pid {server.get('pid')})")
+    else:
+        echo("model server   not running  (kfops deploy)")
+    for alias in (registry.CHAMPION, registry.CHALLENGER):
+        found = registry.model_version(cfg, alias=alias)
+        text = f"v{found.version}  roc_auc {found.tags.get('kfops.test_roc_auc', '?')}" if found else "none"
+        echo(f"@{alias:<13} {text}")
+    runs = _recent_runs(cfg)
+    if runs:
+        echo("recent runs")
+        for line in runs:
+            echo(f"  {line}")
+
+
+def _recent_runs(cfg: KfopsConfig, limit: int = 5) -> list[str]:
+    from kfops.adapters import mlflow_registry as registry
+
+    mlflow_client = registry.client(cfg)
+    experiment = mlflow_client.get_experiment_by_name(cfg.registry.experiment)
+    if experiment is None:
+        return []
+    runs = mlflow_client.search_runs([experiment.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
+    lines = []
+    for item in runs:
+        auc = item.data.metrics.get("test_roc_auc")
+        blessed = item.data.tags.get("kfops.blessed", "?")
+        lines.append(f"{item.info.run_name:<45} {item.info.status:<9} roc_auc {auc if auc is None else round(auc, 4)}  blessed {blessed}")
+    return lines

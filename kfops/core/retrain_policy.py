@@ -1,0 +1,357 @@
+"""When to retrain: a pure policy over past decisions and the latest drift verdict.
+
+``decide(history, drift, now, policy)`` looks only at its arguments, so a long-lived scheduler and
+a backtest that replays a year of checks get the same answers. Every call returns a ``Decision``
+that records the drift report it was made on; ``PolicyState`` keeps those decisions in a JSON
+file so runs can share the history.
+
+Rules, in order (mode ``drift``):
+
+1. ``never`` mode: never retrain.
+2. No drift verdict, or no drift in this check: no retrain.
+3. Debounce: drift must hold for ``debounce`` consecutive checks since the last retrain.
+4. Cooldown: at least ``cooldown`` since the last retrain.
+5. Rate limit: at most ``max_retrains`` retrains in any trailing ``period``.
+
+Mode ``scheduled`` replaces 2-3 with "the last retrain is at least ``schedule_every`` old" (drift is
+recorded, not acted on); 4 and 5 still apply. Checks stay blocked while any rule blocks them, and a
+drift streak survives a cooldown, so the first check after it ends retrains if drift persists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kfops.errors import DataError
+
+if TYPE_CHECKING:
+    from kfops.core.drift import DriftResult
+
+Mode = Literal["drift", "scheduled", "never"]
+STATE_VERSION = 1
+
+# Decision codes: what decided the outcome, for backtests and dashboards.
+RETRAIN_DRIFT = "drift_confirmed"
+RETRAIN_SCHEDULED = "scheduled"
+NEVER = "never"
+NO_VERDICT = "no_verdict"
+NO_DRIFT = "no_drift"
+DEBOUNCE = "debounce"
+NOT_DUE = "not_due"
+COOLDOWN = "cooldown"
+RATE_LIMIT = "rate_limit"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: Any) -> Any:
+    """'90s', '30m', '12h', '7d', '2w' -> timedelta; anything else is left to pydantic
+    (ISO 8601 'P7D', a number of seconds, a timedelta)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return dt.timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+    return value
+
+
+class RetrainPolicy(BaseModel):
+    """When a drift check may trigger a retrain."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    mode: Mode = Field("drift", description="`drift`: retrain on confirmed drift; `scheduled`: on a clock; `never`.")
+    cooldown: dt.timedelta = Field(dt.timedelta(days=7), description="Minimum time between two retrains, e.g. 7d.")
+    debounce: int = Field(2, ge=1, description="Retrain only after drift in this many consecutive checks.")
+    max_retrains: int | None = Field(
+        4, ge=0, description="At most this many retrains in any trailing `period`; null: no cap."
+    )
+    period: dt.timedelta = Field(dt.timedelta(days=30), description="Window of the `max_retrains` cap, e.g. 30d.")
+    schedule_every: dt.timedelta = Field(
+        dt.timedelta(days=7), description="Mode `scheduled`: retrain when the last retrain is this old, e.g. 7d."
+    )
+
+    @field_validator("cooldown", "period", "schedule_every", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> Any:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _positive_durations(self) -> RetrainPolicy:
+        if self.cooldown < dt.timedelta(0):
+            raise ValueError("cooldown must not be negative")
+        if self.period <= dt.timedelta(0) or self.schedule_every <= dt.timedelta(0):
+            raise ValueError("period and schedule_every must be positive")
+        return self
+
+
+@dataclass(frozen=True)
+class DriftSummary:
+    """What the policy needs from a drift check: the verdict and which report holds it."""
+
+    drift: bool
+    report: str | None = None
+    reasons: tuple[str, ...] = ()
+
+    @classmethod
+    def from_result(cls, result: DriftResult, report: str | Path | None = None) -> DriftSummary:
+        return cls(drift=bool(result.drift), report=None if report is None else str(report), reasons=tuple(result.reasons))
+
+    @classmethod
+    def from_verdict(cls, verdict: Mapping[str, Any], report: str | Path | None = None) -> DriftSummary:
+        """From a verdict dict (``write_verdict``'s JSON, or ``DriftResult.to_dict()``)."""
+        if not isinstance(verdict.get("drift"), bool):
+            raise DataError("the drift verdict has no boolean 'drift' field", hint="write it with kfops.core.drift.write_verdict")
+        where = report if report is not None else verdict.get("report") or verdict.get("html_report")
+        return cls(drift=verdict["drift"], report=None if where is None else str(where),
+                   reasons=tuple(verdict.get("reasons") or ()))
+
+    @classmethod
+    def from_verdict_file(cls, path: str | Path) -> DriftSummary:
+        """Read a verdict JSON; the decision then points at that file."""
+        path = Path(path)
+        try:
+            verdict = json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise DataError(f"drift verdict {path} does not exist", hint="run `kfops drift check` first") from err
+        except json.JSONDecodeError as err:
+            raise DataError(f"drift verdict {path} is not valid JSON: {err}") from err
+        return cls.from_verdict(verdict, report=path)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One check's outcome. ``drift_report`` is the report this check was made on, so a retrain
+    always names the drift report that caused it; ``evidence`` lists the reports of the drifted
+    checks that made up the debounce streak."""
+
+    at: dt.datetime
+    retrain: bool
+    reason: str
+    drift_report: str | None
+    code: str
+    drift: bool | None = None
+    mode: str = "drift"
+    evidence: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "retrain": self.retrain,
+            "reason": self.reason,
+            "drift_report": self.drift_report,
+            "code": self.code,
+            "drift": self.drift,
+            "mode": self.mode,
+            "evidence": list(self.evidence),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        try:
+            at = dt.datetime.fromisoformat(data["at"])
+            return cls(
+                at=_aware(at, "decision time"),
+                retrain=bool(data["retrain"]),
+                reason=str(data["reason"]),
+                drift_report=data.get("drift_report"),
+                code=str(data.get("code", "")),
+                drift=data.get("drift"),
+                mode=str(data.get("mode", "drift")),
+                evidence=tuple(data.get("evidence") or ()),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(f"malformed retrain decision {dict(data)!r}: {err}") from err
+
+
+def decide(
+    history: Sequence[Decision | Mapping[str, Any]],
+    drift: DriftSummary | Mapping[str, Any] | None,
+    now: dt.datetime,
+    policy: RetrainPolicy,
+) -> Decision:
+    """Decide whether this check retrains. ``history`` holds the earlier decisions (any order;
+    ``Decision`` objects or their ``to_dict()`` form), ``drift`` this check's verdict
+    (``DriftSummary``, a verdict dict, or None when no check ran)."""
+    now = _aware(now, "now")
+    past = sorted((d if isinstance(d, Decision) else Decision.from_dict(d) for d in history), key=lambda d: d.at)
+    if past and past[-1].at > now:
+        raise DataError(
+            f"the history has a decision at {past[-1].at.isoformat()}, after now ({now.isoformat()})",
+            hint="pass the check time as `now`, and a state file that belongs to this timeline",
+        )
+    summary = DriftSummary.from_verdict(drift) if isinstance(drift, Mapping) else drift
+    report = summary.report if summary else None
+    drifted = summary.drift if summary else None
+
+    def outcome(retrain: bool, code: str, reason: str, evidence: tuple[str, ...] = ()) -> Decision:
+        return Decision(at=now, retrain=retrain, reason=reason, drift_report=report, code=code,
+                        drift=drifted, mode=policy.mode, evidence=evidence)
+
+    if policy.mode == "never":
+        return outcome(False, NEVER, "retrain policy mode is 'never'")
+
+    last_retrain = next((d for d in reversed(past) if d.retrain), None)
+    if policy.mode == "scheduled":
+        if last_retrain is not None and now - last_retrain.at < policy.schedule_every:
+            due = last_retrain.at + policy.schedule_every
+            return outcome(False, NOT_DUE, f"scheduled retrain not due until {due.isoformat()} "
+                                           f"(every {_human(policy.schedule_every)})")
+        code, evidence = RETRAIN_SCHEDULED, ()
+        reason = ("scheduled retrain: no earlier retrain" if last_retrain is None else
+                  f"scheduled retrain: the last one was {_human(now - last_retrain.at)} ago "
+                  f"(every {_human(policy.schedule_every)})")
+    else:
+        if summary is None:
+            return outcome(False, NO_VERDICT, "no drift verdict for this check")
+        if not summary.drift:
+            return outcome(False, NO_DRIFT, "no drift in this check")
+        streak = _drift_streak(past)
+        checks = len(streak) + 1
+        if checks < policy.debounce:
+            return outcome(False, DEBOUNCE, f"drift in {checks} consecutive check(s); "
+                                            f"{policy.debounce} needed (debounce)")
+        code = RETRAIN_DRIFT
+        evidence = tuple(d.drift_report for d in streak[len(streak) - (policy.debounce - 1):] if d.drift_report)
+        evidence += (report,) if report else ()
+        why = f": {summary.reasons[0]}" if summary.reasons else ""
+        reason = f"drift in {checks} consecutive check(s) (debounce {policy.debounce}){why}"
+
+    if last_retrain is not None and now - last_retrain.at < policy.cooldown:
+        allowed = last_retrain.at + policy.cooldown
+        return outcome(False, COOLDOWN, f"{reason}; but the last retrain was {_human(now - last_retrain.at)} ago, "
+                                        f"cooldown {_human(policy.cooldown)} lasts until {allowed.isoformat()}")
+    if policy.max_retrains is not None:
+        recent = [d for d in past if d.retrain and d.at > now - policy.period]
+        if len(recent) >= policy.max_retrains:
+            allowed = (recent[-policy.max_retrains].at + policy.period) if policy.max_retrains else None
+            when = f"; next allowed at {allowed.isoformat()}" if allowed else ""
+            return outcome(False, RATE_LIMIT, f"{reason}; but {len(recent)} retrain(s) in the last "
+                                              f"{_human(policy.period)} reach max_retrains {policy.max_retrains}{when}")
+    return outcome(True, code, reason, evidence)
+
+
+def _drift_streak(past: list[Decision]) -> list[Decision]:
+    """The unbroken run of drifted checks at the end of ``past``, since the last retrain."""
+    streak: list[Decision] = []
+    for decision in reversed(past):
+        if decision.retrain or decision.drift is not True:
+            break
+        streak.append(decision)
+    return streak[::-1]
+
+
+@dataclass
+class PolicyState:
+    """The decisions so far, persisted as JSON at a path the caller chooses."""
+
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def last_retrain(self) -> Decision | None:
+        return next((d for d in reversed(self.decisions) if d.retrain), None)
+
+    def record(self, decision: Decision) -> None:
+        self.decisions.append(decision)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "kfops.retrain.state", "version": STATE_VERSION,
+                "decisions": [d.to_dict() for d in self.decisions]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyState:
+        if data.get("version") != STATE_VERSION or not isinstance(data.get("decisions"), list):
+            raise DataError(f"retrain state has version {data.get('version')!r} or no decision list; "
+                            f"expected version {STATE_VERSION}")
+        return cls([Decision.from_dict(d) for d in data["decisions"]])
+
+    @classmethod
+    def load(cls, path: str | Path) -> PolicyState:
+        """The state at ``path``; an empty state when the file does not exist yet."""
+        path = Path(path)
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise DataError(f"retrain state {path} is not valid JSON: {err}",
+                            hint="restore it, or move it away to start a new history") from err
+        if not isinstance(data, dict):
+            raise DataError(f"retrain state {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically, so a reader never sees half a file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.to_dict(), handle, indent=2)
+                handle.write("\n")
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the scheduler and a backtest may run as others
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+def decide_and_record(
+    state_path: str | Path,
+    drift: DriftSummary | Mapping[str, Any] | None,
+    now: dt.datetime,
+    policy: RetrainPolicy,
+) -> Decision:
+    """Load the state, decide, append the decision and save, holding a lock on the state file so
+    two processes sharing it cannot interleave."""
+    state_path = Path(state_path)
+    with _locked(state_path):
+        state = PolicyState.load(state_path)
+        decision = decide(state.decisions, drift, now, policy)
+        state.record(decision)
+        state.save(state_path)
+    return decision
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _aware(moment: dt.datetime, what: str) -> dt.datetime:
+    if not isinstance(moment, dt.datetime):
+        raise DataError(f"{what} must be a datetime, got {type(moment).__name__}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise DataError(f"{what} ({moment.isoformat()}) has no time zone",
+                        hint="use timezone-aware datetimes, e.g. datetime.now(timezone.utc)")
+    return moment
+
+
+def _human(delta: dt.timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    if seconds >= 3600:
+        return f"{seconds / 86400:.1f}d" if seconds >= 86400 else f"{seconds / 3600:.1f}h"
+    return f"{seconds}s"

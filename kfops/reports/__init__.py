@@ -1,0 +1,3 @@
+"""Human-readable outputs: evaluation plots, the validation and drift HTML reports, and the
+generated reference docs.
+"""

@@ -1,0 +1,316 @@
+"""The ASGI front of the model server: size limits, the inference fast path, reload, lifespan.
+
+It wraps KServe's FastAPI app. Everything goes to KServe (health, readiness, model lists,
+``/metrics``, CloudEvents) except:
+
+* ``POST /v1/models/<name>:predict`` and ``POST /v2/models/<name>/infer`` for kfops models: the
+  same decode -> :class:`InferenceEngine` -> encode as :class:`KfopsModel`'s KServe handlers, minus
+  the per-request pydantic models, middleware and logging that would otherwise cost more CPU than
+  a batched XGBoost call (turn off with ``--no-fast-path``);
+* ``POST /v1/models/<name>/reload``: hot-swap the model (body: ``{}`` to reload the same source,
+  e.g. an alias that moved; or ``{"model_dir": ...}``; or ``{"model_uri": ..., "tracking_uri": ...}``);
+* ``GET /v2/models/<name>``: V2 metadata including the served version.
+
+Every request body, on any route, is limited to ``max_payload_bytes`` (413 beyond). Client
+mistakes get a 4xx with ``{"error": "..."}``; nothing a client sends can take the server down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import signal
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from kfops.errors import KfopsError
+from kfops.serving.protocol.payloads import (
+    PayloadTooLarge,
+    RequestError,
+    decode_v1,
+    decode_v2,
+    error_body,
+    parse_json,
+    v1_response,
+    v2_response,
+)
+from kfops.serving.runtime.loading import ModelSource
+
+if TYPE_CHECKING:
+    from kfops.serving.kserve.predictor import KfopsModel
+    from kfops.serving.runtime.metrics import ServingMetrics
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS = [(b"content-type", b"application/json")]
+VERSIONED_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/ready|/infer|)$")
+BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class ServingFront:
+    def __init__(
+        self,
+        inner: Any,
+        models: list[KfopsModel],
+        *,
+        max_payload_bytes: int,
+        metrics: ServingMetrics | None = None,
+        fast_path: bool = True,
+        default_tracking_uri: str | None = None,
+    ):
+        self.inner = inner
+        self.models = {m.name: m for m in models}
+        self.max_payload_bytes = max_payload_bytes
+        self.metrics = metrics
+        self.default_tracking_uri = default_tracking_uri
+        self._post: dict[str, tuple[KfopsModel, str]] = {}
+        self._get: dict[str, KfopsModel] = {}
+        for model in models:
+            if fast_path:
+                self._post[f"/v1/models/{model.name}:predict"] = (model, "v1")
+                self._post[f"/v2/models/{model.name}/infer"] = (model, "v2")
+            self._post[f"/v1/models/{model.name}/reload"] = (model, "reload")
+            self._get[f"/v2/models/{model.name}"] = model
+        self._observers: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._stopped = False
+        # Request ids: unique per server run without a syscall per request (uuid4 reads urandom).
+        prefix, counter = uuid.uuid4().hex[:12], itertools.count(1)
+        self._next_id = lambda: f"{prefix}-{next(counter)}"
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if kind != "http":
+            await self.inner(scope, receive, send)
+            return
+        method = scope["method"]
+        if "/versions/" in scope["path"]:
+            versioned = self._versioned(scope)
+            if isinstance(versioned, str):  # a version this server does not serve
+                await send_json(send, 404, error_body(versioned))
+                return
+            scope = versioned
+        if method in BODYLESS_METHODS:
+            model = self._get.get(scope["path"]) if method == "GET" else None
+            if model is not None:
+                await send_json(send, 200, model.metadata())
+            else:
+                await self.inner(scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive, self.max_payload_bytes)
+        except RequestError as err:
+            await send_json(send, err.status, error_body(err.message))
+            return
+        except ClientGone:
+            return
+        route = self._post.get(scope["path"]) if method == "POST" else None
+        if route is None or _is_cloudevent(scope):  # CloudEvents: KServe's decoder knows them
+            await self.inner(scope, _replay(body, receive), send)
+            return
+        model, action = route
+        if action == "reload":
+            await self._reload(model, body, send)
+        else:
+            await self._infer(model, action, scope, body, send)
+
+    def _versioned(self, scope: dict) -> dict | str:
+        """``/v2/models/<name>/versions/<v>/...``: the unversioned scope when ``v`` is being served,
+        else the error message (KServe itself answers 501 for any version)."""
+        match = VERSIONED_PATH.match(scope["path"])
+        model = self.models.get(match["name"]) if match else None
+        if model is None:
+            return scope  # not one of ours: KServe answers
+        if match["version"] != model.version:
+            return f"model {model.name} version {match['version']} is not served here; version {model.version} is"
+        return {**scope, "path": f"/v2/models/{model.name}{match['rest']}"}
+
+    # -- inference ------------------------------------------------------------------------------
+
+    async def _infer(self, model: KfopsModel, protocol: str, scope: dict, body: bytes, send: Any) -> None:
+        started = time.perf_counter()
+        reason = None
+        engine = model.inference
+        try:
+            request = parse_json(body)
+            snapshot = engine.current
+            parsed = decode_v1(request, snapshot.spec) if protocol == "v1" else decode_v2(request, snapshot.spec)
+            request_id = parsed.request_id or _header(scope, b"x-request-id") or self._next_id()
+            prediction = await engine.infer(parsed, request_id)
+            if protocol == "v1":
+                payload = v1_response(prediction.probabilities, prediction.threshold, model.name, prediction.version)
+            else:
+                payload = v2_response(prediction.probabilities, prediction.threshold, model.name,
+                                      prediction.version, request_id, parsed.outputs)
+            status = 200
+        except RequestError as err:
+            status, payload, reason = err.status, error_body(err.message), err.reason
+        except KfopsError as err:  # the server's side: misconfigured store, broken model
+            log.error("model %s: %s", model.name, err)
+            status, payload, reason = 500, error_body(str(err)), "server_error"
+        except Exception as err:  # the request boundary: log it, answer 500, keep serving
+            log.exception("model %s: unexpected error", model.name)
+            status, payload, reason = 500, error_body(f"internal error: {type(err).__name__}: {err}"), "internal"
+        await send_json(send, status, payload)
+        self._observe(model.name, protocol, status, reason, time.perf_counter() - started)
+
+    def _observe(self, name: str, protocol: str, status: int, reason: str | None, seconds: float) -> None:
+        if self.metrics is None:
+            return
+        key = (name, protocol)
+        observers = self._observers.get(key)
+        if observers is None:
+            observers = self._observers[key] = (
+                self.metrics.latency.labels(name, protocol).observe,
+                self.metrics.requests.labels(name, protocol, "200").inc,
+            )
+        observers[0](seconds)
+        if status == 200:
+            observers[1]()
+        else:
+            self.metrics.requests.labels(name, protocol, str(status)).inc()
+            self.metrics.errors.labels(name, reason or "unknown").inc()
+
+    # -- hot swap -------------------------------------------------------------------------------
+
+    async def _reload(self, model: KfopsModel, body: bytes, send: Any) -> None:
+        previous = model.version
+        try:
+            request = parse_json(body) if body.strip() else {}
+            if type(request) is not dict:
+                raise RequestError("reload body must be a JSON object: {}, {\"model_dir\": ...} or "
+                                   "{\"model_uri\": ..., \"tracking_uri\": ...}")
+            source = (
+                ModelSource.from_dict(request, default_tracking_uri=model.source.tracking_uri
+                                      or self.default_tracking_uri)
+                if request else None
+            )
+            result = await model.reload(source)
+        except RequestError as err:
+            await send_json(send, err.status, error_body(err.message))
+            return
+        except (KfopsError, OSError, ValueError) as err:  # a bad new model: keep serving the old one
+            self._count_reload(model.name, "failed")
+            await send_json(send, 400, error_body(f"reload failed, still serving version {previous}: {err}"))
+            return
+        self._count_reload(model.name, "swapped")
+        await send_json(send, 200, result)
+
+    def _count_reload(self, name: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.reloads.labels(name, outcome).inc()
+
+    async def reload_all(self) -> None:
+        """SIGHUP: reload every model from its current source."""
+        for model in self.models.values():
+            try:
+                result = await model.reload()
+            except (KfopsError, OSError, ValueError) as err:
+                self._count_reload(model.name, "failed")
+                log.error("SIGHUP reload of %s failed, still serving version %s: %s", model.name, model.version, err)
+            else:
+                self._count_reload(model.name, "swapped")
+                log.info("SIGHUP reload of %s: %s", model.name, result)
+
+    # -- lifespan -------------------------------------------------------------------------------
+
+    async def _lifespan(self, scope: dict, receive: Any, send: Any) -> None:
+        async def watched_receive() -> dict:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._startup()
+            elif message["type"] == "lifespan.shutdown":
+                self.stop_models()
+            return message
+
+        await self.inner(scope, watched_receive, send)
+
+    def _startup(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload_all()))
+        except (NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread / Windows
+            log.info("SIGHUP reload is not available in this process; use POST /v1/models/<name>/reload")
+        for model in self.models.values():
+            warm = getattr(model.lookup, "warm", None)
+            if warm is not None:  # import Feast and resolve views now, not on the first request
+                threading.Thread(target=warm, name="kfops-lookup-warm", daemon=True).start()
+
+    def stop_models(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for model in self.models.values():
+            model.stop()
+
+
+async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
+    declared = _header(scope, b"content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError as err:
+            raise RequestError(f"Content-Length {declared!r} is not a number") from err
+        if size > limit:
+            raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes "
+                                  "(serving.max_payload_bytes); send fewer rows per request")
+    chunks = []
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (serving.max_payload_bytes); "
+                                  "send fewer rows per request")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _is_cloudevent(scope: dict) -> bool:
+    for key, value in scope["headers"]:
+        if key.startswith(b"ce-") or (key == b"content-type" and value.startswith(b"application/cloudevents")):
+            return True
+    return False
+
+
+async def send_json(send: Any, status: int, payload: Any) -> None:
+    body = orjson.dumps(payload)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

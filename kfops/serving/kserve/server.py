@@ -1,0 +1,175 @@
+"""Start a ``kserve.ModelServer`` serving :class:`KfopsModel`, bound to 127.0.0.1 by default.
+
+KServe 0.21 hard-codes ``0.0.0.0`` for its REST server and turns gRPC on by default (also on
+all interfaces). :class:`KfopsModelServer` binds ``host`` instead, leaves gRPC off, drops the
+per-request access log, and puts :class:`ServingFront` in front of KServe's app. This module
+imports kserve: only the server process imports it (see ``python -m kfops.serving``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import kserve
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.protocol.rest.server import RESTServer
+from starlette.responses import JSONResponse
+
+from kfops.serving.kserve.front import ServingFront
+from kfops.serving.kserve.predictor import KfopsModel
+from kfops.serving.protocol.payloads import RequestError
+from kfops.serving.runtime.loading import ModelSource
+from kfops.serving.runtime.metrics import serving_metrics
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+    from kfops.serving.runtime.lookup import OnlineLookup
+
+log = logging.getLogger(__name__)
+GC_YOUNG_THRESHOLD = 50_000
+
+
+@dataclass
+class ServerOptions:
+    """Everything the server process needs; :func:`options_from_config` fills it from kfops.yaml."""
+
+    name: str
+    source: ModelSource
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    max_batch_size: int = 256
+    max_latency_ms: float = 2.0
+    max_payload_bytes: int = 1_000_000
+    inference_log_dir: Path | None = None
+    inference_log_flush_s: float = 10.0
+    online_lookup: str = "feast"
+    online_as_of: str = "event"
+    fast_path: bool = True
+    access_log: bool = False
+    predict_threads: int = 1
+    grace_period_s: int = 10
+    default_tracking_uri: str | None = field(default=None, repr=False)
+
+
+def options_from_config(cfg: KfopsConfig, name: str, source: ModelSource, **overrides) -> ServerOptions:
+    options = ServerOptions(
+        name=name,
+        source=source,
+        host=cfg.serving.host,
+        http_port=cfg.serving.http_port,
+        max_batch_size=cfg.serving.max_batch_size,
+        max_latency_ms=cfg.serving.max_latency_ms,
+        max_payload_bytes=cfg.serving.max_payload_bytes,
+        inference_log_dir=cfg.inference_log_dir,
+        default_tracking_uri=cfg.tracking_uri,
+    )
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(options, key, value)
+    return options
+
+
+class KfopsModelServer(kserve.ModelServer):
+    def __init__(self, options: ServerOptions):
+        super().__init__(
+            http_port=options.http_port,
+            workers=1,
+            enable_grpc=False,
+            enable_docs_url=False,
+            enable_latency_logging=False,
+            grace_period=options.grace_period_s,
+        )
+        self.options = options
+        self.front: ServingFront | None = None
+
+    def start(self, models: list[KfopsModel]) -> None:
+        """KServe's single-process start, with our bind address and front (gRPC stays off)."""
+        from kserve.model_server import app
+
+        self._register_and_check_atleast_one_model_is_ready(models)
+        app.add_exception_handler(RequestError, _request_error_handler)
+        self._rest_server = RESTServer(
+            FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
+            workers=1, grace_period=self.grace_period, event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
+        self.front = ServingFront(
+            app, models, max_payload_bytes=self.options.max_payload_bytes, metrics=serving_metrics(),
+            fast_path=self.options.fast_path, default_tracking_uri=self.options.default_tracking_uri,
+        )
+        config = self._rest_server.config
+        config.app = self.front  # uvicorn loads an object as is; KServe still adds its routes to `app`
+        config.host = self.options.host
+        if not self.options.access_log:
+            # uvicorn logs a request only when this logger has handlers; KServe gave it one.
+            access = logging.getLogger("uvicorn.access")
+            access.handlers.clear()
+            access.propagate = False
+        config.proxy_headers = False
+        self.servers.append(self._rest_server.start())
+        self.register_signal_handler()
+        # Imports left ~10^6 long-lived objects (KServe, pandas, xgboost); without this every full
+        # garbage collection rescans them all, a pause of tens of ms in the middle of requests.
+        gc.collect()
+        gc.freeze()
+        # Requests free their objects by reference counting; collect cycles less often than the
+        # default of every 700 net allocations, which at thousands of requests/s means constantly.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 10)
+        try:
+            # KServe's asyncio.run() gets the default loop: uvicorn only installs uvloop in its own run().
+            with asyncio.Runner(loop_factory=_loop_factory(self.event_loop)) as runner:
+                runner.get_loop().set_exception_handler(self.default_exception_handler)
+                runner.run(self._serve())
+        finally:
+            self.front.stop_models()
+
+
+def _loop_factory(event_loop: str):
+    if event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop
+    return None
+
+
+async def _request_error_handler(_request, err: RequestError) -> JSONResponse:
+    return JSONResponse(status_code=err.status, content={"error": err.message})
+
+
+def build_model(options: ServerOptions, lookup: OnlineLookup | None) -> KfopsModel:
+    model = KfopsModel(
+        options.name, options.source, max_batch_size=options.max_batch_size, max_latency_ms=options.max_latency_ms,
+        lookup=lookup, inference_log_dir=options.inference_log_dir,
+        inference_log_flush_s=options.inference_log_flush_s, predict_threads=options.predict_threads,
+        metrics=serving_metrics(),
+    )
+    model.load()
+    return model
+
+
+def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
+    """Load the model and serve until SIGTERM/SIGINT (blocks)."""
+    from kfops.serving.runtime.lookup import build_lookup
+
+    lookup = build_lookup(options.online_lookup, cfg, options.online_as_of)
+    warm = getattr(lookup, "warm", None)
+    if warm is not None:
+        # Import Feast and resolve its views before answering ready: otherwise the first seconds of
+        # traffic queue behind an import of several seconds.
+        try:
+            warm()
+        except Exception as err:  # noqa: BLE001 - feature-vector requests still work; raw flights retry
+            log.warning("the online feature lookup is not usable yet (%s); raw-flight requests will retry it", err)
+    model = build_model(options, lookup)
+    log.info("serving %s version %s from %s on http://%s:%d", options.name, model.version,
+             options.source.describe(), options.host, options.http_port)
+    KfopsModelServer(options).start([model])

@@ -1,0 +1,348 @@
+"""Run the model server as a local background process that outlives whoever started it.
+
+State lives under ``<data_dir>/serving/``: ``<name>.json`` (pid, address, model source),
+``<name>.log`` (the server's stdout and stderr) and ``<name>.config.json`` (the resolved config
+the server reads). Starting a model name that is already being served hot-swaps the new model
+into the running server (no dropped requests) unless ``replace=True`` or the address changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kfops.errors import ServingError
+from kfops.serving.runtime.loading import ModelSource
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+
+LOG_TAIL_LINES = 40
+POLL_S = 0.2
+STOP_TIMEOUT_S = 15.0
+
+
+def state_dir(cfg: KfopsConfig) -> Path:
+    return cfg.data_dir / "serving"
+
+
+def _paths(cfg: KfopsConfig, name: str) -> dict[str, Path]:
+    folder = state_dir(cfg)
+    return {"state": folder / f"{name}.json", "log": folder / f"{name}.log", "config": folder / f"{name}.config.json"}
+
+
+def _read_state(cfg: KfopsConfig, name: str) -> dict[str, Any] | None:
+    path = _paths(cfg, name)["state"]
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # a torn or foreign file: treat as no server
+
+
+def _write_state(cfg: KfopsConfig, name: str, state: dict[str, Any]) -> None:
+    path = _paths(cfg, name)["state"]
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(state, indent=2))
+    os.replace(temporary, path)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when ``pid`` runs a kfops model server (not a zombie, not a recycled pid)."""
+    if not pid:
+        return False
+    try:
+        # Reap it if it is our own child that already exited (tests, long-lived callers).
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    if proc.is_dir():  # Linux: rule out zombies and pids reused by another program
+        try:
+            if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+            return b"kfops.serving" in proc.joinpath("cmdline").read_bytes()
+        except (OSError, IndexError):
+            return False
+    return True
+
+
+def _http(timeout_s: float):
+    import httpx
+
+    return httpx.Client(timeout=timeout_s, trust_env=False)  # local server: never through a proxy
+
+
+def _probe(url: str, name: str, timeout_s: float = 2.0) -> dict[str, Any] | None:
+    """The served model's V2 metadata when it is ready, else None."""
+    import httpx
+
+    try:
+        with _http(timeout_s) as http:
+            ready = http.get(f"{url}/v2/models/{name}/ready")
+            if ready.status_code != 200:
+                return None
+            meta = http.get(f"{url}/v2/models/{name}")
+            return meta.json() if meta.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return "(no log)"
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 64_000))
+        text = handle.read().decode(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _source_for(
+    cfg: KfopsConfig, model_dir: Path | None, model_uri: str | None, model_version: str | None,
+    tracking_uri: str | None,
+) -> ModelSource:
+    if sum(x is not None for x in (model_dir, model_uri, model_version)) > 1:
+        raise ServingError("give one of model_dir, model_uri or model_version")
+    if model_dir is not None:
+        return ModelSource(model_dir=Path(model_dir).resolve())
+    if model_uri is None:
+        name = cfg.registry.model_name
+        model_uri = (f"models:/{name}/{model_version}" if model_version is not None
+                     else f"models:/{name}@{cfg.serving.model_alias or 'champion'}")
+    return ModelSource(model_uri=model_uri, tracking_uri=tracking_uri or cfg.tracking_uri)
+
+
+def start_server(
+    cfg: KfopsConfig,
+    *,
+    model_dir: Path | None = None,
+    model_uri: str | None = None,
+    model_version: str | None = None,
+    name: str | None = None,
+    port: int | None = None,
+    tracking_uri: str | None = None,
+    online_lookup: str = "feast",
+    replace: bool = False,
+    extra_args: list[str] | tuple[str, ...] = (),
+    instance: str | None = None,
+) -> dict[str, Any]:
+    """Serve a model folder, a registry URI, a registered version, or (none given) the alias
+    ``serving.model_alias`` / ``@champion``; wait until it is ready; return :func:`server_status`.
+
+    A healthy server already serving ``name`` on the same address gets the model hot-swapped in.
+    Raises ServingError with the server log's tail if it does not come up within
+    ``serving.startup_timeout_s``. ``instance`` names a second server of the same model (its
+    state and log files; a canary, say); by default the model name does.
+    """
+    name = name or cfg.registry.model_name
+    key = instance or name
+    host, port = cfg.serving.host, int(port or cfg.serving.http_port)
+    source = _source_for(cfg, model_dir, model_uri, model_version, tracking_uri)
+    paths = _paths(cfg, key)
+    paths["state"].parent.mkdir(parents=True, exist_ok=True)
+
+    state = _read_state(cfg, key)
+    if state and pid_alive(state.get("pid")):
+        same_address = state.get("host") == host and state.get("port") == port
+        if not replace and same_address and _probe(state["url"], name) is not None:
+            return _hot_swap(cfg, key, state, source)
+        stop_server(cfg, name, instance=key)
+    if port_in_use(host, port):
+        raise ServingError(f"{host}:{port} is already in use by another process",
+                           hint="set serving.http_port (or --port), or stop whatever listens there")
+
+    paths["config"].write_text(cfg.to_json())
+    command = [
+        sys.executable, "-m", "kfops.serving", "--name", name, "--host", host, "--http-port", str(port),
+        "--config-json", str(paths["config"]), "--online-lookup", online_lookup, *_source_args(source),
+        *extra_args,
+    ]
+    with paths["log"].open("ab") as log:
+        log.write(f"\n=== {dt.datetime.now().isoformat(timespec='seconds')} {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=server_environment(),
+        )
+    url = f"http://{host}:{port}"
+    _write_state(cfg, key, {
+        "name": name, "pid": process.pid, "host": host, "port": port, "url": url, "source": source.to_dict(),
+        "log_file": str(paths["log"]), "started_at": dt.datetime.now(dt.UTC).isoformat(),
+        "inference_log_dir": str(cfg.inference_log_dir),
+    })
+    _wait_ready(cfg, key, name, process, url)
+    return server_status(cfg, name, instance=key)
+
+
+# Importing Feast sets these (prometheus_client's multiprocess mode, in a temp dir it deletes at
+# exit); a server must not inherit them: it is one process, and outlives whoever started it.
+_INHERITED_NOT = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+
+
+def server_environment() -> dict[str, str]:
+    """The environment for a detached server process."""
+    env = {k: v for k, v in os.environ.items() if k not in _INHERITED_NOT}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _source_args(source: ModelSource) -> list[str]:
+    if source.model_dir is not None:
+        return ["--model-dir", str(source.model_dir)]
+    return ["--model-uri", source.model_uri, "--tracking-uri", source.tracking_uri]
+
+
+def _wait_ready(cfg: KfopsConfig, key: str, name: str, process: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + cfg.serving.startup_timeout_s
+    log = _paths(cfg, key)["log"]
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            _paths(cfg, key)["state"].unlink(missing_ok=True)
+            raise ServingError(f"the model server exited with code {code} while starting; its log ({log}) ends:\n"
+                               f"{log_tail(log)}")
+        if _probe(url, name) is not None:
+            return
+        time.sleep(POLL_S)
+    _terminate(process.pid, timeout_s=5.0)
+    _paths(cfg, key)["state"].unlink(missing_ok=True)
+    raise ServingError(
+        f"the model server was not ready after {cfg.serving.startup_timeout_s:g}s (serving.startup_timeout_s); "
+        f"stopped it. Its log ({log}) ends:\n{log_tail(log)}"
+    )
+
+
+def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any]:
+    import httpx
+
+    name = state["name"]
+    try:
+        with _http(cfg.serving.startup_timeout_s) as http:
+            response = http.post(f"{state['url']}/v1/models/{name}/reload", json=source.to_dict())
+    except httpx.HTTPError as err:
+        raise ServingError(f"could not reach the model server at {state['url']} to swap models: {err}") from err
+    if response.status_code != 200:
+        raise ServingError(f"the model server refused the new model: HTTP {response.status_code}: "
+                           f"{_error_text(response)}")
+    state["source"] = source.to_dict()
+    _write_state(cfg, key, state)
+    return server_status(cfg, name, instance=key)
+
+
+def _error_text(response) -> str:
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text
+
+
+def _terminate(pid: int, timeout_s: float) -> bool:
+    """SIGTERM, then SIGKILL after ``timeout_s``; True once the process is gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _exists(pid):
+            return True
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    for _ in range(50):
+        if not _exists(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _exists(pid: int) -> bool:
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_server(
+    cfg: KfopsConfig, name: str | None = None, timeout_s: float = STOP_TIMEOUT_S, instance: str | None = None
+) -> dict[str, Any]:
+    """Stop the server for ``name`` (default ``registry.model_name``); a no-op when none runs."""
+    name = name or cfg.registry.model_name
+    state = _read_state(cfg, instance or name)
+    paths = _paths(cfg, instance or name)
+    if not state:
+        return {"name": name, "stopped": False, "reason": "no server state"}
+    pid = state.get("pid")
+    if not pid_alive(pid):
+        paths["state"].unlink(missing_ok=True)
+        return {"name": name, "stopped": False, "pid": pid, "reason": "not running"}
+    if not _terminate(pid, timeout_s):
+        raise ServingError(f"model server pid {pid} did not exit after SIGTERM and SIGKILL")
+    paths["state"].unlink(missing_ok=True)
+    return {"name": name, "stopped": True, "pid": pid, "log_file": str(paths["log"])}
+
+
+def server_status(cfg: KfopsConfig, name: str | None = None, instance: str | None = None) -> dict[str, Any]:
+    """pid, url, model name/version/source, running, healthy, log file, for ``name``."""
+    name = name or cfg.registry.model_name
+    state = _read_state(cfg, instance or name)
+    if not state:
+        return {"name": name, "running": False, "healthy": False, "pid": None, "url": None, "model_version": None,
+                "log_file": str(_paths(cfg, instance or name)["log"])}
+    running = pid_alive(state.get("pid"))
+    meta = _probe(state["url"], name) if running else None
+    versions = (meta or {}).get("versions") or [None]
+    url = state["url"]
+    return {
+        "name": name,
+        "pid": state.get("pid"),
+        "running": running,
+        "healthy": meta is not None,
+        "url": url,
+        "endpoints": {"v1": f"{url}/v1/models/{name}:predict", "v2": f"{url}/v2/models/{name}/infer",
+                      "reload": f"{url}/v1/models/{name}/reload", "metrics": f"{url}/metrics"},
+        "model_name": name,
+        "model_version": versions[0],
+        "model_source": state.get("source"),
+        "started_at": state.get("started_at"),
+        "log_file": state.get("log_file"),
+        "inference_log_dir": state.get("inference_log_dir"),
+    }

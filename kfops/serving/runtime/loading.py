@@ -1,0 +1,143 @@
+"""Where a served model comes from, and loading it into an immutable, warmed-up snapshot.
+
+A source is either a kfops model folder or a registry URI (``models:/<name>/<version>`` or
+``models:/<name>@<alias>``). Aliases are resolved to a version number first and that exact
+version is fetched, so the version the server reports is the one it loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kfops.errors import ConfigError, KfopsError, RegistryError
+from kfops.serving.protocol.encoding import RowEncoder
+
+if TYPE_CHECKING:
+    from kfops.core.model import FeatureSpec, TabularModel
+
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    model_dir: Path | None = None
+    model_uri: str | None = None
+    tracking_uri: str | None = None
+
+    def __post_init__(self):
+        if (self.model_dir is None) == (self.model_uri is None):
+            raise ConfigError("give exactly one of a model folder (--model-dir) or a registry URI (--model-uri)")
+        if self.model_uri is not None:
+            if not MODEL_URI.match(self.model_uri):
+                raise ConfigError(
+                    f"model URI '{self.model_uri}' is not models:/<name>/<version> or models:/<name>@<alias>"
+                )
+            if not self.tracking_uri:
+                raise ConfigError(f"serving {self.model_uri} needs an MLflow tracking URI (--tracking-uri)")
+
+    def describe(self) -> str:
+        return str(self.model_dir) if self.model_dir is not None else str(self.model_uri)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {
+            "model_dir": str(self.model_dir) if self.model_dir is not None else None,
+            "model_uri": self.model_uri,
+            "tracking_uri": self.tracking_uri if self.model_uri else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], default_tracking_uri: str | None = None) -> ModelSource:
+        unknown = set(data) - {"model_dir", "model_uri", "tracking_uri"}
+        if unknown:
+            raise ConfigError(f"unknown model source field(s) {', '.join(sorted(unknown))}")
+        model_dir = data.get("model_dir")
+        return cls(
+            model_dir=Path(model_dir) if model_dir else None,
+            model_uri=data.get("model_uri") or None,
+            tracking_uri=data.get("tracking_uri") or default_tracking_uri,
+        )
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What one batch predicts with; swapped as a whole, never mutated."""
+
+    model: TabularModel
+    version: str
+    source: ModelSource
+    encoder: RowEncoder = field(repr=False)
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return self.model.spec
+
+    @property
+    def threshold(self) -> float:
+        return float(self.model.threshold)
+
+    @functools.cached_property
+    def categorical_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.spec.columns if c in self.spec.categorical)
+
+
+def folder_digest(folder: Path) -> str:
+    """A short content hash of a model folder: the version of an unregistered model."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def resolve_version(source: ModelSource) -> tuple[str, str]:
+    """``(pinned models:/name/version URI, version)`` for a registry source."""
+    match = MODEL_URI.match(source.model_uri)
+    if match["version"]:
+        return source.model_uri, match["version"]
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        found = MlflowClient(tracking_uri=source.tracking_uri).get_model_version_by_alias(
+            match["name"], match["alias"]
+        )
+    except MlflowException as err:
+        raise RegistryError(f"cannot resolve {source.model_uri} at {source.tracking_uri}: {err.message}") from err
+    return f"models:/{match['name']}/{found.version}", str(found.version)
+
+
+def limit_threads(model: TabularModel, threads: int | None) -> None:
+    """Serving batches are small: one thread per call beats waking a pool on a shared CPU."""
+    booster = getattr(model, "booster", None)
+    if threads and booster is not None and hasattr(booster, "set_param"):
+        booster.set_param({"nthread": int(threads)})
+
+
+def load_source(source: ModelSource, *, predict_threads: int | None = 1) -> LoadedModel:
+    """Load, warm up and check a model; raises KfopsError naming what is wrong."""
+    from kfops.core.model import load_model
+
+    if source.model_dir is not None:
+        folder = Path(source.model_dir)
+        if not folder.is_dir():
+            raise KfopsError(f"model folder {folder} does not exist", hint="pass the folder holding kfops_model.json")
+        version = f"local-{folder_digest(folder)}"
+    else:
+        from kfops.adapters.mlflow_registry import fetch_model_dir
+
+        pinned, version = resolve_version(source)
+        folder = Path(fetch_model_dir(source.tracking_uri, pinned))
+    model = load_model(folder)
+    limit_threads(model, predict_threads)
+    warm = np.full((1, len(model.spec.columns)), np.nan, dtype=np.float32)
+    out = np.asarray(model.predict_proba_encoded(warm))
+    if out.shape != (1,):
+        raise KfopsError(f"model at {source.describe()} returned shape {out.shape} for one row; expected (1,)")
+    return LoadedModel(model=model, version=version, source=source, encoder=RowEncoder(model.spec))

@@ -1,0 +1,123 @@
+"""Online feature lookups for raw-flight requests: a callable ``entity_rows -> DataFrame``.
+
+The server gets one as a plain callable, so it can be swapped:
+
+* ``feast`` (default): :class:`FeastLookup`, Feast's online store as configured in ``features``;
+* ``parquet:DIR``: :class:`InMemoryLookup` over ``DIR/<entity key>.parquet`` tables (one row per
+  key value), for demos, tests and air-gapped runs;
+* ``none``: raw flights are refused with a 400 that says to send full feature vectors.
+
+Entity rows carry the entity keys and ``event_timestamp`` (the request's scheduled departure,
+UTC). A lookup returns one row per entity row, in order, with a column per feature it knows;
+unknown entities come back as nulls (the server answers 422 when a row has no online feature).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kfops.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kfops.config import KfopsConfig
+
+OnlineLookup = Callable[[list[dict]], "pd.DataFrame"]
+
+
+class InMemoryLookup:
+    """Join feature tables keyed by one entity column each (e.g. ``origin``, ``tailnum``)."""
+
+    def __init__(self, tables: dict[str, pd.DataFrame]):
+        self._tables = {}
+        for key, table in tables.items():
+            if key not in table.columns:
+                raise ConfigError(f"lookup table for '{key}' has no '{key}' column")
+            if table[key].duplicated().any():
+                raise ConfigError(f"lookup table for '{key}' has duplicate keys; keep the latest row per key")
+            self._tables[key] = table.set_index(key)
+
+    @classmethod
+    def from_dir(cls, folder: Path) -> InMemoryLookup:
+        import pandas as pd
+
+        folder = Path(folder)
+        paths = sorted(folder.glob("*.parquet"))
+        if not paths:
+            raise ConfigError(f"no <entity>.parquet lookup tables in {folder}")
+        return cls({path.stem: pd.read_parquet(path) for path in paths})
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c for table in self._tables.values() for c in table.columns]
+
+    def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
+        import pandas as pd
+
+        parts = []
+        for key, table in self._tables.items():
+            keys = [row.get(key) for row in entity_rows]
+            parts.append(table.reindex(keys).reset_index(drop=True))
+        if not parts:
+            return pd.DataFrame(index=range(len(entity_rows)))
+        return pd.concat(parts, axis=1)
+
+
+AS_OF_MODES = ("event", "now", "none")
+
+
+class FeastLookup:
+    """:class:`kfops.adapters.feast_store.OnlineFeatureReader`, built on first use (``import feast`` is slow).
+
+    ``as_of`` says how old a stored row may be (each feature view's TTL, counted back from):
+
+    * ``event`` (default): the request's event time (``event_timestamp``, the scheduled departure),
+      as the point-in-time join did for training; one store read per batch, TTLs applied per row;
+    * ``now``: the wall clock, for live traffic; one read per batch;
+    * ``none``: no TTL, the latest row whatever its age (the online store's own behaviour).
+    """
+
+    def __init__(self, cfg: KfopsConfig, as_of: str = "event", reader=None):
+        if as_of not in AS_OF_MODES:
+            raise ConfigError(f"unknown online as-of mode '{as_of}'", hint=f"use one of {', '.join(AS_OF_MODES)}")
+        self._cfg = cfg
+        self._as_of = as_of
+        self._reader = reader  # an OnlineFeatureReader; tests pass their own
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Build the reader now (the server calls this in a background thread at start)."""
+        with self._lock:
+            if self._reader is None:
+                from kfops.adapters.feast_store import OnlineFeatureReader
+
+                self._reader = OnlineFeatureReader(self._cfg)
+
+    def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
+        import datetime as dt
+
+
+        if self._reader is None:
+            self.warm()
+        if self._as_of == "none":
+            return self._reader.read(entity_rows)
+        if self._as_of == "now":
+            return self._reader.read(entity_rows, as_of=dt.datetime.now(dt.UTC))
+        # One store read for the batch; each row's TTLs count back from its own event time
+        # (a pandas Timestamp, which is a datetime: no per-row conversion on this hot path).
+        return self._reader.read(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
+
+
+def build_lookup(spec: str, cfg: KfopsConfig, as_of: str = "event") -> OnlineLookup | None:
+    """Turn ``feast``, ``parquet:DIR`` or ``none`` into a lookup (None for ``none``)."""
+    if spec == "none":
+        return None
+    if spec == "feast":
+        return FeastLookup(cfg, as_of)
+    if spec.startswith("parquet:"):
+        return InMemoryLookup.from_dir(Path(spec[len("parquet:"):]))
+    raise ConfigError(f"unknown online lookup '{spec}'", hint="use feast, parquet:DIR or none")

@@ -1,0 +1,261 @@
+"""The cluster's inference log: a sink for KServe's logger CloudEvents, written to S3 (or a folder).
+
+On a cluster the InferenceService's ``logger`` (``serving.kserve.logger_url``) posts every
+request and every response as a CloudEvent in binary mode (``ce-type``
+``org.kubeflow.serving.inference.request`` / ``.response``, both with the same ``ce-id``). This
+sink pairs them by id, turns each pair into inference-log rows (the layout and columns of
+:mod:`.inference_log`, so :func:`.inference_log.read_inference_logs` and the drift job read
+both), and writes one parquet file per flush under ``<store>/date=YYYY-MM-DD/``.
+
+The logger sees only the request, so a raw-flight row carries its ``input`` (JSON) without the
+online features the server looked up; feature-vector rows carry every feature.
+
+    python -m kfops.serving.sidecars.log_sink --store s3://kfops-logs/inference --port 8080
+
+A malformed event is a 400 naming the problem; the sink never answers 5xx for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import itertools
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kfops.adapters.s3 import split_s3_uri
+from kfops.serving.runtime.inference_log import write_log_table
+from kfops.serving.sidecars.asgi import lifespan, read_all, respond_json
+
+log = logging.getLogger(__name__)
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+FLIGHT_FIELDS = ("carrier", "origin", "dest", "distance", "sched_dep")
+PENDING_TTL_S = 300.0  # a request whose response never comes (timeout, crash) is dropped after this
+MAX_EVENT_BYTES = 10_000_000
+
+
+class BadEvent(ValueError):
+    pass
+
+
+# --- events to rows ----------------------------------------------------------------------------
+
+
+def _columns_of_request(body: Any) -> dict[str, list]:
+    if isinstance(body, dict) and isinstance(body.get("instances"), list):
+        rows = body["instances"]
+        if not all(isinstance(r, dict) for r in rows):
+            raise BadEvent("V1 instances must be objects of field -> value")
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        return {n: [r.get(n) for r in rows] for n in names}
+    if isinstance(body, dict) and isinstance(body.get("inputs"), list):
+        columns = {}
+        for item in body["inputs"]:
+            if not isinstance(item, dict) or "name" not in item or not isinstance(item.get("data"), list):
+                raise BadEvent("each V2 input needs a name and a data list")
+            columns[str(item["name"])] = item["data"]
+        return columns
+    raise BadEvent("the request is neither V1 ({'instances': [...]}) nor V2 ({'inputs': [...]})")
+
+
+def _outputs_of_response(body: Any) -> tuple[list[float], list[int], str | None, str | None]:
+    if not isinstance(body, dict):
+        raise BadEvent("the response is not a JSON object")
+    if isinstance(body.get("predictions"), list):
+        rows = body["predictions"]
+        probabilities = [float(r["probability"]) for r in rows]
+        labels = [int(r["label"]) for r in rows]
+    elif isinstance(body.get("outputs"), list):
+        named = {o.get("name"): o.get("data") for o in body["outputs"] if isinstance(o, dict)}
+        if not isinstance(named.get("probability"), list):
+            raise BadEvent("the V2 response has no probability output")
+        probabilities = [float(v) for v in named["probability"]]
+        labels = [int(v) for v in named.get("label") or [0] * len(probabilities)]
+    else:
+        raise BadEvent("the response has neither predictions (V1) nor outputs (V2)")
+    version = body.get("model_version")
+    return probabilities, labels, body.get("model_name"), str(version) if version is not None else None
+
+
+def event_rows(event_id: str, at: float, request: Any, response: Any, service: str | None) -> list[dict[str, Any]]:
+    """Inference-log rows of one request/response pair (an error response has no rows)."""
+    columns = _columns_of_request(request)
+    probabilities, labels, model_name, version = _outputs_of_response(response)
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) != 1 or sizes.pop() != len(probabilities):
+        raise BadEvent(f"request {event_id}: the request's rows do not match the {len(probabilities)} predictions")
+    flight = all(name in columns for name in FLIGHT_FIELDS)
+    rows = []
+    for i, (probability, label) in enumerate(zip(probabilities, labels, strict=True)):
+        values = {name: column[i] for name, column in columns.items()}
+        row: dict[str, Any] = {
+            "timestamp": at, "request_id": event_id, "model_name": model_name or service or "",
+            "model_version": version or "", "input_kind": "flight" if flight else "features",
+            "input": json.dumps(values, default=str) if flight else None,
+        }
+        if not flight:
+            row.update(values)
+        row.update(probability=probability, label=label)
+        rows.append(row)
+    return rows
+
+
+def rows_table(rows: list[dict[str, Any]]) -> Any:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    frame = pd.DataFrame(rows)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    for name in frame.columns:
+        if name in ("probability", "label", "timestamp"):
+            continue
+        values = frame[name]
+        if values.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool) or v is None).all():
+            frame[name] = values.astype(np.float32)  # the model's input precision, as the server logs it
+    frame["label"] = frame["label"].astype(np.int8)
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+# --- the sink ----------------------------------------------------------------------------------
+
+
+@dataclass
+class CloudEventSink:
+    """ASGI app: POST CloudEvents in, parquet files out every ``flush_s`` (and on shutdown)."""
+
+    store: str
+    flush_s: float = 10.0
+    requests: dict[str, tuple[float, Any, str | None]] = field(default_factory=dict)
+    responses: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "rows": 0, "rejected": 0, "files": 0})
+    _sequence: Any = field(default_factory=itertools.count)
+    _flusher: Any = None
+
+    def receive(self, headers: dict[str, str], body: bytes, now: float | None = None) -> None:
+        """Take one event; raises BadEvent naming what is wrong with it."""
+        kind, event_id = headers.get("ce-type"), headers.get("ce-id")
+        if kind not in (REQUEST_TYPE, RESPONSE_TYPE):
+            raise BadEvent(f"ce-type must be {REQUEST_TYPE} or {RESPONSE_TYPE}, got {kind!r}")
+        if not event_id:
+            raise BadEvent("the event has no ce-id")
+        try:
+            payload = json.loads(body)
+        except ValueError as err:
+            raise BadEvent(f"the event body is not JSON: {err}") from err
+        now = time.time() if now is None else now
+        self.counts["events"] += 1
+        if kind == REQUEST_TYPE:
+            _columns_of_request(payload)  # refuse a bad request now, not at pairing time
+            self.requests[event_id] = (now, payload, headers.get("ce-inferenceservicename"))
+        else:
+            self.responses[event_id] = (now, payload)
+        if event_id in self.requests and event_id in self.responses:
+            at, request, service = self.requests.pop(event_id)
+            _, response = self.responses.pop(event_id)
+            if isinstance(response, dict) and "error" in response:
+                return  # an error answer scored nothing
+            new = event_rows(event_id, at, request, response, service)
+            self.rows.extend(new)
+            self.counts["rows"] += len(new)
+
+    def flush(self, now: float | None = None) -> list[str]:
+        now = time.time() if now is None else now
+        for pending in (self.requests, self.responses):
+            for key in [k for k, v in pending.items() if now - v[0] > PENDING_TTL_S]:
+                del pending[key]
+        rows, self.rows = self.rows, []
+        if not rows:
+            return []
+        written = []
+        by_day: dict[dt.date, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_day.setdefault(dt.datetime.fromtimestamp(row["timestamp"], dt.UTC).date(), []).append(row)
+        days = sorted(by_day)
+        for i, day in enumerate(days):
+            try:
+                written.append(write_log_table(self.store, day, rows_table(by_day[day]), self._sequence))
+            except Exception:
+                # Keep the unwritten rows for the next flush: a store outage must not lose predictions.
+                self.rows = [row for later in days[i:] for row in by_day[later]] + self.rows
+                self.counts["files"] += len(written)
+                raise
+        self.counts["files"] += len(written)
+        return written
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send, self._startup, self._shutdown)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["method"] == "GET":
+            await respond_json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses)})
+            return
+        body, too_big = await read_all(receive, MAX_EVENT_BYTES)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if too_big:
+            self.counts["rejected"] += 1
+            await respond_json(send, 413, {"error": f"event over {MAX_EVENT_BYTES} bytes"})
+            return
+        try:
+            self.receive(headers, body)
+        except (BadEvent, KeyError, TypeError, ValueError) as err:
+            self.counts["rejected"] += 1
+            await respond_json(send, 400, {"error": f"{type(err).__name__}: {err}" if not isinstance(err, BadEvent) else str(err)})
+            return
+        await respond_json(send, 202, {"accepted": True})
+
+    async def _startup(self) -> None:
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _shutdown(self) -> None:
+        self._flusher.cancel()
+        await asyncio.to_thread(self._flush_logged)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await asyncio.to_thread(self._flush_logged)
+
+    def _flush_logged(self) -> None:
+        try:
+            for path in self.flush():
+                log.info("wrote %s", path)
+        except Exception:  # keep receiving; the rows wait for the next flush
+            log.exception("could not write the inference log to %s; %d rows wait for the next flush", self.store,
+                          len(self.rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kfops.serving.sidecars.log_sink", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, help="s3://<bucket>/<prefix> or a folder")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--flush-s", type=float, default=10.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    if args.store.startswith("s3://"):
+        try:
+            split_s3_uri(args.store)
+        except ValueError as err:
+            print(f"kfops.serving.sidecars.log_sink: error: {err}", file=sys.stderr)
+            return 2
+    import uvicorn
+
+    uvicorn.run(CloudEventSink(args.store, args.flush_s), host=args.host, port=args.port, log_level="warning",
+                access_log=False, lifespan="on")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""A local traffic split: one address in front of a stable and a canary model server.
+
+It plays the part of KServe's revision routing for the local canary (:mod:`.canary`). Requests
+go to the canary in the configured share, spread evenly (request i goes to the canary when
+``floor((i+1)p/100) > floor(ip/100)``), so small samples already get the exact share. Each
+response carries ``x-kfops-backend: stable|canary``.
+
+``GET /-/split`` returns the share and per-backend counts; ``POST /-/split {"canary_percent": N}``
+changes the share at once (0 is the rollback). A backend that cannot be reached is a 502.
+
+    python -m kfops.serving.sidecars.split --port 8090 --stable http://127.0.0.1:8080 \\
+        --canary http://127.0.0.1:8081 --canary-percent 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from kfops.serving.sidecars.asgi import backend_client, lifespan, read_all, respond_json
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 100_000_000  # the servers behind enforce their own, smaller limit
+CONTROL_PATH = "/-/split"
+BACKEND_HEADER = b"x-kfops-backend"
+_HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"host",
+               b"content-length", b"proxy-authorization", b"proxy-authenticate"}
+
+
+class TrafficSplit:
+    def __init__(self, stable_url: str, canary_url: str, canary_percent: int):
+        self.urls = {"stable": stable_url.rstrip("/"), "canary": canary_url.rstrip("/")}
+        self.canary_percent = _percent(canary_percent)
+        self.sent = 0
+        self.counts: dict[str, dict[str, int]] = {"stable": {}, "canary": {}}
+        self._client: Any = None
+
+    def choose(self) -> str:
+        i, p = self.sent, self.canary_percent
+        self.sent += 1
+        return "canary" if ((i + 1) * p) // 100 > (i * p) // 100 else "stable"
+
+    def state(self) -> dict[str, Any]:
+        return {"canary_percent": self.canary_percent, "backends": self.urls, "responses": self.counts}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send, self._startup, self._shutdown)
+            return
+        if scope["type"] != "http":
+            return
+        body, too_big = await read_all(receive, MAX_BODY_BYTES)
+        if too_big:
+            await _respond(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
+            return
+        if scope["path"] == CONTROL_PATH:
+            await self._control(scope["method"], body, send)
+            return
+        backend = self.choose()
+        url = self.urls[backend] + scope["path"] + (f"?{scope['query_string'].decode()}" if scope["query_string"] else "")
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        import httpx
+
+        try:
+            response = await self._client.request(scope["method"], url, headers=headers, content=body)
+        except httpx.HTTPError as err:
+            self._count(backend, 502)
+            await _respond(send, 502, {"error": f"the {backend} server at {self.urls[backend]} is unreachable: "
+                                                f"{type(err).__name__}"}, backend)
+            return
+        self._count(backend, response.status_code)
+        out = [(k.encode(), v.encode()) for k, v in response.headers.items() if k.encode() not in _HOP_BY_HOP]
+        out.append((BACKEND_HEADER, backend.encode()))
+        out.append((b"content-length", str(len(response.content)).encode()))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        await send({"type": "http.response.body", "body": response.content})
+
+    def _count(self, backend: str, status: int) -> None:
+        codes = self.counts[backend]
+        codes[str(status)] = codes.get(str(status), 0) + 1
+
+    async def _control(self, method: str, body: bytes, send: Any) -> None:
+        if method == "POST":
+            try:
+                self.canary_percent = _percent(json.loads(body or b"{}")["canary_percent"])
+            except (ValueError, KeyError, TypeError) as err:
+                await _respond(send, 400, {"error": f'send {{"canary_percent": 0..100}}: {err}'})
+                return
+            log.info("canary share set to %d%%", self.canary_percent)
+        await _respond(send, 200, self.state())
+
+    async def _startup(self) -> None:
+        self._client = backend_client()
+
+    async def _shutdown(self) -> None:
+        await self._client.aclose()
+
+
+def _percent(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise ValueError(f"canary_percent must be a number from 0 to 100, got {value!r}")
+    return int(value)
+
+
+async def _respond(send: Any, status: int, payload: Any, backend: str | None = None) -> None:
+    await respond_json(send, status, payload, [(BACKEND_HEADER, backend.encode())] if backend else None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m kfops.serving.sidecars.split", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--stable", required=True, help="URL of the stable server")
+    p.add_argument("--canary", required=True, help="URL of the canary server")
+    p.add_argument("--canary-percent", type=int, default=10)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    import uvicorn
+
+    try:
+        app = TrafficSplit(args.stable, args.canary, args.canary_percent)
+    except ValueError as err:
+        print(f"kfops.serving.sidecars.split: error: {err}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Helpers every pipeline step shares: the config a component passes as JSON, the raw-table
+folder, the training set and the last validation stats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kfops.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kfops.config import KfopsConfig
+
+
+log = logging.getLogger(__name__)
+
+
+def step_config(config: KfopsConfig | str) -> KfopsConfig:
+    from kfops.config import KfopsConfig
+
+    return config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config)
+
+
+def read_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
+    import pandas as pd
+
+    raw_dir = Path(raw_dir)
+    files = sorted(raw_dir.glob("*.parquet"))
+    if not files:
+        raise DataError(f"no raw tables (*.parquet) in {raw_dir}", hint="run the ingest step first")
+    tables = {}
+    for path in files:
+        try:
+            tables[path.stem] = pd.read_parquet(path)
+        except (OSError, ValueError) as err:
+            raise DataError(f"raw table {path} could not be read: {err}") from err
+    return tables
+
+
+def load_training_set(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"training set {path} could not be read: {err}") from err
+
+
+def previous_validation(cfg: KfopsConfig, name: str) -> tuple[Path, dict | None]:
+    path = cfg.data_dir / "validation" / f"{name}.last.json"
+    if path.is_file():
+        return path, json.loads(path.read_text()).get("stats")
+    return path, None
+
+
+def feature_views(cfg: KfopsConfig) -> str:
+    return ",".join(sorted({ref.split(":", 1)[0] for ref in cfg.features.feature_refs}))
+
+
+def definitions_hash(cfg: KfopsConfig) -> str:
+    module = cfg.features.definitions.partition(":")[0]
+    path = cfg.features.repo_path / f"{module}.py"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "unknown"
+

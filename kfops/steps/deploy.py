@@ -1,0 +1,60 @@
+"""Step 7, deploy: serve the registry alias locally or as a KServe InferenceService, then
+smoke-test one request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kfops.errors import KfopsError
+from kfops.steps.common import step_config
+
+if TYPE_CHECKING:
+
+    from kfops.config import KfopsConfig
+
+
+def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:
+    """Serve the champion (or ``serving.model_alias``) on a local KServe ModelServer; smoke-test it."""
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.serving.local import client as serving_client
+    from kfops.serving.local import process
+
+    cfg = step_config(config)
+    alias = cfg.serving.model_alias or registry.CHAMPION
+    target = registry.model_version(cfg, alias=alias)
+    if target is None:
+        raise KfopsError(f"no model version holds @{alias}", hint="promote one with `kfops promote <version>`")
+    if serving_target(cfg) == "kserve":
+        from kfops.adapters.kserve_cluster import rollout
+
+        result = rollout(cfg, str(target.version))
+        return {"endpoint": result["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
+                "rollout": result, "just_registered": version}
+    status = process.start_server(cfg, model_version=str(target.version))
+    model_dir = registry.fetch_model_dir(cfg.tracking_uri, f"models:/{target.name}/{target.version}")
+    example = example_request_rows(model_dir)
+    response = serving_client.smoke_test(status["url"], cfg.registry.model_name, example)
+    return {"endpoint": status["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
+            "smoke_test": response, "just_registered": version}
+
+
+def serving_target(cfg: KfopsConfig) -> str:
+    """``serving.target``, with auto meaning kserve inside a Kubernetes pod (a KFP run on the cluster)."""
+    if cfg.serving.target != "auto":
+        return cfg.serving.target
+    return "kserve" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
+
+
+def example_request_rows(model_dir: Path) -> list[dict[str, Any]]:
+    """The input example MLflow stored beside the model: a real row to smoke-test the endpoint with."""
+    mlflow_dir = Path(model_dir).parent.parent  # <mlflow model>/artifacts/<kfops model>
+    example = mlflow_dir / "input_example.json"
+    if example.is_file():
+        data = json.loads(example.read_text())
+        columns, rows = data["columns"], data["data"]
+        return [dict(zip(columns, row, strict=True)) for row in rows[:1]]
+    raise KfopsError(f"no input example stored with the model at {mlflow_dir}")

@@ -1,0 +1,259 @@
+"""The retraining pipeline's first step: a drift check against the champion's data, then the
+retrain policy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kfops.core.windows import drift_frame, parse_window
+from kfops.errors import ConfigError, DataError
+from kfops.steps.featurize import window_features
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kfops.config import KfopsConfig
+    from kfops.core.drift import DriftResult
+
+
+log = logging.getLogger(__name__)
+
+
+POLICY_STATE_FILE = "retrain_policy.json"
+
+
+CurrentSource = Literal["window", "inference_logs"]
+
+
+# Tags that link a triggered training run (and its model version) to the drift check behind it.
+TRIGGER_REPORT_TAG = "kfops.trigger.drift_report"
+
+
+TRIGGER_VERDICT_TAG = "kfops.trigger.drift_verdict"
+
+
+TRIGGER_RUN_TAG = "kfops.trigger.drift_run"
+
+
+def policy_state_path(cfg: KfopsConfig) -> Path:
+    return cfg.data_dir / POLICY_STATE_FILE
+
+
+def champion_window(cfg: KfopsConfig) -> tuple[str, tuple[dt.date, dt.date]]:
+    """The champion's version and the data window it was trained on (its `kfops.window` tag)."""
+    from kfops.adapters import mlflow_registry as registry
+
+    found = registry.champion(cfg)
+    if found is None:
+        raise ConfigError("there is no @champion to check for drift against",
+                          hint="run the training pipeline first, or pass reference_window explicitly")
+    window = (found.tags or {}).get("kfops.window", "")
+    if not window:
+        raise ConfigError(f"champion v{found.version} has no kfops.window tag",
+                          hint="pass reference_window='YYYY-MM-DD,YYYY-MM-DD' explicitly")
+    return str(found.version), parse_window(window)
+
+
+def inference_log_frame(cfg: KfopsConfig, start: dt.date, end: dt.date) -> pd.DataFrame:
+    """Served predictions of [start, end] as a drift frame: the model's features plus its score
+    as ``drift.prediction_column``. The log's ``label`` is the predicted class, not ground
+    truth, so it is dropped: performance cannot be scored from logs."""
+    from kfops.serving.runtime.inference_log import read_inference_logs
+
+    logs = read_inference_logs(cfg.inference_log_location, dt.datetime.combine(start, dt.time(), dt.UTC),
+                               dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), dt.UTC))
+    if logs.empty:
+        raise DataError(f"no inference logs in {cfg.inference_log_location} between {start} and {end}",
+                        hint="serve the model first, or use current_source='window' with a labelled window")
+    missing = [c for c in cfg.feature_columns if c not in logs.columns]
+    if missing:
+        raise DataError(f"the inference logs lack feature column(s) {', '.join(missing)}",
+                        hint="log feature vectors with the model's feature columns")
+    frame = logs[cfg.feature_columns].copy()
+    frame[cfg.drift.prediction_column] = logs["probability"].to_numpy(dtype="float64")
+    return frame
+
+
+def run_drift_check(
+    cfg: KfopsConfig, reference: pd.DataFrame, current: pd.DataFrame, model: Any, out_dir: Path,
+    report_html: Path | None = None, verdict_json: Path | None = None, html: bool = True,
+) -> tuple[DriftResult, Path, Path | None]:
+    """Check drift (with the champion's scores when ``model`` is given), write verdict and report."""
+    from kfops.core.drift import check_drift, write_verdict
+    from kfops.reports.drift import render_report
+
+    result = check_drift(reference, current, cfg.drift, model=model)
+    report_path = None
+    if html:
+        report_path = render_report(reference, current, result, report_html or Path(out_dir) / "drift_report.html")
+    verdict_path = write_verdict(result, verdict_json or Path(out_dir) / "drift_verdict.json", html_path=report_path)
+    return result, verdict_path, report_path
+
+
+def drift_metrics(result: DriftResult) -> dict[str, float]:
+    """The scalar drift metrics logged to MLflow and to the KFP Metrics artifact."""
+    metrics = {
+        "drift": float(result.drift),
+        "dataset_drift": float(result.dataset_drift),
+        "drift_share": float(result.drift_share),
+        "drifted_columns": float(len(result.drifted_columns)),
+        "tested_columns": float(len(result.columns)),
+        "current_rows": float(result.current_rows),
+        "reference_rows": float(result.reference_rows),
+    }
+    for column in result.columns:
+        if column.score is not None:
+            metrics[f"column_score.{column.column}"] = float(column.score)
+    if result.prediction is not None:
+        metrics["prediction_reference_mean"] = float(result.prediction.reference_mean)
+        metrics["prediction_current_mean"] = float(result.prediction.current_mean)
+        metrics["prediction_drift"] = float(result.prediction.result.drifted)
+        if result.prediction.result.score is not None:
+            metrics["prediction_drift_score"] = float(result.prediction.result.score)
+    perf = result.performance
+    if perf is not None and perf.roc_auc is not None:
+        metrics["current_roc_auc"] = float(perf.roc_auc)
+        if perf.reference_roc_auc is not None:
+            metrics["reference_roc_auc"] = float(perf.reference_roc_auc)
+    return metrics
+
+
+def _log_to_mlflow(cfg: KfopsConfig, result: DriftResult, verdict_path: Path, report_path: Path | None,
+                   tags: dict[str, str]) -> tuple[str, str]:
+    """One MLflow run per drift check: metrics, verdict and report; returns (run id, report URI)."""
+    import mlflow
+
+    from kfops.adapters import mlflow_registry as registry
+
+    experiment_id = registry.ensure_experiment(cfg)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift-{tags.get('kfops.pipeline_run', '')}"[:250]) as run:
+        mlflow.set_tags({"kfops.kind": "drift_check", **tags})
+        mlflow.log_metrics(drift_metrics(result))
+        mlflow.log_artifact(str(verdict_path), "drift")
+        report_uri = ""
+        if report_path is not None:
+            mlflow.log_artifact(str(report_path), "drift")
+            report_uri = f"{run.info.artifact_uri}/drift/{Path(report_path).name}"
+        return run.info.run_id, report_uri
+
+
+def _check_time(value: str) -> dt.datetime:
+    if not value:
+        return dt.datetime.now(dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError as err:
+        raise ConfigError(f"check_time '{value}' is not an ISO 8601 time", hint="e.g. 2013-07-31T00:00:00+00:00") from err
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def drift_check(
+    config: KfopsConfig | str,
+    report_html: Path,
+    verdict_json: Path,
+    decision_json: Path,
+    pipeline_run: str = "",
+    reference_window: str = "",
+    current_source: CurrentSource = "window",
+    check_time: str = "",
+) -> dict[str, Any]:
+    """Drift of the current data (``cfg.dataset`` window) against the champion's, then the policy.
+
+    ``reference_window`` ('YYYY-MM-DD,YYYY-MM-DD'; empty: the champion's `kfops.window` tag).
+    ``current_source``: ``window`` (a labelled batch: scores the champion on it too) or
+    ``inference_logs`` (what was served in the window). ``check_time`` (ISO; empty: now) is
+    when the policy sees this check. Returns the decision dict, with ``retrain`` the trigger.
+    """
+    from kfops.config import KfopsConfig
+    from kfops.core.model import load_model
+    from kfops.core.retrain_policy import DriftSummary, decide_and_record
+
+    cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config)
+    if current_source not in ("window", "inference_logs"):
+        raise ConfigError(f"current_source '{current_source}' is unknown", hint="use 'window' or 'inference_logs'")
+    from kfops.adapters import mlflow_registry as registry
+
+    champion_version, champion_span = champion_window(cfg)
+    ref_start, ref_end = parse_window(reference_window) if reference_window else champion_span
+    champion = load_model(registry.fetch_model_dir(
+        cfg.tracking_uri, f"models:/{cfg.registry.model_name}/{champion_version}"))
+    work = cfg.data_dir / "work" / "drift" / (pipeline_run or "adhoc")
+    reference = drift_frame(window_features(cfg, ref_start, ref_end, work / "reference"), cfg)
+    cur_start, cur_end = cfg.dataset.start, cfg.dataset.end
+    if current_source == "window":
+        current = drift_frame(window_features(cfg, cur_start, cur_end, work / "current"), cfg)
+        model = champion
+    else:
+        from kfops.core.model import predict_proba
+
+        current = inference_log_frame(cfg, cur_start, cur_end)
+        reference[cfg.drift.prediction_column] = predict_proba(champion, reference)
+        reference = reference.drop(columns=[cfg.drift.label_column], errors="ignore")
+        model = None  # the logs hold the served scores; compare them with the champion's on the reference
+    result, verdict_path, report_path = run_drift_check(cfg, reference, current, model, work,
+                                                        Path(report_html), Path(verdict_json))
+    tags = {"kfops.pipeline_run": pipeline_run, "kfops.champion_version": champion_version,
+            "kfops.reference_window": f"{ref_start},{ref_end}", "kfops.window": f"{cur_start},{cur_end}",
+            "kfops.current_source": current_source, "kfops.drift": str(result.drift).lower()}
+    drift_run_id, report_uri = _log_to_mlflow(cfg, result, verdict_path, report_path, tags)
+    # The decision names the report by its MLflow URI (durable) and its local path (for people).
+    summary = DriftSummary.from_result(result, report=report_uri or report_path)
+    decision = decide_and_record(policy_state_path(cfg), summary, _check_time(check_time), cfg.retrain)
+    record = {
+        **decision.to_dict(),
+        "drift_reasons": list(result.reasons),
+        "drift_report_path": None if report_path is None else str(report_path),
+        "drift_verdict_path": str(verdict_path),
+        "drift_run_id": drift_run_id,
+        "pipeline_run": pipeline_run,
+        "champion_version": champion_version,
+        "reference_window": [str(ref_start), str(ref_end)],
+        "current_window": [str(cur_start), str(cur_end)],
+        "current_source": current_source,
+        "metrics": drift_metrics(result),
+    }
+    Path(decision_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(decision_json).write_text(json.dumps(record, indent=2, default=str))
+    import mlflow
+
+    registry.client(cfg)
+    with mlflow.start_run(run_id=drift_run_id):
+        mlflow.set_tags({"kfops.retrain": str(decision.retrain).lower(), "kfops.retrain_code": decision.code})
+        mlflow.log_dict(record, "drift/decision.json")
+    verb = "RETRAIN" if decision.retrain else "no retrain"
+    print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}); report {report_path}",
+          flush=True)
+    return record
+
+
+def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Path) -> list[str]:
+    """Tag the training runs (and model versions) of ``pipeline_run`` with the drift check that
+    triggered them, so a retrained model leads back to its drift report. Returns the run ids."""
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.config import KfopsConfig
+
+    cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config)
+    decision = json.loads(Path(decision_json).read_text())
+    tags = {TRIGGER_REPORT_TAG: decision.get("drift_report") or "",
+            TRIGGER_VERDICT_TAG: decision.get("drift_verdict_path") or "",
+            TRIGGER_RUN_TAG: decision.get("drift_run_id") or ""}
+    mlflow_client = registry.client(cfg)
+    experiment = mlflow_client.get_experiment_by_name(cfg.registry.experiment)
+    if experiment is None:
+        return []
+    found = mlflow_client.search_runs([experiment.experiment_id],
+                                      filter_string=f"tags.`kfops.pipeline_run` = '{pipeline_run}'")
+    runs = [r.info.run_id for r in found if r.data.tags.get("kfops.kind") != "drift_check"]
+    for run_id in runs:
+        for key, value in tags.items():
+            mlflow_client.set_tag(run_id, key, value)
+    for version in mlflow_client.search_model_versions(f"name = '{cfg.registry.model_name}'"):
+        if version.run_id in runs:
+            for key, value in tags.items():
+                mlflow_client.set_model_version_tag(cfg.registry.model_name, version.version, key, value)
+    return sorted(runs)
