@@ -257,7 +257,8 @@ class DriftResult:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["drifted_columns"] = self.drifted_columns
-        return json_safe(data)
+        safe: dict[str, Any] = json_safe(data)
+        return safe
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,9 +284,9 @@ def check_drift(
     _require_rows(current, "current")
     kinds, skipped = _column_kinds(reference, current, cfg)
     if not kinds:
-        reasons = "; ".join(f"{c}: {why}" for c, why in skipped.items()) or "the frames have no columns"
+        why_not = "; ".join(f"{c}: {why}" for c, why in skipped.items()) or "the frames have no columns"
         raise DataError(
-            f"no column can be tested for drift ({reasons})",
+            f"no column can be tested for drift ({why_not})",
             hint="set drift.columns, drift.numerical_columns or drift.categorical_columns",
         )
 
@@ -313,10 +314,10 @@ def check_drift(
     ref_scores, cur_scores, source = _scores(ref_sample, cur_sample, cfg, model, notes)
     prediction = None
     if ref_scores is not None and cur_scores is not None:
-        kind = "numerical" if _is_numeric(ref_scores) and _is_numeric(cur_scores) else "categorical"
+        kind: ColumnKind = "numerical" if _is_numeric(ref_scores) and _is_numeric(cur_scores) else "categorical"
         result = column_drift(cfg.prediction_column, kind, ref_scores, cur_scores, cfg)
         prediction = PredictionDrift(
-            source=source, result=result, reference_mean=_mean(ref_scores), current_mean=_mean(cur_scores)
+            source=source or cfg.prediction_column, result=result, reference_mean=_mean(ref_scores), current_mean=_mean(cur_scores)
         )
         if result.drifted and cfg.prediction_drift_counts:
             reasons.append(f"prediction drift ({source}): {result.describe()}")
@@ -368,7 +369,7 @@ def column_drift(name: str, kind: ColumnKind, reference: pd.Series, current: pd.
     configured = cfg.test_for(name, kind)
     if configured != "auto" and kind not in STAT_TESTS[configured].kinds:
         raise ConfigError(f"drift test '{configured}' does not apply to {kind} column '{name}'")
-    base = {
+    base: dict[str, Any] = {
         "column": name,
         "type": kind,
         "reference_rows": int(ref_rows),
@@ -493,8 +494,10 @@ def _auto_test(kind: ColumnKind, data: _Numerical | _Counts, reference_rows: int
 def _run_test(test: str, kind: ColumnKind, data: _Numerical | _Counts) -> tuple[float, float | None]:
     """(score, statistic): the score is what Evidently compares with the threshold."""
     if test == "wasserstein":
+        assert isinstance(data, _Numerical), test
         return _wasserstein_normed(data), None
     if test == "ks":
+        assert isinstance(data, _Numerical), test
         statistic, p_value = _ks(data)
         return p_value, statistic
     if test in ("jensenshannon", "psi"):
@@ -627,7 +630,8 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
 
     if values.size == 0:
         return values
-    return values[np.concatenate([[True], values[1:] != values[:-1]])]
+    unique: np.ndarray = values[np.concatenate([[True], values[1:] != values[:-1]])]
+    return unique
 
 
 def _sorted_value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -650,7 +654,7 @@ def _require_rows(frame: pd.DataFrame, side: str) -> None:
                         hint=f"check the {side} path and its date window")
 
 
-def _column_kinds(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig) -> tuple[dict[str, str], dict[str, str]]:
+def _column_kinds(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig) -> tuple[dict[str, ColumnKind], dict[str, str]]:
     """Columns to test with their kind, and the columns left out with the reason."""
     reserved = {cfg.label_column, cfg.prediction_column}
     excluded = set(cfg.exclude_columns)
@@ -675,9 +679,11 @@ def _column_kinds(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConf
             hint="give both windows the same schema, or list the columns in drift.exclude_columns",
         )
 
-    kinds: dict[str, str] = {}
+    kinds: dict[str, ColumnKind] = {}
     skipped: dict[str, str] = {}
     for column in candidates:
+        kind: ColumnKind | None
+        why: str | None
         if column in cfg.numerical_columns:
             kind, why = "numerical", None
         elif column in cfg.categorical_columns:

@@ -79,7 +79,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
     }
 
 
-def _thin_curve(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, points: int = 200) -> dict[str, list]:
+def _thin_curve(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, points: int = 200) -> dict[str, list[float]]:
     """Keep curves small enough for KFP metadata and MLflow tags."""
     if len(fpr) > points:
         keep = np.unique(np.linspace(0, len(fpr) - 1, points).astype(int))
@@ -174,8 +174,8 @@ def gate(
     challenger: dict[str, float],
     gate_cfg: GateConfig,
     champion: dict[str, float] | None = None,
-    challenger_slices: dict | None = None,
-    champion_slices: dict | None = None,
+    challenger_slices: dict[str, Any] | None = None,
+    champion_slices: dict[str, Any] | None = None,
     behaviour: list[Check] | None = None,
     champion_version: str | None = None,
 ) -> Verdict:

@@ -41,7 +41,7 @@ def import_callable(spec: str, search_path: Path | None = None) -> Callable[...,
             module = importlib.import_module(module_name)
     except (ImportError, SyntaxError) as err:
         raise ConfigError(f"cannot import '{module_name}' for '{spec}': {err}") from err
-    found = getattr(module, attr, None)
+    found: Callable[..., Any] | None = getattr(module, attr, None)
     if not callable(found):
         where = file if file is not None and file.is_file() else module_name
         raise ConfigError(f"'{where}' has no function '{attr}' (from '{spec}')")

@@ -117,7 +117,8 @@ def read_meta(folder: Path) -> dict[str, Any]:
     path = Path(folder) / META_FILE
     if not path.is_file():
         raise KfopsError(f"{folder} is not a kfops model folder: {META_FILE} is missing")
-    return json.loads(path.read_text())
+    meta: dict[str, Any] = json.loads(path.read_text())
+    return meta
 
 
 def load_model(folder: Path) -> TabularModel:
@@ -128,4 +129,5 @@ def load_model(folder: Path) -> TabularModel:
         raise KfopsError(f"model at {folder} was written by unknown trainer '{trainer}'")
     module_name, class_name = TRAINERS[trainer].split(":")
     cls = getattr(importlib.import_module(module_name), class_name)
-    return cls.load(Path(folder), FeatureSpec.from_dict(meta["spec"]), float(meta.get("threshold", 0.5)))
+    model: TabularModel = cls.load(Path(folder), FeatureSpec.from_dict(meta["spec"]), float(meta.get("threshold", 0.5)))
+    return model

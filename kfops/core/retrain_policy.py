@@ -203,6 +203,7 @@ def decide(
         return outcome(False, NEVER, "retrain policy mode is 'never'")
 
     last_retrain = next((d for d in reversed(past) if d.retrain), None)
+    evidence: tuple[str, ...]
     if policy.mode == "scheduled":
         if last_retrain is not None and now - last_retrain.at < policy.schedule_every:
             due = last_retrain.at + policy.schedule_every
@@ -235,8 +236,8 @@ def decide(
     if policy.max_retrains is not None:
         recent = [d for d in past if d.retrain and d.at > now - policy.period]
         if len(recent) >= policy.max_retrains:
-            allowed = (recent[-policy.max_retrains].at + policy.period) if policy.max_retrains else None
-            when = f"; next allowed at {allowed.isoformat()}" if allowed else ""
+            next_allowed = (recent[-policy.max_retrains].at + policy.period) if policy.max_retrains else None
+            when = f"; next allowed at {next_allowed.isoformat()}" if next_allowed else ""
             return outcome(False, RATE_LIMIT, f"{reason}; but {len(recent)} retrain(s) in the last "
                                               f"{_human(policy.period)} reach max_retrains {policy.max_retrains}{when}")
     return outcome(True, code, reason, evidence)

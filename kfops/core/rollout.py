@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kfops.config import CanaryConfig
@@ -132,7 +132,7 @@ class RolloutDecision:
     canary: TrafficWindow
     stable: TrafficWindow | None
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """A JSON-ready record of the decision and the evidence behind it."""
         return {
             "action": str(self.action), "reasons": list(self.reasons), "elapsed_s": round(self.elapsed_s, 1),
@@ -140,7 +140,7 @@ class RolloutDecision:
         }
 
 
-def _describe(window: TrafficWindow) -> dict:
+def _describe(window: TrafficWindow) -> dict[str, Any]:
     return {"requests": window.requests, "server_errors": window.server_errors,
             "client_errors": window.client_errors, "p99_ms": window.latency_quantile_ms(0.99)}
 
