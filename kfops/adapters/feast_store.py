@@ -19,13 +19,13 @@ and online, so a model sees the same types at training and at serving.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kfops.adapters import sqlite_timestamps
+from kfops.core.files import import_callable
 from kfops.errors import ConfigError, DataError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -130,22 +130,18 @@ def load_definitions(cfg: KfopsConfig, source_dir: Path) -> list:
     if not module_name or not function_name:
         raise ConfigError(f"features.definitions '{cfg.features.definitions}' must look like module:function")
     path = Path(cfg.features.repo_path) / (module_name.replace(".", "/") + ".py")
-    if not path.is_file():
+    if not path.is_file():  # import_callable would fall back to an ordinary import: never here
         raise ConfigError(
             f"feature definitions {path} do not exist",
             hint="set features.repo_path to the folder holding your definitions module",
         )
-    spec = importlib.util.spec_from_file_location(f"kfops_feature_repo_{module_name}", path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"feature definitions {path} cannot be imported")
-    module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)
-    except (ImportError, SyntaxError) as err:
-        raise ConfigError(f"feature definitions {path} failed to import: {err}") from err
-    build = getattr(module, function_name, None)
-    if not callable(build):
-        raise ConfigError(f"{path} has no function '{function_name}'", hint="check features.definitions")
+        build = import_callable(cfg.features.definitions, search_path=Path(cfg.features.repo_path))
+    except ConfigError as err:  # chained to the ImportError when the module itself failed
+        cause = err.__cause__
+        if isinstance(cause, (ImportError, SyntaxError)):
+            raise ConfigError(f"feature definitions {path} failed to import: {cause}") from cause
+        raise ConfigError(f"{path} has no function '{function_name}'", hint="check features.definitions") from None
     objects = list(build(Path(source_dir).expanduser().resolve()))
     if not objects:
         raise ConfigError(f"{path}:{function_name} returned no Feast objects")

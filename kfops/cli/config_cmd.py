@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from kfops.core.files import atomic_output
 from kfops.errors import ConfigError
 
 app = typer.Typer(
@@ -98,18 +97,11 @@ def from_terraform(
         raise ConfigError(f"{output} already exists", hint="pass --force to overwrite it, or choose another --output")
 
     text = render_profile(tree, profile_notes(outputs), source=str(source))
-    output.parent.mkdir(parents=True, exist_ok=True)
     # Validate the exact bytes before they replace anything; environ={} keeps the shell's
-    # KFOPS__* overrides out of the check.
-    handle, staged_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".yaml", dir=output.parent)
-    staged = Path(staged_name)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
+    # KFOPS__* overrides out of the check. Mode 0600 as the profile has always been written.
+    with atomic_output(output, mode=0o600) as staged:
+        staged.write_text(text)
         config = load_config(staged, environ={})
-        os.replace(staged, output)
-    finally:
-        staged.unlink(missing_ok=True)
 
     typer.echo(f"wrote {output}")
     for section, key in SUMMARY_KEYS:

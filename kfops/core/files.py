@@ -89,10 +89,11 @@ def atomic_write_text(path: str | Path, text: str, mode: int = 0o644) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
+def atomic_output(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
     """A temporary path in the target's folder for a writer that needs a file name (parquet, torch).
 
-    On success it replaces ``path``; on any error it is removed and ``path`` is untouched.
+    The file is created exclusively (as in :func:`atomic_write_bytes`); on success it gets
+    ``mode`` and replaces ``path``; on any error it is removed and ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,6 +101,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(temporary)
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

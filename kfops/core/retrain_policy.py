@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kfops.core.files import atomic_write_text
 from kfops.errors import DataError
 
 if TYPE_CHECKING:
@@ -294,19 +293,8 @@ class PolicyState:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically, so a reader never sees half a file."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.to_dict(), handle, indent=2)
-                handle.write("\n")
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; the scheduler and a backtest may run as others
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        # 0644: the scheduler and a backtest may run as other users.
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n", mode=0o644)
 
 
 def decide_and_record(

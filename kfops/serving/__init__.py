@@ -24,7 +24,8 @@ Endpoints (``<name>`` is ``registry.model_name`` unless ``--name`` is given):
 
 Subpackages (import what you need; nothing heavy is imported here):
 
-- ``protocol``: request decoding and validation, response encoding, the hot-path encoder.
+- ``protocol``: request decoding and validation, response encoding, the hot-path encoder, the
+  shared ASGI helpers (body size limit, JSON responses, lifespan).
 - ``runtime``: the engine, batching, model loading, online lookups, metrics, the inference log.
 - ``kserve``: the predictor, the ASGI front, the ModelServer and the transformer (import kserve).
 - ``sidecars``: the KServe logger's CloudEvent sink and the local traffic split.

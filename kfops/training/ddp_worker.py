@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kfops.core.files import atomic_output
 from kfops.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -113,12 +114,11 @@ def log_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     import torch
 
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
+    # A kill mid-write leaves only a hidden temporary file, which resume (epoch_*.pt) ignores.
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
         torch.save(obj, handle)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)  # a kill mid-write leaves only the .tmp, which resume ignores
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
@@ -399,6 +399,9 @@ def _score_validation(
 def _prune_checkpoints(folder: Path) -> None:
     for stale in sorted(folder.glob("epoch_*.pt"), reverse=True)[KEEP_CHECKPOINTS:]:
         stale.unlink(missing_ok=True)
+    # Temporaries of saves killed mid-write (rank 0 is the only writer and its save is done).
+    for torn in folder.glob(".epoch_*.pt.*.tmp"):
+        torn.unlink(missing_ok=True)
 
 
 def _drop_foreign_checkpoints(folder: Path) -> None:

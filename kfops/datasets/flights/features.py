@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kfops.core.files import atomic_output
 from kfops.datasets.flights import DELAY_MINUTES
 from kfops.errors import DataError
 
@@ -57,10 +58,9 @@ def write_feature_sources(tables: dict[str, pd.DataFrame], source_dir: Path) -> 
     for name, frame in frames.items():
         path = source_dir / f"{name}.parquet"
         # Write then rename, so a reader never sees half a file.
-        partial = path.with_suffix(".parquet.partial")
-        # Microseconds: duckdb cannot cast a nanosecond TIMESTAMPTZ, which Feast's materialize does.
-        frame.astype({TIMESTAMP: "datetime64[us, UTC]"}).to_parquet(partial, index=False)
-        partial.replace(path)
+        with atomic_output(path) as partial:
+            # Microseconds: duckdb cannot cast a nanosecond TIMESTAMPTZ, which Feast's materialize does.
+            frame.astype({TIMESTAMP: "datetime64[us, UTC]"}).to_parquet(partial, index=False)
         paths[name] = path
     return paths
 

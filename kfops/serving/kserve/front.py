@@ -27,11 +27,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from kfops.errors import KfopsError
+from kfops.serving.protocol.asgi import ClientGone, header, read_body, send_json
 from kfops.serving.protocol.payloads import (
-    PayloadTooLarge,
     RequestError,
     decode_v1,
     decode_v2,
@@ -48,13 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
 VERSIONED_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/ready|/infer|)$")
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
 
 
 class ServingFront:
@@ -147,7 +140,7 @@ class ServingFront:
             request = parse_json(body)
             snapshot = engine.current
             parsed = decode_v1(request, snapshot.spec) if protocol == "v1" else decode_v2(request, snapshot.spec)
-            request_id = parsed.request_id or _header(scope, b"x-request-id") or self._next_id()
+            request_id = parsed.request_id or header(scope, b"x-request-id") or self._next_id()
             prediction = await engine.infer(parsed, request_id)
             if protocol == "v1":
                 payload = v1_response(prediction.probabilities, prediction.threshold, model.name, prediction.version)
@@ -256,32 +249,6 @@ class ServingFront:
             model.stop()
 
 
-async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
-    declared = _header(scope, b"content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError as err:
-            raise RequestError(f"Content-Length {declared!r} is not a number") from err
-        if size > limit:
-            raise PayloadTooLarge(f"request body of {size} bytes exceeds the limit of {limit} bytes "
-                                  "(serving.max_payload_bytes); send fewer rows per request")
-    chunks = []
-    total = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        total += len(chunk)
-        if total > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes (serving.max_payload_bytes); "
-                                  "send fewer rows per request")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
 def _replay(body: bytes, receive: Any) -> Any:
     sent = False
 
@@ -295,22 +262,8 @@ def _replay(body: bytes, receive: Any) -> Any:
     return replay
 
 
-def _header(scope: dict, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _is_cloudevent(scope: dict) -> bool:
     for key, value in scope["headers"]:
         if key.startswith(b"ce-") or (key == b"content-type" and value.startswith(b"application/cloudevents")):
             return True
     return False
-
-
-async def send_json(send: Any, status: int, payload: Any) -> None:
-    body = orjson.dumps(payload)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

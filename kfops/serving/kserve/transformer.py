@@ -33,6 +33,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from kfops.errors import KfopsError
+from kfops.serving.protocol.asgi import (
+    ClientGone,
+    backend_client,
+    lifespan,
+    read_body,
+    send_bytes,
+    send_json,
+)
 from kfops.serving.protocol.payloads import (
     FEATURES,
     RequestError,
@@ -41,7 +49,6 @@ from kfops.serving.protocol.payloads import (
     error_body,
     parse_json,
 )
-from kfops.serving.sidecars.asgi import backend_client, lifespan, respond
 
 if TYPE_CHECKING:
     from kfops.core.model import FeatureSpec
@@ -135,8 +142,6 @@ class FlightTransformer:
     # -- ASGI -----------------------------------------------------------------------------------
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        from kfops.serving.kserve.front import read_body, send_json
-
         if scope["type"] == "lifespan":
             await lifespan(receive, send, self._startup, self._shutdown)
             return
@@ -157,6 +162,8 @@ class FlightTransformer:
         except RequestError as err:
             await send_json(send, err.status, error_body(err.message))
             return
+        except ClientGone:  # nobody to answer
+            return
         except KfopsError as err:
             await send_json(send, 500, error_body(str(err)))
             return
@@ -164,11 +171,9 @@ class FlightTransformer:
             log.exception("transformer %s: unexpected error", self.name)
             await send_json(send, 500, error_body(f"internal error: {type(err).__name__}: {err}"))
             return
-        await respond(send, status, content)
+        await send_bytes(send, status, content)
 
     async def _get(self, path: str, send: Any) -> None:
-        from kfops.serving.kserve.front import send_json
-
         if path == "/v2/health/live":
             await send_json(send, 200, {"live": True})
         elif path in ("/v2/health/ready", f"/v2/models/{self.name}/ready"):
@@ -176,7 +181,7 @@ class FlightTransformer:
             await send_json(send, 200 if ready else 503, {"name": self.name, "ready": ready})
         elif path in (f"/v2/models/{self.name}", f"/v1/models/{self.name}"):
             response = await self._client.get(self.predictor_url + path)
-            await respond(send, response.status_code, response.content)
+            await send_bytes(send, response.status_code, response.content)
         else:
             await send_json(send, 404, error_body(f"no route GET {path}"))
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kfops.core.files import atomic_output
 from kfops.errors import DataError
 
 if TYPE_CHECKING:
@@ -102,8 +103,6 @@ def predict_file(
     if keep_columns is not None and set(keep_columns) & set(OUTPUTS):
         raise DataError(f"keep_columns may not include {' or '.join(OUTPUTS)}: the output has its own")
     spec = loaded.spec
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output_path.with_name(f".{output_path.name}.tmp")
     writer = None
     rows = 0
     started = time.perf_counter()
@@ -115,36 +114,34 @@ def predict_file(
                 return batch, encode_arrow(batch, spec)
         return None
 
-    try:
-        # Arrow reads and encodes the next batch (GIL released) while XGBoost scores this one.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfops-batch-read") as reader:
-            upcoming = reader.submit(read_and_encode)
-            while (item := upcoming.result()) is not None:
+    # Written under a temporary name beside the output, which it replaces only once complete.
+    with atomic_output(output_path) as temporary:
+        try:
+            # Arrow reads and encodes the next batch (GIL released) while XGBoost scores this one.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfops-batch-read") as reader:
                 upcoming = reader.submit(read_and_encode)
-                batch, matrix = item
-                if keep_columns is None:
-                    keep = [c for c in batch.schema.names if c not in spec.columns and c not in OUTPUTS]
-                else:
-                    keep = keep_columns
-                    absent = [c for c in keep if c not in batch.schema.names]
-                    if absent:
-                        raise DataError(f"{input_path} lacks column(s) {', '.join(absent)} asked for in keep_columns")
-                probability = np.asarray(loaded.predict_proba_encoded(matrix), dtype=np.float64)
-                columns = {name: batch.column(name) for name in keep}
-                columns["probability"] = pa.array(probability)
-                columns["prediction"] = pa.array((probability >= loaded.threshold).astype(np.int8))
-                table = pa.table(columns)
-                if writer is None:
-                    writer = pq.ParquetWriter(temporary, table.schema)
-                writer.write_table(table)
-                rows += batch.num_rows
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        temporary.unlink(missing_ok=True)
-        raise
-    if writer is None:
-        raise DataError(f"{input_path} holds no rows")
-    writer.close()
-    os.replace(temporary, output_path)
+                while (item := upcoming.result()) is not None:
+                    upcoming = reader.submit(read_and_encode)
+                    batch, matrix = item
+                    if keep_columns is None:
+                        keep = [c for c in batch.schema.names if c not in spec.columns and c not in OUTPUTS]
+                    else:
+                        keep = keep_columns
+                        absent = [c for c in keep if c not in batch.schema.names]
+                        if absent:
+                            raise DataError(f"{input_path} lacks column(s) {', '.join(absent)} asked for in keep_columns")
+                    probability = np.asarray(loaded.predict_proba_encoded(matrix), dtype=np.float64)
+                    columns = {name: batch.column(name) for name in keep}
+                    columns["probability"] = pa.array(probability)
+                    columns["prediction"] = pa.array((probability >= loaded.threshold).astype(np.int8))
+                    table = pa.table(columns)
+                    if writer is None:
+                        writer = pq.ParquetWriter(temporary, table.schema)
+                    writer.write_table(table)
+                    rows += batch.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise DataError(f"{input_path} holds no rows")
     return BatchResult(output_path=output_path, rows=rows, seconds=time.perf_counter() - started)

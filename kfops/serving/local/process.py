@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.files import atomic_write_text
 from kfops.errors import ServingError
 from kfops.serving.runtime.loading import ModelSource
 
@@ -49,10 +50,8 @@ def _read_state(cfg: KfopsConfig, name: str) -> dict[str, Any] | None:
 
 
 def _write_state(cfg: KfopsConfig, name: str, state: dict[str, Any]) -> None:
-    path = _paths(cfg, name)["state"]
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(state, indent=2))
-    os.replace(temporary, path)
+    # Owner-only: the pid in it is what `stop` signals.
+    atomic_write_text(_paths(cfg, name)["state"], json.dumps(state, indent=2), mode=0o600)
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kfops.core.files import atomic_output
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
@@ -194,11 +196,9 @@ def write_table(log_dir: Path, day: dt.date, table: pa.Table, sequence) -> Path:
     import pyarrow.parquet as pq
 
     folder = Path(log_dir) / f"{PARTITION_PREFIX}{day.isoformat()}"
-    folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}.parquet"
-    temporary = folder / f".{name}.tmp"
-    pq.write_table(table, temporary)
-    os.replace(temporary, folder / name)
+    with atomic_output(folder / name) as temporary:
+        pq.write_table(table, temporary)
     return folder / name
 
 

@@ -1,3 +1,3 @@
 """Helper servers beside a predictor: the KServe logger's CloudEvent sink and the local traffic
-split, with the small ASGI pieces they share.
+split (their ASGI pieces are shared with the model server: :mod:`kfops.serving.protocol.asgi`).
 """

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfops.adapters.s3 import split_s3_uri
+from kfops.serving.protocol.asgi import ClientGone, lifespan, read_body, send_json
+from kfops.serving.protocol.payloads import PayloadTooLarge, RequestError
 from kfops.serving.runtime.inference_log import write_log_table
-from kfops.serving.sidecars.asgi import lifespan, read_all, respond_json
 
 log = logging.getLogger(__name__)
 
@@ -198,21 +199,25 @@ class CloudEventSink:
         if scope["type"] != "http":
             return
         if scope["method"] == "GET":
-            await respond_json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses)})
+            await send_json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses)})
             return
-        body, too_big = await read_all(receive, MAX_EVENT_BYTES)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if too_big:
+        try:
+            body = await read_body(scope, receive, MAX_EVENT_BYTES)
+        except ClientGone:
+            return
+        except RequestError as err:
             self.counts["rejected"] += 1
-            await respond_json(send, 413, {"error": f"event over {MAX_EVENT_BYTES} bytes"})
+            message = f"event over {MAX_EVENT_BYTES} bytes" if isinstance(err, PayloadTooLarge) else err.message
+            await send_json(send, err.status, {"error": message})
             return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             self.receive(headers, body)
         except (BadEvent, KeyError, TypeError, ValueError) as err:
             self.counts["rejected"] += 1
-            await respond_json(send, 400, {"error": f"{type(err).__name__}: {err}" if not isinstance(err, BadEvent) else str(err)})
+            await send_json(send, 400, {"error": f"{type(err).__name__}: {err}" if not isinstance(err, BadEvent) else str(err)})
             return
-        await respond_json(send, 202, {"accepted": True})
+        await send_json(send, 202, {"accepted": True})
 
     async def _startup(self) -> None:
         self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())

@@ -20,7 +20,14 @@ import logging
 import sys
 from typing import Any
 
-from kfops.serving.sidecars.asgi import backend_client, lifespan, read_all, respond_json
+from kfops.serving.protocol.asgi import (
+    ClientGone,
+    backend_client,
+    lifespan,
+    read_body,
+    send_json,
+)
+from kfops.serving.protocol.payloads import PayloadTooLarge, RequestError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 100_000_000  # the servers behind enforce their own, smaller limit
@@ -52,9 +59,13 @@ class TrafficSplit:
             return
         if scope["type"] != "http":
             return
-        body, too_big = await read_all(receive, MAX_BODY_BYTES)
-        if too_big:
-            await _respond(send, 413, {"error": f"request body over {MAX_BODY_BYTES} bytes"})
+        try:
+            body = await read_body(scope, receive, MAX_BODY_BYTES)
+        except ClientGone:  # never forward half a body
+            return
+        except RequestError as err:
+            message = f"request body over {MAX_BODY_BYTES} bytes" if isinstance(err, PayloadTooLarge) else err.message
+            await _respond(send, err.status, {"error": message})
             return
         if scope["path"] == CONTROL_PATH:
             await self._control(scope["method"], body, send)
@@ -106,7 +117,7 @@ def _percent(value: Any) -> int:
 
 
 async def _respond(send: Any, status: int, payload: Any, backend: str | None = None) -> None:
-    await respond_json(send, status, payload, [(BACKEND_HEADER, backend.encode())] if backend else None)
+    await send_json(send, status, payload, [(BACKEND_HEADER, backend.encode())] if backend else ())
 
 
 def main(argv: list[str] | None = None) -> int:
