@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, VerboseOption, cli_config
 from kfops.errors import KfopsError
 
 app = typer.Typer(
@@ -69,17 +70,6 @@ SINGLE_COMMANDS = {
     "build": ("kfops.cli.runs", "build_command"),
 }
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and full logs.")]
-
-
-def load(config: Path | None, overrides: list[str] | None):
-    from kfops.config import load_config
-
-    return load_config(config, overrides or [])
-
-
 def echo(text: str = "") -> None:
     typer.echo(text)
 
@@ -104,7 +94,7 @@ def run(
     from kfops.cli.summary import print_run_summary
     from kfops.runners.local import run_locally
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     if cfg.cluster.kfp_host:
         echo(f"note: cluster.kfp_host is set ({cfg.cluster.kfp_host}); `kfops run` runs locally, "
              "`kfops submit` sends it to the cluster")
@@ -156,7 +146,7 @@ def compile_(
     """
     from kfops.adapters.kfp_local import compile_components, compile_pipeline
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     target = compile_pipeline(cfg, pipeline, output or Path(f"{pipeline}.yaml"))
     echo(f"compiled {pipeline} -> {target}")
     if components:
@@ -176,7 +166,7 @@ def ui(
 
       kfops ui --port 5000
     """
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
                "--default-artifact-root", cfg.artifact_root, "--host", "127.0.0.1", "--port", str(port)]
     echo(f"MLflow UI on http://127.0.0.1:{port}  (store: {cfg.tracking_uri})")
@@ -199,7 +189,7 @@ def promote(
     """
     from kfops.adapters import mlflow_registry as registry
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     event = registry.move_alias(cfg, registry.CHAMPION, version, reason=reason, force=force)
     echo(f"@champion: v{event['from_version'] or '-'} -> v{event['to_version']} ({reason})")
     echo("a running `kfops deploy --watch` serves it within its poll interval; or run `kfops deploy` now")
@@ -219,7 +209,7 @@ def rollback(
     """
     from kfops.adapters import mlflow_registry as registry
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     moves = [e for e in registry.audit_trail(cfg) if e.get("alias") == registry.CHAMPION and e.get("from_version")]
     current = registry.champion(cfg)
     if not moves or current is None:
@@ -241,7 +231,7 @@ def history(config: ConfigOption = None, set_: SetOption = None) -> None:
     """
     from kfops.adapters import mlflow_registry as registry
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     events = registry.audit_trail(cfg)
     if not events:
         echo("no alias moves recorded yet")
@@ -267,7 +257,7 @@ def lineage(
     """
     from kfops.adapters import mlflow_registry as registry
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     info = registry.lineage(cfg, version)
     width = max(len(k) for k in info)
     for key, value in info.items():
@@ -290,7 +280,7 @@ def deploy(
 
       kfops deploy --watch --interval 5
     """
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     if watch:
         from kfops.runners.reconcile import watch_champion
 
@@ -314,7 +304,7 @@ def status(config: ConfigOption = None, set_: SetOption = None) -> None:
     """
     from kfops.cli.summary import print_status
 
-    print_status(load(config, set_))
+    print_status(cli_config(config, set_))
 
 
 def _register_subcommands() -> None:

@@ -9,15 +9,15 @@ from typing import Annotated
 
 import typer
 
-from kfops.cli.runs import (
+from kfops.cli.options import (
     ConfigOption,
     ExperimentOption,
     HostOption,
     NamespaceOption,
     SetOption,
-    _connect,
-    _load,
+    cli_config,
 )
+from kfops.cli.runs import _connect
 
 app = typer.Typer(
     help="Recurring runs: a KFP recurring run on a cluster, or a local scheduler (--local).\n\n"
@@ -46,7 +46,7 @@ def _schedule(
     config: Path | None,
     set_: list[str] | None,
 ) -> None:
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     if local:
         from kfops.runners.scheduler import (
             default_run_function,
@@ -147,7 +147,7 @@ def list_(
     """
     from kfops.adapters import kfp_api
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
     rows = kfp_api.list_schedules(client, endpoint.namespace)
     if not rows:
@@ -172,7 +172,7 @@ def delete(
     """
     from kfops.adapters import kfp_api
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     _, client = _connect(cfg, host, namespace)
     kfp_api.delete_schedule(client, recurring_run_id)
     typer.echo(f"deleted recurring run {recurring_run_id}")
