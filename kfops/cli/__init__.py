@@ -187,10 +187,9 @@ def promote(
 
       kfops promote 4 --reason "blessed on Q3 data"
     """
-    from kfops.adapters import mlflow_registry as registry
+    from kfops.runners.promotion import promote as promote_version
 
-    cfg = cli_config(config, set_)
-    event = registry.move_alias(cfg, registry.CHAMPION, version, reason=reason, force=force)
+    event = promote_version(cli_config(config, set_), version, reason=reason, force=force)
     echo(f"@champion: v{event['from_version'] or '-'} -> v{event['to_version']} ({reason})")
     echo("a running `kfops deploy --watch` serves it within its poll interval; or run `kfops deploy` now")
 
@@ -207,17 +206,9 @@ def rollback(
 
       kfops rollback --reason "p99 latency regression"
     """
-    from kfops.adapters import mlflow_registry as registry
+    from kfops.runners.promotion import rollback as roll_back
 
-    cfg = cli_config(config, set_)
-    moves = [e for e in registry.audit_trail(cfg) if e.get("alias") == registry.CHAMPION and e.get("from_version")]
-    current = registry.champion(cfg)
-    if not moves or current is None:
-        raise KfopsError("there is no previous champion to roll back to")
-    previous = moves[-1]["from_version"] if moves[-1]["to_version"] == str(current.version) else None
-    if previous is None:
-        raise KfopsError("the audit trail does not say which champion came before the current one")
-    event = registry.move_alias(cfg, registry.CHAMPION, previous, reason=f"rollback: {reason}", force=True)
+    event = roll_back(cli_config(config, set_), reason=reason)
     echo(f"@champion: v{event['from_version']} -> v{event['to_version']} (rollback)")
 
 
