@@ -100,9 +100,30 @@ def run(
              "`kfops submit` sends it to the cluster")
     echo(f"kfops: running '{pipeline}' locally on {cfg.dataset.start}..{cfg.dataset.end} (data in {cfg.data_dir})")
 
-    with task_progress(pipeline) as on_event:
-        result = run_locally(cfg, pipeline, on_event=on_event)
+    with task_progress(pipeline) as display:
+        result = run_locally(cfg, pipeline, on_event=display.line, on_task=display.task)
     print_run_summary(cfg, result, verbose=verbose)
+
+
+class TaskDisplay:
+    """What `kfops run` shows: a line per task start and end, and the lines the tasks relay."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def line(self, text: str) -> None:
+        self.bar.note(f"  {text}")
+
+    def task(self, event) -> None:
+        """A :class:`kfops.runners.local.TaskEvent`: a line, and a step of the bar when a task ends."""
+        self.line(str(event))
+        if self.bar.mode != "rich":  # plain: the line says it all
+            return
+        if event.state == "started":
+            self.bar.status(f"{event.task} running")
+        elif event.state == "finished":
+            self.bar.advance()
+            self.bar.status(f"{event.task} done")
 
 
 @contextlib.contextmanager
@@ -117,14 +138,7 @@ def task_progress(pipeline: str):
     # Always to stdout, never through logging: kfp.local logs to the stream this display reads.
     with progress(pipeline, total=tasks, unit="task", stream=sys.stdout, use_logging=False) as bar:
         bar.status("starting")
-
-        def on_event(line: str) -> None:
-            bar.note(f"  {line}")
-            if "finished with status" in line and bar.mode == "rich":  # plain: the line says it all
-                bar.advance()
-                bar.status(f"{line.split(chr(39))[1] if chr(39) in line else 'task'} done")
-
-        yield on_event
+        yield TaskDisplay(bar)
         if bar.mode == "rich" and bar.completed < tasks:  # conditional tasks that did not run (no drift)
             bar.advance(tasks - bar.completed)
         bar.status("finished")
