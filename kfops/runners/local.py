@@ -6,9 +6,12 @@ What runs locally is the compiled file a cluster would get, not the Python funct
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
+import os
 import re
+import secrets
 import sys
 import threading
 import time
@@ -158,6 +161,23 @@ class _ProgressTee(io.TextIOBase):
             self.log_file.flush()
 
 
+def run_log_path(logs: Path, name: str, now: dt.datetime | None = None) -> Path:
+    """``<name>-<local time to the microsecond>-<pid>-<random>.log``: sorts by start time, and two runs
+    started at the same moment (two processes, or a scheduler and a person) never share a log."""
+    now = now or dt.datetime.now()
+    return logs / f"{name}-{now:%Y%m%d-%H%M%S-%f}-{os.getpid()}-{secrets.token_hex(3)}.log"
+
+
+def _create_run_log(logs: Path, name: str):
+    """A new, empty run log: its path and the open file (never an existing log, even by chance)."""
+    while True:
+        path = run_log_path(logs, name)
+        try:
+            return path, open(path, "x")  # the caller closes it (its with-block)
+        except FileExistsError:
+            continue
+
+
 def run_locally(
     cfg: KfopsConfig,
     name: str = "training",
@@ -178,7 +198,7 @@ def run_locally(
     cfg.pipeline_root.mkdir(parents=True, exist_ok=True)
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_path, log_file = _create_run_log(logs, name)
     started = time.perf_counter()
     error: BaseException | None = None
 
@@ -187,7 +207,7 @@ def run_locally(
         with contextlib.redirect_stdout(console_out), contextlib.redirect_stderr(console_err):
             on_event(line)
 
-    with open(log_path, "w") as log_file:
+    with log_file:
         tee = _ProgressTee(log_file, on_console)
 
         def task_event(event: TaskEvent) -> None:

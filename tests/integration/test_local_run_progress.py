@@ -107,3 +107,9 @@ def test_a_task_that_failed_before_writing_anything_is_named_by_kfp_local(cfg):
     assert [(e.task, e.state) for e in events][-1] == ("explode-quietly", "failed")
     assert "in task 'explode-quietly': ValueError: planted failure with no output folder" in str(failure)
 
+
+def test_each_run_keeps_its_own_log_and_logs_sort_by_start(cfg):
+    first, _, _ = run(cfg, "ok")
+    second, _, _ = run(cfg, "ok")
+    assert first.log_path != second.log_path and first.log_path.is_file() and second.log_path.is_file()
+    assert sorted(p.name for p in first.log_path.parent.iterdir()) == [first.log_path.name, second.log_path.name]

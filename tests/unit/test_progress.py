@@ -248,6 +248,20 @@ def test_the_watcher_thread_reports_tasks_while_the_run_lasts(tmp_path):
     assert watcher.running() == []
 
 
+def test_run_logs_have_unique_names_that_sort_by_start_time(tmp_path):
+    import datetime as dt
+    import os
+
+    from kfops.runners.local import run_log_path
+
+    moment = dt.datetime(2026, 1, 2, 3, 4, 5, 678)
+    first = run_log_path(tmp_path, "training", moment)
+    assert first.name.startswith(f"training-20260102-030405-000678-{os.getpid()}-") and first.suffix == ".log"
+    assert run_log_path(tmp_path, "training", moment) != first  # same process, same microsecond: a random part
+    later = [run_log_path(tmp_path, "training", moment + dt.timedelta(microseconds=step)) for step in (1, 999_999, 10**7)]
+    assert sorted([*later, first], key=lambda p: p.name) == [first, *later]
+
+
 def test_ingest_reports_each_table_of_the_snapshot(tmp_path, monkeypatch, capsys):
     from kfops.config import load_config
     from kfops.steps.ingest import ingest
