@@ -107,12 +107,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _INNER_FAILED = re.compile(r"Inner task failed: '?([\w.-]+)'?")
 
 
-def run_folder_prefix(compiled: Path) -> str:
-    """The start of the names kfp.local gives the run folders of the compiled pipeline ``compiled``."""
+def run_folder_pattern(compiled: Path) -> re.Pattern[str]:
+    """Matches the names kfp.local gives the run folders of the compiled pipeline ``compiled``."""
     import yaml
 
     spec = next(yaml.safe_load_all(compiled.read_text()))
-    return f"{spec['pipelineInfo']['name']}-"
+    return re.compile(re.escape(spec["pipelineInfo"]["name"]) + r"-\d{4}(?:-\d{2}){5}-\d{6}")
 
 
 def failed_task_in(error: BaseException) -> str | None:

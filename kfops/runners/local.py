@@ -25,7 +25,7 @@ from kfops.adapters.kfp_local import (
     compile_pipeline,
     failed_task_in,
     run_compiled,
-    run_folder_prefix,
+    run_folder_pattern,
 )
 from kfops.config import KfopsConfig
 from kfops.errors import PipelineFailed
@@ -62,16 +62,16 @@ class TaskEvent:
 class RunWatcher:
     """Follow a kfp.local run through the files it writes under the pipeline root.
 
-    The run's folder is the first new folder named ``prefix...``; a task folder in it means the task
+    The run's folder is the first new folder whose name ``pattern`` matches; a task folder in it means the task
     started, its executor output that it finished. A task whose only outputs are returned values
     gets its folder when it finishes, so it is reported finished without a start. :meth:`poll`
     looks once; :meth:`start` polls every ``interval_s`` (default ``POLL_S``) on a thread until :meth:`stop`.
     """
 
-    def __init__(self, pipeline_root: Path, prefix: str, on_task: Callable[[TaskEvent], None],
+    def __init__(self, pipeline_root: Path, pattern: re.Pattern[str], on_task: Callable[[TaskEvent], None],
                  interval_s: float | None = None) -> None:
         self.pipeline_root = pipeline_root
-        self.prefix = prefix
+        self.pattern = pattern
         self.on_task = on_task
         self.interval_s = POLL_S if interval_s is None else interval_s
         self.run_dir: Path | None = None
@@ -117,7 +117,8 @@ class RunWatcher:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
-        self.poll()
+        with contextlib.suppress(OSError):
+            self.poll()
 
     def _loop(self) -> None:
         while not self._stopping.wait(self.interval_s):
@@ -126,7 +127,7 @@ class RunWatcher:
 
     def _find_run_dir(self) -> Path | None:
         new = [p for p in self.pipeline_root.iterdir() if p not in self._before and p.is_dir()
-               and p.name.startswith(self.prefix)] if self.pipeline_root.is_dir() else []
+               and self.pattern.fullmatch(p.name)] if self.pipeline_root.is_dir() else []
         return min(new, key=lambda p: p.name) if new else None  # the name holds the start time
 
     def _finish(self, task: str, seconds: float | None) -> None:
@@ -219,7 +220,7 @@ def run_locally(
                 else:
                     on_event(str(event))
 
-        watcher = RunWatcher(cfg.pipeline_root, run_folder_prefix(compiled), task_event).start()
+        watcher = RunWatcher(cfg.pipeline_root, run_folder_pattern(compiled), task_event).start()
         try:
             with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 try:
