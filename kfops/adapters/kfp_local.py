@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,32 @@ def run_compiled(compiled: Path, pipeline_root: Path) -> None:
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
     loaded()
+
+
+# What kfp.local (2.17) writes while it runs a pipeline, read by kfops.runners.local to follow a
+# run without parsing its log: the run's folder is ``<pipeline_root>/<pipeline name>-<local time
+# %Y-%m-%d-%H-%M-%S-%f>``, each task's folder ``<run>/<component name without comp->``. A Python
+# component's executor creates its task folder as it starts when the task has output artifacts
+# or output files (a task that only returns values gets it at the end), and writes
+# EXECUTOR_OUTPUT there once its function returned: a task folder without it is running or
+# failed. Tasks inside dsl.If and sub-pipelines share the run folder.
+EXECUTOR_OUTPUT = "executor_output.json"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_INNER_FAILED = re.compile(r"Inner task failed: '?([\w.-]+)'?")
+
+
+def run_folder_pattern(compiled: Path) -> re.Pattern[str]:
+    """Matches the names kfp.local gives the run folders of the compiled pipeline ``compiled``."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(compiled.read_text()))
+    return re.compile(re.escape(spec["pipelineInfo"]["name"]) + r"-\d{4}(?:-\d{2}){5}-\d{6}")
+
+
+def failed_task_in(error: BaseException) -> str | None:
+    """The innermost failed task named by kfp.local's RuntimeError for a failed pipeline, if any."""
+    found = _INNER_FAILED.search(_ANSI.sub("", str(error)))
+    return found.group(1) if found else None
 
 
 def component_interface(name: str) -> tuple[Callable[..., Any], dict[str, str]]:

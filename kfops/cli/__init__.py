@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, VerboseOption, cli_config
 from kfops.errors import KfopsError
 
 app = typer.Typer(
@@ -69,17 +70,6 @@ SINGLE_COMMANDS = {
     "build": ("kfops.cli.runs", "build_command"),
 }
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and full logs.")]
-
-
-def load(config: Path | None, overrides: list[str] | None):
-    from kfops.config import load_config
-
-    return load_config(config, overrides or [])
-
-
 def echo(text: str = "") -> None:
     typer.echo(text)
 
@@ -104,15 +94,36 @@ def run(
     from kfops.cli.summary import print_run_summary
     from kfops.runners.local import run_locally
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     if cfg.cluster.kfp_host:
         echo(f"note: cluster.kfp_host is set ({cfg.cluster.kfp_host}); `kfops run` runs locally, "
              "`kfops submit` sends it to the cluster")
     echo(f"kfops: running '{pipeline}' locally on {cfg.dataset.start}..{cfg.dataset.end} (data in {cfg.data_dir})")
 
-    with task_progress(pipeline) as on_event:
-        result = run_locally(cfg, pipeline, on_event=on_event)
+    with task_progress(pipeline) as display:
+        result = run_locally(cfg, pipeline, on_event=display.line, on_task=display.task)
     print_run_summary(cfg, result, verbose=verbose)
+
+
+class TaskDisplay:
+    """What `kfops run` shows: a line per task start and end, and the lines the tasks relay."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+
+    def line(self, text: str) -> None:
+        self.bar.note(f"  {text}")
+
+    def task(self, event) -> None:
+        """A :class:`kfops.runners.local.TaskEvent`: a line, and a step of the bar when a task ends."""
+        self.line(str(event))
+        if self.bar.mode != "rich":  # plain: the line says it all
+            return
+        if event.state == "started":
+            self.bar.status(f"{event.task} running")
+        elif event.state == "finished":
+            self.bar.advance()
+            self.bar.status(f"{event.task} done")
 
 
 @contextlib.contextmanager
@@ -127,14 +138,7 @@ def task_progress(pipeline: str):
     # Always to stdout, never through logging: kfp.local logs to the stream this display reads.
     with progress(pipeline, total=tasks, unit="task", stream=sys.stdout, use_logging=False) as bar:
         bar.status("starting")
-
-        def on_event(line: str) -> None:
-            bar.note(f"  {line}")
-            if "finished with status" in line and bar.mode == "rich":  # plain: the line says it all
-                bar.advance()
-                bar.status(f"{line.split(chr(39))[1] if chr(39) in line else 'task'} done")
-
-        yield on_event
+        yield TaskDisplay(bar)
         if bar.mode == "rich" and bar.completed < tasks:  # conditional tasks that did not run (no drift)
             bar.advance(tasks - bar.completed)
         bar.status("finished")
@@ -156,7 +160,7 @@ def compile_(
     """
     from kfops.adapters.kfp_local import compile_components, compile_pipeline
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     target = compile_pipeline(cfg, pipeline, output or Path(f"{pipeline}.yaml"))
     echo(f"compiled {pipeline} -> {target}")
     if components:
@@ -176,7 +180,7 @@ def ui(
 
       kfops ui --port 5000
     """
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
                "--default-artifact-root", cfg.artifact_root, "--host", "127.0.0.1", "--port", str(port)]
     echo(f"MLflow UI on http://127.0.0.1:{port}  (store: {cfg.tracking_uri})")
@@ -197,10 +201,9 @@ def promote(
 
       kfops promote 4 --reason "blessed on Q3 data"
     """
-    from kfops.adapters import mlflow_registry as registry
+    from kfops.runners.promotion import promote as promote_version
 
-    cfg = load(config, set_)
-    event = registry.move_alias(cfg, registry.CHAMPION, version, reason=reason, force=force)
+    event = promote_version(cli_config(config, set_), version, reason=reason, force=force)
     echo(f"@champion: v{event['from_version'] or '-'} -> v{event['to_version']} ({reason})")
     echo("a running `kfops deploy --watch` serves it within its poll interval; or run `kfops deploy` now")
 
@@ -217,17 +220,9 @@ def rollback(
 
       kfops rollback --reason "p99 latency regression"
     """
-    from kfops.adapters import mlflow_registry as registry
+    from kfops.runners.promotion import rollback as roll_back
 
-    cfg = load(config, set_)
-    moves = [e for e in registry.audit_trail(cfg) if e.get("alias") == registry.CHAMPION and e.get("from_version")]
-    current = registry.champion(cfg)
-    if not moves or current is None:
-        raise KfopsError("there is no previous champion to roll back to")
-    previous = moves[-1]["from_version"] if moves[-1]["to_version"] == str(current.version) else None
-    if previous is None:
-        raise KfopsError("the audit trail does not say which champion came before the current one")
-    event = registry.move_alias(cfg, registry.CHAMPION, previous, reason=f"rollback: {reason}", force=True)
+    event = roll_back(cli_config(config, set_), reason=reason)
     echo(f"@champion: v{event['from_version']} -> v{event['to_version']} (rollback)")
 
 
@@ -241,7 +236,7 @@ def history(config: ConfigOption = None, set_: SetOption = None) -> None:
     """
     from kfops.adapters import mlflow_registry as registry
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     events = registry.audit_trail(cfg)
     if not events:
         echo("no alias moves recorded yet")
@@ -267,7 +262,7 @@ def lineage(
     """
     from kfops.adapters import mlflow_registry as registry
 
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     info = registry.lineage(cfg, version)
     width = max(len(k) for k in info)
     for key, value in info.items():
@@ -290,7 +285,7 @@ def deploy(
 
       kfops deploy --watch --interval 5
     """
-    cfg = load(config, set_)
+    cfg = cli_config(config, set_)
     if watch:
         from kfops.runners.reconcile import watch_champion
 
@@ -314,7 +309,7 @@ def status(config: ConfigOption = None, set_: SetOption = None) -> None:
     """
     from kfops.cli.summary import print_status
 
-    print_status(load(config, set_))
+    print_status(cli_config(config, set_))
 
 
 def _register_subcommands() -> None:

@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, cli_config
+
 app = typer.Typer(help="Replay months of data, month by month, under retrain policies.", no_args_is_help=True)
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
-
 
 @app.command()
 def backtest_command(
@@ -43,10 +41,9 @@ def backtest_command(
 
       kfops backtest --from 2013-02 --to 2013-12 --set retrain.debounce=1 -o docs/backtest
     """
-    from kfops.config import load_config
     from kfops.runners.backtest import POLICIES, run_backtest
 
-    cfg = load_config(config, overrides=set_ or [])
+    cfg = cli_config(config, set_)
     out_dir = output_dir or cfg.data_dir / "backtest"
     # Each month's outcome is reported as it lands: a bar with the month lines above it on a
     # terminal, one line per month otherwise (KFOPS_PROGRESS=plain|rich|off chooses).

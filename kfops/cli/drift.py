@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, cli_config
 from kfops.errors import DataError
 
 if TYPE_CHECKING:
@@ -23,9 +24,6 @@ app = typer.Typer(
 def _group() -> None:
     """Keeps `check` a subcommand when this app runs on its own (typer collapses one-command apps)."""
 
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
 
 
 @app.command("check")
@@ -62,12 +60,11 @@ def check(
     """
     from rich.console import Console
 
-    from kfops.config import load_config
     from kfops.core.drift import check_drift, write_verdict
     from kfops.reports.drift import render_report
 
     console = Console(soft_wrap=True)  # paths and reasons stay on one line, copyable
-    cfg = load_config(config, overrides=set_ or [])
+    cfg = cli_config(config, set_)
     reference_frame = read_table(reference)
     current_frame = read_table(current)
     champion = None

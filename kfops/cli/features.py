@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, cli_config
 from kfops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -27,22 +28,18 @@ app = typer.Typer(
 )
 
 DATE_FORMATS = ["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
 OnlineStoreOption = Annotated[
     str | None, typer.Option("--online-store", metavar="sqlite|redis", help="sqlite or redis (default: features.online_store).")
 ]
 
 
-def _load(config: Path | None, overrides: list[str] | None, online_store: str | None) -> KfopsConfig:
-    from kfops.config import load_config
-
-    extra = list(overrides or [])
-    if online_store is not None:
-        if online_store not in ("sqlite", "redis"):
-            raise ConfigError(f"--online-store must be sqlite or redis, not '{online_store}'")
-        extra.append(f"features.online_store={online_store}")
-    return load_config(config, extra)
+def _online_store(online_store: str | None) -> list[str]:
+    """``--online-store`` as a config override (none when not given)."""
+    if online_store is None:
+        return []
+    if online_store not in ("sqlite", "redis"):
+        raise ConfigError(f"--online-store must be sqlite or redis, not '{online_store}'")
+    return [f"features.online_store={online_store}"]
 
 
 def latest_raw_snapshot(cfg: KfopsConfig) -> Path:
@@ -101,7 +98,7 @@ def materialize(
     from kfops.core.files import import_callable
     from kfops.steps.common import read_tables
 
-    cfg = _load(config, set_, online_store)
+    cfg = cli_config(config, set_, *_online_store(online_store))
     source_dir = (sources or cfg.feast_dir / "sources").expanduser().resolve()
     if sources is None or rebuild_sources:
         raw_dir = latest_raw_snapshot(cfg)
@@ -144,6 +141,6 @@ def get(
         if not sep or not key:
             raise ConfigError(f"'{item}' must look like key=value")
         row[key] = value
-    cfg = _load(config, set_, online_store)
+    cfg = cli_config(config, set_, *_online_store(online_store))
     values = features.OnlineFeatureReader(cfg).read_one(row)
     typer.echo(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}, indent=2))

@@ -12,6 +12,14 @@ from typing import Annotated
 
 import typer
 
+from kfops.cli.options import (
+    ConfigOption,
+    ExperimentOption,
+    HostOption,
+    NamespaceOption,
+    SetOption,
+    cli_config,
+)
 from kfops.errors import ConfigError
 
 app = typer.Typer(
@@ -19,20 +27,6 @@ app = typer.Typer(
          "  kfops runs get 5f1c... --host http://localhost:8888",
     no_args_is_help=True,
 )
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
-HostOption = Annotated[str | None, typer.Option("--host", help="KFP endpoint (default: cluster.kfp_host).")]
-NamespaceOption = Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace "
-                                                    "(default: cluster.namespace).")]
-ExperimentOption = Annotated[str | None, typer.Option("--experiment", help="KFP experiment (default: registry.experiment).")]
-
-
-def _load(config: Path | None, overrides: list[str] | None):
-    from kfops.config import load_config
-
-    return load_config(config, overrides or [])
-
 
 def _connect(cfg, host: str | None, namespace: str | None):
     from kfops.adapters import kfp_api
@@ -84,7 +78,7 @@ def submit_command(
     from kfops.adapters import kfp_api
     from kfops.adapters.mlflow_registry import code_version
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
     with tempfile.TemporaryDirectory(prefix="kfops-submit-") as folder:
         package = compile_to(cfg, pipeline, Path(folder))
@@ -121,7 +115,7 @@ def list_(
     """
     from kfops.adapters import kfp_api
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
     runs = kfp_api.list_runs(client, endpoint.namespace, experiment, page_size=limit)
     if as_json:
@@ -149,7 +143,7 @@ def get(
     """
     from kfops.adapters import kfp_api
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
     run = kfp_api.get_run(client, run_id)
     run["url"] = kfp_api.run_url(endpoint.host, run_id)
@@ -187,7 +181,7 @@ def doctor_command(
     if (pipeline_yaml is None) == (pipeline is None):
         raise ConfigError("give either a compiled PIPELINE_YAML or --pipeline NAME",
                           hint="e.g. `kfops doctor --pipeline training`")
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     with tempfile.TemporaryDirectory(prefix="kfops-doctor-") as folder:
         path = pipeline_yaml if pipeline_yaml is not None else compile_to(cfg, pipeline, Path(folder))
         spec = load_pipeline_spec(path)
@@ -223,7 +217,7 @@ def build_command(
 
     from kfops.cluster import images
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     commands = images.build_commands(cfg.cluster, context.resolve(), push=push)
     if dry_run or not images.docker_available():
         if not dry_run:

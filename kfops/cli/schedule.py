@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from kfops.cli.runs import (
+from kfops.cli.options import (
     ConfigOption,
     ExperimentOption,
     HostOption,
     NamespaceOption,
     SetOption,
-    _connect,
-    _load,
+    cli_config,
 )
+from kfops.cli.runs import _connect
 
 app = typer.Typer(
     help="Recurring runs: a KFP recurring run on a cluster, or a local scheduler (--local).\n\n"
@@ -46,7 +47,7 @@ def _schedule(
     config: Path | None,
     set_: list[str] | None,
 ) -> None:
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     if local:
         from kfops.runners.scheduler import (
             default_run_function,
@@ -85,20 +86,33 @@ def _print_event(event: dict) -> None:
     typer.echo(f"  {event['at']} {event['event']} {json.dumps(details, default=str)}")
 
 
-@app.command("retraining")
-def retraining(
-    cron: Annotated[str, typer.Option("--cron", help="5-field cron (min hour dom month dow), UTC; "
-                                      "6 fields put seconds first.")],
-    experiment: ExperimentOption = None,
-    name: Annotated[str | None, typer.Option("--name", help="Recurring run name.")] = None,
-    local: Annotated[bool, typer.Option("--local", help="Run a local scheduler process instead of KFP.")] = False,
-    max_runs: Annotated[int | None, typer.Option(help="--local: stop after this many runs.")] = None,
-    max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
-    host: HostOption = None,
-    namespace: NamespaceOption = None,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-) -> None:
+# `schedule retraining` and `schedule training` take the same options: they are declared once
+# here, and each pipeline's command is this signature with its own name, help and cron help.
+def _schedule_command(pipeline: str, doc: str, cron_help: str) -> Callable[..., None]:
+    def command(
+        cron: str,  # annotated below: its help differs per pipeline
+        experiment: ExperimentOption = None,
+        name: Annotated[str | None, typer.Option("--name", help="Recurring run name.")] = None,
+        local: Annotated[bool, typer.Option("--local", help="Run a local scheduler process instead of KFP.")] = False,
+        max_runs: Annotated[int | None, typer.Option(help="--local: stop after this many runs.")] = None,
+        max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
+        host: HostOption = None,
+        namespace: NamespaceOption = None,
+        config: ConfigOption = None,
+        set_: SetOption = None,
+    ) -> None:
+        _schedule(pipeline, cron, experiment, name, local, max_runs, max_seconds, host, namespace, config, set_)
+
+    # Annotations are strings here (``from __future__ import annotations``) that typer resolves in
+    # the module's globals, where ``cron_help`` does not exist: give ``cron`` its type as an object.
+    command.__annotations__["cron"] = Annotated[str, typer.Option("--cron", help=cron_help)]
+    command.__name__ = pipeline
+    command.__doc__ = doc
+    return app.command(pipeline)(command)
+
+
+retraining = _schedule_command(
+    "retraining",
     """Schedule the retraining pipeline.
 
     Examples:
@@ -106,30 +120,19 @@ def retraining(
       kfops schedule retraining --cron "0 3 * * *" --experiment nightly
 
       kfops schedule retraining --local --cron "*/30 * * * *" --max-runs 4
-    """
-    _schedule("retraining", cron, experiment, name, local, max_runs, max_seconds, host, namespace, config, set_)
-
-
-@app.command("training")
-def training(
-    cron: Annotated[str, typer.Option("--cron", help="5-field cron, UTC; 6 fields put seconds first.")],
-    experiment: ExperimentOption = None,
-    name: Annotated[str | None, typer.Option("--name", help="Recurring run name.")] = None,
-    local: Annotated[bool, typer.Option("--local", help="Run a local scheduler process instead of KFP.")] = False,
-    max_runs: Annotated[int | None, typer.Option(help="--local: stop after this many runs.")] = None,
-    max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
-    host: HostOption = None,
-    namespace: NamespaceOption = None,
-    config: ConfigOption = None,
-    set_: SetOption = None,
-) -> None:
+    """,
+    cron_help="5-field cron (min hour dom month dow), UTC; 6 fields put seconds first.",
+)
+training = _schedule_command(
+    "training",
     """Schedule the training pipeline.
 
     Example:
 
       kfops schedule training --cron "0 4 * * 1"
-    """
-    _schedule("training", cron, experiment, name, local, max_runs, max_seconds, host, namespace, config, set_)
+    """,
+    cron_help="5-field cron, UTC; 6 fields put seconds first.",
+)
 
 
 @app.command("list")
@@ -147,7 +150,7 @@ def list_(
     """
     from kfops.adapters import kfp_api
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     endpoint, client = _connect(cfg, host, namespace)
     rows = kfp_api.list_schedules(client, endpoint.namespace)
     if not rows:
@@ -172,7 +175,7 @@ def delete(
     """
     from kfops.adapters import kfp_api
 
-    cfg = _load(config, set_)
+    cfg = cli_config(config, set_)
     _, client = _connect(cfg, host, namespace)
     kfp_api.delete_schedule(client, recurring_run_id)
     typer.echo(f"deleted recurring run {recurring_run_id}")

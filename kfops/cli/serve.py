@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, cli_config
 from kfops.errors import ConfigError, DataError
-
-if TYPE_CHECKING:
-    from kfops.config import KfopsConfig
 
 app = typer.Typer(
     help=(
@@ -28,19 +26,11 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
 NameOption = Annotated[str | None, typer.Option("--name", help="Model name in the URLs (default: registry.model_name).")]
 ModelDirOption = Annotated[Path | None, typer.Option("--model-dir", help="A kfops model folder.")]
 ModelUriOption = Annotated[
     str | None, typer.Option("--model-uri", help="models:/<name>/<version> or models:/<name>@<alias>.")
 ]
-
-
-def _config(config: Path | None, overrides: list[str] | None) -> KfopsConfig:
-    from kfops.config import load_config
-
-    return load_config(config, overrides or [])
 
 
 def _echo_status(status: dict) -> None:
@@ -84,7 +74,7 @@ def start(
     """
     from kfops.serving.local.process import start_server
 
-    cfg = _config(config, set_)
+    cfg = cli_config(config, set_)
     status = start_server(cfg, model_dir=model_dir, model_uri=model_uri, model_version=version, name=name, port=port,
                           online_lookup=online_lookup, replace=replace)
     _echo_status(status)
@@ -100,7 +90,7 @@ def stop(name: NameOption = None, config: ConfigOption = None, set_: SetOption =
     """
     from kfops.serving.local.process import stop_server
 
-    result = stop_server(_config(config, set_), name)
+    result = stop_server(cli_config(config, set_), name)
     if result["stopped"]:
         typer.echo(f"stopped {result['name']} (pid {result['pid']})")
     else:
@@ -124,7 +114,7 @@ def status(
     """
     from kfops.serving.local.process import server_status
 
-    result = server_status(_config(config, set_), name)
+    result = server_status(cli_config(config, set_), name)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
@@ -164,11 +154,10 @@ def canary(
     """
     from kfops.serving.local.canary import run_local_canary
 
-    overrides = list(set_ or [])
-    for key, value in (("traffic_percent", percent), ("bake_s", bake_s), ("min_requests", min_requests)):
-        if value is not None:
-            overrides.append(f"serving.canary.{key}={value}")
-    cfg = _config(config, overrides)
+    canary_settings = [f"serving.canary.{key}={value}" for key, value in
+                       (("traffic_percent", percent), ("bake_s", bake_s), ("min_requests", min_requests))
+                       if value is not None]
+    cfg = cli_config(config, set_, *canary_settings)
 
     def show(decision) -> None:
         typer.echo(f"  {decision.action}: {'; '.join(decision.reasons)}")
@@ -198,7 +187,7 @@ def predict_one(
     from kfops.serving.local.client import infer
     from kfops.serving.local.process import server_status
 
-    cfg = _config(config, set_)
+    cfg = cli_config(config, set_)
     name = name or cfg.registry.model_name
     try:
         row = json.loads(instance)
@@ -239,7 +228,7 @@ def predict_command(
     """
     from kfops.serving.local.batch_scoring import predict_file
 
-    cfg = _config(config, set_)
+    cfg = cli_config(config, set_)
     if model_dir is not None and model_uri is not None:
         raise ConfigError("give --model-dir or --model-uri, not both")
     if model_dir is None:

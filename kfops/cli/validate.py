@@ -9,15 +9,13 @@ from typing import Annotated
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, cli_config
 from kfops.errors import DataError, ValidationFailed
 
 app = typer.Typer(
     help="Validate a data file against its suite in expectations/.",
     no_args_is_help=True,
 )
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: nearest kfops.yaml).")]
-SetOption = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override a key: section.key=value.")]
 
 
 @app.command()
@@ -62,15 +60,11 @@ def validate_command(
         table_name_for,
         validate_tables,
     )
-    from kfops.config import load_config
     from kfops.reports.validation import write_reports
 
-    overrides = list(set_ or [])
-    if start is not None:
-        overrides.append(f"dataset.start={start.date().isoformat()}")
-    if end is not None:
-        overrides.append(f"dataset.end={end.date().isoformat()}")
-    cfg = load_config(config, overrides)
+    window = [f"dataset.{key}={moment.date().isoformat()}" for key, moment in (("start", start), ("end", end))
+              if moment is not None]
+    cfg = cli_config(config, set_, *window)
     name = table or table_name_for(data)
     cfg.validation = cfg.validation.model_copy(update={"tables": [name]})
     suite = load_suite(suite_path(cfg, name))

@@ -6,22 +6,33 @@ What runs locally is the compiled file a cluster would get, not the Python funct
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import json
+import os
 import re
+import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from kfops.adapters.kfp_local import (
+    EXECUTOR_OUTPUT,
+    compile_pipeline,
+    failed_task_in,
+    run_compiled,
+    run_folder_pattern,
+)
 from kfops.config import KfopsConfig
 from kfops.errors import PipelineFailed
 from kfops.progress import PLAIN_LINE
 
-_TASK_EVENT = re.compile(r"Task '?(\S+?)'? (finished with status|.*Executing task)|Executing task '?(\S+?)'?$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+POLL_S = 0.25  # how often the run folder is looked at
 
 
 @dataclass
@@ -34,65 +45,202 @@ class LocalRun:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TaskEvent:
+    """A task of a local run ``started``, ``finished`` or ``failed``; ``seconds`` since it was seen starting."""
+
+    task: str
+    state: Literal["started", "finished", "failed"]
+    seconds: float | None = None
+
+    def __str__(self) -> str:
+        if self.seconds is None:
+            return f"task '{self.task}' {self.state}"
+        return f"task '{self.task}' {self.state} {'in' if self.state == 'finished' else 'after'} {self.seconds:.1f}s"
+
+
+class RunWatcher:
+    """Follow a kfp.local run through the files it writes under the pipeline root.
+
+    The run's folder is the first new folder whose name ``pattern`` matches; a task folder in it means the task
+    started, its executor output that it finished. A task whose only outputs are returned values
+    gets its folder when it finishes, so it is reported finished without a start. :meth:`poll`
+    looks once; :meth:`start` polls every ``interval_s`` (default ``POLL_S``) on a thread until :meth:`stop`.
+    """
+
+    def __init__(self, pipeline_root: Path, pattern: re.Pattern[str], on_task: Callable[[TaskEvent], None],
+                 interval_s: float | None = None) -> None:
+        self.pipeline_root = pipeline_root
+        self.pattern = pattern
+        self.on_task = on_task
+        self.interval_s = POLL_S if interval_s is None else interval_s
+        self.run_dir: Path | None = None
+        self.started: dict[str, float] = {}  # task -> when it was seen starting (monotonic)
+        self.finished: list[str] = []
+        self._before = set(pipeline_root.iterdir()) if pipeline_root.is_dir() else set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def poll(self) -> None:
+        with self._lock:
+            if self.run_dir is None:
+                self.run_dir = self._find_run_dir()
+                if self.run_dir is None:
+                    return
+            seen = [p for p in self.run_dir.iterdir() if p.is_dir() and p.name not in self.finished]
+            outputs = {p.name: p / EXECUTOR_OUTPUT for p in seen}
+            done = {name: path.stat().st_mtime for name, path in outputs.items() if path.is_file()}
+            # Tasks run one at a time: the ones that finished first, in the order they finished.
+            for task in sorted(outputs, key=lambda name: (name not in done, done.get(name, 0.0), name)):
+                if task not in self.started:
+                    if task in done:  # it started and finished between two looks, or had no folder till the end
+                        self._finish(task, seconds=None)
+                        continue
+                    self.started[task] = time.monotonic()
+                    self.on_task(TaskEvent(task, "started"))
+                if task in done:
+                    self._finish(task, seconds=time.monotonic() - self.started[task])
+
+    def running(self) -> list[str]:
+        """Tasks seen starting that have not finished: after a failed run, the task that failed."""
+        with self._lock:
+            return [task for task in self.started if task not in self.finished]
+
+    def start(self) -> RunWatcher:
+        self._thread = threading.Thread(target=self._loop, name="kfops-run-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling, after one last look (the last task's output lands as the run returns)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(OSError):
+            self.poll()
+
+    def _loop(self) -> None:
+        while not self._stopping.wait(self.interval_s):
+            with contextlib.suppress(OSError):  # a folder moved or half-written: look again next time
+                self.poll()
+
+    def _find_run_dir(self) -> Path | None:
+        new = [p for p in self.pipeline_root.iterdir() if p not in self._before and p.is_dir()
+               and self.pattern.fullmatch(p.name)] if self.pipeline_root.is_dir() else []
+        return min(new, key=lambda p: p.name) if new else None  # the name holds the start time
+
+    def _finish(self, task: str, seconds: float | None) -> None:
+        self.finished.append(task)
+        self.on_task(TaskEvent(task, "finished", seconds))
+
+
 class _ProgressTee(io.TextIOBase):
-    """Send everything to the run log; show the task events on the console."""
+    """Send everything to the run log; show kfops' own lines and the tasks' progress lines on the console."""
 
     def __init__(self, log_file, on_event: Callable[[str], None]):
         self.log_file = log_file
         self.on_event = on_event
         self.buffer_text = ""
+        self.lock = threading.RLock()  # the watcher thread writes task events to the same log
 
     def write(self, text: str) -> int:
-        self.log_file.write(text)
-        self.buffer_text += text
-        while "\n" in self.buffer_text:
-            line, self.buffer_text = self.buffer_text.split("\n", 1)
-            clean = _ANSI.sub("", line).strip()
-            if "finished with status" in clean or clean.startswith("Executing task") or "Pipeline '" in clean:
-                self.on_event(clean.split(" - INFO - ")[-1])
-            elif clean.startswith("kfops:") or "FAILED" in clean or "Traceback" in clean:
-                self.on_event(clean)
-            elif (step := PLAIN_LINE.search(clean)) is not None:  # a task's own progress (epochs, rounds)
-                self.on_event(step.group(0))
+        with self.lock:
+            self.log_file.write(text)
+            self.buffer_text += text
+            while "\n" in self.buffer_text:
+                line, self.buffer_text = self.buffer_text.split("\n", 1)
+                clean = _ANSI.sub("", line).strip()
+                if clean.startswith("kfops:") or "FAILED" in clean or "Traceback" in clean:
+                    self.on_event(clean)
+                elif (step := PLAIN_LINE.search(clean)) is not None:  # a task's own progress (epochs, rounds)
+                    self.on_event(step.group(0))
         return len(text)
 
     def flush(self) -> None:
-        self.log_file.flush()
+        with self.lock:
+            self.log_file.flush()
 
 
-def run_locally(cfg: KfopsConfig, name: str = "training", on_event: Callable[[str], None] | None = None) -> LocalRun:
-    """Compile ``name`` for ``cfg``, load the YAML back and run it with kfp.local's SubprocessRunner."""
-    from kfops.adapters.kfp_local import compile_pipeline, run_compiled
+def run_log_path(logs: Path, name: str, now: dt.datetime | None = None) -> Path:
+    """``<name>-<local time to the microsecond>-<pid>-<random>.log``: sorts by start time, and two runs
+    started at the same moment (two processes, or a scheduler and a person) never share a log."""
+    now = now or dt.datetime.now()
+    return logs / f"{name}-{now:%Y%m%d-%H%M%S-%f}-{os.getpid()}-{secrets.token_hex(3)}.log"
 
-    on_event = on_event or (lambda line: print(line, file=sys.stderr))
+
+def _create_run_log(logs: Path, name: str):
+    """A new, empty run log: its path and the open file (never an existing log, even by chance)."""
+    while True:
+        path = run_log_path(logs, name)
+        try:
+            return path, open(path, "x")  # the caller closes it (its with-block)
+        except FileExistsError:
+            continue
+
+
+def run_locally(
+    cfg: KfopsConfig,
+    name: str = "training",
+    on_event: Callable[[str], None] | None = None,
+    on_task: Callable[[TaskEvent], None] | None = None,
+) -> LocalRun:
+    """Compile ``name`` for ``cfg``, load the YAML back and run it with kfp.local's SubprocessRunner.
+
+    ``on_task`` gets each task's start and end, seen in the run folder from a watcher thread;
+    without it they go to ``on_event`` as lines. ``on_event`` gets kfops' lines and the tasks' own
+    progress lines from their output, and the task lines when ``on_task`` is not given: it may be
+    called from the watcher thread, so it should write to a stream of its own, not ``sys.stdout``
+    (the run log while the run lasts). Default: the console's stderr.
+    """
+    console_out, console_err = sys.stdout, sys.stderr
+    on_event = on_event or (lambda line: print(line, file=console_err, flush=True))
     compiled = compile_pipeline(cfg, name, cfg.data_dir / "compiled" / f"{name}.yaml")
     cfg.pipeline_root.mkdir(parents=True, exist_ok=True)
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    before = set(cfg.pipeline_root.iterdir())
+    log_path, log_file = _create_run_log(logs, name)
     started = time.perf_counter()
     error: BaseException | None = None
-    console_out, console_err = sys.stdout, sys.stderr
 
     def on_console(line: str) -> None:
         # The tee owns stdout while the run lasts: show progress on the real console.
         with contextlib.redirect_stdout(console_out), contextlib.redirect_stderr(console_err):
             on_event(line)
 
-    with open(log_path, "w") as log_file:
+    with log_file:
         tee = _ProgressTee(log_file, on_console)
-        with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
-            try:
-                run_compiled(compiled, cfg.pipeline_root)
-            except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
-                error = err
-    new_dirs = sorted(set(cfg.pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-    run_dir = new_dirs[-1] if new_dirs else None
+
+        def task_event(event: TaskEvent) -> None:
+            with tee.lock:
+                log_file.write(f"kfops: {event}\n")
+                log_file.flush()
+                if on_task is not None:
+                    on_task(event)
+                else:
+                    on_event(str(event))
+
+        watcher = RunWatcher(cfg.pipeline_root, run_folder_pattern(compiled), task_event).start()
+        try:
+            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+                try:
+                    run_compiled(compiled, cfg.pipeline_root)
+                except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
+                    error = err
+        finally:
+            watcher.stop()
+        failed = None
+        if error is not None:
+            running = watcher.running()
+            failed = running[-1] if running else failed_task_in(error)
+            if failed is not None:
+                seen = watcher.started.get(failed)
+                task_event(TaskEvent(failed, "failed", None if seen is None else time.monotonic() - seen))
+    run_dir = watcher.run_dir  # None when no task wrote anything
     run = LocalRun(name=name, run_dir=run_dir, compiled=compiled, log_path=log_path,
                    seconds=time.perf_counter() - started, outputs=collect_outputs(run_dir) if run_dir else {})
     if error is not None:
-        raise PipelineFailed(_failure_message(run, error), hint=f"full log: {log_path}") from error
+        raise PipelineFailed(_failure_message(run, error, failed), hint=f"full log: {log_path}") from error
     return run
 
 
@@ -109,23 +257,18 @@ def collect_outputs(run_dir: Path) -> dict[str, Any]:
     outputs: dict[str, Any] = {}
     for task_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
         items: dict[str, Any] = {}
-        executor_output = task_dir / "executor_output.json"
+        executor_output = task_dir / EXECUTOR_OUTPUT
         if executor_output.is_file():
             data = json.loads(executor_output.read_text())
             items.update(data.get("parameterValues", {}))
         for child in task_dir.iterdir():
-            if child.name != "executor_output.json" and child.name not in items:
+            if child.name != EXECUTOR_OUTPUT and child.name not in items:
                 items[child.name] = str(child)
         outputs[task_dir.name] = items
     return outputs
 
 
-def _failure_message(run: LocalRun, error: BaseException) -> str:
-    try:
-        log_text = _ANSI.sub("", run.log_path.read_text())
-    except OSError:
-        log_text = ""
-    failed = re.findall(r"Task '?([\w-]+)'? finished with status FAILURE", log_text + _ANSI.sub("", str(error)))
+def _failure_message(run: LocalRun, error: BaseException, failed: str | None) -> str:
     summary = None
     if run.run_dir is not None:
         summary_path = run.run_dir / "validate" / "summary"
@@ -134,7 +277,7 @@ def _failure_message(run: LocalRun, error: BaseException) -> str:
     if summary is not None and not summary.get("success", True):
         names = [f"{f.get('table')}.{f.get('expectation')}({f.get('column') or ''})" for f in summary.get("failures", [])]
         return f"validation failed, nothing was trained or registered: {'; '.join(names[:8])}"
-    where = f" in task '{failed[0]}'" if failed else ""
+    where = f" in task '{failed}'" if failed else ""
     cause = _task_error(run.log_path) or _ANSI.sub("", str(error)).strip().splitlines()[-1]
     return f"pipeline '{run.name}' failed{where}: {cause[:400]}"
 

@@ -14,6 +14,8 @@ import pytest
 
 from kfops.adapters import mlflow_registry as registry
 from kfops.config import KfopsConfig
+from kfops.errors import KfopsError
+from kfops.runners.promotion import promote, rollback
 from tests.conftest import free_port
 from tests.integration.conftest import log_registered_model, stop
 
@@ -89,3 +91,29 @@ def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production
 
         stop_server(cfg)
         print(log.read_text()[-2000:])
+
+
+def test_rollback_moves_champion_back_and_refuses_when_the_trail_cannot_say(tmp_path):
+    """The rollback the CLI runs, called directly, on the embedded SQLite store."""
+    cfg = KfopsConfig(data_dir=tmp_path / "state").resolve(tmp_path)
+    v1 = log_registered_model(cfg, tmp_path, "run-1")
+    v2 = log_registered_model(cfg, tmp_path, "run-2", seed=1)
+    with pytest.raises(KfopsError, match="no previous champion"):
+        rollback(cfg, reason="nothing to go back to")
+
+    assert promote(cfg, str(v1.version), reason="first")["from_version"] is None
+    with pytest.raises(KfopsError, match="no previous champion"):  # a first champion has no predecessor
+        rollback(cfg, reason="too early")
+    event = promote(cfg, str(v2.version), reason="better")
+    assert (event["from_version"], event["to_version"]) == (str(v1.version), str(v2.version))
+
+    event = rollback(cfg, reason="canary errors")
+    assert (event["from_version"], event["to_version"]) == (str(v2.version), str(v1.version))
+    assert str(registry.champion(cfg).version) == str(v1.version)
+    last = registry.audit_trail(cfg)[-1]
+    assert last["reason"] == "rollback: canary errors" and last["forced"]
+
+    # @champion moved without an audit entry: the trail no longer says what came before it.
+    registry.client(cfg).set_registered_model_alias(cfg.registry.model_name, registry.CHAMPION, str(v2.version))
+    with pytest.raises(KfopsError, match="does not say which champion came before"):
+        rollback(cfg, reason="unknown past")

@@ -144,15 +144,25 @@ def test_xgboost_reports_boosting_rounds(quiet_logger):
 
 def test_pipeline_tasks_are_plain_lines_when_piped(capsys, caplog, monkeypatch):
     from kfops.cli import task_progress
+    from kfops.runners.local import TaskEvent
 
     monkeypatch.setenv(progress_module.ENV, "plain")
     # Even when logging shows INFO: kfp.local logs into the stream this display reads, so
     # logging these lines would feed them back to it without end.
     caplog.set_level(logging.INFO)
-    with task_progress("training") as on_event:
-        on_event("Executing task 'ingest'")
-        on_event("Task 'ingest' finished with status SUCCESS")
-    assert capsys.readouterr().out == "  Executing task 'ingest'\n  Task 'ingest' finished with status SUCCESS\n"
+    with task_progress("training") as display:
+        display.task(TaskEvent("ingest", "started"))
+        display.line("ingest: snapshot: 1/4 tables (25%, 0.2s, ~0.6s left) flights")
+        display.task(TaskEvent("ingest", "finished", 1.25))
+        display.task(TaskEvent("register", "finished"))
+        display.task(TaskEvent("deploy", "failed", 0.5))
+    assert capsys.readouterr().out == (
+        "  task 'ingest' started\n"
+        "  ingest: snapshot: 1/4 tables (25%, 0.2s, ~0.6s left) flights\n"
+        "  task 'ingest' finished in 1.2s\n"
+        "  task 'register' finished\n"
+        "  task 'deploy' failed after 0.5s\n"
+    )
     assert not caplog.records
 
 
@@ -162,8 +172,95 @@ def test_a_local_run_relays_its_tasks_progress_lines():
     seen: list[str] = []
     tee = _ProgressTee(io.StringIO(), seen.append)
     tee.write("[KFP Executor 2026-01-01 10:00:00,123 INFO]: torch: training: 2/10 epochs (20%, 3.1s, ~12.4s left) "
-              "validation_auc=0.7100\nsome other log line\n")
+              "validation_auc=0.7100\nsome other log line\n"
+              # kfp.local's own task lines are not relayed: the task events come from the run folder
+              "11:00:00.000 - INFO - Executing task \x1b[96m'train'\x1b[0m\n"
+              "11:00:09.000 - INFO - Task \x1b[96m'train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n")
     assert seen == ["torch: training: 2/10 epochs (20%, 3.1s, ~12.4s left) validation_auc=0.7100"]
+
+
+def fake_task(run_dir, task, finished, mtime=None):
+    """A task folder as kfp.local leaves it: outputs, and executor_output.json once the task returned."""
+    import os
+
+    folder = run_dir / task
+    folder.mkdir(parents=True, exist_ok=True)
+    if finished:
+        output = folder / "executor_output.json"
+        output.write_text("{}")
+        if mtime is not None:
+            os.utime(output, (mtime, mtime))
+
+
+def test_task_progress_comes_from_the_run_folder(tmp_path):
+    from kfops.runners.local import RunWatcher
+
+    root = tmp_path / "pipeline_root"
+    (root / "kfops-training-2026-01-01-09-00-00-000000" / "ingest").mkdir(parents=True)  # an earlier run
+    events = []
+    watcher = RunWatcher(root, re.compile(r"kfops-training-\d{4}(?:-\d{2}){5}-\d{6}"), events.append)
+    watcher.poll()
+    assert events == [] and watcher.run_dir is None
+
+    (root / "kfops-retraining-2026-01-01-10-00-00-000000").mkdir()  # another pipeline's run
+    (root / "kfops-training-notes").mkdir()  # not a run folder
+    run = root / "kfops-training-2026-01-01-10-00-00-123456"
+    fake_task(run, "ingest", finished=False)
+    watcher.poll()
+    assert watcher.run_dir == run
+    fake_task(run, "ingest", finished=True, mtime=1000)
+    # Between two looks: validate ran whole, a return-only task (no folder till the end) finished
+    # after it, and featurize started.
+    fake_task(run, "validate", finished=True, mtime=1001)
+    fake_task(run, "register", finished=True, mtime=1002)
+    fake_task(run, "featurize", finished=False)
+    watcher.poll()
+    watcher.poll()  # nothing new: nothing reported twice
+    assert [(e.task, e.state) for e in events] == [
+        ("ingest", "started"), ("ingest", "finished"), ("validate", "finished"), ("register", "finished"),
+        ("featurize", "started"),
+    ]
+    assert events[1].seconds is not None and events[2].seconds is None
+    assert str(events[0]) == "task 'ingest' started" and str(events[2]) == "task 'validate' finished"
+    # The run stops here: featurize started and never wrote its executor output, so it failed.
+    assert watcher.running() == ["featurize"]
+
+
+def test_the_watcher_thread_reports_tasks_while_the_run_lasts(tmp_path):
+    import time
+
+    from kfops.runners.local import RunWatcher
+
+    root = tmp_path / "pipeline_root"
+    root.mkdir()
+    events = []
+    watcher = RunWatcher(root, re.compile(r"tiny-[\d-]+"), events.append, interval_s=0.01).start()
+    try:
+        run = root / "tiny-2026-01-01-10-00-00-000000"
+        fake_task(run, "make", finished=False)
+        deadline = time.monotonic() + 5
+        while not events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [(e.task, e.state) for e in events] == [("make", "started")]
+        fake_task(run, "make", finished=True)
+    finally:
+        watcher.stop()  # a last look: the last output lands as the run returns
+    assert [(e.task, e.state) for e in events] == [("make", "started"), ("make", "finished")]
+    assert watcher.running() == []
+
+
+def test_run_logs_have_unique_names_that_sort_by_start_time(tmp_path):
+    import datetime as dt
+    import os
+
+    from kfops.runners.local import run_log_path
+
+    moment = dt.datetime(2026, 1, 2, 3, 4, 5, 678)
+    first = run_log_path(tmp_path, "training", moment)
+    assert first.name.startswith(f"training-20260102-030405-000678-{os.getpid()}-") and first.suffix == ".log"
+    assert run_log_path(tmp_path, "training", moment) != first  # same process, same microsecond: a random part
+    later = [run_log_path(tmp_path, "training", moment + dt.timedelta(microseconds=step)) for step in (1, 999_999, 10**7)]
+    assert sorted([*later, first], key=lambda p: p.name) == [first, *later]
 
 
 def test_ingest_reports_each_table_of_the_snapshot(tmp_path, monkeypatch, capsys):

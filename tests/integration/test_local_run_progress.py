@@ -1,0 +1,115 @@
+"""`run_locally` follows a real kfp.local run through its run folder: a tiny compiled pipeline
+stands in for the kfops ones, so each run takes seconds, not minutes."""
+
+# No `from __future__ import annotations`: kfp reads the components' annotations as types.
+import pytest
+from kfp import compiler, dsl
+from kfp.dsl import Artifact, Output
+
+from kfops.config import KfopsConfig
+from kfops.errors import PipelineFailed
+from kfops.runners import local
+
+pytestmark = pytest.mark.integration
+# As kfops' components: the kfp package of this environment, no pip install in the task.
+component = dsl.component(base_image="python:3.11", install_kfp_package=False)
+
+
+@component
+def make(size: int, table: Output[Artifact]):
+    import time
+
+    time.sleep(0.5)  # long enough to be seen running
+    with open(table.path, "w") as out:
+        out.write("x" * size)
+
+
+@component
+def count(size: int) -> int:  # returns a value only: kfp.local gives it a folder when it finishes
+    return size * 2
+
+
+@component
+def explode(table: Output[Artifact]):
+    import time
+
+    time.sleep(0.5)
+    raise ValueError("planted failure in explode")
+
+
+@component
+def explode_quietly(size: int) -> int:
+    raise ValueError("planted failure with no output folder")
+
+
+@dsl.pipeline(name="tiny-ok")
+def tiny_ok(size: int = 3):
+    made = make(size=size)
+    count(size=size).after(made)
+
+
+@dsl.pipeline(name="tiny-boom")
+def tiny_boom(size: int = 3):
+    made = make(size=size)
+    explode().after(made)
+
+
+@dsl.pipeline(name="tiny-quiet-boom")
+def tiny_quiet_boom(size: int = 3):
+    made = make(size=size)
+    explode_quietly(size=size).after(made)
+
+
+PIPELINES = {"ok": tiny_ok, "boom": tiny_boom, "quiet": tiny_quiet_boom}
+
+
+@pytest.fixture
+def cfg(tmp_path, monkeypatch):
+    def compile_tiny(cfg, name, output):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(PIPELINES[name], str(output))
+        return output
+
+    monkeypatch.setattr(local, "compile_pipeline", compile_tiny)
+    monkeypatch.setattr(local, "POLL_S", 0.02)
+    return KfopsConfig(data_dir=tmp_path / "state").resolve(tmp_path)
+
+
+def run(cfg, name):
+    events, lines = [], []
+    try:
+        result = local.run_locally(cfg, name, on_event=lines.append, on_task=events.append)
+    except PipelineFailed as err:
+        return err, events, lines
+    return result, events, lines
+
+
+def test_tasks_are_reported_from_the_run_folder(cfg):
+    result, events, _ = run(cfg, "ok")
+    assert [(e.task, e.state) for e in events] == [("make", "started"), ("make", "finished"), ("count", "finished")]
+    assert result.run_dir.parent == cfg.pipeline_root and result.run_dir.name.startswith("tiny-ok-")
+    assert result.outputs["count"]["Output"] == 6
+    assert "kfops: task 'make' finished in" in result.log_path.read_text()
+
+
+def test_the_failed_task_is_the_one_without_an_executor_output(cfg):
+    failure, events, _ = run(cfg, "boom")
+    assert isinstance(failure, PipelineFailed)
+    assert [(e.task, e.state) for e in events] == [
+        ("make", "started"), ("make", "finished"), ("explode", "started"), ("explode", "failed")]
+    message = str(failure)
+    assert message.startswith("pipeline 'boom' failed in task 'explode': ValueError: planted failure in explode")
+    assert "full log:" in failure.hint
+
+
+def test_a_task_that_failed_before_writing_anything_is_named_by_kfp_local(cfg):
+    failure, events, _ = run(cfg, "quiet")
+    assert [(e.task, e.state) for e in events][-1] == ("explode-quietly", "failed")
+    assert "in task 'explode-quietly': ValueError: planted failure with no output folder" in str(failure)
+
+
+def test_each_run_keeps_its_own_log_and_logs_sort_by_start(cfg):
+    first, _, _ = run(cfg, "ok")
+    second, _, _ = run(cfg, "ok")
+    assert first.log_path != second.log_path and first.log_path.is_file() and second.log_path.is_file()
+    assert sorted(p.name for p in first.log_path.parent.iterdir()) == [first.log_path.name, second.log_path.name]
