@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_SCHEMAS = REPO_ROOT.parent / "shared" / "schemas"
 
 
 def services_required() -> bool:
