@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kfops.core.model import FeatureSpec
 from kfops.serving.protocol.encoding import RowEncoder
 from kfops.serving.protocol.payloads import decode_v1
-from tests.unit.test_serving_fixtures import CATEGORICAL, COLUMNS, synthetic_features
+from tests.support.serving_models import CATEGORICAL, COLUMNS, synthetic_features
 
 SPEC = FeatureSpec.fit(synthetic_features(300), COLUMNS, CATEGORICAL)
 
