@@ -18,7 +18,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/kfops run training
 
-## test: the whole test suite (unit, integration against local services, kfp.local e2e, infra)
+## test: the whole test suite (unit, integration against local services, kfp.local e2e, infra), in a
+## random order whose seed the header prints (pytest-randomly). Repeat an order with
+## `PYTEST_ADDOPTS=--randomly-seed=N make test`; file order with `PYTEST_ADDOPTS="-p no:randomly" make test`.
 test: $(STAMP)
 	$(BIN)/pytest
 
