@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,7 @@ def _value(column: str):
     )
 
 
+@pytest.mark.slow  # 100 examples over every column: 11-14 s on 2 busy cores
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(data=st.data(), rows=st.integers(min_value=1, max_value=6))
 def test_any_valid_values_encode_identically(data, rows):
