@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install compile golden lint clean
+.PHONY: run test test-fast install compile golden lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,17 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/kfops run training
 
-## test: the whole test suite (unit, integration against local services, kfp.local e2e, infra)
+## test: the whole test suite (unit, integration against local services, kfp.local e2e, infra), in a
+## random order whose seed the header prints (pytest-randomly). Repeat an order with
+## `PYTEST_ADDOPTS=--randomly-seed=N make test`; file order with `PYTEST_ADDOPTS="-p no:randomly" make test`.
 test: $(STAMP)
 	$(BIN)/pytest
+
+## test-fast: the unit tier without the tests marked slow, for the edit-test loop (no services needed).
+## Measured: 1 min 36 s on 2 cores otherwise idle (2 min 39 s while other jobs shared them).
+## `make test` remains the check before pushing.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "unit and not slow"
 
 compile: $(STAMP)
 	$(BIN)/kfops compile training -o pipelines/compiled/training.yaml --components

@@ -1,5 +1,8 @@
 """Shared fixtures. Service-backed tests skip with a reason when the service is absent,
-unless KFOPS_REQUIRE_SERVICES=1 (CI), where an absent service is a failure."""
+unless KFOPS_REQUIRE_SERVICES=1 (CI), where an absent service is a failure.
+
+Every test is marked with its tier, from the folder it lives in (see TIERS), so
+`pytest -m unit`, `-m "not e2e"` and `make test-fast` select by tier without per-file marks."""
 
 from __future__ import annotations
 
@@ -10,7 +13,20 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_SCHEMAS = REPO_ROOT.parent / "shared" / "schemas"
+TESTS_ROOT = Path(__file__).resolve().parent
+# folder under tests/ -> marker (declared in pyproject's [tool.pytest.ini_options] markers)
+TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "infra": "infra"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, so the tier marks count there
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = item.path.resolve().relative_to(TESTS_ROOT).parts[0]
+        except ValueError:  # a test outside tests/
+            continue
+        if folder in TIERS:
+            item.add_marker(TIERS[folder])
 
 
 def services_required() -> bool:

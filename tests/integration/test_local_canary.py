@@ -23,7 +23,7 @@ from kfops.serving.local.process import server_status, start_server, stop_server
 from kfops.serving.sidecars.split import TrafficSplit
 from tests.conftest import free_port
 from tests.integration.test_model_server import feature_rows, v2_body
-from tests.unit.test_serving_fixtures import build_tiny_model
+from tests.support.serving_models import build_tiny_model
 
 pytestmark = pytest.mark.integration
 NAME = "flights-delay"

@@ -17,7 +17,7 @@ from kfops.serving.runtime.inference_log import read_inference_logs
 from kfops.serving.sidecars.log_sink import REQUEST_TYPE, RESPONSE_TYPE
 from tests.conftest import free_port
 from tests.integration.conftest import stop, wait_http
-from tests.unit.test_serving_fixtures import synthetic_features
+from tests.support.serving_models import synthetic_features
 
 pytestmark = pytest.mark.integration
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

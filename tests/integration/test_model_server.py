@@ -22,7 +22,7 @@ from kfops.errors import ServingError
 from kfops.serving.local.process import server_status, start_server, stop_server
 from kfops.serving.runtime.inference_log import read_inference_logs
 from tests.conftest import free_port
-from tests.unit.test_serving_fixtures import build_tiny_model, synthetic_features
+from tests.support.serving_models import build_tiny_model, synthetic_features
 
 pytestmark = pytest.mark.integration
 

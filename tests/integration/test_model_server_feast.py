@@ -15,7 +15,7 @@ from kfops.core.model import load_model, predict_proba
 from kfops.datasets.flights import request_features
 from kfops.serving.local.process import start_server, stop_server
 from tests.conftest import REPO_ROOT, free_port
-from tests.unit.test_serving_fixtures import build_tiny_model
+from tests.support.serving_models import build_tiny_model
 
 pytestmark = pytest.mark.integration
 

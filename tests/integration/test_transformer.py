@@ -21,7 +21,7 @@ from tests.integration.test_model_server import (
     lookup_frames,
     v2_body,
 )
-from tests.unit.test_serving_fixtures import build_tiny_model
+from tests.support.serving_models import build_tiny_model
 
 pytestmark = pytest.mark.integration
 NAME = "flights"

@@ -108,6 +108,7 @@ def test_a_months_drift_report_compares_the_champions_month_with_that_month(monk
         month_drift_report(cfg, result, "drift", "2013-04", tmp_path / "r.html")
 
 
+@pytest.mark.slow  # trains and replays 6 policy-months: ~30 s on 2 busy cores
 def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     from kfops.cli.backtest import app
 

@@ -18,7 +18,7 @@ from kfops.adapters.gx_validation import (
     validate_tables,
     validate_training_set,
 )
-from tests.unit.test_validation_data import (
+from tests.support.validation_data import (
     END,
     FLIGHT_KEY,
     corrupt_distance,

@@ -60,6 +60,7 @@ def test_arrival_is_departure_plus_delay_air_time_and_taxi_buffer():
     assert list(by_departure["delayed"]) == [False, True, False, True]
 
 
+@pytest.mark.slow  # loads and processes the full year: 10-16 s on 2 busy cores
 def test_sources_cover_every_flight_with_an_hour_old_stats_row_short_and_full_year(tmp_path):
     from kfops.datasets.flights import build_entity_frame, load_tables
 

@@ -13,7 +13,6 @@ import json
 from types import SimpleNamespace
 
 import pytest
-import yaml
 
 from kfops.adapters.kserve_cluster import (
     CONTAINER,
@@ -26,10 +25,8 @@ from kfops.adapters.kserve_cluster import (
 from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config
 from kfops.errors import ConfigError, ServingError
 from kfops.serving.runtime.metrics import ServingMetrics
-from tests.conftest import SHARED_SCHEMAS, need
-from tests.unit.test_trainjob import _validate
+from tests.support.crds import ISVC_CRD, openapi_schema, validate
 
-ISVC_CRD = SHARED_SCHEMAS / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 MODEL = "flights-delay"
 pytestmark = pytest.mark.usefixtures("private_prometheus_values")
 
@@ -46,10 +43,7 @@ def cluster_config(*overrides: str) -> KfopsConfig:
 
 @pytest.fixture(scope="module")
 def isvc_schema() -> dict:
-    need(ISVC_CRD.is_file(), f"the InferenceService CRD is not at {ISVC_CRD} (shared schemas absent)")
-    crd = yaml.safe_load(ISVC_CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == VERSION]
-    return version["schema"]["openAPIV3Schema"]
+    return openapi_schema(ISVC_CRD, VERSION)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -58,7 +52,7 @@ def isvc_schema() -> dict:
 def test_first_deploy_manifest_matches_the_crd(isvc_schema):
     cfg = cluster_config("serving.kserve.container_concurrency=64")
     manifest = render_inference_service(cfg, "7")
-    _validate(manifest, isvc_schema)
+    validate(manifest, isvc_schema)
 
     assert manifest["apiVersion"] == "serving.kserve.io/v1beta1" and manifest["kind"] == "InferenceService"
     meta = manifest["metadata"]
@@ -95,20 +89,20 @@ def test_the_serving_entry_point_parses_the_rendered_arguments(monkeypatch):
 
 def test_canary_update_manifest_matches_the_crd(isvc_schema):
     manifest = render_inference_service(cluster_config("serving.canary.traffic_percent=20"), "8", canary_percent=20)
-    _validate(manifest, isvc_schema)
+    validate(manifest, isvc_schema)
     assert manifest["spec"]["predictor"]["canaryTrafficPercent"] == 20
 
 
 def test_without_a_logger_the_server_keeps_its_own_log(isvc_schema):
     manifest = render_inference_service(cluster_config("serving.kserve.logger_url=null"), "7")
-    _validate(manifest, isvc_schema)
+    validate(manifest, isvc_schema)
     assert "logger" not in manifest["spec"]["predictor"]
     assert "--no-inference-log" not in manifest["spec"]["predictor"]["containers"][0]["args"]
 
 
 def test_the_transformer_option_splits_the_lookup_into_its_own_container(isvc_schema):
     manifest = render_inference_service(cluster_config("serving.kserve.transformer=true"), "7")
-    _validate(manifest, isvc_schema)
+    validate(manifest, isvc_schema)
     predictor, transformer = manifest["spec"]["predictor"], manifest["spec"]["transformer"]
     args = predictor["containers"][0]["args"]
     assert args[args.index("--online-lookup") + 1] == "none"  # the predictor takes feature vectors only
@@ -126,11 +120,11 @@ def test_the_schema_check_catches_a_bad_manifest(isvc_schema):
     bad = copy.deepcopy(manifest)
     bad["spec"]["predictor"]["scaleMetric"] = "latency"
     with pytest.raises(jsonschema.ValidationError):
-        _validate(bad, isvc_schema)
+        validate(bad, isvc_schema)
     pruned = copy.deepcopy(manifest)
     pruned["spec"]["predictor"]["canaryPercent"] = 10
     with pytest.raises(AssertionError, match="canaryPercent"):
-        _validate(pruned, isvc_schema)
+        validate(pruned, isvc_schema)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -199,7 +193,7 @@ class ScriptedKServe:
         return copy.deepcopy(self.obj)
 
     def create_namespaced_custom_object(self, group, version, namespace, plural, body):
-        _validate(body, self.schema)
+        validate(body, self.schema)
         self.calls.append(("create", body))
         self.obj = copy.deepcopy(body)
         self._new_revision()
@@ -208,7 +202,7 @@ class ScriptedKServe:
         self.calls.append(("patch", body))
         before = self.obj["spec"]["predictor"]
         self.obj = merge_patch(self.obj, body)
-        _validate(self.obj, self.schema)
+        validate(self.obj, self.schema)
         after = self.obj["spec"]["predictor"]
         strip = lambda p: {k: v for k, v in p.items() if k != "canaryTrafficPercent"}
         if strip(before) != strip(after):

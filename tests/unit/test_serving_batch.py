@@ -9,7 +9,7 @@ import pytest
 from kfops.core.model import load_model, predict_proba
 from kfops.errors import DataError
 from kfops.serving.local.batch_scoring import predict_file
-from tests.unit.test_serving_fixtures import build_tiny_model, synthetic_features
+from tests.support.serving_models import build_tiny_model, synthetic_features
 
 
 @pytest.fixture(scope="module")

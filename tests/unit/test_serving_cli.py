@@ -23,7 +23,7 @@ from kfops.serving.local.process import (
 )
 from kfops.serving.runtime.loading import ModelSource
 from tests.conftest import REPO_ROOT
-from tests.unit.test_serving_fixtures import build_tiny_model, synthetic_features
+from tests.support.serving_models import build_tiny_model, synthetic_features
 
 runner = CliRunner()
 

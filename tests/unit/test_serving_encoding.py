@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kfops.core.model import FeatureSpec
 from kfops.serving.protocol.encoding import RowEncoder
 from kfops.serving.protocol.payloads import decode_v1
-from tests.unit.test_serving_fixtures import CATEGORICAL, COLUMNS, synthetic_features
+from tests.support.serving_models import CATEGORICAL, COLUMNS, synthetic_features
 
 SPEC = FeatureSpec.fit(synthetic_features(300), COLUMNS, CATEGORICAL)
 
@@ -50,6 +51,7 @@ def _value(column: str):
     )
 
 
+@pytest.mark.slow  # 100 examples over every column: 11-14 s on 2 busy cores
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(data=st.data(), rows=st.integers(min_value=1, max_value=6))
 def test_any_valid_values_encode_identically(data, rows):

@@ -21,7 +21,7 @@ from kfops.serving.runtime.engine import InferenceEngine
 from kfops.serving.runtime.inference_log import InferenceLogWriter, read_inference_logs
 from kfops.serving.runtime.loading import ModelSource, load_source
 from kfops.serving.runtime.lookup import InMemoryLookup
-from tests.unit.test_serving_fixtures import (
+from tests.support.serving_models import (
     ONLINE_FEATURES,
     build_tiny_model,
     synthetic_features,

@@ -25,7 +25,7 @@ from kfops.serving.protocol.payloads import (
     v1_response,
     v2_response,
 )
-from tests.unit.test_serving_fixtures import CATEGORICAL, COLUMNS, synthetic_features
+from tests.support.serving_models import CATEGORICAL, COLUMNS, synthetic_features
 
 SPEC = FeatureSpec.fit(synthetic_features(300), COLUMNS, CATEGORICAL)
 

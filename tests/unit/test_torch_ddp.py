@@ -19,6 +19,9 @@ from kfops.training.ddp_worker import (
 from kfops.training.torch_trainer import train_torch
 from tests.unit.test_torch_trainer import CATEGORICAL, FEATURES, flights_like, small_cfg
 
+# Every test here launches torchrun (the module fixture too): 15-40 s each on 2 busy cores.
+pytestmark = pytest.mark.slow
+
 ROWS = 1024  # a multiple of 2 x 64: every batch is full on both ranks, so the comparison is exact
 TWO_RANKS = small_cfg(nproc_per_node=2, batch_size=64, epochs=2, dropout=0.0)
 
@@ -82,8 +85,7 @@ def test_a_crashing_rank_stops_the_job_and_is_named(data, tmp_path, monkeypatch)
     assert not (tmp_path / "result.json").exists()
 
 
-@pytest.mark.slow  # waits out rank_timeout_s on top of a launch: ~20 s on 2 busy cores
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(120)  # waits out rank_timeout_s on top of a launch: ~20 s on 2 busy cores
 def test_a_silent_rank_is_given_up_on_after_the_rank_timeout(data, tmp_path, monkeypatch):
     """Rank 1 stops answering; rank 0's collective times out after rank_timeout_s and torchrun
     then stops rank 1, so nothing hangs. The pytest timeout is only a guard against a hang."""

@@ -6,7 +6,6 @@ import copy
 import logging
 
 import pytest
-import yaml
 
 from kfops.adapters.trainjob import (
     GROUP,
@@ -18,48 +17,22 @@ from kfops.adapters.trainjob import (
 )
 from kfops.config import ClusterConfig, TorchConfig
 from kfops.errors import ConfigError, TrainingError
-from tests.conftest import SHARED_SCHEMAS, need
+from tests.support.crds import (
+    TORCH_RUNTIME,
+    TRAINJOB_CRD,
+    load_yaml,
+    openapi_schema,
+    pruned_fields,
+    validate,
+)
 
-TRAINJOB_CRD = SHARED_SCHEMAS / "kubeflow-trainer" / "trainer.kubeflow.org_trainjobs.yaml"
-RUNTIME = SHARED_SCHEMAS / "kubeflow-trainer" / "runtime_torch_distributed.yaml"
 GPU_CLUSTER = ClusterConfig(gpus_per_node=4, gpu_node_selector={"kfops.io/node-pool": "gpu"})
 TORCH = TorchConfig(num_nodes=2, nproc_per_node=4)
 
 
 @pytest.fixture(scope="module")
 def trainjob_schema() -> dict:
-    need(TRAINJOB_CRD.is_file(), f"the TrainJob CRD is not at {TRAINJOB_CRD} (shared schemas absent)")
-    crd = yaml.safe_load(TRAINJOB_CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == VERSION]
-    return version["schema"]["openAPIV3Schema"]
-
-
-def _validate(manifest: dict, schema: dict) -> None:
-    import jsonschema
-
-    jsonschema.Draft4Validator(schema).validate(manifest)
-    pruned = _pruned_fields(manifest, schema)
-    assert not pruned, f"the API server would silently drop {pruned}"
-
-
-def _pruned_fields(value, schema: dict, path: str = "") -> list[str]:
-    """Fields the API server prunes because the structural schema does not declare them."""
-    if schema.get("x-kubernetes-preserve-unknown-fields"):
-        return []
-    found = []
-    if isinstance(value, dict) and "properties" in schema:
-        for key, item in value.items():
-            if key in schema["properties"]:
-                found += _pruned_fields(item, schema["properties"][key], f"{path}.{key}")
-            elif not schema.get("additionalProperties"):
-                found.append(f"{path}.{key}")
-    elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
-        for key, item in value.items():
-            found += _pruned_fields(item, schema["additionalProperties"], f"{path}.{key}")
-    elif isinstance(value, list) and "items" in schema:
-        for i, item in enumerate(value):
-            found += _pruned_fields(item, schema["items"], f"{path}[{i}]")
-    return found
+    return openapi_schema(TRAINJOB_CRD, VERSION)
 
 
 def test_gpu_trainjob_matches_the_crd(trainjob_schema):
@@ -67,7 +40,7 @@ def test_gpu_trainjob_matches_the_crd(trainjob_schema):
         "flights-torch-r1", "/mnt/kfops/job", TORCH, GPU_CLUSTER, namespace="kfops",
         env={"KFOPS_RUN": "r1"}, job_volume_claim="kfops-train-jobs", active_deadline_s=3600,
     )  # fmt: skip
-    _validate(manifest, trainjob_schema)
+    validate(manifest, trainjob_schema)
 
     spec = manifest["spec"]
     assert manifest["apiVersion"] == "trainer.kubeflow.org/v1alpha1" and manifest["kind"] == "TrainJob"
@@ -91,8 +64,7 @@ def test_gpu_trainjob_matches_the_crd(trainjob_schema):
 
 
 def test_the_patch_targets_names_that_exist_in_the_torch_runtime():
-    need(RUNTIME.is_file(), f"the torch-distributed runtime is not at {RUNTIME} (shared schemas absent)")
-    runtime = yaml.safe_load(RUNTIME.read_text())
+    runtime = load_yaml(TORCH_RUNTIME)
     assert runtime["metadata"]["name"] == "torch-distributed"
     (job,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
     containers = job["template"]["spec"]["template"]["spec"]["containers"]
@@ -101,7 +73,7 @@ def test_the_patch_targets_names_that_exist_in_the_torch_runtime():
 
 def test_cpu_trainjob_matches_the_crd_without_gpu_fields(trainjob_schema):
     manifest = render_trainjob("flights-cpu", "/mnt/job", TorchConfig(num_nodes=3, nproc_per_node=2), ClusterConfig())
-    _validate(manifest, trainjob_schema)
+    validate(manifest, trainjob_schema)
     assert manifest["spec"]["trainer"]["image"] == ClusterConfig().image
     assert "resourcesPerNode" not in manifest["spec"]["trainer"]
     assert "runtimePatches" not in manifest["spec"]
@@ -118,7 +90,7 @@ def test_the_schema_check_catches_a_bad_manifest(trainjob_schema):
         jsonschema.Draft4Validator(trainjob_schema).validate(wrong_type)
     typo = copy.deepcopy(manifest)
     typo["spec"]["trainer"]["numProcsPerNode"] = 4
-    assert _pruned_fields(typo, trainjob_schema) == [".spec.trainer.numProcsPerNode"]
+    assert pruned_fields(typo, trainjob_schema) == [".spec.trainer.numProcsPerNode"]
 
 
 @pytest.mark.parametrize(

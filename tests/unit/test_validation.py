@@ -25,7 +25,7 @@ from kfops.adapters.gx_validation import (
 from kfops.config import KfopsConfig
 from kfops.errors import ConfigError, ValidationFailed
 from kfops.reports.validation import render_html, write_reports
-from tests.unit.test_validation_data import (
+from tests.support.validation_data import (
     END,
     START,
     corrupt_distance,

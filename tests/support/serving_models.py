@@ -1,5 +1,6 @@
-"""Tiny real models for the serving tests (imported by the other test_serving* and
-test_model_server* modules), and a check that what they build loads and predicts."""
+"""Tiny real models and synthetic feature rows for the serving tests (unit and integration).
+
+tests/unit/test_support.py checks that what they build loads and predicts."""
 
 from __future__ import annotations
 
@@ -67,13 +68,3 @@ def build_tiny_model(folder: Path, seed: int = 0, rounds: int = 20, threshold: f
     result = train_xgboost(frame.iloc[:1200], frame.iloc[1200:], spec, params, seed=seed)
     result.model.threshold = threshold
     return save_model(result.model, folder)
-
-
-def test_tiny_model_loads_and_separates_the_classes(tmp_path):
-    from kfops.core.model import load_model, predict_proba
-
-    model = load_model(build_tiny_model(tmp_path / "model"))
-    frame = synthetic_features(400, seed=7)
-    probabilities = predict_proba(model, frame)
-    assert probabilities.shape == (400,)
-    assert probabilities[frame["label"].to_numpy() == 1].mean() > probabilities[frame["label"].to_numpy() == 0].mean() + 0.2

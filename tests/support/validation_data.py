@@ -1,5 +1,5 @@
 """Two weeks of the real 2013 flights data in the raw-table contract, shared by the validation
-tests (built once per session), and checks that it really follows the contract."""
+tests (built once per session). tests/unit/test_support.py checks that it follows the contract."""
 
 from __future__ import annotations
 
@@ -59,15 +59,3 @@ def corrupt_distance(flights: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     broken = flights.copy()
     broken.loc[broken.index[10 : 10 + rows], "distance"] = -broken["distance"].iloc[10 : 10 + rows]
     return broken
-
-
-def test_two_weeks_follow_the_raw_table_contract():
-    tables = _tables()
-    flights = tables["flights"]
-    assert 11_000 < len(flights) < 14_000
-    assert str(flights["time_hour"].dtype) == "datetime64[ns, UTC]"
-    assert not flights.duplicated(FLIGHT_KEY).any()
-    local_day = pd.to_datetime(flights[["year", "month", "day"]])
-    assert local_day.min() == pd.Timestamp(START) and local_day.max() == pd.Timestamp(END)
-    assert tables["weather"]["time_hour"].min() >= pd.Timestamp("2013-01-06T00:00Z")
-    assert len(tables["planes"]) == 3322

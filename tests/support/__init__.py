@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: data builders, tiny models, schema loaders. No tests here."""
