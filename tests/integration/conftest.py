@@ -63,9 +63,15 @@ def s3_server(tmp_path_factory):
         stop(process)
 
 
+S3_CLIENT_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
 @pytest.fixture(scope="session")
-def production_mlflow(s3_server, tmp_path_factory):
-    """`mlflow server` with a PostgreSQL backend store and S3 artifacts (clients write to S3 via boto3)."""
+def _production_mlflow_server(s3_server, tmp_path_factory):
+    """`mlflow server` with a PostgreSQL backend store and S3 artifacts, started once per session.
+
+    The S3 settings go to the server process only; tests get them through ``production_mlflow``,
+    so they never leak into tests that run after it (the suite runs in random order)."""
     import boto3
     import psycopg2
 
@@ -74,14 +80,10 @@ def production_mlflow(s3_server, tmp_path_factory):
     admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{database}"')
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-        "MLFLOW_S3_ENDPOINT_URL": s3_server,
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    env = {**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_server}
     bucket = f"kfops-mlflow-{uuid.uuid4().hex[:8]}"
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=bucket)
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket=bucket)
     port = free_port()
     log = tmp_path_factory.mktemp("mlflow-server") / "server.log"
     with open(log, "w") as out:
@@ -95,13 +97,16 @@ def production_mlflow(s3_server, tmp_path_factory):
         yield {"tracking_uri": f"http://127.0.0.1:{port}", "bucket": bucket, "s3": s3_server, "database": database}
     finally:
         stop(process)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def production_mlflow(_production_mlflow_server, monkeypatch):
+    """The session's production MLflow, with this test's process set up to write artifacts to its S3."""
+    for key, value in {**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": _production_mlflow_server["s3"]}.items():
+        monkeypatch.setenv(key, value)
+    return _production_mlflow_server
 
 
 def synthetic_frame(n: int = 1500, seed: int = 0, flip: bool = False) -> pd.DataFrame:
