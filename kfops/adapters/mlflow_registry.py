@@ -1,8 +1,9 @@
 """MLflow adapter: tracking runs, the model registry, aliases and the audit trail.
 
 Every call takes the config (or a tracking URI) explicitly and goes through an ``MlflowClient``
-built for it, never the fluent (active-run) API, so nothing outside this module needs to
-import mlflow.
+built for it; the adapter never sets MLflow's process-wide tracking or registry URI, never
+uses the fluent (active-run) API, and leaves ``os.environ`` as it found it. So one process can
+work with several stores, and nothing outside this module needs to import mlflow.
 
 Model versions are MLflow pyfunc models whose artifacts hold the kfops model folder, so
 `mlflow models serve` works, while kfops' own server loads the native weights directly.
@@ -17,9 +18,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -64,20 +67,94 @@ def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float
                         hint="check registry.tracking_uri and that the tracking server is up") from last
 
 
+@dataclass(frozen=True)
+class HttpBounds:
+    """MLflow's own retries and timeout per HTTP request to a tracking server.
+
+    MLflow's defaults retry for minutes before a clear error can be given; kfops lowers them.
+    """
+
+    max_retries: int
+    timeout_s: int
+    backoff_factor: int = 1
+
+    @classmethod
+    def of(cls, cfg: KfopsConfig) -> HttpBounds:
+        return cls(cfg.registry.http_max_retries, cfg.registry.http_timeout_s)
+
+    def environment(self) -> dict[str, str]:
+        return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.timeout_s),
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(self.backoff_factor)}
+
+
+class _BoundsScope:
+    """Sets MLflow's HTTP bounds while adapter calls run, and restores the environment after.
+
+    MLflow 3.17 has no per-client setting for them: ``mlflow.utils.rest_utils.http_request``
+    reads ``MLFLOW_HTTP_REQUEST_*`` from ``os.environ`` on every request. So the adapter sets
+    the variables it lacks when the outermost scope opens and removes exactly those when it
+    closes (a count, under a lock, lets scopes nest and overlap across threads; overlapping
+    scopes share the first one's values). Values the operator exported are never touched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._added: dict[str, str] = {}
+
+    @contextmanager
+    def __call__(self, bounds: HttpBounds) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._added = {k: v for k, v in bounds.environment().items() if k not in os.environ}
+                os.environ.update(self._added)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for key, value in self._added.items():
+                        if os.environ.get(key) == value:
+                            del os.environ[key]
+                    self._added = {}
+
+
+http_bounds = _BoundsScope()
+
+
+class BoundedClient:
+    """An ``MlflowClient`` whose every call runs within the config's HTTP bounds."""
+
+    def __init__(self, mlflow_client: MlflowClient, bounds: HttpBounds) -> None:
+        self._client = mlflow_client
+        self._bounds = bounds
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            with http_bounds(self._bounds):
+                return attribute(*args, **kwargs)
+
+        bounded.__name__ = name
+        bounded.__doc__ = attribute.__doc__
+        return bounded
+
+
 def client(cfg: KfopsConfig) -> MlflowClient:
-    import mlflow
+    """A client for the config's tracking and registry URIs, with its HTTP bounds; changes no global state."""
     from mlflow import MlflowClient
 
-    # MLflow reads these per request; its defaults retry for minutes before a clear error can be given.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.registry.http_max_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.registry.http_timeout_s))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     if cfg.tracking_uri.startswith("sqlite:///"):
         Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    if cfg.registry.registry_uri:
-        mlflow.set_registry_uri(cfg.registry.registry_uri)
-    return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry.registry_uri or cfg.tracking_uri)
+    mlflow_client = MlflowClient(tracking_uri=cfg.tracking_uri,
+                                 registry_uri=cfg.registry.registry_uri or cfg.tracking_uri)
+    return BoundedClient(mlflow_client, HttpBounds.of(cfg))  # type: ignore[return-value]
 
 
 def ensure_experiment(cfg: KfopsConfig) -> str:
@@ -267,8 +344,10 @@ def serving_requirements() -> list[str]:
     return pins
 
 
-def fetch_model_dir(tracking_uri: str, model_uri: str, dst: Path | None = None, *,
-                    registry_uri: str | None = None) -> Path:
+def fetch_model_dir(
+    tracking_uri: str, model_uri: str, dst: Path | None = None, *, registry_uri: str | None = None,
+    bounds: HttpBounds | None = None,
+) -> Path:
     """Download ``models:/name/version`` (or ``@alias``) and return the kfops model folder inside it.
 
     The URI is resolved with a client for these URIs, then the files are read from where the
@@ -283,16 +362,17 @@ def fetch_model_dir(tracking_uri: str, model_uri: str, dst: Path | None = None, 
     from mlflow.utils.yaml_utils import write_yaml
 
     registry_uri = registry_uri or tracking_uri
-    mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
-    found = get_model_name_and_version(mlflow_client, model_uri)
-    if len(found) == 1:
-        location = mlflow_client.get_logged_model(found[0]).artifact_location
-    else:
-        location = mlflow_client.get_model_version_download_uri(*found)
-    if dst is not None:
-        Path(dst).mkdir(parents=True, exist_ok=True)
-    repository = get_artifact_repository(location, tracking_uri=tracking_uri, registry_uri=registry_uri)
-    local = Path(repository.download_artifacts("", dst_path=str(dst) if dst else None))
+    with http_bounds(bounds) if bounds else nullcontext():
+        mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        found = get_model_name_and_version(mlflow_client, model_uri)
+        if len(found) == 1:
+            location = mlflow_client.get_logged_model(found[0]).artifact_location
+        else:
+            location = mlflow_client.get_model_version_download_uri(*found)
+        if dst is not None:
+            Path(dst).mkdir(parents=True, exist_ok=True)
+        repository = get_artifact_repository(location, tracking_uri=tracking_uri, registry_uri=registry_uri)
+        local = Path(repository.download_artifacts("", dst_path=str(dst) if dst else None))
     if (local / "MLmodel").is_file():
         # What MLflow's models:/ download (ModelsArtifactRepository) leaves beside the model's files.
         name, number = found if len(found) == 2 else (None, None)
@@ -304,7 +384,7 @@ def fetch_model_dir(tracking_uri: str, model_uri: str, dst: Path | None = None, 
 def fetch_version_dir(cfg: KfopsConfig, version: str | int, dst: Path | None = None) -> Path:
     """The kfops model folder of ``version`` of ``registry.model_name``."""
     return fetch_model_dir(cfg.tracking_uri, f"models:/{cfg.registry.model_name}/{version}", dst,
-                           registry_uri=cfg.registry.registry_uri)
+                           registry_uri=cfg.registry.registry_uri, bounds=HttpBounds.of(cfg))
 
 
 def version_for_alias(tracking_uri: str, name: str, alias: str) -> str:
@@ -392,8 +472,11 @@ def register_version(
     # As mlflow.register_model does: an MLflow 3 logged-model URI (models:/m-...) names its model id.
     model_id = _parse_model_id_if_present(model_uri)
 
-    version = retry(lambda: mlflow_client.create_model_version(name, model_uri, tags=all_tags, model_id=model_id),
-                    f"register a version of '{name}'")
+    def create() -> ModelVersion:
+        with _embedded_registry_sees(cfg):
+            return mlflow_client.create_model_version(name, model_uri, tags=all_tags, model_id=model_id)
+
+    version = retry(create, f"register a version of '{name}'")
     if model_id:
         _link_logged_model(mlflow_client, model_id, version)
     return version, True
@@ -413,6 +496,34 @@ def _link_logged_model(mlflow_client: MlflowClient, model_id: str, version: Mode
     except MlflowException as err:
         if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
             raise
+
+
+_PROCESS_URI_LOCK = threading.Lock()
+
+
+@contextmanager
+def _embedded_registry_sees(cfg: KfopsConfig) -> Iterator[None]:
+    """Let an in-process registry store find the config's logged models, for one call.
+
+    MLflow 3.17's database registry store looks a ``models:/m-...`` source up with a bare
+    ``MlflowClient()``, i.e. through the process-wide tracking URI (a TODO in
+    ``SqlAlchemyStore.create_model_version``). For that call only, the module variable behind
+    ``mlflow.get_tracking_uri()`` names the config's tracking URI; it is put back afterwards.
+    ``os.environ`` is not touched. A tracking server does the lookup itself: nothing is set then.
+    """
+    registry_uri = cfg.registry.registry_uri or cfg.tracking_uri
+    if registry_uri.startswith(("http://", "https://")):
+        yield
+        return
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _PROCESS_URI_LOCK:
+        saved = tracking_utils._tracking_uri
+        tracking_utils._tracking_uri = cfg.tracking_uri
+        try:
+            yield
+        finally:
+            tracking_utils._tracking_uri = saved
 
 
 def record_audit(cfg: KfopsConfig, event: dict[str, Any]) -> None:
