@@ -177,8 +177,8 @@ def code_version() -> str:
     if os.environ.get("KFOPS_CODE_VERSION"):
         return os.environ["KFOPS_CODE_VERSION"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], check=False, capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
