@@ -130,24 +130,23 @@ def prepare_model(work: Path):
 
 def register_pyfunc(work: Path, model_dir: Path, example) -> tuple[str, str]:
     """Log the kfops folder as the project's MLflow pyfunc, register it; returns (tracking uri, model uri)."""
-    import mlflow
     import pandas as pd
 
     from kfops.adapters import mlflow_registry as registry
+    from kfops.config import KfopsConfig
     from kfops.core.model import load_model, predict_proba
 
     tracking = f"sqlite:///{work / 'mlflow.db'}"
-    mlflow.set_tracking_uri(tracking)
-    client = mlflow.MlflowClient(tracking)
+    cfg = KfopsConfig(registry={"tracking_uri": tracking, "model_name": MODEL_NAME, "experiment": "bench-serving"})
+    client = registry.client(cfg)
     if client.search_model_versions(f"name='{MODEL_NAME}'"):
         version = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL_NAME}'"))
         return tracking, f"models:/{MODEL_NAME}/{version}"
-    mlflow.set_experiment("bench-serving")
     probability = predict_proba(load_model(model_dir), example)
-    with mlflow.start_run():
-        uri = registry.log_model(model_dir, example, pd.DataFrame(
+    with registry.start_run(cfg, registry.ensure_experiment(cfg)) as run:
+        uri = run.log_model(model_dir, example, pd.DataFrame(
             {"probability": probability, "prediction": (probability >= 0.5).astype(int)}))
-    version = mlflow.register_model(uri, MODEL_NAME).version
+    version = registry.register_version(cfg, run.run_id, uri, {}, "bench-serving")[0].version
     return tracking, f"models:/{MODEL_NAME}/{version}"
 
 

@@ -1,6 +1,10 @@
 """MLflow adapter: tracking runs, the model registry, aliases and the audit trail.
 
-Every call takes the config (or a tracking URI) explicitly; nothing is set at import time.
+Every call takes the config (or a tracking URI) explicitly and goes through an ``MlflowClient``
+built for it; the adapter never sets MLflow's process-wide tracking or registry URI, never
+uses the fluent (active-run) API, and leaves ``os.environ`` as it found it. So one process can
+work with several stores, and nothing outside this module needs to import mlflow.
+
 Model versions are MLflow pyfunc models whose artifacts hold the kfops model folder, so
 `mlflow models serve` works, while kfops' own server loads the native weights directly.
 """
@@ -14,8 +18,11 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +31,7 @@ from kfops.errors import KfopsError, RegistryError
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
+    from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
 
     from kfops.config import KfopsConfig
@@ -59,20 +67,94 @@ def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float
                         hint="check registry.tracking_uri and that the tracking server is up") from last
 
 
+@dataclass(frozen=True)
+class HttpBounds:
+    """MLflow's own retries and timeout per HTTP request to a tracking server.
+
+    MLflow's defaults retry for minutes before a clear error can be given; kfops lowers them.
+    """
+
+    max_retries: int
+    timeout_s: int
+    backoff_factor: int = 1
+
+    @classmethod
+    def of(cls, cfg: KfopsConfig) -> HttpBounds:
+        return cls(cfg.registry.http_max_retries, cfg.registry.http_timeout_s)
+
+    def environment(self) -> dict[str, str]:
+        return {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.timeout_s),
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(self.backoff_factor)}
+
+
+class _BoundsScope:
+    """Sets MLflow's HTTP bounds while adapter calls run, and restores the environment after.
+
+    MLflow 3.17 has no per-client setting for them: ``mlflow.utils.rest_utils.http_request``
+    reads ``MLFLOW_HTTP_REQUEST_*`` from ``os.environ`` on every request. So the adapter sets
+    the variables it lacks when the outermost scope opens and removes exactly those when it
+    closes (a count, under a lock, lets scopes nest and overlap across threads; overlapping
+    scopes share the first one's values). Values the operator exported are never touched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._added: dict[str, str] = {}
+
+    @contextmanager
+    def __call__(self, bounds: HttpBounds) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._added = {k: v for k, v in bounds.environment().items() if k not in os.environ}
+                os.environ.update(self._added)
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for key, value in self._added.items():
+                        if os.environ.get(key) == value:
+                            del os.environ[key]
+                    self._added = {}
+
+
+http_bounds = _BoundsScope()
+
+
+class BoundedClient:
+    """An ``MlflowClient`` whose every call runs within the config's HTTP bounds."""
+
+    def __init__(self, mlflow_client: MlflowClient, bounds: HttpBounds) -> None:
+        self._client = mlflow_client
+        self._bounds = bounds
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def bounded(*args: Any, **kwargs: Any) -> Any:
+            with http_bounds(self._bounds):
+                return attribute(*args, **kwargs)
+
+        bounded.__name__ = name
+        bounded.__doc__ = attribute.__doc__
+        return bounded
+
+
 def client(cfg: KfopsConfig) -> MlflowClient:
-    import mlflow
+    """A client for the config's tracking and registry URIs, with its HTTP bounds; changes no global state."""
     from mlflow import MlflowClient
 
-    # MLflow reads these per request; its defaults retry for minutes before a clear error can be given.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(cfg.registry.http_max_retries))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(cfg.registry.http_timeout_s))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     if cfg.tracking_uri.startswith("sqlite:///"):
         Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(cfg.tracking_uri)
-    if cfg.registry.registry_uri:
-        mlflow.set_registry_uri(cfg.registry.registry_uri)
-    return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.registry.registry_uri or cfg.tracking_uri)
+    mlflow_client = MlflowClient(tracking_uri=cfg.tracking_uri,
+                                 registry_uri=cfg.registry.registry_uri or cfg.tracking_uri)
+    return BoundedClient(mlflow_client, HttpBounds.of(cfg))  # type: ignore[return-value]
 
 
 def ensure_experiment(cfg: KfopsConfig) -> str:
@@ -95,38 +177,159 @@ def code_version() -> str:
     if os.environ.get("KFOPS_CODE_VERSION"):
         return os.environ["KFOPS_CODE_VERSION"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], check=False, capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def log_model(model_dir: Path, example: pd.DataFrame, predictions: pd.DataFrame) -> str:
-    """Log the kfops model folder as an MLflow pyfunc (models-from-code: no pickle) in the active run."""
-    from mlflow.models import infer_signature
+class TrackedRun:
+    """One MLflow run, written through an explicit client: no active run, no global tracking URI.
 
-    signature = infer_signature(example, predictions)
-    with tempfile.TemporaryDirectory() as staging:
-        # MLflow names the artifact folder after the source folder: stage it under a fixed name.
-        staged = Path(staging) / MODEL_ARTIFACT_KEY
-        shutil.copytree(model_dir, staged)
-        return _log_pyfunc(staged, signature, example)
+    The calls mirror MLflow's fluent API (``mlflow.set_tags``, ``log_params``, ``log_metrics``,
+    ``log_dict``, ``log_figure``, ``log_artifact``, ``pyfunc.log_model``), so runs, tags,
+    params, metrics and artifacts come out the same as when the steps used it.
+    """
+
+    def __init__(self, mlflow_client: MlflowClient, run: Run) -> None:
+        self._client = mlflow_client
+        self.run_id: str = run.info.run_id
+        self.experiment_id: str = run.info.experiment_id
+        self.artifact_uri: str = run.info.artifact_uri
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self._client.set_tag(self.run_id, key, value)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        self._client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Metrics at step 0; like the fluent API, also on the models this run logged at that step."""
+        from mlflow.entities import Metric
+        from mlflow.utils.time import get_current_time_millis
+
+        run = self._client.get_run(self.run_id)
+        outputs = run.outputs.model_outputs if run.outputs and run.outputs.model_outputs else []
+        model_ids = [output.model_id for output in outputs if output.step == 0] or [None]
+        stamp = get_current_time_millis()
+        self._client.log_batch(self.run_id, metrics=[
+            Metric(key, value, stamp, 0, model_id=model_id, run_id=self.run_id)
+            for key, value in metrics.items() for model_id in model_ids
+        ])
+
+    def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:
+        self._client.log_dict(self.run_id, dictionary, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self._client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(local_path), artifact_path)
+
+    def log_model(self, model_dir: Path, example: pd.DataFrame, predictions: pd.DataFrame) -> str:
+        """Log the kfops model folder as an MLflow pyfunc (models-from-code: no pickle); returns its URI."""
+        from mlflow.models import infer_signature
+
+        signature = infer_signature(example, predictions)
+        with tempfile.TemporaryDirectory() as staging:
+            # MLflow names the artifact folder after the source folder: stage it under a fixed name.
+            staged = Path(staging) / MODEL_ARTIFACT_KEY
+            shutil.copytree(model_dir, staged)
+            return _log_pyfunc(self._client, self.run_id, self.experiment_id, staged, signature, example)
 
 
-def _log_pyfunc(model_dir: Path, signature, example: pd.DataFrame) -> str:
-    import mlflow
+@contextmanager
+def start_run(cfg: KfopsConfig, experiment_id: str, run_name: str | None = None) -> Iterator[TrackedRun]:
+    """A new run in ``experiment_id``, FINISHED when the block ends (FAILED if it raises)."""
+    from mlflow.tracking.context import registry as context_registry
+    from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(PYFUNC_ENTRY),
-        artifacts={MODEL_ARTIFACT_KEY: str(model_dir)},
-        signature=signature,
-        input_example=example,
-        # Naming requirements skips MLflow's inference, which loads the model in a subprocess (~5 s).
-        pip_requirements=serving_requirements(),
+    mlflow_client = client(cfg)
+    # The tags mlflow.start_run adds: user, source name/type, git commit, run name.
+    tags = context_registry.resolve_tags({MLFLOW_RUN_NAME: run_name} if run_name else {})
+    run = mlflow_client.create_run(experiment_id, tags=tags, run_name=run_name)
+    with _running(mlflow_client, run) as tracked:
+        yield tracked
+
+
+@contextmanager
+def resume_run(cfg: KfopsConfig, run_id: str) -> Iterator[TrackedRun]:
+    """Reopen an existing run (RUNNING again, as mlflow.start_run(run_id=...) does) and end it as above."""
+    mlflow_client = client(cfg)
+    run = mlflow_client.get_run(run_id)
+    if run.info.lifecycle_stage == "deleted":
+        raise RegistryError(f"MLflow run {run_id} is deleted; cannot log to it")
+    mlflow_client.update_run(run_id, status="RUNNING")
+    with _running(mlflow_client, run) as tracked:
+        yield tracked
+
+
+@contextmanager
+def _running(mlflow_client: MlflowClient, run: Run) -> Iterator[TrackedRun]:
+    try:
+        yield TrackedRun(mlflow_client, run)
+    except BaseException:
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def _log_pyfunc(mlflow_client: MlflowClient, run_id: str, experiment_id: str, model_dir: Path, signature,
+                example: pd.DataFrame) -> str:
+    """What ``mlflow.pyfunc.log_model`` does in a run (MLflow 3.17 ``Model.log``), with an explicit client.
+
+    A LoggedModel is created from the run (with its params), linked as the run's output at step 0
+    with the run's step-0 metrics, saved as a pyfunc, uploaded and marked READY (FAILED on error).
+    """
+    import mlflow.pyfunc
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+    from mlflow.models import Model
+    from mlflow.tracking.context import registry as context_registry
+
+    run = mlflow_client.get_run(run_id)
+    model = mlflow_client.create_logged_model(
+        experiment_id=experiment_id, name="model", source_run_id=run_id,
+        params={key: str(value) for key, value in run.data.params.items()},
+        tags=context_registry.resolve_tags(None),
     )
-    return info.model_uri
+    try:
+        mlflow_client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+        step_zero = [
+            Metric(m.key, m.value, m.timestamp, m.step, dataset_name=m.dataset_name, dataset_digest=m.dataset_digest,
+                   run_id=m.run_id, model_id=model.model_id)
+            for key in run.data.metrics for m in mlflow_client.get_metric_history(run_id, key)
+            if m.step == 0 and m.model_id is None
+        ]
+        mlflow_client.log_batch(run_id, metrics=step_zero)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / "model"
+            mlflow.pyfunc.save_model(
+                path=str(local),
+                mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id, run_id=run_id,
+                                   model_id=model.model_id),
+                python_model=str(PYFUNC_ENTRY),
+                artifacts={MODEL_ARTIFACT_KEY: str(model_dir)},
+                signature=signature,
+                input_example=example,
+                # Naming requirements skips MLflow's inference, which loads the model in a subprocess (~5 s).
+                pip_requirements=serving_requirements(),
+            )
+            for pycache in local.rglob("__pycache__"):
+                shutil.rmtree(pycache, ignore_errors=True)
+            mlflow_client.log_model_artifacts(model.model_id, str(local))
+    except BaseException:
+        mlflow_client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        raise
+    mlflow_client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return f"models:/{model.model_id}"
 
 
 def serving_requirements() -> list[str]:
@@ -141,13 +344,69 @@ def serving_requirements() -> list[str]:
     return pins
 
 
-def fetch_model_dir(tracking_uri: str, model_uri: str, dst: Path | None = None) -> Path:
-    """Download ``models:/name/version`` (or ``@alias``) and return the kfops model folder inside it."""
-    import mlflow
+def fetch_model_dir(
+    tracking_uri: str, model_uri: str, dst: Path | None = None, *, registry_uri: str | None = None,
+    bounds: HttpBounds | None = None,
+) -> Path:
+    """Download ``models:/name/version`` (or ``@alias``) and return the kfops model folder inside it.
 
-    mlflow.set_tracking_uri(tracking_uri)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None)
-    return model_dir_in(Path(local), model_uri)
+    The URI is resolved with a client for these URIs, then the files are read from where the
+    registry says they are (``mlflow.artifacts.download_artifacts`` would resolve a registered
+    model through the process-wide registry URI).
+    """
+    from mlflow import MlflowClient
+    from mlflow.store.artifact.artifact_repository_registry import (
+        get_artifact_repository,
+    )
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+    from mlflow.utils.yaml_utils import write_yaml
+
+    registry_uri = registry_uri or tracking_uri
+    with http_bounds(bounds) if bounds else nullcontext():
+        mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        found = get_model_name_and_version(mlflow_client, model_uri)
+        if len(found) == 1:
+            location = mlflow_client.get_logged_model(found[0]).artifact_location
+        else:
+            location = mlflow_client.get_model_version_download_uri(*found)
+        if dst is not None:
+            Path(dst).mkdir(parents=True, exist_ok=True)
+        repository = get_artifact_repository(location, tracking_uri=tracking_uri, registry_uri=registry_uri)
+        local = Path(repository.download_artifacts("", dst_path=str(dst) if dst else None))
+    if (local / "MLmodel").is_file():
+        # What MLflow's models:/ download (ModelsArtifactRepository) leaves beside the model's files.
+        name, number = found if len(found) == 2 else (None, None)
+        write_yaml(str(local), "registered_model_meta", {"model_name": name, "model_version": number},
+                   overwrite=True, ensure_yaml_extension=False)
+    return model_dir_in(local, model_uri)
+
+
+def fetch_version_dir(cfg: KfopsConfig, version: str | int, dst: Path | None = None) -> Path:
+    """The kfops model folder of ``version`` of ``registry.model_name``."""
+    return fetch_model_dir(cfg.tracking_uri, f"models:/{cfg.registry.model_name}/{version}", dst,
+                           registry_uri=cfg.registry.registry_uri, bounds=HttpBounds.of(cfg))
+
+
+def version_for_alias(tracking_uri: str, name: str, alias: str) -> str:
+    """The version number ``models:/name@alias`` points to; RegistryError when it cannot be read."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(
+            name, alias)
+    except MlflowException as err:
+        raise RegistryError(f"cannot resolve models:/{name}@{alias} at {tracking_uri}: {err.message}") from err
+    return str(found.version)
+
+
+def tag_version(tracking_uri: str, name: str, version: str | int, tags: dict[str, str]) -> None:
+    """Set tags on a registered model version of the registry at ``tracking_uri``."""
+    from mlflow import MlflowClient
+
+    mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, str(version), key, value)
 
 
 def model_dir_in(mlflow_model: Path, model_uri: str = "") -> Path:
@@ -208,11 +467,63 @@ def register_version(
     if existing:
         return existing[0], False
     all_tags = {**tags, IDEMPOTENCY_TAG: idempotency_key}
-    import mlflow
+    from mlflow.store.artifact.utils.models import _parse_model_id_if_present
 
-    # mlflow.register_model resolves MLflow 3 logged-model URIs (models:/m-...) to their model id.
-    version = retry(lambda: mlflow.register_model(model_uri, name, tags=all_tags), f"register a version of '{name}'")
+    # As mlflow.register_model does: an MLflow 3 logged-model URI (models:/m-...) names its model id.
+    model_id = _parse_model_id_if_present(model_uri)
+
+    def create() -> ModelVersion:
+        with _embedded_registry_sees(cfg):
+            return mlflow_client.create_model_version(name, model_uri, tags=all_tags, model_id=model_id)
+
+    version = retry(create, f"register a version of '{name}'")
+    if model_id:
+        _link_logged_model(mlflow_client, model_id, version)
     return version, True
+
+
+def _link_logged_model(mlflow_client: MlflowClient, model_id: str, version: ModelVersion) -> None:
+    """Name the new version on its logged model (the ``mlflow.modelVersions`` tag), as mlflow.register_model does."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    linked = [{"name": version.name, "version": version.version}]
+    try:
+        model = mlflow_client.get_logged_model(model_id)
+        if existing := model.tags.get(MLFLOW_MODEL_VERSIONS):
+            linked = json.loads(existing) + linked
+        mlflow_client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(linked)})
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(err.error_code):
+            raise
+
+
+_PROCESS_URI_LOCK = threading.Lock()
+
+
+@contextmanager
+def _embedded_registry_sees(cfg: KfopsConfig) -> Iterator[None]:
+    """Let an in-process registry store find the config's logged models, for one call.
+
+    MLflow 3.17's database registry store looks a ``models:/m-...`` source up with a bare
+    ``MlflowClient()``, i.e. through the process-wide tracking URI (a TODO in
+    ``SqlAlchemyStore.create_model_version``). For that call only, the module variable behind
+    ``mlflow.get_tracking_uri()`` names the config's tracking URI; it is put back afterwards.
+    ``os.environ`` is not touched. A tracking server does the lookup itself: nothing is set then.
+    """
+    registry_uri = cfg.registry.registry_uri or cfg.tracking_uri
+    if registry_uri.startswith(("http://", "https://")):
+        yield
+        return
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    with _PROCESS_URI_LOCK:
+        saved = tracking_utils._tracking_uri
+        tracking_utils._tracking_uri = cfg.tracking_uri
+        try:
+            yield
+        finally:
+            tracking_utils._tracking_uri = saved
 
 
 def record_audit(cfg: KfopsConfig, event: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:
         return {"endpoint": result["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
                 "rollout": result, "just_registered": version}
     status = process.start_server(cfg, model_version=str(target.version))
-    model_dir = registry.fetch_model_dir(cfg.tracking_uri, f"models:/{target.name}/{target.version}")
+    model_dir = registry.fetch_version_dir(cfg, target.version)
     example = example_request_rows(model_dir)
     response = serving_client.smoke_test(status["url"], cfg.registry.model_name, example)
     return {"endpoint": status["url"], "model_name": target.name, "version": str(target.version), "alias": alias,

@@ -126,20 +126,18 @@ def drift_metrics(result: DriftResult) -> dict[str, float]:
 def _log_to_mlflow(cfg: KfopsConfig, result: DriftResult, verdict_path: Path, report_path: Path | None,
                    tags: dict[str, str]) -> tuple[str, str]:
     """One MLflow run per drift check: metrics, verdict and report; returns (run id, report URI)."""
-    import mlflow
-
     from kfops.adapters import mlflow_registry as registry
 
     experiment_id = registry.ensure_experiment(cfg)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"drift-{tags.get('kfops.pipeline_run', '')}"[:250]) as run:
-        mlflow.set_tags({"kfops.kind": "drift_check", **tags})
-        mlflow.log_metrics(drift_metrics(result))
-        mlflow.log_artifact(str(verdict_path), "drift")
+    with registry.start_run(cfg, experiment_id, run_name=f"drift-{tags.get('kfops.pipeline_run', '')}"[:250]) as run:
+        run.set_tags({"kfops.kind": "drift_check", **tags})
+        run.log_metrics(drift_metrics(result))
+        run.log_artifact(verdict_path, "drift")
         report_uri = ""
         if report_path is not None:
-            mlflow.log_artifact(str(report_path), "drift")
-            report_uri = f"{run.info.artifact_uri}/drift/{Path(report_path).name}"
-        return run.info.run_id, report_uri
+            run.log_artifact(report_path, "drift")
+            report_uri = f"{run.artifact_uri}/drift/{Path(report_path).name}"
+        return run.run_id, report_uri
 
 
 def _check_time(value: str) -> dt.datetime:
@@ -180,8 +178,7 @@ def drift_check(
 
     champion_version, champion_span = champion_window(cfg)
     ref_start, ref_end = parse_window(reference_window) if reference_window else champion_span
-    champion = load_model(registry.fetch_model_dir(
-        cfg.tracking_uri, f"models:/{cfg.registry.model_name}/{champion_version}"))
+    champion = load_model(registry.fetch_version_dir(cfg, champion_version))
     work = cfg.data_dir / "work" / "drift" / (pipeline_run or "adhoc")
     reference = drift_frame(window_features(cfg, ref_start, ref_end, work / "reference"), cfg)
     cur_start, cur_end = cfg.dataset.start, cfg.dataset.end
@@ -219,12 +216,9 @@ def drift_check(
     }
     Path(decision_json).parent.mkdir(parents=True, exist_ok=True)
     Path(decision_json).write_text(json.dumps(record, indent=2, default=str))
-    import mlflow
-
-    registry.client(cfg)
-    with mlflow.start_run(run_id=drift_run_id):
-        mlflow.set_tags({"kfops.retrain": str(decision.retrain).lower(), "kfops.retrain_code": decision.code})
-        mlflow.log_dict(record, "drift/decision.json")
+    with registry.resume_run(cfg, drift_run_id) as run:
+        run.set_tags({"kfops.retrain": str(decision.retrain).lower(), "kfops.retrain_code": decision.code})
+        run.log_dict(record, "drift/decision.json")
     verb = "RETRAIN" if decision.retrain else "no retrain"
     print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}); report {report_path}",
           flush=True)

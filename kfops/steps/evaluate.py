@@ -21,8 +21,6 @@ def evaluate(
     config: KfopsConfig | str, training_set: Path, model_dir: Path, run_id: str, verdict_json: Path, plots_html: Path
 ) -> dict[str, Any]:
     """Score challenger and champion on the same frozen test split; write the verdict; log to MLflow."""
-    import mlflow
-
     from kfops.adapters import mlflow_registry as registry
     from kfops.core.evaluation import (
         behavioural_checks,
@@ -50,7 +48,7 @@ def evaluate(
     found = registry.champion(cfg)
     if found is not None:
         champion_version = found.version
-        champion_model = load_model(registry.fetch_model_dir(cfg.tracking_uri, f"models:/{found.name}/{found.version}"))
+        champion_model = load_model(registry.fetch_version_dir(cfg, found.version))
         champion_proba = predict_proba(champion_model, test)
         champion_metrics = classification_metrics(y_true, champion_proba, champion_model.threshold,
                                                   cfg.evaluate.calibration_bins)["scalars"]
@@ -77,13 +75,12 @@ def evaluate(
     figures = plots.evaluation_figures(y_true, proba, champion_proba, metrics, slices, champion_slices)
     plots.write_html(figures, Path(plots_html), title="kfops evaluation", verdict=verdict.reasons)
 
-    registry.client(cfg)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics["scalars"].items() if isinstance(v, float)})
-        mlflow.set_tags({"kfops.blessed": str(verdict.blessed).lower(),
-                         "kfops.champion_version": champion_version or "none"})
-        mlflow.log_dict(summary, "evaluation/verdict.json")
+    with registry.resume_run(cfg, run_id) as run:
+        run.log_metrics({f"test_{k}": v for k, v in metrics["scalars"].items() if isinstance(v, float)})
+        run.set_tags({"kfops.blessed": str(verdict.blessed).lower(),
+                      "kfops.champion_version": champion_version or "none"})
+        run.log_dict(summary, "evaluation/verdict.json")
         for name, figure in figures.items():
-            mlflow.log_figure(figure, f"evaluation/{name}.png")
+            run.log_figure(figure, f"evaluation/{name}.png")
     plots.close(figures)
     return summary

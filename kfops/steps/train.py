@@ -19,7 +19,6 @@ def train(
     config: KfopsConfig | str, training_set: Path, model_dir: Path, pipeline_run: str, data_hash: str = ""
 ) -> str:
     """Fit the configured trainer, save the kfops model folder, log the run to MLflow; returns the run id."""
-    import mlflow
     import pandas as pd
 
     from kfops.adapters import mlflow_registry as registry
@@ -38,16 +37,16 @@ def train(
     save_model(result.model, Path(model_dir), metadata={"pipeline_run": pipeline_run, "data_hash": data_hash})
 
     experiment_id = registry.ensure_experiment(cfg)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{pipeline_run}"[:250]) as run:
-        mlflow.set_tags({"kfops.pipeline_run": pipeline_run, "kfops.data_hash": data_hash,
-                         "kfops.trainer": cfg.train.trainer, "kfops.window": cfg.window_name})
-        mlflow.log_params({k: v for k, v in result.params.items()})
-        mlflow.log_params({"threshold": round(result.model.threshold, 6), "train_rows": len(parts["train"]),
-                           "validation_rows": len(parts["validation"]), "features": len(spec.columns)})
-        mlflow.log_metrics(result.metrics)
+    with registry.start_run(cfg, experiment_id, run_name=f"train-{pipeline_run}"[:250]) as run:
+        run.set_tags({"kfops.pipeline_run": pipeline_run, "kfops.data_hash": data_hash,
+                      "kfops.trainer": cfg.train.trainer, "kfops.window": cfg.window_name})
+        run.log_params({k: v for k, v in result.params.items()})
+        run.log_params({"threshold": round(result.model.threshold, 6), "train_rows": len(parts["train"]),
+                        "validation_rows": len(parts["validation"]), "features": len(spec.columns)})
+        run.log_metrics(result.metrics)
         example = parts["validation"][spec.columns].head(5).reset_index(drop=True)
         proba = predict_proba(result.model, example)
         outputs = pd.DataFrame({"probability": proba, "prediction": (proba >= result.model.threshold).astype(int)})
-        model_uri = registry.log_model(Path(model_dir), example, outputs)
-        mlflow.set_tag("kfops.model_uri", model_uri)
-        return run.info.run_id
+        model_uri = run.log_model(Path(model_dir), example, outputs)
+        run.set_tag("kfops.model_uri", model_uri)
+        return run.run_id

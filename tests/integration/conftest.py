@@ -123,8 +123,6 @@ def synthetic_frame(n: int = 1500, seed: int = 0, flip: bool = False) -> pd.Data
 
 def log_registered_model(cfg, tmp_path: Path, pipeline_run: str, seed: int = 0, blessed: bool = True):
     """Train a tiny XGBoost model, log it like the train step does, and register it; returns the version."""
-    import mlflow
-
     from kfops.adapters import mlflow_registry as registry
     from kfops.config import TrainConfig
     from kfops.core.model import FeatureSpec, predict_proba, save_model
@@ -135,10 +133,10 @@ def log_registered_model(cfg, tmp_path: Path, pipeline_run: str, seed: int = 0, 
     result = train_model(frame.iloc[:1000], frame.iloc[1000:], spec, TrainConfig(xgboost={"n_estimators": 20}), None)
     folder = save_model(result.model, tmp_path / f"model-{pipeline_run}")
     experiment_id = registry.ensure_experiment(cfg)
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with registry.start_run(cfg, experiment_id) as run:
         example = frame[spec.columns].head(3)
         proba = predict_proba(result.model, example)
-        uri = registry.log_model(folder, example, pd.DataFrame({"probability": proba, "prediction": (proba > .5) * 1}))
+        uri = run.log_model(folder, example, pd.DataFrame({"probability": proba, "prediction": (proba > .5) * 1}))
     tags = {registry.BLESSED_TAG: "true" if blessed else "false", "kfops.pipeline_run": pipeline_run}
-    version, _ = registry.register_version(cfg, run.info.run_id, uri, tags, f"{pipeline_run}/register")
+    version, _ = registry.register_version(cfg, run.run_id, uri, tags, f"{pipeline_run}/register")
     return version

@@ -449,20 +449,20 @@ def test_stop_ends_the_process_and_flushes_the_inference_log(tmp_path, server):
 def test_serves_the_champion_from_the_mlflow_registry_and_passes_the_smoke_test(tmp_path, server):
     """The deploy path: a registered pyfunc version behind @champion, loaded from its native weights
     by the running server (start_server on a running name hot-swaps), then the smoke test."""
-    import mlflow
-
     from kfops.adapters import mlflow_registry as registry
+    from kfops.config import KfopsConfig
     from kfops.serving.local.client import smoke_test
 
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = KfopsConfig(registry={"tracking_uri": tracking, "model_name": "registered-flights",
+                                "artifact_location": str(tmp_path / "mlflow-artifacts")}).resolve(tmp_path)
     example = synthetic_features(2, seed=60).drop(columns="label")
     probabilities = predict_proba(load_model(server["model_b"]), example)
-    mlflow.set_tracking_uri(tracking)
-    with mlflow.start_run():
-        uri = registry.log_model(server["model_b"], example,
-                                 pd.DataFrame({"probability": probabilities, "prediction": probabilities >= 0.5}))
-    version = mlflow.register_model(uri, "registered-flights").version
-    mlflow.MlflowClient(tracking).set_registered_model_alias("registered-flights", "champion", version)
+    with registry.start_run(cfg, registry.ensure_experiment(cfg)) as run:
+        uri = run.log_model(server["model_b"], example,
+                            pd.DataFrame({"probability": probabilities, "prediction": probabilities >= 0.5}))
+    version = registry.register_version(cfg, run.run_id, uri, {}, "model-server-test")[0].version
+    registry.client(cfg).set_registered_model_alias("registered-flights", "champion", version)
 
     status = start_server(server["cfg"], model_uri="models:/registered-flights@champion", tracking_uri=tracking,
                           name=NAME)

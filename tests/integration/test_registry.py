@@ -3,6 +3,8 @@ same flow against a real `mlflow server` on PostgreSQL with S3 artifacts (the pr
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 
 import pytest
@@ -72,9 +74,66 @@ def test_registry_on_postgres_and_s3(production_mlflow, tmp_path):
     assert any(k.endswith("artifacts/kfops_model/model.ubj") for k in keys), keys[:20]
 
 
+def mlflow_environment() -> dict[str, str]:
+    """The MLflow settings in os.environ (less the telemetry session id MLflow itself keeps there)."""
+    return {k: v for k, v in os.environ.items() if "MLFLOW" in k and not k.startswith("_MLFLOW_TELEMETRY")}
+
+
 def test_unreachable_registry_fails_clearly_after_retries(tmp_path):
     from tests.conftest import free_port
 
     cfg = KfopsConfig(registry={"tracking_uri": f"http://127.0.0.1:{free_port()}"}).resolve(tmp_path)
+    environment = mlflow_environment()
+    started = time.monotonic()
     with pytest.raises(RegistryError, match="MLflow did not answer"):
         registry.ensure_experiment(cfg)
+    # registry.http_max_retries/http_timeout_s bound MLflow's own retries (its defaults take many minutes)...
+    assert time.monotonic() - started < 120
+    # ...for the adapter's calls only: the environment is as it was.
+    assert mlflow_environment() == environment
+
+
+def test_the_adapter_leaves_no_global_state(tmp_path, monkeypatch):
+    """Two configs, two SQLite stores, one process: each store gets its own runs, versions and
+    aliases, while MLflow's process-wide URIs, the active run and os.environ stay as they were."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # The process-wide URIs name a third store; an adapter that read (or wrote) them would show it.
+    decoy = f"sqlite:///{tmp_path / 'decoy.db'}"
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", decoy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", decoy)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", decoy)
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.delenv(key, raising=False)
+    before = {"tracking": mlflow.get_tracking_uri(), "registry": mlflow.get_registry_uri()}
+    environment = mlflow_environment()
+
+    cfgs = {name: KfopsConfig(data_dir=tmp_path / name, registry={"model_name": f"model-{name}",
+                                                                 "experiment": f"exp-{name}"}).resolve(tmp_path)
+            for name in ("a", "b")}
+    run_ids = {}
+    for name, cfg in cfgs.items():
+        version = log_registered_model(cfg, tmp_path, f"run-{name}")
+        run_ids[name] = version.run_id
+        registry.move_alias(cfg, registry.CHAMPION, version.version, reason="test", who="t")
+        with registry.resume_run(cfg, version.run_id) as run:
+            run.log_metrics({"test_roc_auc": 0.5})
+            run.log_dict({"store": name}, "evaluation/verdict.json")
+        assert registry.version_for_alias(cfg.tracking_uri, f"model-{name}", registry.CHAMPION) == str(version.version)
+        registry.tag_version(cfg.tracking_uri, f"model-{name}", version.version, {"kfops.rollout": "promoted"})
+        assert registry.fetch_version_dir(cfg, version.version).is_dir()
+
+    assert {"tracking": mlflow.get_tracking_uri(), "registry": mlflow.get_registry_uri()} == before
+    assert mlflow.active_run() is None
+    assert mlflow_environment() == environment
+    assert not (tmp_path / "decoy.db").exists()
+    for name, cfg in cfgs.items():
+        mlflow_client = registry.client(cfg)
+        assert [m.name for m in mlflow_client.search_registered_models()] == [f"model-{name}"]
+        assert [e.name for e in mlflow_client.search_experiments()] == [f"exp-{name}", "Default"]
+        (run,) = mlflow_client.search_runs([mlflow_client.get_experiment_by_name(f"exp-{name}").experiment_id])
+        assert run.info.run_id == run_ids[name] and run.info.status == "FINISHED"
+        assert run.data.metrics["test_roc_auc"] == 0.5
+        assert mlflow_client.get_model_version(f"model-{name}", "1").tags["kfops.rollout"] == "promoted"
+        assert registry.audit_trail(cfg)[-1]["to_version"] == "1"

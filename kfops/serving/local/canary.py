@@ -206,11 +206,10 @@ def record_rollout(cfg: KfopsConfig, outcome: dict[str, Any]) -> None:
     version = outcome.get("canary_version")
     if source.get("model_uri") and version and str(version).isdigit():
         try:
-            from mlflow.tracking import MlflowClient
+            from kfops.adapters.mlflow_registry import tag_version
 
-            client = MlflowClient(tracking_uri=source.get("tracking_uri") or cfg.tracking_uri)
-            client.set_model_version_tag(outcome["model"], str(version), "kfops.rollout", outcome["action"])
             reasons = "; ".join(outcome.get("reasons") or [])[:4000]
-            client.set_model_version_tag(outcome["model"], str(version), "kfops.rollout.reasons", reasons)
+            tag_version(source.get("tracking_uri") or cfg.tracking_uri, outcome["model"], version,
+                        {"kfops.rollout": outcome["action"], "kfops.rollout.reasons": reasons})
         except Exception as err:  # noqa: BLE001 - the rollout itself is done; the tag is a courtesy
             log.warning("could not tag version %s with the rollout outcome: %s", version, err)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfops.errors import ConfigError, KfopsError, RegistryError
+from kfops.errors import ConfigError, KfopsError
 from kfops.serving.protocol.encoding import RowEncoder
 
 if TYPE_CHECKING:
@@ -101,16 +101,10 @@ def resolve_version(source: ModelSource) -> tuple[str, str]:
     match = MODEL_URI.match(source.model_uri)
     if match["version"]:
         return source.model_uri, match["version"]
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from kfops.adapters.mlflow_registry import version_for_alias
 
-    try:
-        found = MlflowClient(tracking_uri=source.tracking_uri).get_model_version_by_alias(
-            match["name"], match["alias"]
-        )
-    except MlflowException as err:
-        raise RegistryError(f"cannot resolve {source.model_uri} at {source.tracking_uri}: {err.message}") from err
-    return f"models:/{match['name']}/{found.version}", str(found.version)
+    version = version_for_alias(source.tracking_uri, match["name"], match["alias"])
+    return f"models:/{match['name']}/{version}", version
 
 
 def limit_threads(model: TabularModel, threads: int | None) -> None:
