@@ -77,8 +77,9 @@ def test_same_window_finds_no_drift_and_skips_training(config, champion):
     assert decision["retrain"] is False and decision["code"] == "no_drift"
     assert decision["reference_window"] == ["2013-01-01", "2013-01-14"]
     assert Path(run.outputs["drift"]["report"]).read_text().lower().count("evidently") > 0
+    # The module's other test may have run first (random order) and left its own decision before this one.
     state = PolicyState.load(policy_state_path(cfg))
-    assert [d.code for d in state.decisions] == ["no_drift"]
+    assert [d.code for d in state.decisions].count("no_drift") == 1 and state.decisions[-1].code == "no_drift"
 
 
 def test_july_drifts_and_retrains_on_the_new_window(config, champion):
