@@ -57,7 +57,8 @@ def merge_asof_floor(entities: pd.DataFrame, sources: dict[str, Path], store) ->
         if tolerance is None:  # static: an exact join on the key
             out = out.merge(frame[[key, *features]], on=key, how="left")
         else:
-            out = pd.merge_asof(out.sort_values("event_timestamp", kind="stable"), frame[[key, "event_timestamp", *features]].sort_values("event_timestamp"),
+            right = frame[[key, "event_timestamp", *features]].sort_values("event_timestamp")
+            out = pd.merge_asof(out.sort_values("event_timestamp", kind="stable"), right,
                                 on="event_timestamp", by=key, direction="backward", tolerance=pd.Timedelta(tolerance))
     return out.set_index("flight_id").loc[entities["flight_id"]].reset_index()
 

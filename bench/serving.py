@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -185,10 +186,8 @@ def stop(process: subprocess.Popen) -> None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -494,7 +493,7 @@ def main() -> None:
                       f"cpu/request: server {run['server_cpu_us_per_request']:5.0f} us, load generator "
                       f"{run['loadgen_cpu_us_per_request']:4.0f} us{batch}", flush=True)
     finally:
-        for label, (_, _, _, process) in servers.items():
+        for _, _, _, process in servers.values():
             if process is not None:
                 stop(process)
         if "A" in servers:

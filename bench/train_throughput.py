@@ -217,7 +217,8 @@ def main() -> None:
         result = train_xgboost(train, validation, spec, XGBoostConfig(nthread=cores, device="cpu"))
         seconds = time.perf_counter() - started
         print(f"\nX XGBoost: {seconds:.1f}s for {int(result.metrics['best_iteration'])} trees kept "
-              f"(400 max, early stopping 30), {cores} threads, validation AUC {result.metrics['validation_auc']:.4f}")  # fmt: skip
+              f"(400 max, early stopping 30), {cores} threads, "
+              f"validation AUC {result.metrics['validation_auc']:.4f}")
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ class Progress:
         if self.total:
             timing.insert(0, f"{self.completed / self.total:.0%}")
             done_here = self.completed - self._start_count
-            if 0 < done_here and self.completed < self.total:
+            if done_here > 0 and self.completed < self.total:
                 timing.append(f"~{_duration(elapsed / done_here * (self.total - self.completed))} left")
         text = f"{self.description}: {count} {unit} ({', '.join(timing)})"
         return f"{text} {message}" if message else text

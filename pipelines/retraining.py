@@ -29,7 +29,7 @@ def create_pipeline(cfg: KfopsConfig):
         checked = drift(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                         reference_window=reference_window, current_source=current_source, check_time=check_time)
         checked.set_caching_options(False).set_container_image(image).set_display_name("drift")
-        with dsl.If(checked.outputs["Output"] == True, name="retrain"):
+        with dsl.If(checked.outputs["Output"] == True, name="retrain"):  # noqa: E712  a KFP condition, not a Python bool
             trained = train_on_new_window(config=config).set_display_name("training")
             link = link_trigger(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                 decision=checked.outputs["decision"]).after(trained)

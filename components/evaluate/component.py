@@ -36,8 +36,8 @@ def evaluate(
     Returns:
         Whether the gate blessed the model (a single output, so `kfp.local` can branch on it).
     """
-    from kfops.steps.kfp_outputs import log_kfp_metrics
     from kfops.steps.evaluate import evaluate as run
+    from kfops.steps.kfp_outputs import log_kfp_metrics
 
     summary = run(config, training_set.path, model.path, run_id, verdict.path, plots.path)
     log_kfp_metrics(summary, metrics, classification)

@@ -22,7 +22,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kfops.adapters import sqlite_timestamps
 from kfops.core.files import import_callable
@@ -30,7 +30,7 @@ from kfops.errors import ConfigError, DataError, ValidationFailed
 
 if TYPE_CHECKING:
     import pandas as pd
-    from feast import FeatureStore, FeatureView
+    from feast import FeatureStore, FeatureView, FileSource
 
     from kfops.config import KfopsConfig
 
@@ -241,7 +241,7 @@ def _typed(columns: Mapping[str, Any], names: list[str], numeric: set[str], inde
             data[name] = pd.to_numeric(values, errors="coerce").to_numpy("float64", na_value=np.nan)
         else:
             array = np.asarray(values, dtype=object)
-            data[name] = np.where(pd.isna(array), None, array)
+            data[name] = np.where(pd.isna(array), None, array)  # type: ignore[call-overload]  # numpy's stubs refuse None
     return pd.DataFrame(data, index=index)
 
 
@@ -345,8 +345,9 @@ def _asof_join(request: pd.DataFrame, views: list[FeatureView], cfg: KfopsConfig
         for view in views:
             keys = [c.name for c in view.entity_columns]
             names = wanted[view.name]
-            stamp = view.batch_source.timestamp_field
-            rows = pd.read_parquet(view.batch_source.path, columns=[*keys, stamp, *names])
+            source = cast("FileSource", view.batch_source)  # _asof_eligible checked it
+            stamp = source.timestamp_field
+            rows = pd.read_parquet(source.path, columns=[*keys, stamp, *names])
             rows = rows.rename(columns={stamp: feature_time})
             rows[feature_time] = _as_utc(rows[feature_time], f"{view.name}.{stamp}")
             # Stable sort: of rows with equal keys and time, the last one written wins.
@@ -425,7 +426,7 @@ def _entities_in_window(view: FeatureView, start: dt.datetime, end: dt.datetime)
     if not path or "://" in path or not Path(path).is_file():
         return None
     keys = [c.name for c in view.entity_columns]
-    stamp = view.batch_source.timestamp_field
+    stamp = cast("FileSource", view.batch_source).timestamp_field
     table = pq.read_table(path, columns=[*keys, stamp])
     inside = pc.and_(pc.greater_equal(table[stamp], start), pc.less_equal(table[stamp], end))
     return table.filter(inside).group_by(keys).aggregate([]).num_rows
@@ -448,7 +449,7 @@ class OnlineFeatureReader:
         self.join_keys = _join_keys(views)
         self.numeric = _numeric_features(cfg, views)
         ttl_by_view = {v.name: v.ttl.total_seconds() if v.ttl else None for v in views}
-        self.ttl_seconds = {name: ttl_by_view[ref.split(":", 1)[0]] for ref, name in zip(self.refs, self.names)}
+        self.ttl_seconds = {name: ttl_by_view[ref.split(":", 1)[0]] for ref, name in zip(self.refs, self.names, strict=True)}
 
     def _keys(self, entity_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not entity_rows:

@@ -23,6 +23,7 @@ Great Expectations is imported lazily; one ephemeral context is shared by every 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -132,13 +133,13 @@ def _load_suite_cached(path: Path, _mtime_ns: int, _size: int) -> Suite:
         if not isinstance(item, dict) or "type" not in item:
             raise ConfigError(f"expectation suite {path}: expectation #{index} needs a 'type'")
         # Keep GE's optional keys (notes, description, severity); kfops owns kwargs/meta copies.
-        item = {**item, "kwargs": dict(item.get("kwargs") or {}), "meta": dict(item.get("meta") or {})}
+        entry = {**item, "kwargs": dict(item.get("kwargs") or {}), "meta": dict(item.get("meta") or {})}
         try:
-            ExpectationConfiguration(**item).to_domain_obj()
+            ExpectationConfiguration(**entry).to_domain_obj()
         except (GreatExpectationsError, TypeError, ValueError) as err:  # pydantic.v1 errors are ValueErrors
-            raise ConfigError(f"expectation suite {path}: expectation #{index} ({item['type']}) is invalid: {err}") from err
-        item["meta"][_ORDER_KEY] = index
-        expectations.append(item)
+            raise ConfigError(f"expectation suite {path}: expectation #{index} ({entry['type']}) is invalid: {err}") from err
+        entry["meta"][_ORDER_KEY] = index
+        expectations.append(entry)
     return Suite(name=str(raw.get("name") or path.stem), path=path, expectations=tuple(expectations), meta=meta)
 
 
@@ -595,10 +596,9 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
         raise DataError(f"data file {path} could not be read: {err}") from err
     for column in suite.datetime_columns() if suite else []:
         if column in frame.columns:
-            try:
+            # Left as text when it does not parse: the suite's type check reports it with examples.
+            with contextlib.suppress(ValueError, TypeError):
                 frame[column] = pd.to_datetime(frame[column], utc=True)
-            except (ValueError, TypeError):
-                pass  # left as text: the suite's type check reports it with examples
     return frame
 
 

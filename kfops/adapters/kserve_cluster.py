@@ -287,7 +287,8 @@ def rollout(
     if served == str(version) and (_condition(existing, "Ready") or {}).get("status") == "True":
         return _result("unchanged", existing, version, stable)
 
-    canary = cfg.serving.kserve.canary
+    # A canary needs a stable revision to compare with and to fall back to; without one, update in place.
+    canary = cfg.serving.kserve.canary and stable is not None
     percent = cfg.serving.canary.traffic_percent if canary else None
     cluster.patch(name, _spec_patch(render_inference_service(cfg, version, namespace=namespace, canary_percent=percent)))
     try:
@@ -300,6 +301,8 @@ def rollout(
         return _result("updated", obj, version, revision)
 
     model = cfg.registry.model_name
+
+    assert stable is not None  # canary is only on with a stable revision
 
     def scrape():
         return cluster.revision_metrics(revision, model), cluster.revision_metrics(stable, model)

@@ -218,7 +218,7 @@ class TrackedRun:
 
         run = self._client.get_run(self.run_id)
         outputs = run.outputs.model_outputs if run.outputs and run.outputs.model_outputs else []
-        model_ids = [output.model_id for output in outputs if output.step == 0] or [None]
+        model_ids: list[str | None] = [output.model_id for output in outputs if output.step == 0] or [None]
         stamp = get_current_time_millis()
         self._client.log_batch(self.run_id, metrics=[
             Metric(key, value, stamp, 0, model_id=model_id, run_id=self.run_id)
@@ -517,13 +517,14 @@ def _embedded_registry_sees(cfg: KfopsConfig) -> Iterator[None]:
         return
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
+    state: Any = tracking_utils  # MLflow declares the variable as None-typed
     with _PROCESS_URI_LOCK:
-        saved = tracking_utils._tracking_uri
-        tracking_utils._tracking_uri = cfg.tracking_uri
+        saved = state._tracking_uri
+        state._tracking_uri = cfg.tracking_uri
         try:
             yield
         finally:
-            tracking_utils._tracking_uri = saved
+            state._tracking_uri = saved
 
 
 def record_audit(cfg: KfopsConfig, event: dict[str, Any]) -> None:

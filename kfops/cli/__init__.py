@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise SystemExit(130) from None
-    except Exception as err:  # noqa: BLE001 - the CLI boundary: one line, traceback on request
+    except Exception as err:  # the CLI boundary: one line, traceback on request
         if verbose:
             traceback.print_exc()
         typer.echo(f"error: unexpected {type(err).__name__}: {err}", err=True)

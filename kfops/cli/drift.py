@@ -118,7 +118,8 @@ def _print_result(console, result, all_columns: bool) -> None:
         console.print(table)
     if result.prediction is not None:
         p = result.prediction
-        console.print(f"Prediction drift ({p.source}): {p.result.describe()}; mean {p.reference_mean:.4f} -> {p.current_mean:.4f}")
+        console.print(f"Prediction drift ({p.source}): {p.result.describe()}; "
+                      f"mean {p.reference_mean:.4f} -> {p.current_mean:.4f}")
     if result.performance is not None and result.performance.roc_auc is not None:
         perf = result.performance
         base = "" if perf.reference_roc_auc is None else f" (reference {perf.reference_roc_auc:.4f})"

@@ -122,7 +122,9 @@ def materialize(
 
 @app.command()
 def get(
-    keys: Annotated[list[str], typer.Argument(metavar="KEY=VALUE...", help="Join keys as key=value, e.g. origin=EWR carrier=UA.")],
+    keys: Annotated[
+        list[str], typer.Argument(metavar="KEY=VALUE...", help="Join keys as key=value, e.g. origin=EWR carrier=UA.")
+    ],
     online_store: OnlineStoreOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,

@@ -121,5 +121,6 @@ def _recent_runs(cfg: KfopsConfig, limit: int = 5) -> list[str]:
     for item in runs:
         auc = item.data.metrics.get("test_roc_auc")
         blessed = item.data.tags.get("kfops.blessed", "?")
-        lines.append(f"{item.info.run_name:<45} {item.info.status:<9} roc_auc {auc if auc is None else round(auc, 4)}  blessed {blessed}")
+        shown_auc = auc if auc is None else round(auc, 4)
+        lines.append(f"{item.info.run_name:<45} {item.info.status:<9} roc_auc {shown_auc}  blessed {blessed}")
     return lines

@@ -317,7 +317,8 @@ def check_drift(
         kind: ColumnKind = "numerical" if _is_numeric(ref_scores) and _is_numeric(cur_scores) else "categorical"
         result = column_drift(cfg.prediction_column, kind, ref_scores, cur_scores, cfg)
         prediction = PredictionDrift(
-            source=source or cfg.prediction_column, result=result, reference_mean=_mean(ref_scores), current_mean=_mean(cur_scores)
+            source=source or cfg.prediction_column, result=result,
+            reference_mean=_mean(ref_scores), current_mean=_mean(cur_scores),
         )
         if result.drifted and cfg.prediction_drift_counts:
             reasons.append(f"prediction drift ({source}): {result.describe()}")
@@ -654,7 +655,9 @@ def _require_rows(frame: pd.DataFrame, side: str) -> None:
                         hint=f"check the {side} path and its date window")
 
 
-def _column_kinds(reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig) -> tuple[dict[str, ColumnKind], dict[str, str]]:
+def _column_kinds(
+    reference: pd.DataFrame, current: pd.DataFrame, cfg: DriftConfig
+) -> tuple[dict[str, ColumnKind], dict[str, str]]:
     """Columns to test with their kind, and the columns left out with the reason."""
     reserved = {cfg.label_column, cfg.prediction_column}
     excluded = set(cfg.exclude_columns)
@@ -721,7 +724,7 @@ def infer_column_kind(series: pd.Series) -> tuple[ColumnKind | None, str | None]
         return ("numerical", None) if series.nunique() > INTEGER_CARDINALITY_LIMIT else ("categorical", None)
     if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
         return None, "datetime column: not a feature (exclude it, or derive features from it)"
-    if pd.api.types.is_string_dtype(dtype) or dtype == object:
+    if pd.api.types.is_string_dtype(dtype) or pd.api.types.is_object_dtype(dtype):
         codes, distinct_values = pd.factorize(series, use_na_sentinel=True)  # one hash pass, not three
         if len(distinct_values) == 0:
             return None, "every value is missing in the reference window"

@@ -71,7 +71,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: flo
             "ece": calib["ece"],
             "threshold": float(threshold),
             "positive_rate": float(np.mean(y_true)),
-            "rows": int(len(y_true)),
+            "rows": len(y_true),
         },
         "roc": _thin_curve(fpr, tpr, roc_thresholds),
         "confusion_matrix": confusion_matrix(y_true, predicted, labels=[0, 1]).tolist(),
@@ -192,7 +192,8 @@ def gate(
     if champion is not None and gate_cfg.min_improvement is not None:
         gain = challenger.get("roc_auc", float("nan")) - champion.get("roc_auc", float("nan"))
         checks.append(Check("improvement:roc_auc", bool(np.isfinite(gain) and gain >= gate_cfg.min_improvement),
-                            f"roc_auc gain over champion v{champion_version}: {gain:+.4f} (need >= {gate_cfg.min_improvement:+.4f})"))
+                            f"roc_auc gain over champion v{champion_version}: {gain:+.4f} "
+                            f"(need >= {gate_cfg.min_improvement:+.4f})"))
     if champion is not None and gate_cfg.max_slice_regression is not None and challenger_slices and champion_slices:
         worst = None
         for column, groups in challenger_slices.items():
@@ -205,7 +206,8 @@ def gate(
                     worst = (drop, f"{column}={value}")
         if worst is not None:
             checks.append(Check("slices:max_regression", worst[0] <= gate_cfg.max_slice_regression,
-                                f"worst slice {worst[1]} drops roc_auc by {worst[0]:+.4f} (allowed {gate_cfg.max_slice_regression})"))
+                                f"worst slice {worst[1]} drops roc_auc by {worst[0]:+.4f} "
+                                f"(allowed {gate_cfg.max_slice_regression})"))
     checks.extend(behaviour or [])
     threshold_checks = [c for c in checks if c.name.split(":")[0] in {"floor", "improvement", "slices"}]
     reasons = [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in checks]

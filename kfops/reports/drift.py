@@ -55,7 +55,8 @@ def render_report(
     if re.search(r"<body[^>]*>", body, flags=re.IGNORECASE):
         page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1, flags=re.IGNORECASE)
     else:
-        page = f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>kfops drift</title></head><body>{banner}{body}</body></html>"
+        head = "<!DOCTYPE html><html><head><meta charset='utf-8'><title>kfops drift</title></head>"
+        page = f"{head}<body>{banner}{body}</body></html>"
     return atomic_write_text(Path(html_path), page)
 
 

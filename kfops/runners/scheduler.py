@@ -122,7 +122,7 @@ def run_scheduler(
                 result.failures += 1
                 log("run_failed", run=result.runs, error_type=type(err).__name__, error=str(err),
                     seconds=round(time.perf_counter() - began, 3))
-            except Exception as err:  # noqa: BLE001 - scheduler boundary: one bad run must not stop the next
+            except Exception as err:  # scheduler boundary: one bad run must not stop the next
                 result.failures += 1
                 log("run_failed", run=result.runs, error_type=type(err).__name__, error=str(err),
                     traceback=traceback.format_exc(limit=8), seconds=round(time.perf_counter() - began, 3))

@@ -47,7 +47,7 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     last_path.parent.mkdir(parents=True, exist_ok=True)
     last_path.write_text(json.dumps({"stats": result.stats}, default=str))
     counts = frame[SPLIT_COLUMN].value_counts().to_dict()
-    return {"rows": int(len(frame)), "splits": {k: int(v) for k, v in counts.items()},
+    return {"rows": len(frame), "splits": {k: int(v) for k, v in counts.items()},
             "label_rate": float(frame[cfg.dataset.label].mean())}
 
 

@@ -41,7 +41,7 @@ def ingest(config: KfopsConfig | str, raw_dir: Path) -> dict[str, Any]:
         "data_hash": table_hash(tables),
         "snapshot_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "window": [str(cfg.dataset.start), str(cfg.dataset.end)],
-        "rows": {name: int(len(frame)) for name, frame in tables.items()},
+        "rows": {name: len(frame) for name, frame in tables.items()},
     }
     (raw_dir / RAW_MANIFEST).write_text(json.dumps(manifest, indent=2))
     log.info("ingested %s in %.1fs (hash %s)", manifest["rows"], time.perf_counter() - started, manifest["data_hash"][:12])

@@ -393,7 +393,7 @@ def _score_validation(
     gathered = [torch.zeros(slice_max, device=device) for _ in range(world_size)]
     dist.all_gather(gathered, padded)
     sizes = np.diff(bounds)
-    return torch.cat([g[:n] for g, n in zip(gathered, sizes)]).double().cpu().numpy()
+    return torch.cat([g[:n] for g, n in zip(gathered, sizes, strict=True)]).double().cpu().numpy()
 
 
 def _prune_checkpoints(folder: Path) -> None:
@@ -439,10 +439,8 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         import ctypes
 
-        try:
+        with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except OSError:
-            pass
 
 
 def _progress_to_stdout() -> None:

@@ -115,7 +115,8 @@ def _tabular_net_class() -> type:
             self.register_buffer("numeric_mean", torch.zeros(n_numeric))
             self.register_buffer("numeric_std", torch.ones(n_numeric))
             self.embeddings = nn.ModuleList(
-                nn.Embedding(cardinality + 1, dim) for cardinality, dim in zip(arch.cardinalities, arch.embedding_dims)
+                nn.Embedding(cardinality + 1, dim)
+                for cardinality, dim in zip(arch.cardinalities, arch.embedding_dims, strict=True)
             )
             width = sum(arch.embedding_dims) + 2 * n_numeric
             layers: list[nn.Module] = []

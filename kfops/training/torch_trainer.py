@@ -107,9 +107,9 @@ def _labels(frame: pd.DataFrame, label: str, name: str) -> np.ndarray:
 def _fingerprint(arrays: list[np.ndarray], settings: dict[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
+        contiguous = np.ascontiguousarray(array)
+        digest.update(f"{contiguous.dtype}{contiguous.shape}".encode())
+        digest.update(memoryview(contiguous).cast("B"))
     return digest.hexdigest()
 
 

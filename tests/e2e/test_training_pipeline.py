@@ -148,7 +148,7 @@ def test_lineage_history_and_status_print_real_data(first_run, state):
     import subprocess
     import sys
 
-    cfg, run = first_run
+    _cfg, run = first_run
     kfops = str(Path(sys.executable).with_name("kfops"))
     overrides = ["--set", f"data_dir={state['data_dir']}", "--set", f"serving.http_port={state['port']}"]
     lineage = subprocess.run([kfops, "lineage", "1", *overrides], capture_output=True, text=True, cwd=REPO_ROOT,

@@ -54,9 +54,8 @@ def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production
     v2 = log_registered_model(cfg, tmp_path, "run-2", seed=1)
     registry.move_alias(cfg, registry.CHAMPION, v1.version, reason="first champion", who="tester")
 
-    command = [KFOPS, "deploy", "--watch", "--interval", "1", "--max-seconds", "240"]
-    for item in overrides:
-        command += ["--set", item]
+    set_args = [arg for item in overrides for arg in ("--set", item)]
+    command = [KFOPS, "deploy", "--watch", "--interval", "1", "--max-seconds", "240", *set_args]
     log = tmp_path / "watch.log"
     with open(log, "w") as out:
         watcher = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
@@ -74,13 +73,13 @@ def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production
         assert trail[-1]["who"] == "mlflow-ui"
         assert (trail[-1]["from_version"], trail[-1]["to_version"]) == (str(v1.version), str(v2.version))
 
-        done = subprocess.run([KFOPS, "rollback", "--reason", "canary errors", *sum((["--set", o] for o in overrides), [])],
+        done = subprocess.run([KFOPS, "rollback", "--reason", "canary errors", *set_args],
                               cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert f"v{v2.version} -> v{v1.version}" in done.stdout
         wait_for_version(url, name, str(v1.version), FOLLOW_BOUND_S)
 
-        history = subprocess.run([KFOPS, "history", *sum((["--set", o] for o in overrides), [])], cwd=tmp_path,
+        history = subprocess.run([KFOPS, "history", *set_args], cwd=tmp_path,
                                  capture_output=True, text=True, timeout=120)
         assert history.returncode == 0, history.stderr
         lines = history.stdout.strip().splitlines()

@@ -94,7 +94,8 @@ def test_only_adapters_import_vendor_sdks(name):
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("kfops.core")))
 def test_core_is_pure(name):
     imported = imports_of(MODULES[name])
-    assert not {top(t) for t in imported} & CORE_FORBIDDEN, f"{name} imports {sorted({top(t) for t in imported} & CORE_FORBIDDEN)}"
+    forbidden = {top(t) for t in imported} & CORE_FORBIDDEN
+    assert not forbidden, f"{name} imports {sorted(forbidden)}"
     above = sorted(t for t in imported if t in MODULES and layer_of(t) > 0)
     assert not above, f"{name} (core) imports {above}"
 
@@ -122,7 +123,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if colour[nxt] == GREY:
-                return stack[stack.index(nxt):] + [nxt]
+                return [*stack[stack.index(nxt):], nxt]
             if colour[nxt] == WHITE and (cycle := visit(nxt)):
                 return cycle
         stack.pop()

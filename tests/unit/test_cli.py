@@ -33,7 +33,7 @@ def _every_command():
     while pending:
         path, command = pending.pop()
         yield " ".join(path), command
-        pending.extend((path + (name,), sub) for name, sub in getattr(command, "commands", {}).items())
+        pending.extend(((*path, name), sub) for name, sub in getattr(command, "commands", {}).items())
 
 
 def test_every_command_help_has_examples():

@@ -16,7 +16,7 @@ def test_defaults_resolve_paths_against_the_config_folder(tmp_path):
 
 def test_unknown_key_is_named(tmp_path):
     (tmp_path / "kfops.yaml").write_text("train:\n  trainer: xgboost\n  learning_rat: 0.1\n")
-    with pytest.raises(ConfigError, match="unknown key 'train.learning_rat'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.learning_rat'"):
         load_config(tmp_path / "kfops.yaml", environ={})
 
 
@@ -32,7 +32,7 @@ def test_environment_then_command_line_override(tmp_path):
 def test_bad_values_are_refused_with_their_location():
     with pytest.raises(ConfigError, match="dataset"):
         load_config(None, ["dataset.start=2013-05-01", "dataset.end=2013-04-01"], environ={})
-    with pytest.raises(ConfigError, match="train.trainer"):
+    with pytest.raises(ConfigError, match=r"train\.trainer"):
         load_config(None, ["train.trainer=lightgbm"], environ={})
     with pytest.raises(ConfigError, match="split"):
         load_config(None, ["split.train_fraction=0.9", "split.validation_fraction=0.2"], environ={})

@@ -54,7 +54,7 @@ def test_every_cluster_only_setting_is_reported(tmp_path):
     step = _by_kind(findings, "step")
     assert set(step) == {"resources", "accelerator", "retries", "env", "caching", "node_selector", "toleration",
                          "image"}
-    assert "2 x nvidia.com/gpu" == step["accelerator"].detail
+    assert step["accelerator"].detail == "2 x nvidia.com/gpu"
     assert "500m" in step["resources"].detail and "4G" in step["resources"].detail
     assert step["node_selector"].detail == "pool=gpu"
     assert step["toleration"].detail.startswith("nvidia.com/gpu Exists")

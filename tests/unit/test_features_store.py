@@ -199,7 +199,7 @@ def test_training_set_refuses_bad_entity_frames(store_setup):
     good = entity_rows(("one", f"{DAY}T10:30Z", "EWR", "UA", "N101UA"))
     with pytest.raises(DataError, match="empty"):
         build_training_set(good.iloc[0:0], cfg, sources, store=store)
-    with pytest.raises(DataError, match="join key.*tailnum"):
+    with pytest.raises(DataError, match=r"join key.*tailnum"):
         build_training_set(good.drop(columns="tailnum"), cfg, sources, store=store)
     with pytest.raises(DataError, match="not unique"):
         build_training_set(pd.concat([good, good]), cfg, sources, store=store)

@@ -20,7 +20,7 @@ def two_weeks():
 
 
 def test_window_selects_local_dates(two_weeks):
-    cfg, tables = two_weeks
+    _cfg, tables = two_weeks
     flights = tables["flights"]
     days = pd.to_datetime(flights[["year", "month", "day"]])
     assert days.min() == pd.Timestamp("2013-03-01") and days.max() == pd.Timestamp("2013-03-14")
@@ -60,7 +60,8 @@ def test_request_features_match_the_entity_frame(two_weeks):
     request = pd.DataFrame({
         "carrier": raw["carrier"].values, "origin": raw["origin"].values, "dest": raw["dest"].values,
         "tailnum": raw["tailnum"].values, "distance": raw["distance"].values, "flight": raw["flight"].values,
-        "sched_dep": [f"2013-03-{d:02d}T{h:02d}:{m:02d}:00" for d, h, m in zip(raw["day"], raw["hour"], raw["minute"])],
+        "sched_dep": [f"2013-03-{d:02d}T{h:02d}:{m:02d}:00"
+                      for d, h, m in zip(raw["day"], raw["hour"], raw["minute"], strict=True)],
     })
     derived = request_features(request)
     for column in ("dep_hour", "day_of_week", "month", "days_to_holiday", "distance", "carrier"):

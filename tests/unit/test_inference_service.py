@@ -204,7 +204,8 @@ class ScriptedKServe:
         self.obj = merge_patch(self.obj, body)
         validate(self.obj, self.schema)
         after = self.obj["spec"]["predictor"]
-        strip = lambda p: {k: v for k, v in p.items() if k != "canaryTrafficPercent"}
+        def strip(p):
+            return {k: v for k, v in p.items() if k != "canaryTrafficPercent"}
         if strip(before) != strip(after):
             self._new_revision()
         elif "canaryTrafficPercent" not in after:  # promoted

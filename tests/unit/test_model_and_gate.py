@@ -55,7 +55,7 @@ def test_spec_encodes_unknown_categories_as_missing():
 
 
 def test_xgboost_learns_and_round_trips_without_pickle(trained, tmp_path):
-    frame, spec, result = trained
+    frame, _spec, result = trained
     proba = predict_proba(result.model, frame.iloc[2000:])
     metrics = classification_metrics(frame["label"].iloc[2000:].to_numpy(), proba, 0.5)["scalars"]
     assert metrics["roc_auc"] > 0.8

@@ -61,7 +61,7 @@ def test_a_file_without_the_model_features_is_refused_and_leaves_no_output(model
 
 def test_unknown_file_types_and_missing_files_are_data_errors(model_dir, tmp_path):
     (tmp_path / "in.json").write_text("{}")
-    with pytest.raises(DataError, match="expected .parquet or .csv"):
+    with pytest.raises(DataError, match=r"expected \.parquet or \.csv"):
         predict_file(model_dir, tmp_path / "in.json", tmp_path / "out.parquet")
     with pytest.raises(DataError, match="does not exist"):
         predict_file(model_dir, tmp_path / "nope.parquet", tmp_path / "out.parquet")

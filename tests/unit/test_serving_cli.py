@@ -34,7 +34,8 @@ def cfg_for(tmp_path, *extra):
 
 def test_cli_and_client_modules_import_no_heavy_library():
     code = (
-        "import sys, kfops.cli.serve, kfops.serving.local.process, kfops.serving.local.client, kfops.serving.local.batch_scoring, "
+        "import sys, kfops.cli.serve, kfops.serving.local.process, kfops.serving.local.client, "
+        "kfops.serving.local.batch_scoring, "
         "kfops.serving.runtime.inference_log, kfops.serving.protocol.payloads, kfops.serving.runtime.engine; "
         "print([m for m in ('kserve', 'xgboost', 'mlflow', 'feast', 'torch', 'pandas', 'fastapi') if m in sys.modules])"
     )

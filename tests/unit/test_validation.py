@@ -213,7 +213,7 @@ def test_suite_mistakes_are_config_errors(tmp_path, content, message):
 def test_config_mistakes_fail_early(cfg, tables, tmp_path):
     with pytest.raises(ConfigError, match="no expectation suite"):
         validate_tables(tables, only(cfg, "airlines"))
-    with pytest.raises(ConfigError, match="validation.tables is empty"):
+    with pytest.raises(ConfigError, match=r"validation\.tables is empty"):
         validate_tables(tables, only(cfg))
     with pytest.raises(ValueError, match="label_rate_band"):
         KfopsConfig.model_validate({"validation": {"label_rate_band": [0.6, 0.1]}})

@@ -167,7 +167,7 @@ def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
         # traffic queue behind an import of several seconds.
         try:
             warm()
-        except Exception as err:  # noqa: BLE001 - feature-vector requests still work; raw flights retry
+        except Exception as err:  # feature-vector requests still work; raw flights retry
             log.warning("the online feature lookup is not usable yet (%s); raw-flight requests will retry it", err)
     model = build_model(options, lookup)
     log.info("serving %s version %s from %s on http://%s:%d", options.name, model.version,

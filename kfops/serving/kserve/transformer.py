@@ -196,7 +196,7 @@ class FlightTransformer:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and value != value:  # noqa: PLR0124 - NaN: JSON has null
+    if isinstance(value, float) and value != value:  # NaN: JSON has null
         return None
     if hasattr(value, "item"):  # numpy scalars
         return value.item()

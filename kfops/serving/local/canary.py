@@ -211,5 +211,5 @@ def record_rollout(cfg: KfopsConfig, outcome: dict[str, Any]) -> None:
             reasons = "; ".join(outcome.get("reasons") or [])[:4000]
             tag_version(source.get("tracking_uri") or cfg.tracking_uri, outcome["model"], version,
                         {"kfops.rollout": outcome["action"], "kfops.rollout.reasons": reasons})
-        except Exception as err:  # noqa: BLE001 - the rollout itself is done; the tag is a courtesy
+        except Exception as err:  # the rollout itself is done; the tag is a courtesy
             log.warning("could not tag version %s with the rollout outcome: %s", version, err)

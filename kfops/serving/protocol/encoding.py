@@ -34,7 +34,7 @@ class RowEncoder:
         """``columns`` holds one list per spec column (validated: str/None or number/None)."""
         flat: list[float] = []
         extend = flat.extend
-        for name, vocab in zip(self.columns, self._vocab):
+        for name, vocab in zip(self.columns, self._vocab, strict=True):
             values = columns[name]
             if vocab is None:
                 extend([NAN if v is None else float(v) for v in values])

@@ -135,7 +135,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
         if self._executor is None:
             try:
                 results = self._process(items)
-            except Exception as err:  # noqa: BLE001 - not swallowed: every request of the batch gets it
+            except Exception as err:  # not swallowed: every request of the batch gets it
                 _fail(futures, err)
                 return
             _deliver(futures, results)
@@ -166,7 +166,7 @@ def _deliver(futures: list[asyncio.Future], results: Sequence[Any]) -> None:
     if len(results) != len(futures):
         _fail(futures, RuntimeError(f"batch function returned {len(results)} results for {len(futures)} items"))
         return
-    for future, result in zip(futures, results):
+    for future, result in zip(futures, results, strict=True):
         if future.done():  # the request was cancelled (client went away)
             continue
         if isinstance(result, BaseException):

@@ -140,14 +140,14 @@ class InferenceEngine:
             matrices = [items[i][1] for i in positions]
             matrix = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
             probabilities = np.asarray(snapshot.model.predict_proba_encoded(matrix), dtype=np.float64)
-            for i, part in zip(positions, _split(probabilities, [len(m) for m in matrices])):
+            for i, part in zip(positions, _split(probabilities, [len(m) for m in matrices]), strict=True):
                 results[i] = part if np.isfinite(part).all() else _non_finite(snapshot)
         return results
 
     def _flight_batch(self, items: list[tuple[LoadedModel, ParsedRequest]]) -> list[Any]:
         results: list[Any] = [None] * len(items)
         for snapshot, positions in _by_snapshot(items):
-            for i, result in zip(positions, self._score_flights(snapshot, [items[i][1] for i in positions])):
+            for i, result in zip(positions, self._score_flights(snapshot, [items[i][1] for i in positions]), strict=True):
                 results[i] = result
         return results
 

@@ -241,8 +241,8 @@ def _records_table(records: list[LogRecord]) -> pa.Table:
         columns["input"] = pa.nulls(sum(sizes), type=pa.string())
     else:
         columns["input"] = pa.array([
-            orjson.dumps(dict(zip(r.raw_input, values)), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-            for r in records for values in zip(*r.raw_input.values())
+            orjson.dumps(dict(zip(r.raw_input, values, strict=True)), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+            for r in records for values in zip(*r.raw_input.values(), strict=True)
         ], type=pa.string())
     matrix = np.concatenate([r.matrix for r in records]) if len(records) > 1 else first.matrix
     for j, name in enumerate(first.feature_names):

@@ -119,7 +119,7 @@ def rows_table(rows: list[dict[str, Any]]) -> Any:
         if name in ("probability", "label", "timestamp"):
             continue
         values = frame[name]
-        if values.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool) or v is None).all():
+        if values.map(lambda v: (isinstance(v, int | float) and not isinstance(v, bool)) or v is None).all():
             frame[name] = values.astype(np.float32)  # the model's input precision, as the server logs it
     frame["label"] = frame["label"].astype(np.int8)
     return pa.Table.from_pandas(frame, preserve_index=False)
