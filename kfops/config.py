@@ -355,7 +355,10 @@ class KfopsConfig(_Strict):
     """Everything a pipeline run needs. Serialised into the compiled pipeline, so it is reproducible."""
 
     project: str = "flights"
-    data_dir: Path = Field(Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs.")
+    data_dir: Path = Field(
+        Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs. Relative: beside "
+        "kfops.yaml; in a cluster's pod (no KFOPS_PROJECT_DIR), under $TMPDIR/kfops-<uid>, as scratch."
+    )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
