@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -30,6 +32,13 @@ from kfops.errors import ConfigError
 CONFIG_FILENAME = "kfops.yaml"
 ENV_PREFIX = "KFOPS__"
 CONFIG_JSON_ENV = "KFOPS_CONFIG_JSON"  # a whole resolved config, e.g. in an InferenceService's container
+# The project folder: kfops.yaml, expectations/, feature_repo/ (and pipelines/, components/). Relative
+# paths of a config a step receives as JSON resolve against it; unset, against the working directory
+# (in the image: its WORKDIR, /opt/kfops). `kfops run` sets it to the config file's folder for its tasks.
+PROJECT_DIR_ENV = "KFOPS_PROJECT_DIR"
+# Path keys, by what they hold: files of the project, read only; and state kfops writes.
+PROJECT_PATH_KEYS = ("dataset.source_dir", "validation.suites_dir", "features.repo_path")
+STATE_PATH_KEYS = ("data_dir", "serving.inference_log_dir")
 
 
 class _Strict(BaseModel):
@@ -346,7 +355,10 @@ class KfopsConfig(_Strict):
     """Everything a pipeline run needs. Serialised into the compiled pipeline, so it is reproducible."""
 
     project: str = "flights"
-    data_dir: Path = Field(Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs.")
+    data_dir: Path = Field(
+        Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs. Relative: beside "
+        "kfops.yaml; in a cluster's pod (no KFOPS_PROJECT_DIR), under $TMPDIR/kfops-<uid>, as scratch."
+    )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -364,21 +376,86 @@ class KfopsConfig(_Strict):
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser()
 
+    # Provenance of the absolute paths, set by resolve(): {key: (as written, as resolved)} and the
+    # folder they were resolved against. Not part of the config's value (see __eq__), never serialised.
+    _written: dict[str, tuple[Path, Path]] = PrivateAttr(default_factory=dict)
+    _resolved_against: Path | None = PrivateAttr(None)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KfopsConfig):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as every pydantic model that is not frozen
+
     # Derived locations: one place decides where the embedded default keeps things.
-    def resolve(self, base: Path | None = None) -> KfopsConfig:
-        """Return a copy whose relative paths are absolute against ``base`` (default: cwd)."""
+    def resolve(self, base: Path | None = None, state_base: Path | None = None) -> KfopsConfig:
+        """Return a copy whose relative paths are absolute against ``base`` (default: cwd).
+
+        State paths (``data_dir``, ``serving.inference_log_dir``) resolve against ``state_base``
+        when given, else ``base`` too. What each path was before is remembered, so
+        :meth:`portable` can give the paths back as written.
+        """
         base = (base or Path.cwd()).resolve()
-        update: dict[str, Any] = {"data_dir": _absolute(self.data_dir, base)}
-        cfg = self.model_copy(update=update)
-        cfg.validation = cfg.validation.model_copy(update={"suites_dir": _absolute(self.validation.suites_dir, base)})
-        cfg.features = cfg.features.model_copy(update={"repo_path": _absolute(self.features.repo_path, base)})
-        if self.dataset.source_dir is not None:
-            cfg.dataset = cfg.dataset.model_copy(update={"source_dir": _absolute(self.dataset.source_dir, base)})
-        if self.serving.inference_log_dir is not None:
-            cfg.serving = cfg.serving.model_copy(
-                update={"inference_log_dir": _absolute(self.serving.inference_log_dir, base)}
-            )
+        state_base = base if state_base is None else state_base
+        cfg = self
+        written = dict(self._written)
+        for key in (*PROJECT_PATH_KEYS, *STATE_PATH_KEYS):
+            value = _get_key(self, key)
+            if value is None:
+                continue
+            absolute = _absolute(value, state_base if key in STATE_PATH_KEYS else base)
+            if absolute != value:
+                written[key] = (value, absolute)
+                cfg = _with_key(cfg, key, absolute)
+        cfg = cfg.model_copy()
+        cfg._written = written
+        # Re-resolving a resolved config changes no path: it keeps the folder they came from.
+        unchanged = cfg.__dict__ == self.__dict__ and self._resolved_against is not None
+        cfg._resolved_against = self._resolved_against if unchanged else base
         return cfg
+
+    def resolve_at_run_time(self, environ: dict[str, str] | None = None) -> KfopsConfig:
+        """Resolve relative paths where a pipeline step runs: a kfp.local task or a pod on a cluster.
+
+        The compiled pipeline carries paths as the user wrote them (:meth:`portable`), so it runs
+        on any machine. Files of the project resolve against ``$KFOPS_PROJECT_DIR``, else the
+        working directory (the image's WORKDIR holds expectations/, feature_repo/, kfops.yaml).
+        State resolves against ``$KFOPS_PROJECT_DIR`` too when it is set: `kfops run` sets it to
+        the config file's folder, so a local run keeps ``.kfops`` beside kfops.yaml. Without it
+        (a pod), state goes to :func:`scratch_dir` instead: the working directory is the image's
+        code folder, which may be read-only to the pod's (non-root, possibly arbitrary) user and
+        must not be written at run time anyway; and a pod's disk is gone when the task ends, so
+        data_dir is scratch there: what outlives a task lives in the shared stores (MLflow
+        server, Feast registry, pipeline artifacts). An absolute path stays as written.
+        """
+        environ = os.environ if environ is None else environ
+        project = environ.get(PROJECT_DIR_ENV)
+        if project:
+            base = Path(project).expanduser()
+            return self.resolve(base)
+        return self.resolve(Path.cwd(), state_base=scratch_dir())
+
+    def portable(self) -> KfopsConfig:
+        """A copy with each path that :meth:`resolve` made absolute given back as written.
+
+        This is what a compiled pipeline embeds: relative paths resolve where a step runs (see
+        :meth:`resolve_at_run_time`), not against the folder of the machine that compiled it. A
+        path set since it was resolved, or written absolute, stays as it is.
+        """
+        cfg = self
+        for key, (written, resolved) in self._written.items():
+            if _get_key(cfg, key) == resolved:
+                cfg = _with_key(cfg, key, written)
+        cfg = cfg.model_copy()
+        cfg._written = {}
+        cfg._resolved_against = None
+        return cfg
+
+    @property
+    def resolved_against(self) -> Path | None:
+        """The folder relative paths were resolved against (the config file's folder), if any."""
+        return self._resolved_against
 
     @property
     def tracking_uri(self) -> str:
@@ -429,6 +506,31 @@ class KfopsConfig(_Strict):
 def _absolute(path: Path, base: Path) -> Path:
     path = path.expanduser()
     return path if path.is_absolute() else (base / path).resolve()
+
+
+def _get_key(cfg: BaseModel, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _with_key(cfg: KfopsConfig, key: str, value: Any) -> KfopsConfig:
+    """A copy of ``cfg`` with ``section.field`` (or a top-level field) set, without touching ``cfg``."""
+    section, _, name = key.rpartition(".")
+    if not section:
+        return cfg.model_copy(update={name: value})
+    return cfg.model_copy(update={section: getattr(cfg, section).model_copy(update={name: value})})
+
+
+def scratch_dir() -> Path:
+    """Where a step without a project folder (a pod) keeps state given as a relative path.
+
+    Under the system temp dir (``$TMPDIR``, e.g. an emptyDir a pod spec mounts), which any user
+    may write, unlike ``$HOME``: a pod run as an arbitrary uid often has ``/`` as home. Per user,
+    so two users on one machine never share it.
+    """
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    return Path(tempfile.gettempdir()) / f"kfops-{user}"
 
 
 def _describe(err: ValidationError) -> str:

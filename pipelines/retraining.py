@@ -16,7 +16,7 @@ PIPELINE_NAME = "kfops-retraining"
 
 def create_pipeline(cfg: KfopsConfig):
     """Build the retraining pipeline for ``cfg``; ``cfg.dataset`` is the new window to check and train on."""
-    config_json = cfg.to_json()
+    config_json = cfg.portable().to_json()  # paths as written: no host path of the compiling machine
     image = cfg.cluster.image
     train_on_new_window = training.create_pipeline(cfg)
 

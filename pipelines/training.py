@@ -26,7 +26,7 @@ def _prepare(task: dsl.PipelineTask, image: str) -> dsl.PipelineTask:
 
 def create_pipeline(cfg: KfopsConfig):
     """Build the training pipeline for ``cfg``; the config is its default ``config`` parameter."""
-    config_json = cfg.to_json()
+    config_json = cfg.portable().to_json()  # paths as written: no host path of the compiling machine
     image = cfg.cluster.image
 
     @dsl.pipeline(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from kfops.config import PROJECT_PATH_KEYS, STATE_PATH_KEYS
 from kfops.errors import ConfigError, KfopsError, PipelineFailed
 
 if TYPE_CHECKING:
@@ -161,6 +162,85 @@ def to_kfp_cron(expression: str) -> str:
     if len(fields) == 6:
         return text
     raise ConfigError(f"cron '{expression}' must have 5 fields (min hour dom month dow) or 6 (with seconds first)")
+
+
+# Stores a pod reaches over the network; everything else a URI can name (sqlite:, file:, a bare path)
+# is a file on the machine that submits, which no pod can open.
+_REMOTE_TRACKING = frozenset({"http", "https", "postgresql", "mysql", "mssql", "databricks"})
+_REMOTE_FEAST_REGISTRY = frozenset({"s3", "gs", "postgresql", "mysql", "mssql"})
+_LOOPBACK = frozenset({"localhost", "0.0.0.0", "::1", "::"})
+
+
+def _scheme(uri: str) -> str:
+    """``postgresql+psycopg2://h/db`` -> ``postgresql``; ``''`` for a bare path."""
+    return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+
+
+def _uri_problem(key: str, uri: str, remote: frozenset[str], fix: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    scheme = _scheme(uri)
+    if scheme not in remote:
+        return f"{key} '{uri}' is a file on this machine, which no pod can read: {fix}"
+    host = urlsplit(uri).hostname or ""
+    if host in _LOOPBACK or host.startswith("127."):
+        return (f"{key} '{uri}' is this machine's loopback address, which in a pod is the pod itself: "
+                f"use the address the cluster knows it by (e.g. a Service's <name>.<namespace>.svc)")
+    return None
+
+
+def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
+    """What in ``cfg`` names a file of this machine, which a run on the cluster cannot read: one line per key.
+
+    The defaults are such files: with no ``registry.tracking_uri`` MLflow is a SQLite file under
+    data_dir, with no ``features.registry`` the Feast registry is a file there too, and in a pod
+    data_dir is a scratch folder of that pod only. Paths are judged as the compiled pipeline
+    carries them (:meth:`KfopsConfig.portable`): relative ones resolve in the image's working
+    directory or the pod's scratch; absolute ones name a folder of this machine.
+    """
+    import functools
+
+    mlflow_fix = "set it to the cluster's MLflow tracking server, http(s)://..."
+    feast_fix = "set it to a shared registry: s3://bucket/path/registry.db, gs://... or postgresql+psycopg2://..."
+    problems: list[str] = []
+    registry = cfg.registry
+    if registry.tracking_uri is None:
+        problems.append("registry.tracking_uri is not set, so MLflow would be a SQLite file under data_dir, "
+                        f"a folder private to each pod: {mlflow_fix}")
+    else:
+        problems.append(_uri_problem("registry.tracking_uri", registry.tracking_uri, _REMOTE_TRACKING, mlflow_fix))
+    if registry.registry_uri is not None:
+        problems.append(_uri_problem("registry.registry_uri", registry.registry_uri, _REMOTE_TRACKING,
+                                     f"{mlflow_fix}, or leave it unset (the tracking server)"))
+    if registry.artifact_location is not None:
+        problems.append(_uri_problem("registry.artifact_location", registry.artifact_location,
+                                     frozenset({"s3", "gs", "wasbs", "hdfs", "mlflow-artifacts"}),
+                                     "set it to an object store (s3://...) or leave it unset (the tracking server's)"))
+    if cfg.features.registry is None:
+        problems.append("features.registry is not set, so the Feast registry would be a file under data_dir, "
+                        f"a folder private to each pod: {feast_fix}")
+    else:
+        problems.append(_uri_problem("features.registry", cfg.features.registry, _REMOTE_FEAST_REGISTRY, feast_fix))
+    carried = cfg.portable()
+    for key in (*PROJECT_PATH_KEYS, *STATE_PATH_KEYS):
+        path = functools.reduce(getattr, key.split("."), carried)
+        if path is None or not Path(path).is_absolute():
+            continue
+        fix = ("write it relative to the image's working directory, which holds the project's files"
+               if key in PROJECT_PATH_KEYS else "leave it unset or relative: a pod keeps it in its scratch folder")
+        problems.append(f"{key} '{path}' is a folder of this machine, which no pod has: {fix}")
+    return [problem for problem in problems if problem is not None]
+
+
+def require_cluster_config(cfg: KfopsConfig) -> None:
+    """Refuse, naming each key, a config whose run on the cluster would need files of this machine."""
+    problems = cluster_config_problems(cfg)
+    if problems:
+        raise ConfigError(
+            "this config cannot run on a cluster, whose pods cannot read files of this machine:\n"
+            + "\n".join(f"  - {problem}" for problem in problems),
+            hint="set these keys in the cluster's config (e.g. from `kfops config from-terraform`) or with --set",
+        )
 
 
 def pipeline_info(package_path: Path) -> dict[str, Any]:

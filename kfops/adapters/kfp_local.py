@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kfops.config import PROJECT_DIR_ENV
 from kfops.core.files import import_callable, on_sys_path
 from kfops.errors import ConfigError, KfopsError
 
@@ -23,7 +24,7 @@ PIPELINES = {
     "retraining": "pipelines.retraining:create_pipeline",
 }
 COMPONENTS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "drift")
-PROJECT_ENV = "KFOPS_PROJECT_DIR"
+PROJECT_ENV = PROJECT_DIR_ENV  # also where a step's relative paths resolve (KfopsConfig.resolve_at_run_time)
 
 
 def project_root() -> Path:
@@ -82,17 +83,29 @@ def compile_components(out_root: Path) -> list[Path]:
     return written
 
 
-def run_compiled(compiled: Path, pipeline_root: Path) -> None:
+def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None) -> None:
     """Run a compiled pipeline YAML with kfp.local's SubprocessRunner in this virtualenv.
 
-    Raises RuntimeError, as kfp.local does, when a task fails.
+    The compiled config keeps relative paths relative; with ``project_dir``, its tasks resolve
+    them against that folder (``$KFOPS_PROJECT_DIR``, which the task processes inherit), else
+    against the working directory. Raises RuntimeError, as kfp.local does, when a task fails.
     """
     from kfp import components, local
 
     loaded = components.load_component_from_file(str(compiled))
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                raise_on_error=True)
-    loaded()
+    previous = os.environ.get(PROJECT_ENV)
+    if project_dir is not None:
+        os.environ[PROJECT_ENV] = str(project_dir)
+    try:
+        loaded()
+    finally:
+        if project_dir is not None:
+            if previous is None:
+                os.environ.pop(PROJECT_ENV, None)
+            else:
+                os.environ[PROJECT_ENV] = previous
 
 
 # What kfp.local (2.17) writes while it runs a pipeline, read by kfops.runners.local to follow a

@@ -67,6 +67,10 @@ def submit_command(
     Auth: KFOPS_KFP_TOKEN (bearer token), else cluster.token_path, else the Kubeflow
     service-account token file when present.
 
+    The pods must reach every store the config names: a config whose MLflow tracking URI or
+    Feast registry is a file here (both are by default), or with an absolute path of this
+    machine, is refused before anything is uploaded.
+
     Examples:
 
       kfops submit training --host http://localhost:8888
@@ -79,6 +83,7 @@ def submit_command(
     from kfops.adapters.mlflow_registry import code_version
 
     cfg = cli_config(config, set_)
+    kfp_api.require_cluster_config(cfg)  # before anything is contacted or uploaded
     endpoint, client = _connect(cfg, host, namespace)
     with tempfile.TemporaryDirectory(prefix="kfops-submit-") as folder:
         package = compile_to(cfg, pipeline, Path(folder))

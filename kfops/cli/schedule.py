@@ -68,6 +68,7 @@ def _schedule(
     from kfops.adapters.mlflow_registry import code_version
     from kfops.cli.runs import compile_to
 
+    kfp_api.require_cluster_config(cfg)  # before anything is contacted or uploaded
     endpoint, client = _connect(cfg, host, namespace)
     with tempfile.TemporaryDirectory(prefix="kfops-schedule-") as folder:
         package = compile_to(cfg, pipeline, Path(folder))

@@ -224,7 +224,8 @@ def run_locally(
         try:
             with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 try:
-                    run_compiled(compiled, cfg.pipeline_root)
+                    # Tasks resolve the compiled config's relative paths where this config did.
+                    run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd())
                 except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
                     error = err
         finally:

@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def step_config(config: KfopsConfig | str) -> KfopsConfig:
+    """The step's config: as given, or the compiled pipeline's JSON with its relative paths
+    resolved where this task runs (see KfopsConfig.resolve_at_run_time)."""
     from kfops.config import KfopsConfig
 
-    return config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config)
+    return config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
 
 
 def read_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:

@@ -171,7 +171,7 @@ def drift_check(
     from kfops.core.model import load_model
     from kfops.core.retrain_policy import DriftSummary, decide_and_record
 
-    cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config)
+    cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
     if current_source not in ("window", "inference_logs"):
         raise ConfigError(f"current_source '{current_source}' is unknown", hint="use 'window' or 'inference_logs'")
     from kfops.adapters import mlflow_registry as registry
@@ -231,7 +231,7 @@ def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Pa
     from kfops.adapters import mlflow_registry as registry
     from kfops.config import KfopsConfig
 
-    cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config)
+    cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
     decision = json.loads(Path(decision_json).read_text())
     tags = {TRIGGER_REPORT_TAG: decision.get("drift_report") or "",
             TRIGGER_VERDICT_TAG: decision.get("drift_verdict_path") or "",

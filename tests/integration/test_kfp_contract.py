@@ -17,6 +17,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -24,7 +25,7 @@ import yaml
 
 from kfops.cli import main
 from kfops.config import KfopsConfig
-from tests.conftest import free_port
+from tests.conftest import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -191,13 +192,18 @@ def fake_kfp():
         thread.join()
 
 
+MLFLOW = "http://mlflow.kubeflow.svc:5000"
+FEAST_REGISTRY = "s3://kfops-contract/feast/registry.db"
+
+
 @pytest.fixture
 def cluster_env(monkeypatch, tmp_path):
     monkeypatch.setenv("KFOPS_KFP_TOKEN", TOKEN)
     monkeypatch.setenv("KFOPS_CODE_VERSION", CODE_VERSION)
     # Keep kfp's client context (~/.config/kfp/context.json) out of the user's home.
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    return ["--set", f"data_dir={tmp_path / 'data'}"]
+    # A cluster-shaped config: stores the pods can reach (submit refuses local files).
+    return ["--set", f"registry.tracking_uri={MLFLOW}", "--set", f"features.registry={FEAST_REGISTRY}"]
 
 
 def cli(*args: str) -> int:
@@ -225,7 +231,10 @@ def test_submit_uploads_the_compiled_pipeline_and_starts_a_run(fake_kfp, cluster
     assert spec["pipelineInfo"]["name"] == "kfops-training"
     assert "config" in spec["root"]["inputDefinitions"]["parameters"]
     baked = KfopsConfig.from_json(spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"])
-    assert baked.data_dir.name == "data"
+    assert baked.registry.tracking_uri == MLFLOW and baked.features.registry == FEAST_REGISTRY
+    # Paths as written: resolved in the pod, not against this machine's checkout.
+    assert baked.data_dir == Path(".kfops") and baked.validation.suites_dir == Path("expectations")
+    assert str(REPO_ROOT) not in upload.uploaded_file().decode()
 
     (version_upload,) = state.find("POST", f"{API}/pipelines/upload_version")
     version_name = version_upload.query["name"][0]
@@ -246,6 +255,20 @@ def test_submit_uploads_the_compiled_pipeline_and_starts_a_run(fake_kfp, cluster
     run_id = next(iter(state.runs))
     assert f"{host}/#/runs/details/{run_id}" in out
     assert version_name in out
+
+
+def test_a_config_with_local_stores_is_refused_before_anything_is_sent(fake_kfp, cluster_env, capsys, tmp_path):
+    state, host = fake_kfp
+    code = cli("submit", "training", "--host", host, "--set", f"data_dir={tmp_path / 'data'}")
+    err = capsys.readouterr().err
+    assert code == 2
+    for key in ("registry.tracking_uri", "features.registry", "data_dir"):
+        assert key in err, err
+    assert state.requests == []
+    code = cli("schedule", "training", "--cron", "0 3 * * *", "--host", host, *cluster_env,
+               "--set", "registry.tracking_uri=sqlite:///mlflow.db")
+    assert code == 2 and "registry.tracking_uri 'sqlite:///mlflow.db'" in capsys.readouterr().err
+    assert state.requests == []
 
 
 def test_resubmitting_the_same_code_and_config_reuses_the_version(fake_kfp, cluster_env, capsys):

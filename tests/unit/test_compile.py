@@ -89,3 +89,16 @@ def test_config_changes_reach_the_compiled_yaml(tmp_path, trainer):
     produced = compile_pipeline(cfg, "training", tmp_path / "t.yaml")
     default = yaml.safe_load(produced.read_text())["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
     assert KfopsConfig.from_json(default).train.trainer == trainer
+
+
+def test_compiled_yaml_holds_no_path_of_the_compiling_machine(tmp_path):
+    from kfops.config import load_config
+
+    cfg = load_config(REPO / "kfops.yaml", environ={})  # resolved: its paths are absolute here
+    assert cfg.validation.suites_dir.is_absolute()
+    text = compile_pipeline(cfg, "training", tmp_path / "training.yaml").read_text()
+    assert str(REPO) not in text
+    default = next(yaml.safe_load_all(text))["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
+    embedded = KfopsConfig.from_json(default)
+    assert embedded == cfg.portable()
+    assert embedded.validation.suites_dir == Path("expectations") and embedded.data_dir == Path(".kfops")

@@ -63,3 +63,48 @@ def test_feature_columns_follow_the_feature_refs():
     cfg = KfopsConfig()
     assert cfg.feature_columns[: len(cfg.features.request_features)] == cfg.features.request_features
     assert "temp" in cfg.feature_columns and "dep_delay" not in cfg.feature_columns
+
+
+def test_portable_gives_back_the_paths_as_written(tmp_path):
+    (tmp_path / "kfops.yaml").write_text(f"data_dir: state\nvalidation:\n  suites_dir: {tmp_path / 'suites'}\n")
+    cfg = load_config(tmp_path / "kfops.yaml", ["dataset.source_dir=raw"], environ={})
+    assert cfg.data_dir == (tmp_path / "state").resolve() and cfg.resolved_against == tmp_path.resolve()
+    portable = cfg.portable()
+    assert portable.data_dir == Path("state")
+    assert portable.features.repo_path == Path("feature_repo")
+    assert portable.dataset.source_dir == Path("raw")
+    assert portable.validation.suites_dir == tmp_path / "suites"  # written absolute: the user's choice
+    assert cfg.data_dir == (tmp_path / "state").resolve()  # the resolved config is untouched
+    cfg.data_dir = Path("/elsewhere/state")  # set after loading: kept as set
+    assert cfg.portable().data_dir == Path("/elsewhere/state")
+    assert cfg.portable().features.repo_path == Path("feature_repo")
+    assert KfopsConfig().portable() == KfopsConfig()
+
+
+def test_a_step_resolves_relative_paths_in_the_project_folder_when_one_is_given(tmp_path):
+    from kfops.config import PROJECT_DIR_ENV
+
+    text = KfopsConfig().to_json()
+    cfg = KfopsConfig.from_json(text).resolve_at_run_time({PROJECT_DIR_ENV: str(tmp_path)})
+    assert cfg.data_dir == tmp_path.resolve() / ".kfops"
+    assert cfg.validation.suites_dir == tmp_path.resolve() / "expectations"
+    assert cfg.features.repo_path == tmp_path.resolve() / "feature_repo"
+
+
+def test_a_pod_reads_project_files_in_its_working_folder_and_keeps_state_in_scratch(tmp_path, monkeypatch):
+    import tempfile
+
+    from kfops.config import scratch_dir
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "scratch"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    cfg = KfopsConfig.from_json(KfopsConfig().to_json()).resolve_at_run_time({})
+    assert cfg.validation.suites_dir == tmp_path.resolve() / "expectations"
+    assert cfg.features.repo_path == tmp_path.resolve() / "feature_repo"
+    assert scratch_dir().parent == tmp_path / "scratch"
+    assert cfg.data_dir == scratch_dir() / ".kfops"
+    assert cfg.tracking_uri == f"sqlite:///{scratch_dir() / '.kfops' / 'mlflow' / 'mlflow.db'}"
+    explicit = KfopsConfig(data_dir=tmp_path / "mine").resolve_at_run_time({})
+    assert explicit.data_dir == tmp_path / "mine"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from croniter import croniter
 
@@ -16,6 +18,7 @@ from kfops.adapters.kfp_api import (
 from kfops.adapters.kfp_local import compile_pipeline
 from kfops.config import KfopsConfig
 from kfops.errors import ConfigError
+from tests.conftest import REPO_ROOT as REPO
 
 
 def _cfg(**cluster) -> KfopsConfig:
@@ -103,3 +106,78 @@ def test_version_name_carries_code_version_and_follows_the_yaml(tmp_path):
 
 def test_schedule_name_is_a_valid_kubernetes_like_name():
     assert default_schedule_name("retraining", "0 3 * * *") == "kfops-retraining-0-3"
+
+
+def _cluster_shaped(**overrides) -> KfopsConfig:
+    settings = {"registry": {"tracking_uri": "http://mlflow.kubeflow.svc:5000"},
+                "features": {"registry": "s3://kfops-bucket/feast/registry.db"}}
+    for key, value in overrides.items():
+        section, _, name = key.rpartition("__")
+        if section:
+            settings.setdefault(section, {})[name] = value
+        else:
+            settings[name] = value
+    return KfopsConfig.model_validate(settings)
+
+
+def test_a_cluster_shaped_config_passes():
+    from kfops.adapters.kfp_api import cluster_config_problems, require_cluster_config
+
+    assert cluster_config_problems(_cluster_shaped()) == []
+    require_cluster_config(_cluster_shaped(features__registry="postgresql+psycopg2://feast@db.internal:5432/feast"))
+    # Relative paths resolve in the image's working directory or the pod's scratch, wherever they were loaded.
+    loaded = _cluster_shaped(data_dir="state").resolve(Path("/home/someone/project"))
+    assert loaded.data_dir.is_absolute() and cluster_config_problems(loaded) == []
+
+
+def test_the_default_config_is_refused_naming_each_local_store():
+    from kfops.adapters.kfp_api import require_cluster_config
+
+    with pytest.raises(ConfigError) as info:
+        require_cluster_config(KfopsConfig().resolve(Path("/home/someone/project")))
+    message = str(info.value)
+    assert "registry.tracking_uri is not set" in message and "http(s)://" in message
+    assert "features.registry is not set" in message and "s3://" in message and "postgresql" in message
+    assert "/home/someone/project" not in message  # default paths are relative: nothing to say about them
+    assert "--set" in info.value.hint
+
+
+@pytest.mark.parametrize(("key", "value", "named"), [
+    ("registry__tracking_uri", "sqlite:////home/me/mlflow.db", "registry.tracking_uri 'sqlite:"),
+    ("registry__tracking_uri", "/home/me/mlruns", "is a file on this machine"),
+    ("registry__tracking_uri", "file:///home/me/mlruns", "registry.tracking_uri"),
+    ("registry__tracking_uri", "http://localhost:5000", "loopback"),
+    ("registry__tracking_uri", "http://127.0.0.1:5000", "loopback"),
+    ("registry__registry_uri", "sqlite:///registry.db", "registry.registry_uri"),
+    ("registry__artifact_location", "/home/me/artifacts", "registry.artifact_location"),
+    ("features__registry", "/home/me/registry.db", "features.registry '/home/me/registry.db' is a file"),
+    ("features__registry", "sqlite:///registry.db", "features.registry"),
+    ("features__registry", "postgresql://feast@localhost/feast", "loopback"),
+    ("data_dir", "/home/me/.kfops", "data_dir '/home/me/.kfops' is a folder of this machine"),
+    ("dataset__source_dir", "/home/me/raw", "dataset.source_dir"),
+    ("validation__suites_dir", "/home/me/expectations", "relative to the image's working directory"),
+    ("features__repo_path", "/home/me/feature_repo", "features.repo_path"),
+    ("serving__inference_log_dir", "/home/me/logs", "serving.inference_log_dir"),
+])
+def test_each_local_store_or_path_is_named(key, value, named):
+    from kfops.adapters.kfp_api import cluster_config_problems
+
+    problems = cluster_config_problems(_cluster_shaped(**{key: value}))
+    assert len(problems) == 1 and named in problems[0], problems
+
+
+def test_submit_refuses_before_contacting_the_endpoint(tmp_path, monkeypatch, capsys):
+    from kfops.adapters import kfp_api
+    from kfops.cli import main
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the endpoint was contacted")
+
+    monkeypatch.setattr(kfp_api, "connect", never)
+    monkeypatch.setattr(kfp_api, "probe_healthz", never)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "training", "--host", "http://127.0.0.1:1", "--config", str(REPO / "kfops.yaml")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "registry.tracking_uri" in err and "features.registry" in err
