@@ -167,6 +167,8 @@ class SplitConfig(_Strict):
 
 
 class XGBoostConfig(_Strict):
+    """Hyperparameters of the XGBoost trainer (used when train.trainer is xgboost)."""
+
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.1, gt=0)
     max_depth: int = Field(7, ge=1)
@@ -180,6 +182,8 @@ class XGBoostConfig(_Strict):
 
 
 class TorchConfig(_Strict):
+    """The PyTorch trainer (train.trainer: torch): network, optimisation and torchrun processes."""
+
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(1024, ge=1, description="Per-process batch size.")
     learning_rate: float = Field(2e-3, gt=0)
@@ -195,6 +199,8 @@ class TorchConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """Which trainer fits the model, and the seed; each trainer has its own section below."""
+
     trainer: Literal["xgboost", "torch"] = "xgboost"
     xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
     torch: TorchConfig = Field(default_factory=TorchConfig)
@@ -218,6 +224,8 @@ class GateConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
+    """How the trained model is judged on the test split: threshold, calibration, the gate, behaviour checks."""
+
     threshold_metric: Literal["f1"] = "f1"
     calibration_bins: int = Field(10, ge=2)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -231,6 +239,8 @@ class EvaluateConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
+    """The MLflow tracking store and Model Registry: where runs and model versions are kept, and promotion."""
+
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under data_dir.")
     registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI.")
     artifact_location: str | None = Field(None, description="Default artifact root for new experiments.")
@@ -302,6 +312,8 @@ class InferenceServiceConfig(_Strict):
 
 
 class ServingConfig(_Strict):
+    """How deploy serves the model: where (a local server or KServe), which registry alias, and batching limits."""
+
     target: Literal["auto", "local", "kserve"] = Field(
         "auto", description="Where deploy serves: a local process, or a KServe InferenceService; auto: kserve "
         "inside a Kubernetes pod (a KFP run on the cluster), local otherwise."
@@ -323,6 +335,8 @@ class ServingConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
+    """The Kubeflow cluster: KFP endpoint, images, GPU scheduling and service accounts (unset: local runs)."""
+
     kfp_host: str | None = Field(None, description="KFP endpoint; with none set, kfops runs locally.")
     namespace: str | None = None
     token_path: Path | None = None
