@@ -509,12 +509,16 @@ def find_config_file(start: Path | None = None) -> Path | None:
 
 
 def load_config(
-    path: Path | None = None,
+    path: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> KfopsConfig:
-    """Load, override and validate the configuration; relative paths resolve against its folder."""
-    path = path or find_config_file()
+    """Load, override and validate the configuration; relative paths resolve against its folder.
+
+    ``path`` is a str or path-like (``"kfops.yaml"`` or ``Path("kfops.yaml")``); none: the nearest
+    ``kfops.yaml`` (:func:`find_config_file`).
+    """
+    path = Path(path) if path else find_config_file()
     tree: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:

@@ -63,3 +63,19 @@ def test_feature_columns_follow_the_feature_refs():
     cfg = KfopsConfig()
     assert cfg.feature_columns[: len(cfg.features.request_features)] == cfg.features.request_features
     assert "temp" in cfg.feature_columns and "dep_delay" not in cfg.feature_columns
+
+
+def test_config_path_may_be_a_str_or_any_path_like(tmp_path, monkeypatch):
+    (tmp_path / "kfops.yaml").write_text("data_dir: state\ntrain:\n  seed: 7\n")
+
+    class PathLike:  # os.PathLike without being a pathlib.Path
+        def __fspath__(self) -> str:
+            return str(tmp_path / "kfops.yaml")
+
+    monkeypatch.chdir(tmp_path)
+    for given in (tmp_path / "kfops.yaml", str(tmp_path / "kfops.yaml"), "kfops.yaml", PathLike()):
+        cfg = load_config(given, environ={})
+        assert cfg.train.seed == 7, given
+        assert cfg.data_dir == (tmp_path / "state").resolve(), given
+    with pytest.raises(ConfigError, match=r"missing\.yaml does not exist"):
+        load_config("missing.yaml", environ={})
