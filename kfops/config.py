@@ -320,7 +320,11 @@ class ServingConfig(_Strict):
     )
     host: str = Field("127.0.0.1", description="Bind address of the local model server.")
     http_port: int = Field(8080, ge=1, le=65535)
-    model_alias: str | None = Field(None, description="Serve this alias; default: the version just registered.")
+    model_alias: str | None = Field(
+        None, description="Registry alias deploy serves; default: `champion`. A newly registered version is "
+        "`@challenger` and serves only once it is @champion: the first version at once, later ones by "
+        "`kfops promote` or registry.auto_promote."
+    )
     startup_timeout_s: float = Field(120.0, gt=0)
     max_batch_size: int = Field(256, ge=1)
     max_latency_ms: float = Field(2.0, ge=0)
