@@ -1,5 +1,6 @@
-"""What `kfops run` tells a person at the end: which version this run registered, and which one
-the endpoint serves (they differ until a promotion)."""
+"""What `kfops run` tells a person and a script at the end: which version this run registered,
+which one the endpoint serves (they differ until a promotion), and an exit code that tells a
+refused model from a registered one."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from kfops.cli import gate_refused, main
 from kfops.cli.summary import print_run_summary, served_model
 from kfops.config import load_config
+from kfops.errors import EXIT_FAILED, EXIT_INFRA, EXIT_NOT_BLESSED, EXIT_USAGE, GateRefused, KfopsError
 from kfops.runners.local import LocalRun
 
 ENDPOINT = "http://127.0.0.1:18099"
@@ -103,3 +106,64 @@ def _log(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "deploy.log"
     path.write_text(text)
     return path
+
+
+def test_exit_codes_are_distinct_and_a_refusal_is_not_an_error_code():
+    codes = [EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_BLESSED]
+    assert len(set(codes)) == len(codes) and 0 not in codes
+    assert GateRefused("x").exit_code == EXIT_NOT_BLESSED == 4
+    assert KfopsError("x").exit_code == EXIT_USAGE
+
+
+def test_refusal_names_the_failed_checks():
+    err = gate_refused(REFUSED_REASONS)
+    assert err.exit_code == EXIT_NOT_BLESSED
+    assert "floor:roc_auc: roc_auc=0.7400 >= 0.99" in str(err)
+    assert "slices" not in str(err)  # only the checks that failed
+    assert "see the gate's reasons" in str(gate_refused([]))
+
+
+def _run_cli(monkeypatch, tmp_path, run: LocalRun) -> int:
+    from kfops.runners import local
+
+    monkeypatch.delenv("KFOPS_CONFIG", raising=False)
+    monkeypatch.setenv("KFOPS_PROGRESS", "off")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(local, "run_locally", lambda cfg, name, **kwargs: run)
+    with pytest.raises(SystemExit) as done:
+        main(["run", "training", "--set", f"data_dir={tmp_path / 'state'}"])
+        raise SystemExit(0)
+    return int(done.value.code or 0)
+
+
+def test_kfops_run_exits_4_when_the_gate_refuses(monkeypatch, tmp_path, no_server, capsys):
+    code = _run_cli(monkeypatch, tmp_path, local_run(tmp_path, blessed=False))
+    captured = capsys.readouterr()
+    assert code == EXIT_NOT_BLESSED
+    assert "NOT BLESSED" in captured.out and "registered     nothing" in captured.out
+    assert captured.err.startswith("not blessed: the evaluation gate did not bless the model")
+    assert "floor:roc_auc" in captured.err and "exit code 4" in captured.err
+
+
+def test_kfops_run_exits_0_when_blessed(monkeypatch, tmp_path, no_server, capsys):
+    run = local_run(tmp_path, blessed=True, registered="1", deployed=True, log=deploy_line("1"))
+    assert _run_cli(monkeypatch, tmp_path, run) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_run_help_and_troubleshooting_list_every_exit_code():
+    import typer
+
+    from kfops.cli import app
+    from kfops.errors import EXIT_INTERRUPTED, EXIT_OK
+
+    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    helped = " ".join(command.get_help(command.make_context("kfops run", ["--help"], resilient_parsing=True)).split())
+    for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_BLESSED):
+        assert f"{code} " in helped, code
+    assert "4 the run finished but the gate refused the model" in helped
+    table = (Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md").read_text()
+    for name, code in (("EXIT_OK", EXIT_OK), ("EXIT_FAILED", EXIT_FAILED), ("EXIT_USAGE", EXIT_USAGE),
+                       ("EXIT_INFRA", EXIT_INFRA), ("EXIT_NOT_BLESSED", EXIT_NOT_BLESSED),
+                       ("EXIT_INTERRUPTED", EXIT_INTERRUPTED)):
+        assert f"| {code} | `{name}` |" in table, name
