@@ -176,6 +176,8 @@ class SplitConfig(_Strict):
 
 
 class XGBoostConfig(_Strict):
+    """Hyperparameters of the XGBoost trainer (used when train.trainer is xgboost)."""
+
     n_estimators: int = Field(400, ge=1)
     learning_rate: float = Field(0.1, gt=0)
     max_depth: int = Field(7, ge=1)
@@ -189,6 +191,8 @@ class XGBoostConfig(_Strict):
 
 
 class TorchConfig(_Strict):
+    """The PyTorch trainer (train.trainer: torch): network, optimisation and torchrun processes."""
+
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(1024, ge=1, description="Per-process batch size.")
     learning_rate: float = Field(2e-3, gt=0)
@@ -204,6 +208,8 @@ class TorchConfig(_Strict):
 
 
 class TrainConfig(_Strict):
+    """Which trainer fits the model, and the seed; each trainer has its own section below."""
+
     trainer: Literal["xgboost", "torch"] = "xgboost"
     xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
     torch: TorchConfig = Field(default_factory=TorchConfig)
@@ -227,6 +233,8 @@ class GateConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
+    """How the trained model is judged on the test split: threshold, calibration, the gate, behaviour checks."""
+
     threshold_metric: Literal["f1"] = "f1"
     calibration_bins: int = Field(10, ge=2)
     gate: GateConfig = Field(default_factory=GateConfig)
@@ -240,6 +248,8 @@ class EvaluateConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
+    """The MLflow tracking store and Model Registry: where runs and model versions are kept, and promotion."""
+
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under data_dir.")
     registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI.")
     artifact_location: str | None = Field(None, description="Default artifact root for new experiments.")
@@ -311,13 +321,19 @@ class InferenceServiceConfig(_Strict):
 
 
 class ServingConfig(_Strict):
+    """How deploy serves the model: where (a local server or KServe), which registry alias, and batching limits."""
+
     target: Literal["auto", "local", "kserve"] = Field(
         "auto", description="Where deploy serves: a local process, or a KServe InferenceService; auto: kserve "
         "inside a Kubernetes pod (a KFP run on the cluster), local otherwise."
     )
     host: str = Field("127.0.0.1", description="Bind address of the local model server.")
     http_port: int = Field(8080, ge=1, le=65535)
-    model_alias: str | None = Field(None, description="Serve this alias; default: the version just registered.")
+    model_alias: str | None = Field(
+        None, description="Registry alias deploy serves; default: `champion`. A newly registered version is "
+        "`@challenger` and serves only once it is @champion: the first version at once, later ones by "
+        "`kfops promote` or registry.auto_promote."
+    )
     startup_timeout_s: float = Field(120.0, gt=0)
     max_batch_size: int = Field(256, ge=1)
     max_latency_ms: float = Field(2.0, ge=0)
@@ -332,6 +348,8 @@ class ServingConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
+    """The Kubeflow cluster: KFP endpoint, images, GPU scheduling and service accounts (unset: local runs)."""
+
     kfp_host: str | None = Field(None, description="KFP endpoint; with none set, kfops runs locally.")
     namespace: str | None = None
     token_path: Path | None = None
@@ -597,12 +615,16 @@ def find_config_file(start: Path | None = None) -> Path | None:
 
 
 def load_config(
-    path: Path | None = None,
+    path: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> KfopsConfig:
-    """Load, override and validate the configuration; relative paths resolve against its folder."""
-    path = path or find_config_file()
+    """Load, override and validate the configuration; relative paths resolve against its folder.
+
+    ``path`` is a str or path-like (``"kfops.yaml"`` or ``Path("kfops.yaml")``); none: the nearest
+    ``kfops.yaml`` (:func:`find_config_file`).
+    """
+    path = Path(path) if path else find_config_file()
     tree: dict[str, Any] = {}
     base = Path.cwd()
     if path is not None:

@@ -1,16 +1,29 @@
 """Typed errors. Each message names the problem and, where there is one, the fix.
 
-User errors (bad config, bad data) exit with code 2; infrastructure errors (a service that does
-not answer) exit with code 3, so automation can tell them apart.
+Each kind of outcome has its own exit code, so automation can tell them apart (the table in
+docs/troubleshooting.md lists them; keep it in step with these constants).
 """
 
 from __future__ import annotations
+
+EXIT_OK = 0
+"""Done: for `kfops run`, the gate blessed the model (or the run had nothing to judge)."""
+EXIT_FAILED = 1
+"""A pipeline task failed, or an unexpected error."""
+EXIT_USAGE = 2
+"""A user error: bad command line, configuration or input data (validation failed)."""
+EXIT_INFRA = 3
+"""Infrastructure: a registry, model server or cluster that failed or did not answer; a canary rolled back."""
+EXIT_NOT_BLESSED = 4
+"""The run finished but the evaluation gate refused the model: nothing was registered or deployed."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (or the command was aborted)."""
 
 
 class KfopsError(Exception):
     """Base class; ``hint`` is printed after the message on the CLI."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
     hint: str | None = None
 
     def __init__(self, message: str, hint: str | None = None):
@@ -41,16 +54,18 @@ class TrainingError(KfopsError):
 
 
 class GateRefused(KfopsError):
-    """The evaluation gate did not bless the model."""
+    """The evaluation gate did not bless the model; not a failure, a decision (its own exit code)."""
+
+    exit_code = EXIT_NOT_BLESSED
 
 
 class RegistryError(KfopsError):
-    exit_code = 3
+    exit_code = EXIT_INFRA
 
 
 class ServingError(KfopsError):
-    exit_code = 3
+    exit_code = EXIT_INFRA
 
 
 class PipelineFailed(KfopsError):
-    exit_code = 1
+    exit_code = EXIT_FAILED

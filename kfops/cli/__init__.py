@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, VerboseOption, cli_config
-from kfops.errors import KfopsError
+from kfops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_BLESSED, GateRefused, KfopsError
 
 app = typer.Typer(
     name="kfops",
@@ -83,6 +83,11 @@ def run(
 ) -> None:
     """Compile a pipeline and run the compiled YAML locally with kfp.local.
 
+    Exit codes (docs/troubleshooting.md): 0 the model was blessed, or the run had nothing to
+    judge; 1 a pipeline task failed; 2 bad command line, configuration or data; 3 a service
+    (registry, model server, cluster) failed; 4 the run finished but the gate refused the model
+    (NOT BLESSED, nothing registered or deployed).
+
     Examples:
 
       kfops run training
@@ -102,7 +107,18 @@ def run(
 
     with task_progress(pipeline) as display:
         result = run_locally(cfg, pipeline, on_event=display.line, on_task=display.task)
-    print_run_summary(cfg, result, verbose=verbose)
+    facts = print_run_summary(cfg, result, verbose=verbose)
+    if facts["blessed"] is False:  # a decision, not a failure: its own exit code for automation
+        raise gate_refused(facts["reasons"])
+
+
+def gate_refused(reasons: list[str]) -> GateRefused:
+    """The error `kfops run` ends with when the gate refused the model: the failed checks say why."""
+    failed = [reason.removeprefix("FAIL ") for reason in reasons if reason.startswith("FAIL ")]
+    why = "; ".join(failed) or "see the gate's reasons above"
+    return GateRefused(f"the evaluation gate did not bless the model, so nothing was registered or deployed: {why}",
+                       hint=f"exit code {EXIT_NOT_BLESSED} means refused, not failed; the evaluation report "
+                            "above shows the metrics, evaluate.gate holds the thresholds")
 
 
 class TaskDisplay:
@@ -333,7 +349,7 @@ def _register_subcommands() -> None:
 
 
 def _format_error(err: BaseException) -> str:
-    text = f"error: {err}"
+    text = f"{'not blessed' if isinstance(err, GateRefused) else 'error'}: {err}"
     hint = getattr(err, "hint", None)
     return text + (f"\n  hint: {hint}" if hint else "")
 
@@ -356,19 +372,19 @@ def main(argv: list[str] | None = None) -> Any:
         raise SystemExit(err.exit_code) from None
     except click.exceptions.Abort:
         typer.echo("aborted", err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except click.ClickException as err:
         err.show()
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as err:  # the CLI boundary: one line, traceback on request
         if verbose:
             traceback.print_exc()
         typer.echo(f"error: unexpected {type(err).__name__}: {err}", err=True)
         typer.echo("  hint: run again with --verbose for the traceback", err=True)
-        raise SystemExit(1) from None
+        raise SystemExit(EXIT_FAILED) from None
 
 
 def dump(value: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,47 @@ def _read_json(path: str | Path | None) -> dict[str, Any] | None:
         return None
 
 
+# What the deploy component prints: "serving flights-delay v1 (@champion) at http://127.0.0.1:8080".
+_DEPLOY_LINE = re.compile(r"serving (?P<name>\S+) v(?P<version>\S+) \(@(?P<alias>[^)\s]+)\) at (?P<endpoint>\S+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def served_model(cfg: KfopsConfig, endpoint: str | None, log_path: str | Path | None) -> dict[str, Any]:
+    """Which version the run's endpoint serves, and under which alias: deploy serves an alias
+    (@champion unless serving.model_alias), not the version this run registered.
+
+    Asked of the live local server first; else what the deploy task printed in the run log.
+    ``version`` is None when neither says.
+    """
+    found: dict[str, Any] = {"version": None, "alias": cfg.serving.model_alias or "champion", "source": None}
+    if not endpoint:
+        return found
+    for match in reversed(_deploy_lines(log_path)):
+        if match["endpoint"].rstrip("/") == endpoint.rstrip("/"):
+            found.update(version=match["version"], alias=match["alias"], source="deploy step")
+            break
+    try:
+        from kfops.serving.local.process import server_status
+
+        server = server_status(cfg)
+    except (ImportError, OSError):  # a summary never fails the run it describes
+        server = None
+    if server and server.get("healthy") and str(server.get("url", "")).rstrip("/") == endpoint.rstrip("/") \
+            and server.get("model_version") is not None:
+        found.update(version=str(server["model_version"]), source="model server")
+    return found
+
+
+def _deploy_lines(log_path: str | Path | None) -> list[dict[str, str]]:
+    if not log_path:
+        return []
+    try:
+        text = _ANSI.sub("", Path(log_path).read_text(errors="replace"))
+    except OSError:
+        return []
+    return [match.groupdict() for match in _DEPLOY_LINE.finditer(text)]
+
+
 def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
     """Collect the facts of a finished local training run from its task outputs."""
     outputs = run.outputs
@@ -30,6 +72,7 @@ def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
     verdict = _read_json(evaluate.get("verdict")) or {}
     register = outputs.get("register", {})
     deploy = outputs.get("deploy", {})
+    served = served_model(cfg, deploy.get("Output"), run.log_path)
     return {
         "pipeline_run": run.run_dir.name if run.run_dir else None,
         "seconds": round(run.seconds, 1),
@@ -38,7 +81,9 @@ def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
         "blessed": verdict.get("blessed"),
         "reasons": verdict.get("verdict", {}).get("reasons", []),
         "model_name": cfg.registry.model_name,
-        "version": register.get("Output"),
+        "registered_version": register.get("Output"),
+        "served_version": served["version"],
+        "served_alias": served["alias"],
         "endpoint": deploy.get("Output"),
         "validation_report": outputs.get("validate", {}).get("report"),
         "evaluation_report": evaluate.get("plots"),
@@ -64,11 +109,20 @@ def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False) ->
         echo(f"  gate           {'BLESSED' if facts['blessed'] else 'NOT BLESSED'}")
         for reason in facts["reasons"]:
             echo(f"                   {reason}")
-    if facts["version"]:
-        echo(f"  model          {facts['model_name']} v{facts['version']}  (kfops lineage {facts['version']})")
+    registered, served = facts["registered_version"], facts["served_version"]
+    if registered:
+        echo(f"  registered     {facts['model_name']} v{registered}  (kfops lineage {registered})")
     elif facts["blessed"] is False:
-        echo("  model          not registered: the gate refused it")
+        echo("  registered     nothing: the gate refused the model")
     if facts["endpoint"]:
+        if served:
+            echo(f"  serving        {facts['model_name']} v{served} (@{facts['served_alias']})")
+        else:
+            echo(f"  serving        @{facts['served_alias']} (version unknown: kfops serve status)")
+        if registered and served and str(served) != str(registered):
+            how = (f"`kfops promote {registered}` makes it @champion, then `kfops deploy`"
+                   if facts["served_alias"] == "champion" else f"deploy serves @{facts['served_alias']}")
+            echo(f"                 v{registered} is not serving: {how}")
         echo(f"  endpoint       {facts['endpoint']}")
         echo(f"                 POST {facts['endpoint']}/v2/models/{cfg.registry.model_name}/infer")
     echo(f"  reports        validation: {facts['validation_report']}")

@@ -159,6 +159,15 @@ def behavioural_checks(
     return checks
 
 
+def slice_change_detail(where: str, drop: float, allowed: float) -> str:
+    """The slice check's wording: a drop only when ROC AUC fell versus the champion, else the change."""
+    if drop > 0:
+        return f"worst slice {where} drops roc_auc by {drop:.4f} versus the champion (allowed drop {allowed})"
+    change = abs(drop)  # no slice fell: the worst one held or gained
+    return (f"worst slice {where}: roc_auc changes by {change:+.4f} versus the champion, no slice dropped "
+            f"(allowed drop {allowed})")
+
+
 @dataclass
 class Verdict:
     blessed: bool
@@ -206,8 +215,7 @@ def gate(
                     worst = (drop, f"{column}={value}")
         if worst is not None:
             checks.append(Check("slices:max_regression", worst[0] <= gate_cfg.max_slice_regression,
-                                f"worst slice {worst[1]} drops roc_auc by {worst[0]:+.4f} "
-                                f"(allowed {gate_cfg.max_slice_regression})"))
+                                slice_change_detail(worst[1], worst[0], gate_cfg.max_slice_regression)))
     checks.extend(behaviour or [])
     threshold_checks = [c for c in checks if c.name.split(":")[0] in {"floor", "improvement", "slices"}]
     reasons = [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in checks]

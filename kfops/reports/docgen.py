@@ -65,7 +65,7 @@ def render_configuration() -> str:
         prefix, model = sections.pop(0)
         title = prefix or "top level"
         lines += [f"## `{title}`" if prefix else "## Top level", ""]
-        doc = inspect.getdoc(model)
+        doc = _own_doc(model)
         if doc and model.__module__.startswith("kfops"):
             lines += [_one_paragraph(doc), ""]
         lines += ["| Key | Type | Default | Description |", "|---|---|---|---|"]
@@ -84,6 +84,13 @@ def render_configuration() -> str:
         lines.append("")
         sections = nested + sections
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _own_doc(model: type) -> str | None:
+    """The class's own docstring. Not ``inspect.getdoc``: for a class without one it returns the
+    nearest base class's, which for a config section is pydantic's ``BaseModel`` manual."""
+    doc = model.__dict__.get("__doc__")
+    return inspect.cleandoc(doc) if isinstance(doc, str) and doc.strip() else None
 
 
 def _anchor(key: str) -> str:

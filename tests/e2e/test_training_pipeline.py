@@ -8,6 +8,7 @@ the champion.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -163,3 +164,25 @@ def test_lineage_history_and_status_print_real_data(first_run, state):
     status = subprocess.run([kfops, "status", *overrides], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert status.returncode == 0, status.stderr
     assert "@champion      v1" in status.stdout and run.outputs["deploy"]["Output"] in status.stdout
+
+
+def test_refused_model_exits_with_its_own_code(tmp_path):
+    """Automation must tell a refused model from a registered one (and from a failure): exit code 4."""
+    import subprocess
+    import sys
+
+    from kfops.errors import EXIT_NOT_BLESSED
+
+    kfops = str(Path(sys.executable).with_name("kfops"))
+    overrides = [f"data_dir={tmp_path / 'state'}", f"serving.http_port={free_port()}", "dataset.start=2013-01-01",
+                 "dataset.end=2013-01-14", "evaluate.gate.min_roc_auc=0.99"]
+    done = subprocess.run([kfops, "run", "training", *(arg for item in overrides for arg in ("--set", item))],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
+                          env={**os.environ, "KFOPS_PROGRESS": "plain"})
+    assert done.returncode == EXIT_NOT_BLESSED == 4, done.stderr[-2000:]
+    assert "gate           NOT BLESSED" in done.stdout and "registered     nothing" in done.stdout
+    assert "FAIL floor:roc_auc" in done.stdout
+    assert "not blessed: the evaluation gate did not bless the model" in done.stderr, done.stderr[-2000:]
+    assert "floor:roc_auc" in done.stderr and "Traceback" not in done.stderr
+    cfg = load_config(REPO_ROOT / "kfops.yaml", overrides, environ={})
+    assert not registry_client(cfg).search_model_versions(f"name='{cfg.registry.model_name}'")

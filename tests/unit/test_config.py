@@ -108,3 +108,19 @@ def test_a_pod_reads_project_files_in_its_working_folder_and_keeps_state_in_scra
     assert cfg.tracking_uri == f"sqlite:///{scratch_dir() / '.kfops' / 'mlflow' / 'mlflow.db'}"
     explicit = KfopsConfig(data_dir=tmp_path / "mine").resolve_at_run_time({})
     assert explicit.data_dir == tmp_path / "mine"
+
+
+def test_config_path_may_be_a_str_or_any_path_like(tmp_path, monkeypatch):
+    (tmp_path / "kfops.yaml").write_text("data_dir: state\ntrain:\n  seed: 7\n")
+
+    class PathLike:  # os.PathLike without being a pathlib.Path
+        def __fspath__(self) -> str:
+            return str(tmp_path / "kfops.yaml")
+
+    monkeypatch.chdir(tmp_path)
+    for given in (tmp_path / "kfops.yaml", str(tmp_path / "kfops.yaml"), "kfops.yaml", PathLike()):
+        cfg = load_config(given, environ={})
+        assert cfg.train.seed == 7, given
+        assert cfg.data_dir == (tmp_path / "state").resolve(), given
+    with pytest.raises(ConfigError, match=r"missing\.yaml does not exist"):
+        load_config("missing.yaml", environ={})

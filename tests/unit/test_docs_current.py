@@ -52,3 +52,26 @@ def test_docstring_args_are_parsed_by_name():
     doc = docgen._split_docstring("Step: does a thing.\n\nArgs:\n    config: The config.\n")
     assert doc["args"] == {"config": "The config."}
     assert doc["summary"] == "Step: does a thing."
+
+
+def test_no_section_shows_pydantics_own_docstring():
+    """A section without a docstring of its own shows none, never the one it inherits from BaseModel."""
+    from pydantic import BaseModel
+
+    text = docgen.render_configuration()
+    base_doc = " ".join((BaseModel.__doc__ or "").split())
+    assert base_doc
+    for fragment in (base_doc[:60], "A base class for creating Pydantic models", "__pydantic_"):
+        assert fragment not in text, fragment
+
+    class Undocumented(BaseModel):
+        value: int = 1
+
+    assert docgen._own_doc(Undocumented) is None
+
+
+def test_every_kfops_config_section_says_what_it_is_for():
+    text = docgen.render_configuration()
+    sections = text.split("\n## ")[1:]
+    bare = [s.splitlines()[0] for s in sections if s.splitlines()[2].startswith("| Key |")]
+    assert not bare, f"config sections without a docstring: {bare}"

@@ -127,3 +127,27 @@ def test_behavioural_checks_follow_config_and_fail_on_missing_columns(trained):
     checks = {c.name: c for c in behavioural_checks(result.model, frame, invariant=["distance_typo"],
                                                      non_decreasing=[])}
     assert list(checks) == ["invariance:distance_typo"] and not checks["invariance:distance_typo"].passed
+
+
+def test_slice_reason_speaks_of_a_drop_only_when_roc_auc_fell():
+    cfg = GateConfig(min_roc_auc=0.7, min_improvement=0.0, max_slice_regression=0.05)
+    champion_slices = {"carrier": {"AA": {"rows": 500, "roc_auc": 0.72}}}
+
+    def slice_reason(challenger_auc: float) -> tuple[bool, str]:
+        verdict = gate({"roc_auc": 0.80}, cfg, {"roc_auc": 0.75},
+                       {"carrier": {"AA": {"rows": 500, "roc_auc": challenger_auc}}}, champion_slices)
+        check = next(c for c in verdict.checks if c["name"] == "slices:max_regression")
+        return check["passed"], check["detail"]
+
+    passed, detail = slice_reason(0.60)  # fell by 0.12
+    assert not passed
+    assert "carrier=AA drops roc_auc by 0.1200" in detail and "allowed drop 0.05" in detail
+    assert "-0.12" not in detail
+
+    passed, detail = slice_reason(0.8751)  # rose by 0.1551: no drop to speak of
+    assert passed
+    assert "drops" not in detail and "by -" not in detail
+    assert "roc_auc changes by +0.1551" in detail and "allowed drop 0.05" in detail
+
+    passed, detail = slice_reason(0.70)  # fell, within the allowance
+    assert passed and "drops roc_auc by 0.0200" in detail

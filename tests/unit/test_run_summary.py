@@ -1,0 +1,169 @@
+"""What `kfops run` tells a person and a script at the end: which version this run registered,
+which one the endpoint serves (they differ until a promotion), and an exit code that tells a
+refused model from a registered one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kfops.cli import gate_refused, main
+from kfops.cli.summary import print_run_summary, served_model
+from kfops.config import load_config
+from kfops.errors import EXIT_FAILED, EXIT_INFRA, EXIT_NOT_BLESSED, EXIT_USAGE, GateRefused, KfopsError
+from kfops.runners.local import LocalRun
+
+ENDPOINT = "http://127.0.0.1:18099"
+BLESSED_REASONS = ["PASS floor:roc_auc: roc_auc=0.7400 >= 0.6"]
+REFUSED_REASONS = ["FAIL floor:roc_auc: roc_auc=0.7400 >= 0.99",
+                   "PASS slices:max_regression: worst slice carrier=AA drops roc_auc by 0.0100 versus the champion "
+                   "(allowed drop 0.05)"]
+METRICS = {"roc_auc": 0.74, "pr_auc": 0.5, "log_loss": 0.5, "f1": 0.5, "threshold": 0.3, "ece": 0.01, "rows": 100}
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return load_config(None, [f"data_dir={tmp_path / 'state'}"], environ={})
+
+
+@pytest.fixture
+def no_server(monkeypatch):
+    from kfops.serving.local import process
+
+    monkeypatch.setattr(process, "server_status", lambda cfg, name=None: {"healthy": False, "url": None})
+
+
+def local_run(tmp_path: Path, blessed: bool, registered: str | None = None, deployed: bool = False,
+              log: str = "") -> LocalRun:
+    run_dir = tmp_path / "kfops-training-2024"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    verdict = run_dir / "verdict.json"
+    reasons = BLESSED_REASONS if blessed else REFUSED_REASONS
+    verdict.write_text(json.dumps({"blessed": blessed, "metrics": METRICS, "verdict": {"reasons": reasons}}))
+    outputs: dict = {"evaluate": {"verdict": str(verdict), "Output": blessed}, "train": {"Output": "abc123"}}
+    if registered:
+        outputs["register"] = {"Output": registered}
+    if deployed:
+        outputs["deploy"] = {"Output": ENDPOINT}
+    log_path = tmp_path / "run.log"
+    log_path.write_text(log)
+    return LocalRun(name="training", run_dir=run_dir, compiled=tmp_path / "training.yaml", log_path=log_path,
+                    seconds=1.0, outputs=outputs)
+
+
+def deploy_line(version: str, alias: str = "champion") -> str:
+    # As the deploy component prints it, inside kfp.local's coloured task output.
+    return f"\x1b[36m[deploy]\x1b[0m serving flights-delay v{version} (@{alias}) at {ENDPOINT}\n"
+
+
+def test_summary_says_which_version_is_registered_and_which_serves(cfg, tmp_path, no_server, capsys):
+    run = local_run(tmp_path, blessed=True, registered="2", deployed=True, log="other\n" + deploy_line("1"))
+    facts = print_run_summary(cfg, run)
+    out = capsys.readouterr().out
+    assert facts["registered_version"] == "2" and facts["served_version"] == "1"
+    assert "registered     flights-delay v2" in out
+    assert "serving        flights-delay v1 (@champion)" in out
+    assert "v2 is not serving: `kfops promote 2`" in out
+    assert "model          flights-delay v2" not in out
+
+
+def test_summary_of_a_first_run_serves_what_it_registered(cfg, tmp_path, no_server, capsys):
+    run = local_run(tmp_path, blessed=True, registered="1", deployed=True, log=deploy_line("1"))
+    print_run_summary(cfg, run)
+    out = capsys.readouterr().out
+    assert "registered     flights-delay v1" in out and "serving        flights-delay v1 (@champion)" in out
+    assert "is not serving" not in out
+
+
+def test_the_live_server_outranks_the_deploy_log(cfg, tmp_path, monkeypatch):
+    from kfops.serving.local import process
+
+    monkeypatch.setattr(process, "server_status", lambda cfg, name=None: {
+        "healthy": True, "url": ENDPOINT + "/", "model_version": "3"})
+    served = served_model(cfg, ENDPOINT, _log(tmp_path, deploy_line("1")))
+    assert served["version"] == "3" and served["source"] == "model server"
+
+
+def test_served_version_unknown_is_said_not_guessed(cfg, tmp_path, no_server, capsys):
+    other = "serving flights-delay v9 (@champion) at http://127.0.0.1:1\n"  # another endpoint's line
+    run = local_run(tmp_path, blessed=True, registered="2", deployed=True, log=other)
+    facts = print_run_summary(cfg, run)
+    out = capsys.readouterr().out
+    assert facts["served_version"] is None
+    assert "serving        @champion (version unknown" in out and "v9" not in out
+
+
+def test_a_custom_alias_is_named(tmp_path, no_server):
+    cfg = load_config(None, [f"data_dir={tmp_path / 'state'}", "serving.model_alias=stable"], environ={})
+    assert served_model(cfg, ENDPOINT, None) == {"version": None, "alias": "stable", "source": None}
+    served = served_model(cfg, ENDPOINT, _log(tmp_path, deploy_line("4", "stable")))
+    assert served == {"version": "4", "alias": "stable", "source": "deploy step"}
+
+
+def _log(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "deploy.log"
+    path.write_text(text)
+    return path
+
+
+def test_exit_codes_are_distinct_and_a_refusal_is_not_an_error_code():
+    codes = [EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_BLESSED]
+    assert len(set(codes)) == len(codes) and 0 not in codes
+    assert GateRefused("x").exit_code == EXIT_NOT_BLESSED == 4
+    assert KfopsError("x").exit_code == EXIT_USAGE
+
+
+def test_refusal_names_the_failed_checks():
+    err = gate_refused(REFUSED_REASONS)
+    assert err.exit_code == EXIT_NOT_BLESSED
+    assert "floor:roc_auc: roc_auc=0.7400 >= 0.99" in str(err)
+    assert "slices" not in str(err)  # only the checks that failed
+    assert "see the gate's reasons" in str(gate_refused([]))
+
+
+def _run_cli(monkeypatch, tmp_path, run: LocalRun) -> int:
+    from kfops.runners import local
+
+    monkeypatch.delenv("KFOPS_CONFIG", raising=False)
+    monkeypatch.setenv("KFOPS_PROGRESS", "off")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(local, "run_locally", lambda cfg, name, **kwargs: run)
+    with pytest.raises(SystemExit) as done:
+        main(["run", "training", "--set", f"data_dir={tmp_path / 'state'}"])
+        raise SystemExit(0)
+    return int(done.value.code or 0)
+
+
+def test_kfops_run_exits_4_when_the_gate_refuses(monkeypatch, tmp_path, no_server, capsys):
+    code = _run_cli(monkeypatch, tmp_path, local_run(tmp_path, blessed=False))
+    captured = capsys.readouterr()
+    assert code == EXIT_NOT_BLESSED
+    assert "NOT BLESSED" in captured.out and "registered     nothing" in captured.out
+    assert captured.err.startswith("not blessed: the evaluation gate did not bless the model")
+    assert "floor:roc_auc" in captured.err and "exit code 4" in captured.err
+
+
+def test_kfops_run_exits_0_when_blessed(monkeypatch, tmp_path, no_server, capsys):
+    run = local_run(tmp_path, blessed=True, registered="1", deployed=True, log=deploy_line("1"))
+    assert _run_cli(monkeypatch, tmp_path, run) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_run_help_and_troubleshooting_list_every_exit_code():
+    import typer
+
+    from kfops.cli import app
+    from kfops.errors import EXIT_INTERRUPTED, EXIT_OK
+
+    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    helped = " ".join(command.get_help(command.make_context("kfops run", ["--help"], resilient_parsing=True)).split())
+    for code in (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INFRA, EXIT_NOT_BLESSED):
+        assert f"{code} " in helped, code
+    assert "4 the run finished but the gate refused the model" in helped
+    table = (Path(__file__).resolve().parents[2] / "docs" / "troubleshooting.md").read_text()
+    for name, code in (("EXIT_OK", EXIT_OK), ("EXIT_FAILED", EXIT_FAILED), ("EXIT_USAGE", EXIT_USAGE),
+                       ("EXIT_INFRA", EXIT_INFRA), ("EXIT_NOT_BLESSED", EXIT_NOT_BLESSED),
+                       ("EXIT_INTERRUPTED", EXIT_INTERRUPTED)):
+        assert f"| {code} | `{name}` |" in table, name
