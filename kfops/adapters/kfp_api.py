@@ -202,7 +202,7 @@ def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
 
     mlflow_fix = "set it to the cluster's MLflow tracking server, http(s)://..."
     feast_fix = "set it to a shared registry: s3://bucket/path/registry.db, gs://... or postgresql+psycopg2://..."
-    problems: list[str] = []
+    problems: list[str | None] = []
     registry = cfg.registry
     if registry.tracking_uri is None:
         problems.append("registry.tracking_uri is not set, so MLflow would be a SQLite file under data_dir, "
@@ -223,7 +223,7 @@ def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
         problems.append(_uri_problem("features.registry", cfg.features.registry, _REMOTE_FEAST_REGISTRY, feast_fix))
     carried = cfg.portable()
     for key in (*PROJECT_PATH_KEYS, *STATE_PATH_KEYS):
-        path = functools.reduce(getattr, key.split("."), carried)
+        path: Any = functools.reduce(getattr, key.split("."), carried)
         if path is None or not Path(path).is_absolute():
             continue
         fix = ("write it relative to the image's working directory, which holds the project's files"

@@ -112,6 +112,7 @@ def test_july_drifts_and_retrains_on_the_new_window(config, champion):
     assert drift_run.data.metrics["drift"] == 1.0
     assert decision["drift_report"].startswith(drift_run.info.artifact_uri)
 
+    # The no-drift test may or may not have run before this one (random order): this check's decision is the last.
     state = PolicyState.load(policy_state_path(cfg))
-    assert [d.retrain for d in state.decisions] == [False, True]
+    assert [d.retrain for d in state.decisions].count(True) == 1 and state.decisions[-1].retrain
     assert state.decisions[-1].drift_report == decision["drift_report"]
