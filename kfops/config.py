@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -447,8 +448,8 @@ class KfopsConfig(_Strict):
         data_dir is scratch there: what outlives a task lives in the shared stores (MLflow
         server, Feast registry, pipeline artifacts). An absolute path stays as written.
         """
-        environ = os.environ if environ is None else environ
-        project = environ.get(PROJECT_DIR_ENV)
+        variables: Mapping[str, str] = os.environ if environ is None else environ
+        project = variables.get(PROJECT_DIR_ENV)
         if project:
             base = Path(project).expanduser()
             return self.resolve(base)
