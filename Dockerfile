@@ -1,19 +1,42 @@
-# CPU image: every component except GPU training runs in it (cluster.image).
-FROM python:3.11-slim AS base
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-RUN apt-get update && apt-get install -y --no-install-recommends git libgomp1 && rm -rf /var/lib/apt/lists/*
-WORKDIR /opt/kfops
-# The CPU build of torch keeps the image small; the GPU image installs the CUDA build.
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.13,<2.14"
+# The pipeline image (cluster.image): every component but GPU training runs in it.
+# Classic-builder syntax only (no BuildKit mounts), so any Docker engine builds it.
+#   docker build -t kfops:dev .                     # python:3.11-slim and PyTorch's CPU index
+#   kfops build --base-image kfops-base:bookworm    # a Debian-made base, see docs/deployment.md
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
+# Empty: torch comes from the index pip is configured with (a local CPU wheel, say).
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
+# Build-time pip settings only (docker/pip/README.md); this stage is not part of the image.
+COPY docker/pip/ /etc/kfops-pip/
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY docker/requirements.py docker/
+# Dependencies before the code, so a code change rebuilds one small layer.
+RUN if [ -f /etc/kfops-pip/pip.conf ]; then export PIP_CONFIG_FILE=/etc/kfops-pip/pip.conf; fi \
+ && if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" "$(python3 docker/requirements.py pipeline torch)"; fi \
+ && python3 docker/requirements.py pipeline > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
 COPY kfops ./kfops
-COPY components ./components
-COPY pipelines ./pipelines
-COPY feature_repo ./feature_repo
-COPY expectations ./expectations
+RUN pip install --no-deps . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# libgomp for xgboost and torch: Debian-made bases carry it, python:3.11-slim does not.
+RUN if ! ldconfig -p | grep -q libgomp.so.1; then \
+      apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*; fi \
+ && useradd --uid 1000 --user-group --home-dir /home/kfops --create-home kfops
+COPY --from=build /opt/venv /opt/venv
+# The project files a step reads: read-only to the user; state goes to $TMPDIR (KfopsConfig.resolve_at_run_time).
+WORKDIR /opt/kfops
 COPY kfops.yaml ./
-RUN pip install .
-RUN useradd --create-home --uid 1000 kfops && chown -R kfops /opt/kfops
-USER kfops
+COPY expectations ./expectations
+COPY feature_repo ./feature_repo
+COPY pipelines ./pipelines
+COPY components ./components
+USER 1000:1000
 ENTRYPOINT []
 CMD ["kfops", "--help"]

@@ -161,6 +161,11 @@ class FeaturesConfig(_Strict):
     registry: str | None = Field(
         None, description="Feast registry path or URI (s3://, postgresql://); default: under data_dir."
     )
+    materialize_online: bool = Field(
+        False, description="featurize also loads the online store with each entity's latest features of the "
+        "window, so the deployed server answers raw requests (what a production pipeline does; "
+        "`kfops features materialize` does it by hand)."
+    )
 
 
 class SplitConfig(_Strict):
@@ -324,9 +329,10 @@ class InferenceServiceConfig(_Strict):
 class ServingConfig(_Strict):
     """How deploy serves the model: where (a local server or KServe), which registry alias, and batching limits."""
 
-    target: Literal["auto", "local", "kserve"] = Field(
-        "auto", description="Where deploy serves: a local process, or a KServe InferenceService; auto: kserve "
-        "inside a Kubernetes pod (a KFP run on the cluster), local otherwise."
+    target: Literal["auto", "local", "docker", "kserve"] = Field(
+        "auto", description="Where deploy serves: a local process, a container of cluster.serving_image "
+        "(docker), or a KServe InferenceService; auto: kserve inside a Kubernetes pod (a KFP run on the "
+        "cluster), docker in `kfops run --runner docker`, local otherwise."
     )
     host: str = Field("127.0.0.1", description="Bind address of the local model server.")
     http_port: int = Field(8080, ge=1, le=65535)
@@ -356,6 +362,10 @@ class ClusterConfig(_Strict):
     token_path: Path | None = None
     image: str = Field("ghcr.io/kfops/kfops:0.1.0", description="CPU image every component runs in.")
     gpu_image: str = Field("ghcr.io/kfops/kfops-gpu:0.1.0", description="CUDA image for GPU training.")
+    serving_image: str = Field(
+        "ghcr.io/kfops/kfops-serving:0.1.0",
+        description="Slim image the model server (predictor, transformer, log sink) runs in.",
+    )
     pipeline_root: str | None = None
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"kfops.io/node-pool": "gpu"})
     gpu_toleration_key: str = "nvidia.com/gpu"

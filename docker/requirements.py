@@ -1,0 +1,56 @@
+"""Print the pip requirements of one image role, taken from pyproject.toml's dependencies.
+
+Each image installs the project's own version ranges, filtered and renamed for its role by
+``[tool.kfops.images.<role>]`` in pyproject.toml, so the ranges are written once. Run inside the
+Docker build (standard library only): ``python3 docker/requirements.py serving``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?(.*)$")
+
+
+def role_requirements(pyproject: dict, role: str) -> list[str]:
+    """The requirement lines of ``role``: kept names only (all when ``keep`` is absent), renamed."""
+    roles = pyproject.get("tool", {}).get("kfops", {}).get("images", {})
+    if role not in roles:
+        raise SystemExit(f"unknown image role '{role}'; pyproject.toml defines: {', '.join(sorted(roles))}")
+    spec = roles[role]
+    keep = spec.get("keep")
+    drop = set(spec.get("drop", []))
+    rename = spec.get("rename", {})
+    lines, names = [], set()
+    for requirement in pyproject["project"]["dependencies"]:
+        match = _NAME.match(requirement)
+        if match is None:
+            raise SystemExit(f"cannot read requirement '{requirement}'")
+        name, extras, rest = match.group(1), match.group(2) or "", match.group(3)
+        names.add(name)
+        if (keep is not None and name not in keep) or name in drop:
+            continue
+        lines.append(rename.get(name, name + extras) + rest)
+    unknown = (set(keep or []) | drop | set(rename)) - names
+    if unknown:
+        raise SystemExit(f"image role '{role}' names {', '.join(sorted(unknown))}, which pyproject.toml does not depend on")
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    """``requirements.py <role> [name]``: the role's requirements, or only the one for ``name``."""
+    if len(argv) not in (2, 3):
+        raise SystemExit("usage: requirements.py <role> [name] (reads ./pyproject.toml)")
+    lines = role_requirements(tomllib.loads(Path("pyproject.toml").read_text()), argv[1])
+    if len(argv) == 3:
+        lines = [line for line in lines if _NAME.match(line).group(1) == argv[2]]
+        if not lines:
+            raise SystemExit(f"image role '{argv[1]}' installs no '{argv[2]}'")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv)
