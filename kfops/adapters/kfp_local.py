@@ -83,25 +83,30 @@ def compile_components(out_root: Path) -> list[Path]:
     return written
 
 
-def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None) -> None:
-    """Run a compiled pipeline YAML with kfp.local's SubprocessRunner in this virtualenv.
+def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None,
+                 docker_args: dict[str, Any] | None = None) -> None:
+    """Run a compiled pipeline YAML with kfp.local: each task a process of this virtualenv
+    (SubprocessRunner), or with ``docker_args`` each task a container of its executor's image
+    (DockerRunner; the arguments go to docker's ``containers.run``).
 
-    The compiled config keeps relative paths relative; with ``project_dir``, its tasks resolve
-    them against that folder (``$KFOPS_PROJECT_DIR``, which the task processes inherit), else
-    against the working directory. Raises RuntimeError, as kfp.local does, when a task fails.
+    The compiled config keeps relative paths relative; with ``project_dir``, subprocess tasks
+    resolve them against that folder (``$KFOPS_PROJECT_DIR``, which the task processes inherit),
+    else against the working directory. Containers get no project folder: they see what a pod
+    sees (see :meth:`kfops.config.KfopsConfig.resolve_at_run_time`). Raises RuntimeError, as
+    kfp.local does, when a task fails.
     """
     from kfp import components, local
 
     loaded = components.load_component_from_file(str(compiled))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True)
+    runner = local.DockerRunner(**docker_args) if docker_args is not None else local.SubprocessRunner(use_venv=False)
+    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     previous = os.environ.get(PROJECT_ENV)
-    if project_dir is not None:
+    if project_dir is not None and docker_args is None:
         os.environ[PROJECT_ENV] = str(project_dir)
     try:
         loaded()
     finally:
-        if project_dir is not None:
+        if project_dir is not None and docker_args is None:
             if previous is None:
                 os.environ.pop(PROJECT_ENV, None)
             else:

@@ -52,6 +52,38 @@ def service_name(cfg: KfopsConfig) -> str:
     return name
 
 
+def predictor_container(cfg: KfopsConfig, version: str, *, host: str = "0.0.0.0", port: int = PORT) -> dict[str, Any]:
+    """The model server's container: image, command, arguments and environment.
+
+    One function for both places a predictor runs: the InferenceService on a cluster, and the
+    container ``serving.target: docker`` starts (:mod:`kfops.serving.local.container`), so what
+    runs locally is what a pod runs.
+    """
+    tracking_uri = cfg.tracking_uri
+    isvc = cfg.serving.kserve
+    args = [
+        "--name", cfg.registry.model_name, "--model-uri", f"models:/{cfg.registry.model_name}/{version}",
+        "--tracking-uri", tracking_uri, "--host", host, "--http-port", str(port),
+        "--online-lookup", "none" if isvc.transformer else isvc.online_lookup,
+        "--max-batch-size", str(cfg.serving.max_batch_size), "--max-latency-ms", f"{cfg.serving.max_latency_ms:g}",
+        "--max-payload-bytes", str(cfg.serving.max_payload_bytes),
+    ]  # fmt: skip
+    if isvc.logger_url:
+        args.append("--no-inference-log")  # KServe's logger sends every request and response to the sink
+    return {
+        "name": CONTAINER,
+        "image": cfg.cluster.serving_image,
+        "command": ["python", "-m", "kfops.serving"],
+        "args": args,
+        "env": [
+            {"name": CONFIG_JSON_ENV, "value": cfg.to_json()},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "ports": [{"containerPort": port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": f"/v2/models/{cfg.registry.model_name}/ready"}},
+    }
+
+
 def render_inference_service(
     cfg: KfopsConfig, version: str, *, namespace: str | None = None, canary_percent: int | None = None
 ) -> dict[str, Any]:
@@ -65,30 +97,10 @@ def render_inference_service(
     isvc = cfg.serving.kserve
     name = service_name(cfg)
     model_uri = f"models:/{cfg.registry.model_name}/{version}"
-    args = [
-        "--name", cfg.registry.model_name, "--model-uri", model_uri, "--tracking-uri", tracking_uri,
-        "--host", "0.0.0.0", "--http-port", str(PORT),
-        "--online-lookup", "none" if isvc.transformer else isvc.online_lookup,
-        "--max-batch-size", str(cfg.serving.max_batch_size), "--max-latency-ms", f"{cfg.serving.max_latency_ms:g}",
-        "--max-payload-bytes", str(cfg.serving.max_payload_bytes),
-    ]  # fmt: skip
-    if isvc.logger_url:
-        args.append("--no-inference-log")  # KServe's logger sends every request and response to the sink
-    container: dict[str, Any] = {
-        "name": CONTAINER,
-        "image": cfg.cluster.image,
-        "command": ["python", "-m", "kfops.serving"],
-        "args": args,
-        "env": [
-            {"name": CONFIG_JSON_ENV, "value": cfg.to_json()},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
-        "ports": [{"containerPort": PORT, "protocol": "TCP"}],
-        "resources": {
-            "requests": {"cpu": isvc.cpu_request, "memory": isvc.memory_request},
-            "limits": {"cpu": isvc.cpu_limit, "memory": isvc.memory_limit},
-        },
-        "readinessProbe": {"httpGet": {"path": f"/v2/models/{cfg.registry.model_name}/ready"}},
+    container = predictor_container(cfg, version)
+    container["resources"] = {
+        "requests": {"cpu": isvc.cpu_request, "memory": isvc.memory_request},
+        "limits": {"cpu": isvc.cpu_limit, "memory": isvc.memory_limit},
     }
     predictor: dict[str, Any] = {
         "minReplicas": isvc.min_replicas,

@@ -80,6 +80,9 @@ def run(
     config: ConfigOption = None,
     set_: SetOption = None,
     verbose: VerboseOption = False,
+    runner: Annotated[str, typer.Option(
+        help="subprocess: each task a process of this virtualenv; docker: each task a container of "
+             "cluster.image, as a pod runs it (needs shared stores, see docs/deployment.md).")] = "subprocess",
 ) -> None:
     """Compile a pipeline and run the compiled YAML locally with kfp.local.
 
@@ -95,6 +98,8 @@ def run(
       kfops run training --set dataset.start=2013-01-01 --set dataset.end=2013-01-14
 
       kfops run training --set train.trainer=torch --set train.torch.nproc_per_node=2
+
+      kfops run training --runner docker --config production.yaml
     """
     from kfops.cli.summary import print_run_summary
     from kfops.runners.local import run_locally
@@ -103,10 +108,11 @@ def run(
     if cfg.cluster.kfp_host:
         echo(f"note: cluster.kfp_host is set ({cfg.cluster.kfp_host}); `kfops run` runs locally, "
              "`kfops submit` sends it to the cluster")
-    echo(f"kfops: running '{pipeline}' locally on {cfg.dataset.start}..{cfg.dataset.end} (data in {cfg.data_dir})")
+    where = "in containers" if runner == "docker" else "locally"
+    echo(f"kfops: running '{pipeline}' {where} on {cfg.dataset.start}..{cfg.dataset.end} (data in {cfg.data_dir})")
 
     with task_progress(pipeline) as display:
-        result = run_locally(cfg, pipeline, on_event=display.line, on_task=display.task)
+        result = run_locally(cfg, pipeline, on_event=display.line, on_task=display.task, runner=runner)
     facts = print_run_summary(cfg, result, verbose=verbose)
     if facts["blessed"] is False:  # a decision, not a failure: its own exit code for automation
         raise gate_refused(facts["reasons"])

@@ -202,19 +202,33 @@ def doctor_command(
 
 
 def build_command(
-    push: Annotated[bool, typer.Option("--push", help="Also push both tags.")] = False,
+    role: Annotated[list[str] | None, typer.Option(
+        "--role", help="pipeline (cluster.image), serving (cluster.serving_image) or gpu (cluster.gpu_image); "
+                       "repeat for several. Default: all three.")] = None,
+    base_image: Annotated[str | None, typer.Option(
+        help="Base image of the pipeline and serving images (default: python:3.11-slim).")] = None,
+    torch_index: Annotated[str | None, typer.Option(
+        help="Index torch is installed from (default: PyTorch's CPU index; '' for pip's own indexes).")] = None,
+    pip_from_host: Annotated[bool, typer.Option(
+        "--pip-from-host", help="Build with this machine's pip settings: its indexes, CA bundle and local "
+                                "wheel folders (served on loopback during the build).")] = False,
+    push: Annotated[bool, typer.Option("--push", help="Also push the tags.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands, run nothing.")] = False,
     context: Annotated[Path, typer.Option(help="Build context: the kfops repository root.")] = Path("."),
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Build the CPU image (Dockerfile -> cluster.image) and the GPU image (Dockerfile.gpu -> cluster.gpu_image).
+    """Build the images, one per role: pipeline (Dockerfile -> cluster.image), serving
+    (Dockerfile.serving -> cluster.serving_image) and gpu (Dockerfile.gpu -> cluster.gpu_image).
 
-    Without a docker daemon (or with --dry-run) it prints the commands instead of running them.
+    Each runs as a non-root user (uid 1000). Prints each image's build time and size. Without a
+    docker daemon (or with --dry-run) it prints the commands instead of running them.
 
     Examples:
 
       kfops build --dry-run
+
+      kfops build --role pipeline --role serving --base-image kfops-base:bookworm --torch-index '' --pip-from-host
 
       kfops build --push --set cluster.image=registry.example.com/kfops:0.2.0
     """
@@ -223,12 +237,17 @@ def build_command(
     from kfops.cluster import images
 
     cfg = cli_config(config, set_)
-    commands = images.build_commands(cfg.cluster, context.resolve(), push=push)
+    roles = tuple(role or images.ROLES)
+    options = images.BuildOptions(base_image=base_image, torch_index=torch_index, pip_from_host=pip_from_host)
+    root = context.resolve()
     if dry_run or not images.docker_available():
         if not dry_run:
             typer.echo("# docker is not available (no client, or `docker info` fails): the commands to run are")
-        for command in commands:
+        for command in images.build_commands(cfg.cluster, root, push=push, roles=roles, options=options):
             typer.echo(shlex.join(command))
         return
-    images.run_commands(commands, on_command=typer.echo)
-    typer.echo(f"built {cfg.cluster.image} and {cfg.cluster.gpu_image}" + (" and pushed them" if push else ""))
+    results = images.build_images(images.image_builds(cfg.cluster, root, roles, options), root,
+                                  on_command=typer.echo, push=push)
+    for result in results:
+        typer.echo(f"built {result.role} image {result.tag}: {result.size_bytes / 1e9:.2f} GB in {result.seconds:.0f} s"
+                   + (" and pushed it" if push else ""))

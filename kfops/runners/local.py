@@ -28,7 +28,7 @@ from kfops.adapters.kfp_local import (
     run_folder_pattern,
 )
 from kfops.config import KfopsConfig
-from kfops.errors import PipelineFailed
+from kfops.errors import ConfigError, PipelineFailed
 from kfops.progress import PLAIN_LINE
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -184,6 +184,7 @@ def run_locally(
     name: str = "training",
     on_event: Callable[[str], None] | None = None,
     on_task: Callable[[TaskEvent], None] | None = None,
+    runner: str = "subprocess",
 ) -> LocalRun:
     """Compile ``name`` for ``cfg``, load the YAML back and run it with kfp.local's SubprocessRunner.
 
@@ -195,8 +196,17 @@ def run_locally(
     """
     console_out, console_err = sys.stdout, sys.stderr
     on_event = on_event or (lambda line: print(line, file=console_err, flush=True))
+    docker_args = None
+    if runner == "docker":
+        from kfops.runners import containers
+
+        cfg = containers.docker_run_config(cfg)
+    elif runner != "subprocess":
+        raise ConfigError(f"unknown runner '{runner}'", hint="choose subprocess (default) or docker")
     compiled = compile_pipeline(cfg, name, cfg.data_dir / "compiled" / f"{name}.yaml")
     cfg.pipeline_root.mkdir(parents=True, exist_ok=True)
+    if runner == "docker":
+        docker_args = containers.docker_runner_args(cfg)
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path, log_file = _create_run_log(logs, name)
@@ -225,7 +235,8 @@ def run_locally(
             with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 try:
                     # Tasks resolve the compiled config's relative paths where this config did.
-                    run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd())
+                    run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd(),
+                                 docker_args=docker_args)
                 except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
                     error = err
         finally:

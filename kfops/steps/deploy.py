@@ -34,7 +34,12 @@ def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:
         result = rollout(cfg, str(target.version))
         return {"endpoint": result["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
                 "rollout": result, "just_registered": version}
-    status = process.start_server(cfg, model_version=str(target.version))
+    if serving_target(cfg) == "docker":
+        from kfops.serving.local.container import start_server_container
+
+        status = start_server_container(cfg, model_version=str(target.version))
+    else:
+        status = process.start_server(cfg, model_version=str(target.version))
     model_dir = registry.fetch_version_dir(cfg, target.version)
     example = example_request_rows(model_dir)
     response = serving_client.smoke_test(status["url"], cfg.registry.model_name, example)

@@ -47,8 +47,23 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     last_path.parent.mkdir(parents=True, exist_ok=True)
     last_path.write_text(json.dumps({"stats": result.stats}, default=str))
     counts = frame[SPLIT_COLUMN].value_counts().to_dict()
-    return {"rows": len(frame), "splits": {k: int(v) for k, v in counts.items()},
-            "label_rate": float(frame[cfg.dataset.label].mean())}
+    result = {"rows": len(frame), "splits": {k: int(v) for k, v in counts.items()},
+              "label_rate": float(frame[cfg.dataset.label].mean())}
+    if cfg.features.materialize_online:
+        result["materialized"] = materialize_window(cfg, Path(sources_dir))
+    return result
+
+
+def materialize_window(cfg: KfopsConfig, sources_dir: Path) -> dict[str, int | None]:
+    """Load the online store with each entity's latest features up to the window's end."""
+    from kfops.adapters import feast_store as features
+
+    start = dt.datetime.combine(cfg.dataset.start, dt.time(), tzinfo=dt.UTC)
+    end = dt.datetime.combine(cfg.dataset.end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    loaded = features.materialize(cfg, start, end, store=features.apply_definitions(cfg, sources_dir))
+    print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d}: "
+          + ", ".join(f"{view} {'?' if count is None else count}" for view, count in loaded.items()), flush=True)
+    return loaded
 
 
 

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "kfops"
 
 # The SDKs kfops talks to. Only kfops.adapters may import them; kserve is confined to the KServe
 # adapter in serving, as the serving image's one server framework.
-VENDOR_SDKS = {"mlflow", "feast", "great_expectations", "evidently", "kfp", "kubernetes", "boto3", "botocore"}
+VENDOR_SDKS = {"mlflow", "feast", "great_expectations", "evidently", "kfp", "kubernetes", "boto3", "botocore", "docker"}
 ADAPTERS = "kfops.adapters"
 KSERVE_HOME = "kfops.serving.kserve"
 # core/ is pure logic: none of the above, nor any server framework or training library.

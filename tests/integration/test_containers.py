@@ -1,0 +1,192 @@
+"""The training pipeline in containers, on the production profile, as a cluster would run it.
+
+`kfops build` makes the pipeline and serving images (from a Debian-made base where one exists,
+with this machine's pip settings), then `kfops run training --runner docker` runs the compiled
+YAML with kfp.local's DockerRunner: each task in its own container, as the image's non-root user,
+sharing only the pipeline root and the services on loopback:
+- MLflow: a tracking server on PostgreSQL, artifacts on S3 (a moto server);
+- Feast: a SQL registry on PostgreSQL, the online store on a Redis that asks for a password;
+- deploy: the model server as a container of the serving image, with the predictor's environment.
+A raw flight then gets its features from that Redis through the containerised server. A secret
+planted in the environment must appear nowhere: not in the compiled YAML, the MLflow run, or a log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kfops.config import load_config
+from tests.conftest import REPO_ROOT, free_port, need, port_open
+from tests.integration.conftest import S3_CLIENT_ENV, stop
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PIPELINE_IMAGE = "kfops:local-test"
+SERVING_IMAGE = "kfops-serving:local-test"
+BASE_IMAGE = os.environ.get("KFOPS_BASE_IMAGE", "kfops-base:bookworm")
+REDIS_SECRET = f"planted-redis-{uuid.uuid4().hex}"
+KFOPS = Path(sys.executable).parent / "kfops"
+
+
+def docker_ready() -> bool:
+    from kfops.cluster.images import docker_available
+
+    return docker_available()
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Both images, built (or brought up to date: the layer cache makes that quick) by `kfops build`."""
+    need(docker_ready(), "no Docker engine answers `docker info` (scripts/docker_engine.sh starts one)")
+    base = BASE_IMAGE if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True,
+                                        check=False).returncode == 0 else None
+    command = [str(KFOPS), "build", "--role", "pipeline", "--role", "serving", "--pip-from-host",
+               "--set", f"cluster.image={PIPELINE_IMAGE}", "--set", f"cluster.serving_image={SERVING_IMAGE}"]
+    if base:  # Docker Hub is out of reach here: the Debian-made base, and torch from pip's own indexes
+        command += ["--base-image", base, "--torch-index", ""]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False, timeout=1800)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return {"pipeline": PIPELINE_IMAGE, "serving": SERVING_IMAGE, "build_output": result.stdout}
+
+
+@pytest.fixture(scope="module")
+def redis_with_password(tmp_path_factory):
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(folder), "--requirepass", REDIS_SECRET],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            if port_open("127.0.0.1", port) or process.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert process.poll() is None, "redis-server exited at start"
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def feast_registry_database():
+    import psycopg2
+
+    need(port_open("127.0.0.1", 5432), "PostgreSQL is not listening on 127.0.0.1:5432")
+    database = f"kfops_feast_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{database}"')
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+    finally:
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="module")
+def containerised_run(images, _production_mlflow_server, redis_with_password, feast_registry_database,
+                      tmp_path_factory):
+    root = tmp_path_factory.mktemp("containers")
+    port = free_port()
+    model_name = f"flights-containers-{uuid.uuid4().hex[:6]}"
+    overrides = [
+        f"data_dir={root / 'data'}", "dataset.start=2013-01-01", "dataset.end=2013-01-14",
+        "train.xgboost.n_estimators=60", "evaluate.gate.min_roc_auc=0.55", "evaluate.behavioural_checks=false",
+        f"registry.tracking_uri={_production_mlflow_server['tracking_uri']}",
+        f"registry.model_name={model_name}", f"registry.experiment={model_name}",
+        f"features.registry={feast_registry_database}", "features.online_store=redis",
+        f"features.redis_connection={redis_with_password}", "features.materialize_online=true",
+        f"features.project=containers_{uuid.uuid4().hex[:8]}",
+        f"cluster.image={images['pipeline']}", f"cluster.serving_image={images['serving']}",
+        f"serving.http_port={port}", "serving.startup_timeout_s=300",
+    ]
+    env = {**os.environ, **S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": _production_mlflow_server["s3"],
+           "KFOPS__FEATURES__REDIS_PASSWORD": REDIS_SECRET, "KFOPS_PROGRESS": "plain"}
+    env.pop("KFOPS_PROJECT_DIR", None)
+    command = [str(KFOPS), "run", "training", "--runner", "docker", "--config", str(REPO_ROOT / "kfops.yaml")]
+    for item in overrides:
+        command += ["--set", item]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False, timeout=1800)
+    cfg = load_config(REPO_ROOT / "kfops.yaml", overrides, environ={})
+    yield {"result": result, "cfg": cfg, "root": root, "port": port, "env": env}
+    from kfops.serving.local.container import stop_server_container
+
+    stop_server_container(cfg)
+
+
+def test_the_pipeline_runs_in_containers_and_registers(containerised_run):
+    result = containerised_run["result"]
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    # Each task ran in a container of the pipeline image (kfp.local's DockerRunner says so).
+    assert output.count(f"Found image '{PIPELINE_IMAGE}'") >= 6, output[-3000:]
+
+    from kfops.adapters import mlflow_registry as registry
+
+    cfg = containerised_run["cfg"]
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": containerised_run["env"]["MLFLOW_S3_ENDPOINT_URL"]}.items():
+            patch.setenv(key, value)
+        champion = registry.model_version(cfg, alias=registry.CHAMPION)
+    assert champion is not None and str(champion.version) == "1"
+
+
+def test_the_containerised_server_answers_a_raw_flight_from_redis(containerised_run):
+    from kfops.adapters import docker_engine
+    from kfops.serving.local.container import container_name
+
+    assert containerised_run["result"].returncode == 0
+    cfg = containerised_run["cfg"]
+    state = docker_engine.container_state(container_name(cfg))
+    assert state is not None and state.running and state.image == SERVING_IMAGE
+    flight = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228", "distance": 1400.0,
+              "flight": 1545, "sched_dep": "2013-01-14T17:15"}
+    url = f"http://127.0.0.1:{containerised_run['port']}/v1/models/{cfg.registry.model_name}:predict"
+    response = httpx.post(url, json={"instances": [flight]}, timeout=60, trust_env=False)
+    assert response.status_code == 200, response.text
+    prediction = response.json()["predictions"][0]
+    assert 0.0 <= prediction["probability"] <= 1.0
+
+    # The features came from the password-protected Redis: it holds the materialized rows.
+    import redis
+
+    host, port = cfg.features.redis_connection.split(":")
+    client = redis.Redis(host=host, port=int(port), password=REDIS_SECRET)
+    assert client.dbsize() > 0
+
+
+def test_a_planted_secret_is_nowhere(containerised_run):
+    result = containerised_run["result"]
+    assert result.returncode == 0
+    root = containerised_run["root"]
+    places = {"run output": result.stdout + result.stderr}
+    for path in (root / "data").rglob("*"):
+        if path.is_file() and path.suffix in {".yaml", ".log", ".json", ".txt", ".html"}:
+            places[str(path)] = path.read_text(errors="replace")
+    compiled = root / "data" / "compiled" / "training.yaml"
+    assert compiled.is_file()
+
+    from kfops.adapters import mlflow_registry as registry
+
+    cfg = containerised_run["cfg"]
+    client = registry.client(cfg)
+    experiment = client.get_experiment_by_name(cfg.registry.experiment)
+    for run in client.search_runs([experiment.experiment_id]):
+        places[f"mlflow run {run.info.run_id}"] = json.dumps({"params": run.data.params, "tags": run.data.tags})
+    from kfops.adapters import docker_engine
+    from kfops.serving.local.container import container_name
+
+    places["server log"] = docker_engine.logs(container_name(cfg), tail=2000)
+    leaked = [where for where, text in places.items() if REDIS_SECRET in text]
+    assert not leaked, leaked
