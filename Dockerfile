@@ -10,18 +10,17 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # Build-time pip settings only (docker/pip/README.md); this stage is not part of the image.
 COPY docker/pip/ /etc/kfops-pip/
-RUN python3 -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
+RUN touch /etc/kfops-pip/pip.conf && python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH PIP_CONFIG_FILE=/etc/kfops-pip/pip.conf
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY docker/requirements.py docker/
 # Dependencies before the code, so a code change rebuilds one small layer.
-RUN if [ -f /etc/kfops-pip/pip.conf ]; then export PIP_CONFIG_FILE=/etc/kfops-pip/pip.conf; fi \
- && if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" "$(python3 docker/requirements.py pipeline torch)"; fi \
+RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" "$(python3 docker/requirements.py pipeline torch)"; fi \
  && python3 docker/requirements.py pipeline > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
 COPY kfops ./kfops
-RUN pip install --no-deps . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+RUN pip install --no-deps --no-build-isolation . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -51,11 +51,14 @@ class BuildOptions:
     torch_index: str | None = None  # default PyTorch's CPU index (cu* for gpu); "" = pip's own indexes
     pip_from_host: bool = False
     network_host: bool = False
+    gpu_base_image: str | None = None  # default: the CUDA runtime image Dockerfile.gpu names
 
     def build_args(self, role: str) -> dict[str, str]:
         args = {}
-        if self.base_image is not None and role != "gpu":  # the GPU image needs its CUDA base
+        if self.base_image is not None and role != "gpu":  # the GPU image keeps its CUDA base
             args["BASE_IMAGE"] = self.base_image
+        if self.gpu_base_image is not None and role == "gpu":
+            args["BASE_IMAGE"] = self.gpu_base_image
         if self.torch_index is not None and role != "serving":
             args["TORCH_INDEX"] = self.torch_index
         return args
@@ -160,8 +163,10 @@ def context_files(repo_root: Path) -> Iterator[tuple[str, Path]]:
                 yield relative, Path(folder) / name
 
 
-def context_tar(repo_root: Path, pip_settings: dict[str, bytes] | None = None) -> bytes:
-    """The build context as an uncompressed tar; ``pip_settings`` fills ``docker/pip/``."""
+def context_tar(repo_root: Path, pip_settings: dict[str, bytes] | None = None,
+                extra_files: dict[str, bytes] | None = None) -> bytes:
+    """The build context as an uncompressed tar; ``pip_settings`` fills ``docker/pip/``, and
+    ``extra_files`` (context path -> bytes) are added as they are."""
     buffer = io.BytesIO()
     # ustar: the docker CLI recognises a context on stdin by its first 512 bytes, which a PAX header spoils.
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
@@ -175,8 +180,9 @@ def context_tar(repo_root: Path, pip_settings: dict[str, bytes] | None = None) -
             elif not info.issym():
                 tar.addfile(info)
         settings = {"README.md": b"build-time pip settings (kfops build)\n", **(pip_settings or {})}
-        for name, data in settings.items():
-            info = tarfile.TarInfo(f"{PIP_SETTINGS_DIR}/{name}")
+        added = {f"{PIP_SETTINGS_DIR}/{name}": data for name, data in settings.items()} | (extra_files or {})
+        for name, data in added.items():
+            info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
             tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
@@ -291,13 +297,13 @@ def pip_settings_from_host(host: HostPip, mirror: _LoopbackMirror) -> dict[str, 
 
 
 @contextlib.contextmanager
-def build_context(repo_root: Path, pip_from_host: bool) -> Iterator[bytes]:
+def build_context(repo_root: Path, pip_from_host: bool, extra_files: dict[str, bytes] | None = None) -> Iterator[bytes]:
     """The context tar; with ``pip_from_host``, the loopback mirror it names runs until the block ends."""
     if not pip_from_host:
-        yield context_tar(repo_root)
+        yield context_tar(repo_root, extra_files=extra_files)
         return
     with _LoopbackMirror() as mirror:
-        yield context_tar(repo_root, pip_settings_from_host(read_host_pip(), mirror))
+        yield context_tar(repo_root, pip_settings_from_host(read_host_pip(), mirror), extra_files)
 
 
 @dataclass

@@ -27,7 +27,7 @@ import pytest
 
 from kfops.config import load_config
 from tests.conftest import REPO_ROOT, free_port, need, port_open
-from tests.integration.conftest import S3_CLIENT_ENV, stop
+from tests.support.production_profile import production_profile
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,66 +60,37 @@ def images():
 
 
 @pytest.fixture(scope="module")
-def redis_with_password(tmp_path_factory):
-    need(shutil.which("redis-server") is not None, "redis-server is not installed")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(folder), "--requirepass", REDIS_SECRET],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            if port_open("127.0.0.1", port) or process.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert process.poll() is None, "redis-server exited at start"
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop(process)
-
-
-@pytest.fixture(scope="module")
-def feast_registry_database():
-    import psycopg2
-
+def profile(tmp_path_factory):
     need(port_open("127.0.0.1", 5432), "PostgreSQL is not listening on 127.0.0.1:5432")
-    database = f"kfops_feast_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f'CREATE DATABASE "{database}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
-    finally:
-        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+    need(shutil.which("redis-server") is not None, "redis-server is not installed")
+    need((Path(sys.executable).parent / "moto_server").is_file(), "moto[server] is not installed")
+    with production_profile(tmp_path_factory.mktemp("profile"), REDIS_SECRET) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
-def containerised_run(images, _production_mlflow_server, redis_with_password, feast_registry_database,
-                      tmp_path_factory):
+def containerised_run(images, profile, tmp_path_factory):
     root = tmp_path_factory.mktemp("containers")
     port = free_port()
     model_name = f"flights-containers-{uuid.uuid4().hex[:6]}"
     overrides = [
         f"data_dir={root / 'data'}", "dataset.start=2013-01-01", "dataset.end=2013-01-14",
         "train.xgboost.n_estimators=60", "evaluate.gate.min_roc_auc=0.55", "evaluate.behavioural_checks=false",
-        f"registry.tracking_uri={_production_mlflow_server['tracking_uri']}",
         f"registry.model_name={model_name}", f"registry.experiment={model_name}",
-        f"features.registry={feast_registry_database}", "features.online_store=redis",
-        f"features.redis_connection={redis_with_password}", "features.materialize_online=true",
         f"features.project=containers_{uuid.uuid4().hex[:8]}",
         f"cluster.image={images['pipeline']}", f"cluster.serving_image={images['serving']}",
-        f"serving.http_port={port}", "serving.startup_timeout_s=300",
+        f"serving.http_port={port}", "serving.startup_timeout_s=300", *profile.overrides,
     ]
-    env = {**os.environ, **S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": _production_mlflow_server["s3"],
-           "KFOPS__FEATURES__REDIS_PASSWORD": REDIS_SECRET, "KFOPS_PROGRESS": "plain"}
+    env = {**os.environ, **profile.env, "KFOPS_PROGRESS": "plain"}
     env.pop("KFOPS_PROJECT_DIR", None)
     command = [str(KFOPS), "run", "training", "--runner", "docker", "--config", str(REPO_ROOT / "kfops.yaml")]
     for item in overrides:
         command += ["--set", item]
+    started = time.perf_counter()
     result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False, timeout=1800)
+    print(f"containerised training run: {time.perf_counter() - started:.0f} s")
     cfg = load_config(REPO_ROOT / "kfops.yaml", overrides, environ={})
-    yield {"result": result, "cfg": cfg, "root": root, "port": port, "env": env}
+    yield {"result": result, "cfg": cfg, "root": root, "port": port, "env": env, "profile": profile}
     from kfops.serving.local.container import stop_server_container
 
     stop_server_container(cfg)
@@ -135,10 +106,7 @@ def test_the_pipeline_runs_in_containers_and_registers(containerised_run):
     from kfops.adapters import mlflow_registry as registry
 
     cfg = containerised_run["cfg"]
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": containerised_run["env"]["MLFLOW_S3_ENDPOINT_URL"]}.items():
-            patch.setenv(key, value)
-        champion = registry.model_version(cfg, alias=registry.CHAMPION)
+    champion = registry.model_version(cfg, alias=registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
 
 
@@ -162,8 +130,9 @@ def test_the_containerised_server_answers_a_raw_flight_from_redis(containerised_
     import redis
 
     host, port = cfg.features.redis_connection.split(":")
-    client = redis.Redis(host=host, port=int(port), password=REDIS_SECRET)
-    assert client.dbsize() > 0
+    assert redis.Redis(host=host, port=int(port), password=REDIS_SECRET).dbsize() > 0
+    with pytest.raises(redis.AuthenticationError):  # and it does ask for the password
+        redis.Redis(host=host, port=int(port)).dbsize()
 
 
 def test_a_planted_secret_is_nowhere(containerised_run):

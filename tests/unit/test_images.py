@@ -1,64 +1,125 @@
-"""Container images: the Dockerfiles install the package, and compiled YAML names the configured images.
+"""Container images: how `kfops build` assembles what docker builds, and the images compiled YAML names.
 
-Docker cannot build here (no daemon on this machine), so the Dockerfiles are checked as text and
-`kfops build` is checked in --dry-run mode; the compiled pipeline is checked for its images.
+The images themselves are built and run for real in tests/integration/test_containers.py; these
+check the parts that need no engine: the role requirements taken from pyproject.toml, the build
+context (what .dockerignore keeps out, the build-time pip settings), the loopback wheel mirror,
+and the commands `kfops build --dry-run` prints.
 """
 
 from __future__ import annotations
 
-import re
+import io
+import subprocess
+import sys
+import tarfile
+import tomllib
+import urllib.request
 from pathlib import Path
 
 import yaml
 
 from kfops.adapters.kfp_local import COMPONENTS, compile_pipeline
-from kfops.cluster.images import build_commands, images_in_pipeline
+from kfops.cluster import images
+from kfops.cluster.images import BuildOptions, HostPip, build_commands, images_in_pipeline
 from kfops.config import ClusterConfig, KfopsConfig
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ("pyproject.toml", "kfops", "components", "pipelines", "feature_repo", "expectations")
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
-def _instructions(dockerfile: Path) -> list[str]:
-    text = dockerfile.read_text().replace("\\\n", " ")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+def role_requirements(role: str) -> list[str]:
+    result = subprocess.run([sys.executable, "docker/requirements.py", role], cwd=REPO, capture_output=True,
+                            text=True, check=True)
+    return result.stdout.split()
 
 
-def _check_installs_the_package(dockerfile: Path) -> list[str]:
-    lines = _instructions(dockerfile)
-    copies = [(i, line) for i, line in enumerate(lines) if line.startswith("COPY ")]
-    install = next(i for i, line in enumerate(lines) if re.match(r"RUN pip install \.(\s|$)", line))
-    for name in COPIED:
-        where = [i for i, line in copies if re.search(rf"\b{re.escape(name)}\b", line.split()[1:-1].__str__())]
-        assert where, f"{dockerfile.name} does not COPY {name}"
-        assert min(where) < install, f"{dockerfile.name} copies {name} after `pip install .`"
-    return lines
+def names(requirements: list[str]) -> set[str]:
+    import re
+
+    return {re.match(r"[A-Za-z0-9._-]+", r).group(0) for r in requirements}
 
 
-def test_cpu_dockerfile_installs_the_package_with_cpu_torch():
-    lines = _check_installs_the_package(REPO / "Dockerfile")
-    torch = [line for line in lines if "torch" in line and line.startswith("RUN pip install")]
-    assert torch and all("download.pytorch.org/whl/cpu" in line for line in torch)
+def test_serving_image_installs_no_training_stack():
+    serving = role_requirements("serving")
+    assert not names(serving) & {"torch", "great-expectations", "evidently", "kfp", "mlflow", "xgboost"}
+    assert {"kserve", "mlflow-skinny", "xgboost-cpu", "redis"} <= names(serving)
+    # The ranges are pyproject's own, renamed: mlflow-skinny takes mlflow's range.
+    mlflow = next(r for r in PYPROJECT["project"]["dependencies"] if r.startswith("mlflow"))
+    assert "mlflow-skinny" + mlflow.removeprefix("mlflow") in serving
 
 
-def test_gpu_dockerfile_installs_a_cuda_torch_build():
-    lines = _check_installs_the_package(REPO / "Dockerfile.gpu")
-    assert lines[0].startswith("FROM nvidia/cuda:")
-    torch = [line for line in lines if "torch" in line and line.startswith("RUN pip install")]
-    assert torch and all(re.search(r"download\.pytorch\.org/whl/cu\d+", line) for line in torch)
+def test_pipeline_image_keeps_every_dependency_with_cpu_xgboost():
+    pipeline = role_requirements("pipeline")
+    assert len(pipeline) == len(PYPROJECT["project"]["dependencies"])
+    assert "torch" in names(pipeline) and "xgboost-cpu" in names(pipeline) and "xgboost" not in names(pipeline)
 
 
-def test_build_commands_tag_both_images_from_config():
-    cluster = ClusterConfig(image="registry.example.com/kfops:7", gpu_image="registry.example.com/kfops-gpu:7")
-    commands = build_commands(cluster, REPO, push=True)
-    assert commands == [
-        ["docker", "build", "--file", str(REPO / "Dockerfile"), "--tag", "registry.example.com/kfops:7", str(REPO)],
-        ["docker", "push", "registry.example.com/kfops:7"],
-        ["docker", "build", "--file", str(REPO / "Dockerfile.gpu"), "--tag", "registry.example.com/kfops-gpu:7",
-         str(REPO)],
-        ["docker", "push", "registry.example.com/kfops-gpu:7"],
-    ]
-    assert [c[1] for c in build_commands(cluster, REPO)] == ["build", "build"]
+def test_an_unknown_role_or_name_is_refused():
+    result = subprocess.run([sys.executable, "docker/requirements.py", "nope"], cwd=REPO, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode != 0 and "unknown image role 'nope'" in result.stderr
+    result = subprocess.run([sys.executable, "docker/requirements.py", "serving", "torch"], cwd=REPO,
+                            capture_output=True, text=True, check=False)
+    assert result.returncode != 0 and "installs no 'torch'" in result.stderr
+
+
+def test_build_commands_tag_each_role_from_config_with_build_args():
+    cluster = ClusterConfig(image="reg.example/kfops:7", gpu_image="reg.example/kfops-gpu:7",
+                            serving_image="reg.example/kfops-serving:7")
+    options = BuildOptions(base_image="kfops-base:bookworm", torch_index="")
+    commands = build_commands(cluster, REPO, push=True, options=options)
+    assert commands[0] == ["docker", "build", "--file", "Dockerfile", "--tag", "reg.example/kfops:7",
+                           "--build-arg", "BASE_IMAGE=kfops-base:bookworm", "--build-arg", "TORCH_INDEX=",
+                           str(REPO)]
+    assert commands[1] == ["docker", "push", "reg.example/kfops:7"]
+    # Serving installs no torch; the GPU image keeps its CUDA base.
+    assert commands[2][:6] == ["docker", "build", "--file", "Dockerfile.serving", "--tag", "reg.example/kfops-serving:7"]
+    assert "TORCH_INDEX=" not in commands[2]
+    assert commands[4][3:6] == ["Dockerfile.gpu", "--tag", "reg.example/kfops-gpu:7"]
+    assert "BASE_IMAGE=kfops-base:bookworm" not in commands[4]
+
+
+def test_context_leaves_out_what_dockerignore_names_and_carries_pip_settings(tmp_path):
+    data = images.context_tar(REPO, {"pip.conf": b"[global]\n"})
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert "Dockerfile" in members and "kfops/config.py" in members and "docker/requirements.py" in members
+        assert not [n for n in members if n.startswith((".git/", ".venv/", "tests/", ".kfops/")) or "__pycache__" in n]
+        assert tar.extractfile("docker/pip/pip.conf").read() == b"[global]\n"
+    # A plain ustar header first: the docker CLI tells a context on stdin from a Dockerfile by its
+    # first 512 bytes, which a PAX extended header (Python's default) spoils.
+    assert data[257:262] == b"ustar" and data[156:157] == b"0"
+
+
+def test_host_pip_settings_serve_local_folders_on_loopback(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    index = tmp_path / "pypi" / "simple" / "demo"
+    index.mkdir(parents=True)
+    (index / "index.html").write_text('<a href="../../files/demo-1.0.whl">demo</a>')
+    cert = tmp_path / "ca.pem"
+    cert.write_text("CERT")
+    host = HostPip(index_url=None, extra_index_urls=[(tmp_path / "pypi" / "simple").as_uri()],
+                   find_links=[str(wheels), str(tmp_path / "missing")], cert=cert)
+    with images._LoopbackMirror() as mirror:
+        files = images.pip_settings_from_host(host, mirror)
+        conf = files["pip.conf"].decode()
+        assert files["ca.pem"] == b"CERT" and "cert = /etc/kfops-pip/ca.pem" in conf
+        assert "trusted-host = 127.0.0.1" in conf and "missing" not in conf
+        links = next(line for line in conf.splitlines() if line.startswith("find-links")).split(" = ")[1]
+        extra = next(line for line in conf.splitlines() if line.startswith("extra-index-url")).split(" = ")[1]
+        with urllib.request.urlopen(links + "demo-1.0-py3-none-any.whl") as response:
+            assert response.read() == b"wheel"
+        with urllib.request.urlopen(extra + "demo/") as response:
+            assert b"../../files/demo-1.0.whl" in response.read()
+        # Nothing outside the served folders: no path escapes.
+        try:
+            urllib.request.urlopen(links + "..%2F..%2Fca.pem")
+            escaped = True
+        except urllib.error.HTTPError:
+            escaped = False
+        assert not escaped
 
 
 def test_build_dry_run_prints_the_commands(capsys, tmp_path):
@@ -70,8 +131,9 @@ def test_build_dry_run_prints_the_commands(capsys, tmp_path):
     except SystemExit as exit_:
         assert exit_.code in (0, None)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("docker build --file") and out[0].split("--tag ")[1].startswith("reg.example/k:1 ")
-    assert "Dockerfile.gpu" in out[1] and "--tag ghcr.io/kfops/kfops-gpu:0.1.0" in out[1]
+    assert out[0].startswith("docker build --file Dockerfile --tag reg.example/k:1 ")
+    assert "Dockerfile.serving" in out[1] and "--tag ghcr.io/kfops/kfops-serving:0.1.0" in out[1]
+    assert "Dockerfile.gpu" in out[2] and "--tag ghcr.io/kfops/kfops-gpu:0.1.0" in out[2]
 
 
 def test_checked_in_components_run_in_the_default_image():
