@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kfops.config import CONFIG_JSON_ENV
+from kfops.core.redaction import redact_uri, strip_password
 from kfops.errors import ConfigError, ServingError
 
 if TYPE_CHECKING:
@@ -52,6 +53,36 @@ def service_name(cfg: KfopsConfig) -> str:
     return name
 
 
+def predictor_environment(cfg: KfopsConfig) -> tuple[dict[str, str], list[str]]:
+    """The model server's environment, as a predictor gets it: (plain variables, secret variable names).
+
+    The plain ones hold no secret: the config as JSON (serialised without any, see
+    ``kfops.config.SECRET_KEYS``) and the runtime's settings. The secret ones are the
+    ``KFOPS__SECTION__KEY`` variables that give the secrets back where the server starts
+    (``kfops.config.load_config_json``): on a cluster, ``secretKeyRef`` entries of the
+    Kubernetes Secret ``cluster.secrets_name`` (:func:`render_inference_service`); for a
+    server started on this machine, their values are ``cfg.secret_environment()[name]``.
+    The one place both are decided, so a local container and a cluster pod see the same.
+    """
+    plain = {CONFIG_JSON_ENV: cfg.to_json(), "PYTHONUNBUFFERED": "1"}
+    return plain, sorted(cfg.secret_environment())
+
+
+def _container_env(cfg: KfopsConfig) -> list[dict[str, Any]]:
+    plain, secret_names = predictor_environment(cfg)
+    env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in plain.items()]
+    if secret_names and not cfg.cluster.secrets_name:
+        raise ConfigError(
+            f"the predictor needs secrets ({', '.join(secret_names)}) and cluster.secrets_name names no "
+            "Kubernetes Secret to take them from; kfops never writes a secret into a manifest",
+            hint=f"kubectl -n <serving namespace> create secret generic kfops-secrets --from-literal="
+                 f"{secret_names[0]}=... and set cluster.secrets_name: kfops-secrets",
+        )
+    env += [{"name": name, "valueFrom": {"secretKeyRef": {"name": cfg.cluster.secrets_name, "key": name}}}
+            for name in secret_names]
+    return env
+
+
 def render_inference_service(
     cfg: KfopsConfig, version: str, *, namespace: str | None = None, canary_percent: int | None = None
 ) -> dict[str, Any]:
@@ -59,14 +90,15 @@ def render_inference_service(
     tracking_uri = cfg.tracking_uri
     if tracking_uri.startswith(_LOCAL_STORES):
         raise ConfigError(
-            f"the cluster cannot read the local registry {tracking_uri}",
+            f"the cluster cannot read the local registry {redact_uri(tracking_uri)}",
             hint="set registry.tracking_uri to the MLflow server the cluster reaches (see docs/deployment.md)",
         )
     isvc = cfg.serving.kserve
     name = service_name(cfg)
     model_uri = f"models:/{cfg.registry.model_name}/{version}"
     args = [
-        "--name", cfg.registry.model_name, "--model-uri", model_uri, "--tracking-uri", tracking_uri,
+        # No password on a command line: the server takes it from its config (secretKeyRef env).
+        "--name", cfg.registry.model_name, "--model-uri", model_uri, "--tracking-uri", strip_password(tracking_uri),
         "--host", "0.0.0.0", "--http-port", str(PORT),
         "--online-lookup", "none" if isvc.transformer else isvc.online_lookup,
         "--max-batch-size", str(cfg.serving.max_batch_size), "--max-latency-ms", f"{cfg.serving.max_latency_ms:g}",
@@ -79,10 +111,7 @@ def render_inference_service(
         "image": cfg.cluster.image,
         "command": ["python", "-m", "kfops.serving"],
         "args": args,
-        "env": [
-            {"name": CONFIG_JSON_ENV, "value": cfg.to_json()},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
+        "env": _container_env(cfg),
         "ports": [{"containerPort": PORT, "protocol": "TCP"}],
         "resources": {
             "requests": {"cpu": isvc.cpu_request, "memory": isvc.memory_request},
