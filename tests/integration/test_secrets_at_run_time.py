@@ -175,9 +175,9 @@ def test_the_local_model_server_gets_secrets_only_through_its_environment(tmp_pa
 
 # --- a kfp.local run ------------------------------------------------------------------------------
 
-WINDOW = ["dataset.start=2013-01-01", "dataset.end=2013-01-10"]
+WINDOW = ["dataset.start=2013-01-01", "dataset.end=2013-01-07"]
 # Never blessed: register and deploy are not what this is about, and a short run is.
-QUICK = ["train.xgboost.n_estimators=20", "evaluate.gate.min_roc_auc=1.01", "evaluate.behavioural_checks=false"]
+QUICK = ["train.xgboost.n_estimators=10", "evaluate.gate.min_roc_auc=1.01", "evaluate.behavioural_checks=false"]
 
 
 @pytest.mark.slow
@@ -191,7 +191,8 @@ def test_a_local_run_logs_no_planted_secret(tmp_path, monkeypatch, fresh_databas
     monkeypatch.setenv("KFOPS__REGISTRY__TRACKING_URI", tracking_uri(fresh_database))
     monkeypatch.setenv("KFOPS__DATA_DIR", str(tmp_path / ".kfops"))
     monkeypatch.chdir(REPO_ROOT)
-    cfg = load_config(REPO_ROOT / "kfops.yaml", [*WINDOW, *QUICK, f"registry.artifact_location={(tmp_path / 'artifacts').as_uri()}"])
+    artifacts = f"registry.artifact_location={(tmp_path / 'artifacts').as_uri()}"  # not ./mlruns in the repo
+    cfg = load_config(REPO_ROOT / "kfops.yaml", [*WINDOW, *QUICK, artifacts])
     assert cfg.features.redis_password is not None and PG_PASSWORD in cfg.tracking_uri
     lines: list[str] = []
     try:

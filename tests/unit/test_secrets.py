@@ -171,7 +171,7 @@ def test_the_inference_service_references_a_kubernetes_secret_and_holds_none(tmp
 
 
 def test_an_inference_service_needing_secrets_without_a_secret_name_is_refused(tmp_path):
-    with pytest.raises(ConfigError, match="cluster.secrets_name") as caught:
+    with pytest.raises(ConfigError, match=r"cluster\.secrets_name") as caught:
         render_inference_service(cluster_planted(tmp_path), "3")
     assert leaks(str(caught.value) + str(caught.value.hint)) == []
 
