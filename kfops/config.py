@@ -21,12 +21,15 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SecretStr,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
 from kfops.core.drift import DriftConfig
+from kfops.core.redaction import redact_uri, strip_password
 from kfops.core.retrain_policy import RetrainPolicy
 from kfops.errors import ConfigError
 
@@ -40,10 +43,26 @@ PROJECT_DIR_ENV = "KFOPS_PROJECT_DIR"
 # Path keys, by what they hold: files of the project, read only; and state kfops writes.
 PROJECT_PATH_KEYS = ("dataset.source_dir", "validation.suites_dir", "features.repo_path")
 STATE_PATH_KEYS = ("data_dir", "serving.inference_log_dir")
+# Secrets (see docs/security.md, "Where secrets go"). SECRET_KEYS hold nothing but a credential:
+# SecretStr fields, never serialised. CREDENTIAL_KEYS are URIs and connection strings that may
+# carry one (``user:password@``, Redis ``password=``): serialised without it. Either comes back
+# where a step or the model server runs, from its KFOPS__SECTION__KEY environment variable
+# (:meth:`KfopsConfig.with_secrets`), which on a cluster a Kubernetes Secret fills.
+SECRET_KEYS = ("features.redis_password",)
+CREDENTIAL_KEYS = ("registry.tracking_uri", "registry.registry_uri", "features.registry", "features.redis_connection")
+
+
+def env_name(key: str) -> str:
+    """The environment variable that overrides ``section.key``: ``KFOPS__SECTION__KEY``."""
+    return ENV_PREFIX + "__".join(part.upper() for part in key.split("."))
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __repr_args__(self) -> Any:  # a printed or logged config shows no password
+        for name, value in super().__repr_args__():
+            yield name, (redact_uri(value) if isinstance(value, str) else value)
 
 
 class DatasetConfig(_Strict):
@@ -157,15 +176,34 @@ class FeaturesConfig(_Strict):
         description="Columns known only after the event; feature views and training sets holding one are refused.",
     )
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Online store kind.")
-    redis_connection: str = Field("127.0.0.1:6379", description="Redis connection string for Feast.")
+    redis_connection: str = Field(
+        "127.0.0.1:6379", description="Redis connection string for Feast (`host:port[,ssl=true]`); a "
+        "`password=` in it is never serialised: prefer redis_password."
+    )
+    redis_password: SecretStr | None = Field(
+        None, exclude=True, description="Password of the Redis online store. A secret: set it only through "
+        "KFOPS__FEATURES__REDIS_PASSWORD (a Kubernetes Secret on a cluster); never serialised or shown."
+    )
     registry: str | None = Field(
-        None, description="Feast registry path or URI (s3://, postgresql://); default: under data_dir."
+        None, description="Feast registry path or URI (s3://, postgresql://); default: under data_dir. A "
+        "password in it is never serialised: give it through KFOPS__FEATURES__REGISTRY or PGPASSWORD."
     )
     materialize_online: bool = Field(
         False, description="featurize also loads the online store with each entity's latest features of the "
         "window, so the deployed server answers raw requests (what a production pipeline does; "
         "`kfops features materialize` does it by hand)."
     )
+
+    @field_serializer("redis_connection", "registry")
+    def _without_password(self, value: str | None) -> str | None:
+        return strip_password(value) if value else value
+
+    @property
+    def online_connection(self) -> str:
+        """Feast's Redis connection string, with the password from redis_password when set."""
+        if self.redis_password is None:
+            return self.redis_connection
+        return f"{strip_password(self.redis_connection)},password={self.redis_password.get_secret_value()}"
 
 
 class SplitConfig(_Strict):
@@ -256,7 +294,11 @@ class EvaluateConfig(_Strict):
 class RegistryConfig(_Strict):
     """The MLflow tracking store and Model Registry: where runs and model versions are kept, and promotion."""
 
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: SQLite under data_dir.")
+    tracking_uri: str | None = Field(
+        None, description="MLflow tracking URI; default: SQLite under data_dir. A `user:password@` in it is "
+        "never serialised or shown: give it through KFOPS__REGISTRY__TRACKING_URI, or use PGPASSWORD, "
+        "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN."
+    )
     registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI.")
     artifact_location: str | None = Field(None, description="Default artifact root for new experiments.")
     experiment: str = "kfops-flights"
@@ -264,6 +306,10 @@ class RegistryConfig(_Strict):
     auto_promote: bool = Field(False, description="Move @champion to a blessed model without a person.")
     http_max_retries: int = Field(2, ge=0, description="MLflow's own retries per HTTP request to a tracking server.")
     http_timeout_s: int = Field(30, ge=1, description="Timeout of one HTTP request to a tracking server.")
+
+    @field_serializer("tracking_uri", "registry_uri")
+    def _without_password(self, value: str | None) -> str | None:
+        return strip_password(value) if value else value
 
 
 class CanaryConfig(_Strict):
@@ -378,6 +424,10 @@ class ClusterConfig(_Strict):
     serving_service_account: str | None = Field(
         None, description="Service account of the InferenceServices (reads model artifacts)."
     )
+    secrets_name: str | None = Field(
+        None, description="Kubernetes Secret in the serving namespace whose keys are the KFOPS__ variables of "
+        "the secrets the predictor needs (e.g. KFOPS__FEATURES__REDIS_PASSWORD); referenced, never copied."
+    )
 
 
 class KfopsConfig(_Strict):
@@ -457,13 +507,72 @@ class KfopsConfig(_Strict):
         must not be written at run time anyway; and a pod's disk is gone when the task ends, so
         data_dir is scratch there: what outlives a task lives in the shared stores (MLflow
         server, Feast registry, pipeline artifacts). An absolute path stays as written.
+
+        Secrets, which the compiled pipeline never carries, come back from the environment
+        (:meth:`with_secrets`).
         """
         variables: Mapping[str, str] = os.environ if environ is None else environ
+        cfg = self.with_secrets(variables)
         project = variables.get(PROJECT_DIR_ENV)
         if project:
             base = Path(project).expanduser()
-            return self.resolve(base)
-        return self.resolve(Path.cwd(), state_base=scratch_dir())
+            return cfg.resolve(base)
+        return cfg.resolve(Path.cwd(), state_base=scratch_dir())
+
+    def with_secrets(self, environ: Mapping[str, str] | None = None) -> KfopsConfig:
+        """A copy with the secrets that serialising dropped given back from ``KFOPS__`` variables.
+
+        A secret key (``features.redis_password``) takes its variable whenever it is set. A URI
+        or connection string takes its variable only when that names the same store as the
+        value here once the password is set aside (``postgresql://u:pw@db/x`` for
+        ``postgresql://u@db/x``): the password comes back, and a value chosen by ``--set`` is
+        never replaced by a different one from the environment.
+        """
+        variables: Mapping[str, str] = os.environ if environ is None else environ
+        cfg = self
+        for key in SECRET_KEYS:
+            value = variables.get(env_name(key))
+            if value:
+                cfg = _with_key(cfg, key, SecretStr(value))
+        for key in CREDENTIAL_KEYS:
+            value, current = variables.get(env_name(key)), _get_key(cfg, key)
+            if value and current is not None and value != current and strip_password(value) == strip_password(current):
+                cfg = _with_key(cfg, key, value)
+        if cfg is not self:
+            cfg = cfg.model_copy()
+            cfg._written, cfg._resolved_against = dict(self._written), self._resolved_against
+        return cfg
+
+    def with_credentials(self, uri: str | None) -> str | None:
+        """``uri`` with the password of this config's tracking or registry URI, when it names that store.
+
+        A URI passed on a command line or kept in a state file has no password
+        (:func:`~kfops.core.redaction.strip_password`); this gives it back in the process that
+        connects.
+        """
+        if not uri:
+            return uri
+        for known in (self.registry.tracking_uri, self.registry.registry_uri):
+            if known and strip_password(known) == strip_password(uri):
+                return known
+        return uri
+
+    def secret_environment(self) -> dict[str, str]:
+        """The ``KFOPS__`` variables that carry this config's secrets to a process it starts.
+
+        Values in clear: give them to a child process's environment (or a Kubernetes Secret),
+        never to its command line, a file or a log.
+        """
+        found: dict[str, str] = {}
+        for key in SECRET_KEYS:
+            value = _get_key(self, key)
+            if value is not None:
+                found[env_name(key)] = value.get_secret_value()
+        for key in CREDENTIAL_KEYS:
+            value = _get_key(self, key)
+            if value and strip_password(value) != value:
+                found[env_name(key)] = value
+        return found
 
     def portable(self) -> KfopsConfig:
         """A copy with each path that :meth:`resolve` made absolute given back as written.
@@ -522,6 +631,7 @@ class KfopsConfig(_Strict):
         return f"{self.dataset.start:%Y%m%d}-{self.dataset.end:%Y%m%d}"
 
     def to_json(self) -> str:
+        """The config as JSON, without any secret (see :data:`SECRET_KEYS`, :data:`CREDENTIAL_KEYS`)."""
         return self.model_dump_json()
 
     @classmethod
@@ -581,6 +691,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(f"override '{text}' has an empty key")
+    if ".".join(path) in SECRET_KEYS:
+        return path, raw  # taken as written: a password such as 0123 or yes is not a number or a boolean
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -610,6 +722,27 @@ def env_overrides(environ: dict[str, str] | None = None) -> list[tuple[list[str]
         if path:
             found.append(parse_override(".".join(path) + "=" + raw))
     return found
+
+
+def load_config_json(text: str, environ: Mapping[str, str] | None = None) -> KfopsConfig:
+    """A config given whole as JSON (``KFOPS_CONFIG_JSON``), with ``KFOPS__`` variables over it.
+
+    What an InferenceService's container gets: the JSON holds no secret, the variables (from a
+    Kubernetes Secret) bring them, and any other override set in the pod's environment applies
+    as it would over a kfops.yaml.
+    """
+    try:
+        tree = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"the config JSON is not valid JSON: {err}") from err
+    if not isinstance(tree, dict):
+        raise ConfigError("the config JSON must hold an object at the top level")
+    for key_path, value in env_overrides(dict(os.environ if environ is None else environ)):
+        _set_path(tree, key_path, value)
+    try:
+        return KfopsConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_describe(err) + " (config JSON with KFOPS__ overrides)") from err
 
 
 def find_config_file(start: Path | None = None) -> Path | None:

@@ -6,6 +6,8 @@ docs/troubleshooting.md lists them; keep it in step with these constants).
 
 from __future__ import annotations
 
+from kfops.core.redaction import redact_uri
+
 EXIT_OK = 0
 """Done: for `kfops run`, the gate blessed the model (or the run had nothing to judge)."""
 EXIT_FAILED = 1
@@ -21,15 +23,19 @@ EXIT_INTERRUPTED = 130
 
 
 class KfopsError(Exception):
-    """Base class; ``hint`` is printed after the message on the CLI."""
+    """Base class; ``hint`` is printed after the message on the CLI.
+
+    A password in a URI quoted by the message or hint (``postgresql://u:pw@db``, a wrapped
+    MLflow error naming ``http://admin:pw@mlflow``) is replaced by ``***``: errors are shown.
+    """
 
     exit_code = EXIT_USAGE
     hint: str | None = None
 
     def __init__(self, message: str, hint: str | None = None):
-        super().__init__(message)
+        super().__init__(redact_uri(str(message)))
         if hint is not None:
-            self.hint = hint
+            self.hint = redact_uri(hint)
 
 
 class ConfigError(KfopsError):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kfops.adapters import sqlite_timestamps
 from kfops.core.files import import_callable
+from kfops.core.redaction import redact_uri
 from kfops.errors import ConfigError, DataError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def registry_config(cfg: KfopsConfig) -> str | dict[str, Any]:
 
 def online_store_config(cfg: KfopsConfig) -> dict[str, Any]:
     if cfg.features.online_store == "redis":
-        return {"type": "redis", "connection_string": cfg.features.redis_connection}
+        return {"type": "redis", "connection_string": cfg.features.online_connection}
     return {"type": "sqlite", "path": str(cfg.feast_dir / "online.db")}
 
 
@@ -112,7 +113,7 @@ def feature_store(cfg: KfopsConfig) -> FeatureStore:
             entity_key_serialization_version=3,
         )
     except ValueError as err:  # pydantic's ValidationError is a ValueError
-        raise ConfigError(f"invalid Feast settings in the features section: {err}") from err
+        raise ConfigError(f"invalid Feast settings in the features section: {redact_uri(str(err))}") from err
     return FeatureStore(config=repo_config)
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kfops.config import CONFIG_JSON_ENV
+from kfops.core.redaction import redact_uri, strip_password
 from kfops.errors import ConfigError, ServingError
 
 if TYPE_CHECKING:
@@ -52,18 +53,52 @@ def service_name(cfg: KfopsConfig) -> str:
     return name
 
 
-def predictor_container(cfg: KfopsConfig, version: str, *, host: str = "0.0.0.0", port: int = PORT) -> dict[str, Any]:
+def predictor_environment(cfg: KfopsConfig) -> tuple[dict[str, str], list[str]]:
+    """The model server's environment, as a predictor gets it: (plain variables, secret variable names).
+
+    The plain ones hold no secret: the config as JSON (serialised without any, see
+    ``kfops.config.SECRET_KEYS``) and the runtime's settings. The secret ones are the
+    ``KFOPS__SECTION__KEY`` variables that give the secrets back where the server starts
+    (``kfops.config.load_config_json``): on a cluster, ``secretKeyRef`` entries of the
+    Kubernetes Secret ``cluster.secrets_name`` (:func:`render_inference_service`); for a
+    server started on this machine, their values are ``cfg.secret_environment()[name]``.
+    The one place both are decided, so a local container and a cluster pod see the same.
+    """
+    plain = {CONFIG_JSON_ENV: cfg.to_json(), "PYTHONUNBUFFERED": "1"}
+    return plain, sorted(cfg.secret_environment())
+
+
+def _container_env(cfg: KfopsConfig, secrets_name: str | None) -> list[dict[str, Any]]:
+    plain, secret_names = predictor_environment(cfg)
+    env: list[dict[str, Any]] = [{"name": name, "value": value} for name, value in plain.items()]
+    if secret_names and not secrets_name:
+        raise ConfigError(
+            f"the predictor needs secrets ({', '.join(secret_names)}) and cluster.secrets_name names no "
+            "Kubernetes Secret to take them from; kfops never writes a secret into a manifest",
+            hint=f"kubectl -n <serving namespace> create secret generic kfops-secrets --from-literal="
+                 f"{secret_names[0]}=... and set cluster.secrets_name: kfops-secrets",
+        )
+    env += [{"name": name, "valueFrom": {"secretKeyRef": {"name": secrets_name, "key": name}}}
+            for name in secret_names]
+    return env
+
+
+def predictor_container(cfg: KfopsConfig, version: str, *, host: str = "0.0.0.0", port: int = PORT,
+                        secrets_name: str | None = None) -> dict[str, Any]:
     """The model server's container: image, command, arguments and environment.
 
     One function for both places a predictor runs: the InferenceService on a cluster, and the
     container ``serving.target: docker`` starts (:mod:`kfops.serving.local.container`), so what
-    runs locally is what a pod runs.
+    runs locally is what a pod runs. Secrets are ``secretKeyRef`` entries of the Kubernetes Secret
+    ``secrets_name`` (default ``cluster.secrets_name``); a local container gets their values
+    from the config under the same variable names.
     """
     tracking_uri = cfg.tracking_uri
     isvc = cfg.serving.kserve
     args = [
         "--name", cfg.registry.model_name, "--model-uri", f"models:/{cfg.registry.model_name}/{version}",
-        "--tracking-uri", tracking_uri, "--host", host, "--http-port", str(port),
+        # No password on a command line: the server takes it from its config (secretKeyRef env).
+        "--tracking-uri", strip_password(tracking_uri), "--host", host, "--http-port", str(port),
         "--online-lookup", "none" if isvc.transformer else isvc.online_lookup,
         "--max-batch-size", str(cfg.serving.max_batch_size), "--max-latency-ms", f"{cfg.serving.max_latency_ms:g}",
         "--max-payload-bytes", str(cfg.serving.max_payload_bytes),
@@ -75,10 +110,7 @@ def predictor_container(cfg: KfopsConfig, version: str, *, host: str = "0.0.0.0"
         "image": cfg.cluster.serving_image,
         "command": ["python", "-m", "kfops.serving"],
         "args": args,
-        "env": [
-            {"name": CONFIG_JSON_ENV, "value": cfg.to_json()},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
+        "env": _container_env(cfg, secrets_name or cfg.cluster.secrets_name),
         "ports": [{"containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": f"/v2/models/{cfg.registry.model_name}/ready"}},
     }
@@ -91,7 +123,7 @@ def render_inference_service(
     tracking_uri = cfg.tracking_uri
     if tracking_uri.startswith(_LOCAL_STORES):
         raise ConfigError(
-            f"the cluster cannot read the local registry {tracking_uri}",
+            f"the cluster cannot read the local registry {redact_uri(tracking_uri)}",
             hint="set registry.tracking_uri to the MLflow server the cluster reaches (see docs/deployment.md)",
         )
     isvc = cfg.serving.kserve

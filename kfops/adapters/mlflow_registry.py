@@ -157,6 +157,38 @@ def client(cfg: KfopsConfig) -> MlflowClient:
     return BoundedClient(mlflow_client, HttpBounds.of(cfg))  # type: ignore[return-value]
 
 
+_SQL_STORES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def store_exists(cfg: KfopsConfig) -> bool:
+    """Whether the tracking store already holds MLflow's tables, found without creating anything.
+
+    A client for a database URI creates MLflow's schema (and a SQLite file) on first use, so a
+    read-only command asks this first. A tracking server, or a file store, counts as existing:
+    the client creates no schema there.
+    """
+    uri = cfg.tracking_uri
+    scheme = uri.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in _SQL_STORES:
+        return True
+    if scheme == "sqlite":
+        path = uri.removeprefix("sqlite:///")
+        if path in ("", ":memory:") or not Path(path).is_file():
+            return False
+    import sqlalchemy
+
+    connect_args = {"connect_timeout": max(1, cfg.registry.http_timeout_s)} if scheme == "postgresql" else {}
+    engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return sqlalchemy.inspect(connection).has_table("experiments")
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        raise RegistryError(f"cannot read the MLflow store {uri}: {type(err).__name__}: {getattr(err, 'orig', None) or err}",
+                            hint="check registry.tracking_uri and that the database is up") from err
+    finally:
+        engine.dispose()
+
+
 def ensure_experiment(cfg: KfopsConfig) -> str:
     mlflow_client = client(cfg)
 

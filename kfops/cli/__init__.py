@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, VerboseOption, cli_config
+from kfops.core.redaction import redact_uri
 from kfops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_BLESSED, GateRefused, KfopsError
 
 app = typer.Typer(
@@ -205,7 +206,7 @@ def ui(
     cfg = cli_config(config, set_)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
                "--default-artifact-root", cfg.artifact_root, "--host", "127.0.0.1", "--port", str(port)]
-    echo(f"MLflow UI on http://127.0.0.1:{port}  (store: {cfg.tracking_uri})")
+    echo(f"MLflow UI on http://127.0.0.1:{port}  (store: {redact_uri(cfg.tracking_uri)})")
     os.execv(command[0], command)
 
 
@@ -357,7 +358,7 @@ def _register_subcommands() -> None:
 def _format_error(err: BaseException) -> str:
     text = f"{'not blessed' if isinstance(err, GateRefused) else 'error'}: {err}"
     hint = getattr(err, "hint", None)
-    return text + (f"\n  hint: {hint}" if hint else "")
+    return redact_uri(text + (f"\n  hint: {hint}" if hint else ""))
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -388,7 +389,7 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as err:  # the CLI boundary: one line, traceback on request
         if verbose:
             traceback.print_exc()
-        typer.echo(f"error: unexpected {type(err).__name__}: {err}", err=True)
+        typer.echo(redact_uri(f"error: unexpected {type(err).__name__}: {err}"), err=True)
         typer.echo("  hint: run again with --verbose for the traceback", err=True)
         raise SystemExit(EXIT_FAILED) from None
 

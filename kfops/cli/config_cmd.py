@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kfops.core.files import atomic_output
+from kfops.core.redaction import redact_uri
 from kfops.errors import ConfigError
 
 app = typer.Typer(
@@ -105,5 +106,5 @@ def from_terraform(
 
     typer.echo(f"wrote {output}")
     for section, key in SUMMARY_KEYS:
-        typer.echo(f"  {section}.{key} = {getattr(getattr(config, section), key)}")
+        typer.echo(redact_uri(f"  {section}.{key} = {getattr(getattr(config, section), key)}"))
     typer.echo(f"next: kfops submit --config {output}   (or export KFOPS_CONFIG={output})")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, cli_config
+from kfops.core.redaction import redact_uri
 from kfops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def materialize(
     end_at = _utc(end or dt.datetime.now(dt.UTC))
     store = features.apply_definitions(cfg, source_dir)
     loaded = features.materialize(cfg, start_at, end_at, store=store)
-    where = (f"redis at {cfg.features.redis_connection}" if cfg.features.online_store == "redis"
+    where = (f"redis at {redact_uri(cfg.features.redis_connection)}" if cfg.features.online_store == "redis"
              else f"sqlite at {cfg.feast_dir / 'online.db'}")
     typer.echo(f"materialized {start_at:%Y-%m-%d %H:%M} .. {end_at:%Y-%m-%d %H:%M} UTC into {where} "
                f"(project {cfg.features.project}, registry {features.registry_config(cfg)})")

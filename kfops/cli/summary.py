@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from kfops.core.redaction import redact_uri
+
 if TYPE_CHECKING:
     from kfops.config import KfopsConfig
     from kfops.runners.local import LocalRun
@@ -129,7 +131,7 @@ def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False) ->
     echo(f"                 evaluation: {facts['evaluation_report']}")
     echo(f"  compiled YAML  {facts['compiled']}")
     echo(f"  log            {facts['log']}")
-    echo(f"  MLflow UI      kfops ui   (= mlflow ui --backend-store-uri {cfg.tracking_uri})")
+    echo(f"  MLflow UI      kfops ui   (= mlflow ui --backend-store-uri {redact_uri(cfg.tracking_uri)})")
     if verbose:
         echo(json.dumps(facts, indent=2, default=str))
     return facts
@@ -140,7 +142,10 @@ def print_status(cfg: KfopsConfig) -> None:
 
     echo = typer.echo
     echo(f"data dir       {cfg.data_dir}")
-    echo(f"MLflow store   {cfg.tracking_uri}")
+    # Read only: a database without MLflow's tables stays so (an MLflow client would create them).
+    store_ready = registry.store_exists(cfg)
+    echo(f"MLflow store   {redact_uri(cfg.tracking_uri)}"
+         + ("" if store_ready else "  (empty: no MLflow tables yet; the first `kfops run` creates them)"))
     echo(f"Feast          offline duckdb, online {cfg.features.online_store} ({cfg.feast_dir})")
     try:
         from kfops.serving.local.process import server_status
@@ -152,6 +157,8 @@ def print_status(cfg: KfopsConfig) -> None:
         echo(f"model server   {server.get('url')}  serving v{server.get('model_version')}  (pid {server.get('pid')})")
     else:
         echo("model server   not running  (kfops deploy)")
+    if not store_ready:
+        return
     for alias in (registry.CHAMPION, registry.CHALLENGER):
         found = registry.model_version(cfg, alias=alias)
         text = f"v{found.version}  roc_auc {found.tags.get('kfops.test_roc_auc', '?')}" if found else "none"

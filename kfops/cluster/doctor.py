@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from kfops.core.redaction import redact_env
 from kfops.errors import ConfigError
 
 WARN, INFO = "warn", "info"
@@ -88,7 +89,7 @@ def inspect_pipeline(spec: dict[str, Any], expected_images: set[str] | None = No
                                     f"({', '.join(sorted(expected_images))})",
                                     "ignored: runs in this Python environment", f"pulls {image}"))
         for env in container.get("env", []):
-            findings.append(Finding(task_name, "env", f"{env.get('name')}={env.get('value')}",
+            findings.append(Finding(task_name, "env", f"{env.get('name')}={redact_env(env.get('name'), env.get('value'))}",
                                     "set", "set (the value is baked into the YAML: is it right for the cluster?)",
                                     INFO))
         retry = task.get("retryPolicy")

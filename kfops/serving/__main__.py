@@ -53,17 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     sys.argv = sys.argv[:1]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     try:
-        from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config
+        from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config, load_config_json
         from kfops.serving.runtime.loading import ModelSource
 
+        # Neither JSON carries a secret: the file's come back from the KFOPS__ variables its
+        # starter put in our environment; an InferenceService's from its Kubernetes Secret, with
+        # any other KFOPS__ override of the pod.
         if args.config_json is not None:
-            cfg = KfopsConfig.from_json(args.config_json.read_text())
+            cfg = KfopsConfig.from_json(args.config_json.read_text()).with_secrets()
         elif os.environ.get(CONFIG_JSON_ENV) and args.config is None:  # an InferenceService's container
-            cfg = KfopsConfig.from_json(os.environ[CONFIG_JSON_ENV])
+            cfg = load_config_json(os.environ[CONFIG_JSON_ENV])
         else:
             cfg = load_config(args.config)
-        source = ModelSource(model_dir=args.model_dir, model_uri=args.model_uri,
-                             tracking_uri=args.tracking_uri or (cfg.tracking_uri if args.model_uri else None))
+        tracking_uri = cfg.with_credentials(args.tracking_uri) or (cfg.tracking_uri if args.model_uri else None)
+        source = ModelSource(model_dir=args.model_dir, model_uri=args.model_uri, tracking_uri=tracking_uri)
         from kfops.serving.kserve.server import options_from_config, serve
 
         options = options_from_config(
@@ -79,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             options.inference_log_dir = None
         serve(options, cfg)
     except KfopsError as err:
+        from kfops.core.redaction import redact_uri
+
         hint = f" ({err.hint})" if err.hint else ""
-        print(f"kfops.serving: error: {err}{hint}", file=sys.stderr)
+        print(redact_uri(f"kfops.serving: error: {err}{hint}"), file=sys.stderr)
         return err.exit_code
     return 0
 

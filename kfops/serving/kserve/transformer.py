@@ -233,11 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         import os
         from pathlib import Path
 
-        from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config
+        from kfops.config import CONFIG_JSON_ENV, load_config, load_config_json
         from kfops.serving.runtime.lookup import build_lookup
 
-        if os.environ.get(CONFIG_JSON_ENV) and args.config is None:
-            cfg = KfopsConfig.from_json(os.environ[CONFIG_JSON_ENV])
+        if os.environ.get(CONFIG_JSON_ENV) and args.config is None:  # secrets come from KFOPS__ variables
+            cfg = load_config_json(os.environ[CONFIG_JSON_ENV])
         else:
             cfg = load_config(Path(args.config) if args.config else None)
         lookup = build_lookup(args.online_lookup, cfg, args.online_as_of)

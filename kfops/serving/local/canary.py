@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.redaction import redact_uri
 from kfops.errors import ServingError
 
 if TYPE_CHECKING:
@@ -209,7 +210,7 @@ def record_rollout(cfg: KfopsConfig, outcome: dict[str, Any]) -> None:
             from kfops.adapters.mlflow_registry import tag_version
 
             reasons = "; ".join(outcome.get("reasons") or [])[:4000]
-            tag_version(source.get("tracking_uri") or cfg.tracking_uri, outcome["model"], version,
+            tag_version(cfg.with_credentials(source.get("tracking_uri")) or cfg.tracking_uri, outcome["model"], version,
                         {"kfops.rollout": outcome["action"], "kfops.rollout.reasons": reasons})
         except Exception as err:  # the rollout itself is done; the tag is a courtesy
-            log.warning("could not tag version %s with the rollout outcome: %s", version, err)
+            log.warning("could not tag version %s with the rollout outcome: %s", version, redact_uri(str(err)))

@@ -26,10 +26,10 @@ def container_name(cfg: KfopsConfig) -> str:
     return f"kfops-{service_name(cfg)}"
 
 
-def container_environment(env: list[dict[str, Any]], environ: dict[str, str] | None = None) -> dict[str, str]:
+def container_environment(env: list[dict[str, Any]], secrets: dict[str, str]) -> dict[str, str]:
     """A pod's ``env`` list as a container's environment: literal values as they are; a value a
-    pod reads from a Kubernetes secret comes from this process's variable of the same name."""
-    variables = os.environ if environ is None else environ
+    pod reads from a Kubernetes secret comes from ``secrets`` (the config's own, by variable name)."""
+    variables = secrets
     result = {}
     for entry in env:
         if "value" in entry:
@@ -39,17 +39,26 @@ def container_environment(env: list[dict[str, Any]], environ: dict[str, str] | N
     return result
 
 
+def object_store_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    variables = os.environ if environ is None else environ
+    return {name: value for name, value in variables.items() if name.startswith(("AWS_", "MLFLOW_S3_"))}
+
+
 def start_server_container(cfg: KfopsConfig, model_version: str) -> dict[str, Any]:
     from kfops.adapters import docker_engine
     from kfops.adapters.kserve_cluster import predictor_container
-    spec = predictor_container(cfg, model_version, host=cfg.serving.host, port=cfg.serving.http_port)
+    # The Secret a pod would read is this machine's environment: the config's secrets, by name.
+    spec = predictor_container(cfg, model_version, host=cfg.serving.host, port=cfg.serving.http_port,
+                               secrets_name="local-environment")
     name = container_name(cfg)
     previous = f"{name}-previous"
     docker_engine.remove(previous)
     if docker_engine.container_state(name) is not None:
         docker_engine.stop(name)
         docker_engine.rename(name, previous)
-    environment = container_environment(spec["env"])
+    # A pod reads S3 through its service account's cloud identity; a local container through the
+    # same credential variables the pipeline's task containers get.
+    environment = {**object_store_environment(), **container_environment(spec["env"], cfg.secret_environment())}
     labels = {"io.kfops.model": cfg.registry.model_name, "io.kfops.version": str(model_version)}
     url = f"http://{cfg.serving.host}:{cfg.serving.http_port}"
     try:

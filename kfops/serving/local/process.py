@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfops.core.files import atomic_write_text
+from kfops.core.redaction import strip_password
 from kfops.errors import ServingError
 from kfops.serving.runtime.loading import ModelSource
 
@@ -134,7 +135,7 @@ def _source_for(
         name = cfg.registry.model_name
         model_uri = (f"models:/{name}/{model_version}" if model_version is not None
                      else f"models:/{name}@{cfg.serving.model_alias or 'champion'}")
-    return ModelSource(model_uri=model_uri, tracking_uri=tracking_uri or cfg.tracking_uri)
+    return ModelSource(model_uri=model_uri, tracking_uri=cfg.with_credentials(tracking_uri) or cfg.tracking_uri)
 
 
 def start_server(
@@ -176,7 +177,9 @@ def start_server(
         raise ServingError(f"{host}:{port} is already in use by another process",
                            hint="set serving.http_port (or --port), or stop whatever listens there")
 
-    paths["config"].write_text(cfg.to_json())
+    # No secret in the file (to_json leaves them out), and owner-only all the same; the secrets
+    # reach the server through its environment, never its command line.
+    atomic_write_text(paths["config"], cfg.to_json(), mode=0o600)
     command = [
         sys.executable, "-m", "kfops.serving", "--name", name, "--host", host, "--http-port", str(port),
         "--config-json", str(paths["config"]), "--online-lookup", online_lookup, *_source_args(source),
@@ -187,7 +190,7 @@ def start_server(
         log.flush()
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=server_environment(),
+            env={**server_environment(), **cfg.secret_environment()},
         )
     url = f"http://{host}:{port}"
     _write_state(cfg, key, {
@@ -214,7 +217,7 @@ def server_environment() -> dict[str, str]:
 def _source_args(source: ModelSource) -> list[str]:
     if source.model_dir is not None:
         return ["--model-dir", str(source.model_dir)]
-    return ["--model-uri", source.model_uri, "--tracking-uri", source.tracking_uri]
+    return ["--model-uri", source.model_uri, "--tracking-uri", strip_password(source.tracking_uri)]
 
 
 def _wait_ready(cfg: KfopsConfig, key: str, name: str, process: subprocess.Popen, url: str) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kfops.core.redaction import strip_password
 from kfops.errors import ConfigError, KfopsError
 from kfops.serving.protocol.encoding import RowEncoder
 
@@ -29,7 +30,7 @@ MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alia
 class ModelSource:
     model_dir: Path | None = None
     model_uri: str | None = None
-    tracking_uri: str | None = None
+    tracking_uri: str | None = field(default=None, repr=False)  # may carry a password
 
     def __post_init__(self):
         if (self.model_dir is None) == (self.model_uri is None):
@@ -46,10 +47,11 @@ class ModelSource:
         return str(self.model_dir) if self.model_dir is not None else str(self.model_uri)
 
     def to_dict(self) -> dict[str, str | None]:
+        """The source as kept in a state file or sent to a server: the tracking URI without its password."""
         return {
             "model_dir": str(self.model_dir) if self.model_dir is not None else None,
             "model_uri": self.model_uri,
-            "tracking_uri": self.tracking_uri if self.model_uri else None,
+            "tracking_uri": strip_password(self.tracking_uri) if self.model_uri and self.tracking_uri else None,
         }
 
     @classmethod
@@ -58,10 +60,13 @@ class ModelSource:
         if unknown:
             raise ConfigError(f"unknown model source field(s) {', '.join(sorted(unknown))}")
         model_dir = data.get("model_dir")
+        tracking_uri = data.get("tracking_uri") or default_tracking_uri
+        if tracking_uri and default_tracking_uri and strip_password(tracking_uri) == strip_password(default_tracking_uri):
+            tracking_uri = default_tracking_uri  # the same store: its password, which to_dict() left out
         return cls(
             model_dir=Path(model_dir) if model_dir else None,
             model_uri=data.get("model_uri") or None,
-            tracking_uri=data.get("tracking_uri") or default_tracking_uri,
+            tracking_uri=tracking_uri,
         )
 
 
