@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("private_prometheus_values")
 def cluster_config(*overrides: str) -> KfopsConfig:
     return load_config(None, [
         "registry.tracking_uri=http://mlflow.kfops.svc:5000", "cluster.serving_namespace=kfops-serving",
-        "cluster.serving_service_account=kfops-serving", "cluster.image=ghcr.io/acme/kfops:1.2.3",
+        "cluster.serving_service_account=kfops-serving", "cluster.serving_image=ghcr.io/acme/kfops-serving:1.2.3",
         "serving.kserve.logger_url=http://kfops-inference-log.kfops-serving.svc", "serving.kserve.max_replicas=8",
         "serving.canary.bake_s=60", "serving.canary.min_requests=200", "serving.canary.poll_s=10",
         "serving.canary.timeout_s=600", *overrides,
@@ -66,7 +66,8 @@ def test_first_deploy_manifest_matches_the_crd(isvc_schema):
     assert predictor["logger"] == {"mode": "all", "url": "http://kfops-inference-log.kfops-serving.svc"}
     assert predictor["serviceAccountName"] == "kfops-serving"
     (container,) = predictor["containers"]
-    assert container["name"] == CONTAINER and container["image"] == "ghcr.io/acme/kfops:1.2.3"
+    # The predictor runs the slim serving image, not the pipeline image.
+    assert container["name"] == CONTAINER and container["image"] == "ghcr.io/acme/kfops-serving:1.2.3"
     assert container["command"] == ["python", "-m", "kfops.serving"]
     args = container["args"]
     assert args[args.index("--model-uri") + 1] == "models:/flights-delay/7"
