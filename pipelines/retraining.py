@@ -16,6 +16,8 @@ PIPELINE_NAME = "kfops-retraining"
 
 def create_pipeline(cfg: KfopsConfig):
     """Build the retraining pipeline for ``cfg``; ``cfg.dataset`` is the new window to check and train on."""
+    from kfops.adapters.kfp_secrets import use_cluster_secrets
+
     config_json = cfg.portable().to_json()  # paths as written: no host path of the compiling machine
     image = cfg.cluster.image
     train_on_new_window = training.create_pipeline(cfg)
@@ -28,11 +30,11 @@ def create_pipeline(cfg: KfopsConfig):
                    check_time: str = ""):
         checked = drift(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                         reference_window=reference_window, current_source=current_source, check_time=check_time)
-        checked.set_caching_options(False).set_container_image(image).set_display_name("drift")
+        use_cluster_secrets(checked.set_caching_options(False).set_container_image(image).set_display_name("drift"), cfg)
         with dsl.If(checked.outputs["Output"] == True, name="retrain"):  # noqa: E712  a KFP condition, not a Python bool
             trained = train_on_new_window(config=config).set_display_name("training")
             link = link_trigger(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                                 decision=checked.outputs["decision"]).after(trained)
-            link.set_caching_options(False).set_container_image(image)
+            use_cluster_secrets(link.set_caching_options(False).set_container_image(image), cfg)
 
     return retraining

@@ -19,15 +19,21 @@ from kfops.config import KfopsConfig
 PIPELINE_NAME = "kfops-training"
 
 
-def _prepare(task: dsl.PipelineTask, image: str) -> dsl.PipelineTask:
+def _prepare_task(task: dsl.PipelineTask, image: str) -> dsl.PipelineTask:
     # Every step reads or writes external state (data window, MLflow, serving): never reuse a cached result.
     return task.set_caching_options(False).set_container_image(image)
 
 
 def create_pipeline(cfg: KfopsConfig):
     """Build the training pipeline for ``cfg``; the config is its default ``config`` parameter."""
+    from kfops.adapters.kfp_secrets import use_cluster_secrets
+
     config_json = cfg.portable().to_json()  # paths as written: no host path of the compiling machine
     image = cfg.cluster.image
+
+    def _prepare(task: dsl.PipelineTask, image: str) -> dsl.PipelineTask:
+        # Credentials come from the cluster's Secret at run time (cluster.secrets_name), never the YAML.
+        return use_cluster_secrets(_prepare_task(task, image), cfg)
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

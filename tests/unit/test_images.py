@@ -160,3 +160,25 @@ def test_compiled_pipeline_uses_the_configured_images(tmp_path):
     images = images_in_pipeline(spec)
     assert images.pop("exec-train") == "registry.example.com/kfops-gpu:42"
     assert set(images.values()) == {"registry.example.com/kfops:42"}
+
+
+def test_pods_read_secrets_from_the_named_kubernetes_secret(tmp_path):
+    """With cluster.secrets_name, every task takes the KFOPS__ secret variables from that Secret
+    (optional keys), and the compiled YAML holds the Secret's name, never a value."""
+    from kfops.adapters.kfp_secrets import secret_variables
+    from kfops.config import load_config
+
+    planted = "planted-redis-password-4242"
+    cfg = load_config(None, ["cluster.secrets_name=kfops-secrets", "features.online_store=redis"],
+                      environ={"KFOPS__FEATURES__REDIS_PASSWORD": planted})
+    for name in ("training", "retraining"):
+        text = compile_pipeline(cfg, name, tmp_path / f"{name}.yaml").read_text()
+        assert planted not in text
+        platform = list(yaml.safe_load_all(text))[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+        executors = next(yaml.safe_load_all(text))["deploymentSpec"]["executors"]
+        assert set(platform) == set(executors), name  # every task
+        for spec in platform.values():
+            (secret,) = spec["secretAsEnv"]
+            assert secret["secretName"] == "kfops-secrets" and secret["optional"] is True
+            assert {item["secretKey"] for item in secret["keyToEnv"]} == set(secret_variables())
+    assert "KFOPS__FEATURES__REDIS_PASSWORD" in secret_variables()
