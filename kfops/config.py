@@ -400,6 +400,27 @@ class ServingConfig(_Strict):
 
 
 
+class StateConfig(_Strict):
+    """Where state that outlives a run lives: retrain decisions, validation baselines, drift references."""
+
+    store: str | None = Field(
+        None, description="s3://bucket/prefix shared by every pod of a cluster run (and, under "
+        "`inference_logs/`, the inference logs unless `serving.inference_log_store` is set); default: "
+        "files under data_dir, which a pod loses when its task ends."
+    )
+
+    @field_validator("store")
+    @classmethod
+    def _object_store(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        bucket = value[len("s3://"):].partition("/")[0] if value.startswith("s3://") else ""
+        if not bucket:
+            raise ValueError(f"'{value}' is not s3://<bucket>/<prefix>; leave state.store unset for files "
+                             "under data_dir")
+        return value.rstrip("/")
+
+
 class ClusterConfig(_Strict):
     """The Kubeflow cluster: KFP endpoint, images, GPU scheduling and service accounts (unset: local runs)."""
 
@@ -449,6 +470,7 @@ class KfopsConfig(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     @field_validator("data_dir")
     @classmethod
@@ -617,8 +639,16 @@ class KfopsConfig(_Strict):
 
     @property
     def inference_log_location(self) -> Path | str:
-        """Where the drift job reads predictions: the cluster's log store, else the local log."""
-        return self.serving.inference_log_store or self.inference_log_dir
+        """Where the drift job reads predictions: the cluster's log store, else ``inference_logs``
+        in the state store when there is one, else the local log."""
+        if self.serving.inference_log_store:
+            return self.serving.inference_log_store
+        return f"{self.state.store}/inference_logs" if self.state.store else self.inference_log_dir
+
+    @property
+    def state_location(self) -> Path | str:
+        """Where state that outlives a run lives: ``state.store``, else data_dir."""
+        return self.state.store or self.data_dir
 
     @property
     def feature_columns(self) -> list[str]:

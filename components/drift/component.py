@@ -18,14 +18,15 @@ def drift(
 ) -> bool:
     """Drift: compare the current data with the champion's training data, then apply the retrain policy.
 
-    The reference is the `@champion`'s data window (its `kfops.window` registry tag), rebuilt
-    with the configured loader and point-in-time feature join. The current data is the config's
+    The reference is the `@champion`'s data window (its `kfops.window` registry tag), built
+    with the configured loader and point-in-time feature join by the first check that needs it
+    and kept in the state store (`state.store`, default `data_dir`) for every later one. The current data is the config's
     `dataset` window: a labelled batch (`current_source=window`; the champion is also scored on
     it) or what the server logged in that window (`current_source=inference_logs`). Per-column
     drift, the share of drifted columns, prediction drift and the champion's ROC AUC on the new
     window decide the verdict (`drift` config). The retrain policy (`retrain`: cooldown,
     debounce, max retrains per period) then decides whether this check retrains; the decision is
-    recorded, with the report that caused it, in `data_dir/retrain_policy.json`. Metrics, the
+    recorded, with the report that caused it, in `retrain_policy.json` of the state store. Metrics, the
     verdict and the report are logged to one MLflow run (tag `kfops.kind=drift_check`).
 
     Args:

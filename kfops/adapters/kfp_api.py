@@ -193,7 +193,8 @@ def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
     """What in ``cfg`` names a file of this machine, which a run on the cluster cannot read: one line per key.
 
     The defaults are such files: with no ``registry.tracking_uri`` MLflow is a SQLite file under
-    data_dir, with no ``features.registry`` the Feast registry is a file there too, and in a pod
+    data_dir, with no ``features.registry`` the Feast registry is a file there too, with no
+    ``state.store`` so are the retrain decisions and validation baselines, and in a pod
     data_dir is a scratch folder of that pod only. Paths are judged as the compiled pipeline
     carries them (:meth:`KfopsConfig.portable`): relative ones resolve in the image's working
     directory or the pod's scratch; absolute ones name a folder of this machine.
@@ -221,6 +222,11 @@ def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
                         f"a folder private to each pod: {feast_fix}")
     else:
         problems.append(_uri_problem("features.registry", cfg.features.registry, _REMOTE_FEAST_REGISTRY, feast_fix))
+    if cfg.state.store is None:
+        problems.append("state.store is not set, so the retrain decisions, validation baselines and drift "
+                        "references would be files under data_dir, a folder private to each pod (and the drift "
+                        "job would read inference logs there unless serving.inference_log_store is set): "
+                        "set it to a shared object store, s3://bucket/prefix")
     carried = cfg.portable()
     for key in (*PROJECT_PATH_KEYS, *STATE_PATH_KEYS):
         path: Any = functools.reduce(getattr, key.split("."), carried)

@@ -2,12 +2,17 @@
 
 ``AWS_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``) points boto3 at another server; credentials
 come from boto3's usual chain (environment, web identity on a cluster), never from kfops config.
+Each call takes an optional ``client`` so a caller making many calls builds one client, not one each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+
+# What S3 answers when a conditional write loses: the condition failed (412), or another
+# conditional write to the key was in flight (409).
+_CONDITION_LOST = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -26,19 +31,48 @@ def s3_client() -> Any:
     return boto3.client("s3")
 
 
-def put_object(bucket: str, key: str, body: bytes) -> None:
+def put_object(bucket: str, key: str, body: bytes, client: Any = None) -> None:
     """One object; S3 puts are atomic, so readers never see half of it."""
-    s3_client().put_object(Bucket=bucket, Key=key, Body=body)
+    (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=body)
 
 
-def list_keys(bucket: str, prefix: str) -> Iterator[str]:
+def put_object_if(bucket: str, key: str, body: bytes, etag: str | None, client: Any = None) -> bool:
+    """Put only if the object still has ``etag`` (None: only if there is no object yet).
+
+    False when the condition fails: another writer changed or created the object first."""
+    from botocore.exceptions import ClientError
+
+    condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+    try:
+        (client or s3_client()).put_object(Bucket=bucket, Key=key, Body=body, **condition)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in _CONDITION_LOST:
+            return False
+        raise
+    return True
+
+
+def list_keys(bucket: str, prefix: str, client: Any = None) -> Iterator[str]:
     """Every key under ``prefix`` (a folder-like prefix: ``a/b`` lists ``a/b/...``)."""
-    client = s3_client()
+    client = client or s3_client()
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else ""):
         for item in page.get("Contents", []):
             yield item["Key"]
 
 
-def get_object(bucket: str, key: str) -> bytes:
-    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+def get_object(bucket: str, key: str, client: Any = None) -> bytes:
+    return (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def get_object_versioned(bucket: str, key: str, client: Any = None) -> tuple[bytes | None, str | None]:
+    """The object's bytes and ETag; ``(None, None)`` when there is no such key."""
+    from botocore.exceptions import ClientError
+
+    try:
+        answer = (client or s3_client()).get_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None, None
+        raise
+    return answer["Body"].read(), answer["ETag"]

@@ -42,6 +42,7 @@ REQUIRED_OUTPUTS = (
 BUCKET_PURPOSES = ("pipeline_root", "data", "feast_offline", "mlflow_artifacts")
 OBJECT_STORE_SCHEMES = ("s3://", "gs://")
 REDIS_CONNECTION_ENV = "KFOPS__FEATURES__REDIS_CONNECTION"
+STATE_PREFIX = "kfops-state"  # under the data bucket: state.store
 
 
 def load_outputs(path: Path | str) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def output_values(outputs: dict[str, Any]) -> dict[str, Any]:
 def profile_from_terraform_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
     """Map ``terraform output -json`` of the platform root to a kfops config overlay.
 
-    The overlay's keys are sections of ``kfops.config.KfopsConfig`` (cluster, registry, features).
+    The overlay's keys are sections of ``kfops.config.KfopsConfig`` (cluster, registry, features, state).
     The Redis connection string carries no password: pods get the full one from the Kubernetes
     Secret named in ``redis.auth_k8s_secret`` (see :func:`profile_notes`).
     """
@@ -96,7 +97,7 @@ def profile_from_terraform_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
     pipeline_root = _object_store_uri(values, "pipeline_root")
     artifact_location = _object_store_uri(values, "mlflow_artifact_location")
     feast_registry = _object_store_uri(values, "feast_registry")
-    _buckets(values)
+    buckets = _buckets(values)
 
     selector = values["gpu_node_selector"]
     if not isinstance(selector, dict) or not selector or not all(isinstance(v, str) for v in selector.values()):
@@ -132,6 +133,8 @@ def profile_from_terraform_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
             "redis_connection": redis_connection(redis),
             "registry": feast_registry,
         },
+        # The pipeline runner writes the data bucket: retrain decisions, validation baselines, drift references.
+        "state": {"store": f"s3://{buckets['data']}/{STATE_PREFIX}"},
     }
 
 

@@ -2,8 +2,8 @@
 
 ``decide(history, drift, now, policy)`` looks only at its arguments, so a long-lived scheduler and
 a backtest that replays a year of checks get the same answers. Every call returns a ``Decision``
-that records the drift report it was made on; ``PolicyState`` keeps those decisions in a JSON
-file so runs can share the history.
+that records the drift report it was made on; ``PolicyState`` keeps those decisions in one JSON
+object (a file, or a :class:`~kfops.core.state.StateStore` key) so runs can share the history.
 
 Rules, in order (mode ``drift``):
 
@@ -36,6 +36,7 @@ from kfops.errors import DataError
 
 if TYPE_CHECKING:
     from kfops.core.drift import DriftResult
+    from kfops.core.state import StateStore
 
 Mode = Literal["drift", "scheduled", "never"]
 STATE_VERSION = 1
@@ -312,6 +313,30 @@ def decide_and_record(
         state.record(decision)
         state.save(state_path)
     return decision
+
+
+def decide_and_record_in(
+    store: StateStore,
+    key: str,
+    drift: DriftSummary | Mapping[str, Any] | None,
+    now: dt.datetime,
+    policy: RetrainPolicy,
+) -> Decision:
+    """:func:`decide_and_record` on the state at ``key`` of ``store`` (files under data_dir, or a
+    shared object store a cluster's pods all reach). A check that raced another one decides again
+    on the history that includes the other's decision, so no decision is lost and two checks
+    never both spend the same retrain budget."""
+    from kfops.core.state import update_json
+
+    def record(current: Any) -> tuple[dict[str, Any], Decision]:
+        if current is not None and not isinstance(current, dict):
+            raise DataError(f"retrain state {store.uri(key)} must hold a JSON object")
+        state = PolicyState() if current is None else PolicyState.from_dict(current)
+        decision = decide(state.decisions, drift, now, policy)
+        state.record(decision)
+        return state.to_dict(), decision
+
+    return update_json(store, key, record)
 
 
 @contextmanager

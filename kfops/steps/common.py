@@ -5,7 +5,6 @@ folder, the training set and the last validation stats.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,11 +53,27 @@ def load_training_set(path: Path) -> pd.DataFrame:
         raise DataError(f"training set {path} could not be read: {err}") from err
 
 
-def previous_validation(cfg: KfopsConfig, name: str) -> tuple[Path, dict | None]:
-    path = cfg.data_dir / "validation" / f"{name}.last.json"
-    if path.is_file():
-        return path, json.loads(path.read_text()).get("stats")
-    return path, None
+def validation_baseline_key(name: str) -> str:
+    """The state key of the last passed validation of ``name`` (``raw`` or ``training_set``)."""
+    return f"validation/{name}.last.json"
+
+
+def previous_validation(cfg: KfopsConfig, name: str) -> dict | None:
+    """The stats of the last validation of ``name`` that passed, from the state store (the volume
+    baseline the next run's row counts are held to); None before the first."""
+    from kfops.adapters.state_store import state_store
+    from kfops.core.state import read_json
+
+    last = read_json(state_store(cfg), validation_baseline_key(name))
+    return last.get("stats") if isinstance(last, dict) else None
+
+
+def record_validation(cfg: KfopsConfig, name: str, summary: dict) -> None:
+    """Make ``summary`` (a passed validation's JSON summary, with its ``stats``) the next baseline."""
+    from kfops.adapters.state_store import state_store
+    from kfops.core.state import write_json
+
+    write_json(state_store(cfg), validation_baseline_key(name), summary)
 
 
 def feature_views(cfg: KfopsConfig) -> str:

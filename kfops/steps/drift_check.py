@@ -40,8 +40,53 @@ TRIGGER_VERDICT_TAG = "kfops.trigger.drift_verdict"
 TRIGGER_RUN_TAG = "kfops.trigger.drift_run"
 
 
+# Drift references: the reference frame a check compares against, kept so every later check of
+# the same window (in any pod) compares against the very same data, and need not rebuild it.
+REFERENCE_PREFIX = "drift/reference"
+
+
 def policy_state_path(cfg: KfopsConfig) -> Path:
+    """The local file of the retrain decisions (the embedded default, with no ``state.store``)."""
     return cfg.data_dir / POLICY_STATE_FILE
+
+
+def reference_key(cfg: KfopsConfig, start: dt.date, end: dt.date) -> str:
+    """The state key of the drift reference of [start, end]: the window, and a digest of what
+    shapes the frame (dataset plug-in, feature refs, drift columns), so a changed config never
+    reads a reference built for another one."""
+    import hashlib
+
+    portable = cfg.portable()
+    shape = {"dataset": portable.dataset.model_dump(mode="json", exclude={"start", "end"}),
+             "features": portable.features.model_dump(mode="json", include={"feature_refs", "request_features"}),
+             "label": cfg.drift.label_column}
+    digest = hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{REFERENCE_PREFIX}/{start:%Y%m%d}-{end:%Y%m%d}-{digest}.parquet"
+
+
+def reference_frame(cfg: KfopsConfig, start: dt.date, end: dt.date, work_dir: Path) -> tuple[pd.DataFrame, str]:
+    """The drift reference of [start, end] and where it is kept: read from the state store, or
+    built with the loader and the point-in-time join and kept there by the first check that
+    needs it (a check that raced it to the write reads the same data either way)."""
+    import io
+
+    import pandas as pd
+
+    from kfops.adapters.state_store import state_store
+
+    store, key = state_store(cfg), reference_key(cfg, start, end)
+    kept = store.read(key)
+    if kept is not None:
+        try:
+            return pd.read_parquet(io.BytesIO(kept)), store.uri(key)
+        except (OSError, ValueError) as err:
+            raise DataError(f"drift reference {store.uri(key)} is not readable parquet: {err}",
+                            hint="delete it; the next check rebuilds it from the reference window") from err
+    frame = drift_frame(window_features(cfg, start, end, work_dir), cfg)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    store.write_if(key, buffer.getvalue(), None)
+    return frame, store.uri(key)
 
 
 def champion_window(cfg: KfopsConfig) -> tuple[str, tuple[dt.date, dt.date]]:
@@ -167,9 +212,10 @@ def drift_check(
     ``inference_logs`` (what was served in the window). ``check_time`` (ISO; empty: now) is
     when the policy sees this check. Returns the decision dict, with ``retrain`` the trigger.
     """
+    from kfops.adapters.state_store import state_store
     from kfops.config import KfopsConfig
     from kfops.core.model import load_model
-    from kfops.core.retrain_policy import DriftSummary, decide_and_record
+    from kfops.core.retrain_policy import DriftSummary, decide_and_record_in
 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
     if current_source not in ("window", "inference_logs"):
@@ -180,7 +226,7 @@ def drift_check(
     ref_start, ref_end = parse_window(reference_window) if reference_window else champion_span
     champion = load_model(registry.fetch_version_dir(cfg, champion_version))
     work = cfg.data_dir / "work" / "drift" / (pipeline_run or "adhoc")
-    reference = drift_frame(window_features(cfg, ref_start, ref_end, work / "reference"), cfg)
+    reference, reference_uri = reference_frame(cfg, ref_start, ref_end, work / "reference")
     cur_start, cur_end = cfg.dataset.start, cfg.dataset.end
     if current_source == "window":
         current = drift_frame(window_features(cfg, cur_start, cur_end, work / "current"), cfg)
@@ -200,7 +246,8 @@ def drift_check(
     drift_run_id, report_uri = _log_to_mlflow(cfg, result, verdict_path, report_path, tags)
     # The decision names the report by its MLflow URI (durable) and its local path (for people).
     summary = DriftSummary.from_result(result, report=report_uri or report_path)
-    decision = decide_and_record(policy_state_path(cfg), summary, _check_time(check_time), cfg.retrain)
+    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, _check_time(check_time),
+                                    cfg.retrain)
     record = {
         **decision.to_dict(),
         "drift_reasons": list(result.reasons),
@@ -210,6 +257,7 @@ def drift_check(
         "pipeline_run": pipeline_run,
         "champion_version": champion_version,
         "reference_window": [str(ref_start), str(ref_end)],
+        "reference": reference_uri,
         "current_window": [str(cur_start), str(cur_end)],
         "current_source": current_source,
         "metrics": drift_metrics(result),

@@ -5,14 +5,13 @@ split it by time. ``window_features`` runs the same path in-process for drift an
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfops.core.files import import_callable
 from kfops.core.splits import SPLIT_COLUMN, split_by_time
 from kfops.core.windows import window_config
-from kfops.steps.common import previous_validation, read_tables, step_config
+from kfops.steps.common import previous_validation, read_tables, record_validation, step_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +34,7 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     entities = import_callable(cfg.dataset.entity_builder)(tables, cfg)
     frame = features.build_training_set(entities, cfg, Path(sources_dir))
     frame[SPLIT_COLUMN] = split_by_time(frame, cfg)
-    last_path, previous = previous_validation(cfg, "training_set")
+    previous = previous_validation(cfg, "training_set")
     result = validation.validate_training_set(frame, cfg, previous=previous)
     report_dir = Path(training_set).parent
     write_reports(result, report_dir / "training_set_validation.html", report_dir / "training_set_validation.json")
@@ -44,8 +43,7 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
         validation.raise_if_failed(result)
     Path(training_set).parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(training_set, index=False)
-    last_path.parent.mkdir(parents=True, exist_ok=True)
-    last_path.write_text(json.dumps({"stats": result.stats}, default=str))
+    record_validation(cfg, "training_set", {"stats": result.stats})
     counts = frame[SPLIT_COLUMN].value_counts().to_dict()
     result = {"rows": len(frame), "splits": {k: int(v) for k, v in counts.items()},
               "label_rate": float(frame[cfg.dataset.label].mean())}

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfops.steps.common import previous_validation, read_tables, step_config
+from kfops.steps.common import previous_validation, read_tables, record_validation, step_config
 
 if TYPE_CHECKING:
 
@@ -23,12 +23,12 @@ def validate(config: KfopsConfig | str, raw_dir: Path, report_html: Path, summar
 
     cfg = step_config(config)
     tables = read_tables(raw_dir)
-    last_path, previous = previous_validation(cfg, "raw")
+    previous = previous_validation(cfg, "raw")
     result = validation.validate_tables(tables, cfg, previous=previous)
     write_reports(result, Path(report_html), Path(summary_json))
     if not result.success:
         print(validation.format_failures(result), flush=True)
         validation.raise_if_failed(result, summary_path=str(summary_json))
-    last_path.parent.mkdir(parents=True, exist_ok=True)
-    last_path.write_text(Path(summary_json).read_text())
-    return json.loads(Path(summary_json).read_text())
+    summary = json.loads(Path(summary_json).read_text())
+    record_validation(cfg, "raw", summary)
+    return summary

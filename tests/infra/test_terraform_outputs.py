@@ -65,6 +65,7 @@ def test_round_trip_outputs_to_profile_to_config(tmp_path, outputs):
     assert cfg.features.online_store == "redis"
     assert cfg.features.redis_connection == f"{redis['host']}:{redis['port']},ssl=true"
     assert cfg.features.registry == value(outputs, "feast_registry")
+    assert cfg.state.store == f"s3://{value(outputs, 'buckets')['data']}/kfops-state"
 
 
 def test_profile_header_documents_what_has_no_config_key(tmp_path, outputs):
@@ -83,7 +84,7 @@ def test_profile_header_documents_what_has_no_config_key(tmp_path, outputs):
 
 def test_overlay_only_uses_config_sections(outputs):
     overlay = profile_from_terraform_outputs(outputs)
-    assert set(overlay) == {"cluster", "registry", "features"}
+    assert set(overlay) == {"cluster", "registry", "features", "state"}
 
 
 def test_load_outputs_accepts_a_folder_or_a_file(tmp_path, outputs):

@@ -110,7 +110,8 @@ def test_schedule_name_is_a_valid_kubernetes_like_name():
 
 def _cluster_shaped(**overrides) -> KfopsConfig:
     settings = {"registry": {"tracking_uri": "http://mlflow.kubeflow.svc:5000"},
-                "features": {"registry": "s3://kfops-bucket/feast/registry.db"}}
+                "features": {"registry": "s3://kfops-bucket/feast/registry.db"},
+                "state": {"store": "s3://kfops-bucket/kfops-state"}}
     for key, value in overrides.items():
         section, _, name = key.rpartition("__")
         if section:
@@ -138,6 +139,7 @@ def test_the_default_config_is_refused_naming_each_local_store():
     message = str(info.value)
     assert "registry.tracking_uri is not set" in message and "http(s)://" in message
     assert "features.registry is not set" in message and "s3://" in message and "postgresql" in message
+    assert "state.store is not set" in message
     assert "/home/someone/project" not in message  # default paths are relative: nothing to say about them
     assert "--set" in info.value.hint
 

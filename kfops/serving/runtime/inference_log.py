@@ -314,32 +314,41 @@ def read_inference_logs(log_dir: Path | str, start: Any = None, end: Any = None)
 
 
 def write_log_table(store: str | Path, day: dt.date, table: Any, sequence: Any) -> str:
-    """One parquet file of inference-log rows for ``day`` in a folder or under an s3:// prefix."""
+    """One parquet file of inference-log rows for ``day`` in a folder or under an s3:// prefix.
+
+    On S3 the name carries a random part and the put is conditional on the key being new: every
+    replica of a log sink is pid 1 of its own container, so pid, time and sequence alone can
+    repeat across pods, and a repeated key would replace another replica's rows."""
     if not str(store).startswith("s3://"):
         return str(write_table(Path(store), day, table, sequence))
+    import uuid
+
     import pyarrow.parquet as pq
 
-    from kfops.adapters.s3 import put_object, split_s3_uri
+    from kfops.adapters.state_store import store_at
 
-    bucket, prefix = split_s3_uri(str(store))
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}.parquet"
-    key = "/".join(p for p in (prefix, f"{PARTITION_PREFIX}{day.isoformat()}", name) if p)
+    state = store_at(str(store))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    put_object(bucket, key, buffer.getvalue())
-    return f"s3://{bucket}/{key}"
+    for _ in range(5):  # a random part that repeats is next to impossible; a bound all the same
+        name = (f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
+                f"-{uuid.uuid4().hex[:8]}.parquet")
+        key = f"{PARTITION_PREFIX}{day.isoformat()}/{name}"
+        if state.write_if(key, buffer.getvalue(), None):
+            return state.uri(key)
+    raise OSError(f"no new key for an inference-log file under {state.location}")
 
 
 def read_s3_log_files(uri: str, first_day: dt.date | None, last_day: dt.date | None) -> list[Any]:
     """DataFrames of the log files under an s3:// prefix whose date partition is in range."""
     import pandas as pd
 
-    from kfops.adapters.s3 import get_object, list_keys, split_s3_uri
+    from kfops.adapters.state_store import store_at
 
-    bucket, prefix = split_s3_uri(uri)
+    state = store_at(uri)
     frames = []
-    for key in list_keys(bucket, prefix):
-        parts = key[len(prefix):].strip("/").split("/")
+    for key in state.list_keys():
+        parts = key.split("/")
         if len(parts) != 2 or not parts[0].startswith(PARTITION_PREFIX) or not parts[1].startswith("part-"):
             continue
         try:
@@ -348,5 +357,7 @@ def read_s3_log_files(uri: str, first_day: dt.date | None, last_day: dt.date | N
             continue
         if (first_day and day < first_day) or (last_day and day > last_day):
             continue
-        frames.append(pd.read_parquet(io.BytesIO(get_object(bucket, key))))
+        data = state.read(key)
+        if data is not None:  # removed since it was listed (a retention rule)
+            frames.append(pd.read_parquet(io.BytesIO(data)))
     return frames
