@@ -19,8 +19,6 @@ COPY docker/requirements.py docker/
 RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" "$(python3 docker/requirements.py pipeline torch)"; fi \
  && python3 docker/requirements.py pipeline > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
-COPY kfops ./kfops
-RUN pip install --no-deps --no-build-isolation . && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 FROM ${BASE_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
@@ -29,6 +27,11 @@ RUN if ! ldconfig -p | grep -q libgomp.so.1; then \
       apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*; fi \
  && useradd --uid 1000 --user-group --home-dir /home/kfops --create-home kfops
 COPY --from=build /opt/venv /opt/venv
+# The package last, in its own small layers: a code change rebuilds only these.
+COPY pyproject.toml README.md /tmp/kfops-src/
+COPY kfops /tmp/kfops-src/kfops
+RUN pip install --quiet --no-deps --no-build-isolation --no-compile /tmp/kfops-src \
+ && rm -rf /tmp/kfops-src && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 # The project files a step reads: read-only to the user; state goes to $TMPDIR (KfopsConfig.resolve_at_run_time).
 WORKDIR /opt/kfops
 COPY kfops.yaml ./

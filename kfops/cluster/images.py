@@ -41,6 +41,7 @@ ROLES = ("pipeline", "serving", "gpu")
 DOCKERFILES = {"pipeline": "Dockerfile", "serving": "Dockerfile.serving", "gpu": "Dockerfile.gpu"}
 PIP_SETTINGS_DIR = "docker/pip"  # copied into the build stage only (see docker/pip/README.md)
 IMAGE_USER_UID = 1000  # the non-root user every image runs as
+MIRROR_PORT = 38917  # the loopback wheel mirror of --pip-from-host, when free
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,12 @@ class _LoopbackMirror:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        # A fixed port when free: the port is written into the build's pip.conf, and a pip.conf that
+        # changes from build to build would invalidate docker's layer cache of every dependency.
+        try:
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", MIRROR_PORT), Handler)
+        except OSError:
+            self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 
     def url_for(self, folder: Path, rest: str = "") -> str:
         prefix = f"m{len(self.roots)}"

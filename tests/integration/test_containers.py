@@ -96,6 +96,18 @@ def containerised_run(images, profile, tmp_path_factory):
     stop_server_container(cfg)
 
 
+@pytest.mark.parametrize("role", ["pipeline", "serving"])
+def test_images_run_as_a_user_who_cannot_write_the_code(images, role):
+    probe = ("id -u; python -c 'import kfops, sys; print(kfops.__file__)'; "
+             "touch /opt/kfops/probe 2>/dev/null && echo WROTE-CODE-FOLDER; "
+             "touch /opt/venv/probe 2>/dev/null && echo WROTE-VENV; true")
+    result = subprocess.run(["docker", "run", "--rm", "--network", "host", images[role], "sh", "-c", probe],
+                            capture_output=True, text=True, check=True, timeout=300)
+    lines = result.stdout.split()
+    assert lines[0] == "1000" and lines[1].startswith("/opt/venv/"), result.stdout
+    assert "WROTE-CODE-FOLDER" not in result.stdout and "WROTE-VENV" not in result.stdout
+
+
 def test_the_pipeline_runs_in_containers_and_registers(containerised_run):
     result = containerised_run["result"]
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]

@@ -1,6 +1,7 @@
 """The production profile on one machine, for the container test and bench/containers.py:
 an MLflow tracking server on PostgreSQL with artifacts on S3 (a moto server), a Feast SQL registry
-on PostgreSQL, and a Redis online store that asks for a password. Everything listens on loopback;
+on PostgreSQL, and a Redis online store that asks for a password,
+and kfops' own state (state.store) on the same S3. Everything listens on loopback;
 the databases and the bucket are new and are dropped afterwards.
 
     with production_profile(tmp, redis_password=...) as profile:
@@ -96,7 +97,7 @@ def production_profile(folder: Path, redis_password: str) -> Iterator[Profile]:
         bucket = f"kfops-{suffix}"
         boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="testing",
                      aws_secret_access_key="testing").create_bucket(Bucket=bucket)
-        s3_env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3}
+        s3_env = {**S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3, "AWS_ENDPOINT_URL_S3": s3}
 
         mlflow_port = free_port()
         processes.append(_start(
@@ -119,7 +120,7 @@ def production_profile(folder: Path, redis_password: str) -> Iterator[Profile]:
             f"registry.tracking_uri={tracking_uri}",
             f"features.registry=postgresql+psycopg2://postgres@127.0.0.1:5432/{databases[1]}",
             "features.online_store=redis", f"features.redis_connection={redis}",
-            "features.materialize_online=true",
+            "features.materialize_online=true", f"state.store=s3://{bucket}/kfops-state",
         ]
         env = {**s3_env, "KFOPS__FEATURES__REDIS_PASSWORD": redis_password}
         yield Profile(overrides, env, redis, tracking_uri, processes)

@@ -182,3 +182,19 @@ def test_pods_read_secrets_from_the_named_kubernetes_secret(tmp_path):
             assert secret["secretName"] == "kfops-secrets" and secret["optional"] is True
             assert {item["secretKey"] for item in secret["keyToEnv"]} == set(secret_variables())
     assert "KFOPS__FEATURES__REDIS_PASSWORD" in secret_variables()
+
+
+def test_the_build_pip_settings_are_the_same_from_build_to_build(tmp_path, monkeypatch):
+    """docker caches a layer by its inputs: a pip.conf naming a new mirror port each build would
+    reinstall every dependency on every build."""
+    from tests.conftest import free_port
+
+    monkeypatch.setattr(images, "MIRROR_PORT", free_port())  # the fixed port, free (a build may hold the real one)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    host = HostPip(index_url=None, extra_index_urls=[], find_links=[str(wheels)], cert=None)
+    confs = []
+    for _ in range(2):
+        with images._LoopbackMirror() as mirror:
+            confs.append(images.pip_settings_from_host(host, mirror)["pip.conf"])
+    assert confs[0] == confs[1]
