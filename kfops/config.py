@@ -356,6 +356,7 @@ class ClusterConfig(_Strict):
     token_path: Path | None = None
     image: str = Field("ghcr.io/kfops/kfops:0.1.0", description="CPU image every component runs in.")
     gpu_image: str = Field("ghcr.io/kfops/kfops-gpu:0.1.0", description="CUDA image for GPU training.")
+    serving_image: str = Field("ghcr.io/kfops/kfops-serving:0.1.0", description="Slim image the model server (predictor, transformer, log sink) runs in.")
     pipeline_root: str | None = None
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"kfops.io/node-pool": "gpu"})
     gpu_toleration_key: str = "nvidia.com/gpu"
