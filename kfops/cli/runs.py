@@ -92,6 +92,7 @@ def submit_command(
         submission = kfp_api.submit(
             client, endpoint, package, version, experiment or cfg.registry.experiment,
             run_name or kfp_api.default_run_name(pipeline), service_account=cfg.cluster.service_account,
+            pipeline_root=cfg.cluster.pipeline_root,
         )
     typer.echo(f"submitted {info['name']} version {submission.version_name} "
                f"to experiment '{experiment or cfg.registry.experiment}'")
