@@ -205,6 +205,9 @@ class TorchConfig(_Strict):
     seed: int = 42
     num_nodes: int = Field(1, ge=1, description=">1 submits a Kubeflow Trainer TrainJob on clusters.")
     rank_timeout_s: int = Field(120, ge=5, description="A rank that waits longer than this fails.")
+    trainjob_timeout_s: int = Field(
+        6 * 3600, ge=60, description="num_nodes > 1: a TrainJob not done within this is deleted and the step fails."
+    )
     num_threads: int | None = Field(None, ge=1, description="CPU threads per process; default: cores / processes.")
 
 
@@ -356,7 +359,10 @@ class ClusterConfig(_Strict):
     token_path: Path | None = None
     image: str = Field("ghcr.io/kfops/kfops:0.1.0", description="CPU image every component runs in.")
     gpu_image: str = Field("ghcr.io/kfops/kfops-gpu:0.1.0", description="CUDA image for GPU training.")
-    serving_image: str = Field("ghcr.io/kfops/kfops-serving:0.1.0", description="Slim image the model server (predictor, transformer, log sink) runs in.")
+    serving_image: str = Field(
+        "ghcr.io/kfops/kfops-serving:0.1.0",
+        description="Slim image the model server (predictor, transformer, log sink) runs in.",
+    )
     pipeline_root: str | None = None
     gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"kfops.io/node-pool": "gpu"})
     gpu_toleration_key: str = "nvidia.com/gpu"

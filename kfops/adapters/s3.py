@@ -7,6 +7,7 @@ come from boto3's usual chain (environment, web identity on a cluster), never fr
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 
@@ -42,3 +43,35 @@ def list_keys(bucket: str, prefix: str) -> Iterator[str]:
 
 def get_object(bucket: str, key: str) -> bytes:
     return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def upload_dir(local: Path, uri: str) -> int:
+    """Copy every file under ``local`` to ``uri`` (``s3://bucket/prefix``), keeping relative paths."""
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client()
+    count = 0
+    for path in sorted(Path(local).rglob("*")):
+        if path.is_file():
+            key = "/".join(part for part in (prefix, path.relative_to(local).as_posix()) if part)
+            client.upload_file(str(path), bucket, key)
+            count += 1
+    return count
+
+
+def download_dir(uri: str, local: Path) -> int:
+    """Copy every object under ``uri`` into ``local``, keeping relative paths; returns the count."""
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client()
+    local = Path(local)
+    count = 0
+    for key in list_keys(bucket, prefix):
+        relative = key[len(prefix) + 1:] if prefix else key
+        if not relative or relative.endswith("/"):
+            continue
+        target = local / relative
+        if local.resolve() not in target.resolve().parents:
+            raise ValueError(f"object {key} would land outside {local}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(target))
+        count += 1
+    return count

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -180,7 +181,7 @@ class Recorder:
     """Wraps a scripted API and records (API group, resource, verb) of each Kubernetes call."""
 
     CUSTOM = re.compile(r"^(get|create|patch|delete|replace|list)_namespaced_custom_object$")
-    VERBS = {"replace": "update"}
+    VERBS: ClassVar[dict[str, str]] = {"replace": "update"}
 
     def __init__(self, api):
         self.api, self.calls = api, set()

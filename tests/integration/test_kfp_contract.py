@@ -483,7 +483,7 @@ def test_the_contract_server_parses_uploads_as_the_api_server_does():
     with tempfile.TemporaryDirectory() as folder:
         package = compile_pipeline(load_config(None, [], environ={}), "training", Path(folder) / "p.yaml")
         good = package.read_bytes()
-    spec, name = parse_upload(good)
+    _, name = parse_upload(good)
     assert name == "kfops-training"
 
     def refused(data: bytes) -> str:
