@@ -337,7 +337,7 @@ def test_the_trainjob_runtime_ref_names_an_installed_runtime():
     from kfops.adapters.trainjob import render_trainjob
     from kfops.config import ClusterConfig, TorchConfig
 
-    manifest = render_trainjob("kfops-train", "/job", TorchConfig(num_nodes=2), ClusterConfig())
+    manifest = render_trainjob("kfops-train", "s3://b/job", TorchConfig(num_nodes=2), ClusterConfig())
     ref = manifest["spec"]["runtimeRef"]
     assert ref["kind"] == "ClusterTrainingRuntime"
     assert ref["name"] in installed_runtimes(), f"{ref['name']} is not installed by the Trainer release"
