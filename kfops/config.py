@@ -248,6 +248,9 @@ class TorchConfig(_Strict):
     seed: int = 42
     num_nodes: int = Field(1, ge=1, description=">1 submits a Kubeflow Trainer TrainJob on clusters.")
     rank_timeout_s: int = Field(120, ge=5, description="A rank that waits longer than this fails.")
+    trainjob_timeout_s: int = Field(
+        6 * 3600, ge=60, description="num_nodes > 1: a TrainJob not done within this is deleted and the step fails."
+    )
     num_threads: int | None = Field(None, ge=1, description="CPU threads per process; default: cores / processes.")
 
 

@@ -25,6 +25,8 @@ def create_pipeline(cfg: KfopsConfig):
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Check drift against the champion's data; on confirmed drift, retrain with kfops-training.",
+        # The IR default; KFP uses it unless a run sets its own (kfops submit/schedule send it too).
+        pipeline_root=cfg.cluster.pipeline_root,
     )
     def retraining(config: str = config_json, reference_window: str = "", current_source: str = "window",
                    check_time: str = ""):

@@ -38,6 +38,8 @@ def create_pipeline(cfg: KfopsConfig):
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Validate, featurize, train, evaluate, register and deploy a model with kfops.",
+        # The IR default; KFP uses it unless a run sets its own (kfops submit/schedule send it too).
+        pipeline_root=cfg.cluster.pipeline_root,
     )
     def training(config: str = config_json):
         ingested = _prepare(ingest(config=config), image).set_display_name("ingest")

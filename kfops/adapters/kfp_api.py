@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 TOKEN_ENV = "KFOPS_KFP_TOKEN"
 # Where Kubeflow projects a service-account token into notebook/pipeline pods.
 DEFAULT_TOKEN_PATH = Path("/var/run/secrets/kubeflow/pipelines/token")
+# v2beta1 RuntimeState (backend/api/v2beta1/run.proto); there is no ERROR state in v2.
 SUCCESS_STATES = frozenset({"SUCCEEDED", "SKIPPED"})
-FAILURE_STATES = frozenset({"FAILED", "CANCELED", "ERROR"})
+FAILURE_STATES = frozenset({"FAILED", "CANCELED"})
 TERMINAL_STATES = SUCCESS_STATES | FAILURE_STATES
 
 
@@ -102,7 +103,13 @@ def connect(endpoint: Endpoint) -> Client:
 
 
 def probe_healthz(endpoint: Endpoint, timeout_s: float = 10.0) -> dict[str, Any]:
-    """One GET of /apis/v2beta1/healthz. The kfp client retries it 5 times, 5 s apart: fail fast instead."""
+    """One GET of /apis/v2beta1/healthz. The kfp client retries it 5 times, 5 s apart: fail fast instead.
+
+    The endpoint Terraform outputs is the KFP UI, which proxies the API. Its own healthz answers
+    200 whether or not the API server is up, with ``apiServerReady`` saying which
+    (frontend/server/handlers/healthz.ts); the API server's healthz has no such field. So a
+    200 with ``apiServerReady: false`` is KFP down, not up.
+    """
     import json
     import urllib.error
     import urllib.request
@@ -112,12 +119,20 @@ def probe_healthz(endpoint: Endpoint, timeout_s: float = 10.0) -> dict[str, Any]
         request.add_header("Authorization", f"Bearer {endpoint.token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read() or b"{}")
+            health = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as err:
         raise ClusterError(f"Kubeflow Pipelines at {endpoint.host} answered HTTP {err.code} {err.reason} "
                            f"(token from {endpoint.token_source})") from err
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise ClusterError(f"cannot reach Kubeflow Pipelines at {endpoint.host}: {err}") from err
+    if not isinstance(health, dict):
+        raise ClusterError(f"Kubeflow Pipelines at {endpoint.host} answered its health probe with {health!r}")
+    if health.get("apiServerReady") is False:
+        raise ClusterError(
+            f"the Kubeflow Pipelines UI at {endpoint.host} answers, but its API server (ml-pipeline) is not ready",
+            hint="kubectl -n kubeflow get pods -l app=ml-pipeline; its logs say why (database, object store)",
+        )
+    return health
 
 
 def _short(err: BaseException) -> str:
@@ -348,14 +363,20 @@ def submit(
     experiment: str,
     run_name: str,
     service_account: str | None = None,
+    pipeline_root: str | None = None,
 ) -> Submission:
-    """Upload the compiled pipeline (as a version) and start one run of that version."""
+    """Upload the compiled pipeline (as a version) and start one run of that version.
+
+    ``pipeline_root`` (``cluster.pipeline_root``) goes with the run, so its artifacts land there
+    whatever the cluster's kfp-launcher default is.
+    """
     pipeline_name = pipeline_info(package_path)["name"]
     pipeline_id, version_id = ensure_pipeline_version(client, package_path, pipeline_name, version, endpoint.namespace)
     exp_id = ensure_experiment(client, experiment, endpoint.namespace)
     with _api_call(f"starting a run of '{pipeline_name}'"):
         run = client.run_pipeline(experiment_id=exp_id, job_name=run_name, pipeline_id=pipeline_id,
-                                  version_id=version_id, service_account=service_account)
+                                  version_id=version_id, service_account=service_account,
+                                  pipeline_root=pipeline_root)
     return Submission(pipeline_id, version_id, version, exp_id, run.run_id, run_url(endpoint.host, run.run_id))
 
 
@@ -452,6 +473,7 @@ def create_schedule(
     cron: str,
     service_account: str | None = None,
     max_concurrency: int = 1,
+    pipeline_root: str | None = None,
 ) -> Schedule:
     """A KFP recurring run of one pinned pipeline version; no catch-up of missed intervals."""
     kfp_cron = to_kfp_cron(cron)
@@ -462,7 +484,7 @@ def create_schedule(
         created = client.create_recurring_run(
             experiment_id=exp_id, job_name=name, cron_expression=kfp_cron, pipeline_id=pipeline_id,
             version_id=version_id, max_concurrency=max_concurrency, no_catchup=True, enabled=True,
-            service_account=service_account,
+            service_account=service_account, pipeline_root=pipeline_root,
         )
     return Schedule(created.recurring_run_id, name, kfp_cron, pipeline_id, version_id, exp_id)
 

@@ -2,8 +2,10 @@
 
 :func:`render_inference_service` builds the manifest (pure): a custom predictor running
 ``python -m kfops.serving`` in the project's image, with resources, replicas and autoscaling, the
-KServe request/response logger and, for an update, ``canaryTrafficPercent``. Serverless mode,
-because KServe only splits traffic between revisions there.
+KServe request/response logger and, for an update, ``canaryTrafficPercent``. Knative mode (named
+Serverless before KServe 0.16), because KServe only splits traffic between revisions there: the
+platform Terraform installs Knative Serving with Kourier and KServe in that mode
+(docs/deployment.md, "Serving mode"; tests/infra cross-checks the two).
 
 :func:`rollout` applies it with the Kubernetes client and waits for the new revision to be
 Ready. When another version already serves, the new one starts as a canary and
@@ -38,6 +40,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 CONTAINER = "kserve-container"  # the name KServe expects for a custom predictor's container
 PORT = 8080
 REVISION_LABEL = "serving.knative.dev/revision"
+# The deployment mode every rendered InferenceService asks for; the platform must install it.
+DEPLOYMENT_MODE = "Knative"
 VERSION_ANNOTATION = "kfops.io/model-version"
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LOCAL_STORES = ("sqlite:", "file:", "/")
@@ -158,7 +162,7 @@ def render_inference_service(
         "name": name,
         "labels": {"app.kubernetes.io/managed-by": "kfops", "app.kubernetes.io/name": name},
         "annotations": {
-            "serving.kserve.io/deploymentMode": "Serverless",
+            "serving.kserve.io/deploymentMode": DEPLOYMENT_MODE,
             "serving.kserve.io/enable-prometheus-scraping": "true",
             "prometheus.kserve.io/port": str(PORT),
             "prometheus.kserve.io/path": "/metrics",

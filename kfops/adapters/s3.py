@@ -8,6 +8,7 @@ Each call takes an optional ``client`` so a caller making many calls builds one 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # What S3 answers when a conditional write loses: the condition failed (412), or another
@@ -76,3 +77,35 @@ def get_object_versioned(bucket: str, key: str, client: Any = None) -> tuple[byt
             return None, None
         raise
     return answer["Body"].read(), answer["ETag"]
+
+
+def upload_dir(local: Path, uri: str) -> int:
+    """Copy every file under ``local`` to ``uri`` (``s3://bucket/prefix``), keeping relative paths."""
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client()
+    count = 0
+    for path in sorted(Path(local).rglob("*")):
+        if path.is_file():
+            key = "/".join(part for part in (prefix, path.relative_to(local).as_posix()) if part)
+            client.upload_file(str(path), bucket, key)
+            count += 1
+    return count
+
+
+def download_dir(uri: str, local: Path) -> int:
+    """Copy every object under ``uri`` into ``local``, keeping relative paths; returns the count."""
+    bucket, prefix = split_s3_uri(uri)
+    client = s3_client()
+    local = Path(local)
+    count = 0
+    for key in list_keys(bucket, prefix):
+        relative = key[len(prefix) + 1:] if prefix else key
+        if not relative or relative.endswith("/"):
+            continue
+        target = local / relative
+        if local.resolve() not in target.resolve().parents:
+            raise ValueError(f"object {key} would land outside {local}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(target))
+        count += 1
+    return count

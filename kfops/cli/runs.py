@@ -92,6 +92,7 @@ def submit_command(
         submission = kfp_api.submit(
             client, endpoint, package, version, experiment or cfg.registry.experiment,
             run_name or kfp_api.default_run_name(pipeline), service_account=cfg.cluster.service_account,
+            pipeline_root=cfg.cluster.pipeline_root,
         )
     typer.echo(f"submitted {info['name']} version {submission.version_name} "
                f"to experiment '{experiment or cfg.registry.experiment}'")
@@ -162,13 +163,17 @@ def doctor_command(
     pipeline: Annotated[str | None, typer.Option("--pipeline", help="Compile this pipeline (training, retraining) "
                                                  "with the current config and inspect it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    outputs: Annotated[Path | None, typer.Option("--outputs", help="The platform root's `terraform output "
+                                                 "-json`, to check the config against what it installed.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Show what a cluster honours that a local kfp.local run ignores (or does differently).
 
     Resources, accelerators, node selectors, tolerations, images, caching, retries and
-    environment variables, per task.
+    environment variables, per task; and, for a cluster config, what would fail there: local
+    paths, unpublished images, no object-store pipeline root, multi-node training without S3,
+    and (with --outputs) a serving mode the platform did not install.
 
     Examples:
 
@@ -178,10 +183,12 @@ def doctor_command(
     """
     from kfops.cluster.doctor import (
         format_table,
+        inspect_config,
         inspect_pipeline,
         load_pipeline_spec,
         summary_line,
     )
+    from kfops.cluster.terraform_outputs import load_outputs
 
     if (pipeline_yaml is None) == (pipeline is None):
         raise ConfigError("give either a compiled PIPELINE_YAML or --pipeline NAME",
@@ -191,6 +198,10 @@ def doctor_command(
         path = pipeline_yaml if pipeline_yaml is not None else compile_to(cfg, pipeline, Path(folder))
         spec = load_pipeline_spec(path)
     findings = inspect_pipeline(spec, expected_images={cfg.cluster.image, cfg.cluster.gpu_image})
+    versions = None
+    if outputs is not None:
+        versions = (load_outputs(outputs).get("platform_versions") or {}).get("value") or {}
+    findings += inspect_config(cfg, versions)
     if as_json:
         typer.echo(json.dumps({"findings": [f.to_dict() for f in findings], "summary": summary_line(findings)},
                               indent=2))

@@ -76,7 +76,7 @@ def _schedule(
         created = kfp_api.create_schedule(
             client, endpoint, package, kfp_api.version_name(info["name"], code_version(), package),
             experiment or cfg.registry.experiment, name or kfp_api.default_schedule_name(pipeline, cron), cron,
-            service_account=cfg.cluster.service_account,
+            service_account=cfg.cluster.service_account, pipeline_root=cfg.cluster.pipeline_root,
         )
     typer.echo(f"recurring run {created.recurring_run_id} '{created.name}': cron '{created.cron}' "
                f"(KFP, seconds first), pipeline version {created.version_id}")

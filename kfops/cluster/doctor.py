@@ -153,3 +153,58 @@ def format_table(findings: list[Finding]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
                      for row in rows)
+
+
+CONFIG_TASK = "(config)"
+UNPUBLISHED_IMAGE_PREFIX = "ghcr.io/kfops/"  # the defaults: no registry publishes them
+
+
+def inspect_config(cfg: Any, platform_versions: dict[str, Any] | None = None) -> list[Finding]:
+    """What in a cluster config (and, given ``platform_versions``, the platform Terraform built) would fail there.
+
+    ``cfg`` is a :class:`kfops.config.KfopsConfig`; ``platform_versions`` the ``platform_versions``
+    output of the platform root (``kfops doctor --outputs outputs.json``). A config without
+    ``cluster.kfp_host`` is a local one and gets no findings.
+    """
+    from kfops.adapters.kfp_api import cluster_config_problems
+    from kfops.adapters.kserve_cluster import DEPLOYMENT_MODE
+
+    cluster = cfg.cluster
+    if not cluster.kfp_host:
+        return []
+    found = [Finding(CONFIG_TASK, "local_path", problem, "works: this machine's files",
+                     "fails: a pod cannot read them") for problem in cluster_config_problems(cfg)]
+    for key in ("image", "gpu_image", "serving_image"):
+        image = getattr(cluster, key)
+        if image.startswith(UNPUBLISHED_IMAGE_PREFIX):
+            found.append(Finding(CONFIG_TASK, "image", f"cluster.{key}={image} is the default, which nothing publishes",
+                                 "ignored", "ImagePullBackOff: push with `kfops build --push` and set it "
+                                 "(`kfops config from-terraform` sets the ECR images)"))
+    root = cluster.pipeline_root
+    if not root or not root.startswith(("s3://", "gs://", "minio://")):
+        found.append(Finding(CONFIG_TASK, "pipeline_root", f"cluster.pipeline_root={root}",
+                             "<data_dir>/pipeline_root", "artifacts go to the cluster's kfp-launcher default, "
+                             "or nowhere the pods share: set an object-store URI"))
+    torch = cfg.train.torch
+    if cfg.train.trainer == "torch" and torch.num_nodes > 1:
+        if not (root or "").startswith("s3://"):
+            found.append(Finding(CONFIG_TASK, "multi_node", f"train.torch.num_nodes={torch.num_nodes} with "
+                                 f"cluster.pipeline_root={root}", "refused: one node only",
+                                 "fails: the TrainJob's nodes exchange the job through s3://"))
+        if not cluster.namespace:
+            found.append(Finding(CONFIG_TASK, "multi_node", "train.torch.num_nodes > 1 without cluster.namespace",
+                                 "refused: one node only", "fails: no namespace to create the TrainJob in"))
+    if platform_versions is not None:
+        mode = platform_versions.get("kserve_mode")
+        wanted = "Knative" if DEPLOYMENT_MODE in ("Knative", "Serverless") else "Standard"
+        if mode is None or (mode in ("Serverless", "Knative")) != (wanted == "Knative"):
+            found.append(Finding(CONFIG_TASK, "serving_mode",
+                                 f"deploy renders {DEPLOYMENT_MODE} InferenceServices; the platform installed KServe "
+                                 f"in {mode or 'an unknown mode (no kserve_mode output: an older platform apply)'}",
+                                 "local ModelServer", "the InferenceService fails (Knative mode needs Knative Serving, "
+                                 "and canaryTrafficPercent needs Knative revisions): re-apply the platform root"))
+        if wanted == "Knative" and not platform_versions.get("knative_serving"):
+            found.append(Finding(CONFIG_TASK, "serving_mode", "Knative mode, and the platform installed no "
+                                 "Knative Serving", "local ModelServer",
+                                 "KServe fails every InferenceService: 'Knative Serving is not available'"))
+    return found

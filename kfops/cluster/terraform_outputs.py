@@ -38,7 +38,10 @@ REQUIRED_OUTPUTS = (
     "gpu_toleration",
     "service_accounts",
     "serving_namespace",
+    "images",
 )
+# The platform root's `images` output (ECR repositories at the pinned tag) -> cluster config fields.
+IMAGE_KINDS = {"cpu": "image", "gpu": "gpu_image", "serving": "serving_image"}
 BUCKET_PURPOSES = ("pipeline_root", "data", "feast_offline", "mlflow_artifacts")
 OBJECT_STORE_SCHEMES = ("s3://", "gs://")
 REDIS_CONNECTION_ENV = "KFOPS__FEATURES__REDIS_CONNECTION"
@@ -112,10 +115,15 @@ def profile_from_terraform_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
     accounts = _mapping(values, "service_accounts", ("pipeline_runner", "kserve"))
     pipeline_account = _mapping(accounts, "pipeline_runner", ("namespace", "name"), label="service_accounts.")
     serving_account = _mapping(accounts, "kserve", ("namespace", "name"), label="service_accounts.")
+    images = _mapping(values, "images", tuple(IMAGE_KINDS))
+    for kind in IMAGE_KINDS:
+        if not isinstance(images[kind], str) or ":" not in images[kind].rsplit("/", 1)[-1]:
+            raise ConfigError(f"output images.{kind} '{images[kind]}' is not an image reference with a tag")
 
     return {
         "cluster": {
             "kfp_host": kfp_endpoint,
+            **{field: str(images[kind]) for kind, field in IMAGE_KINDS.items()},
             "namespace": _text(values, "kfp_namespace"),
             "pipeline_root": pipeline_root,
             "gpu_node_selector": dict(selector),

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kfops.core.splits import SPLIT_COLUMN
 from kfops.steps.common import load_training_set, step_config
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
 
@@ -24,14 +27,12 @@ def train(
     from kfops.adapters import mlflow_registry as registry
     from kfops.core.evaluation import choose_threshold
     from kfops.core.model import FeatureSpec, predict_proba, save_model
-    from kfops.training import train_model
-
     cfg = step_config(config)
     frame = load_training_set(training_set)
     parts = {name: frame[frame[SPLIT_COLUMN] == name] for name in ("train", "validation")}
     spec = FeatureSpec.fit(parts["train"], cfg.feature_columns, cfg.features.categorical, label=cfg.dataset.label)
     work_dir = cfg.data_dir / "work" / "train" / (pipeline_run or "adhoc")
-    result = train_model(parts["train"], parts["validation"], spec, cfg.train, work_dir)
+    result = fit(cfg, parts["train"], parts["validation"], spec, work_dir, pipeline_run)
     val_proba = predict_proba(result.model, parts["validation"])
     result.model.threshold = choose_threshold(parts["validation"][cfg.dataset.label].to_numpy(), val_proba)
     save_model(result.model, Path(model_dir), metadata={"pipeline_run": pipeline_run, "data_hash": data_hash})
@@ -50,3 +51,34 @@ def train(
         model_uri = run.log_model(Path(model_dir), example, outputs)
         run.set_tag("kfops.model_uri", model_uri)
         return run.run_id
+
+
+def fit(cfg: KfopsConfig, train_part, validation_part, spec, work_dir: Path, pipeline_run: str):
+    """The configured trainer here, or, for torch on several nodes, a TrainJob on the cluster."""
+    if cfg.train.trainer == "torch" and cfg.train.torch.num_nodes > 1:
+        return _train_on_nodes(cfg, train_part, validation_part, spec, work_dir, pipeline_run)
+    from kfops.training import train_model
+
+    return train_model(train_part, validation_part, spec, cfg.train, work_dir)
+
+
+def _train_on_nodes(cfg: KfopsConfig, train_part, validation_part, spec, work_dir: Path, pipeline_run: str):
+    """torch on ``num_nodes`` nodes: a Kubeflow Trainer TrainJob in the pipeline's namespace, job and model via S3."""
+    from kfops.adapters import trainjob
+    from kfops.errors import ConfigError
+
+    namespace = cfg.cluster.namespace
+    if not namespace:
+        raise ConfigError(
+            f"train.torch.num_nodes={cfg.train.torch.num_nodes} runs a TrainJob, and cluster.namespace is not set",
+            hint="set cluster.namespace to the namespace KFP runs pipelines in (kfops config from-terraform sets it)",
+        )
+
+    def report(condition: dict) -> None:
+        log.info("TrainJob: %s=%s %s", condition.get("type"), condition.get("status"), condition.get("message") or "")
+
+    return trainjob.train_torch_on_cluster(
+        train_part, validation_part, spec, cfg.train.torch, cfg.cluster, work_dir,
+        name=trainjob.trainjob_name(pipeline_run or "adhoc"), namespace=namespace,
+        timeout_s=cfg.train.torch.trainjob_timeout_s, on_condition=report,
+    )

@@ -188,6 +188,13 @@ def test_helm_charts_are_pinned_to_exact_versions():
             chart_yaml = PLATFORM_MODULE / chart.removeprefix("${path.module}/") / "Chart.yaml"
             assert EXACT_VERSION.match(_chart_version(chart_yaml)), f"{name}: local chart needs an exact version"
             continue
+        if "repository" not in release:
+            # A chart published as a release asset: the URL itself names the pinned version.
+            assert chart.startswith("https://") and chart.endswith(".tgz"), f"helm_release.{name}: chart {chart}"
+            pins = re.findall(r"\$\{var\.(\w+)\}", chart)
+            assert pins, f"helm_release.{name}: {chart} does not name a pinned version"
+            assert all(EXACT_VERSION.match(platform.variables[pin]["default"]) for pin in pins), name
+            continue
         assert release["repository"].startswith(("https://", "oci://")), name
         version = platform.variable_default(release.get("version", ""))
         assert EXACT_VERSION.match(str(version)), f"helm_release.{name}: version {version!r} is not an exact version"

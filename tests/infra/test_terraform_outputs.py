@@ -66,6 +66,12 @@ def test_round_trip_outputs_to_profile_to_config(tmp_path, outputs):
     assert cfg.features.redis_connection == f"{redis['host']}:{redis['port']},ssl=true"
     assert cfg.features.registry == value(outputs, "feast_registry")
     assert cfg.state.store == f"s3://{value(outputs, 'buckets')['data']}/kfops-state"
+    # The images come from the ECR repositories Terraform creates, not the unpublished defaults.
+    images = value(outputs, "images")
+    assert (cfg.cluster.image, cfg.cluster.gpu_image, cfg.cluster.serving_image) == (
+        images["cpu"], images["gpu"], images["serving"]
+    )
+    assert ".dkr.ecr." in cfg.cluster.image
 
 
 def test_profile_header_documents_what_has_no_config_key(tmp_path, outputs):

@@ -6,6 +6,17 @@ kfp_server_api 2.x: /apis/v2beta1/healthz, pipelines, pipelines/upload, pipeline
 experiments, runs, recurringruns) and records every request. The real `kfp.client.Client` talks
 to it; the tests assert on what was sent. What a real cluster then does with it (scheduling pods,
 pulling images) is not covered.
+
+Where the real server is strict, so is this one, from upstream's own definitions rather than ours
+(kubeflow/pipelines 2.17.0; excerpts vendored under tests/infra/upstream/kubeflow-pipelines/):
+- an upload is parsed as the API server does (backend/src/apiserver/template/v2_template.go): the
+  YAML document holding the spec goes through the official ``PipelineSpec`` protobuf of
+  kfp-pipeline-spec (unknown fields refused), schemaVersion must be 2.1.0, the name non-empty and
+  matching upstream's pattern, the root component present;
+- errors are grpc-gateway's ``{"code", "message", "details"}``;
+- namespaces behave as in the single-user install the platform Terraform deploys: the server
+  accepts them and stores and lists everything under "" (ResourceManager.ReplaceNamespace);
+- run states are v2beta1's RuntimeState, which has no ERROR.
 """
 
 from __future__ import annotations
@@ -13,6 +24,8 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import json
+import re
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+from google.protobuf import json_format
 
 from kfops.cli import main
 from kfops.config import KfopsConfig
@@ -30,6 +44,13 @@ from tests.conftest import REPO_ROOT, free_port
 pytestmark = pytest.mark.integration
 
 TOKEN = "test-token-123"
+UPSTREAM = REPO_ROOT / "tests" / "infra" / "upstream" / "kubeflow-pipelines"
+# backend/api/v2beta1/run.proto, enum RuntimeState (vendored excerpt).
+RUNTIME_STATES = frozenset(
+    re.findall(r"^\s*([A-Z_]+) = \d+;", (UPSTREAM / "run.proto.RuntimeState.txt").read_text(), re.MULTILINE)
+)
+SCHEMA_VERSION = "2.1.0"  # v2_template.go SCHEMA_VERSION_2_1_0
+NAME_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"  # v2_template.go, unanchored
 CODE_VERSION = "abc123def456"
 API = "/apis/v2beta1"
 
@@ -66,9 +87,47 @@ class FakeKfp:
     recurring: dict[str, dict] = field(default_factory=dict)
     run_states: list[str] = field(default_factory=lambda: ["SUCCEEDED"])
     accepted_token: str = TOKEN
+    api_server_ready: bool = True  # False: the UI answers, the API server behind it does not
 
     def find(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
+
+
+def api_error(status: int, code: int, message: str) -> tuple[int, dict]:
+    """grpc-gateway's error body, as the v2beta1 API answers (google.rpc.Status)."""
+    return status, {"code": code, "message": message, "details": []}
+
+
+def invalid_spec(message: str) -> tuple[int, dict]:
+    return api_error(400, 3, f"Failed to create a pipeline due to error parsing pipeline spec: {message}")
+
+
+def parse_upload(data: bytes) -> tuple[dict, str] | tuple[int, dict]:
+    """(spec, name), or the error the API server answers, following v2_template.go."""
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    try:
+        documents = [doc for doc in yaml.safe_load_all(data) if doc is not None]
+    except yaml.YAMLError as err:
+        return invalid_spec(f"unable to decode yaml document: {err}")
+    specs = [doc for doc in documents if isinstance(doc, dict) and "pipelineInfo" in doc]
+    if len(specs) != 1:
+        return invalid_spec("multiple pipeline specs provided" if specs else "no pipeline spec provided")
+    spec = pipeline_spec_pb2.PipelineSpec()
+    try:
+        json_format.ParseDict(json.loads(json.dumps(specs[0], default=str)), spec)
+    except json_format.ParseError as err:
+        return invalid_spec(f"invalid v2 pipeline spec: {err}")
+    if spec.schema_version != SCHEMA_VERSION:
+        return invalid_spec(f"KFP only supports schema version 2.1.0, but the pipeline spec has version "
+                            f"{spec.schema_version}")
+    if not spec.pipeline_info.name:
+        return invalid_spec("invalid v2 pipeline spec: name is empty")
+    if not re.search(NAME_PATTERN, spec.pipeline_info.name):
+        return invalid_spec("invalid v2 pipeline spec: name should consist of lower case alphanumeric characters")
+    if not spec.HasField("root"):
+        return invalid_spec("invalid v2 pipeline spec: root component is empty")
+    return specs[0], spec.pipeline_info.name
 
 
 def _display_name_filter(query: dict[str, list[str]]) -> str | None:
@@ -107,17 +166,29 @@ def make_handler(state: FakeKfp):
 def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
     path, method = req.path, req.method
     if req.headers.get("authorization") != f"Bearer {state.accepted_token}":
-        return 401, {"error": "Unauthorized", "code": 16}
+        return api_error(401, 16, "Unauthorized")
     if path == f"{API}/healthz":
-        return 200, {"multi_user": True, "pipeline_store": "kubernetes"}
+        # The endpoint is the UI (ml-pipeline-ui), which proxies /apis to the API server and answers
+        # its own healthz (frontend/server/handlers/healthz.ts): 200 either way, apiServerReady says.
+        if not state.api_server_ready:
+            return 200, {"apiServerReady": False, "buildDate": "", "frontendCommitHash": "", "frontendTagName": "2.17.0"}
+        return 200, {"apiServerReady": True, "apiServerCommitHash": "4a3592c", "apiServerTagName": "2.17.0",
+                     "apiServerMultiUser": False, "multi_user": False, "pipelineStore": "database",
+                     "frontendTagName": "2.17.0"}
+    if not state.api_server_ready:
+        return api_error(503, 14, "upstream connect error")
     if path == f"{API}/pipelines" and method == "GET":
         name = _display_name_filter(req.query)
         found = [p for p in state.pipelines.values() if name is None or p["display_name"] == name]
         return 200, {"pipelines": found, "total_size": len(found)} if found else {}
     if path == f"{API}/pipelines/upload" and method == "POST":
+        parsed = parse_upload(req.uploaded_file())
+        if isinstance(parsed[0], int):
+            return parsed
         pipeline_id = str(uuid.uuid4())
-        pipeline = {"pipeline_id": pipeline_id, "display_name": req.query["name"][0],
-                    "namespace": req.query.get("namespace", [""])[0], "created_at": "2024-05-01T10:00:00Z"}
+        # Single-user install: the namespace sent is accepted and replaced by "".
+        pipeline = {"pipeline_id": pipeline_id, "display_name": req.query.get("name", [parsed[1]])[0],
+                    "namespace": "", "created_at": "2024-05-01T10:00:00Z"}
         state.pipelines[pipeline_id] = pipeline
         # KFP creates a first version named like the pipeline.
         state.versions[pipeline_id] = [{"pipeline_id": pipeline_id, "pipeline_version_id": str(uuid.uuid4()),
@@ -131,7 +202,10 @@ def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
     if path == f"{API}/pipelines/upload_version" and method == "POST":
         pipeline_id = req.query["pipelineid"][0]
         if pipeline_id not in state.pipelines:
-            return 404, {"error": "pipeline not found", "code": 5}
+            return api_error(404, 5, f"Failed to create a pipeline version: pipeline {pipeline_id} not found")
+        parsed = parse_upload(req.uploaded_file())
+        if isinstance(parsed[0], int):
+            return parsed
         version = {"pipeline_id": pipeline_id, "pipeline_version_id": str(uuid.uuid4()),
                    "display_name": req.query["name"][0], "created_at": "2024-05-01T10:00:00Z"}
         state.versions[pipeline_id].append(version)
@@ -143,7 +217,7 @@ def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
     if path == f"{API}/experiments" and method == "POST":
         body = req.json()
         experiment = {"experiment_id": str(uuid.uuid4()), "display_name": body["display_name"],
-                      "namespace": body.get("namespace"), "storage_state": "AVAILABLE"}
+                      "namespace": "", "storage_state": "AVAILABLE"}
         state.experiments[experiment["experiment_id"]] = experiment
         return 200, experiment
     if path == f"{API}/runs" and method == "POST":
@@ -158,8 +232,9 @@ def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
     if path.startswith(f"{API}/runs/") and method == "GET":
         run = state.runs.get(path.rsplit("/", 1)[1])
         if run is None:
-            return 404, {"error": "run not found", "code": 5}
+            return api_error(404, 5, "Failed to get a run: run not found")
         run["state"] = state.run_states.pop(0) if len(state.run_states) > 1 else state.run_states[0]
+        assert run["state"] in RUNTIME_STATES, f"{run['state']} is not a v2beta1 RuntimeState"
         if run["state"] == "FAILED":
             run["error"] = {"code": 2, "message": "task train failed: OOMKilled"}
         return 200, run
@@ -174,7 +249,7 @@ def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
     if path.startswith(f"{API}/recurringruns/") and method == "DELETE":
         state.recurring.pop(path.rsplit("/", 1)[1], None)
         return 200, {}
-    return 404, {"error": f"no route {method} {path}", "code": 5}
+    return api_error(404, 5, f"Not Found: {method} {path}")
 
 
 @pytest.fixture
@@ -333,7 +408,8 @@ def test_schedule_creates_a_recurring_run_with_a_kfp_cron(fake_kfp, cluster_env,
         "pipeline_id": pipeline_id, "pipeline_version_id": state.versions[pipeline_id][-1]["pipeline_version_id"]}
     assert state.versions[pipeline_id][-1]["display_name"].startswith(f"kfops-training-{CODE_VERSION}-")
     assert body["experiment_id"] == next(iter(state.experiments))
-    assert state.experiments[body["experiment_id"]]["namespace"] == "team-a"
+    (exp_create,) = state.find("POST", f"{API}/experiments")
+    assert exp_create.json()["namespace"] == "team-a"
 
     assert cli("schedule", "list", "--host", host, *cluster_env) == 0
     listed = capsys.readouterr().out
@@ -379,3 +455,81 @@ def test_a_refused_token_is_a_cluster_error_naming_its_source(fake_kfp, cluster_
     assert code == 3
     assert "HTTP 401" in err and "KFOPS_KFP_TOKEN" in err
     assert state.runs == {} and len(state.requests) == 1  # stopped at the health probe
+
+
+PIPELINE_ROOT = "s3://kfops-contract/pipeline-root"
+
+
+def test_runs_and_recurring_runs_carry_the_pipeline_root(fake_kfp, cluster_env, capsys, monkeypatch):
+    state, host = fake_kfp
+    root = ["--set", f"cluster.pipeline_root={PIPELINE_ROOT}"]
+    assert cli("submit", "training", "--host", host, *cluster_env, *root) == 0
+    (run_create,) = state.find("POST", f"{API}/runs")
+    assert run_create.json()["runtime_config"]["pipeline_root"] == PIPELINE_ROOT
+    # The IR carries it as the default too, for runs started from the UI.
+    (upload,) = state.find("POST", f"{API}/pipelines/upload")
+    assert next(yaml.safe_load_all(upload.uploaded_file()))["defaultPipelineRoot"] == PIPELINE_ROOT
+
+    assert cli("schedule", "training", "--cron", "0 3 * * *", "--host", host, *cluster_env, *root) == 0
+    (recurring,) = state.find("POST", f"{API}/recurringruns")
+    assert recurring.json()["runtime_config"]["pipeline_root"] == PIPELINE_ROOT
+
+
+def test_the_contract_server_parses_uploads_as_the_api_server_does():
+    """The check itself: what the real server refuses, this one refuses too, in the real error shape."""
+    from kfops.adapters.kfp_local import compile_pipeline
+    from kfops.config import load_config
+
+    with tempfile.TemporaryDirectory() as folder:
+        package = compile_pipeline(load_config(None, [], environ={}), "training", Path(folder) / "p.yaml")
+        good = package.read_bytes()
+    _, name = parse_upload(good)
+    assert name == "kfops-training"
+
+    def refused(data: bytes) -> str:
+        status, body = parse_upload(data)
+        assert status == 400 and set(body) == {"code", "message", "details"} and body["code"] == 3
+        return body["message"]
+
+    doc = yaml.safe_load(good)
+    assert "schema version 2.1.0" in refused(yaml.safe_dump({**doc, "schemaVersion": "2.0.0"}).encode())
+    assert "invalid v2 pipeline spec" in refused(yaml.safe_dump({**doc, "pipelineInfo": {"nmae": "x"}}).encode())
+    assert "root component is empty" in refused(yaml.safe_dump({k: v for k, v in doc.items() if k != "root"}).encode())
+    assert "name is empty" in refused(yaml.safe_dump({**doc, "pipelineInfo": {"name": ""}}).encode())
+    assert refused(b"not: [a pipeline")
+
+
+def test_an_upload_the_server_refuses_is_a_cluster_error_with_its_message(fake_kfp, cluster_env, capsys, monkeypatch):
+    state, host = fake_kfp
+    from kfops.adapters import kfp_local
+
+    real = kfp_local.compile_pipeline
+
+    def old_schema(cfg, name, output):
+        path = real(cfg, name, output)
+        path.write_text(path.read_text().replace("schemaVersion: 2.1.0", "schemaVersion: 2.0.0"))
+        return path
+
+    monkeypatch.setattr(kfp_local, "compile_pipeline", old_schema)
+    code = cli("submit", "training", "--host", host, *cluster_env)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "schema version 2.1.0" in err
+    assert state.runs == {}
+
+
+def test_a_ui_whose_api_server_is_down_is_a_cluster_error(fake_kfp, cluster_env, capsys):
+    state, host = fake_kfp
+    state.api_server_ready = False
+    code = cli("runs", "list", "--host", host, *cluster_env)
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "API server (ml-pipeline) is not ready" in err
+    assert len(state.requests) == 1  # stopped at the health probe
+
+
+def test_kfops_waits_on_v2beta1_run_states_only():
+    from kfops.adapters.kfp_api import FAILURE_STATES, SUCCESS_STATES, TERMINAL_STATES
+
+    assert TERMINAL_STATES <= RUNTIME_STATES, f"not v2beta1 states: {sorted(TERMINAL_STATES - RUNTIME_STATES)}"
+    assert {"SUCCEEDED", "SKIPPED"} == SUCCESS_STATES and {"FAILED", "CANCELED"} == FAILURE_STATES

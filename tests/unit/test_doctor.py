@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: KFP reads real annotations of the toy component.
 
+import pytest
 from kfp import compiler, dsl, kubernetes
 
 from kfops.adapters.kfp_local import compile_pipeline
@@ -12,6 +13,7 @@ from kfops.cluster.doctor import (
     summary_line,
 )
 from kfops.config import KfopsConfig
+from tests.conftest import REPO_ROOT
 
 
 @dsl.component(base_image="python:3.11")
@@ -106,3 +108,72 @@ def test_doctor_command_prints_the_table_and_summary(tmp_path, capsys):
     assert code in (0, None), out
     assert "accelerator" in out and "node_selector" in out and "toleration" in out
     assert "local and cluster runs can differ here:" in out
+
+
+# --- what a cluster config would break ------------------------------------------------------------
+
+
+def _cluster_cfg(*overrides: str):
+    from kfops.config import load_config
+
+    return load_config(None, ["cluster.kfp_host=http://kfp.example", *overrides], environ={})
+
+
+GOOD_CLUSTER = (
+    "registry.tracking_uri=http://mlflow.mlflow.svc:5000", "features.registry=s3://b/feast/registry.db",
+    "cluster.pipeline_root=s3://b/pipeline-root", "cluster.namespace=kubeflow",
+    "cluster.image=1.dkr.ecr.us-east-1.amazonaws.com/k/kfops:0.1.0",
+    "cluster.gpu_image=1.dkr.ecr.us-east-1.amazonaws.com/k/kfops-gpu:0.1.0",
+    "cluster.serving_image=1.dkr.ecr.us-east-1.amazonaws.com/k/kfops-serving:0.1.0",
+)
+PLATFORM = {"kserve_mode": "Knative", "knative_serving": "1.21.1"}
+
+
+def test_a_complete_cluster_profile_has_no_config_findings():
+    from kfops.cluster.doctor import inspect_config
+
+    assert inspect_config(_cluster_cfg(*GOOD_CLUSTER), PLATFORM) == []
+    assert inspect_config(_cluster_cfg(*GOOD_CLUSTER, "train.trainer=torch", "train.torch.num_nodes=2"), PLATFORM) == []
+    from kfops.config import load_config
+
+    assert inspect_config(load_config(None, [], environ={}), {}) == []  # a local config: nothing to say
+
+
+@pytest.mark.parametrize(
+    ("overrides", "platform", "kind", "words"),
+    [
+        (("registry.tracking_uri=sqlite:///mlflow.db",), PLATFORM, "local_path", "registry.tracking_uri"),
+        (("cluster.image=ghcr.io/kfops/kfops:0.1.0",), PLATFORM, "image", "cluster.image"),
+        (("cluster.pipeline_root=/tmp/root",), PLATFORM, "pipeline_root", "/tmp/root"),
+        (("train.trainer=torch", "train.torch.num_nodes=2", "cluster.pipeline_root=gs://b/r"), PLATFORM,
+         "multi_node", "num_nodes=2"),
+        ((), {"kserve_mode": "Standard", "knative_serving": None}, "serving_mode", "Standard"),
+        ((), {"kserve_mode": "Knative"}, "serving_mode", "no Knative Serving"),
+        ((), {}, "serving_mode", "unknown mode"),
+    ],
+)
+def test_each_cluster_config_problem_is_reported(overrides, platform, kind, words):
+    from kfops.cluster.doctor import inspect_config
+
+    findings = inspect_config(_cluster_cfg(*GOOD_CLUSTER, *overrides), platform)
+    assert any(f.kind == kind and words in f.detail for f in findings), findings
+
+
+def test_doctor_reads_the_platform_from_terraform_outputs(tmp_path, capsys):
+    import json
+
+    from kfops.cli import main
+
+    sample = json.loads((REPO_ROOT / "infra" / "terraform" / "examples" / "outputs.sample.json").read_text())
+    sample["platform_versions"]["value"]["kserve_mode"] = "Standard"
+    outputs = tmp_path / "outputs.json"
+    outputs.write_text(json.dumps(sample))
+    args = ["doctor", "--pipeline", "training", "--outputs", str(outputs), "--set", f"data_dir={tmp_path}"]
+    for item in GOOD_CLUSTER:
+        args += ["--set", item]
+    try:
+        main([*args, "--set", "cluster.kfp_host=http://kfp.example"])
+    except SystemExit as exit_:
+        assert exit_.code in (0, None)
+    out = capsys.readouterr().out
+    assert "serving_mode" in out and "installed KServe in Standard" in out

@@ -57,7 +57,7 @@ def test_first_deploy_manifest_matches_the_crd(isvc_schema):
     assert manifest["apiVersion"] == "serving.kserve.io/v1beta1" and manifest["kind"] == "InferenceService"
     meta = manifest["metadata"]
     assert (meta["name"], meta["namespace"]) == (MODEL, "kfops-serving")
-    assert meta["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert meta["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     assert meta["annotations"][VERSION_ANNOTATION] == "7"
     predictor = manifest["spec"]["predictor"]
     assert "canaryTrafficPercent" not in predictor

@@ -13,7 +13,8 @@ from kfops.adapters.trainjob import (
     VERSION,
     render_trainjob,
     submit_and_wait,
-    train_torch_on_cluster,
+    trainjob_name,
+    worker_command,
 )
 from kfops.config import ClusterConfig, TorchConfig
 from kfops.errors import ConfigError, TrainingError
@@ -37,8 +38,8 @@ def trainjob_schema() -> dict:
 
 def test_gpu_trainjob_matches_the_crd(trainjob_schema):
     manifest = render_trainjob(
-        "flights-torch-r1", "/mnt/kfops/job", TORCH, GPU_CLUSTER, namespace="kfops",
-        env={"KFOPS_RUN": "r1"}, job_volume_claim="kfops-train-jobs", active_deadline_s=3600,
+        "flights-torch-r1", "s3://kfops-dev/pipeline-root/kfops-trainjobs/r1", TORCH, GPU_CLUSTER, namespace="kfops",
+        env={"KFOPS_RUN": "r1"}, service_account="pipeline-runner", active_deadline_s=3600,
     )  # fmt: skip
     validate(manifest, trainjob_schema)
 
@@ -49,8 +50,9 @@ def test_gpu_trainjob_matches_the_crd(trainjob_schema):
     assert (trainer["numNodes"], trainer["numProcPerNode"]) == (2, 4)
     assert trainer["image"] == GPU_CLUSTER.gpu_image
     assert trainer["resourcesPerNode"] == {"limits": {"nvidia.com/gpu": "4"}}
-    assert trainer["command"][:3] == ["python", "-m", "torch.distributed.run"]
-    assert trainer["command"][-4:] == ["--module", "kfops.training.ddp_worker", "--job-dir", "/mnt/kfops/job"]
+    # Each node runs the node entry point, which runs torchrun with the runtime's PET_* topology.
+    assert trainer["command"] == worker_command("s3://kfops-dev/pipeline-root/kfops-trainjobs/r1")
+    assert trainer["command"][:3] == ["python", "-m", "kfops.training.trainjob_node"]
     assert {"name": "KFOPS_RUN", "value": "r1"} in trainer["env"]
 
     (patch,) = spec["runtimePatches"]
@@ -59,8 +61,7 @@ def test_gpu_trainjob_matches_the_crd(trainjob_schema):
     assert node["name"] == "node"
     assert pod["nodeSelector"] == {"kfops.io/node-pool": "gpu"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert pod["volumes"][0]["persistentVolumeClaim"] == {"claimName": "kfops-train-jobs"}
-    assert pod["containers"] == [{"name": "node", "volumeMounts": [{"name": "kfops-job", "mountPath": "/mnt/kfops/job"}]}]
+    assert pod["serviceAccountName"] == "pipeline-runner"  # its cloud identity reaches the bucket
 
 
 def test_the_patch_targets_names_that_exist_in_the_torch_runtime():
@@ -72,7 +73,7 @@ def test_the_patch_targets_names_that_exist_in_the_torch_runtime():
 
 
 def test_cpu_trainjob_matches_the_crd_without_gpu_fields(trainjob_schema):
-    manifest = render_trainjob("flights-cpu", "/mnt/job", TorchConfig(num_nodes=3, nproc_per_node=2), ClusterConfig())
+    manifest = render_trainjob("flights-cpu", "s3://b/job", TorchConfig(num_nodes=3, nproc_per_node=2), ClusterConfig())
     validate(manifest, trainjob_schema)
     assert manifest["spec"]["trainer"]["image"] == ClusterConfig().image
     assert "resourcesPerNode" not in manifest["spec"]["trainer"]
@@ -83,7 +84,7 @@ def test_the_schema_check_catches_a_bad_manifest(trainjob_schema):
     """The checks above can fail: a wrong type and an undeclared field are both reported."""
     import jsonschema
 
-    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    manifest = render_trainjob("flights-torch", "s3://b/job", TORCH, GPU_CLUSTER)
     wrong_type = copy.deepcopy(manifest)
     wrong_type["spec"]["trainer"]["numProcPerNode"] = "auto"
     with pytest.raises(jsonschema.ValidationError):
@@ -96,10 +97,10 @@ def test_the_schema_check_catches_a_bad_manifest(trainjob_schema):
 @pytest.mark.parametrize(
     ("name", "torch_cfg", "job_dir", "message"),
     [
-        ("Flights_Torch", TORCH, "/mnt/job", "DNS-1035"),
-        ("x" * 64, TORCH, "/mnt/job", "DNS-1035"),
-        ("flights", TorchConfig(nproc_per_node=8), "/mnt/job", "nproc_per_node=8 but cluster.gpus_per_node=4"),
-        ("flights", TORCH, "relative/job", "absolute path"),
+        ("Flights_Torch", TORCH, "s3://b/job", "DNS-1035"),
+        ("x" * 64, TORCH, "s3://b/job", "DNS-1035"),
+        ("flights", TorchConfig(nproc_per_node=8), "s3://b/job", "nproc_per_node=8 but cluster.gpus_per_node=4"),
+        ("flights", TORCH, "/mnt/job", "share no disk"),
     ],
 )
 def test_bad_trainjob_settings_are_refused_before_submitting(name, torch_cfg, job_dir, message):
@@ -148,7 +149,7 @@ def test_submit_and_wait_follows_conditions_until_complete(caplog):
         {"conditions": [created, _condition("Complete", reason="JobsCompleted", message="jobs completed")]},
     ])  # fmt: skip
     seen = []
-    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER, namespace="kfops")
+    manifest = render_trainjob("flights-torch", "s3://b/job", TORCH, GPU_CLUSTER, namespace="kfops")
     with caplog.at_level(logging.INFO, logger="kfops.adapters.trainjob"):
         final = submit_and_wait(manifest, "kfops", timeout_s=60, poll_s=0, api=api, on_condition=seen.append)
     assert api.created == [manifest]
@@ -162,7 +163,7 @@ def test_submit_and_wait_raises_on_failed():
     """Contract test of our polling loop: a Failed condition becomes a TrainingError with its reason."""
     failed = _condition("Failed", reason="JobFailed", message="rank 3 exited with code 1")
     api = ScriptedTrainJobs([{"conditions": [_condition("Created")]}, {"conditions": [failed]}])
-    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    manifest = render_trainjob("flights-torch", "s3://b/job", TORCH, GPU_CLUSTER)
     with pytest.raises(TrainingError, match="kfops/flights-torch failed: JobFailed: rank 3 exited with code 1"):
         submit_and_wait(manifest, "kfops", timeout_s=60, poll_s=0, api=api)
 
@@ -171,7 +172,7 @@ def test_submit_and_wait_gives_up_and_deletes_after_the_timeout():
     """Contract test of our polling loop: a job that never finishes is deleted, not waited on forever."""
     suspended = _condition("Suspended", reason="Suspended", message="waiting for quota")
     api = ScriptedTrainJobs([{"conditions": [suspended]}])
-    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    manifest = render_trainjob("flights-torch", "s3://b/job", TORCH, GPU_CLUSTER)
     with pytest.raises(TrainingError, match="did not finish within 0s and was deleted"):
         submit_and_wait(manifest, "kfops", timeout_s=0, poll_s=0, api=api)
     assert api.deleted == ["flights-torch"]
@@ -184,33 +185,35 @@ def test_an_existing_job_of_the_same_name_is_refused():
         def create_namespaced_custom_object(self, *args, **kwargs):
             raise ApiException(status=409, reason="AlreadyExists")
 
-    manifest = render_trainjob("flights-torch", "/mnt/job", TORCH, GPU_CLUSTER)
+    manifest = render_trainjob("flights-torch", "s3://b/job", TORCH, GPU_CLUSTER)
     with pytest.raises(TrainingError, match="already exists"):
         submit_and_wait(manifest, "kfops", timeout_s=60, poll_s=0, api=Conflict([{}]))
 
 
-def test_train_torch_on_cluster_reads_what_the_ranks_wrote(tmp_path):
-    """Wiring test: the stand-in 'cluster' runs the job's one rank in-process on create, the way
-    the TrainJob's pods would run it on the shared job folder; the result comes back from there."""
-    from kfops.core.model import FeatureSpec
-    from kfops.training.ddp_worker import run_rank
-    from tests.unit.test_torch_trainer import CATEGORICAL, FEATURES, flights_like
+def test_trainjob_names_are_dns_labels_stable_per_pipeline_run(trainjob_schema):
+    name = trainjob_name("kfops-training-20260501-103000-Ab_C")
+    assert name == trainjob_name("kfops-training-20260501-103000-Ab_C") != trainjob_name("another-run")
+    assert len(name) <= 63 and name.startswith("kfops-train-")
+    validate(render_trainjob(name, "s3://b/job", TORCH, GPU_CLUSTER), trainjob_schema)
+    assert len(trainjob_name("x" * 300)) <= 63
 
-    frame = flights_like(600)
-    train, validation = frame.iloc[:512], frame.iloc[512:]
-    spec = FeatureSpec.fit(train, FEATURES, CATEGORICAL)
-    torch_cfg = TorchConfig(epochs=1, batch_size=64, hidden=[8], num_threads=1)
-    job_dir = tmp_path / "job"
 
-    def run_the_job(manifest):
-        assert manifest["spec"]["trainer"]["command"][-1] == str(job_dir)
-        run_rank(job_dir)
+def test_the_train_step_runs_several_nodes_as_a_trainjob(monkeypatch, tmp_path):
+    """num_nodes > 1 no longer raises in the pod: the step hands the split to train_torch_on_cluster."""
+    from kfops.adapters import trainjob
+    from kfops.config import load_config
+    from kfops.steps import train as train_step
 
-    api = ScriptedTrainJobs([{"conditions": [_condition("Complete", reason="JobsCompleted")]}], on_create=run_the_job)
-    result = train_torch_on_cluster(
-        train, validation, spec, torch_cfg, ClusterConfig(), job_dir, name="flights-torch", namespace="kfops",
-        timeout_s=60, poll_s=0, api=api,
-    )  # fmt: skip
-    assert result.params["epochs_trained_this_run"] == 1
-    assert 0.0 < result.metrics["validation_auc"] < 1.0
-    assert result.model.predict_proba_encoded(spec.encode(validation)).shape == (len(validation),)
+    calls = []
+    monkeypatch.setattr(trainjob, "train_torch_on_cluster", lambda *args, **kwargs: calls.append((args, kwargs)) or "r")
+    cfg = load_config(None, ["train.trainer=torch", "train.torch.num_nodes=2", "cluster.namespace=kubeflow",
+                             "train.torch.trainjob_timeout_s=900", "cluster.pipeline_root=s3://b/root"], environ={})
+    assert train_step.fit(cfg, "train", "validation", "spec", tmp_path, "run-1") == "r"
+    ((args, kwargs),) = calls
+    assert args[:5] == ("train", "validation", "spec", cfg.train.torch, cfg.cluster)
+    assert kwargs["namespace"] == "kubeflow" and kwargs["timeout_s"] == 900
+    assert kwargs["name"] == trainjob_name("run-1") and callable(kwargs["on_condition"])
+
+    no_namespace = load_config(None, ["train.trainer=torch", "train.torch.num_nodes=2"], environ={})
+    with pytest.raises(ConfigError, match=r"cluster\.namespace"):
+        train_step.fit(no_namespace, "train", "validation", "spec", tmp_path, "run-1")

@@ -1,10 +1,22 @@
 # Cloud-neutral platform on an existing Kubernetes cluster: cert-manager, NVIDIA device plugin,
 # cluster autoscaler (optional), External Secrets, Kubeflow Pipelines (kustomize), Kubeflow
-# Trainer, KServe (Standard/raw deployment mode) and the MLflow tracking server.
+# Trainer, Knative Serving with Kourier, KServe (Knative deployment mode, so canaries split
+# traffic between revisions) and the MLflow tracking server.
 # Every chart and manifest version is pinned in variables.tf.
 
 locals {
-  kfp_namespace       = "kubeflow" # fixed by the upstream KFP manifests
+  kfp_namespace = "kubeflow" # fixed by the upstream KFP manifests
+  # KServe v0.20 names: Knative (was Serverless) and Standard (was RawDeployment). kfops renders
+  # canaryTrafficPercent, which only Knative revisions honour; tests/infra cross-checks both sides.
+  kserve_deployment_mode = "Knative"
+  # The ClusterTrainingRuntime kfops TrainJobs reference (kfops.adapters.trainjob.DEFAULT_RUNTIME).
+  trainer_runtime = "torch-distributed"
+  # kfp-launcher is created by the upstream manifests (base/pipeline/kfp-launcher-configmap.yaml);
+  # patching it here keeps one owner instead of a second resource that fights over it.
+  kfp_launcher_data = merge(
+    { defaultPipelineRoot = var.pipeline_root },
+    var.kfp_object_store_providers == null ? {} : { providers = yamlencode(var.kfp_object_store_providers) },
+  )
   kfp_manifests       = "github.com/kubeflow/pipelines/manifests/kustomize"
   mlflow_sa           = var.service_accounts["mlflow"]
   kserve_sa           = var.service_accounts["kserve"]
@@ -113,6 +125,33 @@ resource "kustomization_resource" "kfp_cluster_scoped" {
 
 data "kustomization_overlay" "kfp" {
   resources = ["${local.kfp_manifests}/env/platform-agnostic?ref=${var.kfp_version}"]
+
+  # Task pods write artifacts under the cloud pipeline root with their own (IRSA/WI) identity.
+  patches {
+    target {
+      kind = "ConfigMap"
+      name = "kfp-launcher"
+    }
+    patch = yamlencode({
+      apiVersion = "v1"
+      kind       = "ConfigMap"
+      metadata   = { name = "kfp-launcher" }
+      data       = local.kfp_launcher_data
+    })
+  }
+
+  patches {
+    target {
+      kind = "ConfigMap"
+      name = "pipeline-install-config"
+    }
+    patch = yamlencode({
+      apiVersion = "v1"
+      kind       = "ConfigMap"
+      metadata   = { name = "pipeline-install-config" }
+      data       = { defaultPipelineRoot = var.pipeline_root }
+    })
+  }
 }
 
 # ids_prio: 0 = namespaces and CRDs, 1 = everything else, 2 = webhooks.
@@ -135,21 +174,6 @@ resource "kustomization_resource" "kfp_p2" {
 
   manifest   = data.kustomization_overlay.kfp.manifests[each.value]
   depends_on = [kustomization_resource.kfp_p1]
-}
-
-# Task pods write artifacts under the cloud pipeline root with their own (IRSA/WI) identity.
-resource "kubernetes_config_map_v1" "kfp_launcher" {
-  metadata {
-    name      = "kfp-launcher"
-    namespace = local.kfp_namespace
-  }
-
-  data = merge(
-    { defaultPipelineRoot = var.pipeline_root },
-    var.kfp_object_store_providers == null ? {} : { providers = yamlencode(var.kfp_object_store_providers) },
-  )
-
-  depends_on = [kustomization_resource.kfp_p0]
 }
 
 # The upstream manifests create pipeline-runner; bind it to the cloud identity.
@@ -214,12 +238,37 @@ resource "helm_release" "kubeflow_trainer" {
   create_namespace = true
   wait             = true
 
+  # Only the runtime kfops uses; the chart names it after files/runtimes/<name>.yaml.
   values = [yamlencode({
-    runtimes = { defaultEnabled = true }
+    runtimes = { torchDistributed = { enabled = true } }
   })]
 }
 
-# --- KServe (Standard mode: plain Deployments, no Knative/Istio) ---------------------------------
+# --- Knative Serving + Kourier (KServe's Knative mode needs them) ----------------------------------
+
+# The operator chart is published as a release asset of knative/operator, as KServe's install uses it.
+resource "helm_release" "knative_operator" {
+  name             = "knative-operator"
+  chart            = "https://github.com/knative/operator/releases/download/knative-${var.knative_operator_version}/knative-operator-${var.knative_operator_version}.tgz"
+  namespace        = "knative-operator"
+  create_namespace = true
+  wait             = true
+}
+
+resource "helm_release" "knative_serving" {
+  name      = "knative-serving"
+  chart     = "${path.module}/charts/knative-serving"
+  namespace = "knative-operator"
+  wait      = true
+
+  values = [yamlencode({
+    version = var.knative_serving_version
+  })]
+
+  depends_on = [helm_release.knative_operator]
+}
+
+# --- KServe (Knative mode: each InferenceService version is a Knative revision) ------------------
 
 resource "helm_release" "kserve_crd" {
   name             = "kserve-crd"
@@ -230,10 +279,11 @@ resource "helm_release" "kserve_crd" {
   create_namespace = true
 }
 
+# Since KServe 0.17 the controller chart is published as kserve-resources (no chart named kserve).
 resource "helm_release" "kserve" {
   name       = "kserve"
   repository = "oci://ghcr.io/kserve/charts"
-  chart      = "kserve"
+  chart      = "kserve-resources"
   version    = var.kserve_chart_version
   namespace  = "kserve"
   wait       = true
@@ -241,15 +291,16 @@ resource "helm_release" "kserve" {
   values = [yamlencode({
     kserve = {
       controller = {
-        deploymentMode = "Standard"
+        deploymentMode = local.kserve_deployment_mode
         gateway = {
-          disableIngressCreation = true
+          # Kourier, not Istio: KServe must not create Istio VirtualServices.
+          disableIstioVirtualHost = true
         }
       }
     }
   })]
 
-  depends_on = [helm_release.kserve_crd, helm_release.cert_manager]
+  depends_on = [helm_release.kserve_crd, helm_release.cert_manager, helm_release.knative_serving]
 }
 
 resource "kubernetes_namespace_v1" "serving" {
@@ -266,6 +317,85 @@ resource "kubernetes_service_account_v1" "kserve" {
   }
 
   depends_on = [kubernetes_namespace_v1.serving]
+}
+
+# --- RBAC of the pipeline's pods (the upstream pipeline-runner Role grants neither API group) ----
+
+# The train step submits a TrainJob for multi-node torch and follows it (kfops.adapters.trainjob).
+resource "kubernetes_role_v1" "kfops_trainjobs" {
+  metadata {
+    name      = "kfops-trainjobs"
+    namespace = local.kfp_namespace
+  }
+
+  rule {
+    api_groups = ["trainer.kubeflow.org"]
+    resources  = ["trainjobs"]
+    verbs      = ["get", "list", "watch", "create", "delete"]
+  }
+
+  depends_on = [kustomization_resource.kfp_p0]
+}
+
+resource "kubernetes_role_binding_v1" "kfops_trainjobs" {
+  metadata {
+    name      = "kfops-trainjobs"
+    namespace = local.kfp_namespace
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.kfops_trainjobs.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = local.pipeline_sa.name
+    namespace = local.pipeline_sa.namespace
+  }
+}
+
+# The deploy step (and the promotion controller) create, patch and watch InferenceServices, and
+# read each revision's /metrics through the pods' proxy (kfops.adapters.kserve_cluster).
+resource "kubernetes_role_v1" "kfops_deployer" {
+  metadata {
+    name      = "kfops-deployer"
+    namespace = kubernetes_namespace_v1.serving.metadata[0].name
+  }
+
+  rule {
+    api_groups = ["serving.kserve.io"]
+    resources  = ["inferenceservices"]
+    verbs      = ["get", "list", "watch", "create", "patch", "update"]
+  }
+
+  rule {
+    api_groups = [""]
+    resources  = ["pods"]
+    verbs      = ["get", "list", "watch"]
+  }
+
+  rule {
+    api_groups = [""]
+    resources  = ["pods/proxy"]
+    verbs      = ["get"]
+  }
+}
+
+resource "kubernetes_role_binding_v1" "kfops_deployer" {
+  metadata {
+    name      = "kfops-deployer"
+    namespace = kubernetes_namespace_v1.serving.metadata[0].name
+  }
+  role_ref {
+    api_group = "rbac.authorization.k8s.io"
+    kind      = "Role"
+    name      = kubernetes_role_v1.kfops_deployer.metadata[0].name
+  }
+  subject {
+    kind      = "ServiceAccount"
+    name      = local.pipeline_sa.name
+    namespace = local.pipeline_sa.namespace
+  }
 }
 
 # --- Secrets from the cloud secret manager ------------------------------------------------------

@@ -37,6 +37,9 @@ output "versions" {
     cert_manager         = var.cert_manager_chart_version
     nvidia_device_plugin = var.nvidia_device_plugin_chart_version
     kserve               = var.kserve_chart_version
+    kserve_mode          = local.kserve_deployment_mode
+    knative_operator     = var.knative_operator_version
+    knative_serving      = var.knative_serving_version
     kubeflow_trainer     = var.trainer_chart_version
     mlflow_chart         = var.mlflow_chart_version
     external_secrets     = var.external_secrets_chart_version

@@ -109,9 +109,9 @@ variable "cluster_autoscaler_values" {
 # --- Pinned versions: bump deliberately, one at a time, and re-run the platform apply. ---
 
 variable "kfp_version" {
-  description = "Kubeflow Pipelines release (git tag of kubeflow/pipelines manifests); match the kfp SDK minor."
+  description = "Kubeflow Pipelines release (git tag of kubeflow/pipelines manifests); match the kfp SDK minor (SDK patch releases have no manifests tag)."
   type        = string
-  default     = "2.17.3"
+  default     = "2.17.0"
 }
 
 variable "cert_manager_chart_version" {
@@ -127,9 +127,9 @@ variable "nvidia_device_plugin_chart_version" {
 }
 
 variable "kserve_chart_version" {
-  description = "KServe Helm chart version (kserve-crd and kserve); match the kserve SDK."
+  description = "KServe Helm chart version (kserve-crd and kserve-resources)."
   type        = string
-  default     = "v0.21.0"
+  default     = "v0.20.0"
 }
 
 variable "trainer_chart_version" {
@@ -141,7 +141,7 @@ variable "trainer_chart_version" {
 variable "mlflow_chart_version" {
   description = "community-charts/mlflow Helm chart version."
   type        = string
-  default     = "1.12.0"
+  default     = "1.11.5"
 }
 
 variable "external_secrets_chart_version" {
@@ -151,7 +151,19 @@ variable "external_secrets_chart_version" {
 }
 
 variable "cluster_autoscaler_chart_version" {
-  description = "kubernetes/autoscaler cluster-autoscaler Helm chart version."
+  description = "kubernetes/autoscaler cluster-autoscaler Helm chart version; its appVersion must match the EKS minor (9.52.1 ships 1.34.1)."
   type        = string
-  default     = "9.43.2"
+  default     = "9.52.1"
+}
+
+variable "knative_operator_version" {
+  description = "knative/operator release (its Helm chart is a release asset), as KServe's Knative-mode install pins it."
+  type        = string
+  default     = "v1.21.1"
+}
+
+variable "knative_serving_version" {
+  description = "Knative Serving version the operator installs (KnativeServing spec.version)."
+  type        = string
+  default     = "1.21.1"
 }

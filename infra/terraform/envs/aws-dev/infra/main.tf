@@ -62,6 +62,14 @@ module "eks" {
   tags                   = local.tags
 }
 
+module "images" {
+  source = "../../../modules/aws/ecr"
+
+  name_prefix  = var.name
+  force_delete = var.force_destroy_buckets
+  tags         = local.tags
+}
+
 module "storage" {
   source = "../../../modules/aws/storage"
 
@@ -73,26 +81,26 @@ module "storage" {
 module "mlflow_db" {
   source = "../../../modules/aws/mlflow_db"
 
-  identifier                 = "${var.name}-mlflow"
-  vpc_id                     = module.network.vpc_id
-  private_subnet_ids         = module.network.private_subnet_ids
-  allowed_security_group_ids = [module.eks.cluster_security_group_id]
-  multi_az                   = var.db_multi_az
-  deletion_protection        = var.deletion_protection
-  logs_kms_key_arn           = module.logs_key.arn
-  tags                       = local.tags
+  identifier              = "${var.name}-mlflow"
+  vpc_id                  = module.network.vpc_id
+  private_subnet_ids      = module.network.private_subnet_ids
+  allowed_security_groups = { eks_cluster = module.eks.cluster_security_group_id }
+  multi_az                = var.db_multi_az
+  deletion_protection     = var.deletion_protection
+  logs_kms_key_arn        = module.logs_key.arn
+  tags                    = local.tags
 }
 
 module "feast_online" {
   source = "../../../modules/aws/feast_online"
 
-  name                       = "${var.name}-feast"
-  vpc_id                     = module.network.vpc_id
-  private_subnet_ids         = module.network.private_subnet_ids
-  allowed_security_group_ids = [module.eks.cluster_security_group_id]
-  replicas                   = var.redis_replicas
-  logs_kms_key_arn           = module.logs_key.arn
-  tags                       = local.tags
+  name                    = "${var.name}-feast"
+  vpc_id                  = module.network.vpc_id
+  private_subnet_ids      = module.network.private_subnet_ids
+  allowed_security_groups = { eks_cluster = module.eks.cluster_security_group_id }
+  replicas                = var.redis_replicas
+  logs_kms_key_arn        = module.logs_key.arn
+  tags                    = local.tags
 }
 
 module "workload_iam" {

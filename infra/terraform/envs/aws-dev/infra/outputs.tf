@@ -64,3 +64,8 @@ output "update_kubeconfig_command" {
   description = "Command that points kubectl at the cluster."
   value       = "aws eks update-kubeconfig --region ${var.region} --name ${module.eks.cluster_name}"
 }
+
+output "image_repositories" {
+  description = "ECR repository URL by image name (kfops, kfops-gpu, kfops-serving); `kfops build --push` pushes there."
+  value       = module.images.repository_urls
+}

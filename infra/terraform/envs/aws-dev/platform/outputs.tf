@@ -87,3 +87,12 @@ output "platform_versions" {
   description = "Pinned versions installed by the platform module."
   value       = module.platform.versions
 }
+
+output "images" {
+  description = "Images kfops runs on this cluster (cluster.image, cluster.gpu_image, cluster.serving_image): the ECR repositories at var.image_tag."
+  value = {
+    cpu     = "${local.infra.image_repositories["kfops"]}:${var.image_tag}"
+    gpu     = "${local.infra.image_repositories["kfops-gpu"]}:${var.image_tag}"
+    serving = "${local.infra.image_repositories["kfops-serving"]}:${var.image_tag}"
+  }
+}

@@ -20,3 +20,9 @@ variable "kfp_endpoint_allowed_cidrs" {
   type        = list(string)
   default     = []
 }
+
+variable "image_tag" {
+  description = "Tag of the kfops images in the ECR repositories (`kfops build --push --tag`); the profile pins it."
+  type        = string
+  default     = "0.1.0"
+}

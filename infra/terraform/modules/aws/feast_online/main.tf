@@ -52,10 +52,10 @@ resource "aws_security_group" "cache" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "from_cluster" {
-  for_each = toset(var.allowed_security_group_ids)
+  for_each = var.allowed_security_groups
 
   security_group_id            = aws_security_group.cache.id
-  description                  = "Redis from ${each.value}"
+  description                  = "Redis from ${each.key}"
   ip_protocol                  = "tcp"
   from_port                    = local.port
   to_port                      = local.port

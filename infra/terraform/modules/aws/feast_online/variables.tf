@@ -13,9 +13,9 @@ variable "private_subnet_ids" {
   type        = list(string)
 }
 
-variable "allowed_security_group_ids" {
-  description = "Security groups allowed to connect on the Redis port (the EKS cluster/node security group)."
-  type        = list(string)
+variable "allowed_security_groups" {
+  description = "Security groups, by a name fixed in the configuration, allowed to connect on the Redis port (the EKS cluster/node security group). The keys must be static: a security group id is known only after apply, and for_each keys must be known at plan."
+  type        = map(string)
 }
 
 variable "engine_version" {
