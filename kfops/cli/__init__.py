@@ -300,6 +300,7 @@ def deploy(
     interval: Annotated[float, typer.Option(help="Seconds between registry polls with --watch.")] = 5.0,
     max_seconds: Annotated[float | None, typer.Option(help="Stop watching after this long.")] = None,
     webhook_port: Annotated[int, typer.Option(help="Port for MLflow's webhooks with --watch.")] = 8095,
+    webhooks: Annotated[bool, typer.Option(help="With --watch, take MLflow's webhooks where it sends them.")] = True,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -318,7 +319,8 @@ def deploy(
     if watch:
         from kfops.runners.controller import run_controller
 
-        run_controller(cfg, port=webhook_port, poll_interval_s=interval, max_seconds=max_seconds, on_event=echo)
+        run_controller(cfg, port=webhook_port, poll_interval_s=interval, webhooks=webhooks, max_seconds=max_seconds,
+                       on_event=echo)
         return
     from kfops.steps.deploy import deploy as deploy_step
 

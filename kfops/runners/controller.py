@@ -119,6 +119,16 @@ def served_version(cfg: KfopsConfig) -> str | None:
         namespace = cfg.cluster.serving_namespace or cfg.cluster.namespace or "default"
         obj = ClusterServing(namespace).get(service_name(cfg))
         return ((obj or {}).get("metadata") or {}).get("annotations", {}).get(VERSION_ANNOTATION)
+    if serving_target(cfg) == "docker":  # no state file: ask the container's server itself
+        import httpx
+
+        url = f"http://{cfg.serving.host}:{cfg.serving.http_port}/v2/models/{cfg.registry.model_name}"
+        try:
+            with httpx.Client(timeout=5, trust_env=False) as http:
+                response = http.get(url)
+        except httpx.HTTPError:
+            return None
+        return str((response.json().get("versions") or [None])[0]) if response.status_code == 200 else None
     from kfops.serving.local.process import server_status
 
     status = server_status(cfg)
@@ -408,6 +418,7 @@ def run_controller(
     reconcile_interval_s: float = 180.0,
     max_age_s: float = 300.0,
     canary: bool = False,
+    webhooks: bool = True,
     max_seconds: float | None = None,
     on_event: Callable[[str], None] = print,
 ) -> None:
@@ -424,7 +435,7 @@ def run_controller(
     controller = Controller(cfg, secret, max_age_s=max_age_s, canary=canary, on_event=on_event).start()
     server, mode, interval = None, "poll", poll_interval_s
     registered = False
-    if registry.webhooks_supported(cfg):
+    if webhooks and registry.webhooks_supported(cfg):
         try:
             server = make_server(controller, host, port)
         except OSError as err:

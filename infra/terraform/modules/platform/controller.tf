@@ -10,7 +10,7 @@ variable "controller_enabled" {
 }
 
 variable "controller_image" {
-  description = "Image of the controller: the serving image (cluster.serving_image), pinned by tag or digest."
+  description = "Image of the controller, and of the InferenceServices it rolls out: the serving image (cluster.serving_image)."
   type        = string
   default     = "ghcr.io/kfops/kfops-serving:0.1.0"
 }
@@ -47,7 +47,7 @@ locals {
     KFOPS__REGISTRY__MODEL_NAME       = var.controller_model_name
     KFOPS__SERVING__TARGET            = "kserve"
     KFOPS__CLUSTER__SERVING_NAMESPACE = var.serving_namespace
-    KFOPS__CLUSTER__IMAGE             = var.controller_image
+    KFOPS__CLUSTER__SERVING_IMAGE     = var.controller_image
   }, var.controller_config_env)
 }
 
