@@ -12,8 +12,8 @@ app = typer.Typer(
     help=(
         "The promotion controller: MLflow sends a webhook when @champion moves, the controller serves it.\n\n"
         "Examples:\n\n"
-        "  KFOPS_WEBHOOK_SECRET=... kfops controller run --port 8095\n\n"
-        "  KFOPS_WEBHOOK_SECRET=... kfops controller register-webhook --url http://kfops-controller:8095/webhooks/mlflow"
+        "  kfops controller run --port 8095\n\n"
+        "  kfops controller register-webhook --url http://kfops-controller:8095/webhooks/mlflow"
     ),
     no_args_is_help=True,
 )
@@ -42,9 +42,9 @@ def run(
 ) -> None:
     """Receive MLflow's alias webhooks and roll the new version out; reconcile on start and every few minutes.
 
-    Example:
+    The secret comes from KFOPS_WEBHOOK_SECRET. Example:
 
-      KFOPS_WEBHOOK_SECRET=s3cret kfops controller run --host 0.0.0.0 --url http://ctl.svc:8095/webhooks/mlflow
+      kfops controller run --host 0.0.0.0 --url http://ctl.svc:8095/webhooks/mlflow
     """
     from kfops.cli import echo
     from kfops.errors import ConfigError
@@ -67,9 +67,9 @@ def register_webhook(
 ) -> None:
     """Create or update (idempotently, by name) the MLflow webhook for alias moves of registry.model_name.
 
-    Example:
+    The secret comes from KFOPS_WEBHOOK_SECRET. Example:
 
-      KFOPS_WEBHOOK_SECRET=s3cret kfops controller register-webhook --url http://ctl.svc:8095/webhooks/mlflow
+      kfops controller register-webhook --url http://ctl.svc:8095/webhooks/mlflow
     """
     from kfops.adapters import mlflow_registry as registry
     from kfops.cli import echo

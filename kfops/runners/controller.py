@@ -44,6 +44,7 @@ REASON_TAG = "kfops.deploy.reason"
 SECRET_ENV = "KFOPS_WEBHOOK_SECRET"
 WEBHOOK_PATH = "/webhooks/mlflow"
 MAX_BODY_BYTES = 64_000
+AUDIT_GRACE_S = 1.0  # how long a kfops move may take between setting the alias and writing its entry
 WHO = "mlflow-ui"  # MLflow's events name no user: the move came through MLflow (its UI or REST API)
 
 
@@ -316,10 +317,18 @@ class Controller:
     def _audit(self, move: Move) -> None:
         from kfops.adapters import mlflow_registry as registry
 
-        moves = [e for e in registry.audit_trail(self.cfg) if e.get("alias") == self.alias]
-        last = moves[-1].get("to_version") if moves else None
+        def last_move() -> str | None:
+            moves = [e for e in registry.audit_trail(self.cfg) if e.get("alias") == self.alias]
+            return moves[-1].get("to_version") if moves else None
+
+        last = last_move()
+        if move.version is not None and last != move.version and move.via == "webhook":
+            # kfops's own moves (`kfops promote`, `kfops rollback`, auto-promotion) write their
+            # entry just after setting the alias, which is when MLflow sends the webhook.
+            time.sleep(AUDIT_GRACE_S)
+            last = last_move()
         if move.version is not None and last == move.version:
-            return  # kfops moved it and wrote the entry already (`kfops promote`, auto-promotion)
+            return  # kfops moved it and wrote the entry already
         how = (f"webhook delivery {move.delivery_id}" if move.via == "webhook"
                else "noticed by the controller's reconcile loop")
         registry.record_audit(self.cfg, {
