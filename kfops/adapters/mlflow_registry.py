@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kfops.errors import KfopsError, RegistryError
 
@@ -625,3 +625,85 @@ def lineage(cfg: KfopsConfig, version: str | int) -> dict[str, Any]:
         "created": dt.datetime.fromtimestamp(found.creation_timestamp / 1000, dt.UTC).isoformat(),
         **tags,
     }
+
+
+# --- webhooks (the promotion controller's feed) -----------------------------------------------
+
+ALIAS_EVENTS: tuple[Literal["model_version_alias.created"], Literal["model_version_alias.deleted"]] = (
+    "model_version_alias.created", "model_version_alias.deleted")
+
+
+def webhook_name(cfg: KfopsConfig) -> str:
+    return f"kfops-controller-{cfg.registry.model_name}"
+
+
+def webhooks_supported(cfg: KfopsConfig) -> bool:
+    """Whether the registry sends webhooks: an MLflow tracking server (a SQL backend) that lists them.
+
+    A local store (``sqlite:``, a folder) has no server process to send anything.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if not cfg.tracking_uri.startswith(("http://", "https://")):
+        return False
+    try:
+        client(cfg).list_webhooks(max_results=1)
+    except MlflowException:
+        return False
+    return True
+
+
+def register_webhook(cfg: KfopsConfig, url: str, secret: str) -> tuple[str, str]:
+    """Create or update (by name) the webhook that sends alias moves to the controller at ``url``.
+
+    Idempotent: a second call updates the same webhook (its URL, events and secret; re-enabled).
+    Returns ``(webhook id, "created" | "updated")``. RegistryError names what MLflow refused (a
+    server without ``MLFLOW_WEBHOOK_ALLOWED_SCHEMES=http,https`` refuses an http URL, say).
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(cfg)
+    name = webhook_name(cfg)
+    try:
+        existing = _find_webhook(mlflow_client, name)
+        if existing is not None:
+            mlflow_client.update_webhook(existing.webhook_id, url=url, events=list(ALIAS_EVENTS), secret=secret,
+                                         status="ACTIVE",
+                                         description=f"alias moves of {cfg.registry.model_name} -> kfops controller")
+            return existing.webhook_id, "updated"
+        created = mlflow_client.create_webhook(name=name, url=url, events=list(ALIAS_EVENTS), secret=secret,
+                                               description=f"alias moves of {cfg.registry.model_name} -> kfops "
+                                               "controller")
+    except MlflowException as err:
+        raise RegistryError(f"MLflow refused the webhook {name} -> {url}: {err.message}",
+                            hint="the tracking server must allow the URL: MLFLOW_WEBHOOK_ALLOWED_SCHEMES (http for "
+                            "a plain-HTTP controller) and MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS=true for an in-cluster "
+                            "or loopback address") from err
+    return created.webhook_id, "created"
+
+
+def disable_webhook(cfg: KfopsConfig) -> bool:
+    """Set the controller's webhook to DISABLED (a local controller that stops); False when none."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(cfg)
+    try:
+        existing = _find_webhook(mlflow_client, webhook_name(cfg))
+        if existing is None:
+            return False
+        mlflow_client.update_webhook(existing.webhook_id, status="DISABLED")
+    except MlflowException as err:
+        raise RegistryError(f"could not disable the webhook {webhook_name(cfg)}: {err.message}") from err
+    return True
+
+
+def _find_webhook(mlflow_client: MlflowClient, name: str) -> Any:
+    token = None
+    while True:
+        page = mlflow_client.list_webhooks(max_results=100, page_token=token)
+        for webhook in page:
+            if webhook.name == name:
+                return webhook
+        token = page.token
+        if not token:
+            return None

@@ -58,6 +58,9 @@ SUBCOMMANDS = {
     "schedule": ("kfops.cli.schedule", (
         "Recurring runs: on a cluster, or a local scheduler.\n\n"
         "Examples:\n\n  kfops schedule retraining --cron '0 3 * * *'\n\n  kfops schedule list")),
+    "controller": ("kfops.cli.controller", (
+        "The promotion controller: MLflow webhooks on alias moves -> the rollout.\n\n"
+        "Examples:\n\n  kfops controller run\n\n  kfops controller register-webhook --url URL")),
     "runs": ("kfops.cli.runs", (
         "Runs on a Kubeflow Pipelines endpoint.\n\n"
         "Examples:\n\n  kfops runs list --limit 5\n\n  kfops runs get RUN_ID")),
@@ -297,10 +300,15 @@ def deploy(
     watch: Annotated[bool, typer.Option(help="Keep serving whatever @champion points to.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between registry polls with --watch.")] = 5.0,
     max_seconds: Annotated[float | None, typer.Option(help="Stop watching after this long.")] = None,
+    webhook_port: Annotated[int, typer.Option(help="Port for MLflow's webhooks with --watch.")] = 8095,
+    webhooks: Annotated[bool, typer.Option(help="With --watch, take MLflow's webhooks where it sends them.")] = True,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Serve the current @champion locally (once, or keep following the alias with --watch).
+
+    With --watch the promotion controller runs: it takes MLflow's webhooks when the tracking
+    server sends them (a SQL-backed `mlflow server`), and polls every --interval otherwise.
 
     Examples:
 
@@ -310,9 +318,10 @@ def deploy(
     """
     cfg = cli_config(config, set_)
     if watch:
-        from kfops.runners.reconcile import watch_champion
+        from kfops.runners.controller import run_controller
 
-        watch_champion(cfg, interval_s=interval, max_seconds=max_seconds, on_event=echo)
+        run_controller(cfg, port=webhook_port, poll_interval_s=interval, webhooks=webhooks, max_seconds=max_seconds,
+                       on_event=echo)
         return
     from kfops.steps.deploy import deploy as deploy_step
 

@@ -20,31 +20,40 @@ if TYPE_CHECKING:
 def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:
     """Serve the champion (or ``serving.model_alias``) on a local KServe ModelServer; smoke-test it."""
     from kfops.adapters import mlflow_registry as registry
-    from kfops.serving.local import client as serving_client
-    from kfops.serving.local import process
 
     cfg = step_config(config)
     alias = cfg.serving.model_alias or registry.CHAMPION
     target = registry.model_version(cfg, alias=alias)
     if target is None:
         raise KfopsError(f"no model version holds @{alias}", hint="promote one with `kfops promote <version>`")
+    result = serve_version(cfg, str(target.version))
+    return {**result, "model_name": target.name, "alias": alias, "just_registered": version}
+
+
+def serve_version(cfg: KfopsConfig, version: str) -> dict[str, Any]:
+    """Serve ``version`` of ``registry.model_name``: the KServe rollout (a canary when one already
+    serves, promoted or rolled back) on a cluster; a start or hot swap of the local server (or its
+    container) otherwise, smoke-tested. The promotion controller rolls out through here too.
+    """
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.serving.local import client as serving_client
+    from kfops.serving.local import process
+
     if serving_target(cfg) == "kserve":
         from kfops.adapters.kserve_cluster import rollout
 
-        result = rollout(cfg, str(target.version))
-        return {"endpoint": result["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
-                "rollout": result, "just_registered": version}
+        result = rollout(cfg, version)
+        return {"endpoint": result["url"], "version": version, "rollout": result}
     if serving_target(cfg) == "docker":
         from kfops.serving.local.container import start_server_container
 
-        status = start_server_container(cfg, model_version=str(target.version))
+        status = start_server_container(cfg, model_version=version)
     else:
-        status = process.start_server(cfg, model_version=str(target.version))
-    model_dir = registry.fetch_version_dir(cfg, target.version)
+        status = process.start_server(cfg, model_version=version)
+    model_dir = registry.fetch_version_dir(cfg, version)
     example = example_request_rows(model_dir)
     response = serving_client.smoke_test(status["url"], cfg.registry.model_name, example)
-    return {"endpoint": status["url"], "model_name": target.name, "version": str(target.version), "alias": alias,
-            "smoke_test": response, "just_registered": version}
+    return {"endpoint": status["url"], "version": version, "smoke_test": response}
 
 
 def serving_target(cfg: KfopsConfig) -> str:

@@ -63,6 +63,11 @@ def s3_server(tmp_path_factory):
         stop(process)
 
 
+# Webhooks to the promotion controller on loopback over plain HTTP (an in-cluster controller needs
+# the same two settings), a 1 s cache of the webhook list, and one key for the stored secrets.
+WEBHOOK_SERVER_ENV = {"MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https", "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+                      "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+                      "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": "a2ZvcHMtdGVzdHMtb25seS13ZWJob29rLWtleS0zMmI="}
 S3_CLIENT_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -80,7 +85,7 @@ def _production_mlflow_server(s3_server, tmp_path_factory):
     admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
     admin.autocommit = True
     admin.cursor().execute(f'CREATE DATABASE "{database}"')
-    env = {**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_server}
+    env = {**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": s3_server, **WEBHOOK_SERVER_ENV}
     bucket = f"kfops-mlflow-{uuid.uuid4().hex[:8]}"
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="testing",
                  aws_secret_access_key="testing").create_bucket(Bucket=bucket)
