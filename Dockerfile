@@ -12,12 +12,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 COPY docker/pip/ /etc/kfops-pip/
 RUN touch /etc/kfops-pip/pip.conf && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_CONFIG_FILE=/etc/kfops-pip/pip.conf
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY docker/requirements.py docker/
+# pyproject.toml's ranges for this role (docker/requirements.py --write): copied by content, so the
+# dependency layers stay cached until a requirement changes.
+COPY docker/requirements/pipeline.txt /tmp/requirements.txt
 # Dependencies before the code, so a code change rebuilds one small layer.
-RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" "$(python3 docker/requirements.py pipeline torch)"; fi \
- && python3 docker/requirements.py pipeline > /tmp/requirements.txt \
+RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" "$(grep '^torch' /tmp/requirements.txt)"; fi \
  && pip install -r /tmp/requirements.txt
 
 FROM ${BASE_IMAGE}

@@ -1,8 +1,8 @@
 """Print the pip requirements of one image role, taken from pyproject.toml's dependencies.
 
 Each image installs the project's own version ranges, filtered and renamed for its role by
-``[tool.kfops.images.<role>]`` in pyproject.toml, so the ranges are written once. Run inside the
-Docker build (standard library only): ``python3 docker/requirements.py serving``.
+``[tool.kfops.images.<role>]`` in pyproject.toml, so the ranges are written once. Run from the
+repository root (standard library only).
 """
 
 from __future__ import annotations
@@ -40,11 +40,30 @@ def role_requirements(pyproject: dict, role: str) -> list[str]:
     return lines
 
 
+OUT_DIR = Path("docker/requirements")
+
+
+def rendered(pyproject: dict) -> dict[Path, str]:
+    """``docker/requirements/<role>.txt`` for every role: what each Dockerfile installs."""
+    roles = pyproject.get("tool", {}).get("kfops", {}).get("images", {})
+    header = "# Generated from pyproject.toml by `python docker/requirements.py --write`; do not edit.\n"
+    return {OUT_DIR / f"{role}.txt": header + "\n".join(role_requirements(pyproject, role)) + "\n" for role in roles}
+
+
 def main(argv: list[str]) -> None:
-    """``requirements.py <role> [name]``: the role's requirements, or only the one for ``name``."""
+    """``requirements.py --write``: refresh docker/requirements/*.txt (the Dockerfiles copy them, so
+    docker's layer cache of the dependencies holds until a requirement changes, not whenever
+    pyproject.toml does). ``requirements.py <role> [name]``: print a role's requirements."""
+    pyproject = tomllib.loads(Path("pyproject.toml").read_text())
+    if argv[1:] == ["--write"]:
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        for path, text in rendered(pyproject).items():
+            path.write_text(text)
+            print(f"wrote {path}")
+        return
     if len(argv) not in (2, 3):
-        raise SystemExit("usage: requirements.py <role> [name] (reads ./pyproject.toml)")
-    lines = role_requirements(tomllib.loads(Path("pyproject.toml").read_text()), argv[1])
+        raise SystemExit("usage: requirements.py --write | <role> [name] (reads ./pyproject.toml)")
+    lines = role_requirements(pyproject, argv[1])
     if len(argv) == 3:
         lines = [line for line in lines if _NAME.match(line).group(1) == argv[2]]
         if not lines:

@@ -198,3 +198,15 @@ def test_the_build_pip_settings_are_the_same_from_build_to_build(tmp_path, monke
         with images._LoopbackMirror() as mirror:
             confs.append(images.pip_settings_from_host(host, mirror)["pip.conf"])
     assert confs[0] == confs[1]
+
+
+def test_checked_in_role_requirements_are_current():
+    """The Dockerfiles copy docker/requirements/<role>.txt: they must say what pyproject.toml says."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docker_requirements", REPO / "docker" / "requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for relative, text in module.rendered(PYPROJECT).items():
+        path = REPO / relative
+        assert path.is_file() and path.read_text() == text, f"{relative} is stale: run `python docker/requirements.py --write`"
