@@ -27,6 +27,12 @@ variable "controller_webhook_secret_name" {
   default     = "kfops-controller-webhook"
 }
 
+variable "mlflow_webhook_encryption_secret_name" {
+  description = "Kubernetes secret in the MLflow namespace holding MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY (a Fernet key): MLflow encrypts stored webhook secrets with it, and without a fixed one loses them on restart."
+  type        = string
+  default     = "mlflow-webhook-encryption"
+}
+
 variable "controller_config_env" {
   description = "Further kfops settings as KFOPS__SECTION__KEY environment variables (the serving config)."
   type        = map(string)

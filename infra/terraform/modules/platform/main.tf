@@ -484,6 +484,13 @@ resource "helm_release" "mlflow" {
       proxiedArtifactStorage = false
       defaultArtifactRoot    = var.mlflow_artifact_root
     }
+    # Registry webhooks to the promotion controller (controller.tf): an in-cluster http:// URL on a
+    # private address, which MLflow refuses by default; the encryption key of stored webhook secrets.
+    extraEnvVars = {
+      MLFLOW_WEBHOOK_ALLOWED_SCHEMES   = "http,https"
+      MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS = "true"
+    }
+    extraSecretNamesForEnvFrom = var.controller_enabled ? [var.mlflow_webhook_encryption_secret_name] : []
   })]
 
   depends_on = [helm_release.kfops_secrets]
