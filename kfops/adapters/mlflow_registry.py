@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -21,11 +22,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from kfops.core.files import LockTimeout, file_lock
 from kfops.errors import KfopsError, RegistryError
 
 if TYPE_CHECKING:
@@ -44,6 +46,8 @@ TAG_PREFIX = "kfops."
 AUDIT_PREFIX = "kfops.audit."
 IDEMPOTENCY_TAG = "kfops.idempotency_key"
 BLESSED_TAG = "kfops.blessed"
+LOCK_TIMEOUT_S = 300.0
+"""How long a writer waits for another one on the same store before giving up (RegistryError)."""
 
 
 def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.5) -> T:
@@ -146,18 +150,73 @@ class BoundedClient:
         return bounded
 
 
-def client(cfg: KfopsConfig) -> MlflowClient:
-    """A client for the config's tracking and registry URIs, with its HTTP bounds; changes no global state."""
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+
+
+def lock_path(cfg: KfopsConfig) -> Path:
+    """The lock file of the config's registry: beside a SQLite store, else under ``data_dir/locks``.
+
+    A file lock orders writers on this machine (processes sharing a data dir: concurrent local runs,
+    the scheduler, a person). Writers on other machines against one tracking server are not ordered
+    by it; the register step's compare-before-move still refuses a stale verdict there.
+    """
+    uri = cfg.registry.registry_uri or cfg.tracking_uri
+    found = _sqlite_path(uri)
+    if found is not None:
+        return found.with_name(found.name + ".lock")
+    return cfg.data_dir / "locks" / f"registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+
+
+@contextmanager
+def store_lock(cfg: KfopsConfig, what: str) -> Iterator[None]:
+    """One writer at a time on the config's registry (see :func:`lock_path`) while the block runs."""
+    with _locked(lock_path(cfg), what):
+        yield
+
+
+@contextmanager
+def _locked(path: Path, what: str) -> Iterator[None]:
+    try:
+        with file_lock(path, LOCK_TIMEOUT_S, what):
+            yield
+    except LockTimeout as err:
+        raise RegistryError(f"could not {what}: {err}",
+                            hint="another kfops process holds the registry; wait for it or stop it") from err
+
+
+def _mlflow_client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    """An ``MlflowClient`` with its stores open, a SQLite store opened under its lock.
+
+    MLflow creates or migrates a SQLite store's schema (alembic) the first time a process opens
+    it (the client's constructor opens the tracking store). Two processes doing that at once
+    leave a half-applied revision that breaks every later command, so the first opens it under
+    the store's lock and migrates; the others wait and find the schema done. MLflow caches open
+    stores per process, so the lock is taken once per process and store.
+    """
     from mlflow import MlflowClient
 
-    if cfg.tracking_uri.startswith("sqlite:///"):
-        Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow_client = MlflowClient(tracking_uri=cfg.tracking_uri,
-                                 registry_uri=cfg.registry.registry_uri or cfg.tracking_uri)
+    registry_uri = registry_uri or tracking_uri
+    with ExitStack() as locks:
+        for uri in dict.fromkeys((tracking_uri, registry_uri)):
+            path = _sqlite_path(uri)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                locks.enter_context(_locked(path.with_name(path.name + ".lock"), f"open the MLflow store {path}"))
+        mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        if _sqlite_path(registry_uri) is not None:
+            mlflow_client._get_registry_client().store  # noqa: B018 (opening the store is the point)
+    return mlflow_client
+
+
+def client(cfg: KfopsConfig) -> MlflowClient:
+    """A client for the config's tracking and registry URIs, with its HTTP bounds; changes no global state."""
+    mlflow_client = _mlflow_client(cfg.tracking_uri, cfg.registry.registry_uri)
     return BoundedClient(mlflow_client, HttpBounds.of(cfg))  # type: ignore[return-value]
 
 
 def ensure_experiment(cfg: KfopsConfig) -> str:
+    """The experiment's id, created when missing (under the store's lock: concurrent first runs make one)."""
     mlflow_client = client(cfg)
 
     def get_or_create() -> str:
@@ -169,7 +228,8 @@ def ensure_experiment(cfg: KfopsConfig) -> str:
         location = cfg.registry.artifact_location or (cfg.artifact_root if embedded else None)
         return mlflow_client.create_experiment(cfg.registry.experiment, artifact_location=location)
 
-    return retry(get_or_create, f"create experiment '{cfg.registry.experiment}'")
+    with store_lock(cfg, f"create experiment '{cfg.registry.experiment}'"):
+        return retry(get_or_create, f"create experiment '{cfg.registry.experiment}'")
 
 
 def code_version() -> str:
@@ -354,7 +414,6 @@ def fetch_model_dir(
     registry says they are (``mlflow.artifacts.download_artifacts`` would resolve a registered
     model through the process-wide registry URI).
     """
-    from mlflow import MlflowClient
     from mlflow.store.artifact.artifact_repository_registry import (
         get_artifact_repository,
     )
@@ -363,7 +422,7 @@ def fetch_model_dir(
 
     registry_uri = registry_uri or tracking_uri
     with http_bounds(bounds) if bounds else nullcontext():
-        mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        mlflow_client = _mlflow_client(tracking_uri, registry_uri)
         found = get_model_name_and_version(mlflow_client, model_uri)
         if len(found) == 1:
             location = mlflow_client.get_logged_model(found[0]).artifact_location
@@ -389,12 +448,10 @@ def fetch_version_dir(cfg: KfopsConfig, version: str | int, dst: Path | None = N
 
 def version_for_alias(tracking_uri: str, name: str, alias: str) -> str:
     """The version number ``models:/name@alias`` points to; RegistryError when it cannot be read."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        found = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(
-            name, alias)
+        found = _mlflow_client(tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as err:
         raise RegistryError(f"cannot resolve models:/{name}@{alias} at {tracking_uri}: {err.message}") from err
     return str(found.version)
@@ -402,9 +459,8 @@ def version_for_alias(tracking_uri: str, name: str, alias: str) -> str:
 
 def tag_version(tracking_uri: str, name: str, version: str | int, tags: dict[str, str]) -> None:
     """Set tags on a registered model version of the registry at ``tracking_uri``."""
-    from mlflow import MlflowClient
 
-    mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mlflow_client = _mlflow_client(tracking_uri)
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version), key, value)
 
