@@ -46,6 +46,10 @@ TAG_PREFIX = "kfops."
 AUDIT_PREFIX = "kfops.audit."
 IDEMPOTENCY_TAG = "kfops.idempotency_key"
 BLESSED_TAG = "kfops.blessed"
+REGISTER_STATE_TAG = "kfops.register_state"
+"""``pending`` from a version's creation until register has moved its aliases and recorded them (``done``)."""
+JUDGED_TAG = "kfops.judged_against"
+"""The @champion version the gate compared this version with (``none``: there was no champion)."""
 LOCK_TIMEOUT_S = 300.0
 """How long a writer waits for another one on the same store before giving up (RegistryError)."""
 
@@ -618,21 +622,38 @@ def move_alias(
     if alias == CHAMPION and target.tags.get(BLESSED_TAG) != "true" and not force:
         raise KfopsError(f"version {version} was never blessed by the evaluation gate",
                          hint="pass --force to promote it anyway; the override is recorded in the audit trail")
-    previous = model_version(cfg, alias=alias)
-    mlflow_client = client(cfg)
-    retry(lambda: mlflow_client.set_registered_model_alias(cfg.registry.model_name, alias, str(version)),
-          f"set @{alias}")
-    event = {
-        "action": "alias",
-        "alias": alias,
-        "from_version": str(previous.version) if previous else None,
-        "to_version": str(version),
-        "reason": reason,
-        "forced": force,
-        "who": who or _who(),
-    }
-    record_audit(cfg, event)
+    with store_lock(cfg, f"move @{alias}"):  # the previous version read is the one replaced
+        previous = model_version(cfg, alias=alias)
+        mlflow_client = client(cfg)
+        retry(lambda: mlflow_client.set_registered_model_alias(cfg.registry.model_name, alias, str(version)),
+              f"set @{alias}")
+        event = {
+            "action": "alias",
+            "alias": alias,
+            "from_version": str(previous.version) if previous else None,
+            "to_version": str(version),
+            "reason": reason,
+            "forced": force,
+            "who": who or _who(),
+        }
+        record_audit(cfg, event)
     return event
+
+
+def pending_versions(cfg: KfopsConfig) -> list[ModelVersion]:
+    """Versions a register step created but did not finish (its process died before the alias moves)."""
+    mlflow_client = client(cfg)
+    name = cfg.registry.model_name
+    found = retry(lambda: mlflow_client.search_model_versions(
+        f"name='{name}' and tags.`{REGISTER_STATE_TAG}`='pending'"), "search unfinished model versions")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def set_version_tags(cfg: KfopsConfig, version: str | int, tags: dict[str, str]) -> None:
+    mlflow_client = client(cfg)
+    for key, value in tags.items():
+        retry(lambda k=key, v=value: mlflow_client.set_model_version_tag(cfg.registry.model_name, str(version), k, v),
+              f"tag version {version}")
 
 
 def lineage(cfg: KfopsConfig, version: str | int) -> dict[str, Any]:
