@@ -50,16 +50,27 @@ REGISTER_STATE_TAG = "kfops.register_state"
 """``pending`` from a version's creation until register has moved its aliases and recorded them (``done``)."""
 JUDGED_TAG = "kfops.judged_against"
 """The @champion version the gate compared this version with (``none``: there was no champion)."""
+DB_CONNECT_TIMEOUT_S = 10
+"""How long one connection attempt to a tracking database may take before the registry counts as down."""
 LOCK_TIMEOUT_S = 300.0
 """How long a writer waits for another one on the same store before giving up (RegistryError)."""
 
 
+RETRY_BUDGET_S = 20.0
+"""No new attempt of a failed registry call starts after this long: the error comes within bounded time."""
+
+
 def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.5) -> T:
-    """Retry calls to the tracking server with exponential backoff, then fail with a clear error."""
+    """Retry calls to the tracking server with exponential backoff, then fail with a clear error.
+
+    Attempts stop at ``attempts`` or when the next one would start after :data:`RETRY_BUDGET_S`
+    (MLflow retries each HTTP request itself too, within ``registry.http_max_retries``).
+    """
     from mlflow.exceptions import MlflowException
     from requests.exceptions import ConnectionError as RequestsConnectionError
 
     last: Exception | None = None
+    deadline = time.monotonic() + RETRY_BUDGET_S
     for attempt in range(attempts):
         try:
             return call()
@@ -69,8 +80,11 @@ def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float
             if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "INVALID_PARAMETER" in str(err.error_code):
                 raise
             last = err
+        delay = base_delay * 2**attempt
         if attempt + 1 < attempts:
-            time.sleep(base_delay * 2**attempt)
+            if time.monotonic() + delay >= deadline:
+                break
+            time.sleep(delay)
     raise RegistryError(f"MLflow did not answer while trying to {what}: {last}",
                         hint="check registry.tracking_uri and that the tracking server is up") from last
 
@@ -201,6 +215,9 @@ def _mlflow_client(tracking_uri: str, registry_uri: str | None = None) -> Mlflow
     from mlflow import MlflowClient
 
     registry_uri = registry_uri or tracking_uri
+    for uri in dict.fromkeys((tracking_uri, registry_uri)):
+        _check_database(uri)
+        _check_server(uri)
     with ExitStack() as locks:
         for uri in dict.fromkeys((tracking_uri, registry_uri)):
             path = _sqlite_path(uri)
@@ -211,6 +228,75 @@ def _mlflow_client(tracking_uri: str, registry_uri: str | None = None) -> Mlflow
         if _sqlite_path(registry_uri) is not None:
             mlflow_client._get_registry_client().store  # noqa: B018 (opening the store is the point)
     return mlflow_client
+
+
+_DATABASES_SEEN: set[str] = set()
+_DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def _check_database(uri: str) -> None:
+    """Connect once to a tracking database (PostgreSQL, MySQL) with a timeout before MLflow does.
+
+    MLflow retries creating its engine ten times with backoff (about 1 min 45 s) and then fails
+    with a bare OperationalError; a missing database or a dead port should instead fail at once
+    as a registry error. Checked once per process and URI.
+    """
+    if uri in _DATABASES_SEEN or uri.split(":", 1)[0].split("+", 1)[0] not in _DATABASE_SCHEMES:
+        return
+    import sqlalchemy
+
+    connect_args = {} if uri.startswith("mssql") else {"connect_timeout": DB_CONNECT_TIMEOUT_S}
+    engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        problem = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise RegistryError(f"cannot connect to the MLflow tracking database {_display(uri)}: {problem}",
+                            hint="check registry.tracking_uri: the host and port, that the database exists, "
+                                 "and the credentials") from None
+    finally:
+        engine.dispose()
+    _DATABASES_SEEN.add(uri)
+
+
+SERVER_CHECK_TIMEOUT_S = (5.0, 10.0)
+"""Connect and read timeouts of the one reachability check of a tracking server."""
+_SERVERS_SEEN: set[str] = set()
+
+
+def _check_server(uri: str) -> None:
+    """Ask a tracking server's ``/health`` once, with short timeouts, before MLflow's retried calls.
+
+    An unreachable server (refused, no route, unknown host, no answer) otherwise costs MLflow's
+    retries times kfops' own before any error. Any HTTP answer counts as reachable (a proxy's
+    401 is for MLflow's own calls to report); TLS problems are left to MLflow, which knows the
+    configured certificates. Checked once per process and URI.
+    """
+    if uri in _SERVERS_SEEN or not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_CHECK_TIMEOUT_S, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        pass
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+        kind = "did not answer in time" if isinstance(err, requests.exceptions.Timeout) else "is unreachable"
+        raise RegistryError(f"the MLflow tracking server {_display(uri)} {kind}",
+                            hint="check registry.tracking_uri and that the tracking server is up") from None
+    _SERVERS_SEEN.add(uri)
+
+
+def _display(uri: str) -> str:
+    """The URI without a password (``user:***@host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def client(cfg: KfopsConfig) -> MlflowClient:
