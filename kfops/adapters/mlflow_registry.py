@@ -403,11 +403,43 @@ def start_run(cfg: KfopsConfig, experiment_id: str, run_name: str | None = None)
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     mlflow_client = client(cfg)
+    fail_abandoned_runs(cfg, experiment_id, run_name)
     # The tags mlflow.start_run adds: user, source name/type, git commit, run name.
     tags = context_registry.resolve_tags({MLFLOW_RUN_NAME: run_name} if run_name else {})
     run = mlflow_client.create_run(experiment_id, tags=tags, run_name=run_name)
     with _running(mlflow_client, run) as tracked:
         yield tracked
+
+
+ABANDONED_TAG = "kfops.abandoned"
+
+
+def fail_abandoned_runs(cfg: KfopsConfig, experiment_id: str, run_name: str | None = None) -> list[str]:
+    """Mark FAILED the runs a killed task left RUNNING; returns their ids.
+
+    A run named ``run_name`` still RUNNING is an earlier attempt of the same step of the same
+    pipeline run (the names carry both), so it is over; any other run counts as abandoned once it
+    has been RUNNING for ``registry.abandoned_run_hours``. Concurrent runs younger than that are
+    left alone. Each gets a ``kfops.abandoned`` tag saying why.
+    """
+    from mlflow.utils.time import get_current_time_millis
+
+    mlflow_client = client(cfg)
+    running = retry(lambda: mlflow_client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+                                                      max_results=1000), "search unfinished runs")
+    cutoff = get_current_time_millis() - int(cfg.registry.abandoned_run_hours * 3_600_000)
+    failed = []
+    for run in running:
+        if run_name is not None and run.info.run_name == run_name:
+            why = f"a new attempt of {run_name} started; this one was left RUNNING (its task was killed)"
+        elif run.info.start_time < cutoff:
+            why = f"RUNNING for more than registry.abandoned_run_hours ({cfg.registry.abandoned_run_hours:g} h)"
+        else:
+            continue
+        mlflow_client.set_tag(run.info.run_id, ABANDONED_TAG, why)
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        failed.append(run.info.run_id)
+    return failed
 
 
 @contextmanager
