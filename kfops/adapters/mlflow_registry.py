@@ -768,9 +768,11 @@ def pending_versions(cfg: KfopsConfig) -> list[ModelVersion]:
 
 
 def set_version_tags(cfg: KfopsConfig, version: str | int, tags: dict[str, str]) -> None:
+    from functools import partial
+
     mlflow_client = client(cfg)
     for key, value in tags.items():
-        retry(lambda k=key, v=value: mlflow_client.set_model_version_tag(cfg.registry.model_name, str(version), k, v),
+        retry(partial(mlflow_client.set_model_version_tag, cfg.registry.model_name, str(version), key, value),
               f"tag version {version}")
 
 
