@@ -16,8 +16,10 @@ import pytest
 
 from kfops.adapters import mlflow_registry as registry
 from kfops.config import KfopsConfig
+from kfops.serving.local import process
+from kfops.serving.local.process import server_status, stop_server
 from kfops.steps.register import register
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.integration.conftest import synthetic_frame
 
 pytestmark = pytest.mark.reliability
@@ -36,6 +38,9 @@ go = work / "go"
 while mode == "together" and not go.exists():
     time.sleep(0.01)
 register(config, run_id, work / f"verdict-{run_id}.json", work / "none.json", work / "none.json", pipeline_run)
+if mode == "together":  # then deploy, as the pipeline's next step does
+    from kfops.steps.deploy import deploy
+    print(deploy(config)["version"])
 """
 
 
@@ -63,14 +68,16 @@ def trained_run(cfg: KfopsConfig, tmp_path, seed: int, champion_seen: str | None
 
 def run_register(cfg_file, run_id, tmp_path, pipeline_run, mode) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", REGISTER, str(cfg_file), run_id, str(tmp_path), pipeline_run, mode],
-                            cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture
 def cfg(tmp_path):
-    cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"auto_promote": True}).resolve(tmp_path)
+    cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"auto_promote": True},
+                      serving={"http_port": free_port(), "startup_timeout_s": 120}).resolve(tmp_path)
     (tmp_path / "cfg.json").write_text(cfg.to_json())
-    return cfg
+    yield cfg
+    stop_server(cfg)
 
 
 def champion_moves(cfg) -> list[tuple[str | None, str]]:
@@ -78,14 +85,14 @@ def champion_moves(cfg) -> list[tuple[str | None, str]]:
             if e.get("action") == "alias" and e["alias"] == registry.CHAMPION]
 
 
-def test_concurrent_auto_promote_keeps_the_first_champion(cfg, tmp_path):
-    # Four runs all judged "no champion yet"; they register at the same moment.
+def test_concurrent_register_and_deploy_keep_the_first_champion_and_one_server(cfg, tmp_path):
+    # Four runs all judged "no champion yet"; they register and deploy at the same moment.
     runs = [trained_run(cfg, tmp_path, seed, champion_seen=None) for seed in range(4)]
     workers = [run_register(tmp_path / "cfg.json", run_id, tmp_path, f"run-{i}", "together")
                for i, run_id in enumerate(runs)]
     (tmp_path / "go").touch()
-    errors = [worker.communicate(timeout=300)[1] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0, 0, 0], [e[-2000:] for e in errors]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0, 0, 0], [err[-2000:] for _, err in outputs]
 
     # One bootstrap; the other three were judged against no champion, so none replaced it.
     moves = champion_moves(cfg)
@@ -96,6 +103,12 @@ def test_concurrent_auto_promote_keeps_the_first_champion(cfg, tmp_path):
     versions = registry.client(cfg).search_model_versions(f"name='{cfg.registry.model_name}'")
     assert sorted(v.tags[registry.REGISTER_STATE_TAG] for v in versions) == ["done"] * 4
     assert str(registry.model_version(cfg, alias=registry.CHALLENGER).version) == "4"
+
+    # Every deploy served the champion, all in one tracked server: the pid that listens.
+    assert {out.strip().splitlines()[-1] for out, _ in outputs} == {moves[0][1]}
+    status = server_status(cfg)
+    assert status["healthy"] and status["model_version"] == moves[0][1]
+    assert process.listening_pid(cfg.serving.host, cfg.serving.http_port) == status["pid"]
 
 
 def test_a_verdict_against_an_old_champion_does_not_promote(cfg, tmp_path):
