@@ -86,6 +86,9 @@ def _finish(cfg: KfopsConfig, version: Any) -> dict[str, Any]:
 
     number = str(version.version)
     if version.tags.get(registry.REGISTER_STATE_TAG) == "done":
+        current = registry.champion(cfg)
+        if current is not None and str(current.version) == number:
+            return {"promoted": True, "promotion": "already @champion"}
         return {"promoted": False, "promotion": "already registered"}
     challenger = registry.model_version(cfg, alias=registry.CHALLENGER)
     if challenger is None or int(challenger.version) < int(number):  # never move it back to an older one
