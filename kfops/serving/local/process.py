@@ -282,7 +282,7 @@ def _wait_ready(cfg: KfopsConfig, name: str, process: subprocess.Popen, host: st
         if code is not None:
             raise ServingError(f"the model server exited with code {code} while starting; its log ({log}) ends:\n"
                                f"{log_tail(log)}")
-        if _probe(url, name) is not None and listening_pid(host, port) == process.pid:
+        if _probe(url, name) is not None and listening_pid(host, port, unknown=process.pid) == process.pid:
             return
         time.sleep(POLL_S)
     _terminate(process.pid, timeout_s=5.0)
@@ -292,14 +292,18 @@ def _wait_ready(cfg: KfopsConfig, name: str, process: subprocess.Popen, host: st
     )
 
 
-def listening_pid(host: str, port: int) -> int | None:
-    """The pid of the process listening on ``host:port`` (or on all addresses at ``port``), if one is visible."""
+def listening_pid(host: str, port: int, unknown: int | None = None) -> int | None:
+    """The pid of the process listening on ``host:port`` (or on all addresses at ``port``), if one is visible.
+
+    ``unknown`` is returned where this system does not show sockets to an unprivileged user
+    (macOS): then the caller's own check (readiness) has to do.
+    """
     import psutil
 
     try:
         connections = psutil.net_connections(kind="inet")
     except (psutil.AccessDenied, OSError):
-        return None
+        return unknown
     for conn in connections:
         if (conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
                 and conn.laddr.ip in (host, "0.0.0.0", "::")):
