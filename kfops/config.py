@@ -309,6 +309,10 @@ class RegistryConfig(_Strict):
     auto_promote: bool = Field(False, description="Move @champion to a blessed model without a person.")
     http_max_retries: int = Field(2, ge=0, description="MLflow's own retries per HTTP request to a tracking server.")
     http_timeout_s: int = Field(30, ge=1, description="Timeout of one HTTP request to a tracking server.")
+    abandoned_run_hours: float = Field(
+        24.0, gt=0, description="A run still RUNNING after this long was left by a killed task: the next run "
+        "in the experiment marks it FAILED (one of the same pipeline run and step at once)."
+    )
 
     @field_serializer("tracking_uri", "registry_uri")
     def _without_password(self, value: str | None) -> str | None:

@@ -18,8 +18,9 @@ def register(
     Idempotent: keyed on the pipeline run and task, so a retried step creates no duplicate.
     Tags link the version to the pipeline run, data hash, validation result, Feast feature views,
     code version and trainer config. When no `@champion` exists, this version becomes it
-    (bootstrap); with `registry.auto_promote`, every blessed version does. Alias moves are
-    recorded in the audit trail (`kfops history`).
+    (bootstrap); with `registry.auto_promote`, a blessed version does if `@champion` still holds
+    the version the gate judged it against. Alias moves are recorded in the audit trail
+    (`kfops history`); a register killed midway is finished by the next one.
 
     Args:
         config: The kfops configuration (KfopsConfig) as JSON.

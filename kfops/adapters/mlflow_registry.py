@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -21,11 +22,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from kfops.core.files import LockTimeout, file_lock
 from kfops.errors import KfopsError, RegistryError
 
 if TYPE_CHECKING:
@@ -44,14 +46,31 @@ TAG_PREFIX = "kfops."
 AUDIT_PREFIX = "kfops.audit."
 IDEMPOTENCY_TAG = "kfops.idempotency_key"
 BLESSED_TAG = "kfops.blessed"
+REGISTER_STATE_TAG = "kfops.register_state"
+"""``pending`` from a version's creation until register has moved its aliases and recorded them (``done``)."""
+JUDGED_TAG = "kfops.judged_against"
+"""The @champion version the gate compared this version with (``none``: there was no champion)."""
+DB_CONNECT_TIMEOUT_S = 10
+"""How long one connection attempt to a tracking database may take before the registry counts as down."""
+LOCK_TIMEOUT_S = 300.0
+"""How long a writer waits for another one on the same store before giving up (RegistryError)."""
+
+
+RETRY_BUDGET_S = 20.0
+"""No new attempt of a failed registry call starts after this long: the error comes within bounded time."""
 
 
 def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float = 0.5) -> T:
-    """Retry calls to the tracking server with exponential backoff, then fail with a clear error."""
+    """Retry calls to the tracking server with exponential backoff, then fail with a clear error.
+
+    Attempts stop at ``attempts`` or when the next one would start after :data:`RETRY_BUDGET_S`
+    (MLflow retries each HTTP request itself too, within ``registry.http_max_retries``).
+    """
     from mlflow.exceptions import MlflowException
     from requests.exceptions import ConnectionError as RequestsConnectionError
 
     last: Exception | None = None
+    deadline = time.monotonic() + RETRY_BUDGET_S
     for attempt in range(attempts):
         try:
             return call()
@@ -61,8 +80,11 @@ def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float
             if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "INVALID_PARAMETER" in str(err.error_code):
                 raise
             last = err
+        delay = base_delay * 2**attempt
         if attempt + 1 < attempts:
-            time.sleep(base_delay * 2**attempt)
+            if time.monotonic() + delay >= deadline:
+                break
+            time.sleep(delay)
     raise RegistryError(f"MLflow did not answer while trying to {what}: {last}",
                         hint="check registry.tracking_uri and that the tracking server is up") from last
 
@@ -146,14 +168,140 @@ class BoundedClient:
         return bounded
 
 
-def client(cfg: KfopsConfig) -> MlflowClient:
-    """A client for the config's tracking and registry URIs, with its HTTP bounds; changes no global state."""
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0]) if uri.startswith("sqlite:///") else None
+
+
+def lock_path(cfg: KfopsConfig) -> Path:
+    """The lock file of the config's registry: beside a SQLite store, else under ``data_dir/locks``.
+
+    A file lock orders writers on this machine (processes sharing a data dir: concurrent local runs,
+    the scheduler, a person). Writers on other machines against one tracking server are not ordered
+    by it; the register step's compare-before-move still refuses a stale verdict there.
+    """
+    uri = cfg.registry.registry_uri or cfg.tracking_uri
+    found = _sqlite_path(uri)
+    if found is not None:
+        return found.with_name(found.name + ".lock")
+    return cfg.data_dir / "locks" / f"registry-{hashlib.sha256(uri.encode()).hexdigest()[:16]}.lock"
+
+
+@contextmanager
+def store_lock(cfg: KfopsConfig, what: str) -> Iterator[None]:
+    """One writer at a time on the config's registry (see :func:`lock_path`) while the block runs."""
+    with _locked(lock_path(cfg), what):
+        yield
+
+
+@contextmanager
+def _locked(path: Path, what: str) -> Iterator[None]:
+    try:
+        with file_lock(path, LOCK_TIMEOUT_S, what):
+            yield
+    except LockTimeout as err:
+        raise RegistryError(f"could not {what}: {err}",
+                            hint="another kfops process holds the registry; wait for it or stop it") from err
+
+
+def _mlflow_client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    """An ``MlflowClient`` with its stores open, a SQLite store opened under its lock.
+
+    MLflow creates or migrates a SQLite store's schema (alembic) the first time a process opens
+    it (the client's constructor opens the tracking store). Two processes doing that at once
+    leave a half-applied revision that breaks every later command, so the first opens it under
+    the store's lock and migrates; the others wait and find the schema done. MLflow caches open
+    stores per process, so the lock is taken once per process and store.
+    """
     from mlflow import MlflowClient
 
-    if cfg.tracking_uri.startswith("sqlite:///"):
-        Path(cfg.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow_client = MlflowClient(tracking_uri=cfg.tracking_uri,
-                                 registry_uri=cfg.registry.registry_uri or cfg.tracking_uri)
+    registry_uri = registry_uri or tracking_uri
+    for uri in dict.fromkeys((tracking_uri, registry_uri)):
+        _check_database(uri)
+        _check_server(uri)
+    with ExitStack() as locks:
+        for uri in dict.fromkeys((tracking_uri, registry_uri)):
+            path = _sqlite_path(uri)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                locks.enter_context(_locked(path.with_name(path.name + ".lock"), f"open the MLflow store {path}"))
+        mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        if _sqlite_path(registry_uri) is not None:
+            mlflow_client._get_registry_client().store  # noqa: B018 (opening the store is the point)
+    return mlflow_client
+
+
+_DATABASES_SEEN: set[str] = set()
+_DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+
+
+def _check_database(uri: str) -> None:
+    """Connect once to a tracking database (PostgreSQL, MySQL) with a timeout before MLflow does.
+
+    MLflow retries creating its engine ten times with backoff (about 1 min 45 s) and then fails
+    with a bare OperationalError; a missing database or a dead port should instead fail at once
+    as a registry error. Checked once per process and URI.
+    """
+    if uri in _DATABASES_SEEN or uri.split(":", 1)[0].split("+", 1)[0] not in _DATABASE_SCHEMES:
+        return
+    import sqlalchemy
+
+    connect_args = {} if uri.startswith("mssql") else {"connect_timeout": DB_CONNECT_TIMEOUT_S}
+    engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        problem = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        raise RegistryError(f"cannot connect to the MLflow tracking database {_display(uri)}: {problem}",
+                            hint="check registry.tracking_uri: the host and port, that the database exists, "
+                                 "and the credentials") from None
+    finally:
+        engine.dispose()
+    _DATABASES_SEEN.add(uri)
+
+
+SERVER_CHECK_TIMEOUT_S = (5.0, 10.0)
+"""Connect and read timeouts of the one reachability check of a tracking server."""
+_SERVERS_SEEN: set[str] = set()
+
+
+def _check_server(uri: str) -> None:
+    """Ask a tracking server's ``/health`` once, with short timeouts, before MLflow's retried calls.
+
+    An unreachable server (refused, no route, unknown host, no answer) otherwise costs MLflow's
+    retries times kfops' own before any error. Any HTTP answer counts as reachable (a proxy's
+    401 is for MLflow's own calls to report); TLS problems are left to MLflow, which knows the
+    configured certificates. Checked once per process and URI.
+    """
+    if uri in _SERVERS_SEEN or not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=SERVER_CHECK_TIMEOUT_S, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        pass
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as err:
+        kind = "did not answer in time" if isinstance(err, requests.exceptions.Timeout) else "is unreachable"
+        raise RegistryError(f"the MLflow tracking server {_display(uri)} {kind}",
+                            hint="check registry.tracking_uri and that the tracking server is up") from None
+    _SERVERS_SEEN.add(uri)
+
+
+def _display(uri: str) -> str:
+    """The URI without a password (``user:***@host``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def client(cfg: KfopsConfig) -> MlflowClient:
+    """A client for the config's tracking and registry URIs, with its HTTP bounds; changes no global state."""
+    mlflow_client = _mlflow_client(cfg.tracking_uri, cfg.registry.registry_uri)
     return BoundedClient(mlflow_client, HttpBounds.of(cfg))  # type: ignore[return-value]
 
 
@@ -190,6 +338,7 @@ def store_exists(cfg: KfopsConfig) -> bool:
 
 
 def ensure_experiment(cfg: KfopsConfig) -> str:
+    """The experiment's id, created when missing (under the store's lock: concurrent first runs make one)."""
     mlflow_client = client(cfg)
 
     def get_or_create() -> str:
@@ -201,7 +350,8 @@ def ensure_experiment(cfg: KfopsConfig) -> str:
         location = cfg.registry.artifact_location or (cfg.artifact_root if embedded else None)
         return mlflow_client.create_experiment(cfg.registry.experiment, artifact_location=location)
 
-    return retry(get_or_create, f"create experiment '{cfg.registry.experiment}'")
+    with store_lock(cfg, f"create experiment '{cfg.registry.experiment}'"):
+        return retry(get_or_create, f"create experiment '{cfg.registry.experiment}'")
 
 
 def code_version() -> str:
@@ -285,11 +435,43 @@ def start_run(cfg: KfopsConfig, experiment_id: str, run_name: str | None = None)
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
     mlflow_client = client(cfg)
+    fail_abandoned_runs(cfg, experiment_id, run_name)
     # The tags mlflow.start_run adds: user, source name/type, git commit, run name.
     tags = context_registry.resolve_tags({MLFLOW_RUN_NAME: run_name} if run_name else {})
     run = mlflow_client.create_run(experiment_id, tags=tags, run_name=run_name)
     with _running(mlflow_client, run) as tracked:
         yield tracked
+
+
+ABANDONED_TAG = "kfops.abandoned"
+
+
+def fail_abandoned_runs(cfg: KfopsConfig, experiment_id: str, run_name: str | None = None) -> list[str]:
+    """Mark FAILED the runs a killed task left RUNNING; returns their ids.
+
+    A run named ``run_name`` still RUNNING is an earlier attempt of the same step of the same
+    pipeline run (the names carry both), so it is over; any other run counts as abandoned once it
+    has been RUNNING for ``registry.abandoned_run_hours``. Concurrent runs younger than that are
+    left alone. Each gets a ``kfops.abandoned`` tag saying why.
+    """
+    from mlflow.utils.time import get_current_time_millis
+
+    mlflow_client = client(cfg)
+    running = retry(lambda: mlflow_client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+                                                      max_results=1000), "search unfinished runs")
+    cutoff = get_current_time_millis() - int(cfg.registry.abandoned_run_hours * 3_600_000)
+    failed = []
+    for run in running:
+        if run_name is not None and run.info.run_name == run_name:
+            why = f"a new attempt of {run_name} started; this one was left RUNNING (its task was killed)"
+        elif run.info.start_time < cutoff:
+            why = f"RUNNING for more than registry.abandoned_run_hours ({cfg.registry.abandoned_run_hours:g} h)"
+        else:
+            continue
+        mlflow_client.set_tag(run.info.run_id, ABANDONED_TAG, why)
+        mlflow_client.set_terminated(run.info.run_id, "FAILED")
+        failed.append(run.info.run_id)
+    return failed
 
 
 @contextmanager
@@ -386,7 +568,6 @@ def fetch_model_dir(
     registry says they are (``mlflow.artifacts.download_artifacts`` would resolve a registered
     model through the process-wide registry URI).
     """
-    from mlflow import MlflowClient
     from mlflow.store.artifact.artifact_repository_registry import (
         get_artifact_repository,
     )
@@ -395,7 +576,7 @@ def fetch_model_dir(
 
     registry_uri = registry_uri or tracking_uri
     with http_bounds(bounds) if bounds else nullcontext():
-        mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        mlflow_client = _mlflow_client(tracking_uri, registry_uri)
         found = get_model_name_and_version(mlflow_client, model_uri)
         if len(found) == 1:
             location = mlflow_client.get_logged_model(found[0]).artifact_location
@@ -421,12 +602,10 @@ def fetch_version_dir(cfg: KfopsConfig, version: str | int, dst: Path | None = N
 
 def version_for_alias(tracking_uri: str, name: str, alias: str) -> str:
     """The version number ``models:/name@alias`` points to; RegistryError when it cannot be read."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        found = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(
-            name, alias)
+        found = _mlflow_client(tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as err:
         raise RegistryError(f"cannot resolve models:/{name}@{alias} at {tracking_uri}: {err.message}") from err
     return str(found.version)
@@ -434,9 +613,8 @@ def version_for_alias(tracking_uri: str, name: str, alias: str) -> str:
 
 def tag_version(tracking_uri: str, name: str, version: str | int, tags: dict[str, str]) -> None:
     """Set tags on a registered model version of the registry at ``tracking_uri``."""
-    from mlflow import MlflowClient
 
-    mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mlflow_client = _mlflow_client(tracking_uri)
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version), key, value)
 
@@ -594,21 +772,40 @@ def move_alias(
     if alias == CHAMPION and target.tags.get(BLESSED_TAG) != "true" and not force:
         raise KfopsError(f"version {version} was never blessed by the evaluation gate",
                          hint="pass --force to promote it anyway; the override is recorded in the audit trail")
-    previous = model_version(cfg, alias=alias)
-    mlflow_client = client(cfg)
-    retry(lambda: mlflow_client.set_registered_model_alias(cfg.registry.model_name, alias, str(version)),
-          f"set @{alias}")
-    event = {
-        "action": "alias",
-        "alias": alias,
-        "from_version": str(previous.version) if previous else None,
-        "to_version": str(version),
-        "reason": reason,
-        "forced": force,
-        "who": who or _who(),
-    }
-    record_audit(cfg, event)
+    with store_lock(cfg, f"move @{alias}"):  # the previous version read is the one replaced
+        previous = model_version(cfg, alias=alias)
+        mlflow_client = client(cfg)
+        retry(lambda: mlflow_client.set_registered_model_alias(cfg.registry.model_name, alias, str(version)),
+              f"set @{alias}")
+        event = {
+            "action": "alias",
+            "alias": alias,
+            "from_version": str(previous.version) if previous else None,
+            "to_version": str(version),
+            "reason": reason,
+            "forced": force,
+            "who": who or _who(),
+        }
+        record_audit(cfg, event)
     return event
+
+
+def pending_versions(cfg: KfopsConfig) -> list[ModelVersion]:
+    """Versions a register step created but did not finish (its process died before the alias moves)."""
+    mlflow_client = client(cfg)
+    name = cfg.registry.model_name
+    found = retry(lambda: mlflow_client.search_model_versions(
+        f"name='{name}' and tags.`{REGISTER_STATE_TAG}`='pending'"), "search unfinished model versions")
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def set_version_tags(cfg: KfopsConfig, version: str | int, tags: dict[str, str]) -> None:
+    from functools import partial
+
+    mlflow_client = client(cfg)
+    for key, value in tags.items():
+        retry(partial(mlflow_client.set_model_version_tag, cfg.registry.model_name, str(version), key, value),
+              f"tag version {version}")
 
 
 def lineage(cfg: KfopsConfig, version: str | int) -> dict[str, Any]:

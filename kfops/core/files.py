@@ -1,21 +1,85 @@
 """File and module helpers with no dependency beyond the standard library: atomic writes,
-JSON-safe values and ``module:function`` imports.
+advisory file locks, JSON-safe values and ``module:function`` imports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import importlib.util
 import math
 import os
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from kfops.errors import ConfigError
+
+
+class LockTimeout(TimeoutError):
+    """A file lock was still held by another process when the wait ran out."""
+
+
+class _Held:
+    """One lock file as this process holds it: a thread lock, the depth, the locked descriptor."""
+
+    def __init__(self) -> None:
+        self.thread_lock = threading.RLock()
+        self.depth = 0
+        self.fd: int | None = None
+
+
+_HELD_GUARD = threading.Lock()
+_HELD: dict[str, _Held] = {}
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, timeout_s: float = 120.0, what: str = "") -> Iterator[Path]:
+    """Hold an exclusive advisory lock (``flock``) on ``path`` (created 0600) for the block.
+
+    One writer at a time across processes on this machine; the kernel drops the lock when its
+    holder dies (a kill -9 leaves no stale lock). Re-entrant within a process (nested blocks in one
+    thread share the hold; other threads wait), so a locked function may call another that takes
+    the same lock. Raises :class:`LockTimeout` after ``timeout_s`` seconds of waiting.
+    """
+    target = Path(path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _HELD_GUARD:
+        held = _HELD.setdefault(str(target), _Held())
+    deadline = time.monotonic() + timeout_s
+    about = f" ({what})" if what else ""
+    if not held.thread_lock.acquire(timeout=timeout_s):
+        raise LockTimeout(f"{target} stayed locked by another thread for {timeout_s:g}s{about}")
+    try:
+        if held.depth == 0:
+            fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o600)
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        os.close(fd)
+                        raise LockTimeout(f"{target} stayed locked by another process for {timeout_s:g}s{about}") \
+                            from None
+                    time.sleep(0.05)
+            held.fd = fd
+        held.depth += 1
+        try:
+            yield target
+        finally:
+            held.depth -= 1
+            if held.depth == 0 and held.fd is not None:
+                fcntl.flock(held.fd, fcntl.LOCK_UN)
+                os.close(held.fd)
+                held.fd = None
+    finally:
+        held.thread_lock.release()
 
 
 def import_callable(spec: str, search_path: Path | None = None) -> Callable[..., Any]:

@@ -20,7 +20,12 @@ def register(
     config: KfopsConfig | str, run_id: str, verdict_json: Path, validation_summary: Path, raw_manifest: Path,
     pipeline_run: str, task_key: str = "register",
 ) -> dict[str, Any]:
-    """Register a blessed model (idempotently) as @challenger; bootstrap @champion when there is none."""
+    """Register a blessed model (idempotently) as @challenger; bootstrap @champion when there is none.
+
+    With ``registry.auto_promote`` it becomes @champion only if @champion still holds the version
+    the gate judged it against. Returns the version, whether it was created, ``promoted`` and
+    ``promotion`` (why it was or was not promoted).
+    """
     from kfops.adapters import mlflow_registry as registry
 
     cfg = step_config(config)
@@ -55,20 +60,69 @@ def register(
         if path.is_file():
             registry.retry(lambda p=path: mlflow_client.log_artifact(run_id, str(p), artifact_path="validation"),
                            "log the validation report")
-    version, created = registry.register_version(cfg, run_id, model_uri, tags, f"{pipeline_run}/{task_key}")
-    if created:
-        registry.move_alias(cfg, registry.CHALLENGER, version.version, reason="blessed by the evaluation gate",
+    judged = verdict.get("verdict", {}).get("champion_version")
+    tags[registry.REGISTER_STATE_TAG] = "pending"
+    tags[registry.JUDGED_TAG] = str(judged) if judged is not None else "none"
+    # One register at a time per store: the version, its alias moves and their audit events. A
+    # version left "pending" by a register that died midway is finished first, by whoever comes next.
+    with registry.store_lock(cfg, "register a model version"):
+        for orphan in registry.pending_versions(cfg):
+            if orphan.tags.get(registry.IDEMPOTENCY_TAG) != f"{pipeline_run}/{task_key}":
+                _finish(cfg, orphan)
+        version, created = registry.register_version(cfg, run_id, model_uri, tags, f"{pipeline_run}/{task_key}")
+        outcome = _finish(cfg, version)
+    return {"model_name": cfg.registry.model_name, "version": str(version.version), "created": created, **outcome}
+
+
+def _finish(cfg: KfopsConfig, version: Any) -> dict[str, Any]:
+    """Move @challenger (and @champion when allowed) to ``version`` and mark it done; idempotent.
+
+    Each move is skipped when already made, so a rerun after a kill anywhere in the sequence
+    completes it without a second audit event. @champion moves only when it still holds the
+    version the gate judged against (compare-before-move, under the store lock): a verdict
+    judged against an older champion, or against none, never replaces the current one.
+    """
+    from kfops.adapters import mlflow_registry as registry
+
+    number = str(version.version)
+    if version.tags.get(registry.REGISTER_STATE_TAG) == "done":
+        current = registry.champion(cfg)
+        if current is not None and str(current.version) == number:
+            return {"promoted": True, "promotion": "already @champion"}
+        return {"promoted": False, "promotion": "already registered"}
+    challenger = registry.model_version(cfg, alias=registry.CHALLENGER)
+    if challenger is None or int(challenger.version) < int(number):  # never move it back to an older one
+        registry.move_alias(cfg, registry.CHALLENGER, number, reason="blessed by the evaluation gate",
                             who="kfops-pipeline")
-    champion = registry.champion(cfg)
-    promoted = None
-    if champion is None:
-        promoted = registry.move_alias(cfg, registry.CHAMPION, version.version, who="kfops-pipeline",
-                                       reason="bootstrap: no champion existed")
-    elif cfg.registry.auto_promote and champion.version != version.version:
-        promoted = registry.move_alias(cfg, registry.CHAMPION, version.version, who="kfops-pipeline",
-                                       reason="auto_promote: blessed by the gate")
-    return {"model_name": cfg.registry.model_name, "version": str(version.version), "created": created,
-            "promoted": promoted is not None}
+    promoted, why = _promote_if_still_judged(cfg, number, version.tags.get(registry.JUDGED_TAG, "none"))
+    registry.set_version_tags(cfg, number, {registry.REGISTER_STATE_TAG: "done"})
+    return {"promoted": promoted, "promotion": why}
+
+
+def _promote_if_still_judged(cfg: KfopsConfig, number: str, judged: str) -> tuple[bool, str]:
+    from kfops.adapters import mlflow_registry as registry
+
+    current = registry.champion(cfg)
+    if current is not None and str(current.version) == number:
+        return True, "already @champion"
+    if current is None:
+        if judged != "none":
+            return False, f"not promoted: the gate judged against v{judged}, which no longer holds @champion"
+        registry.move_alias(cfg, registry.CHAMPION, number, who="kfops-pipeline",
+                            reason="bootstrap: no champion existed")
+        return True, "bootstrap: no champion existed"
+    if not cfg.registry.auto_promote:
+        return False, "auto_promote is off: promote with `kfops promote`"
+    if judged != str(current.version):
+        against = f"v{judged}" if judged != "none" else "no champion"
+        reason = (f"not promoted: the gate judged this version against {against}, but @champion is "
+                  f"v{current.version} now; evaluate it again against the current champion")
+        registry.record_audit(cfg, {"action": "promotion_refused", "alias": registry.CHAMPION, "version": number,
+                                    "champion": str(current.version), "judged_against": judged,
+                                    "reason": reason, "who": "kfops-pipeline"})
+        return False, reason
+    registry.move_alias(cfg, registry.CHAMPION, number, who="kfops-pipeline", reason="auto_promote: blessed by the gate")
+    return True, "auto_promote: blessed by the gate"
 
 
 def _validation_report(summary: Path) -> str:

@@ -230,3 +230,26 @@ def test_import_errors_and_missing_functions_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="has no function 'VALUE'") as err:
         import_callable("empty:VALUE", search_path=tmp_path)
     assert err.value.__cause__ is None
+
+
+def test_file_lock_excludes_other_processes_and_frees_on_kill(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from kfops.core.files import LockTimeout, file_lock
+
+    lock = tmp_path / "store.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from kfops.core.files import file_lock\n"
+         f"with file_lock({str(lock)!r}):\n    print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeout, match="locked by another process"), file_lock(lock, timeout_s=0.2):
+            pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with file_lock(lock, timeout_s=5), file_lock(lock, timeout_s=0.1):  # the kernel freed it; re-entrant here
+        assert lock.is_file()

@@ -4,6 +4,12 @@ State lives under ``<data_dir>/serving/``: ``<name>.json`` (pid, address, model 
 ``<name>.log`` (the server's stdout and stderr) and ``<name>.config.json`` (the resolved config
 the server reads). Starting a model name that is already being served hot-swaps the new model
 into the running server (no dropped requests) unless ``replace=True`` or the address changed.
+
+Starts and stops hold one lock per data dir (``serving/.lock``), so concurrent deploys on one
+data dir hot-swap one tracked server instead of killing each other's. A state file is only
+removed by whoever stopped its own pid; readiness counts only when the process we started is
+the one listening on the port; a replacement must come up (on a free port) before the healthy
+server it replaces is stopped.
 """
 
 from __future__ import annotations
@@ -15,10 +21,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfops.core.files import atomic_write_text
+from kfops.core.files import LockTimeout, atomic_write_text, file_lock
 from kfops.core.redaction import strip_password
 from kfops.errors import ServingError
 from kfops.serving.runtime.loading import ModelSource
@@ -33,6 +41,18 @@ STOP_TIMEOUT_S = 15.0
 
 def state_dir(cfg: KfopsConfig) -> Path:
     return cfg.data_dir / "serving"
+
+
+@contextmanager
+def _serving_lock(cfg: KfopsConfig, what: str) -> Iterator[None]:
+    """One start or stop at a time per data dir (re-entrant: a start may stop the old server)."""
+    wait_s = 2 * cfg.serving.startup_timeout_s + 2 * STOP_TIMEOUT_S + 60
+    try:
+        with file_lock(state_dir(cfg) / ".lock", wait_s, what):
+            yield
+    except LockTimeout as err:
+        raise ServingError(f"could not {what}: {err}",
+                           hint="another kfops process is starting or stopping a server here; wait for it") from err
 
 
 def _paths(cfg: KfopsConfig, name: str) -> dict[str, Path]:
@@ -166,40 +186,75 @@ def start_server(
     source = _source_for(cfg, model_dir, model_uri, model_version, tracking_uri)
     paths = _paths(cfg, key)
     paths["state"].parent.mkdir(parents=True, exist_ok=True)
+    launch = {"name": name, "host": host, "online_lookup": online_lookup, "source": source,
+              "extra_args": list(extra_args)}
 
-    state = _read_state(cfg, key)
-    if state and pid_alive(state.get("pid")):
-        same_address = state.get("host") == host and state.get("port") == port
-        if not replace and same_address and _probe(state["url"], name) is not None:
-            return _hot_swap(cfg, key, state, source)
-        stop_server(cfg, name, instance=key)
-    if port_in_use(host, port):
-        raise ServingError(f"{host}:{port} is already in use by another process",
-                           hint="set serving.http_port (or --port), or stop whatever listens there")
+    with _serving_lock(cfg, f"start the model server {key}"):
+        state = _read_state(cfg, key)
+        if state and pid_alive(state.get("pid")):
+            same_address = state.get("host") == host and state.get("port") == port
+            healthy = _probe(state["url"], name) is not None
+            if not replace and same_address and healthy:
+                return _hot_swap(cfg, key, state, source)
+            if healthy:
+                # Prove the new server comes up before taking the healthy one down.
+                _trial_start(cfg, key, launch)
+            _stop_locked(cfg, name, key, STOP_TIMEOUT_S)
+        elif _our_listener(cfg, key, host, port) is not None:
+            _stop_locked(cfg, name, key, STOP_TIMEOUT_S)  # an untracked server of ours (state lost)
+        if port_in_use(host, port):
+            raise ServingError(f"{host}:{port} is already in use by another process",
+                               hint="set serving.http_port (or --port), or stop whatever listens there")
 
+        process = _launch(cfg, key, port, launch, paths)
+        url = f"http://{host}:{port}"
+        _write_state(cfg, key, {
+            "name": name, "pid": process.pid, "host": host, "port": port, "url": url, "source": source.to_dict(),
+            "log_file": str(paths["log"]), "started_at": dt.datetime.now(dt.UTC).isoformat(),
+            "inference_log_dir": str(cfg.inference_log_dir),
+        })
+        try:
+            _wait_ready(cfg, name, process, host, port, paths["log"])
+        except ServingError:
+            _remove_state_of(cfg, key, process.pid)
+            raise
+        return server_status(cfg, name, instance=key)
+
+
+def _launch(cfg: KfopsConfig, key: str, port: int, launch: dict[str, Any], paths: dict[str, Path]) -> subprocess.Popen:
     # No secret in the file (to_json leaves them out), and owner-only all the same; the secrets
     # reach the server through its environment, never its command line.
     atomic_write_text(paths["config"], cfg.to_json(), mode=0o600)
     command = [
-        sys.executable, "-m", "kfops.serving", "--name", name, "--host", host, "--http-port", str(port),
-        "--config-json", str(paths["config"]), "--online-lookup", online_lookup, *_source_args(source),
-        *extra_args,
+        sys.executable, "-m", "kfops.serving", "--name", launch["name"], "--host", launch["host"],
+        "--http-port", str(port), "--config-json", str(paths["config"]), "--online-lookup", launch["online_lookup"],
+        *_source_args(launch["source"]), *launch["extra_args"],
     ]
     with paths["log"].open("ab") as log:
         log.write(f"\n=== {dt.datetime.now().isoformat(timespec='seconds')} {' '.join(command)}\n".encode())
         log.flush()
-        process = subprocess.Popen(
+        return subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**server_environment(), **cfg.secret_environment()},
         )
-    url = f"http://{host}:{port}"
-    _write_state(cfg, key, {
-        "name": name, "pid": process.pid, "host": host, "port": port, "url": url, "source": source.to_dict(),
-        "log_file": str(paths["log"]), "started_at": dt.datetime.now(dt.UTC).isoformat(),
-        "inference_log_dir": str(cfg.inference_log_dir),
-    })
-    _wait_ready(cfg, key, name, process, url)
-    return server_status(cfg, name, instance=key)
+
+
+def _trial_start(cfg: KfopsConfig, key: str, launch: dict[str, Any]) -> None:
+    """Start the new server on a free port, wait until it serves, stop it; ServingError if it never does."""
+    import socket
+
+    with socket.socket() as probe_socket:
+        probe_socket.bind((launch["host"], 0))
+        trial_port = probe_socket.getsockname()[1]
+    trial = _paths(cfg, f"{key}.trial")
+    process = _launch(cfg, f"{key}.trial", trial_port, launch, trial)
+    try:
+        _wait_ready(cfg, launch["name"], process, launch["host"], trial_port, trial["log"])
+    except ServingError as err:
+        raise ServingError(f"the new model server did not come up, so the running one keeps serving: {err}") from err
+    finally:
+        _terminate(process.pid, timeout_s=STOP_TIMEOUT_S)
+        trial["config"].unlink(missing_ok=True)
 
 
 # Importing Feast sets these (prometheus_client's multiprocess mode, in a temp dir it deletes at
@@ -220,24 +275,62 @@ def _source_args(source: ModelSource) -> list[str]:
     return ["--model-uri", source.model_uri, "--tracking-uri", strip_password(source.tracking_uri)]
 
 
-def _wait_ready(cfg: KfopsConfig, key: str, name: str, process: subprocess.Popen, url: str) -> None:
+def _wait_ready(cfg: KfopsConfig, name: str, process: subprocess.Popen, host: str, port: int, log: Path) -> None:
+    """Until the process we started answers on ``host:port`` as ``name``; a server someone else
+    runs on that port never counts. On failure the process is stopped and ServingError raised."""
     deadline = time.monotonic() + cfg.serving.startup_timeout_s
-    log = _paths(cfg, key)["log"]
+    url = f"http://{host}:{port}"
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
-            _paths(cfg, key)["state"].unlink(missing_ok=True)
             raise ServingError(f"the model server exited with code {code} while starting; its log ({log}) ends:\n"
                                f"{log_tail(log)}")
-        if _probe(url, name) is not None:
+        if _probe(url, name) is not None and listening_pid(host, port, unknown=process.pid) == process.pid:
             return
         time.sleep(POLL_S)
     _terminate(process.pid, timeout_s=5.0)
-    _paths(cfg, key)["state"].unlink(missing_ok=True)
     raise ServingError(
         f"the model server was not ready after {cfg.serving.startup_timeout_s:g}s (serving.startup_timeout_s); "
         f"stopped it. Its log ({log}) ends:\n{log_tail(log)}"
     )
+
+
+def listening_pid(host: str, port: int, unknown: int | None = None) -> int | None:
+    """The pid of the process listening on ``host:port`` (or on all addresses at ``port``), if one is visible.
+
+    ``unknown`` is returned where this system does not show sockets to an unprivileged user
+    (macOS): then the caller's own check (readiness) has to do.
+    """
+    import psutil
+
+    try:
+        connections = psutil.net_connections(kind="inet")
+    except (psutil.AccessDenied, OSError):
+        return unknown
+    for conn in connections:
+        if (conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port
+                and conn.laddr.ip in (host, "0.0.0.0", "::")):
+            return conn.pid
+    return None
+
+
+def _our_listener(cfg: KfopsConfig, key: str, host: str, port: int) -> int | None:
+    """The pid of a kfops server started from this data dir for ``key`` listening on the port, if any."""
+    pid = listening_pid(host, port)
+    if pid is None or not pid_alive(pid):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if str(_paths(cfg, key)["config"]).encode() in cmdline else None
+
+
+def _remove_state_of(cfg: KfopsConfig, key: str, pid: int | None) -> None:
+    """Remove the state file only while it still names ``pid``: never another run's server."""
+    state = _read_state(cfg, key)
+    if state is not None and state.get("pid") == pid:
+        _paths(cfg, key)["state"].unlink(missing_ok=True)
 
 
 def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any]:
@@ -306,19 +399,36 @@ def _exists(pid: int) -> bool:
 def stop_server(
     cfg: KfopsConfig, name: str | None = None, timeout_s: float = STOP_TIMEOUT_S, instance: str | None = None
 ) -> dict[str, Any]:
-    """Stop the server for ``name`` (default ``registry.model_name``); a no-op when none runs."""
+    """Stop the server for ``name`` (default ``registry.model_name``); a no-op when none runs.
+
+    Stops the pid in the state file, or, when that is gone, a server of ours still listening on
+    its port (one whose state was lost). Returns once the port is free.
+    """
     name = name or cfg.registry.model_name
-    state = _read_state(cfg, instance or name)
-    paths = _paths(cfg, instance or name)
-    if not state:
-        return {"name": name, "stopped": False, "reason": "no server state"}
-    pid = state.get("pid")
+    with _serving_lock(cfg, f"stop the model server {instance or name}"):
+        return _stop_locked(cfg, name, instance or name, timeout_s)
+
+
+def _stop_locked(cfg: KfopsConfig, name: str, key: str, timeout_s: float) -> dict[str, Any]:
+    state = _read_state(cfg, key)
+    paths = _paths(cfg, key)
+    host, port = (state or {}).get("host", cfg.serving.host), (state or {}).get("port", cfg.serving.http_port)
+    pid = (state or {}).get("pid")
     if not pid_alive(pid):
-        paths["state"].unlink(missing_ok=True)
-        return {"name": name, "stopped": False, "pid": pid, "reason": "not running"}
+        orphan = _our_listener(cfg, key, host, int(port))
+        if orphan is None:
+            if state:
+                _remove_state_of(cfg, key, pid)
+                return {"name": name, "stopped": False, "pid": pid, "reason": "not running"}
+            return {"name": name, "stopped": False, "reason": "no server state"}
+        pid = orphan
     if not _terminate(pid, timeout_s):
         raise ServingError(f"model server pid {pid} did not exit after SIGTERM and SIGKILL")
-    paths["state"].unlink(missing_ok=True)
+    deadline = time.monotonic() + timeout_s
+    while listening_pid(host, int(port)) == pid and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if state:
+        _remove_state_of(cfg, key, state.get("pid"))
     return {"name": name, "stopped": True, "pid": pid, "log_file": str(paths["log"])}
 
 

@@ -1,0 +1,34 @@
+"""An MLflow run a killed task left RUNNING is marked FAILED by the next run: at once when it is
+an earlier attempt of the same step of the same pipeline run, else after registry.abandoned_run_hours."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from kfops.adapters import mlflow_registry as registry
+from kfops.config import KfopsConfig
+
+pytestmark = pytest.mark.reliability
+
+
+def test_runs_left_running_are_failed_by_the_next_run(tmp_path):
+    cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"abandoned_run_hours": 1}).resolve(tmp_path)
+    experiment_id = registry.ensure_experiment(cfg)
+    mlflow_client = registry.client(cfg)
+    # What a kill -9 inside `with start_run(...)` leaves: runs created and never terminated.
+    killed = mlflow_client.create_run(experiment_id, run_name="train-run-a").info.run_id
+    old = mlflow_client.create_run(experiment_id, run_name="train-run-old",
+                                   start_time=int((time.time() - 2 * 3600) * 1000)).info.run_id
+    concurrent = mlflow_client.create_run(experiment_id, run_name="train-run-b").info.run_id
+
+    with registry.start_run(cfg, experiment_id, run_name="train-run-a") as retried:
+        pass
+
+    status = {run_id: mlflow_client.get_run(run_id) for run_id in (killed, old, concurrent, retried.run_id)}
+    assert status[killed].info.status == "FAILED" and "new attempt of train-run-a" in status[killed].data.tags[
+        registry.ABANDONED_TAG]
+    assert status[old].info.status == "FAILED" and "abandoned_run_hours" in status[old].data.tags[registry.ABANDONED_TAG]
+    assert status[concurrent].info.status == "RUNNING"  # another pipeline run, still young: not ours to end
+    assert status[retried.run_id].info.status == "FINISHED"
