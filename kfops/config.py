@@ -158,6 +158,10 @@ class FeaturesConfig(_Strict):
     )
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Online store kind.")
     redis_connection: str = Field("127.0.0.1:6379", description="Redis connection string for Feast.")
+    redis_timeout_s: float = Field(
+        2.0, gt=0, description="Redis socket connect and read timeout: a dead or paused Redis fails a lookup "
+        "(503) within this long instead of hanging it. A `socket_timeout=` in redis_connection wins."
+    )
     registry: str | None = Field(
         None, description="Feast registry path or URI (s3://, postgresql://); default: under data_dir."
     )
@@ -340,6 +344,18 @@ class ServingConfig(_Strict):
     max_latency_ms: float = Field(2.0, ge=0)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     inference_log_dir: Path | None = Field(None, description="Where predictions are logged; default: under data_dir.")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Deadline of one inference request on the model server and the transformer; "
+        "past it the answer is 504."
+    )
+    reload_roots: list[Path] = Field(
+        default_factory=list, description="Folders a `model_dir` reload may load from (relative: under data_dir); "
+        "default: data_dir. Any other folder is refused before a file is read."
+    )
+    model_repository: bool = Field(
+        False, description="Turn on KServe's model repository routes (`/v2/repository/...`, load and unload); "
+        "token-protected like reload. Off: they answer 404."
+    )
     inference_log_store: str | None = Field(
         None, description="s3://bucket/prefix where the cluster's log sink writes; the drift job reads it when set."
     )

@@ -136,7 +136,7 @@ def _transformer(cfg: KfopsConfig, predictor_container: dict[str, Any]) -> dict[
         "name": CONTAINER,
         "command": ["python", "-m", "kfops.serving.kserve.transformer"],
         "args": ["--model-name", cfg.registry.model_name, "--online-lookup", isvc.online_lookup,
-                 "--http-port", str(PORT)],
+                 "--host", "0.0.0.0", "--http-port", str(PORT)],  # the pod's address; locally 127.0.0.1
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
     }
     transformer: dict[str, Any] = {"minReplicas": isvc.min_replicas, "maxReplicas": isvc.max_replicas,

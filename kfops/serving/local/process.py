@@ -1,6 +1,7 @@
 """Run the model server as a local background process that outlives whoever started it.
 
-State lives under ``<data_dir>/serving/``: ``<name>.json`` (pid, address, model source),
+State lives under ``<data_dir>/serving/``: ``<name>.json`` (pid, address, model source and the
+server's control-plane token, so owner-only),
 ``<name>.log`` (the server's stdout and stderr) and ``<name>.config.json`` (the resolved config
 the server reads). Starting a model name that is already being served hot-swaps the new model
 into the running server (no dropped requests) unless ``replace=True`` or the address changed.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from kfops.core.files import atomic_write_text
 from kfops.errors import ServingError
+from kfops.serving.protocol.auth import TOKEN_ENV, TOKEN_FILE_ENV, bearer_headers, new_token
 from kfops.serving.runtime.loading import ModelSource
 
 if TYPE_CHECKING:
@@ -170,13 +172,16 @@ def start_server(
     if state and pid_alive(state.get("pid")):
         same_address = state.get("host") == host and state.get("port") == port
         if not replace and same_address and _probe(state["url"], name) is not None:
-            return _hot_swap(cfg, key, state, source)
+            swapped = _hot_swap(cfg, key, state, source)
+            if swapped is not None:
+                return swapped
         stop_server(cfg, name, instance=key)
     if port_in_use(host, port):
         raise ServingError(f"{host}:{port} is already in use by another process",
                            hint="set serving.http_port (or --port), or stop whatever listens there")
 
     paths["config"].write_text(cfg.to_json())
+    token = new_token()  # this server's control-plane token: in its environment and the 0600 state file
     command = [
         sys.executable, "-m", "kfops.serving", "--name", name, "--host", host, "--http-port", str(port),
         "--config-json", str(paths["config"]), "--online-lookup", online_lookup, *_source_args(source),
@@ -187,13 +192,13 @@ def start_server(
         log.flush()
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env=server_environment(),
+            env={**server_environment(), TOKEN_ENV: token},
         )
     url = f"http://{host}:{port}"
     _write_state(cfg, key, {
         "name": name, "pid": process.pid, "host": host, "port": port, "url": url, "source": source.to_dict(),
         "log_file": str(paths["log"]), "started_at": dt.datetime.now(dt.UTC).isoformat(),
-        "inference_log_dir": str(cfg.inference_log_dir),
+        "inference_log_dir": str(cfg.inference_log_dir), "token": token,
     })
     _wait_ready(cfg, key, name, process, url)
     return server_status(cfg, name, instance=key)
@@ -201,7 +206,7 @@ def start_server(
 
 # Importing Feast sets these (prometheus_client's multiprocess mode, in a temp dir it deletes at
 # exit); a server must not inherit them: it is one process, and outlives whoever started it.
-_INHERITED_NOT = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+_INHERITED_NOT = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR", TOKEN_ENV, TOKEN_FILE_ENV)
 
 
 def server_environment() -> dict[str, str]:
@@ -237,15 +242,26 @@ def _wait_ready(cfg: KfopsConfig, key: str, name: str, process: subprocess.Popen
     )
 
 
-def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any]:
+def control_headers(cfg: KfopsConfig, name: str | None = None, instance: str | None = None) -> dict[str, str]:
+    """The Authorization header for the local server's control routes (from its state file)."""
+    state = _read_state(cfg, instance or name or cfg.registry.model_name) or {}
+    return bearer_headers(state.get("token"))
+
+
+def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any] | None:
+    """Reload ``source`` into the running server; None when its control plane does not allow that
+    source (another registry, a folder outside serving.reload_roots): the caller restarts it then."""
     import httpx
 
     name = state["name"]
     try:
         with _http(cfg.serving.startup_timeout_s) as http:
-            response = http.post(f"{state['url']}/v1/models/{name}/reload", json=source.to_dict())
+            response = http.post(f"{state['url']}/v1/models/{name}/reload", json=source.to_dict(),
+                                 headers=bearer_headers(state.get("token")))
     except httpx.HTTPError as err:
         raise ServingError(f"could not reach the model server at {state['url']} to swap models: {err}") from err
+    if response.status_code == 403:
+        return None
     if response.status_code != 200:
         raise ServingError(f"the model server refused the new model: HTTP {response.status_code}: "
                            f"{_error_text(response)}")
