@@ -317,6 +317,11 @@ class InferenceServiceConfig(_Strict):
     logger_mode: Literal["all", "request", "response"] = "all"
     ready_timeout_s: float = Field(600.0, gt=0, description="Wait this long for the new revision to be Ready.")
     canary: bool = Field(True, description="Roll a new version out as a canary when one is already serving.")
+    ingress_namespaces: list[str] = Field(
+        default_factory=lambda: ["knative-serving", "istio-system"],
+        description="Namespaces whose pods may reach the predictor (the NetworkPolicy rendered with the "
+        "InferenceService); pods of the serving namespace labelled `kfops.io/model-client: \"true\"` may too.",
+    )
 
     @model_validator(mode="after")
     def _replicas_ordered(self) -> InferenceServiceConfig:
