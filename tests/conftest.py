@@ -15,7 +15,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_ROOT = Path(__file__).resolve().parent
 # folder under tests/ -> marker (declared in pyproject's [tool.pytest.ini_options] markers)
-TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "infra": "infra"}
+TIERS = {"unit": "unit", "integration": "integration", "e2e": "e2e", "infra": "infra", "reliability": "reliability"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects, so the tier marks count there

@@ -49,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--predict-threads", type=int, default=1, help="threads per model call (default 1)")
     p.add_argument("--request-timeout-s", type=float, help="inference deadline, 504 past it "
                    "(default: serving.request_timeout_s)")
+    p.add_argument("--read-timeout-s", type=float, help="a request's head and body must arrive within this "
+                   "(default 15); slower clients are disconnected")
     p.add_argument("--reload-root", type=Path, action="append", dest="reload_roots",
                    help="a folder a model_dir reload may load from (repeatable; default: serving.reload_roots)")
     return p
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             online_lookup=args.online_lookup, online_as_of=args.online_as_of, fast_path=not args.no_fast_path,
             access_log=args.access_log,
             predict_threads=args.predict_threads, request_timeout_s=args.request_timeout_s,
-            reload_roots=args.reload_roots,
+            reload_roots=args.reload_roots, read_timeout_s=args.read_timeout_s,
         )
         from kfops.serving.protocol.auth import token_from_environment
 

@@ -105,17 +105,17 @@ class DependencyUnavailable(RequestError):
     reason = "dependency_unavailable"
 
 
-JSON_MEDIA_TYPES = (b"application/json", b"application/cloudevents+json")
+JSON_MEDIA_TYPES = ("application/json", "application/cloudevents+json")
 
 
-def check_json_content_type(value: bytes | None) -> None:
+def check_json_content_type(value: str | None) -> None:
     """Refuse a declared non-JSON body (415). No Content-Type at all is taken as JSON."""
     if value is None:
         return
-    media = value.split(b";", 1)[0].strip().lower()
-    if media in JSON_MEDIA_TYPES or (media.startswith(b"application/") and media.endswith(b"+json")):
+    media = value.split(";", 1)[0].strip().lower()
+    if media in JSON_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json")):
         return
-    raise UnsupportedMediaType(f"Content-Type {media.decode('latin-1')!r} is not JSON; send the body as "
+    raise UnsupportedMediaType(f"Content-Type {media!r} is not JSON; send the body as "
                                "application/json")
 
 
