@@ -212,6 +212,9 @@ def predict_command(
     model_uri: ModelUriOption = None,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk (memory vs speed).")] = 250_000,
     threads: Annotated[int | None, typer.Option("--threads", help="Predict threads (default: all cores).")] = None,
+    coerce: Annotated[bool, typer.Option(
+        "--coerce", help="Score a value that is not a number in a numeric column as missing, instead of refusing the file.",
+    )] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -238,7 +241,7 @@ def predict_command(
         uri = model_uri or f"models:/{cfg.registry.model_name}@{cfg.serving.model_alias or 'champion'}"
         pinned, _ = resolve_version(ModelSource(model_uri=uri, tracking_uri=cfg.tracking_uri))
         model_dir = fetch_model_dir(cfg.tracking_uri, pinned)
-    result = predict_file(model_dir, input_path, output_path, chunk_rows=chunk_rows, threads=threads)
+    result = predict_file(model_dir, input_path, output_path, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
     typer.echo(f"scored {result.rows:,} rows in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s) "
                f"-> {result.output_path}")
 
