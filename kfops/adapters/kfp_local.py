@@ -83,29 +83,47 @@ def compile_components(out_root: Path) -> list[Path]:
     return written
 
 
+RUN_TMP_PREFIX = "kfops-run-"  # a run's $TMPDIR: what outlives the run (a served model) must not use it
+
+
 def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None) -> None:
     """Run a compiled pipeline YAML with kfp.local's SubprocessRunner in this virtualenv.
 
     The compiled config keeps relative paths relative; with ``project_dir``, its tasks resolve
     them against that folder (``$KFOPS_PROJECT_DIR``, which the task processes inherit), else
     against the working directory. Raises RuntimeError, as kfp.local does, when a task fails.
+
+    kfp.local leaves a temporary folder behind for every task (its command's ``mktemp -d``
+    holding the component's source) and one workspace per run: the tasks get a ``$TMPDIR`` of
+    their own for the run, removed with everything in it when the run ends.
     """
+    import shutil
+    import tempfile
+
     from kfp import components, local
 
-    loaded = components.load_component_from_file(str(compiled))
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-               raise_on_error=True)
-    previous = os.environ.get(PROJECT_ENV)
-    if project_dir is not None:
-        os.environ[PROJECT_ENV] = str(project_dir)
+    scratch = Path(tempfile.mkdtemp(prefix=RUN_TMP_PREFIX))  # also fixes this process's tempdir first
     try:
-        loaded()
-    finally:
+        workspace = scratch / "workspace"
+        workspace.mkdir()
+        loaded = components.load_component_from_file(str(compiled))
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+                   workspace_root=str(workspace), raise_on_error=True)
+        changes = {"TMPDIR": str(scratch)}
         if project_dir is not None:
-            if previous is None:
-                os.environ.pop(PROJECT_ENV, None)
-            else:
-                os.environ[PROJECT_ENV] = previous
+            changes[PROJECT_ENV] = str(project_dir)
+        previous = {key: os.environ.get(key) for key in changes}
+        os.environ.update(changes)
+        try:
+            loaded()
+        finally:
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # What kfp.local (2.17) writes while it runs a pipeline, read by kfops.runners.local to follow a

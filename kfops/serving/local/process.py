@@ -212,6 +212,10 @@ _INHERITED_NOT = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR", TOK
 def server_environment() -> dict[str, str]:
     """The environment for a detached server process."""
     env = {k: v for k, v in os.environ.items() if k not in _INHERITED_NOT}
+    from kfops.adapters.kfp_local import RUN_TMP_PREFIX
+
+    if Path(env.get("TMPDIR", "")).name.startswith(RUN_TMP_PREFIX):  # a pipeline run's, deleted when it ends
+        env.pop("TMPDIR")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
