@@ -145,11 +145,13 @@ def test_reloading_a_version_that_does_not_exist_is_a_json_error_the_cli_shows(g
     assert f"still serving version {version}" in error and "models:/flights-delay/999" in error
     config_file = tmp_path / "kfops.yaml"
     config_file.write_text(json.dumps(json.loads(guarded["cfg"].to_json())))  # JSON is YAML
-    result = subprocess.run([KFOPS, "serve", "start", "--config", str(config_file), "--name", NAME, "--version", "999",
-                             "--online-lookup", "none"], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 3, result.stdout + result.stderr
-    assert "models:/flights-delay/999" in result.stderr and "Internal Server Error" not in result.stderr
-    assert "Traceback" not in result.stderr
+    for command in (["serve", "reload", "--version", "999"],
+                    ["serve", "start", "--version", "999", "--online-lookup", "none"]):
+        result = subprocess.run([KFOPS, *command, "--config", str(config_file), "--name", NAME],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 3, result.stdout + result.stderr
+        assert "models:/flights-delay/999" in result.stderr and "Internal Server Error" not in result.stderr
+        assert "Traceback" not in result.stderr
     assert served_version(guarded) == version
 
 

@@ -274,6 +274,30 @@ def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSo
     return server_status(cfg, name, instance=key)
 
 
+def reload_server(cfg: KfopsConfig, name: str | None = None, model_version: str | None = None) -> dict[str, Any]:
+    """Reload the running local server: the same source (an alias that moved) or ``model_version``
+    of the registered model; returns the server's answer (previous and new version)."""
+    import httpx
+
+    name = name or cfg.registry.model_name
+    state = _read_state(cfg, name)
+    if not state or not pid_alive(state.get("pid")):
+        raise ServingError(f"no local model server for {name} to reload", hint="start one with `kfops serve start`")
+    body = {"model_version": str(model_version)} if model_version is not None else {}
+    try:
+        with _http(cfg.serving.startup_timeout_s) as http:
+            response = http.post(f"{state['url']}/v1/models/{state['name']}/reload", json=body,
+                                 headers=bearer_headers(state.get("token")))
+    except httpx.HTTPError as err:
+        raise ServingError(f"could not reach the model server at {state['url']} to reload it: {err}") from err
+    if response.status_code != 200:
+        raise ServingError(f"the model server refused the reload: HTTP {response.status_code}: {_error_text(response)}")
+    result = response.json()
+    state["source"] = result.get("source", state.get("source"))  # what a restart should serve
+    _write_state(cfg, name, state)
+    return result
+
+
 def _error_text(response) -> str:
     try:
         return str(response.json().get("error", response.text))
