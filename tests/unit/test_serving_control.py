@@ -463,3 +463,59 @@ def test_local_sidecars_bind_loopback_by_default():
     for module in (transformer, log_sink, split):
         source = inspect.getsource(module.main)
         assert 'add_argument("--host", default="127.0.0.1"' in source, module.__name__
+
+
+# --- the transformer's request path ------------------------------------------------------------------
+
+
+def transformer_with(lookup, tmp_path, **kwargs):
+    from kfops.core.model import load_model
+    from kfops.serving.kserve.transformer import FlightTransformer
+    from tests.support.serving_models import build_tiny_model
+
+    app = FlightTransformer("flights", "http://127.0.0.1:9", lookup, max_latency_ms=0, **kwargs)
+    app.spec = load_model(build_tiny_model(tmp_path / "model", rounds=2)).spec
+    return app
+
+
+FLIGHT_BODY = orjson.dumps({"instances": [{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N1",
+                                           "distance": 1400, "sched_dep": "2013-01-01T05:15"}]})
+
+
+def test_a_stuck_online_store_is_a_504_at_the_request_deadline(tmp_path):
+    release = threading.Event()
+
+    def stuck_store(_rows):
+        release.wait(120)  # a paused Redis without a socket timeout
+        raise ConnectionError("released")
+
+    app = transformer_with(stuck_store, tmp_path, request_timeout_s=0.2)
+    sent = Sent()
+    try:
+        asyncio.run(app(http_scope("/v1/models/flights:predict", headers=[(b"content-type", b"application/json")]),
+                        receiver(*chunks(FLIGHT_BODY)), sent))
+    finally:
+        release.set()
+        app._pool.shutdown(wait=True)
+    assert sent.status == 504 and "serving.request_timeout_s" in sent.json["error"]
+
+
+def test_the_transformer_answers_a_dead_store_with_503_and_text_with_415(tmp_path, caplog):
+    def dead_store(_rows):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+
+    app = transformer_with(dead_store, tmp_path, request_timeout_s=5)
+    statuses = []
+    with caplog.at_level(logging.WARNING, logger="kfops.serving.kserve.transformer"):
+        for _ in range(20):
+            sent = Sent()
+            asyncio.run(app(http_scope("/v1/models/flights:predict"), receiver(*chunks(FLIGHT_BODY)), sent))
+            statuses.append(sent.status)
+            assert "online feature store failed" in sent.json["error"]
+    app._pool.shutdown(wait=True)
+    assert set(statuses) == {503}
+    assert len([r for r in caplog.records if "503" in r.getMessage()]) == 1 and not any(r.exc_info for r in caplog.records)
+    sent = Sent()
+    asyncio.run(app(http_scope("/v1/models/flights:predict", headers=[(b"content-type", b"text/plain")]),
+                    receiver(*chunks(FLIGHT_BODY)), sent))
+    assert sent.status == 415
