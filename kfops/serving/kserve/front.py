@@ -207,8 +207,7 @@ class ServingFront:
             self.failures.warning(f"server:{type(err).__name__}", f"model {model.name}: {err}")
             status, payload, reason = 500, error_body(str(err)), "server_error"
         except Exception as err:  # the request boundary: log it, answer 500, keep serving
-            if self.failures.warning(f"internal:{type(err).__name__}", f"model {model.name}: unexpected error"):
-                log.debug("the unexpected error's traceback", exc_info=True)
+            self.failures.warning(f"internal:{type(err).__name__}", f"model {model.name}: unexpected error", exc_info=True)
             status, payload, reason = 500, error_body(f"internal error: {type(err).__name__}: {err}"), "internal"
         await send_json(send, status, payload)
         self._observe(model.name, protocol, status, reason, time.perf_counter() - started)

@@ -22,8 +22,9 @@ class RateLimitedLog:
         self._lock = threading.Lock()
         self._last: dict[str, tuple[float, int]] = {}  # kind -> (when last written, held back since)
 
-    def warning(self, kind: str, message: str) -> bool:
-        """Write ``message`` (no traceback) unless ``kind`` was written less than an interval ago; True if written."""
+    def warning(self, kind: str, message: str, *, exc_info: bool = False) -> bool:
+        """Write ``message`` unless ``kind`` was written less than an interval ago; True if written.
+        ``exc_info``: with the traceback of the exception being handled (once per interval, then)."""
         now = self._clock()
         with self._lock:
             last = self._last.get(kind)
@@ -34,5 +35,5 @@ class RateLimitedLog:
             self._last[kind] = (now, 0)
         if held:
             message = f"{message} ({held} more like it in the last {self.interval_s:g}s not logged)"
-        self._logger.warning("%s", message)
+        self._logger.warning("%s", message, exc_info=exc_info)
         return True
