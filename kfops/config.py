@@ -180,6 +180,10 @@ class FeaturesConfig(_Strict):
         "127.0.0.1:6379", description="Redis connection string for Feast (`host:port[,ssl=true]`); a "
         "`password=` in it is never serialised: prefer redis_password."
     )
+    redis_timeout_s: float = Field(
+        2.0, gt=0, description="Redis socket connect and read timeout: a dead or paused Redis fails a lookup "
+        "(503) within this long instead of hanging it. A `socket_timeout=` in redis_connection wins."
+    )
     redis_password: SecretStr | None = Field(
         None, exclude=True, description="Password of the Redis online store. A secret: set it only through "
         "KFOPS__FEATURES__REDIS_PASSWORD (a Kubernetes Secret on a cluster); never serialised or shown."
@@ -371,6 +375,11 @@ class InferenceServiceConfig(_Strict):
     logger_mode: Literal["all", "request", "response"] = "all"
     ready_timeout_s: float = Field(600.0, gt=0, description="Wait this long for the new revision to be Ready.")
     canary: bool = Field(True, description="Roll a new version out as a canary when one is already serving.")
+    ingress_namespaces: list[str] = Field(
+        default_factory=lambda: ["knative-serving", "istio-system"],
+        description="Namespaces whose pods may reach the predictor (the NetworkPolicy rendered with the "
+        "InferenceService); pods of the serving namespace labelled `kfops.io/model-client: \"true\"` may too.",
+    )
 
     @model_validator(mode="after")
     def _replicas_ordered(self) -> InferenceServiceConfig:
@@ -399,6 +408,18 @@ class ServingConfig(_Strict):
     max_latency_ms: float = Field(2.0, ge=0)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     inference_log_dir: Path | None = Field(None, description="Where predictions are logged; default: under data_dir.")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Deadline of one inference request on the model server and the transformer; "
+        "past it the answer is 504."
+    )
+    reload_roots: list[Path] = Field(
+        default_factory=list, description="Folders a `model_dir` reload may load from (relative: under data_dir); "
+        "default: data_dir. Any other folder is refused before a file is read."
+    )
+    model_repository: bool = Field(
+        False, description="Turn on KServe's model repository routes (`/v2/repository/...`, load and unload); "
+        "token-protected like reload. Off: they answer 404."
+    )
     inference_log_store: str | None = Field(
         None, description="s3://bucket/prefix where the cluster's log sink writes; the drift job reads it when set."
     )

@@ -88,9 +88,18 @@ def registry_config(cfg: KfopsConfig) -> str | dict[str, Any]:
     return str(Path(registry).expanduser().resolve())
 
 
+def redis_with_timeouts(connection: str, timeout_s: float) -> str:
+    """``connection`` with socket connect and read timeouts, unless it sets its own: redis-py waits
+    forever by default, so a paused Redis would hang every lookup (and the request) with it."""
+    present = {part.split("=", 1)[0].strip() for part in connection.split(",") if "=" in part}
+    extra = [f"{key}={timeout_s:g}" for key in ("socket_timeout", "socket_connect_timeout") if key not in present]
+    return ",".join([connection, *extra])
+
+
 def online_store_config(cfg: KfopsConfig) -> dict[str, Any]:
     if cfg.features.online_store == "redis":
-        return {"type": "redis", "connection_string": cfg.features.online_connection}
+        return {"type": "redis",
+                "connection_string": redis_with_timeouts(cfg.features.online_connection, cfg.features.redis_timeout_s)}
     return {"type": "sqlite", "path": str(cfg.feast_dir / "online.db")}
 
 

@@ -578,12 +578,23 @@ def _result(results: dict, failures: list[dict], stats_tables: dict, cfg: KfopsC
 
 
 def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
-    """Read a parquet or CSV file; CSV columns the suite types as timestamps are parsed as UTC."""
+    """Read a parquet or CSV file, or a folder of parquet files (one table, e.g. partitioned); CSV
+    columns the suite types as timestamps are parsed as UTC."""
     import pandas as pd
 
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        if not any(p.is_file() for pattern in ("*.parquet", "*.pq") for p in path.rglob(pattern)):
+            raise DataError(f"{path} is a folder without parquet files",
+                            hint="pass a .parquet or .csv file, or a folder of .parquet files of one table")
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as err:
+            raise DataError(f"the parquet files in {path} could not be read as one table: {err}") from err
+    if not path.exists():
         raise DataError(f"data file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file", hint="pass a .parquet or .csv file, or a folder of .parquet files")
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):

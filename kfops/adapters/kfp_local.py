@@ -83,6 +83,9 @@ def compile_components(out_root: Path) -> list[Path]:
     return written
 
 
+RUN_TMP_PREFIX = "kfops-run-"  # a run's $TMPDIR: what outlives the run (a served model) must not use it
+
+
 def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None,
                  docker_args: dict[str, Any] | None = None) -> None:
     """Run a compiled pipeline YAML with kfp.local: each task a process of this virtualenv
@@ -94,23 +97,44 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
     else against the working directory. Containers get no project folder: they see what a pod
     sees (see :meth:`kfops.config.KfopsConfig.resolve_at_run_time`). Raises RuntimeError, as
     kfp.local does, when a task fails.
+
+    kfp.local leaves a temporary folder behind for every task (its command's ``mktemp -d``
+    holding the component's source) and one workspace per run: subprocess tasks get a
+    ``$TMPDIR`` of their own for the run, removed with everything in it when the run ends
+    (a container's temporary files go with the container).
     """
+    import shutil
+    import tempfile
+
     from kfp import components, local
 
-    loaded = components.load_component_from_file(str(compiled))
-    runner = local.DockerRunner(**docker_args) if docker_args is not None else local.SubprocessRunner(use_venv=False)
-    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-    previous = os.environ.get(PROJECT_ENV)
-    if project_dir is not None and docker_args is None:
-        os.environ[PROJECT_ENV] = str(project_dir)
+    scratch = Path(tempfile.mkdtemp(prefix=RUN_TMP_PREFIX))  # also fixes this process's tempdir first
     try:
-        loaded()
+        loaded = components.load_component_from_file(str(compiled))
+        if docker_args is not None:
+            local.init(runner=local.DockerRunner(**docker_args), pipeline_root=str(pipeline_root),
+                       raise_on_error=True)
+            changes: dict[str, str] = {}
+        else:
+            workspace = scratch / "workspace"
+            workspace.mkdir()
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+                       workspace_root=str(workspace), raise_on_error=True)
+            changes = {"TMPDIR": str(scratch)}
+            if project_dir is not None:
+                changes[PROJECT_ENV] = str(project_dir)
+        previous = {key: os.environ.get(key) for key in changes}
+        os.environ.update(changes)
+        try:
+            loaded()
+        finally:
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     finally:
-        if project_dir is not None and docker_args is None:
-            if previous is None:
-                os.environ.pop(PROJECT_ENV, None)
-            else:
-                os.environ[PROJECT_ENV] = previous
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 # What kfp.local (2.17) writes while it runs a pipeline, read by kfops.runners.local to follow a

@@ -13,6 +13,11 @@ Ready. When another version already serves, the new one starts as a canary and
 read through the API server's pod proxy). The canary is promoted to 100% (the field removed, as
 KServe documents) only when it stays healthy; otherwise ``canaryTrafficPercent: 0`` pins all
 traffic back on the stable revision.
+
+:func:`render_network_policy` restricts who reaches the InferenceService's pods: the Knative and
+Istio data plane (``serving.kserve.ingress_namespaces``) and pods of the serving namespace
+labelled ``kfops.io/model-client: "true"``; every other pod is refused. :func:`rollout` applies it
+beside the InferenceService.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ REVISION_LABEL = "serving.knative.dev/revision"
 # The deployment mode every rendered InferenceService asks for; the platform must install it.
 DEPLOYMENT_MODE = "Knative"
 VERSION_ANNOTATION = "kfops.io/model-version"
+ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"  # KServe puts it on every pod of the service
+CLIENT_LABEL = "kfops.io/model-client"
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LOCAL_STORES = ("sqlite:", "file:", "/")
 
@@ -176,6 +183,33 @@ def render_inference_service(
     return {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": metadata, "spec": spec}
 
 
+def render_network_policy(cfg: KfopsConfig, *, namespace: str | None = None) -> dict[str, Any]:
+    """A NetworkPolicy (networking.k8s.io/v1) letting only the serving data plane and labelled
+    client pods reach the InferenceService's pods (predictor and transformer), on the serving port."""
+    name = service_name(cfg)
+    allowed: list[dict[str, Any]] = [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in cfg.serving.kserve.ingress_namespaces
+    ]
+    allowed.append({"podSelector": {"matchLabels": {CLIENT_LABEL: "true"}}})
+    metadata: dict[str, Any] = {"name": f"{name}-ingress",
+                                "labels": {"app.kubernetes.io/managed-by": "kfops", "app.kubernetes.io/name": name}}
+    namespace = namespace or cfg.cluster.serving_namespace
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata,
+        "spec": {
+            "podSelector": {"matchLabels": {ISVC_POD_LABEL: name}},
+            "policyTypes": ["Ingress"],
+            # Knative's queue-proxy listens on 8012/8022 and forwards to the container's 8080.
+            "ingress": [{"from": allowed, "ports": [{"protocol": "TCP", "port": p} for p in (PORT, 8012, 8022)]}],
+        },
+    }
+
+
 def _transformer(cfg: KfopsConfig, predictor_container: dict[str, Any]) -> dict[str, Any]:
     """The raw-flight transformer (:mod:`kfops.serving.kserve.transformer`); KServe adds --predictor_host."""
     isvc = cfg.serving.kserve
@@ -184,7 +218,7 @@ def _transformer(cfg: KfopsConfig, predictor_container: dict[str, Any]) -> dict[
         "name": CONTAINER,
         "command": ["python", "-m", "kfops.serving.kserve.transformer"],
         "args": ["--model-name", cfg.registry.model_name, "--online-lookup", isvc.online_lookup,
-                 "--http-port", str(PORT)],
+                 "--host", "0.0.0.0", "--http-port", str(PORT)],  # the pod's address; locally 127.0.0.1
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready"}},
     }
     transformer: dict[str, Any] = {"minReplicas": isvc.min_replicas, "maxReplicas": isvc.max_replicas,
@@ -235,11 +269,32 @@ def _revision_failed(obj: dict[str, Any]) -> str | None:
 class ClusterServing:
     """The Kubernetes calls a rollout makes; ``custom`` and ``core`` are the client's API objects."""
 
-    def __init__(self, namespace: str, custom: Any = None, core: Any = None):
+    def __init__(self, namespace: str, custom: Any = None, core: Any = None, networking: Any = None):
         if custom is None or core is None:
             default_custom, default_core = _default_apis()
             custom, core = custom or default_custom, core or default_core
+            if networking is None:
+                from kubernetes import client
+
+                networking = client.NetworkingV1Api()
         self.namespace, self.custom, self.core = namespace, custom, core
+        self.networking = networking  # None: NetworkPolicies are not applied (a caller's own API objects)
+
+    def apply_network_policy(self, policy: dict[str, Any]) -> None:
+        """Create the policy, or replace it when it exists."""
+        from kubernetes.client.exceptions import ApiException
+
+        if self.networking is None:
+            return
+        name = policy["metadata"]["name"]
+        try:
+            self.networking.create_namespaced_network_policy(self.namespace, policy)
+        except ApiException as err:
+            if err.status != 409:
+                raise ServingError(f"could not create NetworkPolicy {self.namespace}/{name}: {err.status} "
+                                   f"{err.reason}") from err
+            self._call("replace the NetworkPolicy of", self.networking.replace_namespaced_network_policy, name,
+                       self.namespace, policy)
 
     def get(self, name: str) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -323,6 +378,7 @@ def rollout(
     existing = cluster.get(name)
     timeout = cfg.serving.kserve.ready_timeout_s
 
+    cluster.apply_network_policy(render_network_policy(cfg, namespace=namespace))
     if existing is None:
         cluster.create(render_inference_service(cfg, version, namespace=namespace))
         obj, revision = _wait_revision(cluster, name, None, timeout, clock, sleep, where)

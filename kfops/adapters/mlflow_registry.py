@@ -568,6 +568,7 @@ def fetch_model_dir(
     registry says they are (``mlflow.artifacts.download_artifacts`` would resolve a registered
     model through the process-wide registry URI).
     """
+    from mlflow.exceptions import MlflowException
     from mlflow.store.artifact.artifact_repository_registry import (
         get_artifact_repository,
     )
@@ -577,11 +578,15 @@ def fetch_model_dir(
     registry_uri = registry_uri or tracking_uri
     with http_bounds(bounds) if bounds else nullcontext():
         mlflow_client = _mlflow_client(tracking_uri, registry_uri)
-        found = get_model_name_and_version(mlflow_client, model_uri)
-        if len(found) == 1:
-            location = mlflow_client.get_logged_model(found[0]).artifact_location
-        else:
-            location = mlflow_client.get_model_version_download_uri(*found)
+        try:
+            found = get_model_name_and_version(mlflow_client, model_uri)
+            if len(found) == 1:
+                location = mlflow_client.get_logged_model(found[0]).artifact_location
+            else:
+                location = mlflow_client.get_model_version_download_uri(*found)
+        except MlflowException as err:  # e.g. no such version: say which, not an MLflow traceback
+            raise RegistryError(f"cannot find {model_uri} in the registry: {err.message}",
+                                hint="list the registered versions with `kfops status`") from err
         if dst is not None:
             Path(dst).mkdir(parents=True, exist_ok=True)
         repository = get_artifact_repository(location, tracking_uri=tracking_uri, registry_uri=registry_uri)

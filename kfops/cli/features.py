@@ -43,6 +43,19 @@ def _online_store(online_store: str | None) -> list[str]:
     return [f"features.online_store={online_store}"]
 
 
+def pipeline_feature_sources(cfg: KfopsConfig) -> Path | None:
+    """The feature sources the newest finished local pipeline run wrote, validated:
+    ``<pipeline_root>/<run>/featurize/feast_sources`` (None when no run got that far)."""
+    from kfops.adapters.kfp_local import EXECUTOR_OUTPUT
+
+    root = cfg.pipeline_root
+    if not root.is_dir():
+        return None
+    finished = [p for p in root.glob("*/featurize/feast_sources")
+                if (p.parent / EXECUTOR_OUTPUT).is_file() and any(p.glob("*.parquet"))]
+    return max(finished, key=lambda p: (p.parent / EXECUTOR_OUTPUT).stat().st_mtime, default=None)
+
+
 def latest_raw_snapshot(cfg: KfopsConfig) -> Path:
     """``data_dir/raw/<window>`` when it exists, else the newest snapshot folder under ``data_dir/raw``."""
     raw_root = cfg.data_dir / "raw"
@@ -52,8 +65,9 @@ def latest_raw_snapshot(cfg: KfopsConfig) -> Path:
     snapshots = [p for p in raw_root.glob("*") if p.is_dir() and any(p.glob("*.parquet"))] if raw_root.is_dir() else []
     if not snapshots:
         raise DataError(
-            f"no raw snapshot under {raw_root} to build the feature sources from",
-            hint="run the pipeline (`kfops run training`) so ingest and validation write one, or pass --sources",
+            f"no feature sources from a pipeline run under {cfg.pipeline_root}/*/featurize/feast_sources, and no "
+            f"raw snapshot under {raw_root} to build them from",
+            hint="run `kfops run training` (its featurize step writes the sources), or pass --sources DIR",
         )
     return max(snapshots, key=lambda p: max(f.stat().st_mtime for f in p.glob("*.parquet")))
 
@@ -64,6 +78,16 @@ def _sources_stale(sources: Path, raw_dir: Path) -> bool:
         return True
     newest_raw = max(f.stat().st_mtime for f in raw_dir.glob("*.parquet"))
     return min(f.stat().st_mtime for f in written) < newest_raw
+
+
+def _copy_sources(origin: Path, destination: Path) -> int:
+    import shutil
+
+    destination.mkdir(parents=True, exist_ok=True)
+    files = sorted(origin.glob("*.parquet"))
+    for path in files:
+        shutil.copy2(path, destination / path.name)
+    return len(files)
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:
@@ -78,8 +102,8 @@ def materialize(
                    help="Latest feature timestamp to load, UTC (default: now).")] = None,
     online_store: OnlineStoreOption = None,
     sources: Annotated[Path | None, typer.Option(
-        help="Folder of offline source parquet files (default: <data_dir>/feast/sources, "
-             "written from the latest raw snapshot when missing or older).")] = None,
+        help="Folder of offline source parquet files (default: <data_dir>/feast/sources, copied from the newest "
+             "pipeline run's featurize step when missing or older).")] = None,
     rebuild_sources: Annotated[bool, typer.Option(help="Rewrite the sources even when they look current.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -101,7 +125,12 @@ def materialize(
 
     cfg = cli_config(config, set_, *_online_store(online_store))
     source_dir = (sources or cfg.feast_dir / "sources").expanduser().resolve()
-    if sources is None or rebuild_sources:
+    from_pipeline = pipeline_feature_sources(cfg) if sources is None or rebuild_sources else None
+    if from_pipeline is not None:
+        if rebuild_sources or _sources_stale(source_dir, from_pipeline):
+            copied = _copy_sources(from_pipeline, source_dir)
+            typer.echo(f"copied {copied} feature sources from {from_pipeline} to {source_dir}")
+    elif sources is None or rebuild_sources:
         raw_dir = latest_raw_snapshot(cfg)
         if rebuild_sources or _sources_stale(source_dir, raw_dir):
             written = import_callable(cfg.dataset.feast_sources_writer)(read_tables(raw_dir), source_dir)

@@ -18,6 +18,7 @@ app = typer.Typer(
         "  kfops serve start                                  # serve @champion from the registry\n\n"
         "  kfops serve start --model-dir runs/model --port 8081\n\n"
         "  kfops serve status\n\n"
+        "  kfops serve reload --version 4                    # hot-swap the running server's model\n\n"
         "  kfops serve canary --version 4                    # canary a new version, promote or roll back\n\n"
         "  kfops serve predict-one '{\"carrier\": \"UA\", \"origin\": \"EWR\", \"dest\": \"IAH\", "
         "\"tailnum\": \"N14228\", \"distance\": 1400, \"sched_dep\": \"2013-12-30T05:15\"}'\n\n"
@@ -78,6 +79,27 @@ def start(
     status = start_server(cfg, model_dir=model_dir, model_uri=model_uri, model_version=version, name=name, port=port,
                           online_lookup=online_lookup, replace=replace)
     _echo_status(status)
+
+
+@app.command()
+def reload(
+    version: Annotated[str | None, typer.Option("--version", help="A registered version of the served model.")] = None,
+    name: NameOption = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Hot-swap the running server's model: the same source again (an alias that moved), or a version.
+
+    Examples:
+
+      kfops serve reload                # e.g. after `kfops promote` moved @champion
+
+      kfops serve reload --version 4
+    """
+    from kfops.serving.local.process import reload_server
+
+    result = reload_server(cli_config(config, set_), name, version)
+    typer.echo(f"{result['name']}: version {result['previous_version']} -> {result['version']}")
 
 
 @app.command()
@@ -212,6 +234,9 @@ def predict_command(
     model_uri: ModelUriOption = None,
     chunk_rows: Annotated[int, typer.Option("--chunk-rows", help="Rows per chunk (memory vs speed).")] = 250_000,
     threads: Annotated[int | None, typer.Option("--threads", help="Predict threads (default: all cores).")] = None,
+    coerce: Annotated[bool, typer.Option(
+        "--coerce", help="Score a value that is not a number in a numeric column as missing, instead of refusing the file.",
+    )] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -238,7 +263,7 @@ def predict_command(
         uri = model_uri or f"models:/{cfg.registry.model_name}@{cfg.serving.model_alias or 'champion'}"
         pinned, _ = resolve_version(ModelSource(model_uri=uri, tracking_uri=cfg.tracking_uri))
         model_dir = fetch_model_dir(cfg.tracking_uri, pinned)
-    result = predict_file(model_dir, input_path, output_path, chunk_rows=chunk_rows, threads=threads)
+    result = predict_file(model_dir, input_path, output_path, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
     typer.echo(f"scored {result.rows:,} rows in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s) "
                f"-> {result.output_path}")
 

@@ -20,7 +20,8 @@ app = typer.Typer(
 
 @app.command()
 def validate_command(
-    data: Annotated[Path, typer.Option("--data", "-d", help="A parquet or CSV file (.csv, .csv.zip, .csv.gz).")],
+    data: Annotated[Path, typer.Option(
+        "--data", "-d", help="A parquet or CSV file (.csv, .csv.zip, .csv.gz), or a folder of parquet files.")],
     table: Annotated[
         str | None, typer.Option("--table", "-t", help="Suite to use: expectations/<table>.json (default: file stem).")
     ] = None,

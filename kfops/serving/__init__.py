@@ -14,13 +14,17 @@ Endpoints (``<name>`` is ``registry.model_name`` unless ``--name`` is given):
 - Each row is either all of the model's features, or a raw flight (``carrier``, ``origin``,
   ``dest``, ``distance``, ``sched_dep`` local New York time, optional ``tailnum``, ``flight``):
   the server derives the request-time features and reads the rest from the online store.
-- ``POST /v1/models/<name>/reload``: hot-swap (body ``{}``: the same source again, e.g. an alias
-  that moved; ``{"model_dir": ...}``; ``{"model_uri": ..., "tracking_uri": ...}``). SIGHUP
-  reloads every model from its source. In-flight requests finish on the old version.
+- ``POST /v1/models/<name>/reload`` (needs ``Authorization: Bearer <token>``, see
+  :mod:`.protocol.auth`): hot-swap (body ``{}``: the same source again, e.g. an alias that moved;
+  ``{"model_version": "7"}`` or ``{"model_uri": "models:/<name>/7"}`` of the served model from the
+  server's own registry; ``{"model_dir": ...}`` under ``serving.reload_roots``). SIGHUP reloads
+  every model from its source. In-flight requests finish on the old version.
 - ``GET /v2/models/<name>`` (metadata with the served version), ``/v2/models/<name>/ready``,
   ``/v2/health/live``, ``/v2/health/ready``, ``/v1/models/<name>``, ``/metrics`` (Prometheus).
-- Client mistakes get a 4xx and ``{"error": "..."}``: 400 invalid input, 404 unknown model or
-  version, 413 body over ``serving.max_payload_bytes``, 422 an entity with no online features.
+- Client mistakes get a 4xx and ``{"error": "..."}``: 400 invalid input, 401 a control route
+  without the token, 403 a reload the server does not allow, 404 unknown model or version, 413
+  body over ``serving.max_payload_bytes``, 415 a body that is not JSON, 422 an entity with no
+  online features. A failing online store is a 503, a request past ``serving.request_timeout_s`` a 504.
 
 Subpackages (import what you need; nothing heavy is imported here):
 

@@ -6,6 +6,9 @@
 Settings default to the ``serving`` section of the kfops config (``--config`` or
 ``--config-json``, else ``$KFOPS_CONFIG_JSON``, else the nearest kfops.yaml); flags override them. Exit code 2 means the
 arguments or the model are wrong, with the reason on stderr.
+
+The control routes (reload, the model repository) need the bearer token in
+``$KFOPS_SERVING_TOKEN_FILE`` or ``$KFOPS_SERVING_TOKEN``; without one they are refused (401).
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fast-path", action="store_true", help="send inference through KServe's own routes")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
     p.add_argument("--predict-threads", type=int, default=1, help="threads per model call (default 1)")
+    p.add_argument("--request-timeout-s", type=float, help="inference deadline, 504 past it "
+                   "(default: serving.request_timeout_s)")
+    p.add_argument("--read-timeout-s", type=float, help="a request's head and body must arrive within this "
+                   "(default 15); slower clients are disconnected")
+    p.add_argument("--reload-root", type=Path, action="append", dest="reload_roots",
+                   help="a folder a model_dir reload may load from (repeatable; default: serving.reload_roots)")
     return p
 
 
@@ -76,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             inference_log_flush_s=args.inference_log_flush_s,
             online_lookup=args.online_lookup, online_as_of=args.online_as_of, fast_path=not args.no_fast_path,
             access_log=args.access_log,
-            predict_threads=args.predict_threads,
+            predict_threads=args.predict_threads, request_timeout_s=args.request_timeout_s,
+            reload_roots=args.reload_roots, read_timeout_s=args.read_timeout_s,
         )
+        from kfops.serving.protocol.auth import token_from_environment
+
+        options.control_token = token_from_environment()
         if args.no_inference_log:
             options.inference_log_dir = None
         serve(options, cfg)

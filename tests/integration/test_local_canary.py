@@ -65,6 +65,8 @@ def cfg(tmp_path, models):
         "serving.canary.traffic_percent=30", "serving.canary.bake_s=2", "serving.canary.min_requests=60",
         "serving.canary.poll_s=0.5", "serving.canary.timeout_s=90", "serving.canary.max_p99_ms=1000",
         "serving.canary.max_p99_ratio=20", "serving.canary.latency_slack_ms=50",
+        # a promotion hot-swaps the stable server, which reloads only from its reload roots
+        f"serving.reload_roots=[{models['stable'].parent}]",
     ], environ={})  # fmt: skip
     start_server(cfg, model_dir=models["stable"], name=NAME, online_lookup="none")
     yield cfg

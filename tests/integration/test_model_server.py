@@ -19,7 +19,7 @@ from kfops.config import load_config
 from kfops.core.model import load_model, predict_proba
 from kfops.datasets.flights import request_features
 from kfops.errors import ServingError
-from kfops.serving.local.process import server_status, start_server, stop_server
+from kfops.serving.local.process import control_headers, server_status, start_server, stop_server
 from kfops.serving.runtime.inference_log import read_inference_logs
 from tests.conftest import free_port
 from tests.support.serving_models import build_tiny_model, synthetic_features
@@ -44,8 +44,9 @@ def lookup_frames() -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("serving")
-    model_a = build_tiny_model(root / "model_a", seed=0)
-    model_b = build_tiny_model(root / "model_b", seed=1, rounds=10)
+    # Under data_dir: the default reload root, the only place a model_dir reload may load from.
+    model_a = build_tiny_model(root / "data" / "model_a", seed=0)
+    model_b = build_tiny_model(root / "data" / "model_b", seed=1, rounds=10)
     lookups = root / "lookups"
     lookups.mkdir()
     for key, frame in lookup_frames().items():
@@ -271,7 +272,8 @@ def test_hot_swap_under_load_drops_no_request(server):
     loop.start()
     while len(seen) < 20:
         time.sleep(0.01)
-    reload = http.post(f"/v1/models/{NAME}/reload", json={"model_dir": str(server["model_b"])})
+    reload = http.post(f"/v1/models/{NAME}/reload", json={"model_dir": str(server["model_b"])},
+                       headers=control_headers(server["cfg"], NAME))
     swapped.set()
     loop.join(timeout=120)
     assert reload.status_code == 200, reload.text
@@ -288,7 +290,9 @@ def test_hot_swap_under_load_drops_no_request(server):
 
 def test_a_bad_reload_keeps_serving_the_old_version(server):
     version = served_version(server)
-    response = server["http"].post(f"/v1/models/{NAME}/reload", json={"model_dir": "/definitely/not/here"})
+    missing = server["cfg"].data_dir / "definitely" / "not" / "here"
+    response = server["http"].post(f"/v1/models/{NAME}/reload", json={"model_dir": str(missing)},
+                                   headers=control_headers(server["cfg"], NAME))
     assert response.status_code == 400
     assert f"still serving version {version}" in response.json()["error"]
     assert served_version(server) == version
@@ -450,25 +454,24 @@ def test_serves_the_champion_from_the_mlflow_registry_and_passes_the_smoke_test(
     """The deploy path: a registered pyfunc version behind @champion, loaded from its native weights
     by the running server (start_server on a running name hot-swaps), then the smoke test."""
     from kfops.adapters import mlflow_registry as registry
-    from kfops.config import KfopsConfig
     from kfops.serving.local.client import smoke_test
 
-    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = KfopsConfig(registry={"tracking_uri": tracking, "model_name": "registered-flights",
-                                "artifact_location": str(tmp_path / "mlflow-artifacts")}).resolve(tmp_path)
+    # The server's own registry and registered model: a reload may load nothing else (another
+    # tracking server would get the server's credentials).
+    cfg = server["cfg"]
+    name = cfg.registry.model_name
     example = synthetic_features(2, seed=60).drop(columns="label")
     probabilities = predict_proba(load_model(server["model_b"]), example)
     with registry.start_run(cfg, registry.ensure_experiment(cfg)) as run:
         uri = run.log_model(server["model_b"], example,
                             pd.DataFrame({"probability": probabilities, "prediction": probabilities >= 0.5}))
     version = registry.register_version(cfg, run.run_id, uri, {}, "model-server-test")[0].version
-    registry.client(cfg).set_registered_model_alias("registered-flights", "champion", version)
+    registry.client(cfg).set_registered_model_alias(name, "champion", version)
 
-    status = start_server(server["cfg"], model_uri="models:/registered-flights@champion", tracking_uri=tracking,
-                          name=NAME)
+    status = start_server(cfg, model_uri=f"models:/{name}@champion", name=NAME)
     try:
         assert status["pid"] == server["status"]["pid"] and status["model_version"] == str(version)
-        assert status["model_source"]["model_uri"] == "models:/registered-flights@champion"
+        assert status["model_source"]["model_uri"] == f"models:/{name}@champion"
         response = smoke_test(status["url"], NAME, example.to_dict("records"))
         assert response["model_version"] == str(version)
         assert response["outputs"][0]["data"] == pytest.approx(probabilities.tolist(), abs=1e-7)

@@ -48,7 +48,7 @@ def test_registry_settings_for_file_object_store_and_sql():
 def test_online_store_settings():
     assert online_store_config(config()) == {"type": "sqlite", "path": "/srv/kfops/feast/online.db"}
     assert online_store_config(config(online_store="redis", redis_connection="redis:6379,ssl=true")) == {
-        "type": "redis", "connection_string": "redis:6379,ssl=true"}
+        "type": "redis", "connection_string": "redis:6379,ssl=true,socket_timeout=2,socket_connect_timeout=2"}
 
 
 def test_feature_names_drop_the_view_and_must_be_unique():
@@ -90,3 +90,37 @@ def test_cli_rejects_an_unknown_online_store(tmp_path):
     result = CliRunner().invoke(app, ["materialize", "--online-store", "memcached", "--set", f"data_dir={tmp_path}"])
     assert isinstance(result.exception, ConfigError)
     assert "sqlite or redis" in str(result.exception)
+
+
+def test_materialize_takes_the_sources_the_newest_finished_pipeline_run_wrote(tmp_path):
+    """kfp.local leaves them at <pipeline_root>/<run>/featurize/feast_sources, not under data_dir/raw."""
+    from kfops.adapters.kfp_local import EXECUTOR_OUTPUT
+    from kfops.cli.features import _copy_sources, _sources_stale, pipeline_feature_sources
+
+    cfg = KfopsConfig(data_dir=tmp_path)
+    assert pipeline_feature_sources(cfg) is None
+    runs = {}
+    for run, finished in (("kfops-training-2026-01-01-10-00-00-000001", True),
+                          ("kfops-training-2026-01-02-10-00-00-000001", True),
+                          ("kfops-training-2026-01-03-10-00-00-000001", False)):  # still running, or failed
+        sources = cfg.pipeline_root / run / "featurize" / "feast_sources"
+        sources.mkdir(parents=True)
+        (sources / "weather.parquet").write_bytes(run.encode())
+        if finished:
+            (sources.parent / EXECUTOR_OUTPUT).write_text("{}")
+        runs[run] = sources
+    assert pipeline_feature_sources(cfg) == runs["kfops-training-2026-01-02-10-00-00-000001"]
+    destination = cfg.feast_dir / "sources"
+    assert _copy_sources(pipeline_feature_sources(cfg), destination) == 1
+    assert not _sources_stale(destination, pipeline_feature_sources(cfg))
+
+
+def test_materialize_without_any_run_says_where_the_sources_come_from(tmp_path):
+    from typer.testing import CliRunner
+
+    from kfops.cli.features import app
+
+    result = CliRunner().invoke(app, ["materialize", "--set", f"data_dir={tmp_path}"])
+    assert isinstance(result.exception, DataError)
+    message = f"{result.exception} {result.exception.hint}"
+    assert "featurize/feast_sources" in message and "kfops run training" in message

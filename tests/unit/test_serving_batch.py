@@ -65,3 +65,20 @@ def test_unknown_file_types_and_missing_files_are_data_errors(model_dir, tmp_pat
         predict_file(model_dir, tmp_path / "in.json", tmp_path / "out.parquet")
     with pytest.raises(DataError, match="does not exist"):
         predict_file(model_dir, tmp_path / "nope.parquet", tmp_path / "out.parquet")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_text_in_a_numeric_column_is_refused_with_its_row_and_column(model_dir, frame, tmp_path, suffix):
+    bad = frame.astype({"distance": "object"})
+    bad.loc[700, "distance"] = "far"  # in the third chunk of 300
+    bad.loc[900, "distance"] = "also far"
+    bad.loc[10, "distance"] = None  # missing is fine
+    bad["distance"] = bad["distance"].map(lambda v: None if v is None else str(v))
+    source = tmp_path / f"in{suffix}"
+    bad.to_csv(source, index=False) if suffix == ".csv" else bad.to_parquet(source, index=False)
+    with pytest.raises(DataError, match=r"row 700, column 'distance': 'far' is not a number") as caught:
+        predict_file(model_dir, source, tmp_path / "out.parquet", chunk_rows=300)
+    assert "--coerce" in caught.value.hint
+    assert not (tmp_path / "out.parquet").exists()
+    result = predict_file(model_dir, source, tmp_path / "out.parquet", chunk_rows=300, coerce=True)
+    assert result.rows == len(frame)

@@ -70,6 +70,22 @@ def test_predict_command_scores_a_file(tmp_path):
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == 50
 
 
+def test_predict_refuses_text_in_a_numeric_column_unless_told_to_coerce(tmp_path):
+    model_dir = build_tiny_model(tmp_path / "model")
+    frame = synthetic_features(20, seed=2).astype({"seats": "object"})
+    frame.loc[:, "seats"] = [str(v) for v in frame["seats"]]
+    frame.loc[7, "seats"] = "many"
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    arguments = ["predict", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.parquet"),
+                 "--model-dir", str(model_dir), "--set", f"data_dir={tmp_path}"]
+    refused = runner.invoke(app, arguments)
+    assert refused.exit_code != 0 and not (tmp_path / "out.parquet").exists()
+    assert "row 7, column 'seats': 'many' is not a number" in str(refused.exception)
+    coerced = runner.invoke(app, [*arguments, "--coerce"])
+    assert coerced.exit_code == 0, coerced.output
+    assert "scored 20 rows" in coerced.output
+
+
 def test_the_model_source_follows_the_arguments_then_the_config(tmp_path):
     cfg = cfg_for(tmp_path, "serving.model_alias=staging")
     assert _source_for(cfg, tmp_path, None, None, None) == ModelSource(model_dir=tmp_path.resolve())

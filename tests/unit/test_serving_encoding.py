@@ -59,16 +59,16 @@ def test_any_valid_values_encode_identically(data, rows):
     assert_same_matrix(columns, rows)
 
 
-def _arrow_matches_pandas(frame: pd.DataFrame) -> None:
+def _arrow_matches_pandas(frame: pd.DataFrame, coerce: bool = False) -> None:
     import pyarrow as pa
 
     from kfops.serving.protocol.encoding import encode_arrow
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     reference = SPEC.encode(table.to_pandas())
-    assert encode_arrow(table, SPEC).tobytes() == reference.tobytes()
+    assert encode_arrow(table, SPEC, coerce=coerce).tobytes() == reference.tobytes()
     for batch in table.to_batches(max_chunksize=7):  # record batches too, as the batch scorer reads them
-        assert encode_arrow(batch, SPEC).tobytes() == SPEC.encode(batch.to_pandas()).tobytes()
+        assert encode_arrow(batch, SPEC, coerce=coerce).tobytes() == SPEC.encode(batch.to_pandas()).tobytes()
 
 
 def test_arrow_encoder_matches_the_spec_on_realistic_data():
@@ -84,13 +84,13 @@ def test_arrow_encoder_matches_the_spec_on_realistic_data():
 def test_arrow_encoder_handles_dictionaries_and_falls_back_to_the_spec_for_unusual_types():
     frame = synthetic_features(40, seed=14).drop(columns="label")
     frame["distance"] = frame["distance"].astype(str)  # numbers stored as text
-    frame.loc[0, "distance"] = "far"  # -> NaN, as pandas.to_numeric(errors="coerce") says
+    frame.loc[0, "distance"] = "far"  # -> NaN when coercing, as pandas.to_numeric(errors="coerce") says
     frame["month"] = frame["month"] > 6  # booleans
     frame.loc[1, "origin"] = None
     frame.loc[2, "origin"] = "ZZZ"  # unknown to the model
     frame["origin"] = frame["origin"].astype("category")  # an Arrow dictionary
     frame["dest"] = frame["dest"].astype("category")
-    _arrow_matches_pandas(frame)
+    _arrow_matches_pandas(frame, coerce=True)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

@@ -246,3 +246,29 @@ def test_cli_validates_one_file(tmp_path, tables, cfg):
     assert isinstance(failed.exception, ValidationFailed)
     assert "expect_column_values_to_be_between  distance" in failed.output
     assert (tmp_path / "out" / "flights.html").is_file()
+
+
+def test_cli_validates_a_folder_of_parquet_files_and_names_a_folder_without_any(tmp_path, tables, cfg):
+    from kfops.cli.validate import app
+    from kfops.errors import DataError
+
+    config = tmp_path / "kfops.yaml"
+    config.write_text(f"dataset: {{start: {START}, end: {END}}}\ndata_dir: {tmp_path / 'state'}\n"
+                      f"validation: {{suites_dir: {cfg.validation.suites_dir}}}\n")
+    folder = tmp_path / "flights"  # one table in parts, as a partitioned writer leaves it
+    folder.mkdir()
+    flights = tables["flights"]
+    half = len(flights) // 2
+    flights.iloc[:half].to_parquet(folder / "part-0.parquet")
+    flights.iloc[half:].to_parquet(folder / "part-1.parquet")
+    runner = CliRunner()
+    ok = runner.invoke(app, ["--data", str(folder), "--config", str(config)])
+    assert ok.exit_code == 0, ok.output
+    assert f"({len(flights):,} rows)" in ok.output and "PASSED" in ok.output
+
+    empty = tmp_path / "weather"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no data here")
+    refused = runner.invoke(app, ["--data", str(empty), "--config", str(config)])
+    assert isinstance(refused.exception, DataError)
+    assert "is a folder without parquet files" in str(refused.exception) and "does not exist" not in str(refused.exception)

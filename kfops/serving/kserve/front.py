@@ -8,11 +8,18 @@ It wraps KServe's FastAPI app. Everything goes to KServe (health, readiness, mod
   the per-request pydantic models, middleware and logging that would otherwise cost more CPU than
   a batched XGBoost call (turn off with ``--no-fast-path``);
 * ``POST /v1/models/<name>/reload``: hot-swap the model (body: ``{}`` to reload the same source,
-  e.g. an alias that moved; or ``{"model_dir": ...}``; or ``{"model_uri": ..., "tracking_uri": ...}``);
+  e.g. an alias that moved; ``{"model_version": "7"}`` or ``{"model_uri": "models:/<name>/7"}`` of
+  the served registered model, from the server's own tracking server; or ``{"model_dir": ...}``
+  under a reload root: see :class:`ReloadPolicy`);
+* ``/v2/repository/...`` (KServe's model repository: load, unload): 404 unless turned on;
 * ``GET /v2/models/<name>``: V2 metadata including the served version.
 
-Every request body, on any route, is limited to ``max_payload_bytes`` (413 beyond). Client
-mistakes get a 4xx with ``{"error": "..."}``; nothing a client sends can take the server down.
+The control routes (reload, the model repository) need ``Authorization: Bearer <token>``
+(:mod:`kfops.serving.protocol.auth`), else 401. Every request body, on any route, is limited to
+``max_payload_bytes`` (413 beyond) and must be JSON (415 otherwise). Client mistakes get a 4xx
+with ``{"error": "..."}``; nothing a client sends can take the server down. A failing dependency
+(the online store) is a 503 and a request past ``request_timeout_s`` a 504, both logged at most
+once per interval per kind.
 """
 
 from __future__ import annotations
@@ -28,9 +35,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from kfops.errors import KfopsError
+from kfops.serving.protocol import auth
 from kfops.serving.protocol.asgi import ClientGone, header, read_body, send_json
 from kfops.serving.protocol.payloads import (
+    DependencyUnavailable,
     RequestError,
+    check_json_content_type,
     decode_v1,
     decode_v2,
     error_body,
@@ -38,7 +48,8 @@ from kfops.serving.protocol.payloads import (
     v1_response,
     v2_response,
 )
-from kfops.serving.runtime.loading import ModelSource
+from kfops.serving.runtime.loading import ReloadPolicy
+from kfops.serving.runtime.ratelog import RateLimitedLog
 
 if TYPE_CHECKING:
     from kfops.serving.kserve.predictor import KfopsModel
@@ -48,6 +59,7 @@ log = logging.getLogger(__name__)
 
 VERSIONED_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/ready|/infer|)$")
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REPOSITORY_PREFIX = "/v2/repository"
 
 
 class ServingFront:
@@ -59,13 +71,20 @@ class ServingFront:
         max_payload_bytes: int,
         metrics: ServingMetrics | None = None,
         fast_path: bool = True,
-        default_tracking_uri: str | None = None,
+        reload_policy: ReloadPolicy | None = None,
+        control_token: str | None = None,
+        model_repository: bool = False,
+        request_timeout_s: float | None = None,
     ):
         self.inner = inner
         self.models = {m.name: m for m in models}
         self.max_payload_bytes = max_payload_bytes
         self.metrics = metrics
-        self.default_tracking_uri = default_tracking_uri
+        self.reload_policy = reload_policy or ReloadPolicy(tracking_uri=None, model_names=())
+        self.control_token = control_token
+        self.model_repository = model_repository
+        self.request_timeout_s = request_timeout_s
+        self.failures = RateLimitedLog(log)
         self._post: dict[str, tuple[KfopsModel, str]] = {}
         self._get: dict[str, KfopsModel] = {}
         for model in models:
@@ -95,6 +114,8 @@ class ServingFront:
                 await send_json(send, 404, error_body(versioned))
                 return
             scope = versioned
+        if scope["path"].startswith(REPOSITORY_PREFIX) and not await self._repository_allowed(scope, send):
+            return
         if method in BODYLESS_METHODS:
             model = self._get.get(scope["path"]) if method == "GET" else None
             if model is not None:
@@ -102,15 +123,23 @@ class ServingFront:
             else:
                 await self.inner(scope, receive, send)
             return
+        route = self._post.get(scope["path"]) if method == "POST" else None
+        if route is not None and route[1] == "reload":
+            why = auth.check(scope, self.control_token)
+            if why is not None:  # before reading the body: an anonymous caller gets nothing read
+                await auth.refuse(send, why)
+                return
+        cloudevent = _is_cloudevent(scope)
         try:
+            if not cloudevent:
+                check_json_content_type(header(scope, b"content-type"))
             body = await read_body(scope, receive, self.max_payload_bytes)
         except RequestError as err:
             await send_json(send, err.status, error_body(err.message))
             return
         except ClientGone:
             return
-        route = self._post.get(scope["path"]) if method == "POST" else None
-        if route is None or _is_cloudevent(scope):  # CloudEvents: KServe's decoder knows them
+        if route is None or cloudevent:  # CloudEvents: KServe's decoder knows them
             await self.inner(scope, _replay(body, receive), send)
             return
         model, action = route
@@ -118,6 +147,18 @@ class ServingFront:
             await self._reload(model, body, send)
         else:
             await self._infer(model, action, scope, body, send)
+
+    async def _repository_allowed(self, scope: dict, send: Any) -> bool:
+        """KServe's model repository (load, unload) is off unless turned on, and then token-only."""
+        if not self.model_repository:
+            await send_json(send, 404, error_body("the model repository extension is off on this server "
+                                                  "(serving.model_repository); use the reload route"))
+            return False
+        why = auth.check(scope, self.control_token)
+        if why is not None:
+            await auth.refuse(send, why)
+            return False
+        return True
 
     def _versioned(self, scope: dict) -> dict | str:
         """``/v2/models/<name>/versions/<v>/...``: the unversioned scope when ``v`` is being served,
@@ -141,20 +182,32 @@ class ServingFront:
             snapshot = engine.current
             parsed = decode_v1(request, snapshot.spec) if protocol == "v1" else decode_v2(request, snapshot.spec)
             request_id = parsed.request_id or header(scope, b"x-request-id") or self._next_id()
-            prediction = await engine.infer(parsed, request_id)
+            if self.request_timeout_s is None:
+                prediction = await engine.infer(parsed, request_id)
+            else:
+                async with asyncio.timeout(self.request_timeout_s):
+                    prediction = await engine.infer(parsed, request_id)
             if protocol == "v1":
                 payload = v1_response(prediction.probabilities, prediction.threshold, model.name, prediction.version)
             else:
                 payload = v2_response(prediction.probabilities, prediction.threshold, model.name,
                                       prediction.version, request_id, parsed.outputs)
             status = 200
+        except DependencyUnavailable as err:  # every request fails alike while it lasts: log it rarely
+            self.failures.warning("dependency", f"model {model.name}: 503: {err.message}")
+            status, payload, reason = err.status, error_body(err.message), err.reason
         except RequestError as err:
             status, payload, reason = err.status, error_body(err.message), err.reason
+        except TimeoutError:
+            message = (f"no answer within {self.request_timeout_s:g}s (serving.request_timeout_s); "
+                       "the server or a store it reads is overloaded or stuck")
+            self.failures.warning("timeout", f"model {model.name}: 504: {message}")
+            status, payload, reason = 504, error_body(message), "timeout"
         except KfopsError as err:  # the server's side: misconfigured store, broken model
-            log.error("model %s: %s", model.name, err)
+            self.failures.warning(f"server:{type(err).__name__}", f"model {model.name}: {err}")
             status, payload, reason = 500, error_body(str(err)), "server_error"
         except Exception as err:  # the request boundary: log it, answer 500, keep serving
-            log.exception("model %s: unexpected error", model.name)
+            self.failures.warning(f"internal:{type(err).__name__}", f"model {model.name}: unexpected error", exc_info=True)
             status, payload, reason = 500, error_body(f"internal error: {type(err).__name__}: {err}"), "internal"
         await send_json(send, status, payload)
         self._observe(model.name, protocol, status, reason, time.perf_counter() - started)
@@ -183,13 +236,9 @@ class ServingFront:
         try:
             request = parse_json(body) if body.strip() else {}
             if type(request) is not dict:
-                raise RequestError("reload body must be a JSON object: {}, {\"model_dir\": ...} or "
-                                   "{\"model_uri\": ..., \"tracking_uri\": ...}")
-            source = (
-                ModelSource.from_dict(request, default_tracking_uri=model.source.tracking_uri
-                                      or self.default_tracking_uri)
-                if request else None
-            )
+                raise RequestError("reload body must be a JSON object: {}, {\"model_version\": ...}, "
+                                   "{\"model_uri\": ...} or {\"model_dir\": ...}")
+            source = self.reload_policy.source(request, model.source)
             result = await model.reload(source)
         except RequestError as err:
             await send_json(send, err.status, error_body(err.message))
@@ -197,6 +246,12 @@ class ServingFront:
         except (KfopsError, OSError, ValueError) as err:  # a bad new model: keep serving the old one
             self._count_reload(model.name, "failed")
             await send_json(send, 400, error_body(f"reload failed, still serving version {previous}: {err}"))
+            return
+        except Exception as err:  # e.g. the registry unreachable: still JSON, still the old model
+            self._count_reload(model.name, "failed")
+            log.exception("model %s: reload failed", model.name)
+            await send_json(send, 502, error_body(f"reload failed, still serving version {previous}: "
+                                                  f"{type(err).__name__}: {err}"))
             return
         self._count_reload(model.name, "swapped")
         await send_json(send, 200, result)

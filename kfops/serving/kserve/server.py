@@ -23,7 +23,8 @@ from starlette.responses import JSONResponse
 from kfops.serving.kserve.front import ServingFront
 from kfops.serving.kserve.predictor import KfopsModel
 from kfops.serving.protocol.payloads import RequestError
-from kfops.serving.runtime.loading import ModelSource
+from kfops.serving.protocol.timeouts import DEFAULT_READ_TIMEOUT_S, read_timeout_protocol
+from kfops.serving.runtime.loading import MODEL_URI, ModelSource, ReloadPolicy
 from kfops.serving.runtime.metrics import serving_metrics
 
 if TYPE_CHECKING:
@@ -54,6 +55,21 @@ class ServerOptions:
     predict_threads: int = 1
     grace_period_s: int = 10
     default_tracking_uri: str | None = field(default=None, repr=False)
+    registered_model: str | None = None  # the registry name a reload may take versions of
+    reload_roots: list[Path] = field(default_factory=list)
+    model_repository: bool = False
+    request_timeout_s: float | None = 10.0
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    control_token: str | None = field(default=None, repr=False)
+
+    def reload_policy(self) -> ReloadPolicy:
+        """Reloads stay on the registry and model the server was started with, or under the roots."""
+        names = {self.registered_model} if self.registered_model else set()
+        match = MODEL_URI.match(self.source.model_uri) if self.source.model_uri else None
+        if match:
+            names.add(match["name"])
+        return ReloadPolicy(tracking_uri=self.source.tracking_uri or self.default_tracking_uri,
+                            model_names=names, roots=tuple(self.reload_roots))
 
 
 def options_from_config(cfg: KfopsConfig, name: str, source: ModelSource, **overrides) -> ServerOptions:
@@ -67,6 +83,10 @@ def options_from_config(cfg: KfopsConfig, name: str, source: ModelSource, **over
         max_payload_bytes=cfg.serving.max_payload_bytes,
         inference_log_dir=cfg.inference_log_dir,
         default_tracking_uri=cfg.tracking_uri,
+        registered_model=cfg.registry.model_name,
+        reload_roots=[r if r.is_absolute() else cfg.data_dir / r for r in cfg.serving.reload_roots] or [cfg.data_dir],
+        model_repository=cfg.serving.model_repository,
+        request_timeout_s=cfg.serving.request_timeout_s,
     )
     for key, value in overrides.items():
         if value is not None:
@@ -100,11 +120,14 @@ class KfopsModelServer(kserve.ModelServer):
         )
         self.front = ServingFront(
             app, models, max_payload_bytes=self.options.max_payload_bytes, metrics=serving_metrics(),
-            fast_path=self.options.fast_path, default_tracking_uri=self.options.default_tracking_uri,
+            fast_path=self.options.fast_path, reload_policy=self.options.reload_policy(),
+            control_token=self.options.control_token, model_repository=self.options.model_repository,
+            request_timeout_s=self.options.request_timeout_s,
         )
         config = self._rest_server.config
         config.app = self.front  # uvicorn loads an object as is; KServe still adds its routes to `app`
         config.host = self.options.host
+        config.http = read_timeout_protocol(self.options.read_timeout_s)  # slow clients cannot hold connections
         if not self.options.access_log:
             # uvicorn logs a request only when this logger has handlers; KServe gave it one.
             access = logging.getLogger("uvicorn.access")

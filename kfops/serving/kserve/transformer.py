@@ -9,7 +9,11 @@ store), this process sits in front of a predictor started with ``--online-lookup
   request-time features and the online store's (:func:`.engine.complete_flights`, the same code
   as in-process), and forwarded as a feature vector in the same protocol;
 * a feature-vector request is validated and forwarded as it came;
-* the predictor's answer (and its 4xx) goes back as it is; an unreachable predictor is a 502.
+* the predictor's answer (and its 4xx) goes back as it is; an unreachable predictor is a 502;
+* a failing online store is a 503, a request past ``request_timeout_s`` a 504, each logged at most
+  once per interval; a body that is not JSON is a 415.
+
+It binds 127.0.0.1 unless told otherwise; the rendered InferenceService passes ``--host 0.0.0.0``.
 
 It learns the model's feature columns from the predictor's V2 metadata at start, and is ready
 once it has them.
@@ -36,6 +40,7 @@ from kfops.errors import KfopsError
 from kfops.serving.protocol.asgi import (
     ClientGone,
     backend_client,
+    header,
     lifespan,
     read_body,
     send_bytes,
@@ -43,7 +48,9 @@ from kfops.serving.protocol.asgi import (
 )
 from kfops.serving.protocol.payloads import (
     FEATURES,
+    DependencyUnavailable,
     RequestError,
+    check_json_content_type,
     decode_v1,
     decode_v2,
     error_body,
@@ -63,14 +70,18 @@ class FlightTransformer:
     """ASGI app: validate, complete raw flights, forward to the predictor."""
 
     def __init__(self, name: str, predictor_url: str, lookup: OnlineLookup, *, max_batch_size: int = 256,
-                 max_latency_ms: float = 2.0, max_payload_bytes: int = 1_000_000, derive: Any = None):
+                 max_latency_ms: float = 2.0, max_payload_bytes: int = 1_000_000, derive: Any = None,
+                 request_timeout_s: float | None = None):
         from kfops.serving.runtime.batching import AdaptiveBatcher
+        from kfops.serving.runtime.ratelog import RateLimitedLog
 
         self.name = name
         self.predictor_url = predictor_url.rstrip("/")
         self.lookup = lookup
         self.derive = derive
         self.max_payload_bytes = max_payload_bytes
+        self.request_timeout_s = request_timeout_s
+        self.failures = RateLimitedLog(log)
         self.spec: FeatureSpec | None = None
         self._client: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfops-transform")
@@ -158,17 +169,31 @@ class FlightTransformer:
             await send_json(send, 503, error_body("not ready: the predictor's model metadata is not loaded yet"))
             return
         try:
-            status, content = await self.handle(path, await read_body(scope, receive, self.max_payload_bytes))
+            check_json_content_type(header(scope, b"content-type"))
+            body = await read_body(scope, receive, self.max_payload_bytes)
+            async with asyncio.timeout(self.request_timeout_s):
+                status, content = await self.handle(path, body)
+        except DependencyUnavailable as err:
+            self.failures.warning("dependency", f"transformer {self.name}: 503: {err.message}")
+            await send_json(send, err.status, error_body(err.message))
+            return
         except RequestError as err:
             await send_json(send, err.status, error_body(err.message))
             return
         except ClientGone:  # nobody to answer
             return
+        except TimeoutError:
+            message = f"no answer within {self.request_timeout_s:g}s (serving.request_timeout_s)"
+            self.failures.warning("timeout", f"transformer {self.name}: 504: {message}")
+            await send_json(send, 504, error_body(message))
+            return
         except KfopsError as err:
+            self.failures.warning(f"server:{type(err).__name__}", f"transformer {self.name}: {err}")
             await send_json(send, 500, error_body(str(err)))
             return
-        except Exception as err:  # the request boundary: answer, log, keep serving
-            log.exception("transformer %s: unexpected error", self.name)
+        except Exception as err:  # the request boundary: answer, log (rarely), keep serving
+            self.failures.warning(f"internal:{type(err).__name__}",
+                                  f"transformer {self.name}: unexpected {type(err).__name__}: {err}")
             await send_json(send, 500, error_body(f"internal error: {type(err).__name__}: {err}"))
             return
         await send_bytes(send, status, content)
@@ -222,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-name", "--model_name", dest="model_name", required=True)
     p.add_argument("--predictor-host", "--predictor_host", dest="predictor_host", required=True,
                    help="host[:port] or URL of the predictor")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (the InferenceService passes 0.0.0.0)")
     p.add_argument("--http-port", "--http_port", dest="http_port", type=int, default=8080)
     p.add_argument("--online-lookup", default="feast", help="feast (default) or parquet:DIR")
     p.add_argument("--online-as-of", choices=["event", "now", "none"], default="event")
@@ -249,13 +274,17 @@ def main(argv: list[str] | None = None) -> int:
         url = args.predictor_host if "://" in args.predictor_host else f"http://{args.predictor_host}"
         app = FlightTransformer(args.model_name, url, lookup, max_batch_size=cfg.serving.max_batch_size,
                                 max_latency_ms=cfg.serving.max_latency_ms,
-                                max_payload_bytes=cfg.serving.max_payload_bytes)
+                                max_payload_bytes=cfg.serving.max_payload_bytes,
+                                request_timeout_s=cfg.serving.request_timeout_s)
     except KfopsError as err:
         print(f"kfops.serving.kserve.transformer: error: {err}", file=sys.stderr)
         return err.exit_code
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.http_port, log_level="warning", access_log=False, lifespan="on")
+    from kfops.serving.protocol.timeouts import read_timeout_protocol
+
+    uvicorn.run(app, host=args.host, port=args.http_port, log_level="warning", access_log=False, lifespan="on",
+                http=read_timeout_protocol())
     return 0
 
 

@@ -77,11 +77,14 @@ def predict_file(
     chunk_rows: int = 250_000,
     threads: int | None = None,
     keep_columns: list[str] | None = None,
+    coerce: bool = False,
 ) -> BatchResult:
     """Score every row of ``input_path`` into ``output_path`` (parquet); returns rows and time.
 
     ``model`` is a loaded model or a model folder. ``keep_columns`` (default: every input
-    column that is not a model feature) are copied to the output beside the predictions.
+    column that is not a model feature) are copied to the output beside the predictions. A
+    numeric feature holding text that is not a number is a DataError naming the row and column,
+    and nothing is written, unless ``coerce`` (such values then score as missing).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -108,10 +111,14 @@ def predict_file(
     started = time.perf_counter()
     source = _batches(input_path, chunk_rows, [c for c in spec.columns if c in spec.categorical])
 
+    offset = 0
+
     def read_and_encode():
+        nonlocal offset
         for batch in source:
             if batch.num_rows:
-                return batch, encode_arrow(batch, spec)
+                start, offset = offset, offset + batch.num_rows
+                return batch, encode_arrow(batch, spec, coerce=coerce, row_offset=start)
         return None
 
     # Written under a temporary name beside the output, which it replaces only once complete.

@@ -145,17 +145,21 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
     """Start the traffic split process and wait until it answers."""
     import httpx
 
+    from kfops.core.files import atomic_write_text
     from kfops.serving.local.process import server_environment
+    from kfops.serving.protocol.auth import TOKEN_ENV, new_token
 
     folder = cfg.data_dir / "serving"
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "split.log"
+    token = new_token()  # POST /-/split needs it; kept owner-only beside the servers' state
+    atomic_write_text(_split_state(cfg), json.dumps({"token": token}), mode=0o600)
     command = [sys.executable, "-m", "kfops.serving.sidecars.split", "--host", cfg.serving.host,
                "--port", str(cfg.serving.canary.split_port), "--stable", stable_url, "--canary", canary_url,
                "--canary-percent", str(percent)]  # fmt: skip
     with log_path.open("ab") as out:
         split = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env=server_environment())
+                                 start_new_session=True, env={**server_environment(), TOKEN_ENV: token})
     deadline = time.monotonic() + SPLIT_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if split.poll() is not None:
@@ -173,12 +177,27 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
     raise ServingError(f"the traffic split did not answer within {SPLIT_READY_TIMEOUT_S:g}s (log: {log_path})")
 
 
+def _split_state(cfg: KfopsConfig) -> Path:
+    return cfg.data_dir / "serving" / "split.json"
+
+
+def split_headers(cfg: KfopsConfig) -> dict[str, str]:
+    """The Authorization header for the running split's ``POST /-/split``."""
+    from kfops.serving.protocol.auth import bearer_headers
+
+    try:
+        return bearer_headers(json.loads(_split_state(cfg).read_text()).get("token"))
+    except (OSError, ValueError):
+        return {}
+
+
 def _set_split(cfg: KfopsConfig, percent: int) -> None:
     import httpx
 
     try:
         with httpx.Client(timeout=10, trust_env=False) as http:
-            http.post(f"{split_url(cfg)}/-/split", json={"canary_percent": percent}).raise_for_status()
+            http.post(f"{split_url(cfg)}/-/split", json={"canary_percent": percent},
+                      headers=split_headers(cfg)).raise_for_status()
     except httpx.HTTPError as err:
         log.warning("could not set the canary share to %d%%: %s (the split is stopped next anyway)", percent, err)
 

@@ -1,6 +1,7 @@
 """Run the model server as a local background process that outlives whoever started it.
 
-State lives under ``<data_dir>/serving/``: ``<name>.json`` (pid, address, model source),
+State lives under ``<data_dir>/serving/``: ``<name>.json`` (pid, address, model source and the
+server's control-plane token, so owner-only),
 ``<name>.log`` (the server's stdout and stderr) and ``<name>.config.json`` (the resolved config
 the server reads). Starting a model name that is already being served hot-swaps the new model
 into the running server (no dropped requests) unless ``replace=True`` or the address changed.
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from kfops.core.files import LockTimeout, atomic_write_text, file_lock
 from kfops.core.redaction import strip_password
 from kfops.errors import ServingError
+from kfops.serving.protocol.auth import TOKEN_ENV, TOKEN_FILE_ENV, bearer_headers, new_token
 from kfops.serving.runtime.loading import ModelSource
 
 if TYPE_CHECKING:
@@ -195,7 +197,9 @@ def start_server(
             same_address = state.get("host") == host and state.get("port") == port
             healthy = _probe(state["url"], name) is not None
             if not replace and same_address and healthy:
-                return _hot_swap(cfg, key, state, source)
+                swapped = _hot_swap(cfg, key, state, source)
+                if swapped is not None:
+                    return swapped
             if healthy:
                 # Prove the new server comes up before taking the healthy one down.
                 _trial_start(cfg, key, launch)
@@ -206,12 +210,13 @@ def start_server(
             raise ServingError(f"{host}:{port} is already in use by another process",
                                hint="set serving.http_port (or --port), or stop whatever listens there")
 
-        process = _launch(cfg, key, port, launch, paths)
+        token = new_token()  # this server's control-plane token: in its environment and the 0600 state file
+        process = _launch(cfg, key, port, launch, paths, token)
         url = f"http://{host}:{port}"
         _write_state(cfg, key, {
             "name": name, "pid": process.pid, "host": host, "port": port, "url": url, "source": source.to_dict(),
             "log_file": str(paths["log"]), "started_at": dt.datetime.now(dt.UTC).isoformat(),
-            "inference_log_dir": str(cfg.inference_log_dir),
+            "inference_log_dir": str(cfg.inference_log_dir), "token": token,
         })
         try:
             _wait_ready(cfg, name, process, host, port, paths["log"])
@@ -221,7 +226,8 @@ def start_server(
         return server_status(cfg, name, instance=key)
 
 
-def _launch(cfg: KfopsConfig, key: str, port: int, launch: dict[str, Any], paths: dict[str, Path]) -> subprocess.Popen:
+def _launch(cfg: KfopsConfig, key: str, port: int, launch: dict[str, Any], paths: dict[str, Path],
+            token: str) -> subprocess.Popen:
     # No secret in the file (to_json leaves them out), and owner-only all the same; the secrets
     # reach the server through its environment, never its command line.
     atomic_write_text(paths["config"], cfg.to_json(), mode=0o600)
@@ -235,7 +241,7 @@ def _launch(cfg: KfopsConfig, key: str, port: int, launch: dict[str, Any], paths
         log.flush()
         return subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**server_environment(), **cfg.secret_environment()},
+            env={**server_environment(), **cfg.secret_environment(), TOKEN_ENV: token},
         )
 
 
@@ -247,7 +253,7 @@ def _trial_start(cfg: KfopsConfig, key: str, launch: dict[str, Any]) -> None:
         probe_socket.bind((launch["host"], 0))
         trial_port = probe_socket.getsockname()[1]
     trial = _paths(cfg, f"{key}.trial")
-    process = _launch(cfg, f"{key}.trial", trial_port, launch, trial)
+    process = _launch(cfg, f"{key}.trial", trial_port, launch, trial, new_token())
     try:
         _wait_ready(cfg, launch["name"], process, launch["host"], trial_port, trial["log"])
     except ServingError as err:
@@ -259,12 +265,16 @@ def _trial_start(cfg: KfopsConfig, key: str, launch: dict[str, Any]) -> None:
 
 # Importing Feast sets these (prometheus_client's multiprocess mode, in a temp dir it deletes at
 # exit); a server must not inherit them: it is one process, and outlives whoever started it.
-_INHERITED_NOT = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+_INHERITED_NOT = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR", TOKEN_ENV, TOKEN_FILE_ENV)
 
 
 def server_environment() -> dict[str, str]:
     """The environment for a detached server process."""
     env = {k: v for k, v in os.environ.items() if k not in _INHERITED_NOT}
+    from kfops.adapters.kfp_local import RUN_TMP_PREFIX
+
+    if Path(env.get("TMPDIR", "")).name.startswith(RUN_TMP_PREFIX):  # a pipeline run's, deleted when it ends
+        env.pop("TMPDIR")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -333,21 +343,56 @@ def _remove_state_of(cfg: KfopsConfig, key: str, pid: int | None) -> None:
         _paths(cfg, key)["state"].unlink(missing_ok=True)
 
 
-def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any]:
+def control_headers(cfg: KfopsConfig, name: str | None = None, instance: str | None = None) -> dict[str, str]:
+    """The Authorization header for the local server's control routes (from its state file)."""
+    state = _read_state(cfg, instance or name or cfg.registry.model_name) or {}
+    return bearer_headers(state.get("token"))
+
+
+def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSource) -> dict[str, Any] | None:
+    """Reload ``source`` into the running server; None when its control plane does not allow that
+    source (another registry, a folder outside serving.reload_roots): the caller restarts it then."""
     import httpx
 
     name = state["name"]
     try:
         with _http(cfg.serving.startup_timeout_s) as http:
-            response = http.post(f"{state['url']}/v1/models/{name}/reload", json=source.to_dict())
+            response = http.post(f"{state['url']}/v1/models/{name}/reload", json=source.to_dict(),
+                                 headers=bearer_headers(state.get("token")))
     except httpx.HTTPError as err:
         raise ServingError(f"could not reach the model server at {state['url']} to swap models: {err}") from err
+    if response.status_code == 403:
+        return None
     if response.status_code != 200:
         raise ServingError(f"the model server refused the new model: HTTP {response.status_code}: "
                            f"{_error_text(response)}")
     state["source"] = source.to_dict()
     _write_state(cfg, key, state)
     return server_status(cfg, name, instance=key)
+
+
+def reload_server(cfg: KfopsConfig, name: str | None = None, model_version: str | None = None) -> dict[str, Any]:
+    """Reload the running local server: the same source (an alias that moved) or ``model_version``
+    of the registered model; returns the server's answer (previous and new version)."""
+    import httpx
+
+    name = name or cfg.registry.model_name
+    state = _read_state(cfg, name)
+    if not state or not pid_alive(state.get("pid")):
+        raise ServingError(f"no local model server for {name} to reload", hint="start one with `kfops serve start`")
+    body = {"model_version": str(model_version)} if model_version is not None else {}
+    try:
+        with _http(cfg.serving.startup_timeout_s) as http:
+            response = http.post(f"{state['url']}/v1/models/{state['name']}/reload", json=body,
+                                 headers=bearer_headers(state.get("token")))
+    except httpx.HTTPError as err:
+        raise ServingError(f"could not reach the model server at {state['url']} to reload it: {err}") from err
+    if response.status_code != 200:
+        raise ServingError(f"the model server refused the reload: HTTP {response.status_code}: {_error_text(response)}")
+    result = response.json()
+    state["source"] = result.get("source", state.get("source"))  # what a restart should serve
+    _write_state(cfg, name, state)
+    return result
 
 
 def _error_text(response) -> str:

@@ -8,7 +8,7 @@ values and nulls become NaN, as in ``FeatureSpec.encode``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,13 +45,19 @@ class RowEncoder:
         return np.ascontiguousarray(matrix.T)
 
 
-def encode_arrow(data: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> np.ndarray:
+NULL_TEXTS = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
+def encode_arrow(data: pa.Table | pa.RecordBatch, spec: FeatureSpec, *, coerce: bool = False,
+                 row_offset: int = 0) -> np.ndarray:
     """Batch scoring's encoder: Arrow columns -> the model's matrix, without a pandas round trip.
 
     Same matrix as ``spec.encode(data.to_pandas())`` (tested): categoricals are looked up in the
     vocabulary as strings (null or unknown -> NaN), numbers go float64 -> float32 as pandas does.
     Columns of other types (numbers stored as text, categoricals stored as numbers) take
-    ``FeatureSpec.encode``'s pandas path, so the rules stay in one place.
+    ``FeatureSpec.encode``'s pandas path, so the rules stay in one place. A numeric feature
+    stored as text that holds a value which is not a number is a DataError naming the row
+    (counted from ``row_offset``) and the column, unless ``coerce`` (then it is missing).
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -82,9 +88,29 @@ def encode_arrow(data: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> np.ndarr
         else:
             import pandas as pd
 
-            frame = pd.DataFrame({name: column.to_pandas()})
+            values = column.to_pandas()
+            if not coerce and name not in spec.categorical and _is_text(kind):
+                _refuse_text_in_numbers(values, name, row_offset)
+            frame = pd.DataFrame({name: values})
             out[:, j] = type(spec)([name], {k: v for k, v in spec.categorical.items() if k == name}).encode(frame)[:, 0]
     return out
+
+
+def _refuse_text_in_numbers(values: Any, name: str, row_offset: int) -> None:
+    import pandas as pd
+
+    from kfops.errors import DataError
+
+    numbers = pd.to_numeric(values, errors="coerce")
+    text = values.astype("string").str.strip().str.lower()
+    bad = numbers.isna() & values.notna() & ~text.isin(NULL_TEXTS)
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"row {row_offset + first}, column '{name}': {values.iloc[first]!r} is not a number "
+            f"({int(bad.sum())} such value(s) in this chunk)",
+            hint="fix the input, or pass --coerce to score such values as missing",
+        )
 
 
 def _is_text(kind) -> bool:

@@ -90,6 +90,35 @@ class LookupUnavailable(RequestError):
     reason = "no_online_lookup"
 
 
+class UnsupportedMediaType(RequestError):
+    """A body declared as something other than JSON (``text/plain``, a form)."""
+
+    status = 415
+    reason = "unsupported_media_type"
+
+
+class DependencyUnavailable(RequestError):
+    """Not the client's mistake: a store the request needs (the online feature store) failed or
+    timed out. Answered 503 so clients retry; the server logs it at a bounded rate."""
+
+    status = 503
+    reason = "dependency_unavailable"
+
+
+JSON_MEDIA_TYPES = ("application/json", "application/cloudevents+json")
+
+
+def check_json_content_type(value: str | None) -> None:
+    """Refuse a declared non-JSON body (415). No Content-Type at all is taken as JSON."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media in JSON_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise UnsupportedMediaType(f"Content-Type {media!r} is not JSON; send the body as "
+                               "application/json")
+
+
 @dataclass
 class ParsedRequest:
     """A validated request: one list of Python scalars per column, ``rows`` long."""

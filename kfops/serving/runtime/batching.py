@@ -111,6 +111,12 @@ class AdaptiveBatcher(Generic[Item, Result]):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        if any(f.done() for f in self._futures):  # requests past their deadline: not worth a model call
+            kept = [i for i, f in enumerate(self._futures) if not f.done()]
+            self._rows -= sum(self._sizes) - sum(self._sizes[i] for i in kept)
+            self._items = [self._items[i] for i in kept]
+            self._sizes = [self._sizes[i] for i in kept]
+            self._futures = [self._futures[i] for i in kept]
         count, rows = 0, 0
         for size in self._sizes:
             if count and rows + size > self.max_batch_size:
@@ -130,6 +136,8 @@ class AdaptiveBatcher(Generic[Item, Result]):
         if not self._items or self._busy:
             return  # a running (threaded) batch dispatches the pending ones when it finishes
         items, futures, rows = self._take()
+        if not items:  # every queued request gave up waiting
+            return
         if self._on_batch is not None:
             self._on_batch(rows)
         if self._executor is None:

@@ -26,6 +26,7 @@ from kfops.errors import ServingError
 from kfops.serving.protocol.payloads import (
     ENTITY_KEYS,
     FEATURES,
+    DependencyUnavailable,
     LookupUnavailable,
     ParsedRequest,
     UnknownEntity,
@@ -204,7 +205,12 @@ def complete_flights(
     })
     derived = derive(raw).reset_index(drop=True)
     keys = derived[[k for k in (*ENTITY_KEYS, "event_timestamp") if k in derived.columns]].to_dict("records")
-    online = lookup(keys)
+    try:
+        online = lookup(keys)
+    except Exception as err:  # Redis down or paused past its timeout, a Feast failure: the store's fault
+        raise DependencyUnavailable(
+            f"the online feature store failed ({type(err).__name__}: {str(err)[:200]}); retry later"
+        ) from err
     if len(online) != len(keys):
         raise ServingError(f"the online lookup returned {len(online)} rows for {len(keys)} entities")
     online = online.reset_index(drop=True)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,7 @@ import numpy as np
 from kfops.core.redaction import strip_password
 from kfops.errors import ConfigError, KfopsError
 from kfops.serving.protocol.encoding import RowEncoder
+from kfops.serving.protocol.payloads import RequestError
 
 if TYPE_CHECKING:
     from kfops.core.model import FeatureSpec, TabularModel
@@ -92,6 +95,85 @@ class LoadedModel:
         return tuple(c for c in self.spec.columns if c in self.spec.categorical)
 
 
+class ReloadRefused(RequestError):
+    """A reload the server's control plane does not allow (another registry, a folder outside the roots)."""
+
+    status = 403
+    reason = "reload_refused"
+
+
+RELOAD_FIELDS = ("model_version", "model_uri", "tracking_uri", "model_dir")
+
+
+@dataclass(frozen=True)
+class ReloadPolicy:
+    """What ``POST /v1/models/<name>/reload`` may swap in.
+
+    Only a version of ``model_names`` from the registry at ``tracking_uri`` (the server's own:
+    a reload naming another tracking server would send it the server's MLflow credentials), or
+    a model folder under one of ``roots``, checked before any file of it is read.
+    """
+
+    tracking_uri: str | None
+    model_names: Collection[str]
+    roots: Sequence[Path] = ()
+
+    def source(self, request: dict[str, Any], current: ModelSource) -> ModelSource | None:
+        """The source to load for a reload body (None: reload ``current`` again); raises
+        :class:`RequestError` (400) for a malformed body, :class:`ReloadRefused` (403) for one not allowed."""
+        unknown = set(request) - set(RELOAD_FIELDS)
+        if unknown:
+            raise RequestError(f"unknown reload field(s) {', '.join(sorted(unknown))}; "
+                               f"send {{}}, {{\"model_version\": ...}}, {{\"model_uri\": ...}} or {{\"model_dir\": ...}}")
+        given = [k for k in ("model_version", "model_uri", "model_dir") if request.get(k) not in (None, "")]
+        if len(given) > 1:
+            raise RequestError(f"give one of model_version, model_uri or model_dir, not {' and '.join(given)}")
+        tracking_uri = request.get("tracking_uri")
+        if tracking_uri not in (None, "", self.tracking_uri):
+            raise ReloadRefused("a reload cannot name another tracking server; this server loads from its own "
+                                "registry only (restart it to serve from another)")
+        if not given:
+            return None
+        if given[0] == "model_dir":
+            return ModelSource(model_dir=self.allowed_folder(request["model_dir"]))
+        if given[0] == "model_version":
+            version = str(request["model_version"])
+            if not version.isdigit():
+                raise RequestError(f"model_version must be a version number, got {version!r}")
+            name = _registered_name(current) or next(iter(self.model_names), None)
+            if name is None:
+                raise ReloadRefused("this server has no registered model to take a version of")
+            model_uri = f"models:/{name}/{version}"
+        else:
+            model_uri = str(request["model_uri"])
+            match = MODEL_URI.match(model_uri)
+            if not match:
+                raise RequestError(f"model URI '{model_uri}' is not models:/<name>/<version> or models:/<name>@<alias>")
+            if match["name"] not in self.model_names:
+                raise ReloadRefused(f"this server serves {' or '.join(sorted(self.model_names))}; "
+                                    f"it does not load {match['name']}")
+        if not self.tracking_uri:
+            raise ReloadRefused("this server has no tracking server to load registry versions from")
+        return ModelSource(model_uri=model_uri, tracking_uri=self.tracking_uri)
+
+    def allowed_folder(self, folder: Any) -> Path:
+        """``folder``'s real path when it lies under a root (symlinks resolved, nothing read)."""
+        if not isinstance(folder, str):
+            raise RequestError("model_dir must be a path")
+        real = Path(os.path.realpath(folder))
+        for root in self.roots:
+            if real.is_relative_to(os.path.realpath(root)):
+                return real
+        allowed = ", ".join(str(r) for r in self.roots) or "none: no reload roots are configured"
+        raise ReloadRefused(f"model_dir {folder} is outside the folders a reload may load from ({allowed}); "
+                            "see serving.reload_roots")
+
+
+def _registered_name(source: ModelSource) -> str | None:
+    match = MODEL_URI.match(source.model_uri) if source.model_uri else None
+    return match["name"] if match else None
+
+
 def folder_digest(folder: Path) -> str:
     """A short content hash of a model folder: the version of an unregistered model."""
     digest = hashlib.sha256()
@@ -127,6 +209,10 @@ def load_source(source: ModelSource, *, predict_threads: int | None = 1) -> Load
         folder = Path(source.model_dir)
         if not folder.is_dir():
             raise KfopsError(f"model folder {folder} does not exist", hint="pass the folder holding kfops_model.json")
+        from kfops.core.model import META_FILE
+
+        if not (folder / META_FILE).is_file():  # before hashing: never read a folder that is not a model
+            raise KfopsError(f"{folder} is not a kfops model folder: {META_FILE} is missing")
         version = f"local-{folder_digest(folder)}"
     else:
         from kfops.adapters.mlflow_registry import fetch_model_dir

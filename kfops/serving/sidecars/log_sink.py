@@ -10,7 +10,15 @@ both), and writes one parquet file per flush under ``<store>/date=YYYY-MM-DD/``.
 The logger sees only the request, so a raw-flight row carries its ``input`` (JSON) without the
 online features the server looked up; feature-vector rows carry every feature.
 
+``--mode`` follows the logger's ``serving.kserve.logger_mode``: ``all`` pairs requests with
+responses; ``request`` and ``response`` write each event alone at once (a request's rows have no
+probability, a response's no inputs). Events waiting for their pair are held as raw bytes, at most
+``--pending-bytes`` of them (the oldest go first) for at most ``--pending-ttl-s``; what is dropped
+is counted (``GET /``: ``dropped``).
+
     python -m kfops.serving.sidecars.log_sink --store s3://kfops-logs/inference --port 8080
+
+It binds 127.0.0.1 unless told otherwise (``--host 0.0.0.0`` in a cluster's pod).
 
 A malformed event is a 400 naming the problem; the sink never answers 5xx for bad input.
 """
@@ -38,8 +46,10 @@ log = logging.getLogger(__name__)
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 FLIGHT_FIELDS = ("carrier", "origin", "dest", "distance", "sched_dep")
-PENDING_TTL_S = 300.0  # a request whose response never comes (timeout, crash) is dropped after this
+PENDING_TTL_S = 60.0  # a request whose response never comes (timeout, crash) is dropped after this
+PENDING_BYTES = 64_000_000  # unpaired events held at most, as raw bodies
 MAX_EVENT_BYTES = 10_000_000
+MODES = ("all", "request", "response")
 
 
 class BadEvent(ValueError):
@@ -86,19 +96,27 @@ def _outputs_of_response(body: Any) -> tuple[list[float], list[int], str | None,
 
 
 def event_rows(event_id: str, at: float, request: Any, response: Any, service: str | None) -> list[dict[str, Any]]:
-    """Inference-log rows of one request/response pair (an error response has no rows)."""
-    columns = _columns_of_request(request)
-    probabilities, labels, model_name, version = _outputs_of_response(response)
+    """Inference-log rows of one request/response pair (an error response has no rows). Either may
+    be None (a logger in request or response mode): its columns are then missing."""
+    columns = _columns_of_request(request) if request is not None else {}
+    if response is not None:
+        probabilities, labels, model_name, version = _outputs_of_response(response)
+    else:
+        model_name = version = None
+        n = {len(v) for v in columns.values()}
+        probabilities = [float("nan")] * (n.pop() if len(n) == 1 else 0)
+        labels = [None] * len(probabilities)
     sizes = {len(v) for v in columns.values()}
-    if len(sizes) != 1 or sizes.pop() != len(probabilities):
+    if request is not None and (len(sizes) != 1 or sizes.pop() != len(probabilities)):
         raise BadEvent(f"request {event_id}: the request's rows do not match the {len(probabilities)} predictions")
-    flight = all(name in columns for name in FLIGHT_FIELDS)
+    flight = bool(columns) and all(name in columns for name in FLIGHT_FIELDS)
+    kind = "flight" if flight else "features" if columns else "unknown"
     rows = []
     for i, (probability, label) in enumerate(zip(probabilities, labels, strict=True)):
         values = {name: column[i] for name, column in columns.items()}
         row: dict[str, Any] = {
             "timestamp": at, "request_id": event_id, "model_name": model_name or service or "",
-            "model_version": version or "", "input_kind": "flight" if flight else "features",
+            "model_version": version or "", "input_kind": kind,
             "input": json.dumps(values, default=str) if flight else None,
         }
         if not flight:
@@ -121,7 +139,8 @@ def rows_table(rows: list[dict[str, Any]]) -> Any:
         values = frame[name]
         if values.map(lambda v: (isinstance(v, int | float) and not isinstance(v, bool)) or v is None).all():
             frame[name] = values.astype(np.float32)  # the model's input precision, as the server logs it
-    frame["label"] = frame["label"].astype(np.int8)
+    labels = frame["label"]
+    frame["label"] = labels.astype("Int8") if labels.isna().any() else labels.astype(np.int8)
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
@@ -134,10 +153,20 @@ class CloudEventSink:
 
     store: str
     flush_s: float = 10.0
-    requests: dict[str, tuple[float, Any, str | None]] = field(default_factory=dict)
-    responses: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    mode: str = "all"
+    pending_ttl_s: float = PENDING_TTL_S
+    pending_bytes: int = PENDING_BYTES
+    # event id -> (received at, raw body, service); raw bytes: parsed JSON takes many times more memory
+    requests: dict[str, tuple[float, bytes, str | None]] = field(default_factory=dict)
+    responses: dict[str, tuple[float, bytes, str | None]] = field(default_factory=dict)
+    held_bytes: int = 0
     rows: list[dict[str, Any]] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: {"events": 0, "rows": 0, "rejected": 0, "files": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"events": 0, "rows": 0, "rejected": 0, "files": 0, "dropped": 0})
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
     _sequence: Any = field(default_factory=itertools.count)
     _flusher: Any = None
 
@@ -153,26 +182,65 @@ class CloudEventSink:
         except ValueError as err:
             raise BadEvent(f"the event body is not JSON: {err}") from err
         now = time.time() if now is None else now
-        self.counts["events"] += 1
+        service = headers.get("ce-inferenceservicename")
         if kind == REQUEST_TYPE:
             _columns_of_request(payload)  # refuse a bad request now, not at pairing time
-            self.requests[event_id] = (now, payload, headers.get("ce-inferenceservicename"))
+        self.counts["events"] += 1
+        if self.mode != "all":  # the logger sends one side only: nothing will ever pair
+            if (kind == REQUEST_TYPE) == (self.mode == "request"):
+                self._add_rows(event_id, now, payload if kind == REQUEST_TYPE else None,
+                               payload if kind == RESPONSE_TYPE else None, service)
+            return
+        mine, other = (self.requests, self.responses) if kind == REQUEST_TYPE else (self.responses, self.requests)
+        if event_id not in other:
+            self._hold(mine, event_id, (now, body, service), now)  # the raw bytes, not the parsed payload
+            return
+        held = other.pop(event_id)
+        self.held_bytes -= len(held[1])
+        if kind == REQUEST_TYPE:
+            self._add_rows(event_id, now, payload, json.loads(held[1]), service or held[2])
         else:
-            self.responses[event_id] = (now, payload)
-        if event_id in self.requests and event_id in self.responses:
-            at, request, service = self.requests.pop(event_id)
-            _, response = self.responses.pop(event_id)
-            if isinstance(response, dict) and "error" in response:
-                return  # an error answer scored nothing
-            new = event_rows(event_id, at, request, response, service)
-            self.rows.extend(new)
-            self.counts["rows"] += len(new)
+            self._add_rows(event_id, held[0], json.loads(held[1]), payload, held[2] or service)
+
+    def _add_rows(self, event_id: str, at: float, request: Any, response: Any, service: str | None) -> None:
+        if isinstance(response, dict) and "error" in response:
+            return  # an error answer scored nothing
+        new = event_rows(event_id, at, request, response, service)
+        self.rows.extend(new)
+        self.counts["rows"] += len(new)
+
+    def _hold(self, pending: dict[str, tuple[float, bytes, str | None]], event_id: str,
+              entry: tuple[float, bytes, str | None], now: float) -> None:
+        previous = pending.pop(event_id, None)
+        if previous is not None:
+            self.held_bytes -= len(previous[1])
+        pending[event_id] = entry
+        self.held_bytes += len(entry[1])
+        self._expire(now)
+        while self.held_bytes > self.pending_bytes and (self.requests or self.responses):
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        firsts = [(next(iter(p.values()))[0], i) for i, p in enumerate((self.requests, self.responses)) if p]
+        pending = (self.requests, self.responses)[min(firsts)[1]]
+        _, (_, body, _) = next(iter(pending.items()))
+        del pending[next(iter(pending))]
+        self.held_bytes -= len(body)
+        self.counts["dropped"] += 1
+
+    def _expire(self, now: float) -> None:
+        for pending in (self.requests, self.responses):
+            while pending:
+                key, (at, body, _) = next(iter(pending.items()))
+                if now - at <= self.pending_ttl_s:
+                    break  # insertion order is arrival order: the rest are younger
+                del pending[key]
+                self.held_bytes -= len(body)
+                self.counts["dropped"] += 1
 
     def flush(self, now: float | None = None) -> list[str]:
         now = time.time() if now is None else now
-        for pending in (self.requests, self.responses):
-            for key in [k for k, v in pending.items() if now - v[0] > PENDING_TTL_S]:
-                del pending[key]
+        self._expire(now)
         rows, self.rows = self.rows, []
         if not rows:
             return []
@@ -199,7 +267,8 @@ class CloudEventSink:
         if scope["type"] != "http":
             return
         if scope["method"] == "GET":
-            await send_json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses)})
+            await send_json(send, 200, {"status": "ok", **self.counts, "pending": len(self.requests) + len(self.responses),
+                                        "pending_bytes": self.held_bytes})
             return
         try:
             body = await read_body(scope, receive, MAX_EVENT_BYTES)
@@ -244,9 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kfops.serving.sidecars.log_sink", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", required=True, help="s3://<bucket>/<prefix> or a folder")
-    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a cluster's pod)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--flush-s", type=float, default=10.0)
+    p.add_argument("--mode", choices=MODES, default="all", help="the logger's mode (serving.kserve.logger_mode)")
+    p.add_argument("--pending-ttl-s", type=float, default=PENDING_TTL_S, help="how long an event waits for its pair")
+    p.add_argument("--pending-bytes", type=int, default=PENDING_BYTES, help="unpaired event bytes held at most")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     if args.store.startswith("s3://"):
@@ -257,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     import uvicorn
 
-    uvicorn.run(CloudEventSink(args.store, args.flush_s), host=args.host, port=args.port, log_level="warning",
-                access_log=False, lifespan="on")
+    from kfops.serving.protocol.timeouts import read_timeout_protocol
+
+    sink = CloudEventSink(args.store, args.flush_s, mode=args.mode, pending_ttl_s=args.pending_ttl_s,
+                          pending_bytes=args.pending_bytes)
+    uvicorn.run(sink, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on",
+                http=read_timeout_protocol())
     return 0
 
 
