@@ -125,6 +125,7 @@ GOOD_CLUSTER = (
     "cluster.image=1.dkr.ecr.us-east-1.amazonaws.com/k/kfops:0.1.0",
     "cluster.gpu_image=1.dkr.ecr.us-east-1.amazonaws.com/k/kfops-gpu:0.1.0",
     "cluster.serving_image=1.dkr.ecr.us-east-1.amazonaws.com/k/kfops-serving:0.1.0",
+    "state.store=s3://b/kfops-state",
 )
 PLATFORM = {"kserve_mode": "Knative", "knative_serving": "1.21.1"}
 

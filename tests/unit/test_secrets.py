@@ -89,7 +89,8 @@ def test_a_password_is_taken_as_written_not_as_yaml():
 def test_feast_gets_the_password_in_its_connection_string(planted):
     from kfops.adapters.feast_store import online_store_config
 
-    assert online_store_config(planted)["connection_string"] == f"127.0.0.1:6379,password={REDIS_PASSWORD}"
+    parts = online_store_config(planted)["connection_string"].split(",")
+    assert parts[0] == "127.0.0.1:6379" and f"password={REDIS_PASSWORD}" in parts[1:]
 
 
 def test_a_step_gets_its_secrets_back_from_the_environment(planted):
