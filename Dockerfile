@@ -29,8 +29,8 @@ COPY --from=build /opt/venv /opt/venv
 # The package last, in its own small layers: a code change rebuilds only these.
 COPY pyproject.toml README.md /tmp/kfops-src/
 COPY kfops /tmp/kfops-src/kfops
-RUN pip install --quiet --no-deps --no-build-isolation --no-compile /tmp/kfops-src \
- && rm -rf /tmp/kfops-src && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+# Bytecode stays: the venv is read-only to the user, so without it every start would compile every import.
+RUN pip install --quiet --no-deps --no-build-isolation /tmp/kfops-src && rm -rf /tmp/kfops-src
 # The project files a step reads: read-only to the user; state goes to $TMPDIR (KfopsConfig.resolve_at_run_time).
 WORKDIR /opt/kfops
 COPY kfops.yaml ./
