@@ -640,6 +640,21 @@ class KfopsConfig(_Strict):
         cfg._resolved_against = None
         return cfg
 
+    def with_state_in_scratch(self) -> KfopsConfig:
+        """A copy that keeps its state paths here, but whose :meth:`portable` form leaves them unset
+        (``data_dir`` relative): a task that shares no disk with this machine (a container) keeps
+        its state in its own scratch folder, while this process still reads the pipeline root and
+        logs under the absolute ``data_dir``."""
+        cfg = self.model_copy()
+        cfg._written = dict(self._written)
+        cfg._resolved_against = self._resolved_against
+        defaults = {"data_dir": KfopsConfig.model_fields["data_dir"].default}
+        for key in STATE_PATH_KEYS:
+            value = _get_key(self, key)
+            if value is not None and Path(value).is_absolute():
+                cfg._written[key] = (defaults.get(key), value)
+        return cfg
+
     @property
     def resolved_against(self) -> Path | None:
         """The folder relative paths were resolved against (the config file's folder), if any."""

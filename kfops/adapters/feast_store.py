@@ -103,8 +103,12 @@ def online_store_config(cfg: KfopsConfig) -> dict[str, Any]:
     return {"type": "sqlite", "path": str(cfg.feast_dir / "online.db")}
 
 
-def feature_store(cfg: KfopsConfig) -> FeatureStore:
-    """A Feast store for ``cfg``: duckdb offline, SQLite or Redis online, registry per config."""
+def feature_store(cfg: KfopsConfig, online_only: bool = False) -> FeatureStore:
+    """A Feast store for ``cfg``: duckdb offline, SQLite or Redis online, registry per config.
+
+    ``online_only``: for a reader of the online store (the model server), whose image has no
+    duckdb: Feast's built-in file offline store stands in, and is never queried.
+    """
     import_feast()
     from feast import FeatureStore, RepoConfig
 
@@ -116,7 +120,7 @@ def feature_store(cfg: KfopsConfig) -> FeatureStore:
             project=cfg.features.project,
             provider="local",
             registry=registry_config(cfg),
-            offline_store={"type": "duckdb"},
+            offline_store={"type": "file" if online_only else "duckdb"},
             online_store=online_store_config(cfg),
             repo_path=Path(cfg.features.repo_path).resolve(),
             entity_key_serialization_version=3,
@@ -452,7 +456,7 @@ class OnlineFeatureReader:
     """
 
     def __init__(self, cfg: KfopsConfig, store: FeatureStore | None = None):
-        self.store = store or feature_store(cfg)
+        self.store = store or feature_store(cfg, online_only=True)
         self.refs = list(cfg.features.feature_refs)
         self.names = feature_names(cfg)
         views = _referenced_views(cfg, self.store)

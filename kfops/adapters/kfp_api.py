@@ -191,20 +191,20 @@ def _scheme(uri: str) -> str:
     return uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
 
 
-def _uri_problem(key: str, uri: str, remote: frozenset[str], fix: str) -> str | None:
+def _uri_problem(key: str, uri: str, remote: frozenset[str], fix: str, host_network: bool = False) -> str | None:
     from urllib.parse import urlsplit
 
     scheme = _scheme(uri)
     if scheme not in remote:
         return f"{key} '{uri}' is a file on this machine, which no pod can read: {fix}"
     host = urlsplit(uri).hostname or ""
-    if host in _LOOPBACK or host.startswith("127."):
+    if not host_network and (host in _LOOPBACK or host.startswith("127.")):
         return (f"{key} '{uri}' is this machine's loopback address, which in a pod is the pod itself: "
                 f"use the address the cluster knows it by (e.g. a Service's <name>.<namespace>.svc)")
     return None
 
 
-def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
+def cluster_config_problems(cfg: KfopsConfig, host_network: bool = False) -> list[str]:
     """What in ``cfg`` names a file of this machine, which a run on the cluster cannot read: one line per key.
 
     The defaults are such files: with no ``registry.tracking_uri`` MLflow is a SQLite file under
@@ -212,10 +212,13 @@ def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
     ``state.store`` so are the retrain decisions and validation baselines, and in a pod
     data_dir is a scratch folder of that pod only. Paths are judged as the compiled pipeline
     carries them (:meth:`KfopsConfig.portable`): relative ones resolve in the image's working
-    directory or the pod's scratch; absolute ones name a folder of this machine.
+    directory or the pod's scratch; absolute ones name a folder of this machine. With
+    ``host_network`` (containers on this machine's network, ``kfops run --runner docker``),
+    services on loopback are reachable and allowed.
     """
     import functools
 
+    uri_problem = functools.partial(_uri_problem, host_network=host_network)
     mlflow_fix = "set it to the cluster's MLflow tracking server, http(s)://..."
     feast_fix = "set it to a shared registry: s3://bucket/path/registry.db, gs://... or postgresql+psycopg2://..."
     problems: list[str | None] = []
@@ -224,19 +227,19 @@ def cluster_config_problems(cfg: KfopsConfig) -> list[str]:
         problems.append("registry.tracking_uri is not set, so MLflow would be a SQLite file under data_dir, "
                         f"a folder private to each pod: {mlflow_fix}")
     else:
-        problems.append(_uri_problem("registry.tracking_uri", registry.tracking_uri, _REMOTE_TRACKING, mlflow_fix))
+        problems.append(uri_problem("registry.tracking_uri", registry.tracking_uri, _REMOTE_TRACKING, mlflow_fix))
     if registry.registry_uri is not None:
-        problems.append(_uri_problem("registry.registry_uri", registry.registry_uri, _REMOTE_TRACKING,
+        problems.append(uri_problem("registry.registry_uri", registry.registry_uri, _REMOTE_TRACKING,
                                      f"{mlflow_fix}, or leave it unset (the tracking server)"))
     if registry.artifact_location is not None:
-        problems.append(_uri_problem("registry.artifact_location", registry.artifact_location,
+        problems.append(uri_problem("registry.artifact_location", registry.artifact_location,
                                      frozenset({"s3", "gs", "wasbs", "hdfs", "mlflow-artifacts"}),
                                      "set it to an object store (s3://...) or leave it unset (the tracking server's)"))
     if cfg.features.registry is None:
         problems.append("features.registry is not set, so the Feast registry would be a file under data_dir, "
                         f"a folder private to each pod: {feast_fix}")
     else:
-        problems.append(_uri_problem("features.registry", cfg.features.registry, _REMOTE_FEAST_REGISTRY, feast_fix))
+        problems.append(uri_problem("features.registry", cfg.features.registry, _REMOTE_FEAST_REGISTRY, feast_fix))
     if cfg.state.store is None:
         problems.append("state.store is not set, so the retrain decisions, validation baselines and drift "
                         "references would be files under data_dir, a folder private to each pod (and the drift "

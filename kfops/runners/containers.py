@@ -37,7 +37,10 @@ def docker_run_config(cfg: KfopsConfig) -> KfopsConfig:
     from kfops.adapters import docker_engine
     from kfops.adapters.kfp_api import cluster_config_problems
 
-    problems = cluster_config_problems(cfg)
+    # Each task keeps its state in its container's scratch (the compiled config leaves data_dir
+    # relative), while this process reads the pipeline root and logs under data_dir here.
+    cfg = cfg.with_state_in_scratch()
+    problems = cluster_config_problems(cfg, host_network=True)
     if problems:
         raise ConfigError(
             "this config cannot run in containers, which share no folder with this machine:\n  - "
