@@ -8,13 +8,13 @@ FROM ${BASE_IMAGE} AS build
 # Empty: torch comes from the index pip is configured with (a local CPU wheel, say).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
-# Build-time pip settings only (docker/pip/README.md); this stage is not part of the image.
-COPY docker/pip/ /etc/kfops-pip/
+# Build-time pip settings only (images/pip/README.md); this stage is not part of the image.
+COPY images/pip/ /etc/kfops-pip/
 RUN touch /etc/kfops-pip/pip.conf && python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PIP_CONFIG_FILE=/etc/kfops-pip/pip.conf
-# pyproject.toml's ranges for this role (docker/requirements.py --write): copied by content, so the
+# pyproject.toml's ranges for this role (images/requirements.py --write): copied by content, so the
 # dependency layers stay cached until a requirement changes.
-COPY docker/requirements/pipeline.txt /tmp/requirements.txt
+COPY images/requirements/pipeline.txt /tmp/requirements.txt
 # Dependencies before the code, so a code change rebuilds one small layer.
 RUN if [ -n "$TORCH_INDEX" ]; then pip install --index-url "$TORCH_INDEX" "$(grep '^torch' /tmp/requirements.txt)"; fi \
  && pip install -r /tmp/requirements.txt

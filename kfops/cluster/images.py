@@ -5,7 +5,7 @@
 - ``gpu``: ``Dockerfile.gpu`` -> ``cluster.gpu_image``; training with CUDA torch.
 
 The build context is sent as a tar stream that kfops assembles (the project files that
-``.dockerignore`` lets through), so build-time settings can ride along in ``docker/pip/``
+``.dockerignore`` lets through), so build-time settings can ride along in ``images/pip/``
 without touching the checkout: with ``pip_from_host`` that folder carries this machine's pip
 configuration, and its local wheel folders are served on loopback while the build runs.
 Commands are plain argument lists, so ``kfops build --dry-run`` prints exactly what would run.
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 ROLES = ("pipeline", "serving", "gpu")
 DOCKERFILES = {"pipeline": "Dockerfile", "serving": "Dockerfile.serving", "gpu": "Dockerfile.gpu"}
-PIP_SETTINGS_DIR = "docker/pip"  # copied into the build stage only (see docker/pip/README.md)
+PIP_SETTINGS_DIR = "images/pip"  # copied into the build stage only (see images/pip/README.md)
 IMAGE_USER_UID = 1000  # the non-root user every image runs as
 MIRROR_PORT = 38917  # the loopback wheel mirror of --pip-from-host, when free
 
@@ -166,7 +166,7 @@ def context_files(repo_root: Path) -> Iterator[tuple[str, Path]]:
 
 def context_tar(repo_root: Path, pip_settings: dict[str, bytes] | None = None,
                 extra_files: dict[str, bytes] | None = None) -> bytes:
-    """The build context as an uncompressed tar; ``pip_settings`` fills ``docker/pip/``, and
+    """The build context as an uncompressed tar; ``pip_settings`` fills ``images/pip/``, and
     ``extra_files`` (context path -> bytes) are added as they are."""
     buffer = io.BytesIO()
     # ustar: the docker CLI recognises a context on stdin by its first 512 bytes, which a PAX header spoils.

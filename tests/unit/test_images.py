@@ -28,7 +28,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def role_requirements(role: str) -> list[str]:
-    result = subprocess.run([sys.executable, "docker/requirements.py", role], cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, "images/requirements.py", role], cwd=REPO, capture_output=True,
                             text=True, check=True)
     return result.stdout.split()
 
@@ -55,10 +55,10 @@ def test_pipeline_image_keeps_every_dependency_with_cpu_xgboost():
 
 
 def test_an_unknown_role_or_name_is_refused():
-    result = subprocess.run([sys.executable, "docker/requirements.py", "nope"], cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, "images/requirements.py", "nope"], cwd=REPO, capture_output=True,
                             text=True, check=False)
     assert result.returncode != 0 and "unknown image role 'nope'" in result.stderr
-    result = subprocess.run([sys.executable, "docker/requirements.py", "serving", "torch"], cwd=REPO,
+    result = subprocess.run([sys.executable, "images/requirements.py", "serving", "torch"], cwd=REPO,
                             capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "installs no 'torch'" in result.stderr
 
@@ -83,9 +83,9 @@ def test_context_leaves_out_what_dockerignore_names_and_carries_pip_settings(tmp
     data = images.context_tar(REPO, {"pip.conf": b"[global]\n"})
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = {m.name: m for m in tar.getmembers()}
-        assert "Dockerfile" in members and "kfops/config.py" in members and "docker/requirements.py" in members
+        assert "Dockerfile" in members and "kfops/config.py" in members and "images/requirements.py" in members
         assert not [n for n in members if n.startswith((".git/", ".venv/", "tests/", ".kfops/")) or "__pycache__" in n]
-        assert tar.extractfile("docker/pip/pip.conf").read() == b"[global]\n"
+        assert tar.extractfile("images/pip/pip.conf").read() == b"[global]\n"
     # A plain ustar header first: the docker CLI tells a context on stdin from a Dockerfile by its
     # first 512 bytes, which a PAX extended header (Python's default) spoils.
     assert data[257:262] == b"ustar" and data[156:157] == b"0"
@@ -201,12 +201,12 @@ def test_the_build_pip_settings_are_the_same_from_build_to_build(tmp_path, monke
 
 
 def test_checked_in_role_requirements_are_current():
-    """The Dockerfiles copy docker/requirements/<role>.txt: they must say what pyproject.toml says."""
+    """The Dockerfiles copy images/requirements/<role>.txt: they must say what pyproject.toml says."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("docker_requirements", REPO / "docker" / "requirements.py")
+    spec = importlib.util.spec_from_file_location("images_requirements", REPO / "images" / "requirements.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for relative, text in module.rendered(PYPROJECT).items():
         path = REPO / relative
-        assert path.is_file() and path.read_text() == text, f"{relative} is stale: run `python docker/requirements.py --write`"
+        assert path.is_file() and path.read_text() == text, f"{relative} is stale: run `python images/requirements.py --write`"

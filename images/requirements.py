@@ -40,18 +40,18 @@ def role_requirements(pyproject: dict, role: str) -> list[str]:
     return lines
 
 
-OUT_DIR = Path("docker/requirements")
+OUT_DIR = Path("images/requirements")
 
 
 def rendered(pyproject: dict) -> dict[Path, str]:
-    """``docker/requirements/<role>.txt`` for every role: what each Dockerfile installs."""
+    """``images/requirements/<role>.txt`` for every role: what each Dockerfile installs."""
     roles = pyproject.get("tool", {}).get("kfops", {}).get("images", {})
-    header = "# Generated from pyproject.toml by `python docker/requirements.py --write`; do not edit.\n"
+    header = "# Generated from pyproject.toml by `python images/requirements.py --write`; do not edit.\n"
     return {OUT_DIR / f"{role}.txt": header + "\n".join(role_requirements(pyproject, role)) + "\n" for role in roles}
 
 
 def main(argv: list[str]) -> None:
-    """``requirements.py --write``: refresh docker/requirements/*.txt (the Dockerfiles copy them, so
+    """``requirements.py --write``: refresh images/requirements/*.txt (the Dockerfiles copy them, so
     docker's layer cache of the dependencies holds until a requirement changes, not whenever
     pyproject.toml does). ``requirements.py <role> [name]``: print a role's requirements."""
     pyproject = tomllib.loads(Path("pyproject.toml").read_text())
