@@ -101,6 +101,7 @@ def run_pipeline(args, data_dir: Path, extra: list[str], env: dict[str, str], ru
                 f"serving.http_port={free_port()}", *extra]
     for item in settings:
         command += ["--set", item]
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=data_dir.parent, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
@@ -129,21 +130,24 @@ def main() -> None:
     report: dict = {"window": f"{args.start}..{args.end}"}
     if not args.no_cold:
         report["build_cold"] = build(options, no_cache=True, marker=None)
+        print("build_cold", report["build_cold"], flush=True)
     build(options, no_cache=False, marker=None)  # the cache as the cold build left it
     report["build_warm_code_change"] = build(options, no_cache=False, marker=uuid.uuid4().hex)
+    print("build_warm_code_change", report["build_warm_code_change"], flush=True)
     build(options, no_cache=False, marker=None)  # leave the images without the marker
     with tempfile.TemporaryDirectory(prefix="kfops-bench-") as tmp_text:
         tmp = Path(tmp_text)
         report["serving_start_to_ready_s"] = round(serving_ready_seconds(tmp / "serve"), 2)
+        print("serving_start_to_ready_s", report["serving_start_to_ready_s"], flush=True)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("KFOPS")}
         a = run_pipeline(args, tmp / "a" / "data", [], {**base_env, "KFOPS_PROGRESS": "plain"}, "subprocess")
+        print("A_subprocess_s", round(a, 1), flush=True)
         secret = uuid.uuid4().hex
         with production_profile(tmp / "profile", secret) as profile:
             model = f"bench-{uuid.uuid4().hex[:6]}"
             extra = [*profile.overrides, f"cluster.image={TAGS['pipeline']}",
                      f"cluster.serving_image={TAGS['serving']}", f"registry.model_name={model}",
                      f"registry.experiment={model}", f"features.project=bench_{uuid.uuid4().hex[:8]}"]
-            (tmp / "d").mkdir()
             d = run_pipeline(args, tmp / "d" / "data", extra, {**base_env, **profile.env, "KFOPS_PROGRESS": "plain"},
                              "docker")
     report.update({"A_subprocess_s": round(a, 1), "D_containers_s": round(d, 1), "D_over_A": round(d / a, 2)})
