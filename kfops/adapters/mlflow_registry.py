@@ -437,22 +437,49 @@ def start_run(cfg: KfopsConfig, experiment_id: str, run_name: str | None = None)
     mlflow_client = client(cfg)
     fail_abandoned_runs(cfg, experiment_id, run_name)
     # The tags mlflow.start_run adds: user, source name/type, git commit, run name.
-    tags = context_registry.resolve_tags({MLFLOW_RUN_NAME: run_name} if run_name else {})
+    tags = context_registry.resolve_tags({MLFLOW_RUN_NAME: run_name} if run_name else {}) | _owner_tags()
     run = mlflow_client.create_run(experiment_id, tags=tags, run_name=run_name)
     with _running(mlflow_client, run) as tracked:
         yield tracked
 
 
 ABANDONED_TAG = "kfops.abandoned"
+# Which process holds a RUNNING run: a run whose process is gone from this host was killed.
+OWNER_HOST_TAG = "kfops.owner_host"
+OWNER_PID_TAG = "kfops.owner_pid"
+
+
+def _owner_tags() -> dict[str, str]:
+    import socket
+
+    return {OWNER_HOST_TAG: socket.gethostname(), OWNER_PID_TAG: str(os.getpid())}
+
+
+def _owner_gone(tags: dict[str, str]) -> bool:
+    """True when the run's owner process ran on this host and is no longer alive."""
+    import socket
+
+    pid = tags.get(OWNER_PID_TAG, "")
+    if tags.get(OWNER_HOST_TAG) != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def fail_abandoned_runs(cfg: KfopsConfig, experiment_id: str, run_name: str | None = None) -> list[str]:
     """Mark FAILED the runs a killed task left RUNNING; returns their ids.
 
     A run named ``run_name`` still RUNNING is an earlier attempt of the same step of the same
-    pipeline run (the names carry both), so it is over; any other run counts as abandoned once it
-    has been RUNNING for ``registry.abandoned_run_hours``. Concurrent runs younger than that are
-    left alone. Each gets a ``kfops.abandoned`` tag saying why.
+    pipeline run (the names carry both), so it is over; so is a run whose owner process (tagged
+    when the run started or resumed) ran on this host and is gone, as after a kill -9 of a local
+    run; any other run counts as abandoned once it has been RUNNING for
+    ``registry.abandoned_run_hours`` (another pod's process cannot be checked). Concurrent runs
+    younger than that are left alone. Each gets a ``kfops.abandoned`` tag saying why.
     """
     from mlflow.utils.time import get_current_time_millis
 
@@ -464,6 +491,9 @@ def fail_abandoned_runs(cfg: KfopsConfig, experiment_id: str, run_name: str | No
     for run in running:
         if run_name is not None and run.info.run_name == run_name:
             why = f"a new attempt of {run_name} started; this one was left RUNNING (its task was killed)"
+        elif _owner_gone(run.data.tags):
+            why = (f"its process {run.data.tags[OWNER_PID_TAG]} on {run.data.tags[OWNER_HOST_TAG]} is gone "
+                   "(killed) and left it RUNNING")
         elif run.info.start_time < cutoff:
             why = f"RUNNING for more than registry.abandoned_run_hours ({cfg.registry.abandoned_run_hours:g} h)"
         else:
@@ -482,6 +512,8 @@ def resume_run(cfg: KfopsConfig, run_id: str) -> Iterator[TrackedRun]:
     if run.info.lifecycle_stage == "deleted":
         raise RegistryError(f"MLflow run {run_id} is deleted; cannot log to it")
     mlflow_client.update_run(run_id, status="RUNNING")
+    for key, value in _owner_tags().items():  # this process holds it now
+        mlflow_client.set_tag(run_id, key, value)
     with _running(mlflow_client, run) as tracked:
         yield tracked
 
