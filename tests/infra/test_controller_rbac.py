@@ -26,6 +26,8 @@ CALLS = {
     "read_namespaced_lease": ("coordination.k8s.io", "leases", "get"),
     "create_namespaced_lease": ("coordination.k8s.io", "leases", "create"),
     "replace_namespaced_lease": ("coordination.k8s.io", "leases", "update"),
+    "create_namespaced_network_policy": ("networking.k8s.io", "networkpolicies", "create"),
+    "replace_namespaced_network_policy": ("networking.k8s.io", "networkpolicies", "update"),
 }
 
 

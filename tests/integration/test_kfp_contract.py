@@ -278,7 +278,8 @@ def cluster_env(monkeypatch, tmp_path):
     # Keep kfp's client context (~/.config/kfp/context.json) out of the user's home.
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     # A cluster-shaped config: stores the pods can reach (submit refuses local files).
-    return ["--set", f"registry.tracking_uri={MLFLOW}", "--set", f"features.registry={FEAST_REGISTRY}"]
+    return ["--set", f"registry.tracking_uri={MLFLOW}", "--set", f"features.registry={FEAST_REGISTRY}",
+            "--set", "state.store=s3://kfops-cluster/state"]
 
 
 def cli(*args: str) -> int:

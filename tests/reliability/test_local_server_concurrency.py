@@ -36,9 +36,12 @@ print(json.dumps({"pid": status["pid"]}))
 
 
 @pytest.fixture
-def cfg(tmp_path):
+def cfg(tmp_path, model):
+    # The model folder is one a reload may load (serving.reload_roots): the later starts hot-swap it
+    # into the running server instead of restarting it.
     cfg = load_config(None, [f"data_dir={tmp_path / 'data'}", f"serving.http_port={free_port()}",
-                             "serving.startup_timeout_s=120"], environ={})
+                             "serving.startup_timeout_s=120",
+                             f"serving.reload_roots=[{tmp_path / 'data'}, {model.parent}]"], environ={})
     yield cfg
     stop_server(cfg, NAME)
 

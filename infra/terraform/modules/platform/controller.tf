@@ -99,6 +99,12 @@ resource "kubernetes_role_v1" "controller" {
     resources  = ["leases"]
     verbs      = ["get", "create", "update"]
   }
+
+  rule {
+    api_groups = ["networking.k8s.io"]
+    resources  = ["networkpolicies"]
+    verbs      = ["create", "update"]
+  }
 }
 
 resource "kubernetes_role_binding_v1" "controller" {

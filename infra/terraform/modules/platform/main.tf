@@ -379,6 +379,13 @@ resource "kubernetes_role_v1" "kfops_deployer" {
     resources  = ["pods/proxy"]
     verbs      = ["get"]
   }
+
+  # The NetworkPolicy deploy applies beside each InferenceService (who may reach the predictor).
+  rule {
+    api_groups = ["networking.k8s.io"]
+    resources  = ["networkpolicies"]
+    verbs      = ["create", "update"]
+  }
 }
 
 resource "kubernetes_role_binding_v1" "kfops_deployer" {
