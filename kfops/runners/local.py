@@ -28,6 +28,7 @@ from kfops.adapters.kfp_local import (
     run_folder_pattern,
 )
 from kfops.config import KfopsConfig
+from kfops.core.files import atomic_write_bytes
 from kfops.errors import ConfigError, PipelineFailed
 from kfops.progress import PLAIN_LINE
 
@@ -203,13 +204,17 @@ def run_locally(
         cfg = containers.docker_run_config(cfg)
     elif runner != "subprocess":
         raise ConfigError(f"unknown runner '{runner}'", hint="choose subprocess (default) or docker")
-    compiled = compile_pipeline(cfg, name, cfg.data_dir / "compiled" / f"{name}.yaml")
-    cfg.pipeline_root.mkdir(parents=True, exist_ok=True)
-    if runner == "docker":
-        docker_args = containers.docker_runner_args(cfg)
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path, log_file = _create_run_log(logs, name)
+    # Each run compiles to a file of its own (named like its log) and runs that: runs started
+    # together on one data dir would otherwise read each other's half-written YAML. The latest
+    # is also kept as compiled/<name>.yaml, replaced atomically.
+    compiled = compile_pipeline(cfg, name, cfg.data_dir / "compiled" / f"{log_path.stem}.yaml")
+    atomic_write_bytes(cfg.data_dir / "compiled" / f"{name}.yaml", compiled.read_bytes())
+    cfg.pipeline_root.mkdir(parents=True, exist_ok=True)
+    if runner == "docker":
+        docker_args = containers.docker_runner_args(cfg)
     started = time.perf_counter()
     error: BaseException | None = None
 
