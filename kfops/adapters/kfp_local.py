@@ -7,11 +7,12 @@ folders, which are not installed packages: they are imported from :func:`project
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,42 @@ def project_root() -> Path:
     )
 
 
+PROJECT_PACKAGES = ("pipelines", "components")
+
+
+@contextlib.contextmanager
+def project_packages(root: Path) -> Iterator[None]:
+    """``pipelines`` and ``components`` importable from ``root`` for the block.
+
+    Python caches an imported package with the folder it came from: after an import from another
+    project folder (a copy that may since have been deleted), ``pipelines.retraining`` would be
+    looked for there. Cached project packages from elsewhere are dropped first.
+    """
+    import sys
+
+    here = str(root.resolve())
+    for name in list(sys.modules):
+        if name.split(".", 1)[0] not in PROJECT_PACKAGES:
+            continue
+        module = sys.modules[name]
+        locations = list(getattr(module, "__path__", []) or []) or [getattr(module, "__file__", None) or ""]
+        if not all(str(Path(location).resolve()).startswith(here + os.sep) for location in locations if location):
+            del sys.modules[name]
+    with on_sys_path(root):
+        yield
+
+
 def pipeline_function(name: str, cfg: Any) -> Any:
     """The KFP pipeline function that ``pipelines/<name>.py``'s ``create_pipeline(cfg)`` builds."""
     if name not in PIPELINES:
         raise KfopsError(f"unknown pipeline '{name}'", hint=f"choose one of: {', '.join(PIPELINES)}")
-    with on_sys_path(project_root()):
+    with project_packages(project_root()):
         return import_callable(PIPELINES[name])(cfg)
 
 
 def component(name: str) -> Any:
     """The KFP component object of ``components/<name>/component.py``."""
-    with on_sys_path(project_root()):
+    with project_packages(project_root()):
         module = importlib.import_module(f"components.{name}.component")
     return getattr(module, name)
 

@@ -102,3 +102,21 @@ def test_compiled_yaml_holds_no_path_of_the_compiling_machine(tmp_path):
     embedded = KfopsConfig.from_json(default)
     assert embedded == cfg.portable()
     assert embedded.validation.suites_dir == Path("expectations") and embedded.data_dir == Path(".kfops")
+
+
+def test_a_pipeline_imported_from_another_project_copy_does_not_shadow_this_one(tmp_path, monkeypatch):
+    """Python caches `pipelines` with the folder it came from: compiling in a copy of the project
+    that is then deleted (as the portable-executor test does) must not break a later compile here."""
+    import shutil
+
+    from kfops.adapters import kfp_local
+
+    copy = tmp_path / "copy"
+    for name in ("pipelines", "components"):
+        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("KFOPS_PROJECT_DIR", str(copy))
+    kfp_local.compile_pipeline(KfopsConfig(), "training", tmp_path / "from-copy.yaml")
+    shutil.rmtree(copy)
+    monkeypatch.delenv("KFOPS_PROJECT_DIR")
+    monkeypatch.chdir(REPO)
+    assert kfp_local.compile_pipeline(KfopsConfig(), "retraining", tmp_path / "here.yaml").is_file()
