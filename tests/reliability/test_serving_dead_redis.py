@@ -154,9 +154,7 @@ def test_redis_paused_then_killed_under_load_gives_bounded_json_503s(redis_serve
     during_pause = Counter(s for when, s, _ in load.outcomes if paused_at + 1.0 <= when <= resumed_at)
     assert during_pause and set(during_pause) <= {503, 504}, during_pause
     while_dead = Counter(s for when, s, _ in load.outcomes if killed_at + 0.5 <= when <= dead_until)
-    # Refused connections are 503; on a loaded machine redis-py's own reconnect retries may outlast the
-    # 2 s deadline instead (504). Either is a bounded JSON answer; a 500 or a hang is the defect.
-    assert sum(while_dead.values()) > 0 and set(while_dead) <= {503, 504}, while_dead
+    assert while_dead[503] > 10 and set(while_dead) == {503}, while_dead
     assert all(kind == "application/json" for _, s, kind in load.outcomes if s >= 500)
 
     lines = log_lines(redis_server["log"], log_start)
