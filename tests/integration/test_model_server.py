@@ -338,7 +338,7 @@ def test_predictions_reach_the_inference_log(server):
     row = logged[logged["request_id"] == marker]
     assert len(row) == 1, "the request never reached the inference log"
     row = row.iloc[0]
-    assert row["input_kind"] == "flight" and row["model_version"] == served_version(server)
+    assert row["input_kind"] == "raw" and row["model_version"] == served_version(server)
     assert json.loads(row["input"])["origin"] == "EWR" and row["dep_hour"] == 5.0
     assert row["probability"] == pytest.approx(response.json()["predictions"][0]["probability"])
     assert {"temp", "plane_age", "carrier_delay_rate_7d"} <= set(logged.columns)
