@@ -132,6 +132,11 @@ def test_without_a_plug_in_the_raw_request_is_the_join_keys_plus_the_features_no
     schema = engine.raw_schema(spec)
     assert schema is not None and schema.required == {"store_id", "item_id", "price", "price_band"}
     assert schema.allowed == schema.required | {"event_timestamp"}
+    described = engine.describe_raw(spec)
+    assert described["name"] == "a raw request" and described["online_lookup"] is True
+    assert [(f["name"], f["kind"], f["required"]) for f in described["fields"]] == [
+        ("store_id", "key", True), ("item_id", "key", True), ("price", "number", True),
+        ("price_band", "number", True), ("event_timestamp", "string", False)]
     lines = [line | {"price_band": price_band(line["price"])} for line in LINES]
     stamped = lines[0] | {"event_timestamp": "2024-05-01T10:00:00+02:00"}
     requests = [decode_v1({"instances": lines[1:]}, spec, engine.raw_source(spec)),
@@ -223,6 +228,10 @@ def test_a_raw_request_without_a_lookup_is_refused_by_name(shop_model):
     parsed = decode_v1({"instances": [LINES[0]]}, spec, engine.raw_source(spec))
     with pytest.raises(LookupUnavailable, match="cannot complete a raw basket line"):
         asyncio.run(engine.infer(parsed, "r"))
+    assert engine.describe_raw(spec)["online_lookup"] is False
+    no_raw = InferenceEngine("shop", engine.current)  # neither a builder nor a lookup: feature vectors only
+    assert no_raw.raw_schema(spec) is None and no_raw.describe_raw(spec) is None
+    no_raw.close()
     engine.close()
 
 
@@ -285,3 +294,27 @@ def test_importing_serving_loads_no_flights_module(shop_model, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"rows": 1, "flights": []}
+
+
+def test_an_unreadable_feature_registry_fails_raw_requests_with_503_and_spares_feature_vectors(shop_model):
+    from kfops.serving.protocol.payloads import DependencyUnavailable
+
+    class DownLookup:
+        ready = True
+
+        @property
+        def join_keys(self):
+            raise ConnectionError("registry at s3://bucket/registry.db unreachable")
+
+        def __call__(self, rows):
+            raise AssertionError("not reached")
+
+    engine = InferenceEngine("shop", load_source(ModelSource(model_dir=shop_model)), lookup=DownLookup())
+    spec = engine.current.spec
+    row = {"price": 1.0, "price_band": 0, "store_region": "north", "store_footfall": 3.0, "item_popularity": 0.2}
+    assert decode_v1({"instances": [row]}, spec, engine.raw_source(spec)).kind == FEATURES
+    with pytest.raises(DependencyUnavailable, match=r"views could not be read .*ConnectionError") as caught:
+        decode_v1({"instances": [LINES[0]]}, spec, engine.raw_source(spec))
+    assert caught.value.status == 503
+    assert engine.describe_raw(spec) is None
+    engine.close()

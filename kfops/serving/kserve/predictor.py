@@ -184,5 +184,6 @@ class KfopsModel(kserve.Model):
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
             "parameters": {"source": current.source.describe(), "threshold": current.threshold,
-                           "raw_requests": self.inference.has_lookup},
+                           "raw_requests": self.inference.has_lookup,
+                           "raw_request": self.inference.describe_raw(current.spec)},
         }

@@ -109,6 +109,21 @@ class InferenceEngine:
         self._schemas[id(spec)] = (spec, schema)
         return schema
 
+    def describe_raw(self, spec: FeatureSpec) -> dict[str, Any] | None:
+        """The raw request's fields for the model metadata; None when unknown or not known yet
+        (a Feast registry not read yet is not read for this)."""
+        if self._builder is None and not getattr(self._lookup, "ready", True):
+            return None
+        try:
+            schema = self.raw_schema(spec)
+        except DependencyUnavailable:
+            return None
+        if schema is None:
+            return None
+        return {"name": schema.name, "online_lookup": self._lookup is not None, "fields": [
+            {"name": f.name, "kind": f.kind, "required": f.required, "nullable": f.nullable}
+            for f in schema.builder.fields]}
+
     def raw_source(self, spec: FeatureSpec) -> RawSchema | Callable[[], RawSchema | None] | None:
         """For the decoders: the schema if known, else a function that resolves it on first need."""
         cached = self._schemas.get(id(spec))

@@ -96,6 +96,11 @@ class FeastLookup:
         self._reader = reader  # an OnlineFeatureReader; tests pass their own
         self._lock = threading.Lock()
 
+    @property
+    def ready(self) -> bool:
+        """Whether the reader is built (the registry read), so join_keys answers at once."""
+        return self._reader is not None
+
     def warm(self) -> None:
         """Build the reader now (the server calls this in a background thread at start)."""
         with self._lock:
