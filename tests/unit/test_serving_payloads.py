@@ -169,6 +169,7 @@ def test_wrong_types_in_a_feature_vector(field, value, expected):
         ({"sched_dep": "2013-03-10T02:30"}, "does not exist in New York local time"),
         ({"sched_dep": "2013-11-03T01:30"}, "ambiguous in New York local time"),
         ({"sched_dep": "1200-01-01T10:00"}, "outside 1900..2100"),
+        ({"sched_dep": "0001-01-01T00:00+05:00"}, "outside 1900..2100"),
         ({"tailnum": 5}, "field 'tailnum': expected a string or null"),
     ],
 )

@@ -33,7 +33,10 @@ def local_departure(text: str) -> dt.datetime:
             f"{text!r} is not an ISO 8601 date-time such as '2013-06-01T17:30' (New York local time)"
         ) from err
     if stamp.tzinfo is not None:
-        stamp = stamp.astimezone(NEW_YORK).replace(tzinfo=None)
+        try:
+            stamp = stamp.astimezone(NEW_YORK).replace(tzinfo=None)
+        except OverflowError:  # year 1 or 9999 shifted past the calendar
+            raise ValueError(f"year {stamp.year} is outside {MIN_YEAR}..{MAX_YEAR}") from None
     if not MIN_YEAR <= stamp.year <= MAX_YEAR:
         raise ValueError(f"year {stamp.year} is outside {MIN_YEAR}..{MAX_YEAR}")
     aware = stamp.replace(tzinfo=NEW_YORK)

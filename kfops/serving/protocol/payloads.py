@@ -262,7 +262,7 @@ def _raw_values(field: RawField, values: list, labels: list[str]) -> list:
             continue
         try:
             parsed.append(field.parse(value))
-        except ValueError as err:
+        except (ValueError, OverflowError) as err:
             raise RequestError(f"{labels[i]} field '{name}': {err}") from None
     return parsed
 

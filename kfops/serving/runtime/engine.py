@@ -272,7 +272,9 @@ def complete_raw(
             raw[name] = [v for r in requests for v in r.columns.get(name, [field.default] * r.rows)]
     derived = schema.builder.derive(raw, rows)
     merged = {**raw, **derived.columns}
-    keys = lookup_join_keys(lookup) or [f.name for f in schema.builder.fields if f.kind == "key"] or list(raw)
+    keys = lookup_join_keys(lookup)
+    if keys is None:  # a plain callable: its keys are the declared key fields, else every raw field
+        keys = [f.name for f in schema.builder.fields if f.kind == "key"] or list(raw)
     absent_keys = [k for k in keys if k not in merged]
     if absent_keys:
         raise ServingError(
