@@ -318,3 +318,25 @@ def test_an_unreadable_feature_registry_fails_raw_requests_with_503_and_spares_f
     assert caught.value.status == 503
     assert engine.describe_raw(spec) is None
     engine.close()
+
+
+def test_the_feast_lookup_reports_the_registrys_join_keys_and_features(shop_model):
+    from kfops.config import KfopsConfig
+    from kfops.serving.runtime.lookup import FeastLookup
+
+    class Reader:  # what OnlineFeatureReader resolves from the registry
+        join_keys = ("store_id", "item_id")
+        names = VIEW_FEATURES
+
+    cold = FeastLookup(KfopsConfig())
+    assert not cold.ready
+    engine = InferenceEngine("shop", load_source(ModelSource(model_dir=shop_model)), lookup=cold)
+    assert engine.describe_raw(engine.current.spec) is None  # the registry is not read for metadata
+    engine.close()
+
+    warm = FeastLookup(KfopsConfig(), reader=Reader())
+    assert warm.ready and warm.join_keys == ["store_id", "item_id"] and warm.feature_names == VIEW_FEATURES
+    engine = InferenceEngine("shop", load_source(ModelSource(model_dir=shop_model)), lookup=warm)
+    schema = engine.raw_schema(engine.current.spec)
+    assert schema.required == {"store_id", "item_id", "price", "price_band"}
+    engine.close()
