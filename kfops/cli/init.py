@@ -40,13 +40,23 @@ def init_command(
 
     Examples:
 
-      kfops init shop --table data/orders.parquet:timestamp=ordered_at
-      --table data/customers.csv:timestamp=signup_at --table data/stores.parquet
-      --table data/returns.csv:timestamp=returned_at --entity customer_id --entity store_id
-      --label 'returned = returns within 30d on order_id'
+    \b
+      kfops init shop \\
+        --table data/orders.parquet:timestamp=ordered_at \\
+        --table data/customers.csv:timestamp=signup_at \\
+        --table data/stores.parquet \\
+        --table data/returns.csv:timestamp=returned_at \\
+        --entity customer_id --entity store_id \\
+        --label 'returned = returns within 30d on order_id'
 
-      kfops init fleet --table readings.parquet:timestamp=read_at --table slots.parquet:timestamp=slot_start
-      --entity machine_id --events slots --label 'failed = failure == 1' --forbid downtime_hours
+    \b
+      kfops init fleet \\
+        --table readings.parquet:timestamp=read_at \\
+        --table slots.parquet:timestamp=slot_start \\
+        --entity machine_id --events slots \\
+        --label 'failed = failure == 1' --forbid downtime_hours
+
+    See docs/init.md.
     """
     from kfops.datasets.scaffold import InitSpec, parse_label, parse_table, scaffold
 
