@@ -51,6 +51,7 @@ def declared() -> FeatureSet:
     )
 
 
+@pytest.mark.slow  # imports Feast
 def test_one_declaration_gives_refs_sources_and_feast_schema(tmp_path):
     features = declared()
     assert features.feature_refs() == ["customers:segment", "customers:age", "customers:customer_region"]
@@ -135,6 +136,7 @@ def test_scaffold_infers_events_keys_views_and_ttls(scaffolded):
     assert cfg.dataset.row_id == "order_id" and cfg.validation.tables == ["orders", "customers", "stores", "returns"]
 
 
+@pytest.mark.slow  # runs Great Expectations
 def test_profiled_suites_say_why_and_hold_on_the_data(scaffolded):
     from kfops.adapters import gx_validation as validation
     from kfops.core.files import import_callable
