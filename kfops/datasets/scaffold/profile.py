@@ -33,6 +33,7 @@ class ColumnProfile:
     values: list[Any] | None = None  # the distinct values when there are few
     distinct: int = 0
     unique: bool = False
+    pandas_dtype: str = ""
 
     @property
     def null_share(self) -> float:
@@ -64,7 +65,8 @@ def profile_table(name: str, frame: pd.DataFrame) -> TableProfile:
         series = frame[column]
         present = series.dropna()
         kind = _kind(series)
-        item = ColumnProfile(name=str(column), kind=kind, rows=len(series), nulls=int(series.isna().sum()))
+        item = ColumnProfile(name=str(column), kind=kind, rows=len(series), nulls=int(series.isna().sum()),
+                             pandas_dtype=_timestamp_dtype(series) if kind == "timestamp" else str(series.dtype))
         if kind in ("int", "float", "timestamp") and len(present):
             item.minimum, item.maximum = present.min(), present.max()
         if kind in ("string", "bool", "int") and len(present):
@@ -77,6 +79,15 @@ def profile_table(name: str, frame: pd.DataFrame) -> TableProfile:
         item.unique = bool(len(present)) and not item.nulls and int(present.nunique()) == len(present)
         profile.columns[str(column)] = item
     return profile
+
+
+def _timestamp_dtype(series: pd.Series) -> str:
+    """The dtype validation sees: time-zone-aware columns are compared at nanoseconds."""
+    import pandas as pd
+
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        return f"datetime64[ns, {series.dtype.tz}]"
+    return str(series.dtype)
 
 
 def _kind(series: pd.Series) -> str:
@@ -149,8 +160,10 @@ def column_checks(item: ColumnProfile, table: str, when_present: bool = False, n
         checks.append(expect("column_values_to_be_in_type_list", f"{where} is numeric ({item.kind} observed)",
                              when_present, column=item.name, type_list=NUMBER_TYPES))
     elif item.kind == "timestamp":
-        checks.append(expect("column_type_to_be", f"{where}: UTC timestamps; naive or string timestamps would shift "
-                             "joins", when_present, column=item.name, type_=TIMESTAMP_TYPE))
+        why = (f"{where}: UTC timestamps; naive or string timestamps would shift joins" if item.pandas_dtype
+               == TIMESTAMP_TYPE else f"{where}: {item.pandas_dtype} timestamps, as observed")
+        checks.append(expect("column_type_to_be", why, when_present, column=item.name,
+                             type_=item.pandas_dtype or TIMESTAMP_TYPE))
     if nulls:
         checks.append(null_check(item, item.rows, when_present))
     if item.kind in ("int", "float") and item.minimum is not None:
