@@ -173,6 +173,11 @@ class FeaturesConfig(_Strict):
         ],
         description="Feature references `view:feature` joined point-in-time onto the entity frame.",
     )
+    feature_set: str | None = Field(
+        None, description="`module:NAME` of a `kfops.core.featureset.FeatureSet`, the one declaration of the "
+        "Feast features (`module.py` beside kfops.yaml, or importable): feature_refs, when not written, are "
+        "its features, and its string features are categorical. `kfops init` writes one."
+    )
     request_features: list[str] = Field(
         ["origin", "dest", "carrier", "distance", "dep_hour", "day_of_week", "month", "days_to_holiday"],
         description="Entity-frame columns known at request time that the model uses directly.",
@@ -873,4 +878,29 @@ def load_config(
     except ValidationError as err:
         source = f" ({path})" if path else ""
         raise ConfigError(_describe(err) + source) from err
-    return config.resolve(base)
+    return _with_declared_features(config, base).resolve(base)
+
+
+def _with_declared_features(config: KfopsConfig, base: Path) -> KfopsConfig:
+    """Fill features.feature_refs (when not written) and categorical from features.feature_set.
+
+    Done once, where the file is read: the config a step or a server receives as JSON already
+    holds the refs, so only the process that reads kfops.yaml imports the declaring module.
+    """
+    features = config.features
+    if not features.feature_set:
+        return config
+    from kfops.core.featureset import load_feature_set
+
+    declared = load_feature_set(features.feature_set, search_path=base)
+    refs = declared.feature_refs()
+    if "feature_refs" in features.model_fields_set and features.feature_refs != refs:
+        extra = sorted(set(features.feature_refs) - set(refs))
+        missing = sorted(set(refs) - set(features.feature_refs))
+        raise ConfigError(
+            f"features.feature_refs disagrees with features.feature_set ({features.feature_set}): "
+            f"not declared {extra or '-'}, declared but not listed {missing or '-'}",
+            hint="declare a feature once: drop features.feature_refs and let it follow from the feature set",
+        )
+    categorical = list(dict.fromkeys([*features.categorical, *declared.categorical()]))
+    return _with_key(_with_key(config, "features.feature_refs", refs), "features.categorical", categorical)
