@@ -88,7 +88,6 @@ def test_training_registers_and_blesses_a_model(shop):
     assert verdict["blessed"] and verdict["metrics"]["roc_auc"] >= 0.6
 
 
-@pytest.mark.xfail(strict=False, reason="needs generic serving (h-generic)")
 def test_server_answers_raw_requests_with_online_features(shop):
     """A raw request is the entity keys plus the request-time inputs; the server reads the rest
     (the customer's and the store's features) from the online store."""
