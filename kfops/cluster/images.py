@@ -226,13 +226,25 @@ class _LoopbackMirror:
         mirror = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
-            def translate_path(self, path: str) -> str:
+            def _served_path(self, path: str) -> Path | None:
                 prefix, _, rest = path.lstrip("/").partition("/")
                 root = mirror.roots.get(prefix)
                 if root is None:
-                    return "/nonexistent"
+                    return None
                 target = (root / url2pathname(rest.split("?", 1)[0].split("#", 1)[0])).resolve()
-                return str(target) if target.is_relative_to(root) else "/nonexistent"
+                return target if target.is_relative_to(root) else None
+
+            def send_head(self):  # type: ignore[no-untyped-def]
+                # A 404 for anything outside the served folders (no "missing" marker path: one
+                # such as /nonexistent can exist on a host, and would then be listed).
+                if self._served_path(self.path) is None:
+                    self.send_error(404)
+                    return None
+                return super().send_head()
+
+            def translate_path(self, path: str) -> str:
+                target = self._served_path(path)
+                return str(target) if target is not None else ""
 
             def log_message(self, *args: object) -> None:
                 pass
