@@ -77,6 +77,7 @@ class ServingFront:
         control_token: str | None = None,
         model_repository: bool = False,
         request_timeout_s: float | None = None,
+        workers: int = 1,
     ):
         self.inner = inner
         self.models = {m.name: m for m in models}
@@ -86,6 +87,7 @@ class ServingFront:
         self.control_token = control_token
         self.model_repository = model_repository
         self.request_timeout_s = request_timeout_s
+        self.workers = workers
         self.failures = RateLimitedLog(log)
         self._post: dict[str, tuple[KfopsModel, str]] = {}
         self._get: dict[str, KfopsModel] = {}
@@ -262,6 +264,12 @@ class ServingFront:
 
     async def _reload(self, model: KfopsModel, body: bytes, send: Any) -> None:
         previous = model.version
+        if self.workers > 1:  # this request reaches one worker process of several
+            await send_json(send, 409, error_body(
+                f"this server runs {self.workers} worker processes (serving.workers) and a reload over HTTP "
+                "would swap the model in one of them; send SIGHUP to the server to reload every worker "
+                "from its source, or restart it to serve another model"))
+            return
         try:
             request = parse_json(body) if body.strip() else {}
             if type(request) is not dict:
