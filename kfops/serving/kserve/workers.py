@@ -47,9 +47,12 @@ def fork_workers(count: int) -> int | None:
         nonlocal stopping
         if signum != signal.SIGHUP:
             stopping = True
+        # Ctrl-C reaches the workers from the terminal already; a second SIGINT would make uvicorn
+        # skip its graceful shutdown (and the inference log's last flush), so they get SIGTERM.
+        forwarded = signal.SIGTERM if signum == signal.SIGINT else signum
         for child in list(children):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signum)
+                os.kill(child, forwarded)
 
     for signum in FORWARDED:
         signal.signal(signum, forward)
