@@ -102,16 +102,18 @@ def test_a_worker_that_dies_takes_the_server_down(cfg, tmp_path):
 def test_sighup_reloads_every_worker_and_sigterm_stops_them_all(cfg, tmp_path):
     model = build_tiny_model(tmp_path / "data" / "a", seed=0)
     status = start_server(cfg, model_dir=model, name=NAME, online_lookup="none")
-    workers = listening_workers(status["pid"], cfg.serving.http_port)
-    assert len(workers) == 2
-    os.kill(status["pid"], signal.SIGHUP)
-    log = Path(status["log_file"])
-    deadline = time.monotonic() + WAIT_LIMIT_S
-    reloaded: set[int] = set()
-    while reloaded != workers and time.monotonic() < deadline:
-        # the log format is "<time> <pid> <logger> <level> <message>"
-        reloaded = {int(line.split()[2]) for line in log.read_text().splitlines() if "SIGHUP reload of" in line}
-        time.sleep(0.2)
-    assert reloaded == workers
-    stop_server(cfg, NAME)
+    try:
+        workers = listening_workers(status["pid"], cfg.serving.http_port)
+        assert len(workers) == 2
+        os.kill(status["pid"], signal.SIGHUP)
+        log = Path(status["log_file"])
+        deadline = time.monotonic() + WAIT_LIMIT_S
+        reloaded: set[int] = set()
+        while reloaded != workers and time.monotonic() < deadline:
+            # the log format is "<date> <time> <pid> <logger> <level> <message>"
+            reloaded = {int(line.split()[2]) for line in log.read_text().splitlines() if "SIGHUP reload of" in line}
+            time.sleep(0.2)
+        assert reloaded == workers
+    finally:
+        stop_server(cfg, NAME)
     assert wait_gone({status["pid"], *workers}) == set()
