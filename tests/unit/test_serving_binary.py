@@ -57,6 +57,7 @@ def test_other_input_parameters_are_kept():
     ("abc", 10, "not a non-negative integer"),
     ("-1", 10, "not a non-negative integer"),
     ("", 10, "not a non-negative integer"),
+    ("\xb2", 10, "not a non-negative integer"),  # latin-1 superscript two: isdigit() but not int()
     ("0", 10, "is 0"),
     ("11", 10, "past the end of the 10-byte body"),
 ])

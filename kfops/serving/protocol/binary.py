@@ -49,7 +49,7 @@ NO_BINARY_OUTPUTS: frozenset[str] = frozenset()
 def header_length(value: str, body_size: int) -> int:
     """The JSON header's size from ``Inference-Header-Content-Length``; 400 unless it fits the body."""
     text = value.strip()
-    if not text.isdigit():  # also refuses a sign, a fraction and an empty value
+    if not (text.isascii() and text.isdigit()):  # refuses a sign, a fraction, "" and "²" (a digit to isdigit)
         raise RequestError(f"Inference-Header-Content-Length {value!r} is not a non-negative integer")
     size = int(text)
     if size == 0:
