@@ -12,6 +12,9 @@ features + the origin's weather + plane attributes; delay-rate features left mis
 
   A  kfops: ``python -m kfops.serving`` (KServe ModelServer + adaptive batching + fast path),
      one process, inference log and metrics on, as deployed.
+  A2 the same with ``serving.workers=2``: two server processes on one port (SO_REUSEPORT).
+  M  the baseline: server A run from another checkout's code (``--baseline-repo``, e.g. main), so
+     a change is measured against what it changes in the same run.
   B  ``mlflow models serve --env-manager local`` on the same registered pyfunc, 2 workers.
   C  a plain ``kserve.ModelServer`` with a minimal Model that predicts once per request (numpy
      encoding, no pandas), 2 workers (one per core), access and latency logs off.
@@ -21,6 +24,14 @@ requests (features in the request: V2 JSON for A and C, ``dataframe_split`` for 
 concurrency for ``--duration`` seconds after a warm-up, closed loop. It shares the machine's
 cores with the server under test. Also measured: the in-process ``inplace_predict`` floor per
 row (single and batched) and batch scoring (``predict_file``) against that floor.
+
+wrk (``--wrk-duration``, on when the ``wrk`` binary is installed) is a second, independent load
+generator written in C, so it takes less of the cores than ours: one thread, 32 connections,
+the same single-row V2 JSON feature vectors (a Lua script cycles through them), for A, A2 and M,
+in ``--wrk-rounds`` alternating rounds (the machine's load drifts; the summary takes the median).
+
+    flock /tmp/kfops-heavy.lock .venv/bin/python bench/serving.py --servers M A A2 --concurrency 32 \
+        --feast-redis none --batch-rows 0 --baseline-repo /path/to/main --wrk-rounds 3
 """
 
 from __future__ import annotations
@@ -31,8 +42,11 @@ import contextlib
 import json
 import math
 import os
+import re
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -176,9 +190,9 @@ def wait_http(url: str, process: subprocess.Popen | None, timeout_s: float = 180
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def spawn(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+def spawn(command: list[str], log: Path, env: dict | None = None, cwd: Path = REPO) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True, env={**os.environ, **(env or {})}, cwd=REPO)
+                            start_new_session=True, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -188,6 +202,21 @@ def stop(process: subprocess.Popen) -> None:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_workers(pid: int, count: int, timeout_s: float = 120) -> None:
+    """Until ``count`` child processes of ``pid`` (serving.workers) are up, each with its own listener."""
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        children = psutil.Process(pid).children()
+        listening = [c for c in children
+                     if any(conn.status == psutil.CONN_LISTEN for conn in c.connections("tcp"))]
+        if len(listening) >= count:
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"server {pid} did not start {count} listening workers within {timeout_s}s")
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -301,6 +330,76 @@ def batch_counters(infer_url: str) -> tuple[float, float]:
             elif line.startswith("kfops_serving_batch_rows_count"):
                 calls = float(line.rsplit(" ", 1)[1])
     return rows, calls
+
+
+# --- wrk ----------------------------------------------------------------------------------------
+
+WRK_SCRIPT = """
+local requests = {}
+local next_index = 0
+
+init = function(args)
+  for line in io.lines(args[1]) do
+    requests[#requests + 1] = wrk.format("POST", nil, {["Content-Type"] = "application/json"}, line)
+  end
+end
+
+request = function()
+  next_index = next_index % #requests + 1
+  return requests[next_index]
+end
+"""
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def wrk_files(work: Path, bodies: list[bytes]) -> tuple[Path, Path]:
+    script, lines = work / "wrk_post.lua", work / "wrk_bodies.jsonl"
+    script.write_text(WRK_SCRIPT)
+    lines.write_bytes(b"\n".join(bodies) + b"\n")  # orjson output holds no raw newline
+    return script, lines
+
+
+def _wrk_ms(text: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", text)
+    return float(match[1]) * WRK_UNITS[match[2]] if match else float("nan")
+
+
+def run_wrk(url: str, files: tuple[Path, Path], connections: int, duration: float, warmup: float, pid: int) -> dict:
+    """One wrk run (one thread, ``connections`` connections, single-row bodies) after a warm-up run."""
+    script, lines = files
+    base = ["wrk", "-t1", f"-c{connections}", "--latency", "-s", str(script)]
+    subprocess.run([*base, f"-d{max(1, round(warmup))}s", url, "--", str(lines)], check=True, capture_output=True)
+    cpu_before = tree_cpu_seconds(pid)
+    out = subprocess.run([*base, f"-d{max(1, round(duration))}s", url, "--", str(lines)], check=True,
+                         capture_output=True, text=True).stdout
+    cpu = tree_cpu_seconds(pid) - cpu_before
+    total = int(re.search(r"(\d+) requests in", out)[1])
+    errors = int(m[1]) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    percentiles = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.MULTILINE))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out)[1]),
+        "p50_ms": _wrk_ms(percentiles.get("50", "")),
+        "p90_ms": _wrk_ms(percentiles.get("90", "")),
+        "p99_ms": _wrk_ms(percentiles.get("99", "")),
+        "requests": total,
+        "errors": errors + (sum(int(x) for x in socket_errors.groups()) if socket_errors else 0),
+        "server_cpu_us_per_request": cpu / max(1, total) * 1e6,
+    }
+
+
+def start_baseline(repo: Path, model_dir: Path, work: Path, logs: Path) -> tuple[str, subprocess.Popen]:
+    """Server M: ``python -m kfops.serving`` from another checkout, configured like A (inference log on)."""
+    port = free_port()
+    folder = work / "baseline"
+    folder.mkdir(exist_ok=True)
+    (folder / "kfops.yaml").write_text(f"data_dir: {folder / 'data'}\n")
+    process = spawn([sys.executable, "-m", "kfops.serving", "--model-dir", str(model_dir), "--name", MODEL_NAME,
+                     "--http-port", str(port), "--online-lookup", "none", "--config", str(folder / "kfops.yaml"),
+                     "--inference-log-dir", str(folder / "inference_logs")], logs / "baseline.log",
+                    env={"PYTHONPATH": str(repo), "KFOPS_PROJECT_DIR": str(folder)}, cwd=repo)
+    wait_http(f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/ready", process)
+    return f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer", process
 
 
 # --- raw flights with the Feast online store on Redis ----------------------------------------------
@@ -418,8 +517,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per concurrency level")
     parser.add_argument("--warmup", type=float, default=1.5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--servers", nargs="*", default=["A", "B", "C"], choices=["A", "B", "C"],
-                        help="servers to load-test (none: floors and batch scoring only)")
+    parser.add_argument("--servers", nargs="*", default=["A", "A2", "B", "C"], choices=["M", "A", "A2", "B", "C"],
+                        help="servers to load-test (none: floors and batch scoring only); M needs --baseline-repo")
+    parser.add_argument("--baseline-repo", type=Path, help="a checkout whose kfops is server M (e.g. main)")
+    parser.add_argument("--wrk-duration", type=float, default=10.0,
+                        help="seconds per wrk run (0: no wrk runs; skipped when wrk is not installed)")
+    parser.add_argument("--wrk-rounds", type=int, default=2, help="alternating wrk rounds over the servers")
+    parser.add_argument("--wrk-connections", type=int, default=32)
     parser.add_argument("--feast-redis", default="127.0.0.1:6379",
                         help="Redis for the raw-flight scenario (A with the Feast lookup); 'none' skips it")
     parser.add_argument("--batch-rows", type=int, default=1_000_000)
@@ -458,9 +562,21 @@ def main() -> None:
     logs.mkdir(exist_ok=True)
     cfg = load_config(None, [f"data_dir={work / 'kfops'}", f"serving.http_port={free_port()}"], environ={})
     try:
+        if "M" in args.servers:
+            if args.baseline_repo is None:
+                parser.error("server M needs --baseline-repo")
+            url, process = start_baseline(args.baseline_repo.resolve(), model_dir, work, logs)
+            servers["M"] = (url, v2_bodies, process.pid, process)
         if "A" in args.servers:
             status = start_server(cfg, model_dir=model_dir, name=MODEL_NAME, online_lookup="none", replace=True)
             servers["A"] = (f"{status['url']}/v2/models/{MODEL_NAME}/infer", v2_bodies, status["pid"], None)
+        if "A2" in args.servers:
+            cfg2 = load_config(None, [f"data_dir={work / 'kfops2'}", f"serving.http_port={free_port()}",
+                                      "serving.workers=2"], environ={})
+            status = start_server(cfg2, model_dir=model_dir, name=MODEL_NAME, online_lookup="none", replace=True)
+            url = f"{status['url']}/v2/models/{MODEL_NAME}/infer"
+            wait_workers(status["pid"], 2)
+            servers["A2"] = (url, v2_bodies, status["pid"], None)
         if "B" in args.servers:
             tracking, uri = register_pyfunc(work, model_dir, test.iloc[:5])
             port = free_port()
@@ -481,7 +597,7 @@ def main() -> None:
         results["load"] = {}
         for concurrency in args.concurrency:
             for label, (url, bodies, pid, _) in servers.items():
-                batches = batch_counters(url) if label == "A" else None
+                batches = batch_counters(url) if label in ("A", "M") else None
                 run = run_load(url, bodies, concurrency, args.duration, args.warmup, pid)
                 if batches is not None:
                     after = batch_counters(url)
@@ -492,12 +608,41 @@ def main() -> None:
                       f"p99={run['p99_ms']:7.2f} ms  errors={run['errors']}  "
                       f"cpu/request: server {run['server_cpu_us_per_request']:5.0f} us, load generator "
                       f"{run['loadgen_cpu_us_per_request']:4.0f} us{batch}", flush=True)
+        wrk_servers = [label for label in servers if label in ("M", "A", "A2")]
+        if args.wrk_duration > 0 and wrk_servers and shutil.which("wrk") is None:
+            print("wrk is not installed (Debian: apt-get install wrk): no wrk runs")
+        elif args.wrk_duration > 0 and wrk_servers:
+            files = wrk_files(work, v2_bodies)
+            runs: dict[str, list[dict]] = {label: [] for label in wrk_servers}
+            for round_index in range(args.wrk_rounds):
+                order = wrk_servers if round_index % 2 == 0 else wrk_servers[::-1]
+                for label in order:
+                    url, _, pid, _ = servers[label]
+                    run = run_wrk(url, files, args.wrk_connections, args.wrk_duration, args.warmup, pid)
+                    runs[label].append(run)
+                    print(f"wrk {label:<2} round {round_index + 1} c={args.wrk_connections} rps={run['rps']:8.0f}  "
+                          f"p50={run['p50_ms']:6.2f} ms  p99={run['p99_ms']:6.2f} ms  errors={run['errors']}  "
+                          f"server cpu/request {run['server_cpu_us_per_request']:4.0f} us", flush=True)
+            results["wrk"] = {"connections": args.wrk_connections, "runs": runs, "median": {}}
+            for label, label_runs in runs.items():
+                median = {key: statistics.median(r[key] for r in label_runs)
+                          for key in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")}
+                results["wrk"]["median"][label] = median
+                print(f"wrk {label:<2} median of {len(label_runs)}: rps={median['rps']:8.0f}  "
+                      f"p99={median['p99_ms']:6.2f} ms  server cpu/request {median['server_cpu_us_per_request']:4.0f} us")
+            medians = results["wrk"]["median"]
+            for label in ("A", "A2"):
+                if label in medians and "M" in medians:
+                    print(f"wrk {label}/M: {medians[label]['rps'] / medians['M']['rps']:.2f}x throughput, "
+                          f"p99 {medians[label]['p99_ms']:.2f} vs {medians['M']['p99_ms']:.2f} ms")
     finally:
         for _, _, _, process in servers.values():
             if process is not None:
                 stop(process)
         if "A" in servers:
             stop_server(cfg, MODEL_NAME)
+        if "A2" in servers:
+            stop_server(cfg2, MODEL_NAME)
 
     if args.feast_redis != "none":
         from kfops.serving.local.process import stop_server as stop_feast
@@ -515,7 +660,7 @@ def main() -> None:
             stop_feast(feast_cfg, MODEL_NAME)
             teardown()
 
-    load = results["load"]
+    load = results.get("load", {})
     for concurrency in args.concurrency:
         a = load.get(f"A@{concurrency}")
         for other in ("B", "C"):

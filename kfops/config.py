@@ -422,6 +422,11 @@ class ServingConfig(_Strict):
     max_batch_size: int = Field(256, ge=1)
     max_latency_ms: float = Field(2.0, ge=0)
     max_payload_bytes: int = Field(1_000_000, ge=1024)
+    workers: int = Field(
+        1, ge=1, le=64, description="Server processes sharing the port (SO_REUSEPORT), each with its own event loop "
+        "and copy of the model: up to one per core. With more than one, reload by SIGHUP or restart (the HTTP "
+        "reload route answers 409) and each process keeps its own /metrics."
+    )
     inference_log_dir: Path | None = Field(None, description="Where predictions are logged; default: under data_dir.")
     request_timeout_s: float = Field(
         10.0, gt=0, description="Deadline of one inference request on the model server and the transformer; "

@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
                    help="feature TTLs count back from the request's event time (default), now, or not at all")
     p.add_argument("--no-fast-path", action="store_true", help="send inference through KServe's own routes")
     p.add_argument("--access-log", action="store_true", help="log one line per request")
+    p.add_argument("--workers", type=int, help="server processes on the port, each with its own event loop and "
+                   "model (default: serving.workers, 1)")
     p.add_argument("--predict-threads", type=int, default=1, help="threads per model call (default 1)")
     p.add_argument("--request-timeout-s", type=float, help="inference deadline, 504 past it "
                    "(default: serving.request_timeout_s)")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             online_lookup=args.online_lookup, online_as_of=args.online_as_of, fast_path=not args.no_fast_path,
             access_log=args.access_log,
             predict_threads=args.predict_threads, request_timeout_s=args.request_timeout_s,
-            reload_roots=args.reload_roots, read_timeout_s=args.read_timeout_s,
+            reload_roots=args.reload_roots, read_timeout_s=args.read_timeout_s, workers=args.workers,
         )
         from kfops.serving.protocol.auth import token_from_environment
 

@@ -102,3 +102,11 @@ def test_arrow_encoder_matches_the_spec_on_any_valid_values(data, rows):
         if name not in SPEC.categorical:
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
     _arrow_matches_pandas(frame)
+
+
+def test_a_single_row_takes_its_own_path_to_the_same_bytes():
+    rows = synthetic_features(3, seed=13).drop(columns="label").to_dict("records")
+    rows[0]["origin"], rows[1]["temp"], rows[2]["manufacturer"] = "XXX", None, None
+    for row in rows:
+        parsed = decode_v1({"instances": [row]}, SPEC)
+        assert RowEncoder(SPEC).encode(parsed.columns, 1).tobytes() == SPEC.encode(pd.DataFrame([row])).tobytes()

@@ -16,7 +16,9 @@ It wraps KServe's FastAPI app. Everything goes to KServe (health, readiness, mod
 
 The control routes (reload, the model repository) need ``Authorization: Bearer <token>``
 (:mod:`kfops.serving.protocol.auth`), else 401. Every request body, on any route, is limited to
-``max_payload_bytes`` (413 beyond) and must be JSON (415 otherwise). Client mistakes get a 4xx
+``max_payload_bytes`` (413 beyond) and must be JSON (415 otherwise), except a V2 body in the
+binary tensor extension (``Inference-Header-Content-Length``: :mod:`kfops.serving.protocol.binary`),
+which the fast path decodes to the same request and whose outputs it answers in binary on request. Client mistakes get a 4xx
 with ``{"error": "..."}``; nothing a client sends can take the server down. A failing dependency
 (the online store) is a 503 and a request past ``request_timeout_s`` a 504, both logged at most
 once per interval per kind.
@@ -35,8 +37,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from kfops.errors import KfopsError
-from kfops.serving.protocol import auth
-from kfops.serving.protocol.asgi import ClientGone, header, read_body, send_json
+from kfops.serving.protocol import auth, binary
+from kfops.serving.protocol.asgi import ClientGone, read_body, send_json
 from kfops.serving.protocol.payloads import (
     DependencyUnavailable,
     RequestError,
@@ -75,6 +77,7 @@ class ServingFront:
         control_token: str | None = None,
         model_repository: bool = False,
         request_timeout_s: float | None = None,
+        workers: int = 1,
     ):
         self.inner = inner
         self.models = {m.name: m for m in models}
@@ -84,6 +87,7 @@ class ServingFront:
         self.control_token = control_token
         self.model_repository = model_repository
         self.request_timeout_s = request_timeout_s
+        self.workers = workers
         self.failures = RateLimitedLog(log)
         self._post: dict[str, tuple[KfopsModel, str]] = {}
         self._get: dict[str, KfopsModel] = {}
@@ -129,10 +133,22 @@ class ServingFront:
             if why is not None:  # before reading the body: an anonymous caller gets nothing read
                 await auth.refuse(send, why)
                 return
-        cloudevent = _is_cloudevent(scope)
+        # One pass over the headers: this runs for every request.
+        content_type = binary_header = request_id = None
+        cloudevent = False
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+                cloudevent = cloudevent or value.startswith(b"application/cloudevents")
+            elif key == binary.HEADER:
+                binary_header = value.decode("latin-1")
+            elif key == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif key.startswith(b"ce-"):
+                cloudevent = True
         try:
-            if not cloudevent:
-                check_json_content_type(header(scope, b"content-type"))
+            if not cloudevent and binary_header is None:  # a binary-extension body is not JSON
+                check_json_content_type(content_type)
             body = await read_body(scope, receive, self.max_payload_bytes)
         except RequestError as err:
             await send_json(send, err.status, error_body(err.message))
@@ -146,7 +162,7 @@ class ServingFront:
         if action == "reload":
             await self._reload(model, body, send)
         else:
-            await self._infer(model, action, scope, body, send)
+            await self._infer(model, action, body, send, request_id, binary_header)
 
     async def _repository_allowed(self, scope: dict, send: Any) -> bool:
         """KServe's model repository (load, unload) is off unless turned on, and then token-only."""
@@ -173,16 +189,28 @@ class ServingFront:
 
     # -- inference ------------------------------------------------------------------------------
 
-    async def _infer(self, model: KfopsModel, protocol: str, scope: dict, body: bytes, send: Any) -> None:
+    async def _infer(self, model: KfopsModel, protocol: str, body: bytes, send: Any, header_id: str | None,
+                     binary_header: str | None) -> None:
         started = time.perf_counter()
         reason = None
         engine = model.inference
+        binary_out = binary.NO_BINARY_OUTPUTS
         try:
-            request = parse_json(body)
             snapshot = engine.current
             raw = engine.raw_source(snapshot.spec)
-            parsed = decode_v1(request, snapshot.spec, raw) if protocol == "v1" else decode_v2(request, snapshot.spec, raw)
-            request_id = parsed.request_id or header(scope, b"x-request-id") or self._next_id()
+            if binary_header is None:
+                request = parse_json(body)
+            elif protocol == "v2":
+                request = binary.decode_request(body, binary.header_length(binary_header, len(body)))
+            else:
+                raise RequestError("Inference-Header-Content-Length (the binary tensor extension) is for V2 "
+                                   "requests (/v2/models/<name>/infer); send V1 as JSON")
+            if protocol == "v1":
+                parsed = decode_v1(request, snapshot.spec, raw)
+            else:
+                parsed = decode_v2(request, snapshot.spec, raw)
+                binary_out = binary.binary_outputs(request)
+            request_id = parsed.request_id or header_id or self._next_id()
             if self.request_timeout_s is None:
                 prediction = await engine.infer(parsed, request_id)
             else:
@@ -210,7 +238,10 @@ class ServingFront:
         except Exception as err:  # the request boundary: log it, answer 500, keep serving
             self.failures.warning(f"internal:{type(err).__name__}", f"model {model.name}: unexpected error", exc_info=True)
             status, payload, reason = 500, error_body(f"internal error: {type(err).__name__}: {err}"), "internal"
-        await send_json(send, status, payload)
+        if status == 200 and binary_out:
+            await binary.send_binary(send, *binary.encode_response(payload, binary_out))
+        else:
+            await send_json(send, status, payload)
         self._observe(model.name, protocol, status, reason, time.perf_counter() - started)
 
     def _observe(self, name: str, protocol: str, status: int, reason: str | None, seconds: float) -> None:
@@ -234,6 +265,12 @@ class ServingFront:
 
     async def _reload(self, model: KfopsModel, body: bytes, send: Any) -> None:
         previous = model.version
+        if self.workers > 1:  # this request reaches one worker process of several
+            await send_json(send, 409, error_body(
+                f"this server runs {self.workers} worker processes (serving.workers) and a reload over HTTP "
+                "would swap the model in one of them; send SIGHUP to the server to reload every worker "
+                "from its source, or restart it to serve another model"))
+            return
         try:
             request = parse_json(body) if body.strip() else {}
             if type(request) is not dict:
@@ -317,9 +354,3 @@ def _replay(body: bytes, receive: Any) -> Any:
 
     return replay
 
-
-def _is_cloudevent(scope: dict) -> bool:
-    for key, value in scope["headers"]:
-        if key.startswith(b"ce-") or (key == b"content-type" and value.startswith(b"application/cloudevents")):
-            return True
-    return False

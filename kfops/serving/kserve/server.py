@@ -62,6 +62,7 @@ class ServerOptions:
     request_timeout_s: float | None = 10.0
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     control_token: str | None = field(default=None, repr=False)
+    workers: int = 1  # server processes on one port (SO_REUSEPORT): see workers.py
 
     def reload_policy(self) -> ReloadPolicy:
         """Reloads stay on the registry and model the server was started with, or under the roots."""
@@ -88,6 +89,7 @@ def options_from_config(cfg: KfopsConfig, name: str, source: ModelSource, **over
         reload_roots=[r if r.is_absolute() else cfg.data_dir / r for r in cfg.serving.reload_roots] or [cfg.data_dir],
         model_repository=cfg.serving.model_repository,
         request_timeout_s=cfg.serving.request_timeout_s,
+        workers=cfg.serving.workers,
     )
     for key, value in overrides.items():
         if value is not None:
@@ -123,7 +125,7 @@ class KfopsModelServer(kserve.ModelServer):
             app, models, max_payload_bytes=self.options.max_payload_bytes, metrics=serving_metrics(),
             fast_path=self.options.fast_path, reload_policy=self.options.reload_policy(),
             control_token=self.options.control_token, model_repository=self.options.model_repository,
-            request_timeout_s=self.options.request_timeout_s,
+            request_timeout_s=self.options.request_timeout_s, workers=self.options.workers,
         )
         config = self._rest_server.config
         config.app = self.front  # uvicorn loads an object as is; KServe still adds its routes to `app`
@@ -135,7 +137,13 @@ class KfopsModelServer(kserve.ModelServer):
             access.handlers.clear()
             access.propagate = False
         config.proxy_headers = False
-        self.servers.append(self._rest_server.start())
+        if self.options.workers > 1:
+            # Every worker listens on the port itself; the kernel spreads connections among them.
+            self._rest_server.create_application()
+            sock = reuse_port_socket(self.options.host, self.options.http_port)
+            self.servers.append(self._rest_server._server.serve(sockets=[sock]))
+        else:
+            self.servers.append(self._rest_server.start())
         self.register_signal_handler()
         # Imports left ~10^6 long-lived objects (KServe, pandas, xgboost); without this every full
         # garbage collection rescans them all, a pause of tens of ms in the middle of requests.
@@ -165,6 +173,20 @@ def _loop_factory(event_loop: str):
     return None
 
 
+def reuse_port_socket(host: str, port: int):
+    """A listening TCP socket that other workers may bind too (SO_REUSEPORT)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
 async def _request_error_handler(_request, err: RequestError) -> JSONResponse:
     return JSONResponse(status_code=err.status, content={"error": err.message})
 
@@ -182,9 +204,19 @@ def build_model(options: ServerOptions, lookup: OnlineLookup | None,
 
 
 def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
-    """Load the model and serve until SIGTERM/SIGINT (blocks)."""
+    """Load the model and serve until SIGTERM/SIGINT (blocks).
+
+    With ``options.workers`` > 1 this process becomes the supervisor of that many forked workers
+    (before anything heavy is loaded or any thread started), each a whole server on the same port.
+    """
     from kfops.core.requests import load_request_builder
     from kfops.serving.runtime.lookup import build_lookup
+
+    if options.workers > 1:
+        from kfops.serving.kserve.workers import fork_workers
+
+        if fork_workers(options.workers) is None:
+            return  # the supervisor: every worker has exited
 
     builder = load_request_builder(cfg.dataset.request_builder)
     lookup = build_lookup(options.online_lookup, cfg, options.online_as_of)

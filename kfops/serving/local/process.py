@@ -295,7 +295,7 @@ def _wait_ready(cfg: KfopsConfig, name: str, process: subprocess.Popen, host: st
         if code is not None:
             raise ServingError(f"the model server exited with code {code} while starting; its log ({log}) ends:\n"
                                f"{log_tail(log)}")
-        if _probe(url, name) is not None and listening_pid(host, port, unknown=process.pid) == process.pid:
+        if _probe(url, name) is not None and listening_pid(host, port, unknown=process.pid) in _family(process.pid):
             return
         time.sleep(POLL_S)
     _terminate(process.pid, timeout_s=5.0)
@@ -322,6 +322,16 @@ def listening_pid(host: str, port: int, unknown: int | None = None) -> int | Non
                 and conn.laddr.ip in (host, "0.0.0.0", "::")):
             return conn.pid
     return None
+
+
+def _family(pid: int) -> set[int]:
+    """``pid`` and its child processes: with serving.workers > 1 the workers listen, not the supervisor."""
+    import psutil
+
+    try:
+        return {pid, *(child.pid for child in psutil.Process(pid).children())}
+    except psutil.Error:
+        return {pid}
 
 
 def _our_listener(cfg: KfopsConfig, key: str, host: str, port: int) -> int | None:
@@ -361,7 +371,7 @@ def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSo
                                  headers=bearer_headers(state.get("token")))
     except httpx.HTTPError as err:
         raise ServingError(f"could not reach the model server at {state['url']} to swap models: {err}") from err
-    if response.status_code == 403:
+    if response.status_code in (403, 409):  # not allowed, or several workers (serving.workers): restart
         return None
     if response.status_code != 200:
         raise ServingError(f"the model server refused the new model: HTTP {response.status_code}: "
@@ -467,10 +477,11 @@ def _stop_locked(cfg: KfopsConfig, name: str, key: str, timeout_s: float) -> dic
                 return {"name": name, "stopped": False, "pid": pid, "reason": "not running"}
             return {"name": name, "stopped": False, "reason": "no server state"}
         pid = orphan
+    family = _family(pid)
     if not _terminate(pid, timeout_s):
         raise ServingError(f"model server pid {pid} did not exit after SIGTERM and SIGKILL")
     deadline = time.monotonic() + timeout_s
-    while listening_pid(host, int(port)) == pid and time.monotonic() < deadline:
+    while listening_pid(host, int(port)) in family and time.monotonic() < deadline:
         time.sleep(0.1)
     if state:
         _remove_state_of(cfg, key, state.get("pid"))

@@ -29,9 +29,19 @@ class RowEncoder:
             if name in spec.categorical else None
             for name in self.columns
         ]
+        self._pairs = list(zip(self.columns, self._vocab, strict=True))
 
     def encode(self, columns: dict[str, list], rows: int) -> np.ndarray:
         """``columns`` holds one list per spec column (validated: str/None or number/None)."""
+        if rows == 1:  # the common online request: one row, built directly in row-major order
+            row = []
+            for name, vocab in self._pairs:
+                value = columns[name][0]
+                if vocab is None:
+                    row.append(NAN if value is None else float(value))
+                else:
+                    row.append(vocab.get(value, NAN))
+            return np.array(row, dtype=np.float32).reshape(1, len(row))
         flat: list[float] = []
         extend = flat.extend
         for name, vocab in zip(self.columns, self._vocab, strict=True):
