@@ -16,7 +16,7 @@ def backtest_command(
     from_: Annotated[str, typer.Option("--from", help="First month replayed, YYYY-MM; the champion trains on the month before.")],
     to: Annotated[str, typer.Option("--to", help="Last month replayed, YYYY-MM.")],
     policy: Annotated[
-        list[str] | None, typer.Option("--policy", "-p", help="drift, monthly or never; repeat to compare (default: all three).")
+        list[str] | None, typer.Option("--policy", "-p", help="A policy (default, observed, estimated, weighted_drift, prediction_drift, drift, monthly, never); repeat to compare (default: all).")
     ] = None,
     sample: Annotated[
         float | None, typer.Option("--sample", help="Use this fraction of the rows (e.g. 0.1) for a quick run.")
