@@ -116,7 +116,7 @@ class BacktestResult:
         frame = self.frame()
         if months is not None:
             frame = frame[frame["month"].isin(list(months))]
-        frame = frame.assign(abs_estimate_error=frame["estimate_error"].abs())
+        frame = frame.assign(abs_estimate_error=frame["estimate_error"].astype("float64").abs())
         grouped = frame.groupby("policy", sort=False)
         return grouped.agg(months=("month", "count"), mean_roc_auc=("roc_auc", "mean"),
                            min_roc_auc=("roc_auc", "min"), drift_flagged=("drift", "sum"),
@@ -276,7 +276,11 @@ class ModelBank:
         if month not in self._trained:
             from kfops.core.monitoring import model_profile
 
-            model, parts = train_on(self.by_month[month], self.cfg, self.work_dir / "models" / month)
+            # Trained at the month's check: only rows whose labels exist by then (retrain.label_delay).
+            seen = labels_known_at(self.by_month[month], self.cfg, check_time(month, self.cfg))
+            labelled = seen[seen[self.cfg.dataset.label].notna()]
+            labelled = labelled.assign(**{self.cfg.dataset.label: labelled[self.cfg.dataset.label].astype("int64")})
+            model, parts = train_on(labelled, self.cfg, self.work_dir / "models" / month)
             profile = model_profile(model, parts["validation"], parts["test"], self.cfg.dataset.label,
                                     seed=self.cfg.drift.seed)
             self._trained[month] = Trained(month, model, parts, profile)
@@ -457,7 +461,7 @@ def plot(result: BacktestResult, png_path: Path, estimate_policy: str = "default
         right.plot(estimated["month"], estimated["roc_auc"], marker="o", markersize=3, label="realised")
         right.plot(estimated["month"], estimated["estimated_roc_auc"], marker="s", markersize=3,
                    label="estimated (CBPE)")
-        mae = float(estimated["estimate_error"].abs().mean())
+        mae = float(estimated["estimate_error"].astype("float64").abs().mean())
         right.set_title(f"{estimate_policy}: CBPE vs realised AUC (MAE {mae:.3f})", fontsize=9)
         right.grid(alpha=0.3)
         right.legend(fontsize=7)

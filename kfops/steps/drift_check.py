@@ -169,23 +169,26 @@ def drift_metrics(result: DriftResult) -> dict[str, float]:
 
 
 def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current: pd.DataFrame,
-                     result: DriftResult, scores: Any = None) -> tuple[dict[str, float], str | None]:
+                     result: DriftResult, scores: Any = None,
+                     ) -> tuple[dict[str, float], str | None, dict[str, float] | None]:
     """The retrain triggers' evidence on ``current`` (labels NaN where they do not exist yet), from
-    the profile stored with the champion; ``scores``: served scores (else the champion scores
-    ``current``). Returns ({}, why) when the champion was trained without a profile."""
+    the profile stored with the champion, with the champion's feature importance; ``scores``:
+    served scores (else the champion scores ``current``). Returns ({}, why, None) when the
+    champion was trained without a profile."""
     from kfops.core.model import predict_proba, read_meta
     from kfops.core.monitoring import require_profile, retrain_signals
 
     try:
         profile = require_profile(read_meta(version_dir).get("metadata"))
     except DataError as err:
-        return {}, str(err)
+        return {}, str(err), None
     label = cfg.dataset.label
     if scores is None:
         scores = predict_proba(champion, current)
     labels = current[label].to_numpy(dtype="float64") if label in current.columns else None
-    return retrain_signals(profile, scores, labels, result.columns, result.prediction, cfg.retrain.confidence,
-                           cfg.retrain.min_labelled_rows), None
+    signals = retrain_signals(profile, scores, labels, result.columns, result.prediction, cfg.retrain.confidence,
+                              cfg.retrain.min_labelled_rows)
+    return signals, None, dict(profile.get("importance", {}).get("values", {}))
 
 
 def _log_to_mlflow(cfg: KfopsConfig, result: DriftResult, verdict_path: Path, report_path: Path | None,
@@ -266,11 +269,17 @@ def drift_check(
         reference = reference.drop(columns=[cfg.drift.label_column], errors="ignore")
         model = None  # the logs hold the served scores; compare them with the champion's on the reference
         served = current[cfg.drift.prediction_column].to_numpy()
-    result, verdict_path, report_path = run_drift_check(cfg, reference, current, model, work,
-                                                        Path(report_html), Path(verdict_json))
-    signals, no_signals = champion_signals(cfg, champion, version_dir, current, result, served)
+    from kfops.core.drift import check_drift, write_verdict
+    from kfops.reports.drift import render_report
+
+    result = check_drift(reference, current, cfg.drift, model=model)
+    signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served)
     if no_signals:
         log.warning("retrain triggers have no performance evidence: %s", no_signals)
+    # Every column stays in the report; the champion's importance and the triggers' evidence join it.
+    report_path = render_report(reference, current, result, Path(report_html), importance=importance,
+                                signals=signals)
+    verdict_path = write_verdict(result, Path(verdict_json), html_path=report_path)
     tags = {"kfops.pipeline_run": pipeline_run, "kfops.champion_version": champion_version,
             "kfops.reference_window": f"{ref_start},{ref_end}", "kfops.window": f"{cur_start},{cur_end}",
             "kfops.current_source": current_source, "kfops.drift": str(result.drift).lower()}

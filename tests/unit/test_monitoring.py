@@ -112,8 +112,8 @@ class _Model:
         column = self.spec.columns.index("dep_hour")
         return 1 / (1 + np.exp(-(matrix[:, column] / 6 - 2)))
 
-    def save_weights(self, folder) -> None:  # pragma: no cover - never saved here
-        raise NotImplementedError
+    def save_weights(self, folder) -> None:
+        """The stub has no weights; kfops_model.json (with the profile) is all a check reads."""
 
 
 def _month(cfg: KfopsConfig, month: int, seed: int) -> pd.DataFrame:
@@ -172,3 +172,39 @@ def test_signals_and_the_profile_say_what_they_lack():
     assert require_profile({"monitoring": profile}) is profile
     with pytest.raises(DataError, match="no monitoring profile"):
         require_profile({"pipeline_run": "x"})
+
+
+def test_the_pipelines_drift_step_decides_with_the_same_function_on_the_same_evidence(tmp_path):
+    """The retraining pipeline's step reads the profile saved with the champion, hides labels
+    the same way, and the default policy decides with decide(): as the backtest does."""
+    from kfops.core.drift import check_drift
+    from kfops.core.model import save_model
+    from kfops.core.monitoring import PROFILE_KEY
+    from kfops.core.retrain_policy import DriftSummary, decide
+    from kfops.core.windows import drift_frame
+    from kfops.runners.backtest import ModelBank, Trained, check_time
+    from kfops.steps.drift_check import champion_signals
+
+    cfg = KfopsConfig.model_validate({"retrain": {"label_delay": "2d"}})
+    jan, feb = _month(cfg, 1, 0), _month(cfg, 2, 1)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+    folder = save_model(model, tmp_path / "champion", metadata={PROFILE_KEY: profile})
+    at = check_time("2013-02", cfg)
+    current = drift_frame(hide_unknown_labels(feb, "label", cfg.dataset.event_timestamp, at, "2d"), cfg)
+    result = check_drift(drift_frame(jan, cfg), current, cfg.drift, model=model)
+    signals, missing, importance = champion_signals(cfg, model, folder, current, result)
+    assert missing is None and importance == profile["importance"]["values"]
+
+    bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path)
+    bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+    _, backtest_signals, _ = bank.check("2013-01", "2013-02")
+    assert signals == pytest.approx(backtest_signals)
+    step = decide([], DriftSummary.from_result(result, signals=signals), at, cfg.retrain)
+    replayed = decide([], DriftSummary.from_result(result, signals=backtest_signals), at, cfg.retrain)
+    assert (step.retrain, step.code, step.triggered_by) == (replayed.retrain, replayed.code, replayed.triggered_by)
+    assert step.mode == "performance" and step.signals == signals
+
+    save_model(model, tmp_path / "old", metadata={"pipeline_run": "x"})  # trained before profiles existed
+    old_signals, why, _ = champion_signals(cfg, model, tmp_path / "old", current, result)
+    assert old_signals == {} and "no monitoring profile" in why
