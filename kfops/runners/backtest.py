@@ -266,25 +266,67 @@ class ModelBank:
     trained on each month, each model's scores and drift check on each month, and the gate's
     verdict for each (challenger, champion) pair. All policies replay from one bank."""
 
-    def __init__(self, cfg: KfopsConfig, by_month: dict[str, pd.DataFrame], work_dir: Path) -> None:
+    def __init__(self, cfg: KfopsConfig, by_month: dict[str, pd.DataFrame], work_dir: Path,
+                 cache_dir: Path | None = None) -> None:
         self.cfg, self.by_month, self.work_dir = cfg, by_month, Path(work_dir)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._trained: dict[str, Trained] = {}
         self._checks: dict[tuple[str, str], tuple[DriftResult, dict[str, float], float | None]] = {}
         self._gates: dict[tuple[str, str], tuple[bool, dict]] = {}
+        if self.cache_dir is not None:
+            self._load()
+
+    # A cache of this machine's own results (models as kfops model folders; checks and gate
+    # verdicts pickled), so a later backtest with the same config and data replays in seconds.
+    def _load(self) -> None:
+        import pickle
+
+        from kfops.core.model import load_model, read_meta
+        from kfops.core.monitoring import require_profile
+
+        assert self.cache_dir is not None
+        for folder in sorted((self.cache_dir / "models").glob("*")):
+            if folder.name in self.by_month:
+                self._trained[folder.name] = Trained(folder.name, load_model(folder), {},
+                                                     require_profile(read_meta(folder).get("metadata")))
+        for name in ("checks", "gates"):
+            path = self.cache_dir / f"{name}.pkl"
+            if path.exists():
+                getattr(self, f"_{name}").update(pickle.loads(path.read_bytes()))
+
+    def save(self) -> None:
+        """Write the cache (no-op without ``cache_dir``)."""
+        import pickle
+
+        from kfops.core.files import atomic_write_bytes
+        from kfops.core.model import save_model
+        from kfops.core.monitoring import PROFILE_KEY
+
+        if self.cache_dir is None:
+            return
+        for month, trained in self._trained.items():
+            folder = self.cache_dir / "models" / month
+            if not folder.exists():
+                save_model(trained.model, folder, metadata={PROFILE_KEY: trained.profile})
+        atomic_write_bytes(self.cache_dir / "checks.pkl", pickle.dumps(self._checks))
+        atomic_write_bytes(self.cache_dir / "gates.pkl", pickle.dumps(self._gates))
 
     def trained(self, month: str) -> Trained:
         if month not in self._trained:
             from kfops.core.monitoring import model_profile
 
-            # Trained at the month's check: only rows whose labels exist by then (retrain.label_delay).
-            seen = labels_known_at(self.by_month[month], self.cfg, check_time(month, self.cfg))
-            labelled = seen[seen[self.cfg.dataset.label].notna()]
-            labelled = labelled.assign(**{self.cfg.dataset.label: labelled[self.cfg.dataset.label].astype("int64")})
-            model, parts = train_on(labelled, self.cfg, self.work_dir / "models" / month)
+            model, parts = train_on(self._labelled(month), self.cfg, self.work_dir / "models" / month)
             profile = model_profile(model, parts["validation"], parts["test"], self.cfg.dataset.label,
                                     seed=self.cfg.drift.seed)
             self._trained[month] = Trained(month, model, parts, profile)
         return self._trained[month]
+
+    def _labelled(self, month: str) -> pd.DataFrame:
+        """The month as its check sees it, labelled rows only: what a retrain after it trains on
+        (the rows whose labels exist by then, ``retrain.label_delay``)."""
+        seen = labels_known_at(self.by_month[month], self.cfg, check_time(month, self.cfg))
+        labelled = seen[seen[self.cfg.dataset.label].notna()]
+        return labelled.assign(**{self.cfg.dataset.label: labelled[self.cfg.dataset.label].astype("int64")})
 
     def check(self, model_month: str, month: str) -> tuple[DriftResult, dict[str, float], float | None]:
         """The check of ``month`` against the model of ``model_month``: the drift result, the
@@ -311,8 +353,10 @@ class ModelBank:
         key = (challenger_month, champion_month)
         if key not in self._gates:
             challenger = self.trained(challenger_month)
-            self._gates[key] = judge(challenger.model, self.trained(champion_month).model,
-                                     challenger.parts["test"], self.cfg)
+            test = challenger.parts.get("test")
+            if test is None:  # loaded from the cache: the same split again
+                test = _split(self._labelled(challenger_month), self.cfg)["test"]
+            self._gates[key] = judge(challenger.model, self.trained(champion_month).model, test, self.cfg)
         return self._gates[key]
 
 
@@ -501,11 +545,30 @@ def write_outputs(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
     return {"csv": csv_path, "markdown": md_path, "plot": plot(result, out_dir / "backtest.png")}
 
 
+def cache_key(cfg: KfopsConfig, first: str, last: str, sample: float | None) -> str:
+    """What the bank's contents depend on: the data span, sampling and every config section that
+    shapes the data, the models, the checks and the gate (not the policies, which only replay)."""
+    import hashlib
+    import json
+
+    shaping = cfg.portable().model_dump(mode="json", include={"dataset", "features", "split", "train", "evaluate",
+                                                              "drift", "validation"})
+    shaping["retrain"] = cfg.retrain.model_dump(mode="json", include={"label_delay", "confidence",
+                                                                      "min_labelled_rows"})
+    text = json.dumps({"config": shaping, "first": first, "last": last, "sample": sample}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def run_backtest(
     cfg: KfopsConfig, first: str, last: str, policies: Sequence[str], out_dir: Path,
     sample: float | None = None, on_month: Callable[[MonthResult], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[BacktestResult, dict[str, Path]]:
-    """Replay months ``first``..``last`` ('YYYY-MM'); the initial champion trains on the month before."""
+    """Replay months ``first``..``last`` ('YYYY-MM'); the initial champion trains on the month before.
+    With ``cache_dir``, the frame, models, checks and gate verdicts are kept under a key of the
+    config and span (:func:`cache_key`), so another backtest of other policies reuses them."""
+    import pandas as pd
+
     start, end = parse_month(first), parse_month(last)
     if end < start:
         raise ConfigError(f"--to {last} is before --from {first}")
@@ -516,7 +579,19 @@ def run_backtest(
     initial = (start - dt.timedelta(days=1)).replace(day=1)
     months = [m.strftime("%Y-%m") for m in month_starts(start, end)]
     out_dir = Path(out_dir)
-    frame = build_frame(cfg, initial, _month_end(end), out_dir / "work", sample=sample)
-    result = replay(cfg, frame, months, initial.strftime("%Y-%m"), list(dict.fromkeys(policies)),
-                    out_dir / "work", on_month=on_month)
+    cache = None if cache_dir is None else Path(cache_dir) / cache_key(cfg, first, last, sample)
+    if cache is not None and (cache / "frame.parquet").exists():
+        frame = pd.read_parquet(cache / "frame.parquet")
+    else:
+        frame = build_frame(cfg, initial, _month_end(end), out_dir / "work", sample=sample)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(cache / "frame.parquet", index=False)
+    by_month = {month: part for month, part in frame.groupby(MONTH_COLUMN, sort=True)}
+    bank = ModelBank(cfg, by_month, out_dir / "work", cache_dir=cache)
+    try:
+        result = replay(cfg, frame, months, initial.strftime("%Y-%m"), list(dict.fromkeys(policies)),
+                        out_dir / "work", on_month=on_month, bank=bank)
+    finally:
+        bank.save()
     return result, write_outputs(result, out_dir)
