@@ -18,6 +18,7 @@ Mode ``performance`` replaces 2 with "one of the configured ``triggers`` fires" 
 
 * ``observed``: the champion's AUC on the labelled part of the window is below its test AUC by more
   than ``observed_tolerance``, with confidence: the whole interval of the difference is below it;
+  or (with ``min_roc_auc``) the whole interval of that AUC is below the floor;
 * ``estimated``: the CBPE estimate from calibrated scores is ``estimated_tolerance`` below it;
 * ``weighted_drift``: drifted columns hold at least ``weighted_drift_share`` of the importance;
 * ``prediction_drift``: the champion's scores drifted;
@@ -105,16 +106,22 @@ class RetrainPolicy(BaseModel):
     min_labelled_rows: int = Field(200, ge=10, description="`observed` needs at least this many labelled rows.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence of the interval on the observed AUC difference.")
     observed_tolerance: float = Field(
-        0.0, ge=0, description="`observed` fires when the interval of (AUC now - test AUC) is wholly below -this."
+        0.03, ge=0, description="`observed` fires when the interval of (AUC now - test AUC) is wholly below -this."
+    )
+    min_roc_auc: float | None = Field(
+        None, gt=0, le=1, description="`observed` also fires when the interval of the AUC now is wholly below this "
+        "floor (e.g. the gate's `min_roc_auc`); null: no floor."
     )
     estimated_tolerance: float = Field(
-        0.02, ge=0, description="`estimated` fires when the CBPE AUC is more than this below the test AUC."
+        0.05, ge=0, description="`estimated` fires when the CBPE AUC is more than this below the test AUC."
     )
     weighted_drift_share: float = Field(
         0.5, gt=0, le=1, description="`weighted_drift` fires when drifted columns hold this share of importance."
     )
     cooldown: dt.timedelta = Field(dt.timedelta(days=7), description="Minimum time between two retrains, e.g. 7d.")
-    debounce: int = Field(2, ge=1, description="Retrain only after drift in this many consecutive checks.")
+    debounce: int = Field(
+        1, ge=1, description="Retrain only after a trigger fired (mode `drift`: drift) in this many consecutive checks."
+    )
     max_retrains: int | None = Field(
         4, ge=0, description="At most this many retrains in any trailing `period`; null: no cap."
     )
@@ -333,7 +340,16 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
                     f"{policy.confidence:.0%} CI [{s['observed_diff_low']:+.4f}, {s['observed_diff_high']:+.4f}]")
             hit = s["observed_diff_high"] < -policy.observed_tolerance
             target = f"-{policy.observed_tolerance:g}"
-            (fired.append((name, f"{text} below {target}")) if hit else quiet.append(f"{text} not wholly below {target}"))
+            if hit:
+                fired.append((name, f"{text} below {target}"))
+            elif policy.min_roc_auc is not None and s.get("observed_roc_auc_high", 1.0) < policy.min_roc_auc:
+                fired.append((name, f"observed AUC {s['observed_roc_auc']:.4f} on {s.get('observed_rows', 0):.0f} "
+                                    f"labelled rows, {policy.confidence:.0%} CI [{s['observed_roc_auc_low']:.4f}, "
+                                    f"{s['observed_roc_auc_high']:.4f}] below the floor min_roc_auc "
+                                    f"{policy.min_roc_auc:g}"))
+            else:
+                floor = "" if policy.min_roc_auc is None else f", nor wholly below the floor {policy.min_roc_auc:g}"
+                quiet.append(f"{text} not wholly below {target}{floor}")
         elif name == "estimated":
             if "estimated_diff" not in s:
                 quiet.append("estimated: no scores")

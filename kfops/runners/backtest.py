@@ -486,8 +486,12 @@ def plot(result: BacktestResult, png_path: Path, estimate_policy: str = "default
     figure, axes_all = plt.subplots(1, panels, figsize=(8 + 4 * (panels - 1), 4.5), dpi=90, squeeze=False,
                                     gridspec_kw={"width_ratios": [2, 1][:panels]})
     axes = axes_all[0][0]
-    for policy, part in frame.groupby("policy", sort=False):
-        line, = axes.plot(part["month"], part["roc_auc"], marker="o", markersize=3, label=policy)
+    styles = ["-", "--", "-.", ":"]
+    for i, (policy, part) in enumerate(frame.groupby("policy", sort=False)):
+        # Policies often share months (same champion); the default is drawn thick, on top.
+        style = ({"color": "black", "linewidth": 2.5, "zorder": 4} if policy == estimate_policy else
+                 {"linestyle": styles[i % len(styles)], "linewidth": 1.2, "alpha": 0.85})
+        line, = axes.plot(part["month"], part["roc_auc"], marker="o", markersize=3, label=policy, **style)
         promoted = part[part["promoted"]]
         rejected = part[part["retrained"] & ~part["promoted"]]
         axes.scatter(promoted["month"], promoted["roc_auc"], marker="^", s=70, color=line.get_color(), zorder=3)

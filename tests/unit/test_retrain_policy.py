@@ -271,3 +271,14 @@ def test_signals_survive_the_state_file_and_verdicts(tmp_path):
     with pytest.raises(Exception, match="label_delay must not be negative"):
         RetrainPolicy(label_delay="-1d")
     assert RetrainPolicy(label_delay="6h").label_delay == dt.timedelta(hours=6)
+
+
+def test_observed_fires_below_an_absolute_floor_only_with_confidence():
+    policy = performance("observed", observed_tolerance=0.03, min_roc_auc=0.66)
+    weak = {"observed_roc_auc": 0.62, "observed_roc_auc_low": 0.61, "observed_roc_auc_high": 0.63}
+    decision = decide([], evidence(**{**observed(0.0, 0.02), **weak}), T0, policy)  # no worse than at test time
+    assert decision.retrain and "below the floor min_roc_auc 0.66" in decision.reason
+    unsure = {"observed_roc_auc": 0.65, "observed_roc_auc_low": 0.63, "observed_roc_auc_high": 0.67}
+    quiet = decide([], evidence(**{**observed(0.0, 0.02), **unsure}), T0, policy)
+    assert not quiet.retrain and "nor wholly below the floor 0.66" in quiet.reason
+    assert not decide([], evidence(**{**observed(0.0, 0.02), **weak}), T0, performance("observed")).retrain
