@@ -48,6 +48,10 @@ def test_policies_decide_as_named():
     assert [d.code for d in history] == ["debounce", "drift_confirmed", "debounce"]
     with pytest.raises(ConfigError, match="unknown policy"):
         policy_for("weekly", cfg)
+    assert policy_for("default", cfg) is cfg.retrain
+    for name in ("observed", "estimated", "weighted_drift", "prediction_drift"):
+        single = policy_for(name, cfg)
+        assert (single.mode, single.triggers, single.debounce) == ("performance", [name], cfg.retrain.debounce)
 
 
 def _result() -> BacktestResult:
