@@ -208,3 +208,19 @@ def test_the_pipelines_drift_step_decides_with_the_same_function_on_the_same_evi
     save_model(model, tmp_path / "old", metadata={"pipeline_run": "x"})  # trained before profiles existed
     old_signals, why, _ = champion_signals(cfg, model, tmp_path / "old", current, result)
     assert old_signals == {} and "no monitoring profile" in why
+
+
+def test_the_drift_report_lists_every_column_with_its_importance_and_the_evidence():
+    from kfops.core.drift import check_drift
+    from kfops.reports.drift import _banner
+
+    rng = np.random.default_rng(4)
+    reference = pd.DataFrame({"temp": rng.normal(size=2000), "dep_hour": rng.normal(size=2000),
+                              "id": rng.normal(size=2000)})
+    current = reference.assign(temp=reference["temp"] + 2)
+    result = check_drift(reference, current)
+    banner = _banner(result, 100, 100, importance={"dep_hour": 0.9, "temp": 0.1},
+                     signals={"weighted_drift_share": 0.1, "estimated_roc_auc": 0.7})
+    assert all(f"<td>{c}</td>" in banner for c in ("temp", "dep_hour", "id")) and banner.count("<tr><td>") == 3
+    assert "importance to the champion" in banner and "<td>90.0%</td>" in banner and "<td>0.0%</td>" in banner
+    assert "weighted_drift_share: 0.1000" in banner
