@@ -385,7 +385,7 @@ def replay(
     from kfops.core.retrain_policy import DriftSummary, decide
     from kfops.progress import progress
 
-    by_month = {month: part for month, part in frame.groupby(MONTH_COLUMN, sort=True)}
+    by_month = bank.by_month if bank is not None else {m: p for m, p in frame.groupby(MONTH_COLUMN, sort=True)}
     for month in (initial_month, *months):
         if month not in by_month:
             raise DataError(f"no rows for month {month} in the backtest frame",
