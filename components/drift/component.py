@@ -24,10 +24,14 @@ def drift(
     `dataset` window: a labelled batch (`current_source=window`; the champion is also scored on
     it) or what the server logged in that window (`current_source=inference_logs`). Per-column
     drift, the share of drifted columns, prediction drift and the champion's ROC AUC on the new
-    window decide the verdict (`drift` config). The retrain policy (`retrain`: cooldown,
-    debounce, max retrains per period) then decides whether this check retrains; the decision is
-    recorded, with the report that caused it, in `retrain_policy.json` of the state store. Metrics, the
-    verdict and the report are logged to one MLflow run (tag `kfops.kind=drift_check`).
+    window decide the verdict (`drift` config). The retrain triggers' evidence is computed from the
+    profile stored with the champion (kfops.core.monitoring): its AUC on the rows whose labels
+    exist at `check_time` (`retrain.label_delay`) against its test AUC with a confidence interval,
+    the CBPE estimate from calibrated scores, importance-weighted drift and prediction drift. The
+    retrain policy (`retrain`: mode and triggers, debounce, cooldown, max retrains per period) then
+    decides with the same `decide()` as `kfops backtest`; the decision is recorded, with the report
+    that caused it, in `retrain_policy.json` of the state store. Metrics, the evidence (`signal.*`),
+    the verdict and the report are logged to one MLflow run (tag `kfops.kind=drift_check`).
 
     Args:
         config: The kfops configuration (KfopsConfig) as JSON; `dataset` is the current window.
@@ -41,7 +45,7 @@ def drift(
         check_time: ISO 8601 time the policy sees for this check; empty: now.
 
     Returns:
-        Retrain: the data drifted AND the policy allows a retrain (a single output, so
+        Retrain: a trigger fired AND the policy allows a retrain (a single output, so
         `kfp.local` can branch on it).
     """
     from kfops.steps.drift_check import drift_check

@@ -16,13 +16,19 @@ def backtest_command(
     from_: Annotated[str, typer.Option("--from", help="First month replayed, YYYY-MM; the champion trains on the month before.")],
     to: Annotated[str, typer.Option("--to", help="Last month replayed, YYYY-MM.")],
     policy: Annotated[
-        list[str] | None, typer.Option("--policy", "-p", help="drift, monthly or never; repeat to compare (default: all three).")
+        list[str] | None, typer.Option(
+            "--policy", "-p", help="default, observed, estimated, weighted_drift, prediction_drift, drift, monthly "
+            "or never; repeat to compare (default: all).")
     ] = None,
     sample: Annotated[
         float | None, typer.Option("--sample", help="Use this fraction of the rows (e.g. 0.1) for a quick run.")
     ] = None,
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="Where backtest.csv/.md/.png go (default: data_dir/backtest).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option("--cache-dir", help="Keep models, checks and gate verdicts here (keyed by config "
+                                  "and months) so later backtests of other policies replay in seconds.")
     ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -41,14 +47,18 @@ def backtest_command(
 
       kfops backtest --from 2013-02 --to 2013-12 --set retrain.debounce=1 -o docs/backtest
     """
-    from kfops.runners.backtest import POLICIES, run_backtest
+    from kfops.runners.backtest import POLICIES, TUNING_MONTHS, run_backtest
 
     cfg = cli_config(config, set_)
     out_dir = output_dir or cfg.data_dir / "backtest"
     # Each month's outcome is reported as it lands: a bar with the month lines above it on a
     # terminal, one line per month otherwise (KFOPS_PROGRESS=plain|rich|off chooses).
-    result, paths = run_backtest(cfg, from_, to, policy or list(POLICIES), out_dir, sample=sample)
+    result, paths = run_backtest(cfg, from_, to, policy or list(POLICIES), out_dir, sample=sample, cache_dir=cache_dir)
     typer.echo("")
     typer.echo(result.totals().to_string(index=False))
+    held_out = [m for m in dict.fromkeys(r.month for r in result.months) if m not in TUNING_MONTHS]
+    if held_out and len(held_out) < len({r.month for r in result.months}):
+        typer.echo(f"\nheld-out months ({held_out[0]}..{held_out[-1]}; thresholds were tuned on the others):")
+        typer.echo(result.totals(held_out).to_string(index=False))
     for kind, path in paths.items():
         typer.echo(f"{kind:>8}: {path}")

@@ -13,6 +13,19 @@ Rules, in order (mode ``drift``):
 4. Cooldown: at least ``cooldown`` since the last retrain.
 5. Rate limit: at most ``max_retrains`` retrains in any trailing ``period``.
 
+Mode ``performance`` replaces 2 with "one of the configured ``triggers`` fires" on the evidence of
+:func:`kfops.core.monitoring.retrain_signals` (``DriftSummary.signals``):
+
+* ``observed``: the champion's AUC on the labelled part of the window is below its test AUC by more
+  than ``observed_tolerance``, with confidence: the whole interval of the difference is below it;
+  or (with ``min_roc_auc``) the whole interval of that AUC is below the floor;
+* ``estimated``: the CBPE estimate from calibrated scores is ``estimated_tolerance`` below it;
+* ``weighted_drift``: drifted columns hold at least ``weighted_drift_share`` of the importance;
+* ``prediction_drift``: the champion's scores drifted;
+* ``drift``: the drift check's verdict.
+
+Debounce, cooldown and the rate limit then apply as in mode ``drift``.
+
 Mode ``scheduled`` replaces 2-3 with "the last retrain is at least ``schedule_every`` old" (drift is
 recorded, not acted on); 4 and 5 still apply. Checks stay blocked while any rule blocks them, and a
 drift streak survives a cooldown, so the first check after it ends retrains if drift persists.
@@ -38,12 +51,18 @@ if TYPE_CHECKING:
     from kfops.core.drift import DriftResult
     from kfops.core.state import StateStore
 
-Mode = Literal["drift", "scheduled", "never"]
+Mode = Literal["drift", "performance", "scheduled", "never"]
+Trigger = Literal["observed", "estimated", "weighted_drift", "prediction_drift", "drift"]
+TRIGGERS: tuple[str, ...] = ("observed", "estimated", "weighted_drift", "prediction_drift", "drift")
+# The default triggers, chosen by `kfops backtest` on 2013 (docs/backtest.md).
+DEFAULT_TRIGGERS: list[Trigger] = ["observed", "estimated"]
 STATE_VERSION = 1
 
 # Decision codes: what decided the outcome, for backtests and dashboards.
 RETRAIN_DRIFT = "drift_confirmed"
 RETRAIN_SCHEDULED = "scheduled"
+RETRAIN_SIGNAL = "signal_confirmed"
+NO_SIGNAL = "no_signal"
 NEVER = "never"
 NO_VERDICT = "no_verdict"
 NO_DRIFT = "no_drift"
@@ -71,9 +90,38 @@ class RetrainPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    mode: Mode = Field("drift", description="`drift`: retrain on confirmed drift; `scheduled`: on a clock; `never`.")
+    mode: Mode = Field(
+        "performance",
+        description="`performance`: retrain when one of `triggers` fires (what hurts the model); "
+        "`drift`: on confirmed drift; `scheduled`: on a clock; `never`.",
+    )
+    triggers: list[Trigger] = Field(
+        default_factory=lambda: list(DEFAULT_TRIGGERS),
+        description="Mode `performance`: the signals that may trigger a retrain (any one fires): `observed`, "
+        "`estimated`, `weighted_drift`, `prediction_drift`, `drift`. Default chosen by `kfops backtest`.",
+    )
+    label_delay: dt.timedelta = Field(
+        dt.timedelta(0), description="How long after an event its label exists, e.g. 1d; newer rows are unlabelled."
+    )
+    min_labelled_rows: int = Field(200, ge=10, description="`observed` needs at least this many labelled rows.")
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence of the interval on the observed AUC difference.")
+    observed_tolerance: float = Field(
+        0.03, ge=0, description="`observed` fires when the interval of (AUC now - test AUC) is wholly below -this."
+    )
+    min_roc_auc: float | None = Field(
+        None, gt=0, le=1, description="`observed` also fires when the interval of the AUC now is wholly below this "
+        "floor (e.g. the gate's `min_roc_auc`); null: no floor."
+    )
+    estimated_tolerance: float = Field(
+        0.05, ge=0, description="`estimated` fires when the CBPE AUC is more than this below the test AUC."
+    )
+    weighted_drift_share: float = Field(
+        0.5, gt=0, le=1, description="`weighted_drift` fires when drifted columns hold this share of importance."
+    )
     cooldown: dt.timedelta = Field(dt.timedelta(days=7), description="Minimum time between two retrains, e.g. 7d.")
-    debounce: int = Field(2, ge=1, description="Retrain only after drift in this many consecutive checks.")
+    debounce: int = Field(
+        1, ge=1, description="Retrain only after a trigger fired (mode `drift`: drift) in this many consecutive checks."
+    )
     max_retrains: int | None = Field(
         4, ge=0, description="At most this many retrains in any trailing `period`; null: no cap."
     )
@@ -82,15 +130,17 @@ class RetrainPolicy(BaseModel):
         dt.timedelta(days=7), description="Mode `scheduled`: retrain when the last retrain is this old, e.g. 7d."
     )
 
-    @field_validator("cooldown", "period", "schedule_every", mode="before")
+    @field_validator("cooldown", "period", "schedule_every", "label_delay", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> Any:
         return parse_duration(value)
 
     @model_validator(mode="after")
     def _positive_durations(self) -> RetrainPolicy:
-        if self.cooldown < dt.timedelta(0):
-            raise ValueError("cooldown must not be negative")
+        if self.cooldown < dt.timedelta(0) or self.label_delay < dt.timedelta(0):
+            raise ValueError("cooldown and label_delay must not be negative")
+        if self.mode == "performance" and not self.triggers:
+            raise ValueError("mode 'performance' needs at least one trigger")
         if self.period <= dt.timedelta(0) or self.schedule_every <= dt.timedelta(0):
             raise ValueError("period and schedule_every must be positive")
         return self
@@ -103,10 +153,13 @@ class DriftSummary:
     drift: bool
     report: str | None = None
     reasons: tuple[str, ...] = ()
+    signals: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
-    def from_result(cls, result: DriftResult, report: str | Path | None = None) -> DriftSummary:
-        return cls(drift=bool(result.drift), report=None if report is None else str(report), reasons=tuple(result.reasons))
+    def from_result(cls, result: DriftResult, report: str | Path | None = None,
+                    signals: Mapping[str, float] | None = None) -> DriftSummary:
+        return cls(drift=bool(result.drift), report=None if report is None else str(report),
+                   reasons=tuple(result.reasons), signals=dict(signals or {}))
 
     @classmethod
     def from_verdict(cls, verdict: Mapping[str, Any], report: str | Path | None = None) -> DriftSummary:
@@ -114,8 +167,11 @@ class DriftSummary:
         if not isinstance(verdict.get("drift"), bool):
             raise DataError("the drift verdict has no boolean 'drift' field", hint="write it with kfops.core.drift.write_verdict")
         where = report if report is not None else verdict.get("report") or verdict.get("html_report")
+        signals = verdict.get("signals") or {}
+        if not isinstance(signals, Mapping):
+            raise DataError("the drift verdict's 'signals' must be an object of numbers")
         return cls(drift=verdict["drift"], report=None if where is None else str(where),
-                   reasons=tuple(verdict.get("reasons") or ()))
+                   reasons=tuple(verdict.get("reasons") or ()), signals={str(k): float(v) for k, v in signals.items()})
 
     @classmethod
     def from_verdict_file(cls, path: str | Path) -> DriftSummary:
@@ -144,6 +200,9 @@ class Decision:
     drift: bool | None = None
     mode: str = "drift"
     evidence: tuple[str, ...] = ()
+    fired: bool | None = None
+    signals: Mapping[str, float] = field(default_factory=dict)
+    triggered_by: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +214,9 @@ class Decision:
             "drift": self.drift,
             "mode": self.mode,
             "evidence": list(self.evidence),
+            "fired": self.fired,
+            "signals": dict(self.signals),
+            "triggered_by": list(self.triggered_by),
         }
 
     @classmethod
@@ -170,6 +232,9 @@ class Decision:
                 drift=data.get("drift"),
                 mode=str(data.get("mode", "drift")),
                 evidence=tuple(data.get("evidence") or ()),
+                fired=data.get("fired"),
+                signals={str(k): float(v) for k, v in (data.get("signals") or {}).items()},
+                triggered_by=tuple(data.get("triggered_by") or ()),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"malformed retrain decision {dict(data)!r}: {err}") from err
@@ -194,10 +259,14 @@ def decide(
     summary = DriftSummary.from_verdict(drift) if isinstance(drift, Mapping) else drift
     report = summary.report if summary else None
     drifted = summary.drift if summary else None
+    signals = dict(summary.signals) if summary else {}
+    fired: bool | None = None
+    triggered_by: tuple[str, ...] = ()
 
     def outcome(retrain: bool, code: str, reason: str, evidence: tuple[str, ...] = ()) -> Decision:
         return Decision(at=now, retrain=retrain, reason=reason, drift_report=report, code=code,
-                        drift=drifted, mode=policy.mode, evidence=evidence)
+                        drift=drifted, mode=policy.mode, evidence=evidence, fired=fired, signals=signals,
+                        triggered_by=triggered_by)
 
     if policy.mode == "never":
         return outcome(False, NEVER, "retrain policy mode is 'never'")
@@ -216,18 +285,29 @@ def decide(
     else:
         if summary is None:
             return outcome(False, NO_VERDICT, "no drift verdict for this check")
-        if not summary.drift:
-            return outcome(False, NO_DRIFT, "no drift in this check")
+        if policy.mode == "performance":
+            if not signals and "drift" not in policy.triggers:
+                return outcome(False, NO_VERDICT, "no performance evidence (signals) for this check")
+            why_fired, quiet = fired_triggers(summary, policy)
+            fired = bool(why_fired)
+            triggered_by = tuple(name for name, _ in why_fired)
+            if not fired:
+                return outcome(False, NO_SIGNAL, "no trigger fired: " + "; ".join(quiet))
+            what, code = "trigger", RETRAIN_SIGNAL
+            why = ": " + "; ".join(text for _, text in why_fired)
+        else:
+            if not summary.drift:
+                return outcome(False, NO_DRIFT, "no drift in this check")
+            what, code = "drift", RETRAIN_DRIFT
+            why = f": {summary.reasons[0]}" if summary.reasons else ""
         streak = _drift_streak(past)
         checks = len(streak) + 1
         if checks < policy.debounce:
-            return outcome(False, DEBOUNCE, f"drift in {checks} consecutive check(s); "
-                                            f"{policy.debounce} needed (debounce)")
-        code = RETRAIN_DRIFT
+            return outcome(False, DEBOUNCE, f"{what} in {checks} consecutive check(s); "
+                                            f"{policy.debounce} needed (debounce){why}")
         evidence = tuple(d.drift_report for d in streak[len(streak) - (policy.debounce - 1):] if d.drift_report)
         evidence += (report,) if report else ()
-        why = f": {summary.reasons[0]}" if summary.reasons else ""
-        reason = f"drift in {checks} consecutive check(s) (debounce {policy.debounce}){why}"
+        reason = f"{what} in {checks} consecutive check(s) (debounce {policy.debounce}){why}"
 
     if last_retrain is not None and now - last_retrain.at < policy.cooldown:
         allowed = last_retrain.at + policy.cooldown
@@ -243,11 +323,69 @@ def decide(
     return outcome(True, code, reason, evidence)
 
 
+def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[tuple[str, str]], list[str]]:
+    """Which of ``policy.triggers`` fire on ``summary`` ((name, why) pairs), and why each other
+    one stayed quiet (or had no evidence): the thresholds applied to the evidence, in one place."""
+    s = summary.signals
+    fired: list[tuple[str, str]] = []
+    quiet: list[str] = []
+    for name in policy.triggers:
+        if name == "observed":
+            if "observed_diff_high" not in s:
+                rows = s.get("observed_rows")
+                quiet.append("observed: too few labelled rows" + (f" ({rows:.0f})" if rows is not None else ""))
+                continue
+            text = (f"observed AUC {s['observed_roc_auc']:.4f} vs test {s['reference_roc_auc']:.4f} on "
+                    f"{s.get('observed_rows', 0):.0f} labelled rows: difference {s['observed_diff']:+.4f}, "
+                    f"{policy.confidence:.0%} CI [{s['observed_diff_low']:+.4f}, {s['observed_diff_high']:+.4f}]")
+            hit = s["observed_diff_high"] < -policy.observed_tolerance
+            target = f"-{policy.observed_tolerance:g}"
+            if hit:
+                fired.append((name, f"{text} below {target}"))
+            elif policy.min_roc_auc is not None and s.get("observed_roc_auc_high", 1.0) < policy.min_roc_auc:
+                fired.append((name, f"observed AUC {s['observed_roc_auc']:.4f} on {s.get('observed_rows', 0):.0f} "
+                                    f"labelled rows, {policy.confidence:.0%} CI [{s['observed_roc_auc_low']:.4f}, "
+                                    f"{s['observed_roc_auc_high']:.4f}] below the floor min_roc_auc "
+                                    f"{policy.min_roc_auc:g}"))
+            else:
+                floor = "" if policy.min_roc_auc is None else f", nor wholly below the floor {policy.min_roc_auc:g}"
+                quiet.append(f"{text} not wholly below {target}{floor}")
+        elif name == "estimated":
+            if "estimated_diff" not in s:
+                quiet.append("estimated: no scores")
+                continue
+            text = (f"estimated (CBPE) AUC {s['estimated_roc_auc']:.4f} vs test {s['reference_roc_auc']:.4f} "
+                    f"({s['estimated_diff']:+.4f})")
+            hit = s["estimated_diff"] < -policy.estimated_tolerance
+            (fired.append((name, f"{text} < -{policy.estimated_tolerance:g}")) if hit
+             else quiet.append(f"{text} within {policy.estimated_tolerance:g}"))
+        elif name == "weighted_drift":
+            if "weighted_drift_share" not in s:
+                quiet.append("weighted_drift: no column drift results")
+                continue
+            share = s["weighted_drift_share"]
+            text = f"drifted columns hold {share:.0%} of the importance (threshold {policy.weighted_drift_share:.0%})"
+            (fired.append((name, text)) if share >= policy.weighted_drift_share else quiet.append(text))
+        elif name == "prediction_drift":
+            if "prediction_drift" not in s:
+                quiet.append("prediction_drift: no scores")
+                continue
+            text = "the champion's scores drifted" if s["prediction_drift"] else "no prediction drift"
+            (fired.append((name, text)) if s["prediction_drift"] else quiet.append(text))
+        elif summary.drift:
+            fired.append((name, summary.reasons[0] if summary.reasons else "drift verdict"))
+        else:
+            quiet.append("no drift verdict")
+    return fired, quiet
+
+
 def _drift_streak(past: list[Decision]) -> list[Decision]:
-    """The unbroken run of drifted checks at the end of ``past``, since the last retrain."""
+    """The unbroken run of checks at the end of ``past`` whose trigger fired (drifted, in mode
+    ``drift``), since the last retrain."""
     streak: list[Decision] = []
     for decision in reversed(past):
-        if decision.retrain or decision.drift is not True:
+        hot = decision.fired if decision.fired is not None else decision.drift
+        if decision.retrain or hot is not True:
             break
         streak.append(decision)
     return streak[::-1]

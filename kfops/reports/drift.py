@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,12 +22,16 @@ def render_report(
     html_path: str | Path,
     *,
     rows: int | None = None,
+    importance: Mapping[str, float] | None = None,
+    signals: Mapping[str, float] | None = None,
 ) -> Path:
     """A self-contained HTML report: a summary of ``result`` (the verdict, computed on all sampled
     rows) above Evidently 0.7's own ``DataDriftPreset`` report, which runs on a random sample of
     ``rows`` per side (default ``report_rows`` of the result's config) with the same test and
     threshold per column, so it stays cheap. Its per-column scores can differ slightly from the
-    verdict's, which used more rows."""
+    verdict's, which used more rows. ``importance`` (the champion's feature importance) adds each
+    column's weight to the summary table, which still lists every column; ``signals`` lists the
+    retrain triggers' evidence."""
     from kfops.adapters.evidently_report import data_drift_html
 
     cfg = DriftConfig.model_validate(result.config)
@@ -51,7 +56,7 @@ def render_report(
             tests={n: by_name[n].test for n in shown}, thresholds={n: by_name[n].threshold for n in shown},
             drift_share=cfg.drift_share,
         )
-    banner = _banner(result, len(ref_sample), len(cur_sample))
+    banner = _banner(result, len(ref_sample), len(cur_sample), importance, signals)
     if re.search(r"<body[^>]*>", body, flags=re.IGNORECASE):
         page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1, flags=re.IGNORECASE)
     else:
@@ -68,7 +73,8 @@ def _has_values(series: pd.Series, kind: str) -> bool:
     return bool(series.notna().any())
 
 
-def _banner(result: DriftResult, ref_rows: int, cur_rows: int) -> str:
+def _banner(result: DriftResult, ref_rows: int, cur_rows: int, importance: Mapping[str, float] | None = None,
+            signals: Mapping[str, float] | None = None) -> str:
     verdict = "DRIFT" if result.drift else "NO DRIFT"
     colour = "#b00020" if result.drift else "#1b5e20"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in result.reasons) or "<li>no reason to retrain</li>"
@@ -76,9 +82,13 @@ def _banner(result: DriftResult, ref_rows: int, cur_rows: int) -> str:
         "<tr>"
         f"<td>{html.escape(str(c.column))}</td><td>{c.type}</td><td>{html.escape(c.test_name)}</td>"
         f"<td>{'' if c.score is None else _fmt(c.score)}</td><td>{c.threshold:g}</td>"
-        f"<td>{'<b>drift</b>' if c.drifted else 'ok'}</td></tr>"
-        for c in sorted(result.columns, key=lambda c: (not c.drifted, str(c.column)))
+        f"<td>{'<b>drift</b>' if c.drifted else 'ok'}</td>"
+        + (f"<td>{importance.get(c.column, 0.0):.1%}</td>" if importance is not None else "")
+        + "</tr>"
+        for c in sorted(result.columns, key=lambda c: (not c.drifted, -(importance or {}).get(c.column, 0.0),
+                                                       str(c.column)))
     )
+    evidence = "".join(f"<li>{html.escape(k)}: {v:.4f}</li>" for k, v in (signals or {}).items())
     skipped = "".join(f"<li>{html.escape(str(c))}: {html.escape(w)}</li>" for c, w in result.skipped_columns.items())
     return (
         "<section id='kfops-drift-verdict' style='font-family:sans-serif;margin:16px;padding:12px;"
@@ -90,8 +100,10 @@ def _banner(result: DriftResult, ref_rows: int, cur_rows: int) -> str:
         f"The Evidently report below uses a random sample of {ref_rows:,} and {cur_rows:,} rows with the same "
         "tests and thresholds, so its scores can differ slightly.</p>"
         "<table border='1' cellpadding='4' style='border-collapse:collapse'>"
-        "<tr><th>column</th><th>type</th><th>test</th><th>score</th><th>threshold</th><th>verdict</th></tr>"
+        "<tr><th>column</th><th>type</th><th>test</th><th>score</th><th>threshold</th><th>verdict</th>"
+        + ("<th>importance to the champion</th>" if importance is not None else "") + "</tr>"
         f"{rows}</table>"
+        + (f"<p>Retrain triggers' evidence:</p><ul>{evidence}</ul>" if evidence else "")
         + (f"<p>Not tested:</p><ul>{skipped}</ul>" if skipped else "")
         + "</section>"
     )

@@ -5,6 +5,15 @@ drift check compares the month with the champion's training data; the policy dec
 retrain; a challenger trained on the month must pass the same gate as the pipeline's evaluate
 step (against the champion, on the month's test split) to be promoted. The feature frame is
 built once for the whole span and sliced by month, so every policy sees the same data.
+
+Every policy replays from one :class:`ModelBank`: the model trained on a month, its scores, drift
+checks and gate verdicts are computed once and shared (a challenger trained on a month is the same
+whichever policy asked for it), so comparing many policies costs little more than one.
+
+Labels honour ``retrain.label_delay``: at a month's check (local midnight after its last day) a row
+is labelled only if its event is at least the delay old; the other rows' labels are hidden (NaN)
+from the drift check and the observed-performance trigger. The champion's realised ROC AUC on the
+whole month (``roc_auc``) is what the policy is judged by, never what it decides on.
 """
 
 from __future__ import annotations
@@ -28,7 +37,9 @@ if TYPE_CHECKING:
     from kfops.core.retrain_policy import RetrainPolicy
 
 log = logging.getLogger("kfops.runners.backtest")
-POLICIES = ("drift", "monthly", "never")
+POLICIES = ("default", "observed", "estimated", "weighted_drift", "prediction_drift", "drift", "monthly", "never")
+# Months the default policy's thresholds were tuned on; the others are reported apart (held out).
+TUNING_MONTHS = ("2013-02", "2013-03", "2013-04", "2013-05", "2013-06")
 MONTH_COLUMN = "_backtest_month"
 
 
@@ -52,6 +63,23 @@ class MonthResult:
     gate: str = ""
     champion_month: str = ""
     decision_reason: str = ""
+    triggered_by: str = ""
+    estimated_roc_auc: float | None = None
+    observed_roc_auc: float | None = None
+    observed_rows: int = 0
+    observed_diff: float | None = None
+    observed_diff_low: float | None = None
+    observed_diff_high: float | None = None
+    reference_roc_auc: float | None = None
+    weighted_drift_share: float | None = None
+    prediction_drift: bool | None = None
+
+    @property
+    def estimate_error(self) -> float | None:
+        """CBPE's estimate minus the realised AUC of the month."""
+        if self.estimated_roc_auc is None or self.roc_auc is None:
+            return None
+        return self.estimated_roc_auc - self.roc_auc
 
     def describe(self) -> str:
         """One line: the champion's AUC on the month, the drift verdict and what followed."""
@@ -59,14 +87,6 @@ class MonthResult:
         action = ("promoted" if self.promoted else "gate refused") if self.retrained else self.decision
         return (f"{self.policy} {self.month}: champion #{self.champion} AUC {auc}, "
                 f"drift {'yes' if self.drift else 'no'} -> {action}")
-
-
-@dataclass
-class Champion:
-    model: TabularModel
-    training_frame: pd.DataFrame
-    month: str
-    number: int = 1
 
 
 @dataclass
@@ -88,14 +108,20 @@ class BacktestResult:
     def frame(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame([asdict(m) for m in self.months])
+        return pd.DataFrame([{**asdict(m), "estimate_error": m.estimate_error} for m in self.months])
 
-    def totals(self) -> pd.DataFrame:
+    def totals(self, months: Sequence[str] | None = None) -> pd.DataFrame:
+        """Per policy: mean and min realised AUC, retrains, promotions, and CBPE's mean absolute
+        error; only ``months`` when given (e.g. the held-out months)."""
         frame = self.frame()
+        if months is not None:
+            frame = frame[frame["month"].isin(list(months))]
+        frame = frame.assign(abs_estimate_error=frame["estimate_error"].astype("float64").abs())
         grouped = frame.groupby("policy", sort=False)
         return grouped.agg(months=("month", "count"), mean_roc_auc=("roc_auc", "mean"),
                            min_roc_auc=("roc_auc", "min"), drift_flagged=("drift", "sum"),
-                           retrains=("retrained", "sum"), promotions=("promoted", "sum")).reset_index()
+                           retrains=("retrained", "sum"), promotions=("promoted", "sum"),
+                           estimate_mae=("abs_estimate_error", "mean")).reset_index()
 
 
 def parse_month(text: str) -> dt.date:
@@ -119,11 +145,18 @@ def _month_end(month: dt.date) -> dt.date:
 
 
 def policy_for(name: str, cfg: KfopsConfig) -> RetrainPolicy:
-    """``drift``: the configured policy in drift mode; ``monthly``: retrain at every check; ``never``."""
+    """``default``: the configured ``retrain`` policy as is; ``observed``, ``estimated``,
+    ``weighted_drift``, ``prediction_drift``: it in mode ``performance`` with that one trigger;
+    ``drift``: it in mode ``drift`` with debounce 2 (kfops' earlier trigger); ``monthly``: retrain
+    at every check; ``never``."""
     from kfops.core.retrain_policy import RetrainPolicy
 
+    if name == "default":
+        return cfg.retrain
+    if name in ("observed", "estimated", "weighted_drift", "prediction_drift"):
+        return cfg.retrain.model_copy(update={"mode": "performance", "triggers": [name]})
     if name == "drift":
-        return cfg.retrain.model_copy(update={"mode": "drift"})
+        return cfg.retrain.model_copy(update={"mode": "drift", "debounce": 2})
     if name == "monthly":
         return RetrainPolicy(mode="scheduled", schedule_every=dt.timedelta(days=1), cooldown=dt.timedelta(0),
                              max_retrains=None)
@@ -200,15 +233,139 @@ def gate_summary(blessed: bool, reasons: Sequence[str], limit: int = 400) -> str
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _roc_auc(model: TabularModel, frame: pd.DataFrame, label: str) -> float | None:
+def check_time(month: str, cfg: KfopsConfig) -> dt.datetime:
+    """When a month is checked: local midnight after its last day (``validation.window_timezone``)."""
+    from zoneinfo import ZoneInfo
+
+    year, number = map(int, month.split("-"))
+    end = _month_end(dt.date(year, number, 1)) + dt.timedelta(days=1)
+    return dt.datetime.combine(end, dt.time(), ZoneInfo(cfg.validation.window_timezone))
+
+
+def labels_known_at(frame: pd.DataFrame, cfg: KfopsConfig, check_at: dt.datetime) -> pd.DataFrame:
+    """``frame`` as a check at ``check_at`` sees it: the label of every row whose label would not
+    exist yet (event later than ``check_at - retrain.label_delay``) is hidden (NaN)."""
+    from kfops.core.monitoring import hide_unknown_labels
+
+    return hide_unknown_labels(frame, cfg.dataset.label, cfg.dataset.event_timestamp, check_at,
+                               cfg.retrain.label_delay)
+
+
+@dataclass
+class Trained:
+    """A model trained on one month, its splits and its monitoring profile (stored with it)."""
+
+    month: str
+    model: TabularModel
+    parts: dict[str, pd.DataFrame]
+    profile: dict[str, Any]
+
+
+class ModelBank:
+    """Everything a replay computes that does not depend on the policy, computed once: the model
+    trained on each month, each model's scores and drift check on each month, and the gate's
+    verdict for each (challenger, champion) pair. All policies replay from one bank."""
+
+    def __init__(self, cfg: KfopsConfig, by_month: dict[str, pd.DataFrame], work_dir: Path,
+                 cache_dir: Path | None = None) -> None:
+        self.cfg, self.by_month, self.work_dir = cfg, by_month, Path(work_dir)
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._trained: dict[str, Trained] = {}
+        self._checks: dict[tuple[str, str], tuple[DriftResult, dict[str, float], float | None]] = {}
+        self._gates: dict[tuple[str, str], tuple[bool, dict]] = {}
+        if self.cache_dir is not None:
+            self._load()
+
+    # A cache of this machine's own results (models as kfops model folders; checks and gate
+    # verdicts pickled), so a later backtest with the same config and data replays in seconds.
+    def _load(self) -> None:
+        import pickle
+
+        from kfops.core.model import load_model, read_meta
+        from kfops.core.monitoring import require_profile
+
+        assert self.cache_dir is not None
+        for folder in sorted((self.cache_dir / "models").glob("*")):
+            if folder.name in self.by_month:
+                self._trained[folder.name] = Trained(folder.name, load_model(folder), {},
+                                                     require_profile(read_meta(folder).get("metadata")))
+        for name in ("checks", "gates"):
+            path = self.cache_dir / f"{name}.pkl"
+            if path.exists():
+                getattr(self, f"_{name}").update(pickle.loads(path.read_bytes()))
+
+    def save(self) -> None:
+        """Write the cache (no-op without ``cache_dir``)."""
+        import pickle
+
+        from kfops.core.files import atomic_write_bytes
+        from kfops.core.model import save_model
+        from kfops.core.monitoring import PROFILE_KEY
+
+        if self.cache_dir is None:
+            return
+        for month, trained in self._trained.items():
+            folder = self.cache_dir / "models" / month
+            if not folder.exists():
+                save_model(trained.model, folder, metadata={PROFILE_KEY: trained.profile})
+        atomic_write_bytes(self.cache_dir / "checks.pkl", pickle.dumps(self._checks))
+        atomic_write_bytes(self.cache_dir / "gates.pkl", pickle.dumps(self._gates))
+
+    def trained(self, month: str) -> Trained:
+        if month not in self._trained:
+            from kfops.core.monitoring import model_profile
+
+            model, parts = train_on(self._labelled(month), self.cfg, self.work_dir / "models" / month)
+            profile = model_profile(model, parts["validation"], parts["test"], self.cfg.dataset.label,
+                                    seed=self.cfg.drift.seed)
+            self._trained[month] = Trained(month, model, parts, profile)
+        return self._trained[month]
+
+    def _labelled(self, month: str) -> pd.DataFrame:
+        """The month as its check sees it, labelled rows only: what a retrain after it trains on
+        (the rows whose labels exist by then, ``retrain.label_delay``)."""
+        seen = labels_known_at(self.by_month[month], self.cfg, check_time(month, self.cfg))
+        labelled = seen[seen[self.cfg.dataset.label].notna()]
+        return labelled.assign(**{self.cfg.dataset.label: labelled[self.cfg.dataset.label].astype("int64")})
+
+    def check(self, model_month: str, month: str) -> tuple[DriftResult, dict[str, float], float | None]:
+        """The check of ``month`` against the model of ``model_month``: the drift result, the
+        trigger signals (labels as known at the check) and the realised AUC of the whole month."""
+        key = (model_month, month)
+        if key not in self._checks:
+            from kfops.core.drift import check_drift
+            from kfops.core.model import predict_proba
+            from kfops.core.monitoring import retrain_signals
+            from kfops.core.windows import drift_frame
+
+            cfg, champion = self.cfg, self.trained(model_month)
+            current = self.by_month[month]
+            seen = labels_known_at(current, cfg, check_time(month, cfg))
+            drift = check_drift(drift_frame(self.by_month[model_month], cfg), drift_frame(seen, cfg), cfg.drift,
+                                model=champion.model)
+            scores = predict_proba(champion.model, current)
+            signals = retrain_signals(champion.profile, scores, seen[cfg.dataset.label].to_numpy(), drift.columns,
+                                      drift.prediction, cfg.retrain.confidence, cfg.retrain.min_labelled_rows)
+            self._checks[key] = (drift, signals, _roc_auc_of(current[cfg.dataset.label].to_numpy(), scores))
+        return self._checks[key]
+
+    def gate(self, challenger_month: str, champion_month: str) -> tuple[bool, dict]:
+        key = (challenger_month, champion_month)
+        if key not in self._gates:
+            challenger = self.trained(challenger_month)
+            test = challenger.parts.get("test")
+            if test is None:  # loaded from the cache: the same split again
+                test = _split(self._labelled(challenger_month), self.cfg)["test"]
+            self._gates[key] = judge(challenger.model, self.trained(champion_month).model, test, self.cfg)
+        return self._gates[key]
+
+
+def _roc_auc_of(y: Any, scores: Any) -> float | None:
     from sklearn.metrics import roc_auc_score
 
-    from kfops.core.model import predict_proba
-
-    y = frame[label].to_numpy()
     if len(set(y.tolist())) < 2:
         return None
-    return float(roc_auc_score(y, predict_proba(model, frame)))
+    return float(roc_auc_score(y, scores))
 
 
 def replay(
@@ -216,61 +373,65 @@ def replay(
     frame: pd.DataFrame,
     months: Sequence[str],
     initial_month: str,
-    policies: Sequence[str],
+    policies: Sequence[str | tuple[str, RetrainPolicy]],
     work_dir: Path,
     on_month: Callable[[MonthResult], None] | None = None,
+    bank: ModelBank | None = None,
 ) -> BacktestResult:
-    """Replay ``months`` of ``frame`` (tagged by :func:`build_frame`) for each policy, starting
-    from one champion trained on ``initial_month``. Shows progress per month
-    (:mod:`kfops.progress`: a bar on a terminal, one line per month otherwise)."""
-    from kfops.core.drift import check_drift
+    """Replay ``months`` of ``frame`` (tagged by :func:`build_frame`) for each policy (a name for
+    :func:`policy_for`, or a ``(name, RetrainPolicy)`` pair), starting from one champion trained
+    on ``initial_month``. Pass a ``bank`` to reuse models and checks across calls. Shows progress
+    per month (:mod:`kfops.progress`: a bar on a terminal, one line per month otherwise)."""
     from kfops.core.retrain_policy import DriftSummary, decide
-    from kfops.core.windows import drift_frame
     from kfops.progress import progress
 
-    by_month = {month: part for month, part in frame.groupby(MONTH_COLUMN, sort=True)}
+    by_month = bank.by_month if bank is not None else {m: p for m, p in frame.groupby(MONTH_COLUMN, sort=True)}
     for month in (initial_month, *months):
         if month not in by_month:
             raise DataError(f"no rows for month {month} in the backtest frame",
                             hint="widen --from/--to or raise --sample")
-    label = cfg.dataset.label
-    work_dir = Path(work_dir)
+    bank = bank or ModelBank(cfg, by_month, Path(work_dir))
+    named = [(p, policy_for(p, cfg)) if isinstance(p, str) else p for p in policies]
     result = BacktestResult(data=frame)
-    with progress("backtest", total=len(policies) * len(months), unit="month", every=1) as bar:
+    with progress("backtest", total=len(named) * len(months), unit="month", every=1) as bar:
         # Inside the month bar, so its boosting rounds show as a passing inner bar, not as lines.
-        initial_model, _ = train_on(by_month[initial_month], cfg, work_dir / "initial")
+        bank.trained(initial_month)
         bar.note(f"backtest: the initial champion #1 trained on {initial_month} "
                  f"({len(by_month[initial_month]):,} rows); replaying {', '.join(months)} "
-                 f"for {', '.join(policies)}")
-        for policy_name in policies:
-            policy = policy_for(policy_name, cfg)
-            champion = Champion(initial_model, by_month[initial_month], initial_month)
+                 f"for {', '.join(name for name, _ in named)}")
+        for policy_name, policy in named:
+            champion_month, number = initial_month, 1
             history = []
             for month in months:
-                current = by_month[month]
-                year, number = map(int, month.split("-"))
-                check_at = dt.datetime.combine(_month_end(dt.date(year, number, 1)) + dt.timedelta(days=1),
-                                               dt.time(), dt.UTC)
-                auc = _roc_auc(champion.model, current, label)
-                drift = check_drift(drift_frame(champion.training_frame, cfg), drift_frame(current, cfg), cfg.drift,
-                                    model=champion.model)
-                decision = decide(history, DriftSummary.from_result(drift, report=f"backtest:{policy_name}:{month}"),
-                                  check_at, policy)
+                drift, signals, auc = bank.check(champion_month, month)
+                decision = decide(history, DriftSummary.from_result(drift, report=f"backtest:{policy_name}:{month}",
+                                                                    signals=signals),
+                                  check_time(month, cfg), policy)
                 history.append(decision)
-                row = MonthResult(policy=policy_name, month=month, rows=len(current), champion=champion.number,
+                row = MonthResult(policy=policy_name, month=month, rows=len(by_month[month]), champion=number,
                                   roc_auc=auc, drift=drift.drift, drifted_columns=len(drift.drifted_columns),
                                   drift_reason=(drift.reasons[0][:120] if drift.reasons else ""),
                                   decision=decision.code, retrained=decision.retrain,
-                                  champion_month=champion.month, decision_reason=decision.reason)
+                                  champion_month=champion_month, decision_reason=decision.reason,
+                                  triggered_by=",".join(decision.triggered_by),
+                                  estimated_roc_auc=signals.get("estimated_roc_auc"),
+                                  observed_roc_auc=signals.get("observed_roc_auc"),
+                                  observed_rows=int(signals.get("observed_rows", 0)),
+                                  observed_diff=signals.get("observed_diff"),
+                                  observed_diff_low=signals.get("observed_diff_low"),
+                                  observed_diff_high=signals.get("observed_diff_high"),
+                                  reference_roc_auc=signals.get("reference_roc_auc"),
+                                  weighted_drift_share=signals.get("weighted_drift_share"),
+                                  prediction_drift=(None if "prediction_drift" not in signals
+                                                    else bool(signals["prediction_drift"])))
                 if decision.retrain:
-                    challenger, parts = train_on(current, cfg, work_dir / policy_name / month)
-                    blessed, judged = judge(challenger, champion.model, parts["test"], cfg)
+                    blessed, judged = bank.gate(month, champion_month)
                     row.challenger_roc_auc = judged["challenger"].get("roc_auc")
                     row.champion_test_roc_auc = judged["champion"].get("roc_auc")
                     row.promoted = blessed
                     row.gate = gate_summary(blessed, judged["reasons"])
                     if blessed:
-                        champion = Champion(challenger, current, month, champion.number + 1)
+                        champion_month, number = month, number + 1
                 result.months.append(row)
                 result.checks[(policy_name, month)] = drift
                 bar.advance(message=row.describe())
@@ -293,7 +454,7 @@ def month_drift_report(cfg: KfopsConfig, result: BacktestResult, policy: str, mo
     frame = result.data
     by_month = frame[MONTH_COLUMN]
     reference = drift_frame(frame[by_month == row.champion_month], cfg)
-    current = drift_frame(frame[by_month == month], cfg)
+    current = drift_frame(labels_known_at(frame[by_month == month], cfg, check_time(month, cfg)), cfg)
     return render_report(reference, current, check, html_path)
 
 
@@ -311,17 +472,26 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: BacktestResult, png_path: Path) -> Path:
-    """ROC AUC of the serving champion per month, one line per policy; retrains marked."""
+def plot(result: BacktestResult, png_path: Path, estimate_policy: str = "default") -> Path:
+    """Left: ROC AUC of the serving champion per month, one line per policy, retrains marked.
+    Right: the CBPE estimate against the realised AUC for ``estimate_policy``'s champions."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     frame = result.frame()
-    figure, axes = plt.subplots(figsize=(8, 4), dpi=90)
-    for policy, part in frame.groupby("policy", sort=False):
-        line, = axes.plot(part["month"], part["roc_auc"], marker="o", markersize=3, label=policy)
+    estimated = frame[(frame["policy"] == estimate_policy) & frame["estimated_roc_auc"].notna()]
+    panels = 2 if len(estimated) else 1
+    figure, axes_all = plt.subplots(1, panels, figsize=(8 + 4 * (panels - 1), 4.5), dpi=90, squeeze=False,
+                                    gridspec_kw={"width_ratios": [2, 1][:panels]})
+    axes = axes_all[0][0]
+    styles = ["-", "--", "-.", ":"]
+    for i, (policy, part) in enumerate(frame.groupby("policy", sort=False)):
+        # Policies often share months (same champion); the default is drawn thick, on top.
+        style = ({"color": "black", "linewidth": 2.5, "zorder": 4} if policy == estimate_policy else
+                 {"linestyle": styles[i % len(styles)], "linewidth": 1.2, "alpha": 0.85})
+        line, = axes.plot(part["month"], part["roc_auc"], marker="o", markersize=3, label=policy, **style)
         promoted = part[part["promoted"]]
         rejected = part[part["retrained"] & ~part["promoted"]]
         axes.scatter(promoted["month"], promoted["roc_auc"], marker="^", s=70, color=line.get_color(), zorder=3)
@@ -332,8 +502,18 @@ def plot(result: BacktestResult, png_path: Path) -> Path:
     axes.set_ylabel("champion ROC AUC on the month")
     axes.set_title("kfops backtest: retrain policies on 2013 NYC flights")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.autofmt_xdate()
+    axes.legend(fontsize=7, ncol=2)
+    axes.tick_params(axis="x", rotation=45)
+    if panels == 2:
+        right = axes_all[0][1]
+        right.plot(estimated["month"], estimated["roc_auc"], marker="o", markersize=3, label="realised")
+        right.plot(estimated["month"], estimated["estimated_roc_auc"], marker="s", markersize=3,
+                   label="estimated (CBPE)")
+        mae = float(estimated["estimate_error"].astype("float64").abs().mean())
+        right.set_title(f"{estimate_policy}: CBPE vs realised AUC (MAE {mae:.3f})", fontsize=9)
+        right.grid(alpha=0.3)
+        right.legend(fontsize=7)
+        right.tick_params(axis="x", rotation=45)
     figure.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
@@ -342,25 +522,57 @@ def plot(result: BacktestResult, png_path: Path) -> Path:
     return png_path
 
 
+SHOWN_COLUMNS = ["policy", "month", "champion", "roc_auc", "estimated_roc_auc", "observed_roc_auc", "observed_rows",
+                 "observed_diff_low", "observed_diff_high", "weighted_drift_share", "prediction_drift", "drift",
+                 "decision", "triggered_by", "retrained", "challenger_roc_auc", "champion_test_roc_auc", "promoted"]
+
+
 def write_outputs(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
-    """backtest.csv, backtest.md (per month and totals) and backtest.png under ``out_dir``."""
+    """backtest.csv, backtest.md (totals: all months, tuning months, held-out months; then per
+    month with every decision's evidence) and backtest.png under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = result.frame()
     csv_path = out_dir / "backtest.csv"
     frame.to_csv(csv_path, index=False)
-    shown = frame[["policy", "month", "rows", "champion", "roc_auc", "drift", "drifted_columns", "decision",
-                   "retrained", "challenger_roc_auc", "champion_test_roc_auc", "promoted"]]
+    months = sorted(frame["month"].unique())
+    tuning = [m for m in months if m in TUNING_MONTHS]
+    held_out = [m for m in months if m not in TUNING_MONTHS]
+    text = "## Totals, all months\n\n" + markdown_table(result.totals())
+    if tuning and held_out:
+        text += (f"\n## Totals, tuning months ({tuning[0]}..{tuning[-1]})\n\n" + markdown_table(result.totals(tuning))
+                 + f"\n## Totals, held-out months ({held_out[0]}..{held_out[-1]})\n\n"
+                 + markdown_table(result.totals(held_out)))
+    text += "\n## Per month\n\n" + markdown_table(frame[[c for c in SHOWN_COLUMNS if c in frame.columns]])
     md_path = out_dir / "backtest.md"
-    md_path.write_text("## Per month\n\n" + markdown_table(shown) + "\n## Totals\n\n" + markdown_table(result.totals()))
+    md_path.write_text(text)
     return {"csv": csv_path, "markdown": md_path, "plot": plot(result, out_dir / "backtest.png")}
+
+
+def cache_key(cfg: KfopsConfig, first: str, last: str, sample: float | None) -> str:
+    """What the bank's contents depend on: the data span, sampling and every config section that
+    shapes the data, the models, the checks and the gate (not the policies, which only replay)."""
+    import hashlib
+    import json
+
+    shaping = cfg.portable().model_dump(mode="json", include={"dataset", "features", "split", "train", "evaluate",
+                                                              "drift", "validation"})
+    shaping["retrain"] = cfg.retrain.model_dump(mode="json", include={"label_delay", "confidence",
+                                                                      "min_labelled_rows"})
+    text = json.dumps({"config": shaping, "first": first, "last": last, "sample": sample}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_backtest(
     cfg: KfopsConfig, first: str, last: str, policies: Sequence[str], out_dir: Path,
     sample: float | None = None, on_month: Callable[[MonthResult], None] | None = None,
+    cache_dir: Path | None = None,
 ) -> tuple[BacktestResult, dict[str, Path]]:
-    """Replay months ``first``..``last`` ('YYYY-MM'); the initial champion trains on the month before."""
+    """Replay months ``first``..``last`` ('YYYY-MM'); the initial champion trains on the month before.
+    With ``cache_dir``, the frame, models, checks and gate verdicts are kept under a key of the
+    config and span (:func:`cache_key`), so another backtest of other policies reuses them."""
+    import pandas as pd
+
     start, end = parse_month(first), parse_month(last)
     if end < start:
         raise ConfigError(f"--to {last} is before --from {first}")
@@ -371,7 +583,19 @@ def run_backtest(
     initial = (start - dt.timedelta(days=1)).replace(day=1)
     months = [m.strftime("%Y-%m") for m in month_starts(start, end)]
     out_dir = Path(out_dir)
-    frame = build_frame(cfg, initial, _month_end(end), out_dir / "work", sample=sample)
-    result = replay(cfg, frame, months, initial.strftime("%Y-%m"), list(dict.fromkeys(policies)),
-                    out_dir / "work", on_month=on_month)
+    cache = None if cache_dir is None else Path(cache_dir) / cache_key(cfg, first, last, sample)
+    if cache is not None and (cache / "frame.parquet").exists():
+        frame = pd.read_parquet(cache / "frame.parquet")
+    else:
+        frame = build_frame(cfg, initial, _month_end(end), out_dir / "work", sample=sample)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            frame.to_parquet(cache / "frame.parquet", index=False)
+    by_month = {month: part for month, part in frame.groupby(MONTH_COLUMN, sort=True)}
+    bank = ModelBank(cfg, by_month, out_dir / "work", cache_dir=cache)
+    try:
+        result = replay(cfg, frame, months, initial.strftime("%Y-%m"), list(dict.fromkeys(policies)),
+                        out_dir / "work", on_month=on_month, bank=bank)
+    finally:
+        bank.save()
     return result, write_outputs(result, out_dir)

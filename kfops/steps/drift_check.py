@@ -168,6 +168,29 @@ def drift_metrics(result: DriftResult) -> dict[str, float]:
     return metrics
 
 
+def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current: pd.DataFrame,
+                     result: DriftResult, scores: Any = None,
+                     ) -> tuple[dict[str, float], str | None, dict[str, float] | None]:
+    """The retrain triggers' evidence on ``current`` (labels NaN where they do not exist yet), from
+    the profile stored with the champion, with the champion's feature importance; ``scores``:
+    served scores (else the champion scores ``current``). Returns ({}, why, None) when the
+    champion was trained without a profile."""
+    from kfops.core.model import predict_proba, read_meta
+    from kfops.core.monitoring import require_profile, retrain_signals
+
+    try:
+        profile = require_profile(read_meta(version_dir).get("metadata"))
+    except DataError as err:
+        return {}, str(err), None
+    label = cfg.dataset.label
+    if scores is None:
+        scores = predict_proba(champion, current)
+    labels = current[label].to_numpy(dtype="float64") if label in current.columns else None
+    signals = retrain_signals(profile, scores, labels, result.columns, result.prediction, cfg.retrain.confidence,
+                              cfg.retrain.min_labelled_rows)
+    return signals, None, dict(profile.get("importance", {}).get("values", {}))
+
+
 def _log_to_mlflow(cfg: KfopsConfig, result: DriftResult, verdict_path: Path, report_path: Path | None,
                    tags: dict[str, str]) -> tuple[str, str]:
     """One MLflow run per drift check: metrics, verdict and report; returns (run id, report URI)."""
@@ -215,6 +238,7 @@ def drift_check(
     from kfops.adapters.state_store import state_store
     from kfops.config import KfopsConfig
     from kfops.core.model import load_model
+    from kfops.core.monitoring import hide_unknown_labels
     from kfops.core.retrain_policy import DriftSummary, decide_and_record_in
 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
@@ -224,12 +248,18 @@ def drift_check(
 
     champion_version, champion_span = champion_window(cfg)
     ref_start, ref_end = parse_window(reference_window) if reference_window else champion_span
-    champion = load_model(registry.fetch_version_dir(cfg, champion_version))
+    version_dir = registry.fetch_version_dir(cfg, champion_version)
+    champion = load_model(version_dir)
     work = cfg.data_dir / "work" / "drift" / (pipeline_run or "adhoc")
     reference, reference_uri = reference_frame(cfg, ref_start, ref_end, work / "reference")
     cur_start, cur_end = cfg.dataset.start, cfg.dataset.end
+    check_at = _check_time(check_time)
+    served = None
     if current_source == "window":
-        current = drift_frame(window_features(cfg, cur_start, cur_end, work / "current"), cfg)
+        # Only labels that exist at the check time (retrain.label_delay) are seen, as in the backtest.
+        window = hide_unknown_labels(window_features(cfg, cur_start, cur_end, work / "current"), cfg.dataset.label,
+                                     cfg.dataset.event_timestamp, check_at, cfg.retrain.label_delay)
+        current = drift_frame(window, cfg)
         model = champion
     else:
         from kfops.core.model import predict_proba
@@ -238,16 +268,26 @@ def drift_check(
         reference[cfg.drift.prediction_column] = predict_proba(champion, reference)
         reference = reference.drop(columns=[cfg.drift.label_column], errors="ignore")
         model = None  # the logs hold the served scores; compare them with the champion's on the reference
-    result, verdict_path, report_path = run_drift_check(cfg, reference, current, model, work,
-                                                        Path(report_html), Path(verdict_json))
+        served = current[cfg.drift.prediction_column].to_numpy()
+    from kfops.core.drift import check_drift, write_verdict
+    from kfops.reports.drift import render_report
+
+    result = check_drift(reference, current, cfg.drift, model=model)
+    signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served)
+    if no_signals:
+        log.warning("retrain triggers have no performance evidence: %s", no_signals)
+    # Every column stays in the report; the champion's importance and the triggers' evidence join it.
+    report_path = render_report(reference, current, result, Path(report_html), importance=importance,
+                                signals=signals)
+    verdict_path = write_verdict(result, Path(verdict_json), html_path=report_path)
     tags = {"kfops.pipeline_run": pipeline_run, "kfops.champion_version": champion_version,
             "kfops.reference_window": f"{ref_start},{ref_end}", "kfops.window": f"{cur_start},{cur_end}",
             "kfops.current_source": current_source, "kfops.drift": str(result.drift).lower()}
     drift_run_id, report_uri = _log_to_mlflow(cfg, result, verdict_path, report_path, tags)
     # The decision names the report by its MLflow URI (durable) and its local path (for people).
-    summary = DriftSummary.from_result(result, report=report_uri or report_path)
-    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, _check_time(check_time),
-                                    cfg.retrain)
+    # The same decide() as `kfops backtest`, on the same evidence (kfops.core.monitoring).
+    summary = DriftSummary.from_result(result, report=report_uri or report_path, signals=signals)
+    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, check_at, cfg.retrain)
     record = {
         **decision.to_dict(),
         "drift_reasons": list(result.reasons),
@@ -261,11 +301,17 @@ def drift_check(
         "current_window": [str(cur_start), str(cur_end)],
         "current_source": current_source,
         "metrics": drift_metrics(result),
+        "signals_missing": no_signals,
     }
     Path(decision_json).parent.mkdir(parents=True, exist_ok=True)
     Path(decision_json).write_text(json.dumps(record, indent=2, default=str))
     with registry.resume_run(cfg, drift_run_id) as run:
-        run.set_tags({"kfops.retrain": str(decision.retrain).lower(), "kfops.retrain_code": decision.code})
+        run.set_tags({"kfops.retrain": str(decision.retrain).lower(), "kfops.retrain_code": decision.code,
+                      "kfops.retrain_mode": decision.mode,
+                      "kfops.retrain_triggered_by": ",".join(decision.triggered_by) or "none",
+                      "kfops.retrain_reason": decision.reason[:5000]})
+        if signals:
+            run.log_metrics({f"signal.{key}": value for key, value in signals.items()})
         run.log_dict(record, "drift/decision.json")
     verb = "RETRAIN" if decision.retrain else "no retrain"
     print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}); report {report_path}",

@@ -27,6 +27,7 @@ def train(
     from kfops.adapters import mlflow_registry as registry
     from kfops.core.evaluation import choose_threshold
     from kfops.core.model import FeatureSpec, predict_proba, save_model
+    from kfops.core.monitoring import PROFILE_KEY, model_profile
     cfg = step_config(config)
     frame = load_training_set(training_set)
     parts = {name: frame[frame[SPLIT_COLUMN] == name] for name in ("train", "validation")}
@@ -35,7 +36,12 @@ def train(
     result = fit(cfg, parts["train"], parts["validation"], spec, work_dir, pipeline_run)
     val_proba = predict_proba(result.model, parts["validation"])
     result.model.threshold = choose_threshold(parts["validation"][cfg.dataset.label].to_numpy(), val_proba)
-    save_model(result.model, Path(model_dir), metadata={"pipeline_run": pipeline_run, "data_hash": data_hash})
+    # What the retrain triggers compare the champion with later: its test AUC (DeLong SE), its
+    # calibrator (validation split) and feature importance, measured now and kept with the model.
+    profile = model_profile(result.model, parts["validation"], frame[frame[SPLIT_COLUMN] == "test"],
+                            cfg.dataset.label, seed=cfg.drift.seed)
+    save_model(result.model, Path(model_dir),
+               metadata={"pipeline_run": pipeline_run, "data_hash": data_hash, PROFILE_KEY: profile})
 
     experiment_id = registry.ensure_experiment(cfg)
     with registry.start_run(cfg, experiment_id, run_name=f"train-{pipeline_run}"[:250]) as run:
@@ -45,6 +51,11 @@ def train(
         run.log_params({"threshold": round(result.model.threshold, 6), "train_rows": len(parts["train"]),
                         "validation_rows": len(parts["validation"]), "features": len(spec.columns)})
         run.log_metrics(result.metrics)
+        run.log_metrics({"monitoring.reference_roc_auc": profile["reference"]["roc_auc"],
+                         "monitoring.reference_roc_auc_se": profile["reference"]["roc_auc_se"],
+                         "monitoring.calibration_error_raw": profile["calibration"]["error_raw"],
+                         "monitoring.calibration_error": profile["calibration"]["error_calibrated"]})
+        run.log_dict(profile, "monitoring/profile.json")
         example = parts["validation"][spec.columns].head(5).reset_index(drop=True)
         proba = predict_proba(result.model, example)
         outputs = pd.DataFrame({"probability": proba, "prediction": (proba >= result.model.threshold).astype(int)})

@@ -27,7 +27,7 @@ TRAINING_TASKS = {"ingest", "validate", "featurize", "train", "evaluate"}
 def config(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("kfops-retraining")
     base = [f"data_dir={data_dir}", f"serving.http_port={free_port()}", "evaluate.gate.min_roc_auc=0.5",
-            "retrain.debounce=1"]
+            "retrain.mode=drift", "retrain.debounce=1"]
 
     def make(*extra: str):
         return load_config(REPO_ROOT / "kfops.yaml", [*base, *extra], environ={})

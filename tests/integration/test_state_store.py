@@ -96,7 +96,7 @@ def test_concurrent_read_modify_writes_lose_nothing(store):
 
 
 def test_racing_drift_checks_spend_the_retrain_budget_once(store):
-    policy = RetrainPolicy(debounce=1, cooldown="0s", max_retrains=1, period="30d")
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="0s", max_retrains=1, period="30d")
     start = threading.Barrier(5)
     codes: list[str] = []
 
@@ -187,7 +187,8 @@ def test_two_pods_share_validation_baseline_retrain_decisions_and_drift_referenc
     env = {key: value for key, value in s3_env.items() if key != "bucket"}
     store = f"s3://{s3_env['bucket']}/kfops-state"
     cfg = load_config(REPO_ROOT / "kfops.yaml", [f"dataset.start={WINDOW['start']}", f"dataset.end={WINDOW['end']}",
-                                                 f"state.store={store}", "retrain.debounce=2", "retrain.cooldown=0s"],
+                                                 f"state.store={store}", "retrain.mode=drift", "retrain.debounce=2",
+                                                 "retrain.cooldown=0s"],
                       environ={})
     raw = tmp_path / "pipeline_root" / "ingest" / "raw"  # what the ingest task leaves in the pipeline root
     ingest(cfg, raw)

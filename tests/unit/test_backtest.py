@@ -48,6 +48,10 @@ def test_policies_decide_as_named():
     assert [d.code for d in history] == ["debounce", "drift_confirmed", "debounce"]
     with pytest.raises(ConfigError, match="unknown policy"):
         policy_for("weekly", cfg)
+    assert policy_for("default", cfg) is cfg.retrain
+    for name in ("observed", "estimated", "weighted_drift", "prediction_drift"):
+        single = policy_for(name, cfg)
+        assert (single.mode, single.triggers, single.debounce) == ("performance", [name], cfg.retrain.debounce)
 
 
 def _result() -> BacktestResult:
@@ -88,6 +92,7 @@ def test_a_months_drift_report_compares_the_champions_month_with_that_month(monk
     frame = pd.DataFrame({column: range(len(months)) for column in cfg.feature_columns})
     frame[cfg.dataset.label] = [0, 1] * 4 + [0]
     frame["flight_id"] = range(len(months))
+    frame[cfg.dataset.event_timestamp] = pd.Timestamp("2013-01-01", tz="UTC")
     frame[MONTH_COLUMN] = months
     row = MonthResult(policy="drift", month="2013-03", rows=4, champion=2, roc_auc=0.7, drift=True, drifted_columns=1,
                       drift_reason="", decision="d", retrained=False, champion_month="2013-02")
@@ -115,7 +120,8 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     monkeypatch.setenv("KFOPS_PROGRESS", "plain")
     args = ["--from", "2013-02", "--to", "2013-03", "--sample", "0.1", "-o", str(tmp_path / "out"),
             "--config", str(REPO_ROOT / "kfops.yaml"), "--set", f"data_dir={tmp_path}",
-            "--set", "train.xgboost.n_estimators=40", "--set", "evaluate.behavioural_checks=false"]
+            "--set", "train.xgboost.n_estimators=40", "--set", "evaluate.behavioural_checks=false",
+            "-p", "default", "-p", "monthly", "-p", "never"]
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
     # One progress line per policy and month, as it lands (on stderr; the totals go to stdout).
@@ -124,12 +130,15 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     assert all(" -> " in line and "champion #" in line for line in lines)
     assert "2013-03: champion #" in lines[-1] and lines[-1].split(") ", 1)[1].startswith("never 2013-03")
     frame = pd.read_csv(tmp_path / "out" / "backtest.csv")
-    assert len(frame) == 6 and set(frame["policy"]) == {"drift", "monthly", "never"}
+    assert len(frame) == 6 and set(frame["policy"]) == {"default", "monthly", "never"}
+    # Every decision keeps its evidence: the CBPE estimate and the observed AUC with its interval.
+    assert frame["estimated_roc_auc"].between(0, 1).all() and frame["reference_roc_auc"].between(0, 1).all()
+    assert (frame["observed_diff_low"] <= frame["observed_diff_high"]).all()
     retrained = frame[frame["retrained"]]
     assert retrained["gate"].str.match(r"(NOT )?BLESSED: (PASS|FAIL) ").all()
     assert frame["decision_reason"].str.len().gt(0).all() and frame["champion_month"].notna().all()
     by_policy = frame.groupby("policy")
-    assert by_policy["retrained"].sum().to_dict() == {"drift": frame[frame.policy == "drift"].retrained.sum(),
+    assert by_policy["retrained"].sum().to_dict() == {"default": frame[frame.policy == "default"].retrained.sum(),
                                                      "monthly": 2, "never": 0}
     # February is served by the same January champion under every policy.
     february = frame[frame["month"] == "2013-02"]
@@ -139,4 +148,4 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
         first, second = part.sort_values("month").to_dict("records")
         assert second["champion"] == first["champion"] + int(first["promoted"])
     assert (tmp_path / "out" / "backtest.png").stat().st_size > 0
-    assert "## Totals" in (tmp_path / "out" / "backtest.md").read_text()
+    assert "## Totals, all months" in (tmp_path / "out" / "backtest.md").read_text()

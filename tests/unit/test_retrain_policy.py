@@ -12,11 +12,13 @@ from kfops.core.retrain_policy import (
     DEBOUNCE,
     NEVER,
     NO_DRIFT,
+    NO_SIGNAL,
     NO_VERDICT,
     NOT_DUE,
     RATE_LIMIT,
     RETRAIN_DRIFT,
     RETRAIN_SCHEDULED,
+    RETRAIN_SIGNAL,
     Decision,
     DriftSummary,
     PolicyState,
@@ -47,7 +49,7 @@ def replay(policy: RetrainPolicy, checks: list[DriftSummary | None]) -> list[Dec
 
 
 def test_debounce_waits_for_k_consecutive_drifted_checks():
-    policy = RetrainPolicy(debounce=3, cooldown="0d", max_retrains=None)
+    policy = RetrainPolicy(mode="drift", debounce=3, cooldown="0d", max_retrains=None)
     decisions = replay(policy, [drifted(0), drifted(1), calm(2), drifted(3), drifted(4), drifted(5)])
     assert [d.code for d in decisions] == [DEBOUNCE, DEBOUNCE, NO_DRIFT, DEBOUNCE, DEBOUNCE, RETRAIN_DRIFT]
     retrain = decisions[-1]
@@ -57,13 +59,13 @@ def test_debounce_waits_for_k_consecutive_drifted_checks():
 
 
 def test_a_retrain_resets_the_drift_streak():
-    policy = RetrainPolicy(debounce=2, cooldown="0d", max_retrains=None)
+    policy = RetrainPolicy(mode="drift", debounce=2, cooldown="0d", max_retrains=None)
     decisions = replay(policy, [drifted(0), drifted(1), drifted(2), drifted(3)])
     assert [d.retrain for d in decisions] == [False, True, False, True]
 
 
 def test_cooldown_blocks_until_it_has_passed_and_drift_streak_survives_it():
-    policy = RetrainPolicy(debounce=1, cooldown="3d", max_retrains=None)
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="3d", max_retrains=None)
     decisions = replay(policy, [drifted(day) for day in range(5)])
     assert [d.code for d in decisions] == [RETRAIN_DRIFT, COOLDOWN, COOLDOWN, RETRAIN_DRIFT, COOLDOWN]
     blocked = decisions[1]
@@ -72,7 +74,7 @@ def test_cooldown_blocks_until_it_has_passed_and_drift_streak_survives_it():
 
 
 def test_max_retrains_per_period_caps_retrains_in_a_trailing_window():
-    policy = RetrainPolicy(debounce=1, cooldown="0d", max_retrains=2, period="7d")
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="0d", max_retrains=2, period="7d")
     decisions = replay(policy, [drifted(day) for day in range(10)])
     retrain_days = [day for day, d in enumerate(decisions) if d.retrain]
     assert retrain_days == [0, 1, 7, 8]
@@ -107,7 +109,7 @@ def test_scheduled_mode_still_respects_the_rate_limit():
 
 def test_every_decision_records_the_report_it_was_made_on():
     policies = [
-        RetrainPolicy(debounce=2, cooldown="2d", max_retrains=3, period="10d"),
+        RetrainPolicy(mode="drift", debounce=2, cooldown="2d", max_retrains=3, period="10d"),
         RetrainPolicy(mode="scheduled", schedule_every="2d"),
         RetrainPolicy(mode="never"),
     ]
@@ -119,14 +121,14 @@ def test_every_decision_records_the_report_it_was_made_on():
 
 
 def test_history_may_be_given_as_dicts_in_any_order():
-    policy = RetrainPolicy(debounce=2, cooldown="0d", max_retrains=None)
+    policy = RetrainPolicy(mode="drift", debounce=2, cooldown="0d", max_retrains=None)
     history = replay(policy, [drifted(0), drifted(1), drifted(2)])
     as_dicts = [d.to_dict() for d in reversed(history)]
     assert decide(as_dicts, drifted(3), T0 + 3 * DAY, policy) == decide(history, drifted(3), T0 + 3 * DAY, policy)
 
 
 def test_no_verdict_means_no_retrain_in_drift_mode():
-    decision = decide([], None, T0, RetrainPolicy(debounce=1))
+    decision = decide([], None, T0, RetrainPolicy(mode="drift", debounce=1))
     assert not decision.retrain and decision.code == NO_VERDICT and decision.drift_report is None
 
 
@@ -136,7 +138,7 @@ def test_verdict_files_and_dicts_are_accepted(tmp_path):
     summary = DriftSummary.from_verdict_file(verdict)
     assert summary == DriftSummary(drift=True, report=str(verdict), reasons=("temp drifted",))
 
-    decision = decide([], {"drift": True, "reasons": ["x"], "html_report": "r.html"}, T0, RetrainPolicy(debounce=1))
+    decision = decide([], {"drift": True, "reasons": ["x"], "html_report": "r.html"}, T0, RetrainPolicy(mode="drift", debounce=1))
     assert decision.retrain and decision.drift_report == "r.html"
 
     with pytest.raises(DataError, match="does not exist"):
@@ -147,7 +149,7 @@ def test_verdict_files_and_dicts_are_accepted(tmp_path):
 
 def test_state_round_trips_through_json_and_is_shared_between_runs(tmp_path):
     state_path = tmp_path / "state" / "retrain.json"
-    policy = RetrainPolicy(debounce=2, cooldown="1d", max_retrains=None)
+    policy = RetrainPolicy(mode="drift", debounce=2, cooldown="1d", max_retrains=None)
     codes = [decide_and_record(state_path, drifted(day), T0 + day * DAY, policy).code for day in range(3)]
     assert codes == [DEBOUNCE, RETRAIN_DRIFT, DEBOUNCE]
 
@@ -172,7 +174,7 @@ def test_missing_state_is_empty_and_corrupt_state_is_a_data_error(tmp_path):
 
 
 def test_times_must_be_aware_and_history_must_not_be_in_the_future():
-    policy = RetrainPolicy(debounce=1)
+    policy = RetrainPolicy(mode="drift", debounce=1)
     with pytest.raises(DataError, match="no time zone"):
         decide([], drifted(0), dt.datetime(2013, 1, 1), policy)
     later = decide([], drifted(5), T0 + 5 * DAY, policy)
@@ -193,3 +195,90 @@ def test_policy_config_parses_durations_and_rejects_bad_values():
         RetrainPolicy(debounce=0)
     with pytest.raises(ValueError):
         RetrainPolicy(mode="sometimes")
+
+
+# --- mode `performance`: one test per trigger, on the evidence kfops.core.monitoring computes
+
+
+def evidence(**signals: float) -> DriftSummary:
+    return DriftSummary(drift=False, report="reports/check.json", signals={"reference_roc_auc": 0.70, **signals})
+
+
+def observed(diff: float, half_width: float, rows: float = 5000) -> dict[str, float]:
+    return {"observed_roc_auc": 0.70 + diff, "observed_rows": rows, "observed_diff": diff,
+            "observed_diff_low": diff - half_width, "observed_diff_high": diff + half_width}
+
+
+def performance(*triggers: str, **fields) -> RetrainPolicy:
+    return RetrainPolicy(mode="performance", triggers=list(triggers), debounce=1, cooldown="0d", max_retrains=None,
+                         **fields)
+
+
+def test_observed_fires_only_when_the_whole_interval_is_below_the_tolerance():
+    policy = performance("observed", observed_tolerance=0.01)
+    confident = decide([], evidence(**observed(-0.04, 0.02)), T0, policy)
+    assert confident.retrain and confident.code == RETRAIN_SIGNAL and confident.triggered_by == ("observed",)
+    assert "CI [-0.0600, -0.0200]" in confident.reason and confident.signals["observed_diff_high"] == -0.02
+    straddles = decide([], evidence(**observed(-0.04, 0.035)), T0, policy)  # high -0.005 > -0.01
+    assert not straddles.retrain and straddles.code == NO_SIGNAL and "not wholly below -0.01" in straddles.reason
+    few_rows = decide([], evidence(observed_rows=12), T0, policy)
+    assert few_rows.code == NO_SIGNAL and "too few labelled rows (12)" in few_rows.reason
+
+
+def test_estimated_fires_on_a_cbpe_drop_beyond_its_tolerance():
+    policy = performance("estimated", estimated_tolerance=0.02)
+    assert decide([], evidence(estimated_roc_auc=0.67, estimated_diff=-0.03), T0, policy).retrain
+    quiet = decide([], evidence(estimated_roc_auc=0.69, estimated_diff=-0.01), T0, policy)
+    assert not quiet.retrain and "within 0.02" in quiet.reason
+
+
+def test_weighted_drift_and_prediction_drift_fire_on_their_own_evidence():
+    weighted = performance("weighted_drift", weighted_drift_share=0.4)
+    assert decide([], evidence(weighted_drift_share=0.45), T0, weighted).triggered_by == ("weighted_drift",)
+    assert not decide([], evidence(weighted_drift_share=0.2), T0, weighted).retrain
+    scores = performance("prediction_drift")
+    assert decide([], evidence(prediction_drift=1.0), T0, scores).retrain
+    assert decide([], evidence(prediction_drift=0.0), T0, scores).code == NO_SIGNAL
+
+
+def test_a_combined_policy_retrains_when_any_trigger_fires_and_records_which():
+    policy = performance("observed", "estimated")
+    both = decide([], evidence(**observed(-0.05, 0.01), estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
+    assert both.triggered_by == ("observed", "estimated")
+    one = decide([], evidence(**observed(0.0, 0.01), estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
+    assert one.retrain and one.triggered_by == ("estimated",)
+    assert decide([], evidence(), T0, policy).code == NO_SIGNAL  # no evidence for either: no retrain
+    assert decide([], DriftSummary(drift=True), T0, policy).code == NO_VERDICT  # no signals at all
+
+
+def test_debounce_cooldown_and_budget_apply_to_triggers_too():
+    fired = evidence(estimated_roc_auc=0.6, estimated_diff=-0.1)
+    calm_check = evidence(estimated_roc_auc=0.7, estimated_diff=0.0)
+    policy = RetrainPolicy(mode="performance", triggers=["estimated"], debounce=2, cooldown="3d", max_retrains=None)
+    decisions = replay(policy, [fired, calm_check, fired, fired, fired, fired])
+    assert [d.code for d in decisions] == [DEBOUNCE, NO_SIGNAL, DEBOUNCE, RETRAIN_SIGNAL, DEBOUNCE, COOLDOWN]
+    capped = RetrainPolicy(mode="performance", triggers=["estimated"], debounce=1, cooldown="0d", max_retrains=1,
+                           period="3d")
+    assert [d.retrain for d in replay(capped, [fired] * 4)] == [True, False, False, True]
+
+
+def test_signals_survive_the_state_file_and_verdicts(tmp_path):
+    decision = decide([], evidence(**observed(-0.05, 0.01)), T0, performance("observed"))
+    again = Decision.from_dict(json.loads(json.dumps(decision.to_dict())))
+    assert again == decision and again.fired is True and again.triggered_by == ("observed",)
+    verdict = {"drift": False, "signals": {"reference_roc_auc": 0.7, "estimated_roc_auc": 0.6, "estimated_diff": -0.1}}
+    assert decide([], verdict, T0, performance("estimated")).retrain
+    with pytest.raises(Exception, match="label_delay must not be negative"):
+        RetrainPolicy(label_delay="-1d")
+    assert RetrainPolicy(label_delay="6h").label_delay == dt.timedelta(hours=6)
+
+
+def test_observed_fires_below_an_absolute_floor_only_with_confidence():
+    policy = performance("observed", observed_tolerance=0.03, min_roc_auc=0.66)
+    weak = {"observed_roc_auc": 0.62, "observed_roc_auc_low": 0.61, "observed_roc_auc_high": 0.63}
+    decision = decide([], evidence(**{**observed(0.0, 0.02), **weak}), T0, policy)  # no worse than at test time
+    assert decision.retrain and "below the floor min_roc_auc 0.66" in decision.reason
+    unsure = {"observed_roc_auc": 0.65, "observed_roc_auc_low": 0.63, "observed_roc_auc_high": 0.67}
+    quiet = decide([], evidence(**{**observed(0.0, 0.02), **unsure}), T0, policy)
+    assert not quiet.retrain and "nor wholly below the floor 0.66" in quiet.reason
+    assert not decide([], evidence(**{**observed(0.0, 0.02), **weak}), T0, performance("observed")).retrain

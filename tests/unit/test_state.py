@@ -83,7 +83,7 @@ def test_a_corrupt_state_is_named(tmp_path):
 
 def test_decisions_in_the_store_are_the_file_decide_and_record_keeps(tmp_path):
     """The store and the older path API share the file and its lock: one history either way."""
-    policy = RetrainPolicy(debounce=2, cooldown="0s")
+    policy = RetrainPolicy(mode="drift", debounce=2, cooldown="0s")
     store = LocalStateStore(tmp_path)
     first = decide_and_record_in(store, "retrain_policy.json", DriftSummary(drift=True, report="r1"), T0, policy)
     second = decide_and_record(tmp_path / "retrain_policy.json", DriftSummary(drift=True, report="r2"),
@@ -94,7 +94,7 @@ def test_decisions_in_the_store_are_the_file_decide_and_record_keeps(tmp_path):
 
 def test_two_checks_at_once_never_both_spend_the_last_retrain(tmp_path):
     """Without a conditional write both racing checks read an empty history and both retrain."""
-    policy = RetrainPolicy(debounce=1, cooldown="0s", max_retrains=1, period="30d")
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="0s", max_retrains=1, period="30d")
     start = threading.Barrier(6)
     codes: list[str] = []
 

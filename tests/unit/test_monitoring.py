@@ -1,0 +1,226 @@
+"""Retrain-trigger evidence: DeLong, CBPE, calibration, weighted drift, and the label-delay guarantee."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from kfops.config import KfopsConfig
+from kfops.core.drift import ColumnDrift
+from kfops.core.model import FeatureSpec
+from kfops.core.monitoring import (
+    calibrate,
+    calibration_error,
+    delong_roc_auc,
+    difference_interval,
+    expected_roc_auc,
+    fit_calibrator,
+    hide_unknown_labels,
+    labelled_mask,
+    model_profile,
+    require_profile,
+    retrain_signals,
+    weighted_drift,
+)
+from kfops.errors import DataError
+
+
+def _scored(n: int, seed: int, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    return y, signal * y + rng.normal(size=n)
+
+
+def test_delong_auc_is_sklearns_and_its_se_matches_a_seeded_bootstrap():
+    y, s = _scored(3000, 0)
+    auc, se = delong_roc_auc(y, s)
+    assert auc == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    rng = np.random.default_rng(1)
+    boot = [roc_auc_score(y[i], s[i]) for i in (rng.integers(0, len(y), len(y)) for _ in range(300))]
+    assert se == pytest.approx(np.std(boot), rel=0.2)
+    with pytest.raises(DataError, match="two rows of each class"):
+        delong_roc_auc([1, 1, 0], [0.1, 0.2, 0.3])
+
+
+def test_the_difference_interval_adds_the_variances_of_independent_samples():
+    diff, low, high = difference_interval(0.70, 0.003, 0.74, 0.004, 0.95)
+    assert diff == pytest.approx(-0.04)
+    assert high - diff == pytest.approx(diff - low) == pytest.approx(1.959964 * 0.005, rel=1e-5)
+
+
+def test_cbpe_expects_the_auc_that_calibrated_labels_realise():
+    rng = np.random.default_rng(2)
+    p = rng.beta(2, 5, 20_000)
+    estimate = expected_roc_auc(p, p)
+    realised = [roc_auc_score(rng.random(p.size) < p, p) for _ in range(20)]
+    assert estimate == pytest.approx(np.mean(realised), abs=0.005)
+    assert expected_roc_auc([0.9, 0.8, 0.2, 0.1], [1.0, 1.0, 0.0, 0.0]) == pytest.approx(1.0)
+    assert expected_roc_auc([0.5] * 4, [0.5] * 4) == pytest.approx(0.5)  # one tie: the diagonal
+
+
+def test_platt_calibration_repairs_distorted_scores():
+    rng = np.random.default_rng(3)
+    p = rng.beta(2, 5, 20_000)
+    y = rng.random(p.size) < p
+    distorted = p**3
+    calibrator = fit_calibrator(y, distorted)
+    assert calibration_error(y, distorted) > 0.1
+    assert calibration_error(y, calibrate(calibrator, distorted)) < 0.02
+    assert np.array_equal(calibrate({"method": "none"}, distorted), distorted)
+    with pytest.raises(DataError, match="unknown calibrator"):
+        calibrate({"method": "magic"}, distorted)
+
+
+def _column(name: str, drifted: bool) -> ColumnDrift:
+    return ColumnDrift(column=name, type="numerical", test="wasserstein", test_name="w", score=0.2 if drifted else 0.01,
+                       score_kind="distance", threshold=0.1, drifted=drifted)
+
+
+def test_weighted_drift_counts_importance_not_columns():
+    importance = {"temp": 0.05, "dep_hour": 0.6, "carrier": 0.35}
+    columns = [_column("temp", True), _column("dep_hour", False), _column("carrier", True), _column("id", True)]
+    share, parts = weighted_drift(columns, importance)
+    assert share == pytest.approx(0.40) and list(parts) == ["carrier", "temp"]  # 3 of 4 columns drifted
+    assert weighted_drift(columns, {})[0] == 0.0
+
+
+def test_labels_exist_only_label_delay_after_the_event():
+    at = pd.Timestamp("2013-03-01 00:00", tz="America/New_York")
+    times = pd.Series(pd.to_datetime(["2013-02-27 23:00", "2013-02-28 00:00", "2013-02-28 00:01"]).tz_localize(
+        "America/New_York"))
+    assert labelled_mask(times, at, dt.timedelta(days=1)).tolist() == [True, True, False]
+    frame = pd.DataFrame({"t": times, "label": [1, 0, 1]})
+    seen = hide_unknown_labels(frame, "label", "t", at, dt.timedelta(days=1))
+    assert seen["label"].isna().tolist() == [False, False, True] and frame["label"].notna().all()
+    with pytest.raises(DataError, match="no time zone"):
+        labelled_mask(times, dt.datetime(2013, 3, 1), dt.timedelta(0))
+
+
+class _Model:
+    """A real TabularModel: the logistic of dep_hour/24 - 0.5 plus a fixed shift."""
+
+    trainer, threshold = "stub", 0.5
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec
+
+    def predict_proba_encoded(self, matrix: np.ndarray) -> np.ndarray:
+        column = self.spec.columns.index("dep_hour")
+        return 1 / (1 + np.exp(-(matrix[:, column] / 6 - 2)))
+
+    def save_weights(self, folder) -> None:
+        """The stub has no weights; kfops_model.json (with the profile) is all a check reads."""
+
+
+def _month(cfg: KfopsConfig, month: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    start = pd.Timestamp(2013, month, 1, tz=cfg.validation.window_timezone)
+    frame = pd.DataFrame({c: rng.normal(size=n) for c in cfg.feature_columns})
+    for c in cfg.features.categorical:
+        frame[c] = rng.choice(["a", "b", "c"], n)
+    frame["dep_hour"] = rng.integers(5, 23, n).astype(float)
+    p = 1 / (1 + np.exp(-(frame["dep_hour"] / 6 - 2)))
+    frame[cfg.dataset.label] = (rng.random(n) < p).astype(int)
+    frame[cfg.dataset.event_timestamp] = start + pd.to_timedelta(np.sort(rng.uniform(0, 27.9, n)), unit="D")
+    frame["_backtest_month"] = f"2013-{month:02d}"
+    return frame
+
+
+def test_the_backtest_never_uses_a_label_before_it_exists(tmp_path):
+    """The guarantee, through the backtest's own check: labels of the rows newer than check time
+    minus label_delay can be anything; the evidence and the drift verdict do not change."""
+    from kfops.runners.backtest import ModelBank, Trained, check_time
+
+    cfg = KfopsConfig.model_validate({"retrain": {"label_delay": "5d"}})
+    jan, feb = _month(cfg, 1, 0), _month(cfg, 2, 1)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+    cutoff = check_time("2013-02", cfg) - dt.timedelta(days=5)
+    unknown = (feb[cfg.dataset.event_timestamp] > cutoff).to_numpy()
+    assert 0 < unknown.sum() < len(feb)
+    flipped = feb.copy()
+    flipped.loc[unknown, "label"] = 1 - flipped.loc[unknown, "label"]
+
+    evidence = []
+    for current in (feb, flipped):
+        bank = ModelBank(cfg, {"2013-01": jan, "2013-02": current}, work_dir=tmp_path)
+        bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+        drift, signals, realised = bank.check("2013-01", "2013-02")
+        evidence.append((signals, drift.performance.roc_auc, realised))
+    (signals, drift_auc, realised), (signals_flipped, drift_auc_flipped, realised_flipped) = evidence
+    assert signals == signals_flipped and drift_auc == drift_auc_flipped
+    assert signals["observed_rows"] == (~unknown).sum()
+    assert realised != realised_flipped  # the realised AUC (what the policy is judged by) sees every label
+
+
+def test_signals_and_the_profile_say_what_they_lack():
+    cfg = KfopsConfig()
+    jan = _month(cfg, 1, 0)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+    assert profile["reference"]["split"] == "test" and profile["calibration"]["error_calibrated"] < 0.03
+    assert max(profile["importance"]["values"], key=profile["importance"]["values"].get) == "dep_hour"
+    scores = model.predict_proba_encoded(model.spec.encode(jan))
+    no_labels = retrain_signals(profile, scores, np.full(len(jan), np.nan))
+    assert "estimated_roc_auc" in no_labels and "observed_roc_auc" not in no_labels and no_labels["observed_rows"] == 0
+    assert abs(no_labels["estimated_roc_auc"] - roc_auc_score(jan["label"], scores)) < 0.02
+    assert require_profile({"monitoring": profile}) is profile
+    with pytest.raises(DataError, match="no monitoring profile"):
+        require_profile({"pipeline_run": "x"})
+
+
+def test_the_pipelines_drift_step_decides_with_the_same_function_on_the_same_evidence(tmp_path):
+    """The retraining pipeline's step reads the profile saved with the champion, hides labels
+    the same way, and the default policy decides with decide(): as the backtest does."""
+    from kfops.core.drift import check_drift
+    from kfops.core.model import save_model
+    from kfops.core.monitoring import PROFILE_KEY
+    from kfops.core.retrain_policy import DriftSummary, decide
+    from kfops.core.windows import drift_frame
+    from kfops.runners.backtest import ModelBank, Trained, check_time
+    from kfops.steps.drift_check import champion_signals
+
+    cfg = KfopsConfig.model_validate({"retrain": {"label_delay": "2d"}})
+    jan, feb = _month(cfg, 1, 0), _month(cfg, 2, 1)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+    folder = save_model(model, tmp_path / "champion", metadata={PROFILE_KEY: profile})
+    at = check_time("2013-02", cfg)
+    current = drift_frame(hide_unknown_labels(feb, "label", cfg.dataset.event_timestamp, at, "2d"), cfg)
+    result = check_drift(drift_frame(jan, cfg), current, cfg.drift, model=model)
+    signals, missing, importance = champion_signals(cfg, model, folder, current, result)
+    assert missing is None and importance == profile["importance"]["values"]
+
+    bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path)
+    bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+    _, backtest_signals, _ = bank.check("2013-01", "2013-02")
+    assert signals == pytest.approx(backtest_signals)
+    step = decide([], DriftSummary.from_result(result, signals=signals), at, cfg.retrain)
+    replayed = decide([], DriftSummary.from_result(result, signals=backtest_signals), at, cfg.retrain)
+    assert (step.retrain, step.code, step.triggered_by) == (replayed.retrain, replayed.code, replayed.triggered_by)
+    assert step.mode == "performance" and step.signals == signals
+
+    save_model(model, tmp_path / "old", metadata={"pipeline_run": "x"})  # trained before profiles existed
+    old_signals, why, _ = champion_signals(cfg, model, tmp_path / "old", current, result)
+    assert old_signals == {} and "no monitoring profile" in why
+
+
+def test_the_drift_report_lists_every_column_with_its_importance_and_the_evidence():
+    from kfops.core.drift import check_drift
+    from kfops.reports.drift import _banner
+
+    rng = np.random.default_rng(4)
+    reference = pd.DataFrame({"temp": rng.normal(size=2000), "dep_hour": rng.normal(size=2000),
+                              "id": rng.normal(size=2000)})
+    current = reference.assign(temp=reference["temp"] + 2)
+    result = check_drift(reference, current)
+    banner = _banner(result, 100, 100, importance={"dep_hour": 0.9, "temp": 0.1},
+                     signals={"weighted_drift_share": 0.1, "estimated_roc_auc": 0.7})
+    assert all(f"<td>{c}</td>" in banner for c in ("temp", "dep_hour", "id")) and banner.count("<tr><td>") == 3
+    assert "importance to the champion" in banner and "<td>90.0%</td>" in banner and "<td>0.0%</td>" in banner
+    assert "weighted_drift_share: 0.1000" in banner
