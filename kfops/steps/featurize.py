@@ -30,8 +30,7 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
 
     cfg = step_config(config)
     tables = read_tables(raw_dir)
-    import_callable(cfg.dataset.feast_sources_writer)(tables, Path(sources_dir))
-    entities = import_callable(cfg.dataset.entity_builder)(tables, cfg)
+    entities = build_entities(cfg, tables, Path(sources_dir))
     frame = features.build_training_set(entities, cfg, Path(sources_dir))
     frame[SPLIT_COLUMN] = split_by_time(frame, cfg)
     previous = previous_validation(cfg, "training_set")
@@ -50,6 +49,19 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     if cfg.features.materialize_online:
         result["materialized"] = materialize_window(cfg, Path(sources_dir))
     return result
+
+
+def build_entities(cfg: KfopsConfig, tables: dict[str, pd.DataFrame], sources_dir: Path) -> pd.DataFrame:
+    """Write the Feast offline sources (when the dataset has a writer) and build the entity frame,
+    then check that it has every column the config names, before any join or training."""
+    from kfops.core.columns import check_config_columns, feature_names
+
+    writer = cfg.dataset.feast_sources_writer
+    if writer:
+        import_callable(writer)(tables, Path(sources_dir))
+    entities = import_callable(cfg.require("dataset.entity_builder"))(tables, cfg)
+    check_config_columns(entities.columns, cfg, where="the entity frame", joined=feature_names(cfg))
+    return entities
 
 
 def materialize_window(cfg: KfopsConfig, sources_dir: Path) -> dict[str, int | None]:
@@ -73,8 +85,7 @@ def window_features(cfg: KfopsConfig, start: dt.date, end: dt.date, work_dir: Pa
     from kfops.core.files import import_callable
 
     window_cfg = window_config(cfg, start, end)
-    tables = import_callable(cfg.dataset.loader)(window_cfg)
+    tables = import_callable(cfg.require("dataset.loader"))(window_cfg)
     sources = Path(work_dir) / "sources"
-    import_callable(cfg.dataset.feast_sources_writer)(tables, sources)
-    entities = import_callable(cfg.dataset.entity_builder)(tables, window_cfg)
+    entities = build_entities(window_cfg, tables, sources)
     return features.build_training_set(entities, window_cfg, sources)
