@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.support.example import EXAMPLE_YAML
 
 KFOPS = str(Path(sys.executable).with_name("kfops"))

@@ -146,7 +146,7 @@ def test_a_missing_required_key_is_named_with_where_to_look(tmp_path):
         cfg.check_required()
     assert "Bring your own data" in err.value.hint
     assert cfg.require("dataset.loader") == "mine:load"
-    with pytest.raises(ConfigError, match="required configuration missing: dataset.row_id"):
+    with pytest.raises(ConfigError, match=r"required configuration missing: dataset\.row_id"):
         cfg.require("dataset.row_id")
 
 
@@ -154,7 +154,7 @@ def test_compiling_a_pipeline_without_a_dataset_is_refused(tmp_path):
     from kfops.adapters.kfp_local import compile_pipeline
 
     for name in ("training", "retraining"):
-        with pytest.raises(ConfigError, match="dataset.loader, dataset.entity_builder"):
+        with pytest.raises(ConfigError, match=r"dataset\.loader, dataset\.entity_builder"):
             compile_pipeline(KfopsConfig(), name, tmp_path / f"{name}.yaml")
         assert not (tmp_path / f"{name}.yaml").exists()
 

@@ -86,7 +86,7 @@ def test_featurize_refuses_the_entity_frame_before_any_join(tmp_path):
     from kfops.steps.featurize import build_entities
 
     cfg = orders_config(evaluate={"non_decreasing_columns": ["rainfall"]})
-    with pytest.raises(MissingColumnsError, match="evaluate.non_decreasing_columns: rainfall"):
+    with pytest.raises(MissingColumnsError, match=r"evaluate\.non_decreasing_columns: rainfall"):
         build_entities(cfg, orders_tables(cfg), tmp_path / "sources")
     assert not (tmp_path / "sources").exists()  # the dataset has no sources writer: nothing was written
 

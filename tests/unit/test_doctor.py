@@ -12,7 +12,6 @@ from kfops.cluster.doctor import (
     load_pipeline_spec,
     summary_line,
 )
-from kfops.config import KfopsConfig
 from tests.conftest import REPO_ROOT
 from tests.support.example import example_config
 

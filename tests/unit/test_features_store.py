@@ -17,8 +17,7 @@ import pytest
 
 from kfops.config import KfopsConfig
 from kfops.errors import DataError, ValidationFailed
-from tests.support.example import example_config
-from tests.support.example import write_example_config
+from tests.support.example import example_config, write_example_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAY = "2013-01-10"

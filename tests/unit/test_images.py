@@ -21,7 +21,7 @@ import yaml
 from kfops.adapters.kfp_local import COMPONENTS, compile_pipeline
 from kfops.cluster import images
 from kfops.cluster.images import BuildOptions, HostPip, build_commands, images_in_pipeline
-from kfops.config import ClusterConfig, KfopsConfig
+from kfops.config import ClusterConfig
 from tests.support.example import example_config
 
 REPO = Path(__file__).resolve().parents[2]

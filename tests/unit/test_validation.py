@@ -25,8 +25,8 @@ from kfops.adapters.gx_validation import (
 from kfops.config import KfopsConfig
 from kfops.errors import ConfigError, ValidationFailed
 from kfops.reports.validation import render_html, write_reports
-from tests.support.validation_data import (
 from tests.support.example import write_example_config
+from tests.support.validation_data import (
     END,
     START,
     corrupt_distance,
