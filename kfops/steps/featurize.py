@@ -65,13 +65,21 @@ def build_entities(cfg: KfopsConfig, tables: dict[str, pd.DataFrame], sources_di
 
 
 def materialize_window(cfg: KfopsConfig, sources_dir: Path) -> dict[str, int | None]:
-    """Load the online store with each entity's latest features up to the window's end."""
+    """Load the online store with each entity's latest features up to the window's end.
+
+    The window's days are those of ``validation.window_timezone`` (as validation counts them): it
+    ends at local midnight after ``dataset.end``, so a request at the end of the window, the
+    demo's serving time, finds the features of that evening too.
+    """
+    from zoneinfo import ZoneInfo
+
     from kfops.adapters import feast_store as features
 
-    start = dt.datetime.combine(cfg.dataset.start, dt.time(), tzinfo=dt.UTC)
-    end = dt.datetime.combine(cfg.dataset.end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    zone = ZoneInfo(cfg.validation.window_timezone)
+    start = dt.datetime.combine(cfg.dataset.start, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+    end = dt.datetime.combine(cfg.dataset.end + dt.timedelta(days=1), dt.time(), tzinfo=zone).astimezone(dt.UTC)
     loaded = features.materialize(cfg, start, end, store=features.apply_definitions(cfg, sources_dir))
-    print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d}: "
+    print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d %H:%M} UTC: "
           + ", ".join(f"{view} {'?' if count is None else count}" for view, count in loaded.items()), flush=True)
     return loaded
 
