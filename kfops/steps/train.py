@@ -32,7 +32,7 @@ def train(
     cfg = step_config(config)
     frame = load_training_set(training_set)
     # Before any fitting: a gate or feature column the training set lacks would fail only after training.
-    check_config_columns(frame.columns, cfg, where="the training set", joined=[])
+    check_config_columns(frame.columns, cfg, where="the training set")
     missing_features = [name for name in cfg.feature_columns if name not in frame.columns]
     if missing_features:
         from kfops.errors import MissingColumnsError
