@@ -34,7 +34,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kfops.config import KfopsConfig
+from kfops.config import KfopsConfig, load_config
 from kfops.datasets.flights import build_entity_frame, load_tables
 from kfops.datasets.flights.features import write_feature_sources
 
@@ -136,7 +136,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="kfops-bench-featurize-"))
     try:
-        cfg = KfopsConfig(data_dir=work).resolve(REPO)
+        cfg = load_config(REPO / "kfops.yaml", [f"data_dir={work}"], environ={})  # the flights example
         cfg.features.project = f"kfops_bench_{uuid.uuid4().hex[:8]}"
         tables = load_tables(cfg)
         entities = all_flights_entity_frame(tables, cfg)

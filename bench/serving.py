@@ -104,10 +104,10 @@ def feature_frame():
     """Entity frame of the window plus the origin's weather at the scheduled hour and plane data."""
     import pandas as pd
 
-    from kfops.config import KfopsConfig
+    from kfops.config import load_config
     from kfops.datasets.flights import build_entity_frame, load_tables
 
-    cfg = KfopsConfig.model_validate({"dataset": {"start": WINDOW[0], "end": WINDOW[1]}})
+    cfg = load_config(REPO / "kfops.yaml", [f"dataset.start={WINDOW[0]}", f"dataset.end={WINDOW[1]}"], environ={})
     tables = load_tables(cfg)
     entities = build_entity_frame(tables, cfg)
     weather = tables["weather"].sort_values("time_hour")[

@@ -41,10 +41,10 @@ CATEGORICAL = ["origin", "dest", "carrier"]
 def flights_frames(rows: int | None):
     import pandas as pd
 
-    from kfops.config import KfopsConfig
+    from kfops.config import load_config
     from kfops.datasets.flights import build_entity_frame, load_tables
 
-    cfg = KfopsConfig()
+    cfg = load_config(REPO / "kfops.yaml", environ={})  # the flights example's config
     tables = load_tables(cfg)
     entities = build_entity_frame(tables, cfg)
     weather = tables["weather"][["origin", "time_hour", *WEATHER]].drop_duplicates(["origin", "time_hour"])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kfops.config import KfopsConfig
+from kfops.config import KfopsConfig, load_config
 from kfops.datasets.flights import build_entity_frame, load_tables
 
 
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    cfg = KfopsConfig().resolve(Path(__file__).resolve().parents[1])
+    cfg = load_config(Path(__file__).resolve().parents[1] / "kfops.yaml", environ={})  # the flights example
     tables = load_tables(cfg)
     entity = build_entity_frame(tables, cfg)
     rows = {name: len(tables[name]) for name in cfg.validation.tables}

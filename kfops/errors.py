@@ -42,6 +42,18 @@ class ConfigError(KfopsError):
     hint = "check kfops.yaml, KFOPS__* environment variables and --set overrides"
 
 
+class MissingColumnsError(ConfigError):
+    """The config names columns (row id, label, features, the gate's slices or behavioural checks)
+    that the data lacks; ``missing`` maps each config key to the names it lacks. Raised before training."""
+
+    hint = ("fix the names in kfops.yaml (dataset.*, features.*, evaluate.*) or the dataset's entity builder; "
+            "an empty list turns a check off")
+
+    def __init__(self, message: str, missing: dict[str, list[str]] | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.missing = missing or {}
+
+
 class DataError(KfopsError):
     """Input data is missing, unreadable or empty."""
 

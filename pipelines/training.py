@@ -28,6 +28,7 @@ def create_pipeline(cfg: KfopsConfig):
     """Build the training pipeline for ``cfg``; the config is its default ``config`` parameter."""
     from kfops.adapters.kfp_secrets import use_cluster_secrets
 
+    cfg.check_required()  # a config that does not say what its dataset is fails here, before any task runs
     config_json = cfg.portable().to_json()  # paths as written: no host path of the compiling machine
     image = cfg.cluster.image
 

@@ -41,7 +41,7 @@ def drift(
         verdict: JSON drift verdict: drift, reasons, every column's test and score.
         decision: JSON retrain decision: retrain, code, reason, the drift report's MLflow URI.
         reference_window: 'YYYY-MM-DD,YYYY-MM-DD'; empty: the champion's training window.
-        current_source: `window` (labelled flights of the config window) or `inference_logs`.
+        current_source: `window` (labelled rows of the config window) or `inference_logs`.
         check_time: ISO 8601 time the policy sees for this check; empty: now.
 
     Returns:

@@ -17,7 +17,7 @@ def featurize(config: str, raw_tables: Input[Dataset], feast_sources: Output[Dat
     Args:
         config: The kfops configuration (KfopsConfig) as JSON.
         raw_tables: Folder of raw tables from the ingest step.
-        feast_sources: Output folder of Feast offline source parquet files (weather, planes, delay stats).
+        feast_sources: Output folder of Feast offline source parquet files (from dataset.feast_sources_writer).
         training_set: Output parquet file: entity columns, features, label and split.
     """
     from kfops.steps.featurize import featurize as run

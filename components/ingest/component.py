@@ -8,7 +8,7 @@ from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 def ingest(config: str, raw_tables: Output[Dataset]) -> str:
     """Ingest: read the dataset's raw tables for the configured window and snapshot them.
 
-    Calls the loader named by `dataset.loader` (default: the 2013 NYC flights CSVs), writes one
+    Calls the loader named by `dataset.loader` (the dataset plug-in's `module:function`), writes one
     parquet file per table plus `manifest.json` (content hash, window, row counts, snapshot time).
     The Feast offline sources are derived from this snapshot by featurize, after validation.
 

@@ -1,7 +1,7 @@
 """The feature store adapter: Feast built from the kfops config, with no feature_store.yaml.
 
 Generic: what the features are lives in the definitions module (``features.definitions`` inside
-``features.repo_path``) and in ``features.feature_refs``; nothing here knows about flights.
+``features.repo_path``) and in ``features.feature_refs``; nothing here knows about a particular dataset.
 
 - :func:`feature_store` builds a ``feast.FeatureStore`` (duckdb offline store; SQLite or Redis
   online store; file, S3 or SQL registry).
@@ -284,7 +284,7 @@ def build_training_set(
     """
     import pandas as pd
 
-    row_id, event_col = cfg.dataset.row_id, cfg.dataset.event_timestamp
+    row_id, event_col = cfg.require("dataset.row_id"), cfg.dataset.event_timestamp
     if entity_df is None or entity_df.empty:
         raise DataError("the entity frame is empty: no rows to join features onto",
                         hint="check the dataset window and the entity builder")

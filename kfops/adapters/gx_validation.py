@@ -417,7 +417,7 @@ def validate_frame(
     examples_wanted = max(1, cfg.validation.max_examples)  # GE needs at least 1
     # Two passes: BASIC (counts and observed values) for every expectation, then SUMMARY, which
     # also finds the failing rows' index, only for the failures. SUMMARY on everything costs
-    # about twice as much on a year of flights.
+    # about twice as much on a year of the example data.
     gx_results = batch.validate(
         ExpectationSuite(name=suite.name, expectations=[_copy_item(i) for i in selected]),
         expectation_parameters=parameters,
@@ -530,7 +530,7 @@ def validate_tables(
     if not cfg.validation.tables:
         raise ConfigError(
             "validation.tables is empty, so nothing would be validated",
-            hint="list the raw tables to check, e.g. validation.tables=[flights, weather, planes]",
+            hint="list the raw tables to check, e.g. validation.tables=[orders, customers]",
         )
     from kfops.progress import progress
 
@@ -614,7 +614,7 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
 
 
 def table_name_for(path: Path) -> str:
-    """``flights.parquet`` / ``flights.csv.zip`` -> ``flights``."""
+    """``orders.parquet`` / ``orders.csv.zip`` -> ``orders``."""
     name = Path(path).name
     return name.split(".", 1)[0]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 # What S3 answers when a conditional write loses: the condition failed (412), or another
-# conditional write to the key was in flight (409).
+# conditional write to the key was in progress (409).
 _CONDITION_LOST = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 
 

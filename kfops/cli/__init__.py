@@ -45,7 +45,7 @@ app = typer.Typer(
 SUBCOMMANDS = {
     "features": ("kfops.cli.features", (
         "Feast: materialize the online store, inspect features.\n\n"
-        "Examples:\n\n  kfops features materialize\n\n  kfops features get origin=EWR tailnum=N14228 carrier=UA")),
+        "Examples:\n\n  kfops features materialize\n\n  kfops features get customer_id=C1042 store=north")),
     "serve": ("kfops.cli.serve", (
         "The local model server: start, stop, status.\n\n"
         "Examples:\n\n  kfops serve start --version 3\n\n  kfops serve status\n\n  kfops serve stop")),

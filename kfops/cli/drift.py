@@ -56,7 +56,7 @@ def check(
 
       kfops drift check --reference ref.parquet --current cur.parquet --set drift.sample_size=200000
 
-      kfops drift check --reference ref.parquet --current cur.parquet --set 'drift.exclude_columns=[flight]'
+      kfops drift check --reference ref.parquet --current cur.parquet --set 'drift.exclude_columns=[order_id]'
     """
     from rich.console import Console
 

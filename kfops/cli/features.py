@@ -22,8 +22,8 @@ app = typer.Typer(
         "Feast: write the offline sources, apply the definitions, materialize the online store.\n\n"
         "Examples:\n\n"
         "  kfops features materialize\n\n"
-        "  kfops features materialize --start 2013-12-01 --end 2013-12-31T23:00:00 --online-store redis\n\n"
-        "  kfops features get origin=EWR tailnum=N14228 carrier=UA"
+        "  kfops features materialize --start 2024-12-01 --end 2024-12-31T23:00:00 --online-store redis\n\n"
+        "  kfops features get customer_id=C1042 store=north"
     ),
     no_args_is_help=True,
 )
@@ -133,7 +133,7 @@ def materialize(
     elif sources is None or rebuild_sources:
         raw_dir = latest_raw_snapshot(cfg)
         if rebuild_sources or _sources_stale(source_dir, raw_dir):
-            written = import_callable(cfg.dataset.feast_sources_writer)(read_tables(raw_dir), source_dir)
+            written = import_callable(cfg.require("dataset.feast_sources_writer"))(read_tables(raw_dir), source_dir)
             typer.echo(f"wrote {len(written)} feature sources from {raw_dir} to {source_dir}")
     elif not any(source_dir.glob("*.parquet")):
         raise DataError(f"no feature sources (*.parquet) in {source_dir}", hint="drop --sources to build them")
@@ -153,7 +153,7 @@ def materialize(
 @app.command()
 def get(
     keys: Annotated[
-        list[str], typer.Argument(metavar="KEY=VALUE...", help="Join keys as key=value, e.g. origin=EWR carrier=UA.")
+        list[str], typer.Argument(metavar="KEY=VALUE...", help="Join keys as key=value, e.g. customer_id=C1042 store=north.")
     ],
     online_store: OnlineStoreOption = None,
     config: ConfigOption = None,
@@ -163,7 +163,7 @@ def get(
 
     Examples:
 
-      kfops features get origin=EWR tailnum=N14228 carrier=UA
+      kfops features get customer_id=C1042 store=north
     """
     from kfops.adapters import feast_store as features
 

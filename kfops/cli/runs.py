@@ -117,7 +117,7 @@ def list_(
 
     Example:
 
-      kfops runs list --experiment kfops-flights --limit 5
+      kfops runs list --experiment my-experiment --limit 5
     """
     from kfops.adapters import kfp_api
 

@@ -25,7 +25,7 @@ def _read_json(path: str | Path | None) -> dict[str, Any] | None:
         return None
 
 
-# What the deploy component prints: "serving flights-delay v1 (@champion) at http://127.0.0.1:8080".
+# What the deploy component prints: "serving my-model v1 (@champion) at http://127.0.0.1:8080".
 _DEPLOY_LINE = re.compile(r"serving (?P<name>\S+) v(?P<version>\S+) \(@(?P<alias>[^)\s]+)\) at (?P<endpoint>\S+)")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

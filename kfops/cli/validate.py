@@ -47,11 +47,11 @@ def validate_command(
 
     Examples:
 
-      kfops validate --data .kfops/raw/20130101-20131231/flights.parquet
+      kfops validate --data .kfops/raw/20240101-20241231/orders.parquet
 
-      kfops validate --data weather.csv --start 2013-01-01 --end 2013-01-31
+      kfops validate --data customers.csv --start 2024-01-01 --end 2024-01-31
 
-      kfops validate --data flights_feb.parquet --table flights --previous .kfops/validation/flights.json
+      kfops validate --data orders_feb.parquet --table orders --previous .kfops/validation/orders.json
     """
     from kfops.adapters.gx_validation import (
         format_failures,

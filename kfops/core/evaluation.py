@@ -122,12 +122,12 @@ class Check:
 def behavioural_checks(
     model: TabularModel,
     frame: pd.DataFrame,
-    invariant: list[str] | tuple[str, ...] = ("flight",),
-    non_decreasing: list[str] | tuple[str, ...] = ("precip",),
+    invariant: list[str] | tuple[str, ...] = (),
+    non_decreasing: list[str] | tuple[str, ...] = (),
     sample: int = 2000,
     seed: int = 0,
 ) -> list[Check]:
-    """Invariance (e.g. the flight number must not matter) and direction (e.g. more rain, no lower risk).
+    """Invariance (e.g. an id column must not matter) and direction (e.g. more rain, no lower risk of delay).
 
     A configured column missing from the data is a failed check, not a silent pass.
     """

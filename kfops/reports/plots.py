@@ -57,7 +57,7 @@ def evaluation_figures(
     used = np.asarray(calib["count"]) > 0
     ax.plot(np.asarray(calib["mean_predicted"])[used], np.asarray(calib["fraction_positive"])[used], "o-", label="model")
     ax.plot([0, 1], [0, 1], "k--", linewidth=0.8, label="perfect")
-    ax.set(xlabel="mean predicted probability", ylabel="fraction delayed", title=f"Calibration (ECE {calib['ece']:.3f})")
+    ax.set(xlabel="mean predicted probability", ylabel="fraction positive", title=f"Calibration (ECE {calib['ece']:.3f})")
     ax.legend()
     figures["calibration_curve"] = fig
 
@@ -66,7 +66,7 @@ def evaluation_figures(
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center")
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["on time", "delayed"], yticklabels=["on time", "delayed"],
+    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["negative", "positive"], yticklabels=["negative", "positive"],
            xlabel="predicted", ylabel="actual", title=f"Confusion matrix @ {metrics['scalars']['threshold']:.2f}")
     figures["confusion_matrix"] = fig
 

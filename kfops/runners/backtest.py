@@ -1,6 +1,6 @@
 """Replay a year month by month to compare retrain policies on real drift.
 
-For each month: the current champion scores that month's flights (in process, as a replay); the
+For each month: the current champion scores that month's rows (in process, as a replay); the
 drift check compares the month with the champion's training data; the policy decides whether to
 retrain; a challenger trained on the month must pass the same gate as the pipeline's evaluate
 step (against the champion, on the month's test split) to be promoted. The feature frame is
@@ -218,7 +218,8 @@ def judge(challenger: TabularModel, champion: TabularModel, test: pd.DataFrame, 
         proba = predict_proba(model, test)
         scored[name] = (classification_metrics(y_true, proba, model.threshold, cfg.evaluate.calibration_bins)["scalars"],
                         slice_metrics(test, y_true, proba, gate_cfg.slices, gate_cfg.min_slice_rows))
-    behaviour = behavioural_checks(challenger, test) if cfg.evaluate.behavioural_checks else []
+    behaviour = (behavioural_checks(challenger, test, cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns)
+                 if cfg.evaluate.behavioural_checks else [])
     verdict = gate(scored["challenger"][0], gate_cfg, scored["champion"][0], scored["challenger"][1],
                    scored["champion"][1], behaviour, "current")
     return verdict.blessed, {"challenger": scored["challenger"][0], "champion": scored["champion"][0],
@@ -500,7 +501,7 @@ def plot(result: BacktestResult, png_path: Path, estimate_policy: str = "default
     axes.scatter([], [], marker="x", color="gray", label="retrained, gate refused")
     axes.set_xlabel("month (the champion serving it; retrain after the month)")
     axes.set_ylabel("champion ROC AUC on the month")
-    axes.set_title("kfops backtest: retrain policies on 2013 NYC flights")
+    axes.set_title("kfops backtest: retrain policies, month by month")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, ncol=2)
     axes.tick_params(axis="x", rotation=45)

@@ -30,8 +30,7 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
 
     cfg = step_config(config)
     tables = read_tables(raw_dir)
-    import_callable(cfg.dataset.feast_sources_writer)(tables, Path(sources_dir))
-    entities = import_callable(cfg.dataset.entity_builder)(tables, cfg)
+    entities = build_entities(cfg, tables, Path(sources_dir))
     frame = features.build_training_set(entities, cfg, Path(sources_dir))
     frame[SPLIT_COLUMN] = split_by_time(frame, cfg)
     previous = previous_validation(cfg, "training_set")
@@ -52,14 +51,35 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     return result
 
 
+def build_entities(cfg: KfopsConfig, tables: dict[str, pd.DataFrame], sources_dir: Path) -> pd.DataFrame:
+    """Write the Feast offline sources (when the dataset has a writer) and build the entity frame,
+    then check that it has every column the config names, before any join or training."""
+    from kfops.core.columns import check_config_columns, feature_names
+
+    writer = cfg.dataset.feast_sources_writer
+    if writer:
+        import_callable(writer)(tables, Path(sources_dir))
+    entities = import_callable(cfg.require("dataset.entity_builder"))(tables, cfg)
+    check_config_columns(entities.columns, cfg, where="the entity frame", joined=feature_names(cfg))
+    return entities
+
+
 def materialize_window(cfg: KfopsConfig, sources_dir: Path) -> dict[str, int | None]:
-    """Load the online store with each entity's latest features up to the window's end."""
+    """Load the online store with each entity's latest features up to the window's end.
+
+    The window's days are those of ``validation.window_timezone`` (as validation counts them): it
+    ends at local midnight after ``dataset.end``, so a request at the end of the window, the
+    demo's serving time, finds the features of that evening too.
+    """
+    from zoneinfo import ZoneInfo
+
     from kfops.adapters import feast_store as features
 
-    start = dt.datetime.combine(cfg.dataset.start, dt.time(), tzinfo=dt.UTC)
-    end = dt.datetime.combine(cfg.dataset.end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+    zone = ZoneInfo(cfg.validation.window_timezone)
+    start = dt.datetime.combine(cfg.dataset.start, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+    end = dt.datetime.combine(cfg.dataset.end + dt.timedelta(days=1), dt.time(), tzinfo=zone).astimezone(dt.UTC)
     loaded = features.materialize(cfg, start, end, store=features.apply_definitions(cfg, sources_dir))
-    print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d}: "
+    print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d %H:%M} UTC: "
           + ", ".join(f"{view} {'?' if count is None else count}" for view, count in loaded.items()), flush=True)
     return loaded
 
@@ -73,8 +93,7 @@ def window_features(cfg: KfopsConfig, start: dt.date, end: dt.date, work_dir: Pa
     from kfops.core.files import import_callable
 
     window_cfg = window_config(cfg, start, end)
-    tables = import_callable(cfg.dataset.loader)(window_cfg)
+    tables = import_callable(cfg.require("dataset.loader"))(window_cfg)
     sources = Path(work_dir) / "sources"
-    import_callable(cfg.dataset.feast_sources_writer)(tables, sources)
-    entities = import_callable(cfg.dataset.entity_builder)(tables, window_cfg)
+    entities = build_entities(window_cfg, tables, sources)
     return features.build_training_set(entities, window_cfg, sources)

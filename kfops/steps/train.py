@@ -25,11 +25,20 @@ def train(
     import pandas as pd
 
     from kfops.adapters import mlflow_registry as registry
+    from kfops.core.columns import check_config_columns
     from kfops.core.evaluation import choose_threshold
     from kfops.core.model import FeatureSpec, predict_proba, save_model
     from kfops.core.monitoring import PROFILE_KEY, model_profile
     cfg = step_config(config)
     frame = load_training_set(training_set)
+    # Before any fitting: a gate or feature column the training set lacks would fail only after training.
+    check_config_columns(frame.columns, cfg, where="the training set")
+    missing_features = [name for name in cfg.feature_columns if name not in frame.columns]
+    if missing_features:
+        from kfops.errors import MissingColumnsError
+
+        raise MissingColumnsError(f"the training set lacks model features: {', '.join(missing_features)}",
+                                  missing={"features": missing_features})
     parts = {name: frame[frame[SPLIT_COLUMN] == name] for name in ("train", "validation")}
     spec = FeatureSpec.fit(parts["train"], cfg.feature_columns, cfg.features.categorical, label=cfg.dataset.label)
     work_dir = cfg.data_dir / "work" / "train" / (pipeline_run or "adhoc")

@@ -77,9 +77,9 @@ def test_model_version_page_shows_lineage_and_champion(mlflow_server, browser, t
     from selenium.webdriver.support.ui import WebDriverWait
 
     from kfops.adapters import mlflow_registry as registry
-    from kfops.config import KfopsConfig
+    from tests.support.example import example_config
 
-    cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"tracking_uri": mlflow_server}).resolve(tmp_path)
+    cfg = example_config(data_dir=tmp_path / "state", registry={"tracking_uri": mlflow_server}).resolve(tmp_path)
     registered = log_registered_model(cfg, tmp_path, PIPELINE_RUN)
     version = str(getattr(registered, "version", registered))  # a ModelVersion or its number
     registry.move_alias(cfg, registry.CHAMPION, version, reason="browser check", who="pytest")

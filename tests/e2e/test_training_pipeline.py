@@ -103,6 +103,20 @@ def test_first_run_registers_tags_and_serves(first_run):
     probabilities = next(o for o in body["outputs"] if o["name"] == "probability")["data"]
     assert len(probabilities) == 3 and all(0 <= p <= 1 for p in probabilities)
 
+    # kfops.yaml sets features.materialize_online: featurize loaded the online store up to the end of
+    # the window, so a raw flight on its last evening is answered with the store's features (README).
+    from kfops.adapters.feast_store import online_features
+
+    assert cfg.features.materialize_online
+    keys = {"origin": "EWR", "carrier": "UA", "tailnum": "N14228"}
+    stored = online_features(cfg, [keys], as_of=pd.Timestamp("2013-01-21T18:00", tz="America/New_York"))
+    assert stored[["temp", "carrier_delay_rate_7d", "seats"]].notna().all(axis=None), stored.iloc[0].to_dict()
+    raw = {**keys, "dest": "IAH", "distance": 1400, "sched_dep": "2013-01-21T18:00"}
+    answer = httpx.post(f"{endpoint}/v1/models/{cfg.registry.model_name}:predict", json={"instances": [raw]},
+                        timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert 0 <= answer.json()["predictions"][0]["probability"] <= 1
+
 
 def test_corrupted_table_stops_at_validate_and_registers_nothing(first_run, state, tmp_path):
     cfg, _ = first_run

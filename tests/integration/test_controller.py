@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from kfops.adapters import mlflow_registry as registry
-from kfops.config import KfopsConfig
 from kfops.core.webhook import sign
 from kfops.runners.controller import STATUS_TAG, WEBHOOK_PATH, Controller, make_server, serve_in_background
 from tests.conftest import free_port
 from tests.integration.conftest import log_registered_model
 from tests.integration.test_promotion import served_version, wait_for_version
+from tests.support.example import example_config
 
 pytestmark = pytest.mark.integration
 SECRET = "kfops-test-webhook-secret"
@@ -42,7 +42,7 @@ def stack(_production_mlflow_server, tmp_path_factory):
     os.environ.update({**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": _production_mlflow_server["s3"]})
     tmp_path = tmp_path_factory.mktemp("controller")
     name = f"ctl-{uuid.uuid4().hex[:8]}"
-    cfg = KfopsConfig.model_validate(
+    cfg = example_config(
         {"data_dir": str(tmp_path / "state"), "serving": {"http_port": free_port()},
          "registry": {"tracking_uri": _production_mlflow_server["tracking_uri"], "model_name": name,
                       "experiment": name}}

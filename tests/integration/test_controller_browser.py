@@ -12,12 +12,12 @@ import uuid
 import pytest
 
 from kfops.adapters import mlflow_registry as registry
-from kfops.config import KfopsConfig
 from kfops.runners.controller import STATUS_TAG, WEBHOOK_PATH, Controller, make_server, serve_in_background
 from tests.conftest import REPO_ROOT, free_port
 from tests.e2e.test_mlflow_ui_browser import browser  # noqa: F401  (the headless chromium fixture)
 from tests.integration.conftest import S3_CLIENT_ENV, log_registered_model
 from tests.integration.test_promotion import served_version, wait_for_version
+from tests.support.example import example_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SECRET = f"browser-webhook-{uuid.uuid4().hex}"
@@ -29,7 +29,7 @@ def promoted_through_the_ui(_production_mlflow_server, monkeypatch, tmp_path):
     for key, value in {**S3_CLIENT_ENV, "MLFLOW_S3_ENDPOINT_URL": _production_mlflow_server["s3"]}.items():
         monkeypatch.setenv(key, value)
     name = f"ui-{uuid.uuid4().hex[:8]}"
-    cfg = KfopsConfig.model_validate(
+    cfg = example_config(
         {"data_dir": str(tmp_path / "state"), "serving": {"http_port": free_port()},
          "registry": {"tracking_uri": _production_mlflow_server["tracking_uri"], "model_name": name,
                       "experiment": name}}

@@ -18,10 +18,10 @@ import pytest
 from kfops.adapters import mlflow_registry as registry
 from kfops.adapters.kserve_cluster import VERSION_ANNOTATION, ClusterServing, rollout
 from kfops.adapters.kube import KubeLease
-from kfops.config import KfopsConfig
 from kfops.core.webhook import sign
 from kfops.runners.controller import STATUS_TAG, Controller, kube_lease
 from tests.integration.conftest import log_registered_model
+from tests.support.example import example_config
 from tests.unit.test_inference_service import MODEL, ScriptedKServe, cluster_config, isvc_schema  # noqa: F401
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("private_prometheus_values")]
@@ -74,7 +74,7 @@ def signed(name: str, version: str) -> tuple[dict, bytes]:
 
 @pytest.fixture
 def setting(tmp_path, isvc_schema):  # noqa: F811
-    cfg = KfopsConfig.model_validate({"data_dir": str(tmp_path / "state"),
+    cfg = example_config({"data_dir": str(tmp_path / "state"),
                                       "registry": {"model_name": MODEL}}).resolve(tmp_path)
     v1 = str(log_registered_model(cfg, tmp_path, "run-1").version)
     v2 = str(log_registered_model(cfg, tmp_path, "run-2", seed=1).version)

@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from kfops.adapters import mlflow_registry as registry
-from kfops.config import KfopsConfig
 from kfops.errors import KfopsError
 from kfops.runners.promotion import promote, rollback
 from tests.conftest import free_port
 from tests.integration.conftest import log_registered_model, stop
+from tests.support.example import example_config
 
 pytestmark = pytest.mark.integration
 FOLLOW_BOUND_S = 30  # the documented bound: the endpoint follows @champion within 30 s by default
@@ -46,7 +46,7 @@ def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production
     port = free_port()
     overrides = [f"data_dir={tmp_path / 'state'}", f"registry.tracking_uri={production_mlflow['tracking_uri']}",
                  f"registry.model_name={name}", f"registry.experiment={name}", f"serving.http_port={port}"]
-    cfg = KfopsConfig.model_validate(
+    cfg = example_config(
         {"data_dir": str(tmp_path / "state"), "serving": {"http_port": port},
          "registry": {"tracking_uri": production_mlflow["tracking_uri"], "model_name": name, "experiment": name}}
     ).resolve(tmp_path)
@@ -94,7 +94,7 @@ def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production
 
 def test_rollback_moves_champion_back_and_refuses_when_the_trail_cannot_say(tmp_path):
     """The rollback the CLI runs, called directly, on the embedded SQLite store."""
-    cfg = KfopsConfig(data_dir=tmp_path / "state").resolve(tmp_path)
+    cfg = example_config(data_dir=tmp_path / "state").resolve(tmp_path)
     v1 = log_registered_model(cfg, tmp_path, "run-1")
     v2 = log_registered_model(cfg, tmp_path, "run-2", seed=1)
     with pytest.raises(KfopsError, match="no previous champion"):

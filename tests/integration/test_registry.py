@@ -13,13 +13,14 @@ from kfops.adapters import mlflow_registry as registry
 from kfops.config import KfopsConfig
 from kfops.errors import KfopsError, RegistryError
 from tests.integration.conftest import log_registered_model
+from tests.support.example import example_config
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def sqlite_cfg(tmp_path):
-    return KfopsConfig(data_dir=tmp_path / "state").resolve(tmp_path)
+    return example_config(data_dir=tmp_path / "state").resolve(tmp_path)
 
 
 def exercise_registry(cfg: KfopsConfig, tmp_path):
@@ -64,7 +65,7 @@ def test_registry_on_postgres_and_s3(production_mlflow, tmp_path):
     import boto3
 
     name = f"registry-{uuid.uuid4().hex[:8]}"  # the server is shared by the session's tests
-    cfg = KfopsConfig(data_dir=tmp_path / "state",
+    cfg = example_config(data_dir=tmp_path / "state",
                       registry={"tracking_uri": production_mlflow["tracking_uri"], "model_name": name,
                                 "experiment": name})
     exercise_registry(cfg.resolve(tmp_path), tmp_path)
@@ -82,7 +83,7 @@ def mlflow_environment() -> dict[str, str]:
 def test_unreachable_registry_fails_clearly_after_retries(tmp_path):
     from tests.conftest import free_port
 
-    cfg = KfopsConfig(registry={"tracking_uri": f"http://127.0.0.1:{free_port()}"}).resolve(tmp_path)
+    cfg = example_config(registry={"tracking_uri": f"http://127.0.0.1:{free_port()}"}).resolve(tmp_path)
     environment = mlflow_environment()
     started = time.monotonic()
     with pytest.raises(RegistryError, match=r"the MLflow tracking server http://127\.0\.0\.1:\d+ is unreachable"):
@@ -109,7 +110,7 @@ def test_the_adapter_leaves_no_global_state(tmp_path, monkeypatch):
     before = {"tracking": mlflow.get_tracking_uri(), "registry": mlflow.get_registry_uri()}
     environment = mlflow_environment()
 
-    cfgs = {name: KfopsConfig(data_dir=tmp_path / name, registry={"model_name": f"model-{name}",
+    cfgs = {name: example_config(data_dir=tmp_path / name, registry={"model_name": f"model-{name}",
                                                                  "experiment": f"exp-{name}"}).resolve(tmp_path)
             for name in ("a", "b")}
     run_ids = {}

@@ -9,13 +9,13 @@ import time
 import pytest
 
 from kfops.adapters import mlflow_registry as registry
-from kfops.config import KfopsConfig
+from tests.support.example import example_config
 
 pytestmark = pytest.mark.reliability
 
 
 def test_runs_left_running_are_failed_by_the_next_run(tmp_path):
-    cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"abandoned_run_hours": 1}).resolve(tmp_path)
+    cfg = example_config(data_dir=tmp_path / "state", registry={"abandoned_run_hours": 1}).resolve(tmp_path)
     experiment_id = registry.ensure_experiment(cfg)
     mlflow_client = registry.client(cfg)
     # What a kill -9 inside `with start_run(...)` leaves: runs created and never terminated.
@@ -42,7 +42,7 @@ def test_a_run_whose_process_was_killed_on_this_host_is_failed_at_once(tmp_path)
     import subprocess
     import sys
 
-    cfg = KfopsConfig(data_dir=tmp_path / "state").resolve(tmp_path)
+    cfg = example_config(data_dir=tmp_path / "state").resolve(tmp_path)
     experiment_id = registry.ensure_experiment(cfg)
     mlflow_client = registry.client(cfg)
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,

@@ -21,6 +21,7 @@ from kfops.serving.local.process import server_status, stop_server
 from kfops.steps.register import register
 from tests.conftest import REPO_ROOT, free_port
 from tests.integration.conftest import synthetic_frame
+from tests.support.example import example_config
 
 pytestmark = pytest.mark.reliability
 
@@ -73,7 +74,7 @@ def run_register(cfg_file, run_id, tmp_path, pipeline_run, mode) -> subprocess.P
 
 @pytest.fixture
 def cfg(tmp_path):
-    cfg = KfopsConfig(data_dir=tmp_path / "state", registry={"auto_promote": True},
+    cfg = example_config(data_dir=tmp_path / "state", registry={"auto_promote": True},
                       serving={"http_port": free_port(), "startup_timeout_s": 120}).resolve(tmp_path)
     (tmp_path / "cfg.json").write_text(cfg.to_json())
     yield cfg

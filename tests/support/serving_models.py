@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kfops.config import KfopsConfig, XGBoostConfig
+from kfops.config import XGBoostConfig
+from tests.support.example import example_config
 
-CFG = KfopsConfig()
+CFG = example_config()  # the flights example: kfops' defaults name no feature
 COLUMNS = CFG.feature_columns
 CATEGORICAL = list(CFG.features.categorical)
 ORIGINS = ["EWR", "JFK", "LGA"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from kfops.config import KfopsConfig
+from tests.support.example import example_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START, END = dt.date(2013, 1, 7), dt.date(2013, 1, 20)
@@ -18,8 +19,7 @@ FLIGHT_KEY = ["carrier", "flight", "origin", "year", "month", "day", "sched_dep_
 
 
 def make_config(**validation) -> KfopsConfig:
-    raw = {"dataset": {"start": START, "end": END}, "validation": validation}
-    return KfopsConfig.model_validate(raw).resolve(REPO_ROOT)
+    return example_config(dataset={"start": START, "end": END}, validation=validation).resolve(REPO_ROOT)
 
 
 @functools.cache

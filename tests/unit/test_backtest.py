@@ -6,7 +6,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from kfops.config import KfopsConfig
 from kfops.core.retrain_policy import DriftSummary, decide
 from kfops.errors import ConfigError, DataError
 from kfops.runners.backtest import (
@@ -22,6 +21,7 @@ from kfops.runners.backtest import (
     policy_for,
 )
 from tests.conftest import REPO_ROOT
+from tests.support.example import example_config
 
 
 def test_months_parse_and_enumerate_across_a_year_end():
@@ -33,7 +33,7 @@ def test_months_parse_and_enumerate_across_a_year_end():
 
 
 def test_policies_decide_as_named():
-    cfg = KfopsConfig()
+    cfg = example_config()
     at = [dt.datetime(2013, m, 1, tzinfo=dt.UTC) for m in (3, 4, 5)]
     no_drift = DriftSummary(drift=False)
     for name, expected in (("monthly", [True, True, True]), ("never", [False, False, False])):
@@ -87,7 +87,7 @@ def test_a_month_says_what_happened_and_the_gate_says_why():
 def test_a_months_drift_report_compares_the_champions_month_with_that_month(monkeypatch, tmp_path):
     import kfops.reports.drift
 
-    cfg = KfopsConfig()
+    cfg = example_config()
     months = ["2013-01"] * 3 + ["2013-02"] * 2 + ["2013-03"] * 4
     frame = pd.DataFrame({column: range(len(months)) for column in cfg.feature_columns})
     frame[cfg.dataset.label] = [0, 1] * 4 + [0]

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.example import EXAMPLE_YAML
+
 KFOPS = str(Path(sys.executable).with_name("kfops"))
 
 
@@ -58,6 +60,16 @@ def test_unknown_config_key_is_one_line_and_exit_2(tmp_path):
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 2  # message + hint
 
 
+def test_a_config_without_a_dataset_names_every_missing_key_before_any_task(tmp_path):
+    (tmp_path / "kfops.yaml").write_text(f"data_dir: {tmp_path / 'state'}\n")
+    done = kfops("run", "training", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "required configuration missing: dataset.loader, dataset.entity_builder, dataset.row_id, " \
+           "validation.tables" in done.stderr
+    assert "Bring your own data" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "state" / "pipeline_root").exists()  # refused when the pipeline is built
+
+
 def test_verbose_shows_the_traceback(tmp_path):
     (tmp_path / "kfops.yaml").write_text("bogus: 1\n")
     done = kfops("run", "training", "--verbose", cwd=tmp_path)
@@ -71,7 +83,8 @@ def test_bad_override_value_names_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_window_without_data_fails_in_one_line(tmp_path):
-    done = kfops("run", "training", "--set", f"data_dir={tmp_path / 'state'}", "--set", "dataset.start=2014-06-01",
+    done = kfops("run", "training", "--config", EXAMPLE_YAML, "--set", f"data_dir={tmp_path / 'state'}",
+                 "--set", "dataset.start=2014-06-01",
                  "--set", "dataset.end=2014-06-30", cwd=tmp_path)
     assert done.returncode != 0
     assert "no flights between 2014-06-01 and 2014-06-30" in done.stderr
@@ -80,7 +93,7 @@ def test_window_without_data_fails_in_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_missing_input_table_fails_in_one_line(tmp_path):
-    done = kfops("run", "training", "--set", f"data_dir={tmp_path / 'state'}", "--set",
+    done = kfops("run", "training", "--config", EXAMPLE_YAML, "--set", f"data_dir={tmp_path / 'state'}", "--set",
                  f"dataset.source_dir={tmp_path / 'empty'}", cwd=tmp_path)
     assert done.returncode != 0
     assert "input table 'flights' not found" in done.stderr and "Traceback" not in done.stderr

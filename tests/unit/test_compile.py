@@ -12,6 +12,7 @@ import yaml
 
 from kfops.adapters.kfp_local import COMPONENTS, compile_components, compile_pipeline
 from kfops.config import KfopsConfig
+from tests.support.example import example_config
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
@@ -33,8 +34,9 @@ def check_golden(produced: Path, golden: Path) -> None:
 
 
 def golden_config() -> KfopsConfig:
-    # Relative paths keep the snapshot independent of where the repo is checked out.
-    return KfopsConfig()
+    # The flights example (kfops.yaml's values; kfops' defaults name no dataset). Not resolved:
+    # relative paths keep the snapshot independent of where the repo is checked out.
+    return example_config()
 
 
 def test_training_pipeline_matches_golden(tmp_path):
@@ -85,7 +87,7 @@ def test_component_docstrings_document_every_input_and_output():
 
 @pytest.mark.parametrize("trainer", ["xgboost", "torch"])
 def test_config_changes_reach_the_compiled_yaml(tmp_path, trainer):
-    cfg = KfopsConfig(train={"trainer": trainer})
+    cfg = example_config(train={"trainer": trainer})
     produced = compile_pipeline(cfg, "training", tmp_path / "t.yaml")
     default = yaml.safe_load(produced.read_text())["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
     assert KfopsConfig.from_json(default).train.trainer == trainer
@@ -115,8 +117,8 @@ def test_a_pipeline_imported_from_another_project_copy_does_not_shadow_this_one(
     for name in ("pipelines", "components"):
         shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv("KFOPS_PROJECT_DIR", str(copy))
-    kfp_local.compile_pipeline(KfopsConfig(), "training", tmp_path / "from-copy.yaml")
+    kfp_local.compile_pipeline(example_config(), "training", tmp_path / "from-copy.yaml")
     shutil.rmtree(copy)
     monkeypatch.delenv("KFOPS_PROJECT_DIR")
     monkeypatch.chdir(REPO)
-    assert kfp_local.compile_pipeline(KfopsConfig(), "retraining", tmp_path / "here.yaml").is_file()
+    assert kfp_local.compile_pipeline(example_config(), "retraining", tmp_path / "here.yaml").is_file()

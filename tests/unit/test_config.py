@@ -4,6 +4,7 @@ import pytest
 
 from kfops.config import KfopsConfig, env_overrides, load_config, parse_override
 from kfops.errors import ConfigError
+from tests.support.example import example_config
 
 
 def test_defaults_resolve_paths_against_the_config_folder(tmp_path):
@@ -60,7 +61,7 @@ def test_json_round_trip_is_lossless():
 
 
 def test_feature_columns_follow_the_feature_refs():
-    cfg = KfopsConfig()
+    cfg = example_config()
     assert cfg.feature_columns[: len(cfg.features.request_features)] == cfg.features.request_features
     assert "temp" in cfg.feature_columns and "dep_delay" not in cfg.feature_columns
 
@@ -124,3 +125,44 @@ def test_config_path_may_be_a_str_or_any_path_like(tmp_path, monkeypatch):
         assert cfg.data_dir == (tmp_path / "state").resolve(), given
     with pytest.raises(ConfigError, match=r"missing\.yaml does not exist"):
         load_config("missing.yaml", environ={})
+
+
+def test_defaults_assume_no_dataset():
+    cfg = KfopsConfig()
+    assert cfg.missing_required() == ["dataset.loader", "dataset.entity_builder", "dataset.row_id",
+                                      "validation.tables"]
+    assert cfg.dataset.feast_sources_writer is None and cfg.validation.window_timezone == "UTC"
+    assert cfg.features.feature_refs == cfg.features.request_features == cfg.features.categorical == []
+    assert cfg.evaluate.gate.slices == cfg.evaluate.invariant_columns == cfg.evaluate.non_decreasing_columns == []
+    assert (cfg.project, cfg.features.project, cfg.registry.experiment, cfg.registry.model_name) == \
+        ("kfops", "kfops", "kfops", "model")
+
+
+def test_a_missing_required_key_is_named_with_where_to_look(tmp_path):
+    (tmp_path / "kfops.yaml").write_text("dataset:\n  loader: mine:load\nvalidation:\n  tables: [orders]\n")
+    cfg = load_config(tmp_path / "kfops.yaml", environ={})  # loading is fine: a server needs no dataset
+    with pytest.raises(ConfigError, match=r"required configuration missing: dataset.entity_builder, dataset.row_id$") \
+            as err:
+        cfg.check_required()
+    assert "Bring your own data" in err.value.hint
+    assert cfg.require("dataset.loader") == "mine:load"
+    with pytest.raises(ConfigError, match=r"required configuration missing: dataset\.row_id"):
+        cfg.require("dataset.row_id")
+
+
+def test_compiling_a_pipeline_without_a_dataset_is_refused(tmp_path):
+    from kfops.adapters.kfp_local import compile_pipeline
+
+    for name in ("training", "retraining"):
+        with pytest.raises(ConfigError, match=r"dataset\.loader, dataset\.entity_builder"):
+            compile_pipeline(KfopsConfig(), name, tmp_path / f"{name}.yaml")
+        assert not (tmp_path / f"{name}.yaml").exists()
+
+
+def test_the_example_config_holds_every_flights_value():
+    cfg = example_config()
+    assert cfg.missing_required() == []
+    assert cfg.dataset.loader == "kfops.datasets.flights:load_tables" and cfg.dataset.row_id == "flight_id"
+    assert cfg.validation.window_timezone == "America/New_York"
+    assert cfg.evaluate.gate.slices == ["carrier", "origin", "month"]
+    assert (cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns) == (["flight"], ["precip"])

@@ -12,8 +12,8 @@ from kfops.cluster.doctor import (
     load_pipeline_spec,
     summary_line,
 )
-from kfops.config import KfopsConfig
 from tests.conftest import REPO_ROOT
+from tests.support.example import example_config
 
 
 @dsl.component(base_image="python:3.11")
@@ -72,7 +72,7 @@ def test_every_cluster_only_setting_is_reported(tmp_path):
 
 
 def test_training_pipeline_on_gpus_flags_the_train_task(tmp_path):
-    cfg = KfopsConfig().model_copy(deep=True)
+    cfg = example_config().model_copy(deep=True)
     cfg.cluster.gpus_per_node = 1
     spec = load_pipeline_spec(compile_pipeline(cfg, "training", tmp_path / "training.yaml"))
     findings = inspect_pipeline(spec, expected_images={cfg.cluster.image, cfg.cluster.gpu_image})
@@ -85,7 +85,7 @@ def test_training_pipeline_on_gpus_flags_the_train_task(tmp_path):
 
 
 def test_training_pipeline_on_cpu_is_clean(tmp_path):
-    cfg = KfopsConfig()
+    cfg = example_config()
     spec = load_pipeline_spec(compile_pipeline(cfg, "training", tmp_path / "training.yaml"))
     assert inspect_pipeline(spec, expected_images={cfg.cluster.image, cfg.cluster.gpu_image}) == []
     # The same YAML checked against another registry flags every task's image.

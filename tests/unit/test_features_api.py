@@ -16,10 +16,11 @@ from kfops.adapters.feast_store import (
 )
 from kfops.config import KfopsConfig
 from kfops.errors import ConfigError, DataError, ValidationFailed
+from tests.support.example import example_config
 
 
 def config(**features) -> KfopsConfig:
-    return KfopsConfig.model_validate({"data_dir": "/srv/kfops", "features": features})
+    return example_config(data_dir="/srv/kfops", features=features)
 
 
 def test_leakage_check_passes_known_at_departure_columns_and_names_the_leaky_ones():

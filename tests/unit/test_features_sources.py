@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kfops.config import KfopsConfig
 from kfops.datasets.flights import features as ff
 from kfops.errors import DataError
+from tests.support.example import example_config
 from tests.unit.test_features_store import DAY, WEATHER_FEATURES, tiny_tables, utc
 
 
@@ -65,7 +65,7 @@ def test_sources_cover_every_flight_with_an_hour_old_stats_row_short_and_full_ye
     from kfops.datasets.flights import build_entity_frame, load_tables
 
     for start, end in ((dt.date(2013, 3, 1), dt.date(2013, 3, 14)), (dt.date(2013, 1, 1), dt.date(2013, 12, 31))):
-        cfg = KfopsConfig.model_validate({"dataset": {"start": start, "end": end}})
+        cfg = example_config(dataset={"start": start, "end": end})
         tables = load_tables(cfg)
         paths = ff.write_feature_sources(tables, tmp_path / cfg.window_name)
         assert set(paths) == set(ff.SOURCE_NAMES)

@@ -17,6 +17,7 @@ import pytest
 
 from kfops.config import KfopsConfig
 from kfops.errors import DataError, ValidationFailed
+from tests.support.example import example_config, write_example_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DAY = "2013-01-10"
@@ -79,7 +80,7 @@ def tiny_tables() -> dict[str, pd.DataFrame]:
 
 
 def tiny_config(data_dir: Path, **features) -> KfopsConfig:
-    cfg = KfopsConfig(data_dir=data_dir).resolve(REPO_ROOT)
+    cfg = example_config(data_dir=data_dir).resolve(REPO_ROOT)
     cfg.features = cfg.features.model_copy(update={"project": f"kfops_test_{uuid.uuid4().hex[:8]}", **features})
     return cfg
 
@@ -328,9 +329,8 @@ def test_cli_materialize_builds_sources_from_the_raw_snapshot(tmp_path):
     for name, frame in tiny_tables().items():
         frame.to_parquet(raw / f"{name}.parquet", index=False)
     config_file = tmp_path / "kfops.yaml"
-    config_file.write_text(
-        f"data_dir: {cfg.data_dir}\nfeatures:\n  repo_path: {REPO_ROOT / 'feature_repo'}\n  project: {cfg.features.project}\n"
-    )
+    write_example_config(config_file, data_dir=cfg.data_dir,
+                         features={"repo_path": REPO_ROOT / "feature_repo", "project": cfg.features.project})
     runner = CliRunner()
     result = runner.invoke(app, ["materialize", "--config", str(config_file), "--start", "2013-01-09",
                                  "--end", "2013-01-10T12:05:00"])

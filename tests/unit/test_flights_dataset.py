@@ -3,7 +3,6 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from kfops.config import KfopsConfig
 from kfops.datasets.flights import (
     LEAKAGE_COLUMNS,
     build_entity_frame,
@@ -11,11 +10,12 @@ from kfops.datasets.flights import (
     request_features,
 )
 from kfops.errors import DataError
+from tests.support.example import example_config
 
 
 @pytest.fixture(scope="module")
 def two_weeks():
-    cfg = KfopsConfig(dataset={"start": dt.date(2013, 3, 1), "end": dt.date(2013, 3, 14)})
+    cfg = example_config(dataset={"start": dt.date(2013, 3, 1), "end": dt.date(2013, 3, 14)})
     return cfg, load_tables(cfg)
 
 
@@ -70,14 +70,14 @@ def test_request_features_match_the_entity_frame(two_weeks):
 
 
 def test_empty_window_and_missing_tables_fail_clearly(tmp_path):
-    cfg = KfopsConfig(dataset={"start": dt.date(2014, 6, 1), "end": dt.date(2014, 6, 30)})
+    cfg = example_config(dataset={"start": dt.date(2014, 6, 1), "end": dt.date(2014, 6, 30)})
     with pytest.raises(DataError, match="no flights between 2014-06-01 and 2014-06-30"):
         load_tables(cfg)
     with pytest.raises(DataError, match="input table 'flights' not found"):
-        load_tables(KfopsConfig(dataset={"source_dir": tmp_path}))
+        load_tables(example_config(dataset={"source_dir": tmp_path}))
     (tmp_path / "flights.csv").write_bytes(b"\x00\xff\xfe garbage")
     with pytest.raises(DataError):
-        load_tables(KfopsConfig(dataset={"source_dir": tmp_path}))
+        load_tables(example_config(dataset={"source_dir": tmp_path}))
 
 
 def test_entity_frame_refuses_tables_without_operated_flights(two_weeks):

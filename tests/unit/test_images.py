@@ -21,7 +21,8 @@ import yaml
 from kfops.adapters.kfp_local import COMPONENTS, compile_pipeline
 from kfops.cluster import images
 from kfops.cluster.images import BuildOptions, HostPip, build_commands, images_in_pipeline
-from kfops.config import ClusterConfig, KfopsConfig
+from kfops.config import ClusterConfig
+from tests.support.example import example_config
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -144,7 +145,7 @@ def test_checked_in_components_run_in_the_default_image():
 
 
 def test_compiled_pipeline_uses_the_configured_images(tmp_path):
-    cfg = KfopsConfig().model_copy(deep=True)
+    cfg = example_config().model_copy(deep=True)
     cfg.cluster.image = "registry.example.com/kfops:42"
     cfg.cluster.gpu_image = "registry.example.com/kfops-gpu:42"
     spec = yaml.safe_load(compile_pipeline(cfg, "training", tmp_path / "cpu.yaml").read_text())

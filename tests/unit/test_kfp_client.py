@@ -19,6 +19,7 @@ from kfops.adapters.kfp_local import compile_pipeline
 from kfops.config import KfopsConfig
 from kfops.errors import ConfigError
 from tests.conftest import REPO_ROOT as REPO
+from tests.support.example import example_config
 
 
 def _cfg(**cluster) -> KfopsConfig:
@@ -92,7 +93,7 @@ def test_cron_with_wrong_field_count_is_refused(bad):
 
 
 def test_version_name_carries_code_version_and_follows_the_yaml(tmp_path):
-    cfg = KfopsConfig()
+    cfg = example_config()
     first = compile_pipeline(cfg, "training", tmp_path / "a.yaml")
     again = compile_pipeline(cfg, "training", tmp_path / "b.yaml")
     other = compile_pipeline(cfg.model_copy(update={"project": "other"}), "training", tmp_path / "c.yaml")

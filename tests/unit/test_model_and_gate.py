@@ -85,7 +85,7 @@ def test_threshold_and_calibration():
 
 def test_behavioural_checks_pass_for_a_sane_model(trained):
     frame, _, result = trained
-    checks = {c.name: c for c in behavioural_checks(result.model, frame)}
+    checks = {c.name: c for c in behavioural_checks(result.model, frame, ["flight"], ["precip"])}
     assert checks["invariance:flight"].passed
     assert checks["direction:precip"].passed
 
@@ -95,7 +95,7 @@ def test_behavioural_check_catches_a_model_that_uses_the_flight_number():
     frame["label"] = (frame["flight"] > 2500).astype(int)
     spec = FeatureSpec.fit(frame, ["flight", "precip"], [])
     result = train_model(frame.iloc[:2000], frame.iloc[2000:], spec, TrainConfig(xgboost={"n_estimators": 30}), None)
-    checks = {c.name: c for c in behavioural_checks(result.model, frame)}
+    checks = {c.name: c for c in behavioural_checks(result.model, frame, ["flight"], ["precip"])}
     assert not checks["invariance:flight"].passed
 
 

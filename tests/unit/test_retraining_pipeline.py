@@ -14,16 +14,17 @@ from kfops.config import KfopsConfig
 from kfops.core.windows import drift_frame, parse_window, window_config
 from kfops.errors import ConfigError, DataError
 from kfops.steps.drift_check import drift_metrics, policy_state_path
+from tests.support.example import example_config
 from tests.unit.test_compile import GOLDEN, REPO, check_golden
 
 
 def compiled(tmp_path, cfg=None) -> dict:
-    path = compile_pipeline(cfg or KfopsConfig(), "retraining", tmp_path / "retraining.yaml")
+    path = compile_pipeline(cfg or example_config(), "retraining", tmp_path / "retraining.yaml")
     return yaml.safe_load(path.read_text())
 
 
 def test_retraining_pipeline_matches_golden(tmp_path):
-    produced = compile_pipeline(KfopsConfig(), "retraining", tmp_path / "retraining.yaml")
+    produced = compile_pipeline(example_config(), "retraining", tmp_path / "retraining.yaml")
     check_golden(produced, GOLDEN / "retraining.yaml")
 
 
@@ -46,7 +47,7 @@ def test_drift_gates_the_nested_training_pipeline(tmp_path):
 
 
 def test_config_is_the_default_and_the_current_window(tmp_path):
-    cfg = window_config(KfopsConfig(), dt.date(2013, 7, 1), dt.date(2013, 7, 14))
+    cfg = window_config(example_config(), dt.date(2013, 7, 1), dt.date(2013, 7, 14))
     spec = compiled(tmp_path, cfg)
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert KfopsConfig.from_json(params["config"]["defaultValue"]).dataset.start == dt.date(2013, 7, 1)
@@ -68,7 +69,7 @@ def test_parse_window_reads_the_registry_tag_format():
 
 
 def test_drift_frame_keeps_model_inputs_and_label_only():
-    cfg = KfopsConfig()
+    cfg = example_config()
     frame = pd.DataFrame({c: [1.0, 2.0] for c in cfg.feature_columns})
     frame["flight_id"] = ["a", "b"]
     frame["label"] = [0, 1]
@@ -94,6 +95,6 @@ def test_drift_metrics_cover_share_columns_predictions_and_performance():
 
 
 def test_policy_state_lives_under_data_dir():
-    cfg = KfopsConfig(data_dir=Path("/tmp/somewhere"))
+    cfg = example_config(data_dir=Path("/tmp/somewhere"))
     assert policy_state_path(cfg) == Path("/tmp/somewhere/retrain_policy.json")
     assert KfopsConfig.from_json(cfg.to_json()).retrain == cfg.retrain

@@ -123,7 +123,7 @@ def test_refusal_names_the_failed_checks():
     assert "see the gate's reasons" in str(gate_refused([]))
 
 
-def _run_cli(monkeypatch, tmp_path, run: LocalRun) -> int:
+def _run_cli(monkeypatch, tmp_path, run: LocalRun, pipeline: str = "training") -> int:
     from kfops.runners import local
 
     monkeypatch.delenv("KFOPS_CONFIG", raising=False)
@@ -131,7 +131,7 @@ def _run_cli(monkeypatch, tmp_path, run: LocalRun) -> int:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(local, "run_locally", lambda cfg, name, **kwargs: run)
     with pytest.raises(SystemExit) as done:
-        main(["run", "training", "--set", f"data_dir={tmp_path / 'state'}"])
+        main(["run", pipeline, "--set", f"data_dir={tmp_path / 'state'}"])
         raise SystemExit(0)
     return int(done.value.code or 0)
 
@@ -143,6 +143,30 @@ def test_kfops_run_exits_4_when_the_gate_refuses(monkeypatch, tmp_path, no_serve
     assert "NOT BLESSED" in captured.out and "registered     nothing" in captured.out
     assert captured.err.startswith("not blessed: the evaluation gate did not bless the model")
     assert "floor:roc_auc" in captured.err and "exit code 4" in captured.err
+
+
+def retraining_run(tmp_path: Path, drift: bool, blessed: bool | None = None) -> LocalRun:
+    """What a local retraining run leaves: the drift task, and the training tasks only after drift."""
+    run = local_run(tmp_path, blessed=bool(blessed))
+    run.name = "retraining"
+    outputs = {"drift": {"Output": drift}}
+    if drift:
+        outputs.update(run.outputs)
+    run.outputs = outputs
+    return run
+
+
+def test_kfops_run_retraining_exits_4_when_the_retrained_model_is_refused(monkeypatch, tmp_path, no_server, capsys):
+    code = _run_cli(monkeypatch, tmp_path, retraining_run(tmp_path, drift=True, blessed=False), "retraining")
+    captured = capsys.readouterr()
+    assert code == EXIT_NOT_BLESSED
+    assert "NOT BLESSED" in captured.out and captured.err.startswith("not blessed:")
+
+
+def test_kfops_run_retraining_exits_0_without_drift_nothing_to_judge(monkeypatch, tmp_path, no_server, capsys):
+    assert _run_cli(monkeypatch, tmp_path, retraining_run(tmp_path, drift=False), "retraining") == 0
+    captured = capsys.readouterr()
+    assert "gate" not in captured.out and captured.err == ""
 
 
 def test_kfops_run_exits_0_when_blessed(monkeypatch, tmp_path, no_server, capsys):

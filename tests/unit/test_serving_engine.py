@@ -22,6 +22,7 @@ from kfops.serving.runtime.engine import InferenceEngine
 from kfops.serving.runtime.inference_log import InferenceLogWriter, read_inference_logs
 from kfops.serving.runtime.loading import ModelSource, load_source
 from kfops.serving.runtime.lookup import InMemoryLookup
+from tests.support.example import example_config
 from tests.support.serving_models import (
     ONLINE_FEATURES,
     build_tiny_model,
@@ -196,21 +197,20 @@ class RecordingReader:
 def test_feast_lookup_counts_ttls_back_from_each_request_event_time():
     import datetime as dt
 
-    from kfops.config import KfopsConfig
     from kfops.serving.runtime.lookup import FeastLookup
 
     early, late = pd.Timestamp("2013-01-01T10:00Z"), pd.Timestamp("2013-01-02T10:00Z")
     rows = [{"origin": "EWR", "event_timestamp": late}, {"origin": "JFK", "event_timestamp": early},
             {"origin": "LGA", "event_timestamp": late}]
     reader = RecordingReader()
-    got = FeastLookup(KfopsConfig(), "event", reader=reader)(rows)
+    got = FeastLookup(example_config(), "event", reader=reader)(rows)
     assert got["origin_seen"].tolist() == ["EWR", "JFK", "LGA"]  # back in request order
     assert got["as_of"].tolist() == [late.to_pydatetime(), early.to_pydatetime(), late.to_pydatetime()]
     assert [n for n, _ in reader.calls] == [3]  # one read for the batch, each row with its own as-of
 
     reader = RecordingReader()
-    FeastLookup(KfopsConfig(), "now", reader=reader)(rows)
+    FeastLookup(example_config(), "now", reader=reader)(rows)
     assert len(reader.calls) == 1 and reader.calls[0][1].tzinfo == dt.UTC
     reader = RecordingReader()
-    FeastLookup(KfopsConfig(), "none", reader=reader)(rows)
+    FeastLookup(example_config(), "none", reader=reader)(rows)
     assert reader.calls == [(3, None)]

@@ -25,6 +25,7 @@ from kfops.adapters.gx_validation import (
 from kfops.config import KfopsConfig
 from kfops.errors import ConfigError, ValidationFailed
 from kfops.reports.validation import render_html, write_reports
+from tests.support.example import write_example_config
 from tests.support.validation_data import (
     END,
     START,
@@ -226,11 +227,8 @@ def test_cli_validates_one_file(tmp_path, tables, cfg):
 
     assert [c.callback for c in app.registered_commands] == [validate_command]
     config = tmp_path / "kfops.yaml"
-    config.write_text(
-        f"dataset: {{start: {START}, end: {END}}}\n"
-        f"data_dir: {tmp_path / 'state'}\n"
-        f"validation: {{suites_dir: {cfg.validation.suites_dir}}}\n"
-    )
+    write_example_config(config, data_dir=tmp_path / "state", dataset={"start": START, "end": END},
+                         validation={"suites_dir": cfg.validation.suites_dir})
     clean = tmp_path / "flights.parquet"
     tables["flights"].to_parquet(clean)
     runner = CliRunner()
@@ -253,8 +251,8 @@ def test_cli_validates_a_folder_of_parquet_files_and_names_a_folder_without_any(
     from kfops.errors import DataError
 
     config = tmp_path / "kfops.yaml"
-    config.write_text(f"dataset: {{start: {START}, end: {END}}}\ndata_dir: {tmp_path / 'state'}\n"
-                      f"validation: {{suites_dir: {cfg.validation.suites_dir}}}\n")
+    write_example_config(config, data_dir=tmp_path / "state", dataset={"start": START, "end": END},
+                         validation={"suites_dir": cfg.validation.suites_dir})
     folder = tmp_path / "flights"  # one table in parts, as a partitioned writer leaves it
     folder.mkdir()
     flights = tables["flights"]

