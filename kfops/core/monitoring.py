@@ -172,7 +172,7 @@ def model_profile(model: Any, validation: pd.DataFrame, test: pd.DataFrame | Non
     from kfops.core.model import predict_proba
 
     reference = test if test is not None and len(test) else validation
-    # Calibrated on every held-out row (validation and test): on 2013 flights a Platt fit on the
+    # Calibrated on every held-out row (validation and test): on the example data a Platt fit on the
     # validation split alone (a few days) put CBPE 0.052 AUC off the next month's realised AUC
     # on average, on both splits 0.026 (docs/backtest.md). A monotone map leaves the test AUC as is.
     held_out = pd.concat([validation, reference]) if reference is not validation else validation

@@ -73,7 +73,7 @@ class DerivedRows:
 class RequestBuilder(Protocol):
     """A dataset's raw request: its fields and how to derive the request features from them."""
 
-    name: str  # what a raw request is called in messages, e.g. "a raw flight"
+    name: str  # what a raw request is called in messages, e.g. "a raw order"
     fields: Sequence[RawField]
 
     def derive(self, columns: dict[str, list[Any]], rows: int) -> DerivedRows:
