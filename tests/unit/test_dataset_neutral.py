@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 
 # Where the framework lives; kfops/datasets/ holds the dataset plug-ins and is exempt.
