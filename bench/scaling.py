@@ -267,7 +267,7 @@ def report(work: Path, names: list[str]) -> None:
             results.setdefault(size, {"steps": {}})["steps"].update(entry["steps"])
     sizes = sorted(int(s) for s in results)
     print("| step | " + " | ".join(f"{s}x s (CPU s) / peak RSS MB" for s in sizes)
-          + f" | b time | b CPU | b CPU {sizes[-2] if len(sizes) > 2 else '-'}x->{sizes[-1]}x | b RSS"
+          + f" | b time | b CPU | b CPU {f'{sizes[-2]}x->{sizes[-1]}x' if len(sizes) > 2 else '(upper pair)'} | b RSS"
           " | 30x RSS GB (linear / power) |")
     print("|---|" + "---:|" * (len(sizes) + 5))
     low, high = sizes[0], sizes[-1]
