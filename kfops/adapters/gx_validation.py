@@ -413,25 +413,31 @@ def validate_frame(
 
     from great_expectations.core import ExpectationSuite
 
-    batch = _batch_definition(table).get_batch(batch_parameters={"dataframe": frame})
     examples_wanted = max(1, cfg.validation.max_examples)  # GE needs at least 1
-    # Two passes: BASIC (counts and observed values) for every expectation, then SUMMARY, which
-    # also finds the failing rows' index, only for the failures. SUMMARY on everything costs
-    # about twice as much on a year of the example data.
-    gx_results = batch.validate(
-        ExpectationSuite(name=suite.name, expectations=[_copy_item(i) for i in selected]),
-        expectation_parameters=parameters,
-        result_format={"result_format": "BASIC", "partial_unexpected_count": examples_wanted},
-    ).results
-    failed_orders = {r.expectation_config.meta.get(_ORDER_KEY) for r in gx_results if not r.success}
-    if failed_orders and cfg.validation.max_examples:
-        failed = [i for i in selected if i["meta"][_ORDER_KEY] in failed_orders]
-        detailed = batch.validate(
-            ExpectationSuite(name=suite.name, expectations=[_copy_item(i) for i in failed]),
+    # GE's pandas engine takes `df[df[column].notnull()]` of the whole frame for every column
+    # expectation: a full copy each time (and, on a frame of many blocks such as a join's output,
+    # a re-consolidation of every block too). Consolidated once, and with copy-on-write, a filter
+    # that keeps every row copies nothing; results are the same (tests/unit/test_validation_cow.py).
+    _consolidate(frame)
+    with _copy_on_write():
+        batch = _batch_definition(table).get_batch(batch_parameters={"dataframe": frame})
+        # Two passes: BASIC (counts and observed values) for every expectation, then SUMMARY, which
+        # also finds the failing rows' index, only for the failures. SUMMARY on everything costs
+        # about twice as much on a year of the example data.
+        gx_results = batch.validate(
+            ExpectationSuite(name=suite.name, expectations=[_copy_item(i) for i in selected]),
             expectation_parameters=parameters,
-            result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples_wanted},
+            result_format={"result_format": "BASIC", "partial_unexpected_count": examples_wanted},
         ).results
-        gx_results = [r for r in gx_results if r.success] + list(detailed)
+        failed_orders = {r.expectation_config.meta.get(_ORDER_KEY) for r in gx_results if not r.success}
+        if failed_orders and cfg.validation.max_examples:
+            failed = [i for i in selected if i["meta"][_ORDER_KEY] in failed_orders]
+            detailed = batch.validate(
+                ExpectationSuite(name=suite.name, expectations=[_copy_item(i) for i in failed]),
+                expectation_parameters=parameters,
+                result_format={"result_format": "SUMMARY", "partial_unexpected_count": examples_wanted},
+            ).results
+            gx_results = [r for r in gx_results if r.success] + list(detailed)
 
     outcomes = [_outcome(table, r, frame, present, cfg.validation.max_examples) for r in gx_results]
     outcomes.sort(key=lambda o: o.pop("_order"))
@@ -446,6 +452,21 @@ def validate_frame(
         skipped=skipped,
     )
     return validation, stats
+
+
+def _copy_on_write() -> contextlib.AbstractContextManager:
+    """pandas copy-on-write while GE runs (a test swaps it for a no-op to compare results)."""
+    import pandas as pd
+
+    return pd.option_context("mode.copy_on_write", True)
+
+
+def _consolidate(frame: pd.DataFrame) -> None:
+    """Merge the frame's blocks of one dtype in place (what pandas does before its first copy):
+    values and columns are unchanged, and no second copy of the data is made."""
+    consolidate = getattr(frame, "_consolidate_inplace", None)  # pandas' own, without a public name
+    if callable(consolidate):
+        consolidate()
 
 
 def _nanosecond_timestamps(frame: pd.DataFrame) -> pd.DataFrame:

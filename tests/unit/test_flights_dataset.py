@@ -1,5 +1,6 @@
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,3 +88,16 @@ def test_entity_frame_refuses_tables_without_operated_flights(two_weeks):
         build_entity_frame({**tables, "flights": cancelled}, cfg)
     with pytest.raises(DataError, match="lacks column"):
         build_entity_frame({**tables, "flights": tables["flights"].drop(columns=["dest"])}, cfg)
+
+
+def test_days_to_holiday_per_distinct_day_equals_the_row_by_holiday_matrix():
+    from kfops.datasets.flights import US_HOLIDAYS, days_to_nearest_holiday
+
+    rng = np.random.default_rng(0)
+    days = (np.datetime64("2012-11-01") + rng.integers(0, 3 * 365, 20_000)).astype("datetime64[ns]")
+    holidays = np.array(US_HOLIDAYS, dtype="datetime64[D]")
+    brute = np.minimum(np.abs(days.astype("datetime64[D]")[:, None] - holidays[None, :]).astype(int).min(axis=1), 30)
+    got = days_to_nearest_holiday(days)
+    assert got.shape == days.shape
+    np.testing.assert_array_equal(got, brute)
+    assert got.min() == 0 and got.max() == 30  # on a holiday, and far from any

@@ -103,8 +103,11 @@ def load_tables(cfg: KfopsConfig, source_dir: Path | None = None) -> dict[str, p
 def days_to_nearest_holiday(days: np.ndarray) -> np.ndarray:
     """Absolute distance in days to the closest US federal holiday, capped at 30."""
     holidays = np.array(US_HOLIDAYS, dtype="datetime64[D]")
-    diffs = np.abs(days.astype("datetime64[D]")[:, None] - holidays[None, :]).astype(int)
-    return np.minimum(diffs.min(axis=1), 30)
+    # Per distinct day, then spread: a year of flights has 365 days, not 336,776 (the row x
+    # holiday matrix grew past the caches and cost 20x more at 3 years than at one).
+    unique, inverse = np.unique(days.astype("datetime64[D]"), return_inverse=True)
+    diffs = np.abs(unique[:, None] - holidays[None, :]).astype(int)
+    return np.minimum(diffs.min(axis=1), 30)[inverse.reshape(-1)]
 
 
 def build_entity_frame(tables: dict[str, pd.DataFrame], cfg: KfopsConfig | None = None) -> pd.DataFrame:
