@@ -40,6 +40,9 @@ MAX_CALIBRATION_ERROR = 0.01
 CALIBRATION_BINS = 10
 
 
+# Bumped whenever retrain_signals computes differently (the backtest cache recomputes them).
+SIGNALS_VERSION = 2
+
 def _binary(y: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(y, dtype=np.float64)
     values = np.asarray(scores, dtype=np.float64)
@@ -260,13 +263,19 @@ def retrain_signals(
     signals: dict[str, float] = {"reference_roc_auc": ref_auc, "reference_roc_auc_se": ref_se}
     all_scores = np.asarray(scores, dtype=np.float64)
     raw = all_scores[np.isfinite(all_scores)]
+    y, s = _binary(labels, all_scores) if labels is not None else (np.empty(0), np.empty(0))
+    enough = y.size >= min_labelled_rows and 0 < y.sum() < y.size
     if raw.size:
-        estimated = expected_roc_auc(raw, calibrate(profile.get("calibration"), raw))
-        signals.update(estimated_roc_auc=estimated, estimated_diff=estimated - ref_auc)
+        # CBPE. The training-time calibrator does not carry over when the base rate moves (seasons),
+        # so when the window already has enough labelled rows (older than the label delay) the
+        # scores are recalibrated on them first; the estimate then covers the whole window.
+        stored = expected_roc_auc(raw, calibrate(profile.get("calibration"), raw))
+        estimated = expected_roc_auc(raw, calibrate(fit_calibrator(y, s), raw)) if enough else stored
+        signals.update(estimated_roc_auc=estimated, estimated_diff=estimated - ref_auc,
+                       estimated_roc_auc_profile=stored, estimated_recalibrated=float(enough))
     if labels is not None:
-        y, s = _binary(labels, all_scores)  # drops the rows without a label
         signals["observed_rows"] = float(y.size)
-        if y.size >= min_labelled_rows and 0 < y.sum() < y.size:
+        if enough:
             auc, se = delong_roc_auc(y, s)
             diff, low, high = difference_interval(auc, se, ref_auc, ref_se, confidence)
             _, auc_low, auc_high = difference_interval(auc, se, 0.0, 0.0, confidence)

@@ -19,7 +19,8 @@ Mode ``performance`` replaces 2 with "one of the configured ``triggers`` fires" 
 * ``observed``: the champion's AUC on the labelled part of the window is below its test AUC by more
   than ``observed_tolerance``, with confidence: the whole interval of the difference is below it;
   or (with ``min_roc_auc``) the whole interval of that AUC is below the floor;
-* ``estimated``: the CBPE estimate from calibrated scores is ``estimated_tolerance`` below it;
+* ``estimated``: the CBPE estimate from calibrated scores is ``estimated_tolerance`` below it
+  (when ``observed`` is configured too, only on windows without enough labels for it);
 * ``weighted_drift``: drifted columns hold at least ``weighted_drift_share`` of the importance;
 * ``prediction_drift``: the champion's scores drifted;
 * ``drift``: the drift check's verdict.
@@ -356,6 +357,10 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
                 continue
             text = (f"estimated (CBPE) AUC {s['estimated_roc_auc']:.4f} vs test {s['reference_roc_auc']:.4f} "
                     f"({s['estimated_diff']:+.4f})")
+            if "observed" in policy.triggers and "observed_diff" in s:
+                # Measured beats estimated: with enough labels the observed AUC and its interval decide.
+                quiet.append(f"{text}: reported only, the observed AUC on labelled rows decides")
+                continue
             hit = s["estimated_diff"] < -policy.estimated_tolerance
             (fired.append((name, f"{text} < -{policy.estimated_tolerance:g}")) if hit
              else quiet.append(f"{text} within {policy.estimated_tolerance:g}"))

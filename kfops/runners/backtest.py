@@ -274,6 +274,7 @@ class ModelBank:
         self._trained: dict[str, Trained] = {}
         self._checks: dict[tuple[str, str], tuple[DriftResult, dict[str, float], float | None]] = {}
         self._gates: dict[tuple[str, str], tuple[bool, dict]] = {}
+        self._stale: set[tuple[str, str]] = set()
         if self.cache_dir is not None:
             self._load()
 
@@ -294,6 +295,13 @@ class ModelBank:
             path = self.cache_dir / f"{name}.pkl"
             if path.exists():
                 getattr(self, f"_{name}").update(pickle.loads(path.read_bytes()))
+        # Signals are cheap and their code changes: checks cached by another SIGNALS_VERSION keep
+        # their drift result and realised AUC but recompute the signals.
+        from kfops.core.monitoring import SIGNALS_VERSION
+
+        version = self.cache_dir / "signals_version"
+        if not version.exists() or version.read_text().strip() != str(SIGNALS_VERSION):
+            self._stale = set(self._checks)
 
     def save(self) -> None:
         """Write the cache (no-op without ``cache_dir``)."""
@@ -301,7 +309,7 @@ class ModelBank:
 
         from kfops.core.files import atomic_write_bytes
         from kfops.core.model import save_model
-        from kfops.core.monitoring import PROFILE_KEY
+        from kfops.core.monitoring import PROFILE_KEY, SIGNALS_VERSION
 
         if self.cache_dir is None:
             return
@@ -311,6 +319,8 @@ class ModelBank:
                 save_model(trained.model, folder, metadata={PROFILE_KEY: trained.profile})
         atomic_write_bytes(self.cache_dir / "checks.pkl", pickle.dumps(self._checks))
         atomic_write_bytes(self.cache_dir / "gates.pkl", pickle.dumps(self._gates))
+        if not self._stale:
+            atomic_write_bytes(self.cache_dir / "signals_version", str(SIGNALS_VERSION).encode())
 
     def trained(self, month: str) -> Trained:
         if month not in self._trained:
@@ -333,7 +343,7 @@ class ModelBank:
         """The check of ``month`` against the model of ``model_month``: the drift result, the
         trigger signals (labels as known at the check) and the realised AUC of the whole month."""
         key = (model_month, month)
-        if key not in self._checks:
+        if key not in self._checks or key in self._stale:
             from kfops.core.drift import check_drift
             from kfops.core.model import predict_proba
             from kfops.core.monitoring import retrain_signals
@@ -342,12 +352,16 @@ class ModelBank:
             cfg, champion = self.cfg, self.trained(model_month)
             current = self.by_month[month]
             seen = labels_known_at(current, cfg, check_time(month, cfg))
-            drift = check_drift(drift_frame(self.by_month[model_month], cfg), drift_frame(seen, cfg), cfg.drift,
-                                model=champion.model)
+            if key in self._checks:
+                drift = self._checks[key][0]
+            else:
+                drift = check_drift(drift_frame(self.by_month[model_month], cfg), drift_frame(seen, cfg), cfg.drift,
+                                    model=champion.model)
             scores = predict_proba(champion.model, current)
             signals = retrain_signals(champion.profile, scores, seen[cfg.dataset.label].to_numpy(), drift.columns,
                                       drift.prediction, cfg.retrain.confidence, cfg.retrain.min_labelled_rows)
             self._checks[key] = (drift, signals, _roc_auc_of(current[cfg.dataset.label].to_numpy(), scores))
+            self._stale.discard(key)
         return self._checks[key]
 
     def gate(self, challenger_month: str, champion_month: str) -> tuple[bool, dict]:

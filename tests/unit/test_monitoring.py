@@ -224,3 +224,20 @@ def test_the_drift_report_lists_every_column_with_its_importance_and_the_evidenc
     assert all(f"<td>{c}</td>" in banner for c in ("temp", "dep_hour", "id")) and banner.count("<tr><td>") == 3
     assert "importance to the champion" in banner and "<td>90.0%</td>" in banner and "<td>0.0%</td>" in banner
     assert "weighted_drift_share: 0.1000" in banner
+
+
+def test_cbpe_recalibrates_on_the_windows_labelled_rows_when_the_stored_calibration_is_stale():
+    rng = np.random.default_rng(5)
+    z = rng.normal(0, 1, 30_000)
+    scores = 1 / (1 + np.exp(-z))  # the model's raw scores ...
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-(2 * z - 1)))).astype(float)  # ... and a moved truth
+    realised = roc_auc_score(y, scores)
+    profile = {"reference": {"roc_auc": 0.75, "roc_auc_se": 0.01}, "calibration": {"method": "none"}}
+    seen = np.where(np.arange(z.size) < 24_000, y, np.nan)  # the last rows' labels do not exist yet
+    with_labels = retrain_signals(profile, scores, seen)
+    assert with_labels["estimated_recalibrated"] == 1.0
+    assert abs(with_labels["estimated_roc_auc"] - realised) < 0.01
+    assert abs(with_labels["estimated_roc_auc_profile"] - realised) > 0.05  # the stale calibrator misses
+    without = retrain_signals(profile, scores, np.full(z.size, np.nan))
+    assert without["estimated_recalibrated"] == 0.0
+    assert without["estimated_roc_auc"] == with_labels["estimated_roc_auc_profile"]

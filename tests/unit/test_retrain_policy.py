@@ -244,9 +244,14 @@ def test_weighted_drift_and_prediction_drift_fire_on_their_own_evidence():
 def test_a_combined_policy_retrains_when_any_trigger_fires_and_records_which():
     policy = performance("observed", "estimated")
     both = decide([], evidence(**observed(-0.05, 0.01), estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
-    assert both.triggered_by == ("observed", "estimated")
-    one = decide([], evidence(**observed(0.0, 0.01), estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
-    assert one.retrain and one.triggered_by == ("estimated",)
+    assert both.triggered_by == ("observed",)  # the estimate is reported, the measurement decides
+    unmeasured = performance("estimated", "weighted_drift", weighted_drift_share=0.3)
+    assert decide([], evidence(**observed(-0.05, 0.01), estimated_roc_auc=0.6, estimated_diff=-0.1,
+                               weighted_drift_share=0.5), T0, unmeasured).triggered_by == ("estimated", "weighted_drift")
+    measured = decide([], evidence(**observed(0.0, 0.01), estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
+    assert not measured.retrain, "with labelled evidence the observed AUC decides, the estimate is only reported"
+    unlabelled = decide([], evidence(estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
+    assert unlabelled.retrain and unlabelled.triggered_by == ("estimated",)
     assert decide([], evidence(), T0, policy).code == NO_SIGNAL  # no evidence for either: no retrain
     assert decide([], DriftSummary(drift=True), T0, policy).code == NO_VERDICT  # no signals at all
 
