@@ -1,0 +1,124 @@
+"""The direct online read's pieces that need no store: key encoding against Feast's, the choice of
+reader, and a dead Redis raising (tests/integration/test_feast_online_direct.py
+compares whole reads with Feast's on SQLite and Redis)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from kfops.adapters import feast_store
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def feast():
+    return feast_store.import_feast()
+
+
+@pytest.mark.parametrize(("keys", "types", "row"), [
+    (("origin",), ("STRING",), {"origin": "EWR"}),
+    (("origin",), ("STRING",), {"origin": "Zürich ✈"}),
+    (("user_id",), ("INT64",), {"user_id": -(2**40)}),
+    (("user_id",), ("INT32",), {"user_id": 7}),
+    (("blob",), ("BYTES",), {"blob": b"\x00\xff"}),
+    (("region", "user_id"), ("STRING", "INT64"), {"user_id": 12, "region": "eu", "ignored": 1.5}),
+    (("a", "b", "c"), ("STRING", "STRING", "INT64"), {"c": 3, "b": "y", "a": "x"}),
+])
+def test_key_encoding_matches_feast(feast, keys, types, row):
+    import numpy as np
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    from kfops.adapters.feast_online import _BYTES, _INT32, _INT64, _STRING, KeyEncoder
+
+    codes = {"STRING": _STRING, "INT64": _INT64, "INT32": _INT32, "BYTES": _BYTES}
+    # Feast gets the join keys in the row's order, not sorted: it sorts them itself.
+    unsorted = [k for k in row if k in keys]
+    kinds = dict(zip(keys, types, strict=True))
+    values = [python_values_to_proto_values([row[k]], getattr(ValueType, kinds[k]))[0] for k in unsorted]
+    expected = serialize_entity_key(EntityKey(join_keys=unsorted, entity_values=values),
+                                    entity_key_serialization_version=3)
+    encoder = KeyEncoder(tuple(keys), tuple(codes[t] for t in types))
+    assert encoder.encode(row) == expected
+    ints = {k: np.int64(v) for k, v in row.items() if isinstance(v, int)}
+    assert encoder.encode({**row, **ints}) == expected  # numpy integers encode as Python ints
+
+
+def test_missing_and_unsupported_key_values():
+    from kfops.adapters.feast_online import _INT64, _STRING, KeyEncoder, Unsupported
+
+    encoder = KeyEncoder(("region", "user_id"), (_STRING, _INT64))
+    assert encoder.encode({"region": None, "user_id": 1}) is None
+    assert encoder.encode({"region": "eu", "user_id": float("nan")}) is None
+    for odd in ("1", 1.0, True):
+        with pytest.raises(Unsupported):
+            encoder.encode({"region": "eu", "user_id": odd})
+    with pytest.raises(KeyError):
+        encoder.encode({"region": "eu"})
+
+
+def _view(feast, name, keys, ttl=None, join_key_map=None):
+    import datetime as dt
+
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
+    from feast.types import Float64, Int64, String
+
+    dtypes = {"user_id": (Int64, ValueType.INT64), "region": (String, ValueType.STRING),
+              "score": (Float64, ValueType.DOUBLE)}
+    entities = [Entity(name=k, join_keys=[k], value_type=dtypes[k][1]) for k in keys]
+    view = FeatureView(name=name, entities=entities, ttl=ttl or dt.timedelta(0),
+                       schema=[*(Field(name=k, dtype=dtypes[k][0]) for k in keys), Field(name="x", dtype=Float64)],
+                       source=FileSource(path="/nowhere.parquet", timestamp_field="ts"))
+    if join_key_map:
+        view = view.with_join_key_map(join_key_map)
+    return view
+
+
+def test_layouts_sort_join_keys_and_refuse_what_they_cannot_read(feast):
+    from kfops.adapters.feast_online import _INT64, _STRING, ViewLayout, view_layouts
+
+    layouts = view_layouts([_view(feast, "v", ["user_id", "region"])], {"v": ["x"]}, versioned=False)
+    assert layouts == [ViewLayout("v", ("region", "user_id"), (_STRING, _INT64), ("x",))]
+    assert view_layouts([_view(feast, "v", ["user_id"])], {"v": ["x"]}, versioned=True) is None
+    assert view_layouts([_view(feast, "v", ["user_id"], join_key_map={"user_id": "buyer"})], {"v": ["x"]},
+                        versioned=False) is None
+    assert view_layouts([_view(feast, "v", ["score"])], {"v": ["x"]}, versioned=False) is None  # a float key
+
+
+@pytest.mark.parametrize(("store", "expected"), [
+    ({"type": "redis", "redis_type": "redis", "connection_string": "127.0.0.1:1"}, "RedisReader"),
+    ({"type": "redis", "redis_type": "redis_cluster", "connection_string": "127.0.0.1:1"}, None),
+    ({"type": "sqlite", "path": "/tmp/online.db"}, "SqliteReader"),
+    ({"type": "postgres"}, None),
+    ({"type": "dynamodb"}, None),
+])
+def test_feast_stays_for_stores_read_otherwise(feast, store, expected):
+    from pathlib import Path
+
+    from kfops.adapters.feast_online import direct_reader
+
+    config = SimpleNamespace(entity_key_serialization_version=3, project="p", repo_path=Path("/tmp"),
+                             registry=SimpleNamespace(enable_online_feature_view_versioning=False),
+                             online_store=SimpleNamespace(**store))
+    reader = direct_reader(SimpleNamespace(config=config), [_view(feast, "v", ["user_id"])], {"v": ["x"]})
+    assert (type(reader).__name__ if reader else None) == expected
+    old_keys = SimpleNamespace(**{**vars(config), "entity_key_serialization_version": 2})
+    assert direct_reader(SimpleNamespace(config=old_keys), [_view(feast, "v", ["user_id"])], {"v": ["x"]}) is None
+
+
+def test_redis_client_takes_feast_options_and_a_dead_redis_raises(feast):
+    import redis
+
+    from kfops.adapters.feast_online import _INT64, RedisReader, ViewLayout, redis_client
+
+    connection = feast_store.redis_with_timeouts(f"127.0.0.1:{free_port()},db=3,password=s3cret", 0.5)
+    client = redis_client(connection)
+    options = client.connection_pool.connection_kwargs
+    assert (options["db"], options["password"], options["socket_timeout"]) == (3, "s3cret", 0.5)
+    reader = RedisReader([ViewLayout("v", ("user_id",), (_INT64,), ("x",))], client, "p")
+    with pytest.raises(redis.exceptions.ConnectionError):  # the engine answers 503
+        reader.read([{"user_id": 1}])
