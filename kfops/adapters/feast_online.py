@@ -84,12 +84,29 @@ class KeyEncoder:
         self.join_keys = join_keys
         self.key_types = key_types
         self.prefix = ViewLayout("", join_keys, key_types, ()).key_prefix()
+        self._single = join_keys[0] if len(join_keys) == 1 else None
+        # Single keys repeat (airports, carriers): their bytes are cached per exact type, so that
+        # 1, True and 1.0, equal as dict keys, never share an entry.
+        self._caches: dict[type, dict[Any, bytes]] = {str: {}, int: {}}
 
     def encode(self, row: dict[str, Any]) -> bytes | None:
         """The key bytes, or None when a join key value is missing (None or NaN)."""
+        if self._single is None:
+            return self._encode(tuple(row[name] for name in self.join_keys))
+        value = row[self._single]
+        cache = self._caches.get(type(value))
+        if cache is None:
+            return self._encode((value,))
+        key = cache.get(value)
+        if key is None:
+            key = self._encode((value,))
+            if key is not None and len(cache) < _CACHE_LIMIT:
+                cache[value] = key
+        return key
+
+    def _encode(self, values: tuple[Any, ...]) -> bytes | None:
         parts = [self.prefix]
-        for name, kind in zip(self.join_keys, self.key_types, strict=True):
-            value = row[name]
+        for kind, value in zip(self.key_types, values, strict=True):
             if value is None or (isinstance(value, float) and value != value):
                 return None
             parts.append(_encode_value(kind, value))
@@ -197,7 +214,9 @@ def _fan_out(
 
 
 class RedisReader(DirectReader):
-    """HMGET per distinct entity key (all wanted fields of every view on those keys), one pipeline."""
+    """HMGET per distinct entity key (all wanted fields of every view on those keys), sent as one
+    write on a connection of the client's pool and parsed here: redis-py's pipeline spends more
+    time packing and parsing than Redis spends answering."""
 
     def __init__(self, layouts: list[ViewLayout], client: Any, project: str):
         from feast.infra.online_stores.helpers import _mmh3
@@ -205,7 +224,7 @@ class RedisReader(DirectReader):
 
         super().__init__(layouts)
         self.client = client
-        self.project = project.encode("utf8")
+        self.project = project.encode()
         self._timestamp_class = Timestamp
         self._stamp_cache: dict[bytes, int] = {}
         # Per join-key set: the fields to ask for, and per view where its fields start.
@@ -215,6 +234,12 @@ class RedisReader(DirectReader):
             views.append((layout, len(fields)))
             fields.extend(_mmh3(f"{layout.name}:{feature}") for feature in layout.features)
             fields.append(f"_ts:{layout.name}".encode())
+        # Each group's HMGET in RESP, but for the key: "*n $5 HMGET" and the encoded fields.
+        self._packed = {
+            join_keys: (b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2),
+                        b"".join(b"$%d\r\n%s\r\n" % (len(field), field) for field in fields))
+            for join_keys, (fields, _) in self._groups.items()
+        }
 
     def _stamp(self, raw: bytes | None) -> int:
         """The ``_ts`` field's seconds, as Feast rounds it (through a datetime, to the microsecond)."""
@@ -235,12 +260,13 @@ class RedisReader(DirectReader):
 
     def read(self, rows: list[dict[str, Any]]) -> tuple[Values, Stamps]:
         slots = self._entity_slots(rows)
-        pipe = self.client.pipeline(transaction=False)
+        commands = []
         for join_keys, (keys, _) in slots.items():
-            fields = self._groups[join_keys][0]
+            head, fields = self._packed[join_keys]
             for key in keys:
-                pipe.hmget(key + self.project, fields)
-        replies = pipe.execute() if len(pipe) else []
+                name = key + self.project
+                commands.append(b"%s$%d\r\n%s\r\n%s" % (head, len(name), name, fields))
+        replies = self._exchange(b"".join(commands), len(commands)) if commands else []
         values: Values = {}
         stamps: Stamps = {}
         decode, offset = self.decode, 0
@@ -255,6 +281,98 @@ class RedisReader(DirectReader):
                 ]
                 _fan_out(layout, where, found, values, stamps)
         return values, stamps
+
+    def _exchange(self, payload: bytes, count: int) -> list[list[bytes | None]]:
+        """Send ``payload`` (``count`` commands) and read their replies, on a pooled connection.
+
+        A connection that fails is dropped; one that broke while idle in the pool (Redis
+        restarted) is retried once on a new connection. Failures raise redis-py's
+        ConnectionError or TimeoutError, within the client's socket timeouts."""
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
+
+        pool = self.client.connection_pool
+        for attempt in (1, 2):
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command([payload], check_health=False)
+                return _read_replies(connection._sock, count)
+            except RedisConnectionError:
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+            except TimeoutError as err:  # socket.timeout: Redis paused or too slow
+                connection.disconnect()
+                raise RedisTimeoutError(f"Timeout reading from Redis: {err}") from err
+            except OSError as err:
+                connection.disconnect()
+                raise RedisConnectionError(f"Error while reading from Redis: {err}") from err
+            except BaseException:
+                connection.disconnect()
+                raise
+            finally:
+                pool.release(connection)
+        raise AssertionError("unreachable")
+
+
+def _read_replies(sock: Any, count: int) -> list[list[bytes | None]]:
+    """``count`` RESP array replies of bulk strings (HMGET's) from ``sock``."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    replies: list[list[bytes | None]] = []
+    data, pos = b"", 0
+    while len(replies) < count:
+        parsed = _parse_array(data, pos)
+        if parsed is None:  # the next reply is not all here yet
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise RedisConnectionError("Redis closed the connection in the middle of a reply")
+            data, pos = data[pos:] + chunk, 0
+            continue
+        reply, pos = parsed
+        replies.append(reply)
+    if pos != len(data):
+        raise RedisConnectionError("Redis sent more than the replies asked for")
+    return replies
+
+
+def _parse_array(data: bytes, pos: int) -> tuple[list[bytes | None], int] | None:
+    """One array of bulk strings at ``pos`` (RESP2, or RESP3 nulls): (items, next position), or
+    None while incomplete. An error reply raises redis-py's ResponseError."""
+    from redis.exceptions import ResponseError
+
+    end = data.find(b"\r\n", pos)
+    if end < 0:
+        return None
+    kind = data[pos]
+    if kind == 45:  # "-ERR ..."
+        raise ResponseError(data[pos + 1:end].decode(errors="replace"))
+    if kind != 42:  # "*"
+        raise ResponseError(f"unexpected Redis reply {data[pos:end][:40]!r} to HMGET")
+    items: list[bytes | None] = []
+    size = int(data[pos + 1:end])
+    pos = end + 2
+    for _ in range(size):
+        end = data.find(b"\r\n", pos)
+        if end < 0:
+            return None
+        if data[pos] == 36:  # "$<length>"
+            length = int(data[pos + 1:end])
+            if length < 0:
+                items.append(None)
+                pos = end + 2
+                continue
+            start = end + 2
+            pos = start + length + 2
+            if pos > len(data):
+                return None
+            items.append(data[start:start + length])
+        elif data[pos] == 95:  # RESP3 "_" null
+            items.append(None)
+            pos = end + 2
+        else:
+            raise ResponseError(f"unexpected Redis reply element {data[pos:end][:40]!r}")
+    return items, pos
 
 
 class SqliteReader(DirectReader):

@@ -268,3 +268,23 @@ def test_a_row_without_a_join_key_is_a_data_error(online):
     for reader in readers(cfg, store):
         with pytest.raises(DataError, match="lacks join key 'region'"):
             reader.read_columns([{"user_id": 2}])
+
+
+def test_a_connection_redis_dropped_is_replaced(online):
+    """Redis restarted or timed the idle connection out: the next read opens a new one."""
+    import redis
+
+    cfg, store = online
+    if cfg.features.online_store != "redis":
+        pytest.skip("a Redis connection only")
+    direct, feast = readers(cfg, store)
+    rows = random_rows(random.Random(5), 20)
+    before = direct.read_columns(rows, as_of=T0)
+    pool = direct._direct.client.connection_pool
+    connection = pool.get_connection()
+    connection.send_command("CLIENT", "ID")
+    connection_id = connection.read_response()
+    pool.release(connection)
+    assert redis.Redis(host="127.0.0.1", port=6379).client_kill_filter(_id=connection_id) == 1
+    assert_same_columns(direct.read_columns(rows, as_of=T0), before, direct.names)
+    assert_same_columns(before, feast.read_columns(rows, as_of=T0), direct.names)

@@ -122,3 +122,55 @@ def test_redis_client_takes_feast_options_and_a_dead_redis_raises(feast):
     reader = RedisReader([ViewLayout("v", ("user_id",), (_INT64,), ("x",))], client, "p")
     with pytest.raises(redis.exceptions.ConnectionError):  # the engine answers 503
         reader.read([{"user_id": 1}])
+
+
+def _resp(*items) -> bytes:
+    parts = [b"*%d\r\n" % len(items)]
+    for item in items:
+        parts.append(b"$-1\r\n" if item is None else b"$%d\r\n%s\r\n" % (len(item), item))
+    return b"".join(parts)
+
+
+def test_hmget_replies_parse_with_binary_values_nulls_and_split_reads():
+    from kfops.adapters.feast_online import _parse_array, _read_replies
+
+    first = [b"\r\n$3\r\n*1\r\n", None, b"", b"\x00" * 70_000]
+    second = [None, b"x"]
+    data = _resp(*first) + _resp(*second) + b"*2\r\n_\r\n$1\r\ny\r\n"  # a RESP3 null too
+    assert _parse_array(data, 0) == (first, len(_resp(*first)))
+    for cut in range(len(data)):  # an incomplete reply is never taken for a whole one
+        parsed = _parse_array(data[:cut], 0)
+        assert parsed is None or parsed[1] <= cut
+
+    class Socket:  # hands the bytes over in small pieces, as a slow network would
+        def __init__(self, payload: bytes, size: int):
+            self.chunks = [payload[i:i + size] for i in range(0, len(payload), size)]
+
+        def recv(self, _):
+            return self.chunks.pop(0) if self.chunks else b""
+
+    for size in (1, 7, 4096, 1 << 20):
+        assert _read_replies(Socket(data, size), 3) == [first, second, [None, b"y"]]
+
+
+def test_hmget_reply_errors():
+    import redis
+
+    from kfops.adapters.feast_online import _parse_array, _read_replies
+
+    with pytest.raises(redis.exceptions.ResponseError, match="WRONGTYPE"):
+        _parse_array(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n", 0)
+    with pytest.raises(redis.exceptions.ResponseError, match="unexpected"):
+        _parse_array(b":1\r\n", 0)
+
+    class Closing:
+        def __init__(self, payload):
+            self.payload = [payload]
+
+        def recv(self, _):
+            return self.payload.pop() if self.payload else b""
+
+    with pytest.raises(redis.exceptions.ConnectionError, match="closed"):
+        _read_replies(Closing(_resp(b"a")[:-3]), 1)
+    with pytest.raises(redis.exceptions.ConnectionError, match="more than"):
+        _read_replies(Closing(_resp(b"a") + _resp(b"b")), 1)
