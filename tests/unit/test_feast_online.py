@@ -174,3 +174,26 @@ def test_hmget_reply_errors():
         _read_replies(Closing(_resp(b"a")[:-3]), 1)
     with pytest.raises(redis.exceptions.ConnectionError, match="more than"):
         _read_replies(Closing(_resp(b"a") + _resp(b"b")), 1)
+
+
+def test_feast_lookup_columns_reads_without_pandas_with_the_as_of_of_its_mode():
+    import datetime as dt
+
+    from kfops.config import KfopsConfig
+    from kfops.serving.runtime.lookup import FeastLookup
+
+    class Reader:
+        def __init__(self):
+            self.calls = []
+
+        def read_columns(self, rows, as_of=None):
+            self.calls.append(as_of)
+            return {"temp": [1.0] * len(rows)}
+
+    stamp = dt.datetime(2013, 1, 2, 10, tzinfo=dt.UTC)
+    rows = [{"origin": "EWR", "event_timestamp": stamp}, {"origin": "JFK", "event_timestamp": stamp}]
+    for mode, check in (("event", lambda a: a == [stamp, stamp]), ("now", lambda a: a.tzinfo == dt.UTC),
+                        ("none", lambda a: a is None)):
+        reader = Reader()
+        assert FeastLookup(KfopsConfig(), mode, reader=reader).columns(rows) == {"temp": [1.0, 1.0]}
+        assert len(reader.calls) == 1 and check(reader.calls[0]), (mode, reader.calls)
