@@ -393,7 +393,8 @@ class SqliteReader(DirectReader):
 
         connection = getattr(self._local, "connection", None)
         if connection is None:  # one per thread, no type converters: raw epochs come back as ints
-            connection = self._local.connection = sqlite3.connect(self.path, check_same_thread=False)
+            connection = self._local.connection = sqlite3.connect(self.path, check_same_thread=False,
+                                                                  cached_statements=512)
         return connection
 
     def _stamp(self, raw: Any) -> int:
@@ -420,13 +421,13 @@ class SqliteReader(DirectReader):
         for index, layout in enumerate(self.layouts):
             keys = slots[layout.join_keys][0]
             for start in range(0, len(keys), self._MAX_PARAMETERS):
-                chunk = keys[start:start + self._MAX_PARAMETERS]
+                chunk = _padded(keys[start:start + self._MAX_PARAMETERS], self._MAX_PARAMETERS)
                 parts.append((
                     f"SELECT {index}, entity_key, feature_name, value, event_ts FROM {self._tables[index]} "
                     f"WHERE entity_key IN ({','.join('?' * len(chunk))}) AND feature_name IN ({self._features[index]})",
                     chunk,
                 ))
-        found_rows: list[dict[bytes, tuple[Any, dict[str, bytes]]]] = [{} for _ in self.layouts]
+        found_rows: list[dict[bytes, list[Any]]] = [{} for _ in self.layouts]
         connection = self._connection()
         statement: list[str] = []
         parameters: list[bytes] = []
@@ -438,10 +439,10 @@ class SqliteReader(DirectReader):
                 for index, key, feature, raw, stamp in connection.execute(" UNION ALL ".join(statement), parameters):
                     entry = found_rows[index].get(key)
                     if entry is None:
-                        entry = found_rows[index][key] = (stamp, {})
+                        found_rows[index][key] = [stamp, {feature: raw}]
                     else:  # Feast keeps the stamp of the entity's last row read
-                        found_rows[index][key] = entry = (stamp, entry[1])
-                    entry[1][feature] = raw
+                        entry[0] = stamp
+                        entry[1][feature] = raw
                 statement, parameters = [], []
         values: Values = {}
         stamps: Stamps = {}
@@ -459,6 +460,14 @@ class SqliteReader(DirectReader):
                     found.append((self._stamp(entry[0]), [decode(stored.get(f)) for f in layout.features]))
             _fan_out(layout, where, found, values, stamps)
         return values, stamps
+
+
+def _padded(keys: list[bytes], limit: int) -> list[bytes]:
+    """``keys`` repeated up to the next power of two (at most ``limit``): a key twice in an IN list
+    reads the same rows, and batches of similar sizes then share one prepared statement instead of
+    compiling a new UNION for each count of distinct entities."""
+    size = 1 << (len(keys) - 1).bit_length()
+    return keys + keys[:1] * (min(size, limit) - len(keys)) if size > len(keys) else keys
 
 
 def _quote_id(identifier: str) -> str:
