@@ -97,28 +97,32 @@ class FeastLookup:
 
                 self._reader = OnlineFeatureReader(self._cfg)
 
-    def _as_of_for(self, entity_rows: list[dict]):
+    def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
         import datetime as dt
 
-        if self._as_of == "none":
-            return None
-        if self._as_of == "now":
-            return dt.datetime.now(dt.UTC)
-        # One store read for the batch; each row's TTLs count back from its own event time
-        # (a pandas Timestamp, which is a datetime: no per-row conversion on this hot path).
-        return [row["event_timestamp"] for row in entity_rows]
 
-    def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
         if self._reader is None:
             self.warm()
-        return self._reader.read(entity_rows, as_of=self._as_of_for(entity_rows))
+        if self._as_of == "none":
+            return self._reader.read(entity_rows)
+        if self._as_of == "now":
+            return self._reader.read(entity_rows, as_of=dt.datetime.now(dt.UTC))
+        # One store read for the batch; each row's TTLs count back from its own event time
+        # (a pandas Timestamp, which is a datetime: no per-row conversion on this hot path).
+        return self._reader.read(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
 
     def columns(self, entity_rows: list[dict]) -> dict[str, list]:
         """The same lookup without pandas: per feature one value per entity row (numeric as float,
         NaN when missing; the rest as stored, None when missing). See ``OnlineFeatureReader.read_columns``."""
+        import datetime as dt
+
         if self._reader is None:
             self.warm()
-        return self._reader.read_columns(entity_rows, as_of=self._as_of_for(entity_rows))
+        if self._as_of == "none":
+            return self._reader.read_columns(entity_rows)
+        if self._as_of == "now":
+            return self._reader.read_columns(entity_rows, as_of=dt.datetime.now(dt.UTC))
+        return self._reader.read_columns(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
 
 
 def build_lookup(spec: str, cfg: KfopsConfig, as_of: str = "event") -> OnlineLookup | None:
