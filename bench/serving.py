@@ -322,14 +322,14 @@ def feast_redis_server(work: Path, model_dir: Path, redis: str | None):
     from kfops.serving.local.process import start_server
 
     cfg = load_config(None, [
-        f"data_dir={work / ('kfops-feast' if redis else 'kfops-feast-sqlite')}", f"serving.http_port={free_port()}",
-        "serving.startup_timeout_s=300",
+        f"data_dir={work / 'kfops-feast'}", f"serving.http_port={free_port()}", "serving.startup_timeout_s=300",
         f"dataset.start={WINDOW[0]}", f"dataset.end={WINDOW[1]}", f"features.project=bench_{uuid.uuid4().hex[:8]}",
-        f"features.repo_path={REPO / 'feature_repo'}",
-        *(["features.online_store=redis", f"features.redis_connection={redis}"] if redis else
-          ["features.online_store=sqlite"]),
+        f"features.repo_path={REPO / 'feature_repo'}", "features.online_store=redis",
+        f"features.redis_connection={redis}",
     ], environ={})  # fmt: skip
     tables = load_tables(cfg)
+    if redis is None:
+        cfg.features = cfg.features.model_copy(update={"online_store": "sqlite"})
     started = time.perf_counter()
     sources = cfg.feast_dir / "sources"
     write_feature_sources(tables, sources)
