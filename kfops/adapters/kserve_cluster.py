@@ -211,7 +211,7 @@ def render_network_policy(cfg: KfopsConfig, *, namespace: str | None = None) -> 
 
 
 def _transformer(cfg: KfopsConfig, predictor_container: dict[str, Any]) -> dict[str, Any]:
-    """The raw-flight transformer (:mod:`kfops.serving.kserve.transformer`); KServe adds --predictor_host."""
+    """The raw-request transformer (:mod:`kfops.serving.kserve.transformer`); KServe adds --predictor_host."""
     isvc = cfg.serving.kserve
     container = {
         **{k: predictor_container[k] for k in ("image", "env", "ports", "resources")},

@@ -72,6 +72,7 @@ SINGLE_COMMANDS = {
     "submit": ("kfops.cli.runs", "submit_command"),
     "doctor": ("kfops.cli.runs", "doctor_command"),
     "build": ("kfops.cli.runs", "build_command"),
+    "init": ("kfops.cli.init", "init_command"),
 }
 
 def echo(text: str = "") -> None:

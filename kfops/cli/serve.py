@@ -20,8 +20,8 @@ app = typer.Typer(
         "  kfops serve status\n\n"
         "  kfops serve reload --version 4                    # hot-swap the running server's model\n\n"
         "  kfops serve canary --version 4                    # canary a new version, promote or roll back\n\n"
-        "  kfops serve predict-one '{\"carrier\": \"UA\", \"origin\": \"EWR\", \"dest\": \"IAH\", "
-        "\"tailnum\": \"N14228\", \"distance\": 1400, \"sched_dep\": \"2013-12-30T05:15\"}'\n\n"
+        "  kfops serve predict-one '{\"store_id\": \"S1\", \"item_id\": 17, \"price\": 9.5}'"
+        "   # a raw request: entity keys + request-time inputs\n\n"
         "  kfops serve stop"
     ),
     no_args_is_help=True,
@@ -54,7 +54,7 @@ def start(
     name: NameOption = None,
     port: Annotated[int | None, typer.Option("--port", help="HTTP port (default: serving.http_port).")] = None,
     online_lookup: Annotated[
-        str, typer.Option("--online-lookup", help="Features for raw flights: feast, parquet:DIR or none.")
+        str, typer.Option("--online-lookup", help="Features for raw requests: feast, parquet:DIR or none.")
     ] = "feast",
     replace: Annotated[bool, typer.Option("--replace", help="Restart the process instead of hot-swapping.")] = False,
     config: ConfigOption = None,
@@ -155,7 +155,7 @@ def canary(
         int | None, typer.Option("--min-requests", help="Canary requests needed (serving.canary.min_requests).")
     ] = None,
     online_lookup: Annotated[
-        str, typer.Option("--online-lookup", help="Features for raw flights: feast, parquet:DIR or none.")
+        str, typer.Option("--online-lookup", help="Features for raw requests: feast, parquet:DIR or none.")
     ] = "feast",
     config: ConfigOption = None,
     set_: SetOption = None,
@@ -192,7 +192,7 @@ def canary(
 
 @app.command("predict-one")
 def predict_one(
-    instance: Annotated[str, typer.Argument(help="One row as JSON: a raw flight or all model features.")],
+    instance: Annotated[str, typer.Argument(help="One row as JSON: a raw request or all model features.")],
     url: Annotated[str | None, typer.Option("--url", help="Server URL (default: the running local server).")] = None,
     name: NameOption = None,
     config: ConfigOption = None,
@@ -202,8 +202,10 @@ def predict_one(
 
     Example:
 
-      kfops serve predict-one '{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228",
-      "distance": 1400, "sched_dep": "2013-12-30T05:15"}'
+      kfops serve predict-one '{"store_id": "S1", "item_id": 17, "price": 9.5}'
+
+    A raw request holds the dataset's entity keys and request-time inputs (the fields of
+    dataset.request_builder); a 400 names the fields this model's server expects.
     """
     from kfops.errors import ServingError
     from kfops.serving.local.client import infer
@@ -249,7 +251,7 @@ def predict_command(
 
       kfops predict --input test.parquet --output scored.parquet --model-dir runs/model
 
-      kfops predict --input flights.csv --output scored.parquet --model-uri models:/flights-delay/3
+      kfops predict --input rows.csv --output scored.parquet --model-uri models:/my-model/3
     """
     from kfops.serving.local.batch_scoring import predict_file
 

@@ -87,8 +87,29 @@ def import_callable(spec: str, search_path: Path | None = None) -> Callable[...,
 
     With ``search_path``, a module that is a file (``a/b.py`` for ``a.b``) inside that folder is
     loaded from it by path, without touching ``sys.path`` or ``sys.modules``, so two folders with
-    the same module name never mix; otherwise the module is imported as usual.
+    the same module name never mix; otherwise the module is imported as usual, and a module found
+    nowhere on ``sys.path`` is looked for in the project folder (:data:`PROJECT_DIR_ENV`), so a
+    project's plug-in module beside its kfops.yaml needs no PYTHONPATH.
     """
+    module, where, attr = _import_attribute(spec, search_path)
+    found: Callable[..., Any] | None = getattr(module, attr, None)
+    if not callable(found):
+        raise ConfigError(f"'{where}' has no function '{attr}' (from '{spec}')")
+    return found
+
+
+def import_object(spec: str, search_path: Path | None = None) -> Any:
+    """Resolve ``module:NAME`` to any object (a declaration, a constant), as :func:`import_callable` does."""
+    module, where, attr = _import_attribute(spec, search_path)
+    if not hasattr(module, attr):
+        raise ConfigError(f"'{where}' has no '{attr}' (from '{spec}')")
+    return getattr(module, attr)
+
+
+PROJECT_DIR_ENV = "KFOPS_PROJECT_DIR"  # the same variable as kfops.config.PROJECT_DIR_ENV
+
+
+def _import_attribute(spec: str, search_path: Path | None) -> tuple[Any, Any, str]:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"'{spec}' must look like module:function")
@@ -102,14 +123,29 @@ def import_callable(spec: str, search_path: Path | None = None) -> Callable[...,
             module = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(module)
         else:
-            module = importlib.import_module(module_name)
+            module = _import_from_project(module_name)
     except (ImportError, SyntaxError) as err:
         raise ConfigError(f"cannot import '{module_name}' for '{spec}': {err}") from err
-    found: Callable[..., Any] | None = getattr(module, attr, None)
-    if not callable(found):
-        where = file if file is not None and file.is_file() else module_name
-        raise ConfigError(f"'{where}' has no function '{attr}' (from '{spec}')")
-    return found
+    where = file if file is not None and file.is_file() else module_name
+    return module, where, attr
+
+
+def _import_from_project(module_name: str) -> Any:
+    """``import module_name``; when no folder on sys.path has it, the project folder is added last
+    (never shadowing an installed package) and the import tried again."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        project = os.environ.get(PROJECT_DIR_ENV)
+        top = module_name.split(".")[0]
+        if err.name != top or not project:
+            raise
+        folder = Path(project).expanduser().resolve()
+        if not ((folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file()):
+            raise
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
+        return importlib.import_module(module_name)
 
 
 @contextlib.contextmanager

@@ -11,9 +11,11 @@ Endpoints (``<name>`` is ``registry.model_name`` unless ``--name`` is given):
   -> ``{"predictions": [{"probability": p, "label": 0|1}], "model_name", "model_version"}``
 - ``POST /v2/models/<name>/infer`` (Open Inference Protocol, one tensor per column)
   -> outputs ``probability`` (FP64) and ``label`` (INT64); also under ``/versions/<version>/``.
-- Each row is either all of the model's features, or a raw flight (``carrier``, ``origin``,
-  ``dest``, ``distance``, ``sched_dep`` local New York time, optional ``tailnum``, ``flight``):
-  the server derives the request-time features and reads the rest from the online store.
+- Each row is either all of the model's features, or a raw request: the dataset's entity keys
+  plus its request-time inputs, as ``dataset.request_builder`` declares them (by default the
+  feature views' join keys plus the model features no view provides, and an optional
+  ``event_timestamp``); the server derives the request-time features and reads the rest from the
+  online store (see :mod:`kfops.core.requests`).
 - ``POST /v1/models/<name>/reload`` (needs ``Authorization: Bearer <token>``, see
   :mod:`.protocol.auth`): hot-swap (body ``{}``: the same source again, e.g. an alias that moved;
   ``{"model_version": "7"}`` or ``{"model_uri": "models:/<name>/7"}`` of the served model from the

@@ -1,7 +1,7 @@
 """``python -m kfops.serving``: parse arguments, then start the model server (see server.py).
 
-    python -m kfops.serving --model-dir runs/model --name flights-delay --http-port 8080
-    python -m kfops.serving --model-uri models:/flights-delay@champion --tracking-uri sqlite:///mlflow.db
+    python -m kfops.serving --model-dir runs/model --name my-model --http-port 8080
+    python -m kfops.serving --model-uri models:/my-model@champion --tracking-uri sqlite:///mlflow.db
 
 Settings default to the ``serving`` section of the kfops config (``--config`` or
 ``--config-json``, else ``$KFOPS_CONFIG_JSON``, else the nearest kfops.yaml); flags override them. Exit code 2 means the
@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--inference-log-flush-s", type=float, help="seconds between inference log files (default 10)")
     p.add_argument("--no-inference-log", action="store_true", help="do not log predictions")
     p.add_argument("--online-lookup", default="feast",
-                   help="online features for raw flights: feast (default), parquet:DIR or none")
+                   help="online features for raw requests: feast (default), parquet:DIR or none")
     p.add_argument("--online-as-of", choices=["event", "now", "none"], default="event",
                    help="feature TTLs count back from the request's event time (default), now, or not at all")
     p.add_argument("--no-fast-path", action="store_true", help="send inference through KServe's own routes")

@@ -68,6 +68,7 @@ def evaluate(
         "champion_slices": champion_slices,
         "roc": metrics["roc"],
         "confusion_matrix": metrics["confusion_matrix"],
+        "class_names": list(cfg.dataset.class_names),
         "calibration": metrics["calibration"],
     }
     Path(verdict_json).parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 DEFAULT_IMAGE = "ghcr.io/kfops/kfops:0.1.0"
+DEFAULT_CLASS_NAMES = ("negative", "positive")  # dataset.class_names' default
 
 
 def log_kfp_metrics(summary: dict[str, Any], metrics: Any, classification: Any) -> None:
@@ -16,4 +17,5 @@ def log_kfp_metrics(summary: dict[str, Any], metrics: Any, classification: Any) 
     roc = summary["roc"]
     if roc["fpr"]:
         classification.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
-    classification.log_confusion_matrix(["on_time", "delayed"], summary["confusion_matrix"])
+    names = list(summary.get("class_names") or DEFAULT_CLASS_NAMES)  # label 0, label 1
+    classification.log_confusion_matrix(names, summary["confusion_matrix"])

@@ -17,7 +17,7 @@ from kfops.serving.runtime.inference_log import read_inference_logs
 from kfops.serving.sidecars.log_sink import REQUEST_TYPE, RESPONSE_TYPE
 from tests.conftest import free_port
 from tests.integration.conftest import stop, wait_http
-from tests.support.serving_models import synthetic_features
+from tests.support.serving_models import COLUMNS, synthetic_features
 
 pytestmark = pytest.mark.integration
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -36,7 +36,8 @@ def sink(s3_server, tmp_path, monkeypatch):
     log = tmp_path / "sink.log"
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-m", "kfops.serving.sidecars.log_sink", "--store", store, "--host",
-                                    "127.0.0.1", "--port", str(port), "--flush-s", "3600"],
+                                    "127.0.0.1", "--port", str(port), "--flush-s", "3600",
+                                    "--feature-names", ",".join(COLUMNS)],
                                    stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     try:
         wait_http(f"http://127.0.0.1:{port}/", 60, process, log)
@@ -90,10 +91,10 @@ def test_logger_events_become_inference_log_rows_in_s3(sink):
     assert len(logs) == 3
     assert logs["model_version"].unique().tolist() == ["7"]
     by_kind = logs.groupby("input_kind")["probability"].apply(list).to_dict()
-    assert by_kind == {"features": [0.25, 0.75], "flight": [0.9]}
+    assert by_kind == {"features": [0.25, 0.75], "raw": [0.9]}
     assert logs.loc[logs["input_kind"] == "features", "distance"].tolist() == pytest.approx(
         [r["distance"] for r in rows[:2]])
-    assert logs.loc[logs["input_kind"] == "flight", "input"].iloc[0].startswith('{"carrier": "UA"')
+    assert logs.loc[logs["input_kind"] == "raw", "input"].iloc[0].startswith('{"carrier": "UA"')
 
     # the drift job reads the same store through the config
     from kfops.steps.drift_check import inference_log_frame

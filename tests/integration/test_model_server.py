@@ -113,6 +113,9 @@ def test_health_readiness_and_metadata(server):
     meta = http.get(f"/v2/models/{NAME}").json()
     assert meta["versions"][0].startswith("local-") and meta["platform"] == "kfops-xgboost"
     assert [i["name"] for i in meta["inputs"]] == load_model(server["model_a"]).spec.columns
+    raw = meta["parameters"]["raw_request"]  # what a raw request holds: dataset.request_builder's fields
+    assert raw["name"] == "a raw flight" and raw["online_lookup"] is True
+    assert {f["name"] for f in raw["fields"] if f["required"]} == {"carrier", "origin", "dest", "distance", "sched_dep"}
     status = server_status(server["cfg"], NAME)
     assert status["healthy"] and status["pid"] == server["status"]["pid"]
     assert status["url"].startswith("http://127.0.0.1:") and status["model_version"] == meta["versions"][0]
@@ -178,7 +181,7 @@ BAD_REQUESTS = [
     ("unknown model v2", "/v2/models/nope/infer", json.dumps(flight_v2(FLIGHT)).encode(), 404, "nope"),
     ("no online features", f"/v1/models/{NAME}:predict",
      json.dumps({"instances": [FLIGHT | {"origin": "XYZ", "carrier": "ZZ", "tailnum": "N404"}]}).encode(), 422,
-     "no features for origin='XYZ'"),
+     "no features for carrier='ZZ', origin='XYZ', tailnum='N404'"),  # named by the lookup's join keys
     ("oversized", f"/v1/models/{NAME}:predict", BIG, 413, "exceeds the limit of 200000 bytes"),
 ]
 
@@ -338,7 +341,7 @@ def test_predictions_reach_the_inference_log(server):
     row = logged[logged["request_id"] == marker]
     assert len(row) == 1, "the request never reached the inference log"
     row = row.iloc[0]
-    assert row["input_kind"] == "flight" and row["model_version"] == served_version(server)
+    assert row["input_kind"] == "raw" and row["model_version"] == served_version(server)
     assert json.loads(row["input"])["origin"] == "EWR" and row["dep_hour"] == 5.0
     assert row["probability"] == pytest.approx(response.json()["predictions"][0]["probability"])
     assert {"temp", "plane_age", "carrier_delay_rate_7d"} <= set(logged.columns)

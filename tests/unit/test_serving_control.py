@@ -202,8 +202,10 @@ def test_a_recurring_failure_is_logged_once_per_interval_with_a_count(caplog):
 
 def test_a_failing_online_store_is_a_503_for_the_requests_that_needed_it(tmp_path):
     from kfops.core.model import load_model
+    from kfops.core.requests import RawSchema
+    from kfops.datasets.flights.serving import RAW_FLIGHT
     from kfops.serving.protocol.payloads import decode_v1
-    from kfops.serving.runtime.engine import complete_flights
+    from kfops.serving.runtime.engine import complete_raw
     from tests.support.serving_models import build_tiny_model
 
     def dead_store(_rows):
@@ -213,7 +215,8 @@ def test_a_failing_online_store_is_a_503_for_the_requests_that_needed_it(tmp_pat
     flight = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N1", "distance": 1400,
               "sched_dep": "2013-01-01T05:15"}
     with pytest.raises(DependencyUnavailable, match=r"online feature store failed .*ConnectionError") as caught:
-        complete_flights([decode_v1({"instances": [flight]}, spec)], spec, None, dead_store)
+        raw = RawSchema.of(RAW_FLIGHT)
+        complete_raw([decode_v1({"instances": [flight]}, spec, raw)], spec, raw, dead_store)
     assert caught.value.status == 503 and caught.value.reason == "dependency_unavailable"
 
 
@@ -470,10 +473,12 @@ def test_local_sidecars_bind_loopback_by_default():
 
 def transformer_with(lookup, tmp_path, **kwargs):
     from kfops.core.model import load_model
-    from kfops.serving.kserve.transformer import FlightTransformer
+    from kfops.datasets.flights.serving import RAW_FLIGHT
+    from kfops.serving.kserve.transformer import RawRequestTransformer
     from tests.support.serving_models import build_tiny_model
 
-    app = FlightTransformer("flights", "http://127.0.0.1:9", lookup, max_latency_ms=0, **kwargs)
+    app = RawRequestTransformer("flights", "http://127.0.0.1:9", lookup, max_latency_ms=0, builder=RAW_FLIGHT,
+                                **kwargs)
     app.spec = load_model(build_tiny_model(tmp_path / "model", rounds=2)).spec
     return app
 

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 
 from kfops.core.model import load_model, predict_proba
+from kfops.core.requests import RawSchema
 from kfops.datasets.flights import request_features
+from kfops.datasets.flights.serving import RAW_FLIGHT
+from kfops.serving.protocol import payloads
 from kfops.serving.protocol.payloads import (
     LookupUnavailable,
     UnknownEntity,
-    decode_v1,
-    decode_v2,
 )
 from kfops.serving.runtime.engine import InferenceEngine
 from kfops.serving.runtime.inference_log import InferenceLogWriter, read_inference_logs
@@ -26,6 +27,17 @@ from tests.support.serving_models import (
     build_tiny_model,
     synthetic_features,
 )
+
+RAW = RawSchema.of(RAW_FLIGHT)
+
+
+def decode_v1(body, spec):
+    return payloads.decode_v1(body, spec, RAW)
+
+
+def decode_v2(body, spec):
+    return payloads.decode_v2(body, spec, RAW)
+
 
 FLIGHTS = [
     {"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N1", "distance": 1400, "sched_dep": "2013-01-01T05:15"},
@@ -59,7 +71,7 @@ def expected_for_flights(model_dir, flights) -> np.ndarray:
 
 
 def engine_for(model_dir, **kwargs) -> InferenceEngine:
-    return InferenceEngine("flights", load_source(ModelSource(model_dir=model_dir)), **kwargs)
+    return InferenceEngine("flights", load_source(ModelSource(model_dir=model_dir)), builder=RAW_FLIGHT, **kwargs)
 
 
 async def gather(engine, requests):
@@ -131,9 +143,9 @@ def test_predictions_are_logged_and_read_back(model_dirs, tmp_path):
     assert len(logged) == 4
     assert list(logged.columns[:6]) == ["timestamp", "request_id", "model_name", "model_version", "input_kind",
                                         "input"]
-    assert set(logged["input_kind"]) == {"features", "flight"}
+    assert set(logged["input_kind"]) == {"features", "raw"}
     assert set(logged["model_version"]) == {engine.current.version}
-    flights = logged[logged["input_kind"] == "flight"].reset_index(drop=True)
+    flights = logged[logged["input_kind"] == "raw"].reset_index(drop=True)
     assert flights["origin"].tolist() == ["EWR", "JFK"] and flights["dep_hour"].tolist() == [5.0, 17.0]
     assert '"sched_dep":"2013-01-01T05:15:00"' in flights.loc[0, "input"]
     assert set(ONLINE_FEATURES) <= set(logged.columns)

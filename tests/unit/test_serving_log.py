@@ -20,7 +20,7 @@ def record(when: dt.datetime, request_id: str, probabilities=(0.2, 0.8), version
     temps = [50.5, float("nan"), 1.0][:rows]
     return LogRecord(
         timestamp=when.replace(tzinfo=dt.UTC).timestamp(), request_id=request_id, model_name="m",
-        model_version=version, input_kind="flight" if raw else "features", feature_names=["origin", "temp"],
+        model_version=version, input_kind="raw" if raw else "features", feature_names=["origin", "temp"],
         matrix=np.array([[0.0, t] for t in temps], dtype=np.float32), categorical={"origin": ["EWR", "XYZ", None][:rows]},
         probabilities=np.array(probabilities), threshold=0.5,
         raw_input={"origin": ["EWR", "XYZ", None][:rows], "distance": [1400, 200, 5][:rows]} if raw else None,
@@ -43,13 +43,13 @@ def test_records_land_in_date_partitions_and_read_back_in_time_order(tmp_path):
     assert logged["origin"].tolist() == ["EWR", "XYZ", "EWR", "XYZ"]  # unknown categories are kept as sent
 
 
-def test_raw_flight_requests_keep_their_input_as_json(tmp_path):
+def test_raw_requests_keep_their_input_as_json(tmp_path):
     writer = InferenceLogWriter(tmp_path)
     writer.append(record(dt.datetime(2024, 5, 2, 0, 30), "f", raw=True))
     writer.flush()
     logged = read_inference_logs(tmp_path)
     assert logged["input"].tolist() == ['{"origin":"EWR","distance":1400}', '{"origin":"XYZ","distance":200}']
-    assert set(logged["input_kind"]) == {"flight"}
+    assert set(logged["input_kind"]) == {"raw"}
 
 
 def test_start_and_end_filter_by_timestamp_with_end_exclusive(tmp_path):

@@ -12,15 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kfops.core.model import FeatureSpec
+from kfops.core.requests import RawSchema
+from kfops.datasets.flights.serving import RAW_FLIGHT
+from kfops.serving.protocol import payloads
 from kfops.serving.protocol.payloads import (
     FEATURES,
-    FLIGHT,
-    FLIGHT_OPTIONAL,
-    FLIGHT_REQUIRED,
+    RAW,
     MalformedJSON,
     RequestError,
-    decode_v1,
-    decode_v2,
     parse_json,
     v1_response,
     v2_response,
@@ -28,6 +27,18 @@ from kfops.serving.protocol.payloads import (
 from tests.support.serving_models import CATEGORICAL, COLUMNS, synthetic_features
 
 SPEC = FeatureSpec.fit(synthetic_features(300), COLUMNS, CATEGORICAL)
+FLIGHTS = RawSchema.of(RAW_FLIGHT)
+FLIGHT_REQUIRED = sorted(FLIGHTS.required)
+FLIGHT_OPTIONAL = sorted(FLIGHTS.allowed - FLIGHTS.required)
+
+
+def decode_v1(body, spec, raw=FLIGHTS):
+    """The decoders with the flights raw request, as a server configured with it decodes."""
+    return payloads.decode_v1(body, spec, raw)
+
+
+def decode_v2(body, spec, raw=FLIGHTS):
+    return payloads.decode_v2(body, spec, raw)
 
 
 def feature_row(seed: int = 1) -> dict:
@@ -82,7 +93,7 @@ def test_nulls_are_missing_values_in_a_feature_vector():
 
 def test_raw_flight_decodes_with_sched_dep_as_new_york_local_time():
     parsed = decode_v1({"instances": [flight_row()]}, SPEC)
-    assert parsed.kind == FLIGHT
+    assert parsed.kind == RAW
     assert parsed.columns["sched_dep"] == [dt.datetime(2013, 1, 1, 5, 15)]
 
 
@@ -93,7 +104,7 @@ def test_sched_dep_with_an_offset_is_converted_to_new_york_time():
 
 def test_tailnum_and_flight_are_optional_for_a_raw_flight():
     parsed = decode_v1({"instances": [flight_row(tailnum=..., flight=...)]}, SPEC)
-    assert parsed.kind == FLIGHT and "tailnum" not in parsed.columns
+    assert parsed.kind == RAW and "tailnum" not in parsed.columns
 
 
 def test_v2_raw_flight_and_nested_row_major_data():
@@ -102,7 +113,7 @@ def test_v2_raw_flight_and_nested_row_major_data():
         tensor["shape"] = [2, 1]
         tensor["data"] = [[v] for v in tensor["data"]]
     parsed = decode_v2(body, SPEC)
-    assert parsed.kind == FLIGHT and parsed.rows == 2 and parsed.columns["carrier"] == ["UA", "UA"]
+    assert parsed.kind == RAW and parsed.rows == 2 and parsed.columns["carrier"] == ["UA", "UA"]
 
 
 def test_v2_keeps_the_request_id_and_requested_outputs():
@@ -158,6 +169,7 @@ def test_wrong_types_in_a_feature_vector(field, value, expected):
         ({"sched_dep": "2013-03-10T02:30"}, "does not exist in New York local time"),
         ({"sched_dep": "2013-11-03T01:30"}, "ambiguous in New York local time"),
         ({"sched_dep": "1200-01-01T10:00"}, "outside 1900..2100"),
+        ({"sched_dep": "0001-01-01T00:00+05:00"}, "outside 1900..2100"),
         ({"tailnum": 5}, "field 'tailnum': expected a string or null"),
     ],
 )

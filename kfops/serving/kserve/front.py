@@ -180,7 +180,8 @@ class ServingFront:
         try:
             request = parse_json(body)
             snapshot = engine.current
-            parsed = decode_v1(request, snapshot.spec) if protocol == "v1" else decode_v2(request, snapshot.spec)
+            raw = engine.raw_source(snapshot.spec)
+            parsed = decode_v1(request, snapshot.spec, raw) if protocol == "v1" else decode_v2(request, snapshot.spec, raw)
             request_id = parsed.request_id or header(scope, b"x-request-id") or self._next_id()
             if self.request_timeout_s is None:
                 prediction = await engine.infer(parsed, request_id)

@@ -31,6 +31,7 @@ from kfops.serving.runtime.engine import InferenceEngine, Prediction
 from kfops.serving.runtime.loading import LoadedModel, ModelSource, load_source
 
 if TYPE_CHECKING:
+    from kfops.core.requests import RequestBuilder
     from kfops.serving.runtime.lookup import OnlineLookup
     from kfops.serving.runtime.metrics import ServingMetrics
 
@@ -53,12 +54,14 @@ class KfopsModel(kserve.Model):
         predict_threads: int | None = 1,
         metrics: ServingMetrics | None = None,
         loaded: LoadedModel | None = None,
+        builder: RequestBuilder | None = None,
     ):
         super().__init__(name)
         self.source = source
         self.max_batch_size = max_batch_size
         self.max_latency_ms = max_latency_ms
         self.lookup = lookup
+        self.builder = builder
         self.inference_log_dir = inference_log_dir
         self.inference_log_flush_s = inference_log_flush_s
         self.predict_threads = predict_threads
@@ -83,7 +86,7 @@ class KfopsModel(kserve.Model):
             ).start()
         self.inference = InferenceEngine(
             self.name, loaded, max_batch_size=self.max_batch_size, max_latency_s=self.max_latency_ms / 1000,
-            lookup=self.lookup, log_writer=writer, metrics=self.metrics,
+            lookup=self.lookup, builder=self.builder, log_writer=writer, metrics=self.metrics,
         )
         self.ready = True
         return self.ready
@@ -136,9 +139,9 @@ class KfopsModel(kserve.Model):
                 body["id"] = payload.id
             if payload.request_outputs:
                 body["outputs"] = [{"name": out.name} for out in payload.request_outputs]
-            parsed = decode_v2(body, spec)
+            parsed = decode_v2(body, spec, self.inference.raw_source(spec))
         else:
-            parsed = decode_v1(payload, spec)
+            parsed = decode_v1(payload, spec, self.inference.raw_source(spec))
         parsed.request_id = parsed.request_id or (headers or {}).get("x-request-id") or uuid.uuid4().hex
         return parsed
 
@@ -181,5 +184,6 @@ class KfopsModel(kserve.Model):
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
             "parameters": {"source": current.source.describe(), "threshold": current.threshold,
-                           "raw_flights": self.inference.has_lookup},
+                           "raw_requests": self.inference.has_lookup,
+                           "raw_request": self.inference.describe_raw(current.spec)},
         }

@@ -29,6 +29,7 @@ from kfops.serving.runtime.metrics import serving_metrics
 
 if TYPE_CHECKING:
     from kfops.config import KfopsConfig
+    from kfops.core.requests import RequestBuilder
     from kfops.serving.runtime.lookup import OnlineLookup
 
 log = logging.getLogger(__name__)
@@ -168,10 +169,11 @@ async def _request_error_handler(_request, err: RequestError) -> JSONResponse:
     return JSONResponse(status_code=err.status, content={"error": err.message})
 
 
-def build_model(options: ServerOptions, lookup: OnlineLookup | None) -> KfopsModel:
+def build_model(options: ServerOptions, lookup: OnlineLookup | None,
+                builder: RequestBuilder | None = None) -> KfopsModel:
     model = KfopsModel(
         options.name, options.source, max_batch_size=options.max_batch_size, max_latency_ms=options.max_latency_ms,
-        lookup=lookup, inference_log_dir=options.inference_log_dir,
+        lookup=lookup, builder=builder, inference_log_dir=options.inference_log_dir,
         inference_log_flush_s=options.inference_log_flush_s, predict_threads=options.predict_threads,
         metrics=serving_metrics(),
     )
@@ -181,8 +183,10 @@ def build_model(options: ServerOptions, lookup: OnlineLookup | None) -> KfopsMod
 
 def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
     """Load the model and serve until SIGTERM/SIGINT (blocks)."""
+    from kfops.core.requests import load_request_builder
     from kfops.serving.runtime.lookup import build_lookup
 
+    builder = load_request_builder(cfg.dataset.request_builder)
     lookup = build_lookup(options.online_lookup, cfg, options.online_as_of)
     warm = getattr(lookup, "warm", None)
     if warm is not None:
@@ -190,9 +194,9 @@ def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
         # traffic queue behind an import of several seconds.
         try:
             warm()
-        except Exception as err:  # feature-vector requests still work; raw flights retry
-            log.warning("the online feature lookup is not usable yet (%s); raw-flight requests will retry it", err)
-    model = build_model(options, lookup)
+        except Exception as err:  # feature-vector requests still work; raw requests retry
+            log.warning("the online feature lookup is not usable yet (%s); raw requests will retry it", err)
+    model = build_model(options, lookup, builder)
     log.info("serving %s version %s from %s on http://%s:%d", options.name, model.version,
              options.source.describe(), options.host, options.http_port)
     KfopsModelServer(options).start([model])

@@ -1,13 +1,15 @@
-"""A KServe transformer for raw flights, for clusters that split it from the predictor.
+"""A KServe transformer for raw requests, for clusters that split it from the predictor.
 
-By default the model server completes raw flights in-process (:mod:`.engine`): a network hop
+By default the model server completes raw requests in-process (:mod:`kfops.serving.runtime.engine`): a network hop
 would cost more than the model. When a team wants the feature lookup in its own container
 (``serving.kserve.transformer: true``: its own scaling, its own credentials for the online
 store), this process sits in front of a predictor started with ``--online-lookup none``:
 
-* a raw flight (V1 or V2) is validated, batched with its neighbours, completed with the
-  request-time features and the online store's (:func:`.engine.complete_flights`, the same code
-  as in-process), and forwarded as a feature vector in the same protocol;
+* a raw request (V1 or V2; its fields from ``dataset.request_builder``, else the feature views'
+  join keys plus the model features no view provides) is validated, batched with its
+  neighbours, completed with the request-time features and the online store's
+  (:func:`kfops.serving.runtime.engine.complete_raw`, the same code as in-process), and
+  forwarded as a feature vector in the same protocol;
 * a feature-vector request is validated and forwarded as it came;
 * the predictor's answer (and its 4xx) goes back as it is; an unreachable predictor is a 502;
 * a failing online store is a 503, a request past ``request_timeout_s`` a 504, each logged at most
@@ -18,7 +20,7 @@ It binds 127.0.0.1 unless told otherwise; the rendered InferenceService passes `
 It learns the model's feature columns from the predictor's V2 metadata at start, and is ready
 once it has them.
 
-    python -m kfops.serving.kserve.transformer --model-name flights-delay --predictor-host flights-delay-predictor
+    python -m kfops.serving.kserve.transformer --model-name my-model --predictor-host my-model-predictor
 
 KServe passes ``--model_name``, ``--predictor_host`` and ``--http_port`` to a transformer
 container; both spellings are accepted.
@@ -59,6 +61,7 @@ from kfops.serving.protocol.payloads import (
 
 if TYPE_CHECKING:
     from kfops.core.model import FeatureSpec
+    from kfops.core.requests import RawSchema, RequestBuilder
     from kfops.serving.runtime.lookup import OnlineLookup
 
 log = logging.getLogger(__name__)
@@ -66,19 +69,20 @@ METADATA_TIMEOUT_S = 300.0
 _INFER = re.compile(r"^/(?:v1/models/(?P<v1>[^/:]+):predict|v2/models/(?P<v2>[^/]+)/infer)$")
 
 
-class FlightTransformer:
-    """ASGI app: validate, complete raw flights, forward to the predictor."""
+class RawRequestTransformer:
+    """ASGI app: validate, complete raw requests, forward to the predictor."""
 
     def __init__(self, name: str, predictor_url: str, lookup: OnlineLookup, *, max_batch_size: int = 256,
-                 max_latency_ms: float = 2.0, max_payload_bytes: int = 1_000_000, derive: Any = None,
-                 request_timeout_s: float | None = None):
+                 max_latency_ms: float = 2.0, max_payload_bytes: int = 1_000_000,
+                 builder: RequestBuilder | None = None, request_timeout_s: float | None = None):
         from kfops.serving.runtime.batching import AdaptiveBatcher
         from kfops.serving.runtime.ratelog import RateLimitedLog
 
         self.name = name
         self.predictor_url = predictor_url.rstrip("/")
         self.lookup = lookup
-        self.derive = derive
+        self.builder = builder
+        self.raw: RawSchema | None = None
         self.max_payload_bytes = max_payload_bytes
         self.request_timeout_s = request_timeout_s
         self.failures = RateLimitedLog(log)
@@ -91,9 +95,9 @@ class FlightTransformer:
     # -- the work -------------------------------------------------------------------------------
 
     def _complete(self, requests: list) -> list[Any]:
-        from kfops.serving.runtime.engine import complete_flights
+        from kfops.serving.runtime.engine import complete_raw
 
-        completed = complete_flights(requests, self.spec, self.derive, self.lookup)
+        completed = complete_raw(requests, self.spec, self._raw_schema(), self.lookup)
         results: list[Any] = []
         for (start, stop), problem in zip(completed.slices, completed.problems, strict=True):
             results.append(problem if problem is not None else
@@ -106,13 +110,21 @@ class FlightTransformer:
         if name != self.name:
             return 404, orjson.dumps(error_body(f"model '{name}' is not served here; this serves '{self.name}'"))
         payload = parse_json(body)
-        parsed = decode_v1(payload, self.spec) if match["v1"] else decode_v2(payload, self.spec)
+        raw = self.raw if self.raw is not None else self._raw_schema
+        parsed = decode_v1(payload, self.spec, raw) if match["v1"] else decode_v2(payload, self.spec, raw)
         if parsed.kind == FEATURES:
             forward = body
         else:
             features = await self._batcher.submit(parsed, parsed.rows)
             forward = orjson.dumps(_feature_request(parsed, features, self.spec, v1=bool(match["v1"])))
         return await self._predict(path, forward)
+
+    def _raw_schema(self) -> RawSchema | None:
+        if self.raw is None:
+            from kfops.serving.runtime.engine import raw_schema_for
+
+            self.raw = raw_schema_for(self.spec, self.builder, self.lookup)
+        return self.raw
 
     async def _predict(self, path: str, body: bytes) -> tuple[int, bytes]:
         import httpx
@@ -147,7 +159,8 @@ class FlightTransformer:
             await asyncio.sleep(0.5)
         self.spec = FeatureSpec(columns=[i["name"] for i in inputs],
                                 categorical={i["name"]: [] for i in inputs if i["datatype"] == "BYTES"})
-        log.info("transforming raw flights for %s: %d features from %s", self.name, len(inputs), url)
+        self.raw = None
+        log.info("transforming raw requests for %s: %d features from %s", self.name, len(inputs), url)
         return self.spec
 
     # -- ASGI -----------------------------------------------------------------------------------
@@ -259,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         from kfops.config import CONFIG_JSON_ENV, load_config, load_config_json
+        from kfops.core.requests import load_request_builder
         from kfops.serving.runtime.lookup import build_lookup
 
         if os.environ.get(CONFIG_JSON_ENV) and args.config is None:  # secrets come from KFOPS__ variables
@@ -272,10 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         if warm is not None:
             warm()
         url = args.predictor_host if "://" in args.predictor_host else f"http://{args.predictor_host}"
-        app = FlightTransformer(args.model_name, url, lookup, max_batch_size=cfg.serving.max_batch_size,
-                                max_latency_ms=cfg.serving.max_latency_ms,
-                                max_payload_bytes=cfg.serving.max_payload_bytes,
-                                request_timeout_s=cfg.serving.request_timeout_s)
+        app = RawRequestTransformer(args.model_name, url, lookup, max_batch_size=cfg.serving.max_batch_size,
+                                    builder=load_request_builder(cfg.dataset.request_builder),
+                                    max_latency_ms=cfg.serving.max_latency_ms,
+                                    max_payload_bytes=cfg.serving.max_payload_bytes,
+                                    request_timeout_s=cfg.serving.request_timeout_s)
     except KfopsError as err:
         print(f"kfops.serving.kserve.transformer: error: {err}", file=sys.stderr)
         return err.exit_code

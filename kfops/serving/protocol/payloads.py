@@ -4,9 +4,14 @@ Two request shapes are accepted, one per request:
 
 * a **feature vector**: every column of the model's ``FeatureSpec`` (categoricals as strings,
   numbers as numbers; ``null`` means missing);
-* a **raw flight**: ``carrier``, ``origin``, ``dest``, ``distance``, ``sched_dep`` (local New York
-  time, ISO 8601) and optionally ``tailnum`` and ``flight``; the server derives the request-time
-  features and fetches the rest from the online feature store.
+* a **raw request**: the fields the dataset's :class:`~kfops.core.requests.RequestBuilder`
+  declares (``dataset.request_builder``; by default the feature views' join keys plus the model
+  features no view provides); the server derives the request-time features and fetches the rest
+  from the online feature store.
+
+The shape is decided from the field names: exactly the model's columns is a feature vector,
+the declared raw fields (all required ones, no unknown one) a raw request; anything else is a
+400 naming the missing and unknown fields of the nearer shape.
 
 V1 carries rows: ``{"instances": [{...}, ...]}``. V2 carries one tensor per column:
 ``{"inputs": [{"name": "origin", "datatype": "BYTES", "shape": [n], "data": [...]}, ...]}``.
@@ -17,11 +22,10 @@ Pure Python and numpy: no pandas, no KServe, so the hot path stays cheap.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
@@ -29,21 +33,16 @@ if TYPE_CHECKING:
     import numpy as np
 
     from kfops.core.model import FeatureSpec
+    from kfops.core.requests import RawField, RawSchema
+
+    # The raw schema, or a function giving it (None: this server takes feature vectors only).
+    RawSource = RawSchema | Callable[[], RawSchema | None] | None
 
 FEATURES = "features"
-FLIGHT = "flight"
+RAW = "raw"
 
-FLIGHT_REQUIRED = ("carrier", "origin", "dest", "distance", "sched_dep")
-FLIGHT_OPTIONAL = ("tailnum", "flight")
-FLIGHT_STRINGS = ("carrier", "origin", "dest", "tailnum", "sched_dep")
-# The keys the online store is queried by (Feast entities of the flights feature views).
-ENTITY_KEYS = ("origin", "carrier", "tailnum")
-
-NEW_YORK = ZoneInfo("America/New_York")
 MAX_STRING_CHARS = 256
 MAX_ABS_NUMBER = 3.4e38  # float32 range: larger values would silently become infinity
-MIN_YEAR, MAX_YEAR = 1900, 2100  # pandas timestamps cannot hold arbitrary years
-MAX_FLIGHT_NUMBER = 1_000_000
 
 V2_NUMERIC_TYPES = frozenset(
     {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
@@ -85,7 +84,7 @@ class UnknownEntity(RequestError):
 
 
 class LookupUnavailable(RequestError):
-    """Raw flights were sent to a server started without an online feature lookup."""
+    """Raw requests were sent to a server started without an online feature lookup."""
 
     reason = "no_online_lookup"
 
@@ -148,31 +147,38 @@ def _names(keys) -> str:
     return ", ".join(f"'{k}'" for k in sorted(keys))
 
 
-def _shape_hint(spec: FeatureSpec) -> str:
-    return (
-        f"send either all {len(spec.columns)} model features ({', '.join(spec.columns)}) "
-        f"or a raw flight ({', '.join(FLIGHT_REQUIRED)}, optional {', '.join(FLIGHT_OPTIONAL)})"
-    )
+def _shape_hint(spec: FeatureSpec, raw: RawSchema | None) -> str:
+    vector = f"all {len(spec.columns)} model features ({', '.join(spec.columns)})"
+    if raw is None:
+        return f"send {vector} (this server completes no raw requests)"
+    return f"send either {vector} or {raw.hint()}"
 
 
-def classify(names, spec: FeatureSpec, where: str = "request") -> str:
+def _raw_schema(raw: RawSource) -> RawSchema | None:
+    return raw() if callable(raw) else raw
+
+
+def classify(names, spec: FeatureSpec, raw: RawSource = None, where: str = "request") -> str:
     """Which request shape a set of field names is; raises naming missing and unknown fields."""
     names = set(names)
-    if "sched_dep" in names:
-        kind, required, allowed = FLIGHT, set(FLIGHT_REQUIRED), set(FLIGHT_REQUIRED) | set(FLIGHT_OPTIONAL)
-    else:
-        kind, required = FEATURES, set(spec.columns)
-        allowed = required
+    features = set(spec.columns)
+    if names == features:
+        return FEATURES
+    schema = _raw_schema(raw)
+    if schema is not None and schema.required <= names <= schema.allowed:
+        return RAW
+    # The nearer shape (fewer missing + unknown fields) names the mistakes.
+    shapes = [(FEATURES, features, features, "a feature vector")]
+    if schema is not None:
+        shapes.append((RAW, set(schema.required), set(schema.allowed), schema.name))
+    _, required, allowed, what = min(shapes, key=lambda s: len(s[1] - names) + len(names - s[2]))
     missing, unknown = required - names, names - allowed
-    if missing or unknown:
-        parts = []
-        if missing:
-            parts.append(f"missing field(s) {_names(missing)}")
-        if unknown:
-            parts.append(f"unknown field(s) {_names(unknown)}")
-        what = "a raw flight" if kind == FLIGHT else "a feature vector"
-        raise RequestError(f"{where}: {'; '.join(parts)} for {what}: {_shape_hint(spec)}")
-    return kind
+    parts = []
+    if missing:
+        parts.append(f"missing field(s) {_names(missing)}")
+    if unknown:
+        parts.append(f"unknown field(s) {_names(unknown)}")
+    raise RequestError(f"{where}: {'; '.join(parts)} for {what}: {_shape_hint(spec, schema)}")
 
 
 def _type_name(value: Any) -> str:
@@ -208,31 +214,61 @@ def _string(value: Any, where: str, *, nullable: bool) -> str | None:
     raise RequestError(f"{where}: expected {expected}, got {_type_name(value)}")
 
 
-def local_departure(value: Any, where: str) -> dt.datetime:
-    """Parse ``sched_dep`` to a naive New York local time that exists exactly once on the clock."""
-    text = _string(value, where, nullable=False)
-    try:
-        stamp = dt.datetime.fromisoformat(text)
-    except ValueError as err:
-        raise RequestError(
-            f"{where}: {text!r} is not an ISO 8601 date-time such as '2013-06-01T17:30' (New York local time)"
-        ) from err
-    if stamp.tzinfo is not None:
-        stamp = stamp.astimezone(NEW_YORK).replace(tzinfo=None)
-    if not MIN_YEAR <= stamp.year <= MAX_YEAR:
-        raise RequestError(f"{where}: year {stamp.year} is outside {MIN_YEAR}..{MAX_YEAR}")
-    aware = stamp.replace(tzinfo=NEW_YORK)
-    if aware.astimezone(dt.UTC).astimezone(NEW_YORK).replace(tzinfo=None) != stamp:
-        raise RequestError(f"{where}: {text!r} does not exist in New York local time (the clocks jump forward)")
-    if aware.utcoffset() != stamp.replace(tzinfo=NEW_YORK, fold=1).utcoffset():
-        # request_features localizes naive local times, which cannot place the repeated hour.
-        raise RequestError(
-            f"{where}: {text!r} is ambiguous in New York local time (the hour the clocks fall back repeats)"
-        )
-    return stamp
+def _key(value: Any, where: str) -> str | int:
+    if type(value) is int:
+        return value
+    if type(value) is str:
+        return _string(value, where, nullable=False)  # type: ignore[return-value]
+    raise RequestError(f"{where}: expected a string or an integer, got {_type_name(value)}")
 
 
-def validate_columns(kind: str, columns: dict[str, list], spec: FeatureSpec, labels: list[str]) -> None:
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _raw_values(field: RawField, values: list, labels: list[str]) -> list:
+    """Check one raw field's values (and parse them when the field says how)."""
+    name, kind, nullable = field.name, field.kind, field.nullable
+    for i, value in enumerate(values):
+        where = f"{labels[i]} field '{name}'"
+        if value is None and nullable:
+            continue
+        if kind == "string":
+            if _string(value, where, nullable=nullable) == "" and field.non_empty:
+                raise RequestError(f"{where}: must not be empty")
+            continue
+        if kind == "key":
+            if _key(value, where) == "" and field.non_empty:
+                raise RequestError(f"{where}: must not be empty")
+            continue
+        if kind == "integer":
+            if type(value) is not int or (field.minimum is not None and value < field.minimum) or (
+                    field.maximum is not None and value > field.maximum):
+                bounds = f" {_bound(field.minimum)}..{_bound(field.maximum)}" if field.minimum is not None and \
+                    field.maximum is not None else ""
+                raise RequestError(f"{where}: expected an integer{bounds}, got {value!r}")
+            continue
+        number = _number(value, where, nullable=nullable)
+        if field.minimum is not None and number < field.minimum:
+            raise RequestError(f"{where}: must be >= {_bound(field.minimum)}, got {number}")
+        if field.maximum is not None and number > field.maximum:
+            raise RequestError(f"{where}: must be <= {_bound(field.maximum)}, got {number}")
+    if field.parse is None:
+        return values
+    parsed = []
+    for i, value in enumerate(values):
+        if value is None:
+            parsed.append(None)
+            continue
+        try:
+            parsed.append(field.parse(value))
+        except (ValueError, OverflowError) as err:
+            raise RequestError(f"{labels[i]} field '{name}': {err}") from None
+    return parsed
+
+
+def validate_columns(kind: str, columns: dict[str, list], spec: FeatureSpec, labels: list[str],
+                     raw: RawSource = None) -> None:
     """Check and normalise every value in place; ``labels[i]`` names row i in error messages."""
     if kind == FEATURES:
         for name in spec.columns:
@@ -249,32 +285,17 @@ def validate_columns(kind: str, columns: dict[str, list], spec: FeatureSpec, lab
                         continue
                     _number(value, f"{labels[i]} field '{name}'", nullable=True)
         return
-    for name in ("carrier", "origin", "dest"):
-        for i, value in enumerate(columns[name]):
-            if _string(value, f"{labels[i]} field '{name}'", nullable=False) == "":
-                raise RequestError(f"{labels[i]} field '{name}': must not be empty")
-    if "tailnum" in columns:
-        for i, value in enumerate(columns["tailnum"]):
-            _string(value, f"{labels[i]} field 'tailnum'", nullable=True)
-    for i, value in enumerate(columns["distance"]):
-        number = _number(value, f"{labels[i]} field 'distance'", nullable=False)
-        if number < 0:
-            raise RequestError(f"{labels[i]} field 'distance': must be >= 0, got {number}")
-    if "flight" in columns:
-        for i, value in enumerate(columns["flight"]):
-            if type(value) is not int or not 0 <= value <= MAX_FLIGHT_NUMBER:
-                raise RequestError(
-                    f"{labels[i]} field 'flight': expected an integer 0..{MAX_FLIGHT_NUMBER}, got {value!r}"
-                )
-    columns["sched_dep"] = [local_departure(v, f"{labels[i]} field 'sched_dep'") for i, v in
-                            enumerate(columns["sched_dep"])]
+    schema = _raw_schema(raw)
+    assert schema is not None  # classify returned RAW
+    for name, values in columns.items():
+        columns[name] = _raw_values(schema.by_name[name], values, labels)
 
 
 # ---------------------------------------------------------------------------------------------
 # V1: {"instances": [{...}, ...]}
 
 
-def decode_v1(body: Any, spec: FeatureSpec) -> ParsedRequest:
+def decode_v1(body: Any, spec: FeatureSpec, raw: RawSource = None) -> ParsedRequest:
     if type(body) is not dict:
         raise RequestError(f"request body must be a JSON object with 'instances', got {_type_name(body)}")
     unknown = body.keys() - V1_BODY_KEYS
@@ -286,17 +307,17 @@ def decode_v1(body: Any, spec: FeatureSpec) -> ParsedRequest:
     first = instances[0]
     if type(first) is not dict:
         raise RequestError(f"instance 0 must be an object of field -> value, got {_type_name(first)}")
-    kind = classify(first.keys(), spec, "instance 0")
+    kind = classify(first.keys(), spec, raw, "instance 0")
     names = list(first.keys())
     columns: dict[str, list] = {name: [] for name in names}
     for i, instance in enumerate(instances):
         if type(instance) is not dict:
             raise RequestError(f"instance {i} must be an object of field -> value, got {_type_name(instance)}")
         if instance.keys() != first.keys():
-            if classify(instance.keys(), spec, f"instance {i}") != kind:
+            if classify(instance.keys(), spec, raw, f"instance {i}") != kind:
                 raise RequestError(f"instance {i} is a different shape than instance 0: send one shape per request")
             missing = set(names) - instance.keys()
-            if missing:  # optional raw-flight fields present in one row but not another
+            if missing:  # optional raw fields present in one row but not another
                 raise RequestError(f"instance {i}: missing field(s) {_names(missing)} that instance 0 has")
             extra = instance.keys() - set(names)
             raise RequestError(f"instance {i}: field(s) {_names(extra)} that instance 0 lacks")
@@ -304,7 +325,7 @@ def decode_v1(body: Any, spec: FeatureSpec) -> ParsedRequest:
             columns[name].append(instance[name])
     rows = len(instances)
     labels = [f"instance {i}" for i in range(rows)]
-    validate_columns(kind, columns, spec, labels)
+    validate_columns(kind, columns, spec, labels, raw)
     return ParsedRequest(kind=kind, columns=columns, rows=rows, protocol="v1")
 
 
@@ -358,20 +379,26 @@ def _v2_input(item: Any, index: int) -> tuple[str, str, int, list]:
     return name, canonical, shape[0], data
 
 
-def _check_datatype(name: str, datatype: str, kind: str, spec: FeatureSpec) -> None:
+def _check_datatype(name: str, datatype: str, kind: str, spec: FeatureSpec, raw: RawSource) -> None:
     if kind == FEATURES:
         wants_string = name in spec.categorical
     else:
-        wants_string = name in FLIGHT_STRINGS
+        field_kind = _raw_schema(raw).by_name[name].kind  # type: ignore[union-attr]
+        if field_kind == "key":
+            if datatype != "BYTES" and datatype not in V2_INTEGER_TYPES:
+                raise RequestError(f"input '{name}': datatype {datatype} where BYTES or an integer datatype is "
+                                   "expected")
+            return
+        if field_kind == "integer" and datatype not in V2_INTEGER_TYPES:
+            raise RequestError(f"input '{name}': datatype {datatype} where an integer datatype is expected")
+        wants_string = field_kind == "string"
     if wants_string and datatype != "BYTES":
         raise RequestError(f"input '{name}': datatype {datatype} where BYTES (a string) is expected")
     if not wants_string and datatype not in V2_NUMERIC_TYPES:
         raise RequestError(f"input '{name}': datatype {datatype} where a numeric datatype is expected")
-    if kind == FLIGHT and name == "flight" and datatype not in V2_INTEGER_TYPES:
-        raise RequestError(f"input 'flight': datatype {datatype} where an integer datatype is expected")
 
 
-def decode_v2(body: Any, spec: FeatureSpec) -> ParsedRequest:
+def decode_v2(body: Any, spec: FeatureSpec, raw: RawSource = None) -> ParsedRequest:
     if type(body) is not dict:
         raise RequestError(f"request body must be a JSON object with 'inputs', got {_type_name(body)}")
     unknown = body.keys() - V2_BODY_KEYS
@@ -391,7 +418,9 @@ def decode_v2(body: Any, spec: FeatureSpec) -> ParsedRequest:
     if len(set(names)) != len(names):
         duplicated = {n for n in names if names.count(n) > 1}
         raise RequestError(f"input(s) {_names(duplicated)} appear more than once")
-    kind = classify(names, spec, "inputs")
+    kind = classify(names, spec, raw, "inputs")
+    if kind == RAW:
+        raw = _raw_schema(raw)
     rows = decoded[0][2]
     if rows == 0:
         raise RequestError("inputs hold zero rows; send at least one")
@@ -399,13 +428,13 @@ def decode_v2(body: Any, spec: FeatureSpec) -> ParsedRequest:
     for name, datatype, count, data in decoded:
         if count != rows:
             raise RequestError(f"input '{name}' has {count} rows but input '{decoded[0][0]}' has {rows}")
-        _check_datatype(name, datatype, kind, spec)
+        _check_datatype(name, datatype, kind, spec, raw)
         if datatype in V2_INTEGER_TYPES:
             for value in data:
                 if type(value) is not int and value is not None:
                     raise RequestError(f"input '{name}': datatype {datatype} but {value!r} is not an integer")
         columns[name] = data
-    validate_columns(kind, columns, spec, [f"row {i}" for i in range(rows)])
+    validate_columns(kind, columns, spec, [f"row {i}" for i in range(rows)], raw)
     return ParsedRequest(kind=kind, columns=columns, rows=rows, protocol="v2", request_id=request_id,
                          outputs=outputs)
 

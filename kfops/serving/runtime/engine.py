@@ -4,9 +4,12 @@ Two batched paths share one model snapshot per request:
 
 * feature vectors are encoded on the request path (:class:`RowEncoder`) and scored in inline
   batches on the event loop (one XGBoost call per batch);
-* raw flights are batched into a worker thread that derives the request-time features
-  (:func:`kfops.datasets.flights.request_features`), reads the rest from the online store in one
-  lookup, encodes with :meth:`FeatureSpec.encode` and scores.
+* raw requests are batched into a worker thread that derives the request-time features (the
+  dataset's :class:`~kfops.core.requests.RequestBuilder`, ``dataset.request_builder``), reads the
+  rest from the online store in one lookup, encodes and scores.
+
+The raw request's fields come from the builder; without one, from the online lookup's feature
+views (:func:`raw_schema_for`): their join keys plus the model features no view provides.
 
 A request keeps the :class:`LoadedModel` it started with, so a hot swap never mixes one
 version's encoding with another's weights, and in-flight requests finish on the old version.
@@ -14,6 +17,7 @@ version's encoding with another's weights, and in-flight requests finish on the 
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kfops.core.requests import EVENT_TIMESTAMP, RawSchema, default_builder
 from kfops.errors import ServingError
 from kfops.serving.protocol.payloads import (
-    ENTITY_KEYS,
     FEATURES,
     DependencyUnavailable,
     LookupUnavailable,
@@ -35,9 +39,8 @@ from kfops.serving.runtime.batching import AdaptiveBatcher
 from kfops.serving.runtime.inference_log import LogRecord
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from kfops.core.model import FeatureSpec
+    from kfops.core.requests import RequestBuilder
     from kfops.serving.runtime.inference_log import InferenceLogWriter
     from kfops.serving.runtime.loading import LoadedModel
     from kfops.serving.runtime.lookup import OnlineLookup
@@ -60,14 +63,15 @@ class InferenceEngine:
         max_batch_size: int = 256,
         max_latency_s: float = 0.002,
         lookup: OnlineLookup | None = None,
-        derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+        builder: RequestBuilder | None = None,
         log_writer: InferenceLogWriter | None = None,
         metrics: ServingMetrics | None = None,
     ):
         self.name = name
         self._current = loaded
         self._lookup = lookup
-        self._derive = derive
+        self._builder = builder
+        self._schemas: dict[int, tuple[FeatureSpec, RawSchema | None]] = {}
         self._log_writer = log_writer
         self._metrics = metrics
         self._lookup_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfops-lookup")
@@ -81,8 +85,8 @@ class InferenceEngine:
         self._model_batcher = AdaptiveBatcher(
             self._score_batch, max_batch_size=max_batch_size, max_latency_s=max_latency_s, on_batch=model_rows
         )
-        self._flight_batcher = AdaptiveBatcher(
-            self._flight_batch, max_batch_size=max_batch_size, max_latency_s=max_latency_s,
+        self._raw_batcher = AdaptiveBatcher(
+            self._raw_batch, max_batch_size=max_batch_size, max_latency_s=max_latency_s,
             executor=self._lookup_pool, on_batch=lookup_rows,
         )
 
@@ -93,6 +97,39 @@ class InferenceEngine:
     @property
     def has_lookup(self) -> bool:
         return self._lookup is not None
+
+    def raw_schema(self, spec: FeatureSpec) -> RawSchema | None:
+        """The raw request this server takes for a model (None: feature vectors only)."""
+        cached = self._schemas.get(id(spec))
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        schema = raw_schema_for(spec, self._builder, self._lookup)
+        if len(self._schemas) > 8:
+            self._schemas.clear()
+        self._schemas[id(spec)] = (spec, schema)
+        return schema
+
+    def describe_raw(self, spec: FeatureSpec) -> dict[str, Any] | None:
+        """The raw request's fields for the model metadata; None when unknown or not known yet
+        (a Feast registry not read yet is not read for this)."""
+        if self._builder is None and not getattr(self._lookup, "ready", True):
+            return None
+        try:
+            schema = self.raw_schema(spec)
+        except DependencyUnavailable:
+            return None
+        if schema is None:
+            return None
+        return {"name": schema.name, "online_lookup": self._lookup is not None, "fields": [
+            {"name": f.name, "kind": f.kind, "required": f.required, "nullable": f.nullable}
+            for f in schema.builder.fields]}
+
+    def raw_source(self, spec: FeatureSpec) -> RawSchema | Callable[[], RawSchema | None] | None:
+        """For the decoders: the schema if known, else a function that resolves it on first need."""
+        cached = self._schemas.get(id(spec))
+        if cached is not None and cached[0] is spec:
+            return cached[1]
+        return lambda: self.raw_schema(spec)
 
     def swap(self, loaded: LoadedModel) -> LoadedModel:
         """Serve ``loaded`` from the next request on; returns the previous snapshot."""
@@ -110,11 +147,13 @@ class InferenceEngine:
             raw_input = None
         else:
             if self._lookup is None:
+                schema = self.raw_schema(snapshot.spec)
                 raise LookupUnavailable(
-                    "this server has no online feature lookup, so it cannot complete a raw flight: "
-                    "send all of the model's features, or start the server with --online-lookup feast"
+                    "this server has no online feature lookup, so it cannot complete "
+                    f"{schema.name if schema else 'a raw request'}: send all of the model's features, "
+                    "or start the server with --online-lookup feast"
                 )
-            probabilities, matrix, categorical = await self._flight_batcher.submit((snapshot, parsed), parsed.rows)
+            probabilities, matrix, categorical = await self._raw_batcher.submit((snapshot, parsed), parsed.rows)
             raw_input = parsed.columns
         if self._count_rows is not None:
             self._count_rows(parsed.rows)
@@ -145,15 +184,17 @@ class InferenceEngine:
                 results[i] = part if np.isfinite(part).all() else _non_finite(snapshot)
         return results
 
-    def _flight_batch(self, items: list[tuple[LoadedModel, ParsedRequest]]) -> list[Any]:
+    def _raw_batch(self, items: list[tuple[LoadedModel, ParsedRequest]]) -> list[Any]:
         results: list[Any] = [None] * len(items)
         for snapshot, positions in _by_snapshot(items):
-            for i, result in zip(positions, self._score_flights(snapshot, [items[i][1] for i in positions]), strict=True):
+            for i, result in zip(positions, self._score_raw(snapshot, [items[i][1] for i in positions]), strict=True):
                 results[i] = result
         return results
 
-    def _score_flights(self, snapshot: LoadedModel, requests: list[ParsedRequest]) -> list[Any]:
-        completed = complete_flights(requests, snapshot.spec, self._derive, self._lookup, snapshot.version)
+    def _score_raw(self, snapshot: LoadedModel, requests: list[ParsedRequest]) -> list[Any]:
+        schema = self.raw_schema(snapshot.spec)
+        assert schema is not None and self._lookup is not None  # decoded as raw, checked in infer
+        completed = complete_raw(requests, snapshot.spec, schema, self._lookup, snapshot.version)
         # Columns as lists through the request encoder: the same matrix as FeatureSpec.encode on the
         # joined frame (tested), without building and re-reading that frame for every batch.
         matrix = snapshot.encoder.encode(completed.columns, completed.rows)
@@ -171,9 +212,34 @@ class InferenceEngine:
         return results
 
 
+def lookup_join_keys(lookup: Any) -> list[str] | None:
+    """The join keys a lookup reads by (the feature views' entities), if it says."""
+    keys = getattr(lookup, "join_keys", None)
+    return None if keys is None else list(keys)
+
+
+def raw_schema_for(spec: FeatureSpec, builder: RequestBuilder | None, lookup: Any) -> RawSchema | None:
+    """The dataset's raw request: the builder's fields, else the lookup's join keys plus the model
+    features its views do not provide. None without either (feature vectors only)."""
+    if builder is not None:
+        return RawSchema.of(builder)
+    if lookup is None:
+        return None
+    try:
+        keys = lookup_join_keys(lookup)
+        provided = getattr(lookup, "feature_names", None)
+    except Exception as err:  # Feast's registry unreadable: the store's fault, as for a failed read
+        raise DependencyUnavailable(
+            f"the online feature store's views could not be read ({type(err).__name__}: {str(err)[:200]}); retry later"
+        ) from err
+    if keys is None or provided is None:
+        return None
+    return RawSchema.of(default_builder(keys, spec.columns, list(provided), list(spec.categorical)))
+
+
 @dataclass
-class CompletedFlights:
-    """Raw flights turned into model feature columns: one list per column over all requests' rows."""
+class CompletedRows:
+    """Raw requests turned into model feature columns: one list per column over all requests' rows."""
 
     columns: dict[str, list]
     rows: int
@@ -181,48 +247,64 @@ class CompletedFlights:
     problems: list[UnknownEntity | None]  # per request: an entity the store does not know
 
 
-def complete_flights(
+def complete_raw(
     requests: list[ParsedRequest],
     spec: FeatureSpec,
-    derive: Callable[[pd.DataFrame], pd.DataFrame] | None,
+    schema: RawSchema,
     lookup: OnlineLookup,
     version: str = "",
-) -> CompletedFlights:
-    """Derive the request-time features of raw flights and read the rest from the online store.
+) -> CompletedRows:
+    """Derive the request-time features of raw requests and read the rest from the online store.
 
-    Shared by the in-process path and the transformer (:mod:`.transformer`). Categoricals come
-    back as text or None, numbers as numbers (NaN when missing).
+    Shared by the in-process path and the transformer (:mod:`kfops.serving.kserve.transformer`).
+    Optional fields a request left out take their default. Categoricals come back as text or
+    None, numbers as numbers (NaN when missing).
     """
-    import pandas as pd
-
-    if derive is None:
-        from kfops.datasets.flights import request_features as derive
     sizes = [r.rows for r in requests]
-    raw = pd.DataFrame({
-        name: [v for r in requests for v in r.columns.get(name, [default] * r.rows)]
-        for name, default in (("carrier", None), ("origin", None), ("dest", None), ("tailnum", None),
-                              ("distance", None), ("sched_dep", None), ("flight", 0))
-    })
-    derived = derive(raw).reset_index(drop=True)
-    keys = derived[[k for k in (*ENTITY_KEYS, "event_timestamp") if k in derived.columns]].to_dict("records")
+    rows = sum(sizes)
+    raw: dict[str, list] = {}
+    for field in schema.builder.fields:
+        name = field.name
+        if len(requests) == 1:
+            values = requests[0].columns.get(name)
+            raw[name] = list(values) if values is not None else [field.default] * rows
+        else:
+            raw[name] = [v for r in requests for v in r.columns.get(name, [field.default] * r.rows)]
+    derived = schema.builder.derive(raw, rows)
+    merged = {**raw, **derived.columns}
+    keys = lookup_join_keys(lookup)
+    if keys is None:  # a plain callable: its keys are the declared key fields, else every raw field
+        keys = [f.name for f in schema.builder.fields if f.kind == "key"] or list(raw)
+    absent_keys = [k for k in keys if k not in merged]
+    if absent_keys:
+        raise ServingError(
+            f"{schema.name} gives no value for join key(s) {', '.join(absent_keys)} of the feature views",
+            hint="declare them as raw fields of dataset.request_builder, or derive them",
+        )
+    event_times = derived.event_times
+    if event_times is None:
+        event_times = [dt.datetime.now(dt.UTC)] * rows
+    elif len(event_times) != rows:
+        raise ServingError(f"{schema.name}: derive returned {len(event_times)} event times for {rows} rows")
+    names = [*keys, EVENT_TIMESTAMP]
+    entity_rows = [dict(zip(names, values, strict=True)) for values in zip(*(merged[k] for k in keys), event_times, strict=True)]
     try:
-        online = lookup(keys)
+        online = lookup(entity_rows)
     except Exception as err:  # Redis down or paused past its timeout, a Feast failure: the store's fault
         raise DependencyUnavailable(
             f"the online feature store failed ({type(err).__name__}: {str(err)[:200]}); retry later"
         ) from err
-    if len(online) != len(keys):
-        raise ServingError(f"the online lookup returned {len(online)} rows for {len(keys)} entities")
-    online = online.reset_index(drop=True)
-    from_store = [c for c in spec.columns if c not in derived.columns]
+    if len(online) != rows:
+        raise ServingError(f"the online lookup returned {len(online)} rows for {rows} entities")
+    from_store = [c for c in spec.columns if c not in merged]
     missing = [c for c in from_store if c not in online.columns]
     if missing:
         raise ServingError(
             f"the online store does not provide feature(s) {', '.join(missing)} that model "
             f"version {version} needs", hint="check features.feature_refs against the model's features",
         )
-    absent = online[from_store].isna().all(axis=1).to_numpy() if from_store else np.zeros(len(keys), bool)
-    columns = {c: (derived[c] if c in derived.columns else online[c]).tolist() for c in spec.columns}
+    absent = online[from_store].isna().all(axis=1).to_numpy() if from_store else np.zeros(rows, bool)
+    columns = {c: (merged[c] if c in merged else online[c].tolist()) for c in spec.columns}
     for c in spec.columns:
         if c in spec.categorical:
             columns[c] = [v if isinstance(v, str) else _as_category(v) for v in columns[c]]
@@ -232,8 +314,8 @@ def complete_flights(
         slices.append((start, stop))
         bad = np.flatnonzero(absent[start:stop])
         if bad.size:
-            row = keys[start + int(bad[0])]
-            named = ", ".join(f"{k}={row[k]!r}" for k in ENTITY_KEYS if k in row)
+            row = entity_rows[start + int(bad[0])]
+            named = ", ".join(f"{k}={row[k]!r}" for k in keys)
             problems.append(UnknownEntity(
                 f"row {int(bad[0])}: the online feature store has no features for {named}; "
                 "check the codes, or materialize the store (kfops features materialize)"
@@ -241,7 +323,7 @@ def complete_flights(
         else:
             problems.append(None)
         start = stop
-    return CompletedFlights(columns=columns, rows=len(keys), slices=slices, problems=problems)
+    return CompletedRows(columns=columns, rows=rows, slices=slices, problems=problems)
 
 
 def _as_category(value: Any) -> str | None:

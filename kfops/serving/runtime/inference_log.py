@@ -5,7 +5,7 @@ Layout (Hive-style partitions by UTC date, one parquet file per flush and model 
     <log_dir>/date=2024-05-01/part-20240501T101500-4242-000017.parquet
 
 Columns: ``timestamp`` (UTC), ``request_id``, ``model_name``, ``model_version``, ``input_kind``
-(``features`` or ``flight``), ``input`` (a raw flight request row as JSON; null for feature
+(``features`` or ``raw``), ``input`` (a raw request row as JSON; null for feature
 vectors, whose input is the feature columns), one column per model feature as the model saw it
 (categoricals as the strings sent, unknown ones included; numbers as float32, the model's input
 precision), ``probability`` and ``label``.
@@ -62,7 +62,7 @@ class LogRecord:
     categorical: Mapping[str, Sequence]  # the raw strings of the categorical features
     probabilities: np.ndarray
     threshold: float
-    raw_input: Mapping[str, Sequence] | None = None  # a raw flight request's columns
+    raw_input: Mapping[str, Sequence] | None = None  # a raw request's columns, as sent
 
     @property
     def rows(self) -> int:

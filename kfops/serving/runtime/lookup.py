@@ -1,15 +1,18 @@
-"""Online feature lookups for raw-flight requests: a callable ``entity_rows -> DataFrame``.
+"""Online feature lookups for raw requests: a callable ``entity_rows -> DataFrame``.
 
 The server gets one as a plain callable, so it can be swapped:
 
 * ``feast`` (default): :class:`FeastLookup`, Feast's online store as configured in ``features``;
 * ``parquet:DIR``: :class:`InMemoryLookup` over ``DIR/<entity key>.parquet`` tables (one row per
   key value), for demos, tests and air-gapped runs;
-* ``none``: raw flights are refused with a 400 that says to send full feature vectors.
+* ``none``: raw requests are refused with a 400 that says to send full feature vectors.
 
-Entity rows carry the entity keys and ``event_timestamp`` (the request's scheduled departure,
-UTC). A lookup returns one row per entity row, in order, with a column per feature it knows;
-unknown entities come back as nulls (the server answers 422 when a row has no online feature).
+Entity rows carry the join keys and ``event_timestamp`` (the request's event time, UTC, as the
+dataset's request builder derives it; else the request's own ``event_timestamp`` or now). A
+lookup returns one row per entity row, in order, with a column per feature it knows; unknown
+entities come back as nulls (the server answers 422 when a row has no online feature). A lookup
+also says which ``join_keys`` it reads by and which ``feature_names`` it provides: without a
+request builder, the raw request is those keys plus the model features no view provides.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ OnlineLookup = Callable[[list[dict]], "pd.DataFrame"]
 
 
 class InMemoryLookup:
-    """Join feature tables keyed by one entity column each (e.g. ``origin``, ``tailnum``)."""
+    """Join feature tables keyed by one entity column each (the table's name: ``<key>.parquet``)."""
 
     def __init__(self, tables: dict[str, pd.DataFrame]):
         self._tables = {}
@@ -55,6 +58,10 @@ class InMemoryLookup:
     def feature_names(self) -> list[str]:
         return [c for table in self._tables.values() for c in table.columns]
 
+    @property
+    def join_keys(self) -> list[str]:
+        return list(self._tables)
+
     def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
         import pandas as pd
 
@@ -75,8 +82,8 @@ class FeastLookup:
 
     ``as_of`` says how old a stored row may be (each feature view's TTL, counted back from):
 
-    * ``event`` (default): the request's event time (``event_timestamp``, the scheduled departure),
-      as the point-in-time join did for training; one store read per batch, TTLs applied per row;
+    * ``event`` (default): the request's event time (``event_timestamp``), as the point-in-time
+      join did for training; one store read per batch, TTLs applied per row;
     * ``now``: the wall clock, for live traffic; one read per batch;
     * ``none``: no TTL, the latest row whatever its age (the online store's own behaviour).
     """
@@ -89,6 +96,11 @@ class FeastLookup:
         self._reader = reader  # an OnlineFeatureReader; tests pass their own
         self._lock = threading.Lock()
 
+    @property
+    def ready(self) -> bool:
+        """Whether the reader is built (the registry read), so join_keys answers at once."""
+        return self._reader is not None
+
     def warm(self) -> None:
         """Build the reader now (the server calls this in a background thread at start)."""
         with self._lock:
@@ -97,9 +109,22 @@ class FeastLookup:
 
                 self._reader = OnlineFeatureReader(self._cfg)
 
+    @property
+    def join_keys(self) -> list[str]:
+        """The feature views' join keys, from the Feast registry (builds the reader if needed)."""
+        if self._reader is None:
+            self.warm()
+        return list(self._reader.join_keys)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The features the views provide (``features.feature_refs``), by name."""
+        if self._reader is None:
+            self.warm()
+        return list(self._reader.names)
+
     def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
         import datetime as dt
-
 
         if self._reader is None:
             self.warm()
@@ -108,7 +133,7 @@ class FeastLookup:
         if self._as_of == "now":
             return self._reader.read(entity_rows, as_of=dt.datetime.now(dt.UTC))
         # One store read for the batch; each row's TTLs count back from its own event time
-        # (a pandas Timestamp, which is a datetime: no per-row conversion on this hot path).
+        # (a datetime: no per-row conversion on this hot path).
         return self._reader.read(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
 
     def columns(self, entity_rows: list[dict]) -> dict[str, list]:

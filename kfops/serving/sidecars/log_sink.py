@@ -7,8 +7,11 @@ sink pairs them by id, turns each pair into inference-log rows (the layout and c
 :mod:`.inference_log`, so :func:`.inference_log.read_inference_logs` and the drift job read
 both), and writes one parquet file per flush under ``<store>/date=YYYY-MM-DD/``.
 
-The logger sees only the request, so a raw-flight row carries its ``input`` (JSON) without the
-online features the server looked up; feature-vector rows carry every feature.
+The logger sees only the request, so a raw-request row (``input_kind`` ``raw``) carries its
+``input`` (JSON) without the online features the server looked up; feature-vector rows carry
+every feature. A request is a feature vector when it holds every model feature
+(``--feature-names``, else ``features`` of the config in ``$KFOPS_CONFIG_JSON``); without the
+names, every request is taken as a feature vector.
 
 ``--mode`` follows the logger's ``serving.kserve.logger_mode``: ``all`` pairs requests with
 responses; ``request`` and ``response`` write each event alone at once (a request's rows have no
@@ -45,7 +48,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
-FLIGHT_FIELDS = ("carrier", "origin", "dest", "distance", "sched_dep")
 PENDING_TTL_S = 60.0  # a request whose response never comes (timeout, crash) is dropped after this
 PENDING_BYTES = 64_000_000  # unpaired events held at most, as raw bodies
 MAX_EVENT_BYTES = 10_000_000
@@ -95,9 +97,11 @@ def _outputs_of_response(body: Any) -> tuple[list[float], list[int], str | None,
     return probabilities, labels, body.get("model_name"), str(version) if version is not None else None
 
 
-def event_rows(event_id: str, at: float, request: Any, response: Any, service: str | None) -> list[dict[str, Any]]:
+def event_rows(event_id: str, at: float, request: Any, response: Any, service: str | None,
+               feature_names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Inference-log rows of one request/response pair (an error response has no rows). Either may
-    be None (a logger in request or response mode): its columns are then missing."""
+    be None (a logger in request or response mode): its columns are then missing. With the
+    model's ``feature_names``, a request lacking one of them is a raw request."""
     columns = _columns_of_request(request) if request is not None else {}
     if response is not None:
         probabilities, labels, model_name, version = _outputs_of_response(response)
@@ -109,17 +113,17 @@ def event_rows(event_id: str, at: float, request: Any, response: Any, service: s
     sizes = {len(v) for v in columns.values()}
     if request is not None and (len(sizes) != 1 or sizes.pop() != len(probabilities)):
         raise BadEvent(f"request {event_id}: the request's rows do not match the {len(probabilities)} predictions")
-    flight = bool(columns) and all(name in columns for name in FLIGHT_FIELDS)
-    kind = "flight" if flight else "features" if columns else "unknown"
+    raw = bool(columns) and feature_names is not None and not all(name in columns for name in feature_names)
+    kind = "raw" if raw else "features" if columns else "unknown"
     rows = []
     for i, (probability, label) in enumerate(zip(probabilities, labels, strict=True)):
         values = {name: column[i] for name, column in columns.items()}
         row: dict[str, Any] = {
             "timestamp": at, "request_id": event_id, "model_name": model_name or service or "",
             "model_version": version or "", "input_kind": kind,
-            "input": json.dumps(values, default=str) if flight else None,
+            "input": json.dumps(values, default=str) if raw else None,
         }
-        if not flight:
+        if not raw:
             row.update(values)
         row.update(probability=probability, label=label)
         rows.append(row)
@@ -156,6 +160,7 @@ class CloudEventSink:
     mode: str = "all"
     pending_ttl_s: float = PENDING_TTL_S
     pending_bytes: int = PENDING_BYTES
+    feature_names: tuple[str, ...] | None = None  # the model's features: requests lacking one are raw
     # event id -> (received at, raw body, service); raw bytes: parsed JSON takes many times more memory
     requests: dict[str, tuple[float, bytes, str | None]] = field(default_factory=dict)
     responses: dict[str, tuple[float, bytes, str | None]] = field(default_factory=dict)
@@ -205,7 +210,7 @@ class CloudEventSink:
     def _add_rows(self, event_id: str, at: float, request: Any, response: Any, service: str | None) -> None:
         if isinstance(response, dict) and "error" in response:
             return  # an error answer scored nothing
-        new = event_rows(event_id, at, request, response, service)
+        new = event_rows(event_id, at, request, response, service, self.feature_names)
         self.rows.extend(new)
         self.counts["rows"] += len(new)
 
@@ -319,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=MODES, default="all", help="the logger's mode (serving.kserve.logger_mode)")
     p.add_argument("--pending-ttl-s", type=float, default=PENDING_TTL_S, help="how long an event waits for its pair")
     p.add_argument("--pending-bytes", type=int, default=PENDING_BYTES, help="unpaired event bytes held at most")
+    p.add_argument("--feature-names", help="the model's features, comma-separated: a request lacking one is a raw "
+                   "request (default: features of the config in $KFOPS_CONFIG_JSON, else every request is a "
+                   "feature vector)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     if args.store.startswith("s3://"):
@@ -332,10 +340,22 @@ def main(argv: list[str] | None = None) -> int:
     from kfops.serving.protocol.timeouts import read_timeout_protocol
 
     sink = CloudEventSink(args.store, args.flush_s, mode=args.mode, pending_ttl_s=args.pending_ttl_s,
-                          pending_bytes=args.pending_bytes)
+                          pending_bytes=args.pending_bytes, feature_names=_feature_names(args.feature_names))
     uvicorn.run(sink, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on",
                 http=read_timeout_protocol())
     return 0
+
+
+def _feature_names(given: str | None) -> tuple[str, ...] | None:
+    import os
+
+    if given:
+        return tuple(n.strip() for n in given.split(",") if n.strip())
+    from kfops.config import CONFIG_JSON_ENV, load_config_json
+
+    if os.environ.get(CONFIG_JSON_ENV):
+        return tuple(load_config_json(os.environ[CONFIG_JSON_ENV]).feature_columns)
+    return None
 
 
 if __name__ == "__main__":

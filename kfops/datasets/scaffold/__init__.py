@@ -1,0 +1,572 @@
+"""`kfops init`: a new project from a user's raw tables, the entity keys and the label.
+
+It reads the tables, decides what each one is (the events, one row per prediction; the later table
+the label comes from; feature tables keyed by an entity) and writes, into a target folder:
+
+- ``kfops.yaml``: a draft config, every dataset key set and commented with where it came from;
+- ``<project>_data.py``: the dataset plug-in (``load_tables``, ``build_entity_frame``,
+  ``write_feature_sources``) and ``FEATURES``, the one declaration of the Feast features;
+- ``feature_repo/definitions.py``: ``build(source_dir)``, Feast objects from ``FEATURES``;
+- ``expectations/<table>.json`` per raw table, profiled from the data, and ``training_set.json``
+  from the config and the entity frame the plug-in builds. Each check's ``meta.why`` says what
+  was inferred.
+
+The written project is tried before this returns: the config loads, and the plug-in loads the
+window and builds the entity frame (which the training-set suite is profiled from).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kfops.core.featureset import parse_timestamps
+from kfops.datasets.scaffold import profile as prof
+from kfops.datasets.scaffold import templates as tpl
+from kfops.datasets.scaffold.spec import InitSpec, LabelSpec, TableSpec, parse_label, parse_table
+from kfops.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["InitSpec", "LabelSpec", "Scaffold", "TableSpec", "parse_label", "parse_table", "scaffold"]
+
+TTL_CADENCES = 3  # a feature row stays valid for this many of its table's usual gaps between rows
+MIN_VOLUME_SHARE = 0.5  # a run needs at least this share of the observed rows per day
+
+
+@dataclass
+class ViewPlan:
+    name: str
+    table: str
+    keys: list[str]
+    timestamp: str | None
+    features: list[tuple[str, str, str]]  # (feature name, dtype, source column)
+    ttl: dt.timedelta | None
+    ttl_why: str
+
+
+@dataclass
+class Scaffold:
+    """What was written and why: printed by the CLI, read by tests."""
+
+    target: Path
+    project: str
+    module: str
+    events: str
+    row_id: str
+    label: LabelSpec
+    request_features: list[str]
+    views: list[ViewPlan]
+    forbidden: list[str]
+    start: dt.date
+    end: dt.date
+    files: list[Path] = field(default_factory=list)
+    rows: int = 0
+    label_rate: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def feature_refs(self) -> list[str]:
+        return [f"{v.name}:{name}" for v in self.views for name, _, _ in v.features]
+
+
+def read_raw(table: TableSpec) -> pd.DataFrame:
+    import pandas as pd
+
+    if not table.path.is_file():
+        raise DataError(f"table file {table.path} does not exist")
+    try:
+        frame = pd.read_parquet(table.path) if table.path.suffix == ".parquet" else pd.read_csv(table.path)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise DataError(f"table file {table.path} could not be read: {err}") from err
+    if table.timestamp:
+        if table.timestamp not in frame.columns:
+            raise DataError(f"table '{table.name}' has no timestamp column '{table.timestamp}' "
+                            f"(columns: {', '.join(map(str, frame.columns))})")
+        stamps = parse_timestamps(frame[table.timestamp])
+        if stamps.isna().all():
+            raise DataError(f"table '{table.name}': column '{table.timestamp}' holds no timestamps")
+        frame[table.timestamp] = stamps
+    return frame
+
+
+def _slug(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return slug if slug and not slug[0].isdigit() else f"p_{slug}"
+
+
+def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
+    """Write the project for ``spec`` into ``target``; see the module docstring."""
+    target = Path(target).expanduser().resolve()
+    if target.exists() and any(target.iterdir()) and not force:
+        raise ConfigError(f"{target} is not empty", hint="pick a new folder, or pass --force to overwrite its files")
+    if not spec.tables:
+        raise ConfigError("no tables given", hint="--table orders.parquet:timestamp=ordered_at (one per table)")
+    if not spec.entities:
+        raise ConfigError("no entity keys given", hint="--entity customer_id (one per key features are looked up by)")
+    names = [t.name for t in spec.tables]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"two tables share a name: {names}", hint="give one of them name=NAME")
+    frames = {t.name: read_raw(t) for t in spec.tables}
+    profiles = {name: prof.profile_table(name, frame) for name, frame in frames.items()}
+    by_name = {t.name: t for t in spec.tables}
+
+    for key in spec.entities:
+        if not any(key in frame.columns for frame in frames.values()):
+            raise DataError(f"entity key '{key}' is in none of the tables")
+    label = spec.label
+    events = _events_table(spec, frames)
+    row_id = _row_id(spec, events, profiles[events])
+    forbidden = list(dict.fromkeys(spec.forbid))
+    if label.table is not None:
+        _check_later_label(label, events, by_name, frames)
+        on = list(label.on) or [c for c in frames[events].columns if c in frames[label.table].columns
+                                and c not in (by_name[events].timestamp, by_name[label.table].timestamp)]
+        if not on:
+            raise DataError(f"tables '{events}' and '{label.table}' share no column to match the label on",
+                            hint="name the key: --label '... within 30d on order_id'")
+        label = LabelSpec(label.name, label.text, label.table, label.condition, label.horizon, tuple(on))
+        forbidden += [c for c in frames[label.table].columns if c not in on]
+    else:
+        used = [c for c in frames[events].columns if re.search(rf"\b{re.escape(str(c))}\b", label.condition or "")]
+        if not used:
+            raise DataError(f"the label condition '{label.condition}' reads no column of '{events}'",
+                            hint=f"columns: {', '.join(map(str, frames[events].columns))}")
+        forbidden += used
+    forbidden = list(dict.fromkeys(forbidden))
+    taken = {row_id, label.name, "event_timestamp", *spec.entities}
+    request = [c.name for c in profiles[events].columns.values()
+               if c.name not in taken | set(forbidden) | set(label.on)
+               and c.name != by_name[events].timestamp and c.dtype and not c.id_like]
+    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken)
+    project = spec.project or _slug(target.name)
+    start, end = _window(frames, by_name, events, label)
+    plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
+                    label=label, request_features=request, views=views, forbidden=forbidden, start=start, end=end)
+    _write_project(plan, spec, frames, profiles, by_name)
+    return plan
+
+
+def _events_table(spec: InitSpec, frames: dict[str, pd.DataFrame]) -> str:
+    timestamps = {t.name: t.timestamp for t in spec.tables}
+    if spec.events:
+        if spec.events not in frames:
+            raise ConfigError(f"--events {spec.events}: no such table (tables: {', '.join(frames)})")
+        if not timestamps[spec.events]:
+            raise ConfigError(f"the events table '{spec.events}' needs a timestamp", hint="--table ...:timestamp=COLUMN")
+        return spec.events
+    candidates = [name for name, frame in frames.items() if timestamps[name] and name != spec.label.table
+                  and all(k in frame.columns for k in spec.entities)]
+    # A table with one row per key holds facts about the entity, not events.
+    repeated = [name for name in candidates if frames[name].duplicated(spec.entities).any()]
+    candidates = repeated or candidates
+    if len(candidates) != 1:
+        raise ConfigError(
+            f"cannot tell which table holds the events (one row per prediction): candidates {candidates or 'none'}",
+            hint="name it: --events TABLE (a table with a timestamp and every entity key)",
+        )
+    return candidates[0]
+
+
+def _row_id(spec: InitSpec, events: str, table: prof.TableProfile) -> str:
+    if spec.row_id:
+        if spec.row_id not in table.columns:
+            raise DataError(f"--row-id {spec.row_id}: no such column in '{events}'")
+        if not table.columns[spec.row_id].unique:
+            raise DataError(f"--row-id {spec.row_id}: values in '{events}' are not unique (or some are null)")
+        return spec.row_id
+    ids = [c.name for c in table.columns.values() if c.unique and c.kind in ("string", "int")
+           and c.name not in spec.entities and c.name.lower().endswith("id")]
+    return ids[0] if ids else "row_id"  # none: the plug-in makes one from the keys and the time
+
+
+def _check_later_label(label: LabelSpec, events: str, by_name: dict[str, TableSpec],
+                       frames: dict[str, pd.DataFrame]) -> None:
+    if label.table not in frames:
+        raise ConfigError(f"the label reads table '{label.table}', which is not among the tables "
+                          f"({', '.join(frames)})", hint="add it: --table FILE:timestamp=COLUMN")
+    if label.table == events:
+        raise ConfigError(f"the label's later table is the events table '{events}' itself",
+                          hint="give the later rows as their own --table (the same file with name=NAME works)")
+    if not by_name[label.table].timestamp:
+        raise ConfigError(f"the label table '{label.table}' needs a timestamp", hint="--table ...:timestamp=COLUMN")
+    missing = [k for k in label.on if k not in frames[events].columns or k not in frames[label.table].columns]
+    if missing:
+        raise DataError(f"label key(s) {', '.join(missing)} are not in both '{events}' and '{label.table}'")
+    if label.condition:
+        try:
+            frames[label.table].head(50).query(label.condition)
+        except Exception as err:  # pandas raises many kinds for a bad expression
+            raise ConfigError(f"the label condition '{label.condition}' does not run on '{label.table}': {err}") from err
+
+
+def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, prof.TableProfile], events: str,
+           label: LabelSpec, forbidden: list[str], taken: set[str]) -> list[ViewPlan]:
+    views = []
+    used = set(taken)
+    for table in spec.tables:
+        if table.name in (events, label.table):
+            continue
+        keys = [k for k in spec.entities if k in frames[table.name].columns]
+        if not keys:
+            continue
+        features = []
+        for item in profiles[table.name].columns.values():
+            if item.name in keys or item.name == table.timestamp or item.name in forbidden or item.name in spec.entities:
+                continue
+            if not item.dtype or item.id_like:
+                continue
+            dtype = "float" if item.dtype == "int" and item.nulls else item.dtype
+            name = item.name if item.name not in used else f"{table.name}_{item.name}"
+            used.add(name)
+            features.append((name, dtype, item.name))
+        if not features:
+            continue
+        ttl, why = _ttl(frames[table.name], keys, table.timestamp)
+        views.append(ViewPlan(name=table.name, table=table.name, keys=keys, timestamp=table.timestamp,
+                              features=features, ttl=ttl, ttl_why=why))
+    return views
+
+
+def _ttl(frame: pd.DataFrame, keys: list[str], timestamp: str | None) -> tuple[dt.timedelta | None, str]:
+    if timestamp is None:
+        return None, "no timestamp: static facts, never expire"
+    per_key = frame.groupby(keys, sort=False)[timestamp]
+    if int(per_key.size().max()) <= 1:
+        return None, f"one row per {'/'.join(keys)}: its facts hold from {timestamp} on and never expire"
+    gaps = per_key.diff().dropna()
+    gaps = gaps[gaps > dt.timedelta(0)]
+    if gaps.empty:
+        return None, f"rows of a {'/'.join(keys)} share one {timestamp}: never expire"
+    median = gaps.median().to_pytimedelta()
+    hours = max(1, math.ceil(TTL_CADENCES * median.total_seconds() / 3600))
+    ttl = dt.timedelta(days=math.ceil(hours / 24)) if hours >= 48 else dt.timedelta(hours=hours)
+    return ttl, (f"a new row per {'/'.join(keys)} every {_human(median)} (median gap): a row older than "
+                 f"{TTL_CADENCES}x that no longer describes it")
+
+
+def _human(value: dt.timedelta) -> str:
+    hours = value.total_seconds() / 3600
+    return f"{hours / 24:.3g} days" if hours >= 48 else f"{hours:.3g} hours"
+
+
+def _window(frames: dict[str, pd.DataFrame], by_name: dict[str, TableSpec], events: str,
+            label: LabelSpec) -> tuple[dt.date, dt.date]:
+    stamps = frames[events][by_name[events].timestamp].dropna()
+    start, end = stamps.min().date(), stamps.max().date()
+    if label.table is not None and label.horizon is not None:
+        # An event closer to the end of the label data than the horizon has no complete label yet.
+        last = frames[label.table][by_name[label.table].timestamp].max()
+        end = min(end, (last - label.horizon).date())
+    if end < start:
+        raise DataError(f"the events of '{events}' span {start}..{stamps.max().date()}, less than the label's horizon "
+                        f"{label.horizon_text}: no event has a complete label")
+    return start, end
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def _write(plan: Scaffold, relative: str, text: str) -> None:
+    path = plan.target / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    plan.files.append(path)
+
+
+def _write_project(plan: Scaffold, spec: InitSpec, frames: dict[str, pd.DataFrame],
+                   profiles: dict[str, prof.TableProfile], by_name: dict[str, TableSpec]) -> None:
+    plan.target.mkdir(parents=True, exist_ok=True)
+    folders = {t.path.expanduser().resolve().parent for t in spec.tables}
+    source_dir = Path(_common_folder(folders))
+    table_files = {t.name: str(t.path.expanduser().resolve().relative_to(source_dir)) for t in spec.tables}
+    _write(plan, f"{plan.module}.py", _plugin_text(plan, spec, table_files, profiles))
+    _write(plan, "feature_repo/definitions.py", tpl.DEFINITIONS.format(project=plan.project, module=plan.module))
+    for table in spec.tables:
+        _write(plan, f"expectations/{table.name}.json",
+               _json(_raw_suite(plan, table, frames[table.name], profiles[table.name])))
+    _write(plan, "kfops.yaml", _config_text(plan, spec, source_dir, None, profiles[plan.events]))
+    # Try it: the config loads (and with it FEATURES), the loader and entity builder run.
+    entity_frame = _entity_frame(plan)
+    plan.rows = len(entity_frame)
+    plan.label_rate = float(entity_frame[plan.label.name].mean()) if len(entity_frame) else 0.0
+    if not 0 < plan.label_rate < 1:
+        raise DataError(f"the label '{plan.label.text}' is {plan.label_rate:.0%} positive over {plan.rows:,} events: "
+                        "a model cannot learn from one class", hint="check the label's table, key and horizon")
+    band = (round(max(0.0, plan.label_rate / 2), 4), round(min(1.0, plan.label_rate * 2 + 0.01), 4))
+    plan.files.remove(plan.target / "kfops.yaml")
+    _write(plan, "kfops.yaml", _config_text(plan, spec, source_dir, band, profiles[plan.events]))
+    _write(plan, "expectations/training_set.json", _json(_training_suite(plan, entity_frame, profiles)))
+    _write(plan, ".gitignore", ".kfops/\n__pycache__/\n")
+
+
+def _common_folder(folders: set[Path]) -> Path:
+    import os
+
+    return Path(os.path.commonpath([str(f) for f in folders]))
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, default=str) + "\n"
+
+
+def _entity_frame(plan: Scaffold) -> pd.DataFrame:
+    from kfops.config import load_config
+    from kfops.core.files import import_callable
+
+    cfg = load_config(plan.target / "kfops.yaml", environ={})
+    search = plan.target
+    tables = import_callable(f"{plan.module}:load_tables", search_path=search)(cfg)
+    frame = import_callable(f"{plan.module}:build_entity_frame", search_path=search)(tables, cfg)
+    if frame.empty:
+        raise DataError(f"the scaffolded plug-in built no events for {plan.start}..{plan.end}")
+    return frame
+
+
+def _plugin_text(plan: Scaffold, spec: InitSpec, table_files: dict[str, str],
+                 profiles: dict[str, prof.TableProfile]) -> str:
+    label = plan.label
+    timestamps = {t.name: t.timestamp for t in spec.tables}
+    later = label.table is not None
+    if later:
+        label_doc = (f"1 when a row of '{label.table}'" + (f" matching `{label.condition}`" if label.condition else "")
+                     + f" with the same {', '.join(label.on)} comes within {label.horizon_text} after the event.")
+    else:
+        label_doc = f"`{label.condition}` on the events' own columns (refused as features: outcomes)."
+    row_id_present = plan.row_id in profiles[plan.events].columns
+    text = tpl.PLUGIN_HEADER.format(
+        project=plan.project, table_list=", ".join(table_files.values()), label_text=label.text, label_doc=label_doc,
+        table_files=tpl.mapping_code(table_files), timestamps=tpl.mapping_code(timestamps), events=plan.events,
+        row_id=plan.row_id, row_id_note="" if row_id_present else " (made from the keys and the event time)",
+        entity_keys=[k for k in spec.entities if k in profiles[plan.events].columns],
+        request_features=plan.request_features, label_name=label.name,
+    )
+    if later:
+        text += tpl.LATER_LABEL.format(table=label.table, on=list(label.on), condition=label.condition,
+                                       horizon=tpl.timedelta_code(label.horizon))
+    else:
+        text += tpl.SAME_TABLE_LABEL.format(condition=label.condition)
+    # build_entity_frame gives keys as strings, so the Feast join keys are strings too.
+    entities = "\n".join(f"        Entity({k!r}, 'string')," for k in spec.entities
+                         if any(k in v.keys for v in plan.views))
+    views = []
+    for view in plan.views:
+        features = "".join(
+            f"\n                Feature({name!r}, {dtype!r}" + (f", column={column!r}" if column != name else "") + "),"
+            for name, dtype, column in view.features)
+        views.append(
+            f"        # TTL: {view.ttl_why}.\n"
+            f"        View({view.name!r}, keys={view.keys!r}, table={view.table!r}, timestamp={view.timestamp!r},\n"
+            f"             ttl={tpl.timedelta_code(view.ttl)}, features=[{features}\n             ]),")
+    text += tpl.FEATURES_BLOCK.format(entities=entities, views="\n".join(views))
+    later_filter = ""
+    later_doc = ""
+    if later:
+        later_filter = ("\n        elif name == LABEL_TABLE:  # the label looks HORIZON past the window's end"
+                        "\n            frame = frame[(frame[column] >= start) & (frame[column] < end + HORIZON)]")
+        later_doc = ",\n    LABEL_TABLE those up to HORIZON after it (for the label)"
+    if row_id_present:
+        row_id_expr = "ROW_ID: events[ROW_ID].astype(str)"
+    else:
+        row_id_expr = ('ROW_ID: (events[ENTITY_KEYS].astype(str).agg("_".join, axis=1) + "_"\n'
+                       '                 + events[TIMESTAMPS[EVENTS]].dt.strftime("%Y%m%dT%H%M%S") + "_"\n'
+                       '                 + events.groupby([*ENTITY_KEYS, TIMESTAMPS[EVENTS]]).cumcount().astype(str))')
+    text += tpl.LOADER.format(later_filter=later_filter, later_doc=later_doc, row_id_expr=row_id_expr)
+    text += tpl.LATER_LABEL_FUNCTION if later else tpl.SAME_TABLE_LABEL_FUNCTION
+    text += tpl.WRITER
+    return text
+
+
+def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path, label_band: tuple[float, float] | None,
+                 events: prof.TableProfile) -> str:
+    string_request = [c for c in plan.request_features if events.columns[c].kind in ("string", "bool")]
+    slices = string_request[:1]
+    band = f"[{label_band[0]}, {label_band[1]}]" if label_band else "[0.0, 1.0]"
+    observed = f"  # observed label rate {plan.label_rate:.3f}: half to twice it" if label_band else ""
+    lines = [
+        f"# kfops configuration for {plan.project}, drafted by `kfops init` from the data: review it.",
+        "# Every key: docs/configuration.md. Override with KFOPS__SECTION__KEY=value or --set section.key=value.",
+        f"project: {plan.project}",
+        "data_dir: .kfops            # local state: MLflow, Feast, snapshots, logs",
+        "",
+        "dataset:",
+        f"  loader: {plan.module}:load_tables",
+        f"  entity_builder: {plan.module}:build_entity_frame",
+        f"  feast_sources_writer: {plan.module}:write_feature_sources",
+        f"  source_dir: {source_dir}",
+        f"  start: {plan.start}         # first day with events",
+        f"  end: {plan.end}           # last day whose events have a complete label",
+        f"  label: {plan.label.name}",
+        f"  row_id: {plan.row_id}",
+        "",
+        "validation:",
+        "  suites_dir: expectations",
+        f"  tables: [{', '.join(t.name for t in spec.tables)}]",
+        "  window_timezone: UTC       # dataset.start/end are UTC days",
+        f"  label_rate_band: {band}{observed}",
+        "",
+        "features:",
+        "  repo_path: feature_repo",
+        "  definitions: definitions:build",
+        f"  project: {_slug(plan.project)}",
+        f"  feature_set: {plan.module}:FEATURES   # feature_refs and categorical features follow from it",
+        f"  request_features: [{', '.join(plan.request_features)}]   # columns of {plan.events} known at request time",
+        f"  categorical: [{', '.join(string_request)}]   # string request features (declared ones follow)",
+        f"  forbidden_columns: [{', '.join(plan.forbidden)}]   # outcomes: refused as features",
+        "  materialize_online: true   # the deployed server answers raw requests from the online store",
+        "",
+        "train:",
+        "  trainer: xgboost",
+        "  xgboost: {n_estimators: 200, max_depth: 4, learning_rate: 0.1}",
+        "",
+        "evaluate:",
+        "  invariant_columns: []       # columns that must not change a prediction",
+        "  non_decreasing_columns: []  # columns whose increase must not lower it",
+        "  gate:",
+        "    min_roc_auc: 0.6",
+        "    min_improvement: 0.0",
+        "    max_slice_regression: 0.05",
+        f"    slices: [{', '.join(slices)}]",
+        "    min_slice_rows: 50",
+        "",
+        "registry:",
+        f"  experiment: kfops-{_slug(plan.project).replace('_', '-')}",
+        f"  model_name: {_slug(plan.project).replace('_', '-')}-{_slug(plan.label.name).replace('_', '-')}",
+        "",
+        "serving:",
+        "  host: 127.0.0.1",
+        "  http_port: 8080",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: prof.TableProfile) -> dict:
+    columns = [str(c) for c in frame.columns]
+    checks = [prof.columns_check(columns, True, f"the {len(columns)} columns of {table.path.name}: a column added, "
+                                 "dropped or renamed upstream fails here"), prof.rows_check()]
+    meta: dict[str, Any] = {}
+    days = _days(frame, table.timestamp)
+    if table.name == plan.events:
+        per_day = profile.rows / days
+        meta["volume"] = {"per_day": "window", "min_rows_per_day": _floor2(MIN_VOLUME_SHARE * per_day)}
+        meta["max_staleness_hours"] = 48
+        checks[-1]["meta"]["why"] += (f"; {per_day:,.1f} rows per day observed, at least "
+                                      f"{MIN_VOLUME_SHARE:.0%} of that per day of the window")
+    elif table.name == plan.label.table:
+        horizon_days = math.ceil((plan.label.horizon or dt.timedelta(0)) / dt.timedelta(days=1))
+        per_day = profile.rows / days
+        meta["volume"] = {"per_day": "context", "min_rows_per_day": _floor2(MIN_VOLUME_SHARE * per_day * 0.5)}
+        meta["context_days"] = horizon_days
+    elif table.timestamp:
+        meta["volume"] = {"min_rows": 1}
+        checks[-1]["meta"]["why"] += "; history up to the window's end, so it grows with the window: at least a row"
+    else:
+        meta["volume"] = {"min_rows": max(1, math.floor(MIN_VOLUME_SHARE * profile.rows))}
+        checks[-1]["meta"]["why"] += f"; {profile.rows:,} rows observed, at least half of that"
+    keys = plan_keys(plan, table)
+    if keys and table.timestamp and not frame.duplicated([*keys, table.timestamp]).any():
+        checks.append(prof.expect("compound_columns_to_be_unique",
+                                  f"one row per {', '.join(keys)} and {table.timestamp} in all {profile.rows:,} rows",
+                                  column_list=[*keys, table.timestamp]))
+    for item in profile.columns.values():
+        checks += prof.column_checks(item, table.name, nulls=True) if item.kind != "timestamp" else []
+        if item.unique and (item.name == plan.row_id or (item.name in keys and not table.timestamp)):
+            checks.append(prof.expect("column_values_to_be_unique",
+                                      f"unique over all {profile.rows:,} rows: one row per {item.name}",
+                                      column=item.name))
+        if item.kind == "timestamp":
+            checks += _timestamp_checks(plan, table, item)
+    notes = f"Profiled by `kfops init` from {table.path.name} ({profile.rows:,} rows)."
+    return prof.suite(table.name, notes, meta, checks)
+
+
+def plan_keys(plan: Scaffold, table: TableSpec) -> list[str]:
+    view = next((v for v in plan.views if v.table == table.name), None)
+    if view is not None:
+        return view.keys
+    if table.name == plan.label.table:
+        return list(plan.label.on)
+    return []
+
+
+def _timestamp_checks(plan: Scaffold, table: TableSpec, item: prof.ColumnProfile) -> list[dict]:
+    checks = prof.column_checks(item, table.name)
+    if item.name != table.timestamp:
+        return checks
+    if table.name == plan.events:
+        checks += [
+            prof.expect("column_values_to_be_between", "the loader keeps the window's events: every row inside it "
+                        "(bounds are suite parameters set from the config)", column=item.name,
+                        min_value=prof.param("window_start"), max_value=prof.param("window_end"), strict_max=True),
+            prof.expect("column_max_to_be_between", "freshness: the newest event is within 48 h of the window's end",
+                        column=item.name, min_value=prof.param("fresh_after"), max_value=prof.param("window_end")),
+        ]
+    elif table.name == plan.label.table:
+        checks.append(prof.expect(
+            "column_values_to_be_between", f"the loader keeps rows from the window's start to {plan.label.horizon_text} "
+            "past its end (meta.kfops.context_days)", column=item.name,
+            min_value=prof.param("window_start"), max_value=prof.param("context_end"), strict_max=True))
+    else:
+        checks.append(prof.expect(
+            "column_values_to_be_between", f"history known before the window ends (observed from {item.minimum})",
+            column=item.name, max_value=prof.param("window_end"), strict_max=True))
+    return checks
+
+
+def _days(frame: pd.DataFrame, timestamp: str | None) -> float:
+    if not timestamp or frame.empty:
+        return 1.0
+    stamps = frame[timestamp].dropna()
+    return max(1.0, (stamps.max().normalize() - stamps.min().normalize()).days + 1.0)
+
+
+def _floor2(value: float) -> float:
+    return math.floor(value * 100) / 100
+
+
+def _training_suite(plan: Scaffold, frame: pd.DataFrame, profiles: dict[str, prof.TableProfile]) -> dict:
+    entity = prof.profile_table("training_set", frame)
+    days = max(1, (plan.end - plan.start).days + 1)
+    per_day = len(frame) / days
+    columns = list(map(str, frame.columns))
+    checks = [
+        prof.columns_check(columns, False, "the entity frame's columns (from the config: row id, event time, keys, "
+                           "request features, label); joined features add more"),
+        prof.expect("table_columns_to_not_contain", "leakage: outcomes (features.forbidden_columns) never reach "
+                    "training", column_set=plan.forbidden),
+        prof.rows_check(),
+        prof.expect("column_values_to_not_be_null", "the row id, dataset.row_id", column=plan.row_id),
+        prof.expect("column_values_to_be_unique", "one row per event", column=plan.row_id),
+        prof.expect("column_type_to_be", "UTC timestamps; naive ones would shift the point-in-time join",
+                    column="event_timestamp", type_=prof.TIMESTAMP_TYPE),
+        prof.expect("column_values_to_not_be_null", "every event has a time", column="event_timestamp"),
+        prof.expect("column_values_to_be_between", "every row lies inside the run's window", column="event_timestamp",
+                    min_value=prof.param("window_start"), max_value=prof.param("window_end"), strict_max=True),
+        prof.expect("column_values_to_be_in_type_list", "an integer 0/1 label", column=plan.label.name,
+                    type_list=["int64", "int32", "Int64"]),
+        prof.expect("column_values_to_not_be_null", "every event has a label", column=plan.label.name),
+        prof.expect("column_values_to_be_in_set", f"binary label: {plan.label.text}", column=plan.label.name,
+                    value_set=[0, 1]),
+        prof.expect("column_mean_to_be_between", f"label rate inside validation.label_rate_band (observed "
+                    f"{plan.label_rate:.3f}); all-0 or all-1 labels mean a broken label", column=plan.label.name,
+                    min_value=prof.param("label_rate_min"), max_value=prof.param("label_rate_max")),
+    ]
+    for name in plan.request_features:
+        checks += prof.column_checks(entity.columns[name], "training_set")
+    for view in plan.views:
+        for name, _, column in view.features:
+            source = profiles[view.table].columns[column]
+            item = prof.ColumnProfile(**{**source.__dict__, "name": name})
+            checks += prof.column_checks(item, view.table, when_present=True, nulls=False)
+    meta = {"volume": {"per_day": "window", "min_rows_per_day": _floor2(MIN_VOLUME_SHARE * per_day)},
+            "max_staleness_hours": 48}
+    checks[2]["meta"]["why"] += f"; {per_day:,.1f} events per day observed, at least half of that"
+    return prof.suite("training_set", f"The entity frame of {plan.events}, with the features of "
+                      f"{', '.join(v.name for v in plan.views) or 'no view'} joined point-in-time.", meta, checks)

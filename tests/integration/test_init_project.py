@@ -1,0 +1,126 @@
+"""`kfops init` on a dataset unlike flights, then the same training pipeline on what it wrote.
+
+A made-up shop (tests/support/shop_data.py): orders by customers at stores, two entities, and a
+label from a later table (the order is returned within 30 days). The project is scaffolded by the
+real CLI, trained by `kfops run training -c <project>/kfops.yaml` (kfp.local, from the project
+folder, with no PYTHONPATH for the plug-in), and must come out registered, blessed and served.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kfops.config import load_config
+from tests.conftest import free_port
+from tests.support.shop_data import generate_shop
+
+pytestmark = [pytest.mark.slow]
+
+KFOPS = str(Path(sys.executable).with_name("kfops"))
+
+
+def kfops(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KFOPS_PROGRESS": "plain"}
+    env.pop("KFOPS_PROJECT_DIR", None)  # the project is found from -c, as a user's would be
+    return subprocess.run([KFOPS, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    work = tmp_path_factory.mktemp("kfops-init")
+    generate_shop(work / "lake")
+    done = kfops(
+        "init", "shop",
+        "--table", "lake/orders.parquet:timestamp=ordered_at",
+        "--table", "lake/customers.csv:timestamp=signup_at",
+        "--table", "lake/stores.parquet",
+        "--table", "lake/returns.csv:timestamp=returned_at",
+        "--entity", "customer_id", "--entity", "store_id",
+        "--label", "returned = returns within 30d on order_id",
+        cwd=work,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    project = work / "shop"
+    port = free_port()
+    overrides = ["--set", f"serving.http_port={port}"]
+    run = kfops("run", "training", "-c", str(project / "kfops.yaml"), *overrides, cwd=project)
+    cfg = load_config(project / "kfops.yaml", [f"serving.http_port={port}"], environ={})
+    yield {"project": project, "init": done, "run": run, "cfg": cfg, "port": port}
+    kfops("serve", "stop", "-c", str(project / "kfops.yaml"), *overrides, cwd=project, timeout=120)
+
+
+def test_init_scaffolds_from_the_data(shop):
+    project = shop["project"]
+    out = shop["init"].stdout
+    assert "view       customers by customer_id: segment, age, region" in out
+    assert "view       stores by store_id: store_type, size_sqm" in out
+    assert "request    amount, category, channel, items" in out
+    cfg = shop["cfg"]
+    # Declared once in the plug-in; feature_refs and the categorical features follow from it.
+    assert cfg.features.feature_set == "shop_data:FEATURES"
+    assert cfg.features.feature_refs == ["customers:segment", "customers:age", "customers:region",
+                                         "stores:store_type", "stores:size_sqm"]
+    assert {"segment", "region", "store_type", "category", "channel"} <= set(cfg.features.categorical)
+    assert cfg.features.forbidden_columns == ["returned_at", "reason"]
+    suites = {p.stem for p in (project / "expectations").glob("*.json")}
+    assert suites == {"orders", "customers", "stores", "returns", "training_set"}
+
+
+def test_training_registers_and_blesses_a_model(shop):
+    run, cfg = shop["run"], shop["cfg"]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "gate           BLESSED" in run.stdout
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
+    champion = client.get_model_version_by_alias(cfg.registry.model_name, "champion")
+    assert str(champion.version) == "1"
+    assert set(champion.tags["kfops.feature_views"].split(",")) == {"customers", "stores"}
+    verdict_files = sorted(cfg.pipeline_root.glob("**/evaluate/verdict"))
+    verdict = json.loads(verdict_files[-1].read_text())
+    assert verdict["blessed"] and verdict["metrics"]["roc_auc"] >= 0.6
+
+
+def test_server_answers_raw_requests_with_online_features(shop):
+    """A raw request is the entity keys plus the request-time inputs; the server reads the rest
+    (the customer's and the store's features) from the online store."""
+    assert shop["run"].returncode == 0
+    cfg = shop["cfg"]
+    url = f"http://127.0.0.1:{shop['port']}"
+    import pandas as pd
+
+    lake = shop["project"].parent / "lake"
+    customers = pd.read_csv(lake / "customers.csv")
+    signed_up = pd.to_datetime(customers["signup_at"], utc=True) < pd.Timestamp(cfg.dataset.start, tz="UTC")
+    customer = customers[signed_up].iloc[0]  # in the online store, which holds rows up to the window's end
+    store = pd.read_parquet(lake / "stores.parquet").set_index("store_id").loc["S01"]
+    rows = [
+        {"customer_id": customer["customer_id"], "store_id": "S01",
+         "amount": 120.5, "category": "apparel", "channel": "web", "items": 2},
+        {"customer_id": "C0002", "store_id": "S02", "amount": 15.0, "category": "home", "channel": "store", "items": 1},
+    ]
+    v1 = httpx.post(f"{url}/v1/models/{cfg.registry.model_name}:predict", json={"instances": rows}, timeout=30)
+    assert v1.status_code == 200, v1.text
+    predictions = v1.json()["predictions"]
+    assert len(predictions) == 2
+    inputs = [{"name": name, "shape": [2], "datatype": "BYTES" if isinstance(rows[0][name], str) else "FP64",
+               "data": [row[name] for row in rows]} for name in rows[0]]
+    v2 = httpx.post(f"{url}/v2/models/{cfg.registry.model_name}/infer", json={"inputs": inputs}, timeout=30)
+    assert v2.status_code == 200, v2.text
+    probability = next(o for o in v2.json()["outputs"] if o["name"] == "probability")["data"]
+    assert len(probability) == 2 and all(0 <= p <= 1 for p in probability)
+    # The server joined the online features: the same answer as the full feature vector, built here
+    # from the raw tables (the customer's and store S01's rows).
+    vector = {**{k: v for k, v in rows[0].items() if k not in ("customer_id", "store_id")},
+              "segment": customer["segment"], "age": None if pd.isna(customer["age"]) else float(customer["age"]),
+              "region": customer["region"], "store_type": store["store_type"], "size_sqm": float(store["size_sqm"])}
+    full = httpx.post(f"{url}/v1/models/{cfg.registry.model_name}:predict", json={"instances": [vector]}, timeout=30)
+    assert full.status_code == 200, full.text
+    assert full.json()["predictions"][0]["probability"] == pytest.approx(predictions[0]["probability"])

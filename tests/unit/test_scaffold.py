@@ -1,0 +1,207 @@
+"""`kfops init` (kfops.datasets.scaffold) and the one declaration of features (kfops.core.featureset)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+import pytest
+
+from kfops.config import load_config
+from kfops.core.featureset import Entity, Feature, FeatureSet, View
+from kfops.datasets.scaffold import InitSpec, parse_label, parse_table, scaffold
+from kfops.errors import ConfigError, DataError
+from tests.support.shop_data import generate_shop
+
+# --- the spec ------------------------------------------------------------------------------------
+
+
+def test_table_spec_reads_path_timestamp_and_name():
+    spec = parse_table("data/orders.parquet:timestamp=ordered_at")
+    assert (spec.name, str(spec.path), spec.timestamp) == ("orders", "data/orders.parquet", "ordered_at")
+    assert parse_table("x/customers.csv").timestamp is None
+    assert parse_table("dump.csv.gz:timestamp=at,name=returns").name == "returns"
+    with pytest.raises(ConfigError, match="unknown option 'ts'"):
+        parse_table("a.csv:ts=x")
+    with pytest.raises(ConfigError, match="neither parquet nor CSV"):
+        parse_table("a.json")
+
+
+def test_label_spec_later_table_and_condition_forms():
+    later = parse_label("returned = returns where reason != 'size' within 30d on order_id")
+    assert (later.name, later.table, later.condition, later.horizon, later.on) == (
+        "returned", "returns", "reason != 'size'", dt.timedelta(days=30), ("order_id",))
+    assert parse_label("churned = orders within 2w").horizon == dt.timedelta(weeks=2)
+    same = parse_label("late = delay_min > 15")
+    assert same.table is None and same.condition == "delay_min > 15"
+    with pytest.raises(ConfigError, match="must look like"):
+        parse_label("no equals sign")
+
+
+# --- the declaration ---------------------------------------------------------------------------------
+
+
+def declared() -> FeatureSet:
+    return FeatureSet(
+        entities=[Entity("customer_id")],
+        views=[View("customers", keys=["customer_id"], timestamp="signup_at",
+                    features=[Feature("segment", "string"), Feature("age", "float"),
+                              Feature("customer_region", "string", column="region")])],
+    )
+
+
+@pytest.mark.slow  # imports Feast
+def test_one_declaration_gives_refs_sources_and_feast_schema(tmp_path):
+    features = declared()
+    assert features.feature_refs() == ["customers:segment", "customers:age", "customers:customer_region"]
+    assert features.categorical() == ["segment", "customer_region"]
+    raw = pd.DataFrame({"customer_id": [1, 2], "signup_at": ["2024-01-01T10:00:00Z", "2024-01-02"],
+                        "segment": ["new", "vip"], "age": [30, None], "region": ["n", "s"], "extra": [0, 0]})
+    paths = features.write_sources({"customers": raw}, tmp_path)
+    written = pd.read_parquet(paths["customers"])
+    assert list(written.columns) == ["customer_id", "event_timestamp", "segment", "age", "customer_region"]
+    assert written["customer_id"].tolist() == ["1", "2"] and str(written["event_timestamp"].dtype) == "datetime64[us, UTC]"
+
+    from kfops.adapters.feast_definitions import feast_objects
+
+    objects = {o.name: o for o in feast_objects(features, tmp_path)}
+    view = objects["customers"]
+    assert [f.name for f in view.features] == ["segment", "age", "customer_region"]
+    assert view.entities == ["customer_id"] and view.batch_source.path == str(paths["customers"])
+
+
+def test_a_declaration_refuses_a_feature_twice_or_an_undeclared_key():
+    with pytest.raises(ConfigError, match="declared in views 'a' and 'b'"):
+        FeatureSet([Entity("k")], [View("a", ["k"], [Feature("x")]), View("b", ["k"], [Feature("x")])])
+    with pytest.raises(ConfigError, match="not declared as an entity"):
+        FeatureSet([Entity("k")], [View("a", ["other"], [Feature("x")])])
+    with pytest.raises(DataError, match="lacks column"):
+        declared().write_sources({"customers": pd.DataFrame({"customer_id": ["1"]})}, "/nonexistent")
+
+
+def test_config_takes_feature_refs_from_the_declaration(tmp_path):
+    (tmp_path / "mine.py").write_text(
+        "from kfops.core.featureset import Entity, Feature, FeatureSet, View\n"
+        "FEATURES = FeatureSet([Entity('k')], [View('v', ['k'], [Feature('x'), Feature('c', 'string')])])\n")
+    (tmp_path / "kfops.yaml").write_text("features:\n  feature_set: mine:FEATURES\n  categorical: [r]\n")
+    cfg = load_config(tmp_path / "kfops.yaml", environ={})
+    assert cfg.features.feature_refs == ["v:x", "v:c"]
+    assert cfg.features.categorical == ["r", "c"]
+    # Written twice and different: refused, naming the difference.
+    with pytest.raises(ConfigError, match=r"declared but not listed \['v:c'\]"):
+        load_config(tmp_path / "kfops.yaml", ["features.feature_refs=[v:x]"], environ={})
+
+
+# --- the scaffold ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lake")
+    generate_shop(folder, days=14, orders_per_day=40, customers=150, stores=6)
+    return folder
+
+
+def shop_spec(lake, **changes) -> InitSpec:
+    values = {
+        "tables": [parse_table(f"{lake}/orders.parquet:timestamp=ordered_at"),
+                   parse_table(f"{lake}/customers.csv:timestamp=signup_at"),
+                   parse_table(f"{lake}/stores.parquet"),
+                   parse_table(f"{lake}/returns.csv:timestamp=returned_at")],
+        "entities": ["customer_id", "store_id"],
+        "label": parse_label("returned = returns within 30d"),
+    }
+    return InitSpec(**{**values, **changes})
+
+
+@pytest.fixture(scope="module")
+def scaffolded(lake, tmp_path_factory):
+    target = tmp_path_factory.mktemp("project") / "shop"
+    return scaffold(shop_spec(lake), target)
+
+
+def test_scaffold_infers_events_keys_views_and_ttls(scaffolded):
+    done = scaffolded
+    assert (done.events, done.row_id, done.label.on) == ("orders", "order_id", ("order_id",))
+    assert done.request_features == ["amount", "category", "channel", "items"]
+    views = {v.name: v for v in done.views}
+    assert views["customers"].keys == ["customer_id"] and views["customers"].ttl is None
+    assert "one row per customer_id" in views["customers"].ttl_why
+    assert [f[0] for f in views["stores"].features] == ["store_type", "size_sqm"]
+    assert done.forbidden == ["returned_at", "reason"]
+    assert 0 < done.label_rate < 1
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    assert cfg.features.feature_refs == done.feature_refs
+    assert cfg.dataset.row_id == "order_id" and cfg.validation.tables == ["orders", "customers", "stores", "returns"]
+
+
+@pytest.mark.slow  # runs Great Expectations
+def test_profiled_suites_say_why_and_hold_on_the_data(scaffolded):
+    from kfops.adapters import gx_validation as validation
+    from kfops.core.files import import_callable
+
+    suite = json.loads((scaffolded.target / "expectations" / "orders.json").read_text())
+    amount = next(e for e in suite["expectations"]
+                  if e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "amount")
+    assert "max observed" in amount["meta"]["why"] and "widened 10%" in amount["meta"]["why"]
+    assert amount["kwargs"]["min_value"] >= 0  # nothing negative observed: the floor stays 0
+    category = next(e for e in suite["expectations"]
+                    if e["type"] == "expect_column_values_to_be_in_set" and e["kwargs"]["column"] == "category")
+    assert sorted(category["kwargs"]["value_set"]) == ["apparel", "electronics", "home", "shoes"]
+    for path in (scaffolded.target / "expectations").glob("*.json"):
+        checks = json.loads(path.read_text())["expectations"]
+        assert all(e["meta"].get("why") for e in checks), path.name
+
+    cfg = load_config(scaffolded.target / "kfops.yaml", environ={})
+    tables = import_callable(f"{scaffolded.module}:load_tables", search_path=scaffolded.target)(cfg)
+    result = validation.validate_tables(tables, cfg)
+    assert result.success, validation.format_failures(result)
+
+    broken = {**tables, "orders": tables["orders"].assign(amount=-tables["orders"]["amount"])}
+    result = validation.validate_tables(broken, cfg)
+    assert not result.success
+    failed = [f for f in result.failures if f["column"] == "amount"]
+    assert failed and "max observed" in failed[0]["why"]
+
+
+def test_scaffold_makes_a_row_id_and_takes_a_condition_label(lake, tmp_path):
+    orders = pd.read_parquet(lake / "orders.parquet").drop(columns="order_id")
+    orders["refunded"] = (orders["amount"] > 100).astype(int)
+    orders.to_parquet(tmp_path / "orders.parquet")
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   parse_table(f"{lake}/customers.csv:timestamp=signup_at")],
+                     entities=["customer_id"], label=parse_label("refund = refunded == 1"))
+    done = scaffold(spec, tmp_path / "project")
+    assert done.row_id == "row_id" and "refunded" in done.forbidden and "refunded" not in done.request_features
+    assert 0 < done.label_rate < 1
+
+
+def test_scaffold_errors_name_the_problem(lake, tmp_path):
+    with pytest.raises(ConfigError, match="not among the tables"):
+        scaffold(shop_spec(lake, label=parse_label("x = refunds within 3d")), tmp_path / "a")
+    with pytest.raises(DataError, match="entity key 'shopper_id' is in none of the tables"):
+        scaffold(shop_spec(lake, entities=["shopper_id"]), tmp_path / "b")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="is not empty"):
+        scaffold(shop_spec(lake), tmp_path / "full")
+
+
+def test_a_plug_in_beside_kfops_yaml_needs_no_pythonpath(tmp_path, monkeypatch):
+    import sys
+
+    from kfops.core.files import import_callable
+
+    name = f"plugin_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{name}.py").write_text("def load_tables(cfg):\n    return {'t': cfg}\n")
+    monkeypatch.delenv("KFOPS_PROJECT_DIR", raising=False)
+    with pytest.raises(ConfigError, match=f"cannot import '{name}'"):
+        import_callable(f"{name}:load_tables")
+    monkeypatch.setenv("KFOPS_PROJECT_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the folder is appended for the test only
+    try:
+        assert import_callable(f"{name}:load_tables")(1) == {"t": 1}
+        assert sys.path[-1] == str(tmp_path.resolve())
+    finally:
+        sys.modules.pop(name, None)
