@@ -50,7 +50,10 @@ LAUNCHER_SOURCE = Path(__file__).with_name("kfp_zygote_launcher.py")
 MODULE = "kfp.dsl.executor_main"
 # Read when a process starts (interpreter flags, loader, native thread pools, locale): a task
 # whose environment differs here from the zygote's gets a cold process of its own instead.
-STARTUP_PREFIXES = ("PYTHON", "LD_", "OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOMP_", "MALLOC_", "LC_", "LANG")
+# kfp.dsl imports less with _KFP_RUNTIME=true, which the compiled command sets for the executor.
+STARTUP_PREFIXES = ("PYTHON", "LD_", "OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOMP_", "MALLOC_", "LC_", "LANG",
+                    "_KFP_RUNTIME")
+KFP_RUNTIME = {"_KFP_RUNTIME": "true"}
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 MAX_SHEBANG = 250
 
@@ -103,16 +106,13 @@ def fork_hazard() -> str | None:
 class Zygote:
     """The server side: preload, then fork a supervised task for each launcher that asks."""
 
-    def __init__(self, socket_path: str, log: TextIO = sys.stderr) -> None:
-        self.socket_path = socket_path
+    def __init__(self, listener: socket.socket, log: TextIO = sys.stderr) -> None:
+        self.listener = listener  # bound and listening already: launchers queue from the run's start
         self.log = log
         self.parent = os.getppid()
         self.env = startup_environment(dict(os.environ))
         self.refusal: str | None = None  # once set, every request is refused with it
         self.forked = 0
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.listener.bind(socket_path)
-        self.listener.listen(16)
 
     def say(self, text: str) -> None:
         self.log.write(f"zygote: {text}\n")
@@ -312,11 +312,12 @@ def _exit(code: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m kfops.adapters.kfp_zygote SOCKET [PRELOAD...]``: run a zygote until its parent ends."""
+    """``python -m kfops.adapters.kfp_zygote FD [PRELOAD...]``: serve on the listening socket ``FD``
+    (inherited from the run) until the run's process ends."""
     args = list(sys.argv[1:] if argv is None else argv)
     _die_with_parent()
-    zygote = Zygote(args[0])
-    zygote.say(f"pid {os.getpid()} listening on {args[0]}")
+    zygote = Zygote(socket.socket(fileno=int(args[0])))
+    zygote.say(f"pid {os.getpid()} serving on {zygote.listener.getsockname()}")
     started = time.perf_counter()
     zygote.preload(args[1:])
     zygote.say(f"preload done in {time.perf_counter() - started:.1f}s, {zygote.forked} task(s) forked meanwhile")
@@ -359,11 +360,15 @@ def serving_tasks(scratch: Path, preload: Sequence[str], env: dict[str, str],
     launcher.write_text(f"#!{python} -IS\nREAL_PYTHON = {python!r}\n" + LAUNCHER_SOURCE.read_text())
     launcher.chmod(0o700)
     zygote_log = scratch / "zygote.log"
-    env = {**env, SOCKET_ENV: socket_path}
-    with open(zygote_log, "w") as out:
+    env = {**env, **KFP_RUNTIME, SOCKET_ENV: socket_path}  # the zygote imports kfp as the executor does
+    # Bound here, so a task that starts before the zygote has imported anything waits in its queue.
+    with open(zygote_log, "w") as out, socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind(socket_path)
+        listener.listen(16)
         process = subprocess.Popen(
-            [python, "-c", "from kfops.adapters.kfp_zygote import main; main()", socket_path, *preload],
+            [python, "-c", "from kfops.adapters.kfp_zygote import main; main()", str(listener.fileno()), *preload],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=scratch,
+            pass_fds=[listener.fileno()],
         )
     try:
         with _tasks_launched_by(str(launcher)):

@@ -40,7 +40,8 @@ def request(args):
 def exit_like(status):
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
-        signal.signal(number, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler to reset
+            signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
         os._exit(128 + number)  # a signal this process cannot die of
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
