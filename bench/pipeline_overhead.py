@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -43,7 +44,12 @@ def run_kfp(data_dir: Path, args, cold: bool = False) -> float:
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         sys.exit(f"A failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    tasks = dict(TASK_LINE.findall(done.stdout + done.stderr))
+    print(f"  {'A0' if cold else 'A'} tasks: " + ", ".join(f"{task} {seconds}" for task, seconds in tasks.items()), flush=True)
     return elapsed
+
+
+TASK_LINE = re.compile(r"task '(\w+)' finished in ([\d.]+s)")
 
 
 IN_PROCESS = r"""

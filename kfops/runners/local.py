@@ -184,7 +184,7 @@ def task_preload(cfg: KfopsConfig, name: str) -> tuple[str, ...]:
     dataset = tuple(dict.fromkeys(
         spec.partition(":")[0] for spec in (cfg.dataset.loader, cfg.dataset.entity_builder,
                                              cfg.dataset.feast_sources_writer) if spec))
-    common = TASK_PRELOAD.get(name, _EXECUTOR + _TRAINING)
+    common = TASK_PRELOAD.get(name, _EXECUTOR)
     return common[:len(_EXECUTOR)] + dataset + common[len(_EXECUTOR):]
 
 
