@@ -54,6 +54,7 @@ MODULE = "kfp.dsl.executor_main"
 STARTUP_PREFIXES = ("PYTHON", "LD_", "OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOMP_", "MALLOC_", "LC_", "LANG",
                     "_KFP_RUNTIME")
 KFP_RUNTIME = {"_KFP_RUNTIME": "true"}
+TASK_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 MAX_SHEBANG = 250
 
@@ -113,6 +114,7 @@ class Zygote:
         self.env = startup_environment(dict(os.environ))
         self.refusal: str | None = None  # once set, every request is refused with it
         self.forked = 0
+        self.refused = 0
 
     def say(self, text: str) -> None:
         self.log.write(f"zygote: {text}\n")
@@ -173,6 +175,8 @@ class Zygote:
             work = json.loads(message)
             reason = self.refusal or self.check(work, uid, len(fds))
             if reason is not None:
+                self.refused += 1
+                self.say(f"refused a task: {reason}")
                 with contextlib.suppress(OSError):
                     conn.send(b"refused " + reason.encode()[:200])
                 return
@@ -204,7 +208,8 @@ def supervise(conn: socket.socket, listener: socket.socket, work: dict[str, Any]
 
     try:
         listener.close()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the group's Ctrl-C is the task's to handle
+        for number in TASK_SIGNALS:  # signals to the group reach the task itself: it decides, this reports
+            signal.signal(number, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         task = os.fork()
         if task == 0:
@@ -261,9 +266,9 @@ def _fresh_process_state(cwd: str) -> None:
 
     tempfile.tempdir = None  # from $TMPDIR again
     sys.path[0] = cwd  # python3 -m puts the working folder first
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
+    for number in (*TASK_SIGNALS, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     root = logging.getLogger()
     for handler in list(root.handlers):  # a new interpreter's root logger has none
         root.removeHandler(handler)
@@ -317,6 +322,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     _die_with_parent()
     zygote = Zygote(socket.socket(fileno=int(args[0])))
+
+    def stop(_number: int, _frame: Any) -> None:
+        zygote.say(f"stopped: {zygote.forked} task(s) forked, {zygote.refused} refused (started cold)")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
     zygote.say(f"pid {os.getpid()} serving on {zygote.listener.getsockname()}")
     started = time.perf_counter()
     zygote.preload(args[1:])
