@@ -46,6 +46,10 @@ def run_kfp(data_dir: Path, args, cold: bool = False) -> float:
         sys.exit(f"A failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     tasks = dict(TASK_LINE.findall(done.stdout + done.stderr))
     print(f"  {'A0' if cold else 'A'} tasks: " + ", ".join(f"{task} {seconds}" for task, seconds in tasks.items()), flush=True)
+    for log in (data_dir / "logs").glob("training-*.log"):  # the task zygote's own report, when there is one
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("zygote: ") and ("preloaded" not in line or "great_expectations" in line or "xgboost" in line):
+                print(f"  {line}", flush=True)
     return elapsed
 
 

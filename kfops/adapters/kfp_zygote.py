@@ -33,6 +33,7 @@ each task reads and writes and the Docker runner path are untouched.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -110,6 +111,7 @@ class Zygote:
     def __init__(self, listener: socket.socket, log: TextIO = sys.stderr) -> None:
         self.listener = listener  # bound and listening already: launchers queue from the run's start
         self.log = log
+        self.started = time.perf_counter()
         self.parent = os.getppid()
         self.env = startup_environment(dict(os.environ))
         self.refusal: str | None = None  # once set, every request is refused with it
@@ -117,7 +119,7 @@ class Zygote:
         self.refused = 0
 
     def say(self, text: str) -> None:
-        self.log.write(f"zygote: {text}\n")
+        self.log.write(f"zygote: +{time.perf_counter() - self.started:.1f}s {text}\n")
         self.log.flush()
 
     def preload(self, entries: Sequence[str]) -> None:
@@ -182,10 +184,14 @@ class Zygote:
                 return
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
+            # The preloaded modules' objects leave the collector's generations: a task's collections
+            # then walk its own objects only, as in a new interpreter, and leave the shared pages shared.
+            gc.freeze()
             supervisor = os.fork()
             if supervisor == 0:
                 supervise(conn, self.listener, work, fds)  # never returns
             self.forked += 1
+            self.say(f"forked task process {supervisor} (its supervisor): {' '.join(work['argv'][-2:])}")
         finally:
             for fd in fds:
                 os.close(fd)
