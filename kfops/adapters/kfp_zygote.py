@@ -55,7 +55,8 @@ MODULE = "kfp.dsl.executor_main"
 STARTUP_PREFIXES = ("PYTHON", "LD_", "OMP_", "OPENBLAS_", "MKL_", "KMP_", "GOMP_", "MALLOC_", "LC_", "LANG",
                     "_KFP_RUNTIME")
 KFP_RUNTIME = {"_KFP_RUNTIME": "true"}
-TASK_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+TASK_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+                     if hasattr(signal, name))  # all of them on Linux, the only place a zygote runs
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 MAX_SHEBANG = 250
 
