@@ -114,7 +114,8 @@ RUN_TMP_PREFIX = "kfops-run-"  # a run's $TMPDIR: what outlives the run (a serve
 
 
 def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None,
-                 docker_args: dict[str, Any] | None = None, preload: Sequence[str] | None = None) -> None:
+                 docker_args: dict[str, Any] | None = None, preload: Sequence[str] | None = None,
+                 preload_first: int = 0) -> None:
     """Run a compiled pipeline YAML with kfp.local: each task a process of this virtualenv
     (SubprocessRunner), or with ``docker_args`` each task a container of its executor's image
     (DockerRunner; the arguments go to docker's ``containers.run``).
@@ -133,7 +134,8 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
     With ``preload`` (module names, or ``module:function`` to call), subprocess tasks start from a
     task zygote that imported those once for the run (:mod:`kfops.adapters.kfp_zygote`): each task
     is still a process of its own running the compiled command, forked from a warm parent instead
-    of a cold interpreter. Its report (what it preloaded, how long it took) goes to stdout at the end.
+    of a cold interpreter; the first ``preload_first`` entries (what every task imports) are in
+    before any task is forked. Its report (what it preloaded, when it forked) goes to stdout at the end.
     """
     import shutil
     import tempfile
@@ -152,7 +154,7 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
                 from kfops.adapters.kfp_zygote import SOCKET_ENV, serving_tasks
 
                 socket_path = stack.enter_context(serving_tasks(scratch, preload, {**os.environ, **changes},
-                                                                log=sys.stdout))
+                                                                log=sys.stdout, serve_after=preload_first))
                 if socket_path is not None:
                     changes[SOCKET_ENV] = socket_path
             loaded = components.load_component_from_file(str(compiled))

@@ -123,10 +123,12 @@ class Zygote:
         self.log.write(f"zygote: +{time.perf_counter() - self.started:.1f}s {text}\n")
         self.log.flush()
 
-    def preload(self, entries: Sequence[str]) -> None:
-        """Import each ``module`` (or call ``module:function``), serving requests between two."""
-        for entry in entries:
-            self.serve(block=False)
+    def preload(self, entries: Sequence[str], serve_after: int = 0) -> None:
+        """Import each ``module`` (or call ``module:function``), serving requests between two once
+        the first ``serve_after`` are in (those every task imports: waiting for them costs a task nothing)."""
+        for index, entry in enumerate(entries):
+            if index >= serve_after:
+                self.serve(block=False)
             if self.refusal is not None:
                 return
             started = time.perf_counter()
@@ -324,7 +326,7 @@ def _exit(code: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m kfops.adapters.kfp_zygote FD [PRELOAD...]``: serve on the listening socket ``FD``
+    """``python -m kfops.adapters.kfp_zygote FD N [PRELOAD...]``: serve on the listening socket ``FD``
     (inherited from the run) until the run's process ends."""
     args = list(sys.argv[1:] if argv is None else argv)
     _die_with_parent()
@@ -337,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, stop)
     zygote.say(f"pid {os.getpid()} serving on {zygote.listener.getsockname()}")
     started = time.perf_counter()
-    zygote.preload(args[1:])
+    zygote.preload(args[2:], serve_after=int(args[1]))
     zygote.say(f"preload done in {time.perf_counter() - started:.1f}s, {zygote.forked} task(s) forked meanwhile")
     zygote.serve_forever()
 
@@ -354,12 +356,13 @@ def _die_with_parent() -> None:
 
 @contextlib.contextmanager
 def serving_tasks(scratch: Path, preload: Sequence[str], env: dict[str, str],
-                  log: TextIO | None = None) -> Iterator[str | None]:
+                  log: TextIO | None = None, serve_after: int = 0) -> Iterator[str | None]:
     """For the block, kfp.local's subprocess tasks start from a zygote that preloads ``preload``.
 
     Yields the zygote's socket path (also put in ``env`` under ``KFOPS_ZYGOTE_SOCKET``, for the
     tasks), or None when there is none here (see :func:`fork_available`); tasks then start cold.
-    ``env`` is the environment the tasks will have. The zygote's own lines go to
+    ``env`` is the environment the tasks will have; tasks are forked once the first ``serve_after``
+    entries of ``preload`` are imported (a task that asks earlier waits). The zygote's own lines go to
     ``<scratch>/zygote.log`` and, when the block ends, to ``log``.
     """
     reason = fork_available()
@@ -384,7 +387,8 @@ def serving_tasks(scratch: Path, preload: Sequence[str], env: dict[str, str],
         listener.bind(socket_path)
         listener.listen(16)
         process = subprocess.Popen(
-            [python, "-c", "from kfops.adapters.kfp_zygote import main; main()", str(listener.fileno()), *preload],
+            [python, "-c", "from kfops.adapters.kfp_zygote import main; main()", str(listener.fileno()),
+             str(serve_after), *preload],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=scratch,
             pass_fds=[listener.fileno()],
         )

@@ -188,6 +188,11 @@ def task_preload(cfg: KfopsConfig, name: str) -> tuple[str, ...]:
     return common[:len(_EXECUTOR)] + dataset + common[len(_EXECUTOR):]
 
 
+def task_preload_first(cfg: KfopsConfig, name: str) -> int:
+    """How many of :func:`task_preload`'s entries every task imports: no task is forked before them."""
+    return len(task_preload(cfg, name)) - len(TASK_PRELOAD.get(name, _EXECUTOR)) + len(_EXECUTOR)
+
+
 def run_log_path(logs: Path, name: str, now: dt.datetime | None = None) -> Path:
     """``<name>-<local time to the microsecond>-<pid>-<random>.log``: sorts by start time, and two runs
     started at the same moment (two processes, or a scheduler and a person) never share a log."""
@@ -267,7 +272,8 @@ def run_locally(
                     # Tasks resolve the compiled config's relative paths where this config did.
                     run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd(),
                                  docker_args=docker_args,
-                                 preload=task_preload(cfg, name) if docker_args is None else None)
+                                 preload=task_preload(cfg, name) if docker_args is None else None,
+                                 preload_first=task_preload_first(cfg, name))
                 except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
                     error = err
         finally:

@@ -217,3 +217,20 @@ def test_no_zygote_where_fork_is_unavailable_or_switched_off(tmp_path, monkeypat
         assert subprocess_task_handler.environment is before  # kfp.local runs sys.executable, as without kfops
     assert "KFOPS_ZYGOTE=0" in report.getvalue()
     assert not (tmp_path / "python-task").exists()
+
+
+def test_no_task_is_forked_before_what_every_task_imports(tmp_path):
+    scratch = tmp_path / "run"
+    scratch.mkdir()
+    env = dict(os.environ)
+    with open(scratch / "report.txt", "w") as report, \
+            serving_tasks(scratch, ["kfp.dsl.executor", "pandas"], env, log=report, serve_after=2) as socket_path:
+        process, pid_file, _ = _task(tmp_path, str(scratch / "python-task"), "return", {**env, SOCKET_ENV: socket_path},
+                                     "warm")  # asks at once, while the zygote is still importing
+        code, out = _finish(process)
+    assert code == 0, out[-2000:]
+    assert _forked(process, pid_file)
+    lines = (scratch / "report.txt").read_text().splitlines()
+    pandas_in = next(i for i, line in enumerate(lines) if "preloaded pandas" in line)
+    forked = next(i for i, line in enumerate(lines) if "forked task process" in line)
+    assert pandas_in < forked, lines
