@@ -177,8 +177,11 @@ class Zygote:
             return
         try:
             uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
-            work = json.loads(message)
-            reason = self.refusal or self.check(work, uid, len(fds))
+            try:
+                work = json.loads(message)
+                reason = self.refusal or self.check(work, uid, len(fds))
+            except (ValueError, TypeError, AttributeError) as err:
+                work, reason = {}, f"unreadable request: {err}"
             if reason is not None:
                 self.refused += 1
                 self.say(f"refused a task: {reason}")
@@ -226,7 +229,12 @@ def supervise(conn: socket.socket, listener: socket.socket, work: dict[str, Any]
             run_task(work, fds)  # never returns
         for fd in fds:
             os.close(fd)
-        conn.send(b"pid %d" % task)
+        try:
+            conn.send(b"pid %d" % task)
+        except OSError:  # the launcher is already gone: so goes its task
+            os.kill(task, signal.SIGKILL)
+            os.waitpid(task, 0)
+            raise
         try:
             ended: Any = os.pidfd_open(task)
         except (AttributeError, OSError):
