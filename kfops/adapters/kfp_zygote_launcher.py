@@ -50,7 +50,8 @@ def exit_like(status):
 def main():
     path, args = os.environ.get(SOCKET_ENV), sys.argv[1:]
     if not path or args[:2] != ["-m", MODULE]:
-        run_real_python()
+        run_real_python()  # does not return (exec)
+        return
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     try:
         conn.connect(path)
