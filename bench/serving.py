@@ -6,6 +6,7 @@
 
 Also A with raw flights and the Feast online lookup on Redis (``--feast-redis``, default
 127.0.0.1:6379; ``none`` skips it): the window's features are materialized into Redis first.
+``--feast-sqlite`` runs the same raw-flight scenario on the SQLite online store as well.
 
 Servers, all on 127.0.0.1, all serving one XGBoost model trained here on 2013 flights (request
 features + the origin's weather + plane attributes; delay-rate features left missing):
@@ -402,12 +403,12 @@ def start_baseline(repo: Path, model_dir: Path, work: Path, logs: Path) -> tuple
     return f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer", process
 
 
-# --- raw flights with the Feast online store on Redis ----------------------------------------------
+# --- raw flights with the Feast online store (Redis or SQLite) ------------------------------------
 
 
-def feast_redis_server(work: Path, model_dir: Path, redis: str):
-    """Materialize the window's features into Redis; start A with the Feast lookup; return
-    (cfg, status, raw-flight V2 bodies, teardown)."""
+def feast_redis_server(work: Path, model_dir: Path, redis: str | None, workers: int = 1):
+    """Materialize the window's features into Redis (SQLite when ``redis`` is None); start A with the
+    Feast lookup (``workers`` processes on one port); return (cfg, status, raw-flight V2 bodies, teardown)."""
     import datetime as dt
     import uuid
 
@@ -424,15 +425,19 @@ def feast_redis_server(work: Path, model_dir: Path, redis: str):
         f"dataset.start={WINDOW[0]}", f"dataset.end={WINDOW[1]}", f"features.project=bench_{uuid.uuid4().hex[:8]}",
         f"features.repo_path={REPO / 'feature_repo'}", "features.online_store=redis",
         f"features.redis_connection={redis}", "dataset.request_builder=kfops.datasets.flights.serving:RAW_FLIGHT",
+        f"serving.workers={workers}",
     ], environ={})  # fmt: skip
     tables = load_tables(cfg)
+    if redis is None:
+        cfg.features = cfg.features.model_copy(update={"online_store": "sqlite"})
     started = time.perf_counter()
     sources = cfg.feast_dir / "sources"
     write_feature_sources(tables, sources)
     store = features.apply_definitions(cfg, sources)
     features.materialize(cfg, dt.datetime(2012, 12, 24, tzinfo=dt.UTC), dt.datetime(2013, 4, 1, tzinfo=dt.UTC),
                          store=store)
-    print(f"materialized {WINDOW[0]}..{WINDOW[1]} into Redis in {time.perf_counter() - started:.0f}s", flush=True)
+    print(f"materialized {WINDOW[0]}..{WINDOW[1]} into {cfg.features.online_store} in "
+          f"{time.perf_counter() - started:.0f}s", flush=True)
     flights = tables["flights"]
     march = flights[(flights["month"] == 3) & flights["tailnum"].notna()].head(2000)
     kinds = {"distance": "FP64", "flight": "INT64"}
@@ -445,6 +450,8 @@ def feast_redis_server(work: Path, model_dir: Path, redis: str):
         bodies.append(orjson.dumps({"inputs": [{"name": k, "datatype": kinds.get(k, "BYTES"), "shape": [1],
                                                 "data": [v]} for k, v in flight.items()]}))
     status = start_server(cfg, model_dir=model_dir, name=MODEL_NAME, online_lookup="feast", replace=True)
+    if workers > 1:
+        wait_workers(status["pid"], workers)
     return cfg, status, bodies, store.teardown
 
 
@@ -526,6 +533,10 @@ def main() -> None:
     parser.add_argument("--wrk-connections", type=int, default=32)
     parser.add_argument("--feast-redis", default="127.0.0.1:6379",
                         help="Redis for the raw-flight scenario (A with the Feast lookup); 'none' skips it")
+    parser.add_argument("--raw-workers", type=int, nargs="+", default=[1],
+                        help="server processes (serving.workers) for the raw-flight scenarios, e.g. 1 2")
+    parser.add_argument("--feast-sqlite", action="store_true",
+                        help="also the raw-flight scenario with the Feast lookup on the SQLite online store")
     parser.add_argument("--batch-rows", type=int, default=1_000_000)
     parser.add_argument("--json-out", type=Path, help="also write the results here")
     parser.add_argument("--serve-plain", nargs=3, metavar=("MODEL_DIR", "PORT", "WORKERS"), help=argparse.SUPPRESS)
@@ -644,21 +655,36 @@ def main() -> None:
         if "A2" in servers:
             stop_server(cfg2, MODEL_NAME)
 
-    if args.feast_redis != "none":
+    stores = ([("redis", args.feast_redis)] if args.feast_redis != "none" else []) + (
+        [("sqlite", None)] if args.feast_sqlite else [])
+    use_wrk = args.wrk_duration > 0 and shutil.which("wrk") is not None
+    for store_name, redis in stores:
         from kfops.serving.local.process import stop_server as stop_feast
 
-        feast_cfg, status, bodies, teardown = feast_redis_server(work, model_dir, args.feast_redis)
-        try:
-            url = f"{status['url']}/v2/models/{MODEL_NAME}/infer"
-            for concurrency in args.concurrency:
-                run = run_load(url, bodies, concurrency, args.duration, args.warmup, status["pid"])
-                results["load"][f"A+feast-redis@{concurrency}"] = run
-                print(f"A+feast/redis c={concurrency:<3} rps={run['rps']:8.0f}  p50={run['p50_ms']:7.2f} ms  "
-                      f"p99={run['p99_ms']:7.2f} ms  errors={run['errors']}  cpu/request: server "
-                      f"{run['server_cpu_us_per_request']:5.0f} us", flush=True)
-        finally:
-            stop_feast(feast_cfg, MODEL_NAME)
-            teardown()
+        for workers in args.raw_workers:
+            label = f"A+feast-{store_name}" + (f"x{workers}" if workers > 1 else "")
+            feast_cfg, status, bodies, teardown = feast_redis_server(work, model_dir, redis, workers)
+            try:
+                url = f"{status['url']}/v2/models/{MODEL_NAME}/infer"
+                for concurrency in args.concurrency:
+                    run = run_load(url, bodies, concurrency, args.duration, args.warmup, status["pid"])
+                    results["load"][f"{label}@{concurrency}"] = run
+                    print(f"{label} c={concurrency:<3} rps={run['rps']:8.0f}  p50={run['p50_ms']:7.2f} ms  "
+                          f"p99={run['p99_ms']:7.2f} ms  errors={run['errors']}  cpu/request: server "
+                          f"{run['server_cpu_us_per_request']:5.0f} us", flush=True)
+                if use_wrk:  # the raw requests under wrk too: its C load generator leaves the server more CPU
+                    files = wrk_files(work, bodies)
+                    raw_runs = [run_wrk(url, files, args.wrk_connections, args.wrk_duration, args.warmup,
+                                        status["pid"]) for _ in range(args.wrk_rounds)]
+                    median = {key: statistics.median(r[key] for r in raw_runs)
+                              for key in ("rps", "p50_ms", "p99_ms", "server_cpu_us_per_request")}
+                    results.setdefault("wrk_raw", {})[label] = {"runs": raw_runs, "median": median}
+                    print(f"wrk {label} median of {len(raw_runs)}: rps={median['rps']:8.0f}  "
+                          f"p99={median['p99_ms']:6.2f} ms  errors={sum(r['errors'] for r in raw_runs)}  "
+                          f"server cpu/request {median['server_cpu_us_per_request']:4.0f} us", flush=True)
+            finally:
+                stop_feast(feast_cfg, MODEL_NAME)
+                teardown()
 
     load = results.get("load", {})
     for concurrency in args.concurrency:

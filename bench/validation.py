@@ -65,7 +65,7 @@ def main() -> None:
     tables = load_tables(cfg)
     entity = build_entity_frame(tables, cfg)
     rows = {name: len(tables[name]) for name in cfg.validation.tables}
-    print(f"window {cfg.dataset.start}..{cfg.dataset.end}; rows {rows}; entity frame {len(entity):,} rows")
+    print(f"window {cfg.window[0]}..{cfg.window[1]}; rows {rows}; entity frame {len(entity):,} rows")
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
     import_s, _ = timed(lambda: __import__("great_expectations"))

@@ -52,8 +52,10 @@ SECRET_KEYS = ("features.redis_password",)
 CREDENTIAL_KEYS = ("registry.tracking_uri", "registry.registry_uri", "features.registry", "features.redis_connection")
 # Keys with no sensible default: what the dataset is. Unset, a pipeline is refused when it is built
 # (:meth:`KfopsConfig.check_required`) and a step that needs one names it (:meth:`KfopsConfig.require`).
-REQUIRED_KEYS = ("dataset.loader", "dataset.entity_builder", "dataset.row_id", "validation.tables")
-REQUIRED_HINT = ("a dataset needs its loader, entity builder, row id and raw tables in kfops.yaml: see README.md, "
+REQUIRED_KEYS = ("dataset.loader", "dataset.entity_builder", "dataset.row_id", "dataset.start", "dataset.end",
+                 "validation.tables")
+REQUIRED_HINT = ("a dataset needs its loader, entity builder, row id, window (start, end) and raw tables in "
+                 "kfops.yaml: see README.md, "
                  "'Bring your own data', and the example kfops.yaml in the kfops repository")
 
 
@@ -98,8 +100,8 @@ class DatasetConfig(_Strict):
     source_dir: Path | None = Field(
         None, description="Folder the loader reads raw files from; default: the loader's own choice."
     )
-    start: dt.date = Field(dt.date(2013, 1, 1), description="First day of the window (inclusive).")
-    end: dt.date = Field(dt.date(2013, 12, 31), description="Last day of the window (inclusive).")
+    start: dt.date | None = Field(None, description="Required. First day of the window (inclusive).")
+    end: dt.date | None = Field(None, description="Required. Last day of the window (inclusive).")
     label: str = Field("label", description="Name of the binary label column in the entity frame.")
     event_timestamp: str = Field("event_timestamp", description="Event time column of the entity frame.")
     row_id: str | None = Field(None, description="Required. Unique row id column of the entity frame.")
@@ -109,7 +111,7 @@ class DatasetConfig(_Strict):
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> DatasetConfig:
-        if self.end < self.start:
+        if self.start is not None and self.end is not None and self.end < self.start:
             raise ValueError(f"dataset.end ({self.end}) is before dataset.start ({self.start})")
         return self
 
@@ -736,8 +738,19 @@ class KfopsConfig(_Strict):
         return [*self.features.request_features, *names]
 
     @property
+    def window(self) -> tuple[dt.date, dt.date]:
+        """``(dataset.start, dataset.end)``, the data window; a :class:`ConfigError` naming whichever
+        is unset (there is no default window: it is the dataset's)."""
+        start, end = self.dataset.start, self.dataset.end
+        if start is None or end is None:
+            unset = [key for key, value in (("dataset.start", start), ("dataset.end", end)) if value is None]
+            raise ConfigError(f"required configuration missing: {', '.join(unset)}", hint=REQUIRED_HINT)
+        return start, end
+
+    @property
     def window_name(self) -> str:
-        return f"{self.dataset.start:%Y%m%d}-{self.dataset.end:%Y%m%d}"
+        start, end = self.window
+        return f"{start:%Y%m%d}-{end:%Y%m%d}"
 
     def to_json(self) -> str:
         """The config as JSON, without any secret (see :data:`SECRET_KEYS`, :data:`CREDENTIAL_KEYS`)."""

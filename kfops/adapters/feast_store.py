@@ -449,48 +449,82 @@ def _entities_in_window(view: FeatureView, start: dt.datetime, end: dt.datetime)
 class OnlineFeatureReader:
     """Serving's read path: resolves views, join keys and types once, then reads per request.
 
-    Build one per process and reuse it; ``read_one`` skips pandas for single-row requests.
-    The online store keeps the latest row per entity whatever its age. Pass ``as_of`` (the
-    request's event time; for live traffic, now) to drop rows older than their view's TTL, as
-    the historical join does, so serving sees what training saw.
+    Build one per process and reuse it; ``read_one`` and ``read_columns`` skip pandas. The online
+    store keeps the latest row per entity whatever its age. Pass ``as_of`` (the request's event
+    time; for live traffic, now) to drop rows older than their view's TTL, as the historical join
+    does, so serving sees what training saw.
+
+    On Redis and SQLite the reader reads Feast's online layout itself (one round trip per batch,
+    :mod:`kfops.adapters.feast_online`); on any other online store, or a layout it does not read
+    (``mode`` says which), it calls Feast's ``get_online_features``. Both give the same values.
+    ``direct=False`` forces Feast's call.
     """
 
-    def __init__(self, cfg: KfopsConfig, store: FeatureStore | None = None):
+    def __init__(self, cfg: KfopsConfig, store: FeatureStore | None = None, direct: bool = True):
+        from kfops.adapters.feast_online import direct_reader
+
         self.store = store or feature_store(cfg, online_only=True)
         self.refs = list(cfg.features.feature_refs)
         self.names = feature_names(cfg)
         views = _referenced_views(cfg, self.store)
         self.join_keys = _join_keys(views)
         self.numeric = _numeric_features(cfg, views)
-        ttl_by_view = {v.name: v.ttl.total_seconds() if v.ttl else None for v in views}
-        self.ttl_seconds = {name: ttl_by_view[ref.split(":", 1)[0]] for ref, name in zip(self.refs, self.names, strict=True)}
+        self._by_view: dict[str, list[str]] = {}
+        for ref, name in zip(self.refs, self.names, strict=True):
+            self._by_view.setdefault(ref.split(":", 1)[0], []).append(name)
+        self._ttl_by_view = {v.name: v.ttl.total_seconds() if v.ttl else None for v in views}
+        self.ttl_seconds = {name: self._ttl_by_view[view] for view, names in self._by_view.items() for name in names}
+        self._direct = direct_reader(self.store, views, self._by_view) if direct else None
+        self.mode = "feast" if self._direct is None else str(self.store.config.online_store.type)
 
     def _keys(self, entity_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if not entity_rows:
-            raise DataError("no entity rows to look up")
         try:
             return [{k: row[k] for k in self.join_keys} for row in entity_rows]
         except KeyError as err:
-            raise DataError(f"an entity row lacks join key {err}; the feature views need {', '.join(self.join_keys)}") from err
+            raise self._lacks(err) from err
 
-    def _fetch(self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | Sequence[dt.datetime] | None) -> dict[str, list]:
+    def _lacks(self, err: KeyError) -> DataError:
+        return DataError(f"an entity row lacks join key {err}; the feature views need {', '.join(self.join_keys)}")
+
+    def _feast(self, entity_rows: list[dict[str, Any]], stamped: bool) -> tuple[dict[str, list], dict[str, list]]:
+        """Feast's own call: the values per feature, and (when ``stamped``) the event times per view."""
         sqlite_timestamps.install()  # cheap, and a library imported since (IPython) may have replaced it
         response = self.store.get_online_features(features=self.refs, entity_rows=self._keys(entity_rows))
-        if as_of is None:
-            return response.to_dict()
-        if isinstance(as_of, dt.datetime):
-            nows = [_aware(as_of).timestamp()] * len(entity_rows)
+        values = response.to_dict(include_event_timestamps=stamped)
+        stamps = {view: values[f"{names[0]}__ts"] for view, names in self._by_view.items()} if stamped else {}
+        return values, stamps
+
+    def _fetch(self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | Sequence[dt.datetime] | None) -> dict[str, list]:
+        """Per feature name, one Python value per entity row (None: missing, or past its view's TTL)."""
+        from kfops.adapters.feast_online import Unsupported
+
+        if not entity_rows:
+            raise DataError("no entity rows to look up")
+        nows = _epochs(as_of, len(entity_rows))
+        if self._direct is None:
+            values, stamps = self._feast(entity_rows, nows is not None)
         else:
-            if len(as_of) != len(entity_rows):
-                raise DataError(f"{len(as_of)} as-of times for {len(entity_rows)} entity rows")
-            nows = [_aware(moment).timestamp() for moment in as_of]
-        values = response.to_dict(include_event_timestamps=True)
-        for name in self.names:
-            ttl = self.ttl_seconds[name]
-            if ttl is not None:
-                stamps = values[f"{name}__ts"]
-                values[name] = [None if now - stamp > ttl else value
-                                for value, stamp, now in zip(values[name], stamps, nows, strict=True)]
+            try:
+                values, stamps = self._direct.read(entity_rows)
+            except KeyError as err:
+                raise self._lacks(err) from err
+            except Unsupported:  # a key value Feast encodes its own way: let Feast read this batch
+                values, stamps = self._feast(entity_rows, nows is not None)
+        if nows is None:
+            return values
+        for view, names in self._by_view.items():
+            ttl = self._ttl_by_view[view]
+            if ttl is None:
+                continue
+            times = stamps[view]
+            if isinstance(nows, float):
+                expired = [i for i, stamp in enumerate(times) if nows - stamp > ttl]
+            else:
+                expired = [i for i, (stamp, now) in enumerate(zip(times, nows, strict=True)) if now - stamp > ttl]
+            for name in names:
+                column = values[name]
+                for i in expired:
+                    column[i] = None
         return values
 
     def read(self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | Sequence[dt.datetime] | None = None) -> pd.DataFrame:
@@ -501,10 +535,39 @@ class OnlineFeatureReader:
         """
         return _typed(self._fetch(entity_rows, as_of), self.names, self.numeric)
 
+    def read_columns(
+        self, entity_rows: list[dict[str, Any]], as_of: dt.datetime | Sequence[dt.datetime] | None = None,
+    ) -> dict[str, list[Any]]:
+        """What :meth:`read` gives, as plain lists without pandas: per feature name one value per
+        entity row, numeric features as float (NaN when missing), the rest as stored (None when missing)."""
+        values = self._fetch(entity_rows, as_of)
+        nan = float("nan")
+        return {
+            name: [nan if v is None else float(v) for v in values[name]] if name in self.numeric else values[name]
+            for name in self.names
+        }
+
     def read_one(self, entity_row: dict[str, Any], as_of: dt.datetime | None = None) -> dict[str, Any]:
         """The features of one entity row as a dict (numeric as float, NaN when missing)."""
         values = self._fetch([entity_row], as_of)
         return {n: _scalar(values[n][0], n in self.numeric) for n in self.names}
+
+
+def _epochs(as_of: dt.datetime | Sequence[dt.datetime] | None, rows: int) -> float | list[float] | None:
+    """``as_of`` as epoch seconds: one for all rows, one per row, or None (no TTL). Naive times are UTC."""
+    if as_of is None:
+        return None
+    if isinstance(as_of, dt.datetime):
+        return _epoch(as_of)
+    if len(as_of) != rows:
+        raise DataError(f"{len(as_of)} as-of times for {rows} entity rows")
+    return [_epoch(moment) for moment in as_of]
+
+
+def _epoch(moment: dt.datetime) -> float:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()
 
 
 def _scalar(value: Any, numeric: bool) -> Any:

@@ -224,7 +224,8 @@ class Window:
 
 
 def window_of(cfg: KfopsConfig) -> Window:
-    return Window(cfg.dataset.start, cfg.dataset.end, cfg.validation.window_timezone)
+    start, end = cfg.window
+    return Window(start, end, cfg.validation.window_timezone)
 
 
 def _volume_days(meta: SuiteMeta, window: Window) -> int | None:

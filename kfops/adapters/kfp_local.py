@@ -11,8 +11,9 @@ import contextlib
 import importlib
 import os
 import re
+import sys
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ RUN_TMP_PREFIX = "kfops-run-"  # a run's $TMPDIR: what outlives the run (a serve
 
 
 def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None,
-                 docker_args: dict[str, Any] | None = None) -> None:
+                 docker_args: dict[str, Any] | None = None, preload: Sequence[str] | None = None,
+                 preload_first: int = 0) -> None:
     """Run a compiled pipeline YAML with kfp.local: each task a process of this virtualenv
     (SubprocessRunner), or with ``docker_args`` each task a container of its executor's image
     (DockerRunner; the arguments go to docker's ``containers.run``).
@@ -128,6 +130,12 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
     holding the component's source) and one workspace per run: subprocess tasks get a
     ``$TMPDIR`` of their own for the run, removed with everything in it when the run ends
     (a container's temporary files go with the container).
+
+    With ``preload`` (module names, or ``module:function`` to call), subprocess tasks start from a
+    task zygote that imported those once for the run (:mod:`kfops.adapters.kfp_zygote`): each task
+    is still a process of its own running the compiled command, forked from a warm parent instead
+    of a cold interpreter; the first ``preload_first`` entries (what every task imports) are in
+    before any task is forked. Its report (what it preloaded, when it forked) goes to stdout at the end.
     """
     import shutil
     import tempfile
@@ -136,31 +144,44 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
 
     scratch = Path(tempfile.mkdtemp(prefix=RUN_TMP_PREFIX))  # also fixes this process's tempdir first
     try:
-        loaded = components.load_component_from_file(str(compiled))
-        if docker_args is not None:
-            local.init(runner=local.DockerRunner(**docker_args), pipeline_root=str(pipeline_root),
-                       raise_on_error=True)
-            changes: dict[str, str] = {}
-        else:
-            workspace = scratch / "workspace"
-            workspace.mkdir()
-            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
-                       workspace_root=str(workspace), raise_on_error=True)
-            changes = {"TMPDIR": str(scratch)}
+        changes: dict[str, str] = {}
+        if docker_args is None:
+            changes["TMPDIR"] = str(scratch)
             if project_dir is not None:
                 changes[PROJECT_ENV] = str(project_dir)
-        previous = {key: os.environ.get(key) for key in changes}
-        os.environ.update(changes)
-        try:
-            loaded()
-        finally:
-            for key, value in previous.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        with contextlib.ExitStack() as stack:
+            if docker_args is None and preload is not None:  # first: it imports while kfp.local loads
+                from kfops.adapters.kfp_zygote import SOCKET_ENV, serving_tasks
+
+                socket_path = stack.enter_context(serving_tasks(scratch, preload, {**os.environ, **changes},
+                                                                log=sys.stdout, serve_after=preload_first))
+                if socket_path is not None:
+                    changes[SOCKET_ENV] = socket_path
+            loaded = components.load_component_from_file(str(compiled))
+            if docker_args is not None:
+                local.init(runner=local.DockerRunner(**docker_args), pipeline_root=str(pipeline_root),
+                           raise_on_error=True)
+            else:
+                workspace = scratch / "workspace"
+                workspace.mkdir()
+                local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
+                           workspace_root=str(workspace), raise_on_error=True)
+            _run_with_environment(loaded, changes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run_with_environment(loaded: Callable[[], Any], changes: dict[str, str]) -> None:
+    previous = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    try:
+        loaded()
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 # What kfp.local (2.17) writes while it runs a pipeline, read by kfops.runners.local to follow a

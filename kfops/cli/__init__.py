@@ -110,11 +110,13 @@ def run(
     from kfops.runners.local import run_locally
 
     cfg = cli_config(config, set_)
+    cfg.check_required()  # every missing dataset key named at once, before anything runs
     if cfg.cluster.kfp_host:
         echo(f"note: cluster.kfp_host is set ({cfg.cluster.kfp_host}); `kfops run` runs locally, "
              "`kfops submit` sends it to the cluster")
     where = "in containers" if runner == "docker" else "locally"
-    echo(f"kfops: running '{pipeline}' {where} on {cfg.dataset.start}..{cfg.dataset.end} (data in {cfg.data_dir})")
+    first, last = cfg.window
+    echo(f"kfops: running '{pipeline}' {where} on {first}..{last} (data in {cfg.data_dir})")
 
     with task_progress(pipeline) as display:
         result = run_locally(cfg, pipeline, on_event=display.line, on_task=display.task, runner=runner)

@@ -138,7 +138,7 @@ def materialize(
     elif not any(source_dir.glob("*.parquet")):
         raise DataError(f"no feature sources (*.parquet) in {source_dir}", hint="drop --sources to build them")
 
-    start_at = _utc(start or dt.datetime.combine(cfg.dataset.start, dt.time()))
+    start_at = _utc(start or dt.datetime.combine(cfg.window[0], dt.time()))
     end_at = _utc(end or dt.datetime.now(dt.UTC))
     store = features.apply_definitions(cfg, source_dir)
     loaded = features.materialize(cfg, start_at, end_at, store=store)

@@ -72,7 +72,8 @@ def validate_command(
     frame = read_table_file(data, suite)
     summary = _read_previous(previous) if previous is not None else None
 
-    typer.echo(f"validating {data} ({len(frame):,} rows) against {suite.path}, window {cfg.dataset.start}..{cfg.dataset.end}")
+    first, last = cfg.window
+    typer.echo(f"validating {data} ({len(frame):,} rows) against {suite.path}, window {first}..{last}")
     result = validate_tables({name: frame}, cfg, previous=summary)
     folder = report_dir or cfg.data_dir / "validation"
     html_path, json_path = folder / f"{name}.html", folder / f"{name}.json"

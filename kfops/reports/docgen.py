@@ -48,6 +48,7 @@ def render_configuration() -> str:
         "# kfops.yaml",
         "data_dir: .kfops",
         "dataset:",
+        "  start: 2013-01-01  # the window has no default: it is your data's",
         "  end: 2013-01-21",
         "train:",
         "  trainer: xgboost",

@@ -252,7 +252,7 @@ def drift_check(
     champion = load_model(version_dir)
     work = cfg.data_dir / "work" / "drift" / (pipeline_run or "adhoc")
     reference, reference_uri = reference_frame(cfg, ref_start, ref_end, work / "reference")
-    cur_start, cur_end = cfg.dataset.start, cfg.dataset.end
+    cur_start, cur_end = cfg.window
     check_at = _check_time(check_time)
     served = None
     if current_source == "window":

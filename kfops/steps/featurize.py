@@ -76,8 +76,9 @@ def materialize_window(cfg: KfopsConfig, sources_dir: Path) -> dict[str, int | N
     from kfops.adapters import feast_store as features
 
     zone = ZoneInfo(cfg.validation.window_timezone)
-    start = dt.datetime.combine(cfg.dataset.start, dt.time(), tzinfo=zone).astimezone(dt.UTC)
-    end = dt.datetime.combine(cfg.dataset.end + dt.timedelta(days=1), dt.time(), tzinfo=zone).astimezone(dt.UTC)
+    first, last = cfg.window
+    start = dt.datetime.combine(first, dt.time(), tzinfo=zone).astimezone(dt.UTC)
+    end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=zone).astimezone(dt.UTC)
     loaded = features.materialize(cfg, start, end, store=features.apply_definitions(cfg, sources_dir))
     print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d %H:%M} UTC: "
           + ", ".join(f"{view} {'?' if count is None else count}" for view, count in loaded.items()), flush=True)

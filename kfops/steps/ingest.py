@@ -40,7 +40,7 @@ def ingest(config: KfopsConfig | str, raw_dir: Path) -> dict[str, Any]:
     manifest = {
         "data_hash": table_hash(tables),
         "snapshot_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "window": [str(cfg.dataset.start), str(cfg.dataset.end)],
+        "window": [str(day) for day in cfg.window],
         "rows": {name: len(frame) for name, frame in tables.items()},
     }
     (raw_dir / RAW_MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -21,8 +21,15 @@ if TYPE_CHECKING:
 WEIGHTS_FILE = "model.ubj"
 
 
+# Device nodes a CUDA (or ROCm, or WSL) GPU driver creates: without one, torch.cuda.is_available()
+# is False, and importing torch (seconds) to be told so is skipped.
+GPU_DEVICE_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def gpu_available() -> bool:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return False
+    if not any(os.path.exists(node) for node in GPU_DEVICE_NODES):
         return False
     try:
         import torch

@@ -37,16 +37,17 @@ def compile_pipeline(path: Path, record: Path, fail: bool) -> Path:
     return path
 
 
+@pytest.mark.parametrize("preload", [None, ("kfp.dsl.executor",)], ids=["cold", "zygote"])
 @pytest.mark.parametrize("fail", [False, True])
-def test_a_local_run_leaves_no_temporary_folder_behind(tmp_path, fail):
+def test_a_local_run_leaves_no_temporary_folder_behind(tmp_path, fail, preload):
     record = tmp_path / "record.txt"
     compiled = compile_pipeline(tmp_path / "tempdirs.yaml", record, fail)
     tmpdir_before = os.environ.get("TMPDIR")
     if fail:
         with pytest.raises(RuntimeError):
-            kfp_local.run_compiled(compiled, tmp_path / "pipeline_root")
+            kfp_local.run_compiled(compiled, tmp_path / "pipeline_root", preload=preload)
     else:
-        kfp_local.run_compiled(compiled, tmp_path / "pipeline_root")
+        kfp_local.run_compiled(compiled, tmp_path / "pipeline_root", preload=preload)
     seen = [line.split() for line in record.read_text().splitlines()]
     assert [task for task, *_ in seen] == ["first", "second"], seen
     task_dirs, scratch_dirs, run_tmp = [s[1] for s in seen], [s[2] for s in seen], {s[3] for s in seen}

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from kfops.config import KfopsConfig
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.reliability
@@ -42,7 +43,8 @@ def test_four_processes_create_one_store_and_one_experiment(tmp_path):
     with sqlite3.connect(data_dir / "mlflow" / "mlflow.db") as db:
         tables = {name for (name,) in db.execute("select name from sqlite_master where type='table'")}
         revisions = db.execute("select version_num from alembic_version").fetchall()
-        experiments = db.execute("select count(*) from experiments where name='kfops-flights'").fetchone()[0]
+        experiments = db.execute("select count(*) from experiments where name=?",
+                                 (KfopsConfig().registry.experiment,)).fetchone()[0]
     assert not [t for t in tables if t.startswith("_alembic_tmp")]
     assert revisions == [(_head_revision(),)]
     assert experiments == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.example import EXAMPLE_YAML
+from tests.support.example import EXAMPLE_YAML, write_example_config
 
 KFOPS = str(Path(sys.executable).with_name("kfops"))
 
@@ -65,9 +65,17 @@ def test_a_config_without_a_dataset_names_every_missing_key_before_any_task(tmp_
     done = kfops("run", "training", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "required configuration missing: dataset.loader, dataset.entity_builder, dataset.row_id, " \
-           "validation.tables" in done.stderr
+           "dataset.start, dataset.end, validation.tables" in done.stderr
     assert "Bring your own data" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "state" / "pipeline_root").exists()  # refused when the pipeline is built
+
+
+def test_a_run_without_a_window_names_the_window_keys(tmp_path):
+    write_example_config(tmp_path / "kfops.yaml", data_dir=str(tmp_path / "state"), dataset={"start": None})
+    done = kfops("run", "training", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "required configuration missing: dataset.start" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "state" / "pipeline_root").exists()
 
 
 def test_verbose_shows_the_traceback(tmp_path):

@@ -1,3 +1,4 @@
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -129,8 +130,8 @@ def test_config_path_may_be_a_str_or_any_path_like(tmp_path, monkeypatch):
 
 def test_defaults_assume_no_dataset():
     cfg = KfopsConfig()
-    assert cfg.missing_required() == ["dataset.loader", "dataset.entity_builder", "dataset.row_id",
-                                      "validation.tables"]
+    assert cfg.missing_required() == ["dataset.loader", "dataset.entity_builder", "dataset.row_id", "dataset.start",
+                                      "dataset.end", "validation.tables"]
     assert cfg.dataset.feast_sources_writer is None and cfg.validation.window_timezone == "UTC"
     assert cfg.features.feature_refs == cfg.features.request_features == cfg.features.categorical == []
     assert cfg.evaluate.gate.slices == cfg.evaluate.invariant_columns == cfg.evaluate.non_decreasing_columns == []
@@ -141,13 +142,25 @@ def test_defaults_assume_no_dataset():
 def test_a_missing_required_key_is_named_with_where_to_look(tmp_path):
     (tmp_path / "kfops.yaml").write_text("dataset:\n  loader: mine:load\nvalidation:\n  tables: [orders]\n")
     cfg = load_config(tmp_path / "kfops.yaml", environ={})  # loading is fine: a server needs no dataset
-    with pytest.raises(ConfigError, match=r"required configuration missing: dataset.entity_builder, dataset.row_id$") \
-            as err:
+    with pytest.raises(ConfigError, match=r"required configuration missing: dataset.entity_builder, dataset.row_id, "
+                                          r"dataset.start, dataset.end$") as err:
         cfg.check_required()
     assert "Bring your own data" in err.value.hint
     assert cfg.require("dataset.loader") == "mine:load"
     with pytest.raises(ConfigError, match=r"required configuration missing: dataset\.row_id"):
         cfg.require("dataset.row_id")
+
+
+def test_the_window_has_no_default_and_its_accessor_names_the_unset_end():
+    cfg = KfopsConfig()
+    with pytest.raises(ConfigError, match=r"required configuration missing: dataset\.start, dataset\.end$"):
+        _ = cfg.window
+    cfg = KfopsConfig.model_validate({"dataset": {"start": "2020-03-01"}})
+    with pytest.raises(ConfigError, match=r"required configuration missing: dataset\.end$") as err:
+        _ = cfg.window_name
+    assert "Bring your own data" in err.value.hint
+    cfg = KfopsConfig.model_validate({"dataset": {"start": "2020-03-01", "end": "2020-03-31"}})
+    assert cfg.window == (dt.date(2020, 3, 1), dt.date(2020, 3, 31)) and cfg.window_name == "20200301-20200331"
 
 
 def test_compiling_a_pipeline_without_a_dataset_is_refused(tmp_path):

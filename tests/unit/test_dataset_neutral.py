@@ -9,8 +9,10 @@ sense of "in progress" (in-flight requests) is allowed explicitly.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,3 +93,26 @@ def test_pending_entries_still_hold_a_flights_name():
         assert files, f"PENDING names {item}, which does not exist: remove it"
         assert any(flights_names(p.read_text(errors="replace")) for p in files), (
             f"{item} holds no flights name any more: remove it from PENDING")
+
+
+def example_dates(value: Any, where: str = "") -> list[str]:
+    """The keys of ``value`` (a config dumped in Python mode) holding a date or text of the flights
+    example's year, 2013."""
+    if isinstance(value, dict):
+        return [hit for key, item in value.items() for hit in example_dates(item, f"{where}.{key}".lstrip("."))]
+    if isinstance(value, list | tuple):
+        return [hit for index, item in enumerate(value) for hit in example_dates(item, f"{where}[{index}]")]
+    if isinstance(value, dt.date):  # datetime too
+        return [where] if value.year == 2013 else []
+    return [where] if "2013" in str(value) else []
+
+
+def test_the_default_config_holds_no_date_of_the_example():
+    from kfops.config import KfopsConfig
+
+    defaults = KfopsConfig()
+    assert (defaults.dataset.start, defaults.dataset.end) == (None, None)
+    assert example_dates(defaults.model_dump()) == []
+    assert "2013" not in defaults.to_json()
+    windowed = KfopsConfig.model_validate({"dataset": {"start": "2013-01-01", "end": "2013-01-14"}})
+    assert example_dates(windowed.model_dump()) == ["dataset.start", "dataset.end"]  # the check can fail

@@ -70,7 +70,7 @@ def test_importing_the_feature_modules_does_not_import_feast():
 def test_cli_picks_the_window_snapshot_else_the_newest(tmp_path):
     from kfops.cli.features import latest_raw_snapshot
 
-    cfg = KfopsConfig(data_dir=tmp_path)
+    cfg = example_config(data_dir=tmp_path)  # the example's window, 2013-01-01..2013-12-31
     with pytest.raises(DataError, match="no raw snapshot"):
         latest_raw_snapshot(cfg)
     other = tmp_path / "raw" / "20130101-20130114"

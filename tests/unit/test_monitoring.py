@@ -27,6 +27,7 @@ from kfops.core.monitoring import (
     weighted_drift,
 )
 from kfops.errors import DataError
+from tests.support.example import example_config
 
 
 def _scored(n: int, seed: int, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +137,7 @@ def test_the_backtest_never_uses_a_label_before_it_exists(tmp_path):
     minus label_delay can be anything; the evidence and the drift verdict do not change."""
     from kfops.runners.backtest import ModelBank, Trained, check_time
 
-    cfg = KfopsConfig.model_validate({"retrain": {"label_delay": "5d"}})
+    cfg = example_config(retrain={"label_delay": "5d"})
     jan, feb = _month(cfg, 1, 0), _month(cfg, 2, 1)
     model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
     profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
@@ -159,7 +160,7 @@ def test_the_backtest_never_uses_a_label_before_it_exists(tmp_path):
 
 
 def test_signals_and_the_profile_say_what_they_lack():
-    cfg = KfopsConfig()
+    cfg = example_config()
     jan = _month(cfg, 1, 0)
     model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
     profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
@@ -185,7 +186,7 @@ def test_the_pipelines_drift_step_decides_with_the_same_function_on_the_same_evi
     from kfops.runners.backtest import ModelBank, Trained, check_time
     from kfops.steps.drift_check import champion_signals
 
-    cfg = KfopsConfig.model_validate({"retrain": {"label_delay": "2d"}})
+    cfg = example_config(retrain={"label_delay": "2d"})
     jan, feb = _month(cfg, 1, 0), _month(cfg, 2, 1)
     model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
     profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")

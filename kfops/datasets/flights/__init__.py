@@ -72,7 +72,7 @@ def load_tables(cfg: KfopsConfig, source_dir: Path | None = None) -> dict[str, p
     import pandas as pd
 
     folder = Path(source_dir or cfg.dataset.source_dir or package_data_dir())
-    start, end = cfg.dataset.start, cfg.dataset.end
+    start, end = cfg.window
     flights = _read_table(folder, "flights")
     for column in ("year", "month", "day"):
         if column not in flights.columns:

@@ -80,8 +80,9 @@ def load_tables(cfg) -> dict[str, pd.DataFrame]:
     """
     folder = Path(cfg.dataset.source_dir)
     zone = cfg.validation.window_timezone
-    start = pd.Timestamp(cfg.dataset.start).tz_localize(zone).tz_convert("UTC")
-    end = (pd.Timestamp(cfg.dataset.end) + pd.Timedelta(days=1)).tz_localize(zone).tz_convert("UTC")
+    first, last = cfg.window  # dataset.start, dataset.end: a ConfigError naming either when unset
+    start = pd.Timestamp(first).tz_localize(zone).tz_convert("UTC")
+    end = (pd.Timestamp(last) + pd.Timedelta(days=1)).tz_localize(zone).tz_convert("UTC")
     tables = {{}}
     for name in TABLE_FILES:
         frame = read_table(folder, name)

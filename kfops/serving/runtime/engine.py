@@ -39,6 +39,8 @@ from kfops.serving.runtime.batching import AdaptiveBatcher
 from kfops.serving.runtime.inference_log import LogRecord
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kfops.core.model import FeatureSpec
     from kfops.core.requests import RequestBuilder
     from kfops.serving.runtime.inference_log import InferenceLogWriter
@@ -289,22 +291,29 @@ def complete_raw(
     names = [*keys, EVENT_TIMESTAMP]
     entity_rows = [dict(zip(names, values, strict=True)) for values in zip(*(merged[k] for k in keys), event_times, strict=True)]
     try:
-        online = lookup(entity_rows)
+        online, frame = _lookup_columns(lookup, entity_rows)
     except Exception as err:  # Redis down or paused past its timeout, a Feast failure: the store's fault
         raise DependencyUnavailable(
             f"the online feature store failed ({type(err).__name__}: {str(err)[:200]}); retry later"
         ) from err
-    if len(online) != rows:
-        raise ServingError(f"the online lookup returned {len(online)} rows for {rows} entities")
+    returned = len(frame) if frame is not None else next((len(v) for v in online.values() if len(v) != rows), rows)
+    if returned != rows:
+        raise ServingError(f"the online lookup returned {returned} rows for {rows} entities")
     from_store = [c for c in spec.columns if c not in merged]
-    missing = [c for c in from_store if c not in online.columns]
+    missing = [c for c in from_store if c not in online]
     if missing:
         raise ServingError(
             f"the online store does not provide feature(s) {', '.join(missing)} that model "
             f"version {version} needs", hint="check features.feature_refs against the model's features",
         )
-    absent = online[from_store].isna().all(axis=1).to_numpy() if from_store else np.zeros(rows, bool)
-    columns = {c: (merged[c] if c in merged else online[c].tolist()) for c in spec.columns}
+    if not from_store:
+        absent = np.zeros(rows, bool)
+    elif frame is not None:
+        absent = frame[from_store].isna().all(axis=1).to_numpy()
+    else:  # read_columns: None or NaN when missing
+        absent = np.array([all(v is None or (isinstance(v, float) and v != v) for v in row)
+                           for row in zip(*(online[c] for c in from_store), strict=True)], bool)
+    columns = {c: (merged[c] if c in merged else online[c]) for c in spec.columns}
     for c in spec.columns:
         if c in spec.categorical:
             columns[c] = [v if isinstance(v, str) else _as_category(v) for v in columns[c]]
@@ -324,6 +333,16 @@ def complete_raw(
             problems.append(None)
         start = stop
     return CompletedRows(columns=columns, rows=rows, slices=slices, problems=problems)
+
+
+def _lookup_columns(lookup: OnlineLookup, entity_rows: list[dict]) -> tuple[dict[str, list], pd.DataFrame | None]:
+    """The lookup's features as plain lists: through its ``columns`` (the Feast lookup, no pandas)
+    where it has one, else from the DataFrame it returns (given back too, for its missing values)."""
+    columns = getattr(lookup, "columns", None)
+    if callable(columns):
+        return columns(entity_rows), None
+    frame = lookup(entity_rows).reset_index(drop=True)
+    return {c: frame[c].tolist() for c in frame.columns}, frame
 
 
 def _as_category(value: Any) -> str | None:

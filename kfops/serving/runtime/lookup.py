@@ -136,6 +136,19 @@ class FeastLookup:
         # (a datetime: no per-row conversion on this hot path).
         return self._reader.read(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
 
+    def columns(self, entity_rows: list[dict]) -> dict[str, list]:
+        """The same lookup without pandas: per feature one value per entity row (numeric as float,
+        NaN when missing; the rest as stored, None when missing). See ``OnlineFeatureReader.read_columns``."""
+        import datetime as dt
+
+        if self._reader is None:
+            self.warm()
+        if self._as_of == "none":
+            return self._reader.read_columns(entity_rows)
+        if self._as_of == "now":
+            return self._reader.read_columns(entity_rows, as_of=dt.datetime.now(dt.UTC))
+        return self._reader.read_columns(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
+
 
 def build_lookup(spec: str, cfg: KfopsConfig, as_of: str = "event") -> OnlineLookup | None:
     """Turn ``feast``, ``parquet:DIR`` or ``none`` into a lookup (None for ``none``)."""
