@@ -114,7 +114,8 @@ class RetrainPolicy(BaseModel):
         "floor (e.g. the gate's `min_roc_auc`); null: no floor."
     )
     estimated_tolerance: float = Field(
-        0.05, ge=0, description="`estimated` fires when the CBPE AUC is more than this below the test AUC."
+        0.05, ge=0, description="`estimated` fires when the CBPE AUC is more than this below the test AUC "
+        "(with `observed` also configured: only on windows without enough labels for it)."
     )
     weighted_drift_share: float = Field(
         0.5, gt=0, le=1, description="`weighted_drift` fires when drifted columns hold this share of importance."
