@@ -13,6 +13,7 @@ from kfops.config import KfopsConfig
 from kfops.core.drift import ColumnDrift
 from kfops.core.model import FeatureSpec
 from kfops.core.monitoring import (
+    SIGNALS_VERSION,
     calibrate,
     calibration_error,
     delong_roc_auc,
@@ -242,3 +243,36 @@ def test_cbpe_recalibrates_on_the_windows_labelled_rows_when_the_stored_calibrat
     without = retrain_signals(profile, scores, np.full(z.size, np.nan))
     assert without["estimated_recalibrated"] == 0.0
     assert without["estimated_roc_auc"] == with_labels["estimated_roc_auc_profile"]
+
+
+def test_the_backtest_cache_recomputes_signals_of_another_version_and_keeps_the_drift_check(tmp_path, monkeypatch):
+    import pickle
+    import shutil
+
+    from kfops.runners.backtest import ModelBank, Trained
+
+    cfg = example_config()
+    jan, feb = _month(cfg, 1, 0), _month(cfg, 2, 1)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+    bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path, cache_dir=tmp_path / "cache")
+    bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+    drift, signals, realised = bank.check("2013-01", "2013-02")
+    bank._checks[("2013-01", "2013-02")] = (drift, {"estimated_roc_auc": -1.0}, realised)  # an older version's
+    bank.save()
+    assert (tmp_path / "cache" / "signals_version").read_text() == str(SIGNALS_VERSION)
+    (tmp_path / "cache" / "signals_version").write_text(str(SIGNALS_VERSION - 1))
+    shutil.rmtree(tmp_path / "cache" / "models")  # the stub model cannot be loaded back; it is set below
+
+    reloaded = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path, cache_dir=tmp_path / "cache")
+    reloaded._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+    cached_drift = pickle.loads((tmp_path / "cache" / "checks.pkl").read_bytes())[("2013-01", "2013-02")][0]
+    import kfops.core.drift
+
+    def no_drift_check(*args, **kwargs):
+        raise AssertionError("the cached drift check must be reused")
+
+    monkeypatch.setattr(kfops.core.drift, "check_drift", no_drift_check)
+    again, recomputed, realised_again = reloaded.check("2013-01", "2013-02")
+    assert recomputed == signals and realised_again == realised
+    assert again.drift == cached_drift.drift and again.performance.roc_auc == cached_drift.performance.roc_auc
