@@ -14,6 +14,7 @@ from kfops.cli.summary import print_run_summary, served_model
 from kfops.config import load_config
 from kfops.errors import EXIT_FAILED, EXIT_INFRA, EXIT_NOT_BLESSED, EXIT_USAGE, GateRefused, KfopsError
 from kfops.runners.local import LocalRun
+from tests.support.example import write_example_config
 
 ENDPOINT = "http://127.0.0.1:18099"
 BLESSED_REASONS = ["PASS floor:roc_auc: roc_auc=0.7400 >= 0.6"]
@@ -130,8 +131,9 @@ def _run_cli(monkeypatch, tmp_path, run: LocalRun, pipeline: str = "training") -
     monkeypatch.setenv("KFOPS_PROGRESS", "off")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(local, "run_locally", lambda cfg, name, **kwargs: run)
+    config = write_example_config(tmp_path / "kfops.yaml")  # the neutral defaults alone are refused (exit 2)
     with pytest.raises(SystemExit) as done:
-        main(["run", pipeline, "--set", f"data_dir={tmp_path / 'state'}"])
+        main(["run", pipeline, "--config", str(config), "--set", f"data_dir={tmp_path / 'state'}"])
         raise SystemExit(0)
     return int(done.value.code or 0)
 
