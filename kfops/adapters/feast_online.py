@@ -85,7 +85,7 @@ class KeyEncoder:
         self.key_types = key_types
         self.prefix = ViewLayout("", join_keys, key_types, ()).key_prefix()
         self._single = join_keys[0] if len(join_keys) == 1 else None
-        # Single keys repeat (airports, carriers): their bytes are cached per exact type, so that
+        # Single keys repeat (a handful of distinct values): their bytes are cached per exact type, so that
         # 1, True and 1.0, equal as dict keys, never share an entry.
         self._caches: dict[type, dict[Any, bytes]] = {str: {}, int: {}}
 

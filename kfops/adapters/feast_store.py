@@ -18,14 +18,15 @@ and online, so a model sees the same types at training and at serving.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kfops.adapters import sqlite_timestamps
-from kfops.core.files import import_callable
+from kfops.core.files import file_lock, import_callable
 from kfops.core.redaction import redact_uri
 from kfops.errors import ConfigError, DataError, ValidationFailed
 
@@ -162,6 +163,22 @@ def load_definitions(cfg: KfopsConfig, source_dir: Path) -> list:
     return objects
 
 
+REGISTRY_LOCK_TIMEOUT_S = 900.0
+
+
+@contextlib.contextmanager
+def registry_lock(cfg: KfopsConfig) -> Iterator[None]:
+    """One process at a time applies, joins against or materializes this config's Feast store.
+
+    Feast's file registry is rewritten in place (truncate, then write) by every apply and every
+    materialization, so a concurrent reader can see it empty ("Entity ... does not exist"): two
+    runs on one data dir take turns here instead. Re-entrant within a process.
+    """
+    with file_lock(cfg.feast_dir / "registry.lock", timeout_s=REGISTRY_LOCK_TIMEOUT_S,
+                   what="the Feast registry, held by another run's featurize step"):
+        yield
+
+
 def apply_definitions(cfg: KfopsConfig, source_dir: Path, store: FeatureStore | None = None) -> FeatureStore:
     """Register the definitions (sources under ``source_dir``) and prepare the online store.
 
@@ -174,7 +191,8 @@ def apply_definitions(cfg: KfopsConfig, source_dir: Path, store: FeatureStore | 
     exposed = [f.name for o in objects if isinstance(o, FeatureView | OnDemandFeatureView) for f in o.features]
     assert_no_leakage(exposed, cfg.features.forbidden_columns, where="the feature definitions")
     store = store or feature_store(cfg)
-    store.apply(objects)
+    with registry_lock(cfg):
+        store.apply(objects)
     return store
 
 
@@ -263,6 +281,19 @@ def _typed(columns: Mapping[str, Any], names: list[str], numeric: set[str], inde
 
 
 def build_training_set(
+    entity_df: pd.DataFrame,
+    cfg: KfopsConfig,
+    source_dir: Path,
+    store: FeatureStore | None = None,
+    engine: Literal["asof", "feast"] = "asof",
+) -> pd.DataFrame:
+    """The entity frame with every feature joined point-in-time (:func:`_build_training_set`),
+    under :func:`registry_lock`: the registry is read throughout the join."""
+    with registry_lock(cfg):
+        return _build_training_set(entity_df, cfg, source_dir, store, engine)
+
+
+def _build_training_set(
     entity_df: pd.DataFrame,
     cfg: KfopsConfig,
     source_dir: Path,
@@ -406,7 +437,11 @@ def materialize(
     start, end = _aware(start), _aware(end)
     if end < start:
         raise ConfigError(f"materialize end ({end}) is before start ({start})")
-    store = store or feature_store(cfg)
+    with registry_lock(cfg):
+        return _materialize(cfg, start, end, store or feature_store(cfg))
+
+
+def _materialize(cfg: KfopsConfig, start: dt.datetime, end: dt.datetime, store: FeatureStore) -> dict[str, int | None]:
     _duckdb_session_in_utc()
     views = store.list_feature_views()
     if not views:
