@@ -379,7 +379,7 @@ class InferenceServiceConfig(_Strict):
     max_replicas: int = Field(5, ge=1)
     scale_metric: Literal["concurrency", "rps", "cpu", "memory"] = "rps"
     scale_target: int = Field(1000, ge=1, description="Target per replica of scale_metric (rps, requests, %).")
-    container_concurrency: int | None = Field(None, ge=0, description="Hard cap of in-flight requests per replica.")
+    container_concurrency: int | None = Field(None, ge=0, description="Hard cap of concurrent requests per replica.")
     timeout_s: int = Field(30, ge=1, description="Request timeout at the predictor.")
     online_lookup: str = Field("feast", description="Features for raw requests: feast or none.")
     transformer: bool = Field(

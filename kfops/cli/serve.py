@@ -104,7 +104,7 @@ def reload(
 
 @app.command()
 def stop(name: NameOption = None, config: ConfigOption = None, set_: SetOption = None) -> None:
-    """Stop the background model server (SIGTERM: in-flight requests finish, logs are flushed).
+    """Stop the background model server (SIGTERM: requests in progress finish, logs are flushed).
 
     Example:
 

@@ -20,7 +20,7 @@ Endpoints (``<name>`` is ``registry.model_name`` unless ``--name`` is given):
   :mod:`.protocol.auth`): hot-swap (body ``{}``: the same source again, e.g. an alias that moved;
   ``{"model_version": "7"}`` or ``{"model_uri": "models:/<name>/7"}`` of the served model from the
   server's own registry; ``{"model_dir": ...}`` under ``serving.reload_roots``). SIGHUP reloads
-  every model from its source. In-flight requests finish on the old version.
+  every model from its source. Requests in progress finish on the old version.
 - ``GET /v2/models/<name>`` (metadata with the served version), ``/v2/models/<name>/ready``,
   ``/v2/health/live``, ``/v2/health/ready``, ``/v1/models/<name>``, ``/metrics`` (Prometheus).
 - Client mistakes get a 4xx and ``{"error": "..."}``: 400 invalid input, 401 a control route

@@ -12,7 +12,7 @@ The raw request's fields come from the builder; without one, from the online loo
 views (:func:`raw_schema_for`): their join keys plus the model features no view provides.
 
 A request keeps the :class:`LoadedModel` it started with, so a hot swap never mixes one
-version's encoding with another's weights, and in-flight requests finish on the old version.
+version's encoding with another's weights, and requests in progress finish on the old version.
 """
 
 from __future__ import annotations
