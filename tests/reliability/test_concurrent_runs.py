@@ -79,7 +79,8 @@ def test_four_concurrent_runs_on_one_data_dir(tmp_path):
         for run in runs:
             if run.poll() is None:
                 run.kill()
-        subprocess.run([str(KFOPS), "serve", "stop", "--set", f"data_dir={data}", "--set", f"serving.http_port={port}"],
-                       cwd=tmp_path, env=env, capture_output=True, check=False, timeout=120)
+        subprocess.run([str(KFOPS), "serve", "stop", "--config", str(REPO_ROOT / "kfops.yaml"), "--set", f"data_dir={data}",
+                        "--set", f"serving.http_port={port}"], cwd=tmp_path, env=env, capture_output=True, check=False,
+                       timeout=120)
         for proc in _servers_of(data):
             proc.kill()

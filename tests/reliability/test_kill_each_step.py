@@ -7,6 +7,7 @@ exactly one model server of this data dir is alive and tracked, and `kfops serve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -110,8 +111,23 @@ def test_kill_9_at_each_step_then_a_run_to_the_end_leaves_a_clean_state(tmp_path
         status = server_status(cfg)
         assert status["running"] and status["healthy"] and status["pid"] == servers[0].pid
     finally:
-        subprocess.run([str(KFOPS), "serve", "stop", "--set", f"data_dir={data}", "--set", f"serving.http_port={port}"],
-                       cwd=tmp_path, env=_environment(), capture_output=True, check=False, timeout=120)
-        for proc in _servers_of(data):  # never leave a server behind, whatever failed above
+        stop = [str(KFOPS), "serve", "stop", "--config", str(REPO_ROOT / "kfops.yaml"),
+                "--set", f"data_dir={data}", "--set", f"serving.http_port={port}"]
+        stopped = subprocess.run(stop, cwd=tmp_path, env=_environment(), capture_output=True, text=True, check=False,
+                                 timeout=120)
+        left = _servers_of(data)
+        for proc in left:  # never leave a server behind, whatever failed above
             proc.kill()
-    assert not port_open("127.0.0.1", port)
+        psutil.wait_procs(left, timeout=30)
+    assert not left, (stopped.stdout + stopped.stderr)[-2000:]
+    assert not port_open("127.0.0.1", port), _listeners(port)
+
+
+def _listeners(port: int) -> list[str]:
+    """Who still listens on ``port`` (for the failure message)."""
+    found = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            with contextlib.suppress(psutil.Error):
+                found.append(f"{conn.pid}: {' '.join(psutil.Process(conn.pid).cmdline())}")
+    return found
