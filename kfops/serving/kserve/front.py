@@ -327,6 +327,11 @@ class ServingFront:
         loop = asyncio.get_running_loop()
         try:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload_all()))
+            from kfops.serving.kserve.workers import EARLY_RELOAD
+
+            if EARLY_RELOAD.is_set():  # asked for before this handler existed: reload once started
+                EARLY_RELOAD.clear()
+                self._early_reload = loop.create_task(self.reload_all())
         except (NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread / Windows
             log.info("SIGHUP reload is not available in this process; use POST /v1/models/<name>/reload")
         for model in self.models.values():

@@ -21,12 +21,14 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 
 from kfops.errors import ServingError
 
 log = logging.getLogger(__name__)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
+EARLY_RELOAD = threading.Event()  # a worker got SIGHUP before its server could handle it
 
 
 def fork_workers(count: int) -> int | None:
@@ -38,6 +40,9 @@ def fork_workers(count: int) -> int | None:
         pid = os.fork()
         if pid == 0:
             _die_with(supervisor)
+            # A SIGHUP before the server installs its handler would kill this worker (the default
+            # action): keep it for the server to act on once it has started.
+            signal.signal(signal.SIGHUP, lambda *_: EARLY_RELOAD.set())
             return index
         children[pid] = index
     log.info("serving with %d worker processes: %s", count, ", ".join(str(p) for p in children))
