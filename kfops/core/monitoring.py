@@ -11,7 +11,10 @@ At check time :func:`retrain_signals` turns a window into numbers the retrain po
   minus its test AUC, with a confidence interval from the two (independent) DeLong variances
   (and the AUC's own interval, for an absolute floor);
 * **estimated** (CBPE, as NannyML calls it): the ROC AUC expected from the calibrated scores of
-  the whole unlabelled window, minus the test AUC;
+  the whole unlabelled window, minus the test AUC. The calibrator is refitted on the window's own
+  labelled rows when it has enough (older than the label delay); without them, on the latest
+  labelled rows before the window that the champion did not train on (the previous window, as
+  its check saw it), else on the champion's test split (``recent_calibration``);
 * **weighted drift**: the share of the champion's permutation importance held by drifted columns;
 * **prediction drift**: whether the champion's score distribution moved (the drift check's test).
 
@@ -41,7 +44,7 @@ CALIBRATION_BINS = 10
 
 
 # Bumped whenever retrain_signals computes differently (the backtest cache recomputes them).
-SIGNALS_VERSION = 2
+SIGNALS_VERSION = 3
 
 def _binary(y: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(y, dtype=np.float64)
@@ -190,12 +193,17 @@ def model_profile(model: Any, validation: pd.DataFrame, test: pd.DataFrame | Non
     ref_y = reference[label].to_numpy(dtype=np.float64)
     ref_scores = predict_proba(model, reference)
     auc, se = delong_roc_auc(ref_y, ref_scores)
+    # The latest labelled rows the model did not train on: what a label-free CBPE estimate right
+    # after training calibrates on (the validation split is older, and the base rate moves).
+    recent = fit_calibrator(ref_y, ref_scores)
+    recent["fitted_on"] = "test" if reference is test else "validation"
     return {
         "version": PROFILE_VERSION,
         "reference": {"split": "test" if reference is test else "validation", "roc_auc": auc, "roc_auc_se": se,
                       "rows": len(reference), "positive_rate": float(ref_y.mean()),
                       "estimated_roc_auc": expected_roc_auc(ref_scores, calibrate(calibrator, ref_scores))},
         "calibration": calibrator,
+        "recent_calibration": recent,
         "importance": {"method": "permutation", "metric": "roc_auc",
                        "values": permutation_importance(model, validation, label, seed)},
     }
@@ -252,12 +260,17 @@ def retrain_signals(
     prediction: PredictionDrift | None = None,
     confidence: float = 0.95,
     min_labelled_rows: int = 200,
+    recent_labels: Any = None,
+    recent_scores: Any = None,
 ) -> dict[str, float]:
     """The evidence a performance-aware policy decides on, as flat numbers (metrics-ready).
 
     ``scores``: the champion's raw scores on the whole current window; ``labels``: its labels, NaN
     where the label does not exist yet (see :func:`hide_unknown_labels`); ``columns``/``prediction``:
-    the drift check's column and prediction results. Keys absent: that signal had no data."""
+    the drift check's column and prediction results; ``recent_labels``/``recent_scores``: the
+    latest labelled rows before the window that the champion did not train on, with its scores
+    (for the label-free estimate; else its test split's calibrator is used). Keys absent: that
+    signal had no data."""
     reference = profile["reference"]
     ref_auc, ref_se = float(reference["roc_auc"]), float(reference["roc_auc_se"])
     signals: dict[str, float] = {"reference_roc_auc": ref_auc, "reference_roc_auc_se": ref_se}
@@ -269,10 +282,20 @@ def retrain_signals(
         # CBPE. The training-time calibrator does not carry over when the base rate moves (seasons),
         # so when the window already has enough labelled rows (older than the label delay) the
         # scores are recalibrated on them first; the estimate then covers the whole window.
+        # Without them (label-free), the latest labelled rows the champion has not trained on
+        # calibrate it: on the example data that halves the stored calibrator's error.
         stored = expected_roc_auc(raw, calibrate(profile.get("calibration"), raw))
-        estimated = expected_roc_auc(raw, calibrate(fit_calibrator(y, s), raw)) if enough else stored
+        recent_y, recent_s = (_binary(recent_labels, recent_scores) if recent_labels is not None
+                              else (np.empty(0), np.empty(0)))
+        recent_enough = recent_y.size >= min_labelled_rows and 0 < recent_y.sum() < recent_y.size
+        recent_calibrator = (fit_calibrator(recent_y, recent_s) if recent_enough
+                             else profile.get("recent_calibration", profile.get("calibration")))
+        label_free = expected_roc_auc(raw, calibrate(recent_calibrator, raw))
+        estimated = expected_roc_auc(raw, calibrate(fit_calibrator(y, s), raw)) if enough else label_free
         signals.update(estimated_roc_auc=estimated, estimated_diff=estimated - ref_auc,
-                       estimated_roc_auc_profile=stored, estimated_recalibrated=float(enough))
+                       estimated_roc_auc_profile=stored, estimated_recalibrated=float(enough),
+                       estimated_roc_auc_label_free=label_free,
+                       estimated_label_free_rows=float(recent_y.size) if recent_enough else 0.0)
     if labels is not None:
         signals["observed_rows"] = float(y.size)
         if enough:

@@ -65,6 +65,7 @@ class MonthResult:
     decision_reason: str = ""
     triggered_by: str = ""
     estimated_roc_auc: float | None = None
+    estimated_roc_auc_label_free: float | None = None
     observed_roc_auc: float | None = None
     observed_rows: int = 0
     observed_diff: float | None = None
@@ -80,6 +81,13 @@ class MonthResult:
         if self.estimated_roc_auc is None or self.roc_auc is None:
             return None
         return self.estimated_roc_auc - self.roc_auc
+
+    @property
+    def label_free_error(self) -> float | None:
+        """The label-free CBPE estimate (no label of the month used) minus the realised AUC."""
+        if self.estimated_roc_auc_label_free is None or self.roc_auc is None:
+            return None
+        return self.estimated_roc_auc_label_free - self.roc_auc
 
     def describe(self) -> str:
         """One line: the champion's AUC on the month, the drift verdict and what followed."""
@@ -108,20 +116,23 @@ class BacktestResult:
     def frame(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame([{**asdict(m), "estimate_error": m.estimate_error} for m in self.months])
+        return pd.DataFrame([{**asdict(m), "estimate_error": m.estimate_error, "label_free_error": m.label_free_error}
+                             for m in self.months])
 
     def totals(self, months: Sequence[str] | None = None) -> pd.DataFrame:
         """Per policy: mean and min realised AUC, retrains, promotions, and CBPE's mean absolute
-        error; only ``months`` when given (e.g. the held-out months)."""
+        error (with the month's known labels, and label-free); only ``months`` when given."""
         frame = self.frame()
         if months is not None:
             frame = frame[frame["month"].isin(list(months))]
-        frame = frame.assign(abs_estimate_error=frame["estimate_error"].astype("float64").abs())
+        frame = frame.assign(abs_estimate_error=frame["estimate_error"].astype("float64").abs(),
+                             abs_label_free_error=frame["label_free_error"].astype("float64").abs())
         grouped = frame.groupby("policy", sort=False)
         return grouped.agg(months=("month", "count"), mean_roc_auc=("roc_auc", "mean"),
                            min_roc_auc=("roc_auc", "min"), drift_flagged=("drift", "sum"),
                            retrains=("retrained", "sum"), promotions=("promoted", "sum"),
-                           estimate_mae=("abs_estimate_error", "mean")).reset_index()
+                           estimate_mae=("abs_estimate_error", "mean"),
+                           label_free_mae=("abs_label_free_error", "mean")).reset_index()
 
 
 def parse_month(text: str) -> dt.date:
@@ -358,11 +369,24 @@ class ModelBank:
                 drift = check_drift(drift_frame(self.by_month[model_month], cfg), drift_frame(seen, cfg), cfg.drift,
                                     model=champion.model)
             scores = predict_proba(champion.model, current)
+            recent = self._recent(model_month, month)
             signals = retrain_signals(champion.profile, scores, seen[cfg.dataset.label].to_numpy(), drift.columns,
-                                      drift.prediction, cfg.retrain.confidence, cfg.retrain.min_labelled_rows)
+                                      drift.prediction, cfg.retrain.confidence, cfg.retrain.min_labelled_rows,
+                                      recent_labels=None if recent is None else recent[cfg.dataset.label].to_numpy(),
+                                      recent_scores=None if recent is None else predict_proba(champion.model, recent))
             self._checks[key] = (drift, signals, _roc_auc_of(current[cfg.dataset.label].to_numpy(), scores))
             self._stale.discard(key)
         return self._checks[key]
+
+    def _recent(self, model_month: str, month: str) -> pd.DataFrame | None:
+        """For the label-free estimate: the month before ``month`` with the labels that exist at
+        ``month``'s check, when the model of ``model_month`` did not train on it; else None (the
+        model's test split calibrates). As the pipeline's drift step does (``recent_window``)."""
+        months = sorted(self.by_month)
+        previous = months[months.index(month) - 1] if months.index(month) > 0 else None
+        if previous is None or previous <= model_month:
+            return None
+        return labels_known_at(self.by_month[previous], self.cfg, check_time(month, self.cfg))
 
     def gate(self, challenger_month: str, champion_month: str) -> tuple[bool, dict]:
         key = (challenger_month, champion_month)
@@ -430,6 +454,7 @@ def replay(
                                   champion_month=champion_month, decision_reason=decision.reason,
                                   triggered_by=",".join(decision.triggered_by),
                                   estimated_roc_auc=signals.get("estimated_roc_auc"),
+                                  estimated_roc_auc_label_free=signals.get("estimated_roc_auc_label_free"),
                                   observed_roc_auc=signals.get("observed_roc_auc"),
                                   observed_rows=int(signals.get("observed_rows", 0)),
                                   observed_diff=signals.get("observed_diff"),
@@ -523,9 +548,14 @@ def plot(result: BacktestResult, png_path: Path, estimate_policy: str = "default
         right = axes_all[0][1]
         right.plot(estimated["month"], estimated["roc_auc"], marker="o", markersize=3, label="realised")
         right.plot(estimated["month"], estimated["estimated_roc_auc"], marker="s", markersize=3,
-                   label="estimated (CBPE)")
+                   label="estimated (CBPE, the month's known labels)")
+        label_free = estimated[estimated["estimated_roc_auc_label_free"].notna()]
+        right.plot(label_free["month"], label_free["estimated_roc_auc_label_free"], marker="v", markersize=3,
+                   linestyle="--", label="estimated (CBPE, label-free)")
         mae = float(estimated["estimate_error"].astype("float64").abs().mean())
-        right.set_title(f"{estimate_policy}: CBPE vs realised AUC (MAE {mae:.3f})", fontsize=9)
+        mae_free = float(label_free["label_free_error"].astype("float64").abs().mean())
+        right.set_title(f"{estimate_policy}: CBPE vs realised AUC\n(MAE {mae:.3f}; label-free {mae_free:.3f})",
+                        fontsize=9)
         right.grid(alpha=0.3)
         right.legend(fontsize=7)
         right.tick_params(axis="x", rotation=45)
@@ -537,7 +567,8 @@ def plot(result: BacktestResult, png_path: Path, estimate_policy: str = "default
     return png_path
 
 
-SHOWN_COLUMNS = ["policy", "month", "champion", "roc_auc", "estimated_roc_auc", "observed_roc_auc", "observed_rows",
+SHOWN_COLUMNS = ["policy", "month", "champion", "roc_auc", "estimated_roc_auc", "estimated_roc_auc_label_free",
+                 "observed_roc_auc", "observed_rows",
                  "observed_diff_low", "observed_diff_high", "weighted_drift_share", "prediction_drift", "drift",
                  "decision", "triggered_by", "retrained", "challenger_roc_auc", "champion_test_roc_auc", "promoted"]
 

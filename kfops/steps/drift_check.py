@@ -168,12 +168,23 @@ def drift_metrics(result: DriftResult) -> dict[str, float]:
     return metrics
 
 
+def recent_window(current: tuple[dt.date, dt.date], champion: tuple[dt.date, dt.date]) -> tuple[dt.date, dt.date] | None:
+    """The window before ``current``, as long, less what the champion trained on (its window
+    ``champion``): the latest labelled rows that calibrate the label-free CBPE estimate. None when
+    nothing is left (the champion's test split calibrates instead)."""
+    start, end = current
+    previous_end = start - dt.timedelta(days=1)
+    previous_start = max(previous_end - (end - start), champion[1] + dt.timedelta(days=1))
+    return None if previous_start > previous_end else (previous_start, previous_end)
+
+
 def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current: pd.DataFrame,
-                     result: DriftResult, scores: Any = None,
+                     result: DriftResult, scores: Any = None, recent: pd.DataFrame | None = None,
                      ) -> tuple[dict[str, float], str | None, dict[str, float] | None]:
     """The retrain triggers' evidence on ``current`` (labels NaN where they do not exist yet), from
     the profile stored with the champion, with the champion's feature importance; ``scores``:
-    served scores (else the champion scores ``current``). Returns ({}, why, None) when the
+    served scores (else the champion scores ``current``); ``recent``: labelled rows before the
+    window the champion did not train on (:func:`recent_window`). Returns ({}, why, None) when the
     champion was trained without a profile."""
     from kfops.core.model import predict_proba, read_meta
     from kfops.core.monitoring import require_profile, retrain_signals
@@ -186,8 +197,11 @@ def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current
     if scores is None:
         scores = predict_proba(champion, current)
     labels = current[label].to_numpy(dtype="float64") if label in current.columns else None
+    recent_labels = recent_scores = None
+    if recent is not None and len(recent) and label in recent.columns:
+        recent_labels, recent_scores = recent[label].to_numpy(dtype="float64"), predict_proba(champion, recent)
     signals = retrain_signals(profile, scores, labels, result.columns, result.prediction, cfg.retrain.confidence,
-                              cfg.retrain.min_labelled_rows)
+                              cfg.retrain.min_labelled_rows, recent_labels=recent_labels, recent_scores=recent_scores)
     return signals, None, dict(profile.get("importance", {}).get("values", {}))
 
 
@@ -273,7 +287,17 @@ def drift_check(
     from kfops.reports.drift import render_report
 
     result = check_drift(reference, current, cfg.drift, model=model)
-    signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served)
+    recent = None
+    span = recent_window((cur_start, cur_end), champion_span)
+    if span is not None and cfg.retrain.mode == "performance" and "estimated" in cfg.retrain.triggers:
+        # The label-free estimate's calibration: labels that exist now, of the window before this one.
+        try:
+            recent = hide_unknown_labels(window_features(cfg, span[0], span[1], work / "recent"), cfg.dataset.label,
+                                         cfg.dataset.event_timestamp, check_at, cfg.retrain.label_delay)
+        except DataError as err:
+            log.warning("no labelled rows before the window for the label-free estimate (%s): the champion's "
+                        "test split calibrates it", err)
+    signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served, recent)
     if no_signals:
         log.warning("retrain triggers have no performance evidence: %s", no_signals)
     # Every column stays in the report; the champion's importance and the triggers' evidence join it.

@@ -276,3 +276,90 @@ def test_the_backtest_cache_recomputes_signals_of_another_version_and_keeps_the_
     again, recomputed, realised_again = reloaded.check("2013-01", "2013-02")
     assert recomputed == signals and realised_again == realised
     assert again.drift == cached_drift.drift and again.performance.roc_auc == cached_drift.performance.roc_auc
+
+
+def _moved_truth(seed: int, n: int = 30_000) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores, and labels from a truth that moved away from them (the stored calibration is stale)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(2 * z - 1)))).astype(float)
+    return 1 / (1 + np.exp(-z)), y
+
+
+def test_the_label_free_estimate_calibrates_on_the_latest_labelled_rows_before_the_window():
+    scores, y = _moved_truth(11)
+    recent_scores, recent_y = _moved_truth(12)  # the window before: the same moved truth, labelled
+    realised = roc_auc_score(y, scores)
+    profile = {"reference": {"roc_auc": 0.75, "roc_auc_se": 0.01}, "calibration": {"method": "none"},
+               "recent_calibration": {"method": "none"}}
+    no_labels = np.full(scores.size, np.nan)
+    free = retrain_signals(profile, scores, no_labels, recent_labels=recent_y, recent_scores=recent_scores)
+    assert free["estimated_label_free_rows"] == recent_y.size and free["estimated_recalibrated"] == 0.0
+    assert free["estimated_roc_auc"] == free["estimated_roc_auc_label_free"]  # what the trigger acts on
+    assert abs(free["estimated_roc_auc_label_free"] - realised) < 0.01
+    assert abs(free["estimated_roc_auc_profile"] - realised) > 0.05  # the stale calibrator misses
+    # Too few labelled recent rows: the champion's recent (test split) calibrator, not the window's labels.
+    few = retrain_signals(profile, scores, no_labels, recent_labels=recent_y[:50], recent_scores=recent_scores[:50])
+    assert few["estimated_label_free_rows"] == 0.0
+    assert few["estimated_roc_auc_label_free"] == expected_roc_auc(scores, scores)
+    # With the window's own labels the estimate recalibrates on them; the label-free one is unchanged.
+    seen = np.where(np.arange(scores.size) < 24_000, y, np.nan)
+    labelled = retrain_signals(profile, scores, seen, recent_labels=recent_y, recent_scores=recent_scores)
+    assert labelled["estimated_recalibrated"] == 1.0
+    assert labelled["estimated_roc_auc_label_free"] == free["estimated_roc_auc_label_free"]
+
+
+def test_the_profile_keeps_a_calibrator_of_the_test_split_for_the_label_free_estimate():
+    cfg = example_config()
+    jan = _month(cfg, 1, 0)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+    test = jan.iloc[1500:]
+    expected = fit_calibrator(test["label"], model.predict_proba_encoded(model.spec.encode(test)))
+    assert profile["recent_calibration"] == {**expected, "fitted_on": "test"}
+    scores = model.predict_proba_encoded(model.spec.encode(jan))
+    signals = retrain_signals(profile, scores, np.full(len(jan), np.nan))
+    assert signals["estimated_roc_auc_label_free"] == expected_roc_auc(
+        scores, calibrate(profile["recent_calibration"], scores))
+
+
+def test_the_recent_window_is_the_one_before_less_what_the_champion_trained_on():
+    from kfops.steps.drift_check import recent_window
+
+    march = (dt.date(2013, 3, 1), dt.date(2013, 3, 31))
+    assert recent_window(march, (dt.date(2012, 12, 1), dt.date(2012, 12, 31))) == (dt.date(2013, 1, 29),
+                                                                                   dt.date(2013, 2, 28))
+    assert recent_window(march, (dt.date(2013, 1, 1), dt.date(2013, 1, 31))) == (dt.date(2013, 2, 1),
+                                                                                 dt.date(2013, 2, 28))
+    assert recent_window(march, (dt.date(2013, 1, 1), dt.date(2013, 2, 10))) == (dt.date(2013, 2, 11),
+                                                                                 dt.date(2013, 2, 28))
+    assert recent_window(march, (dt.date(2013, 2, 1), dt.date(2013, 2, 28))) is None
+
+
+def test_the_backtests_label_free_estimate_uses_no_label_of_the_checked_month(tmp_path):
+    """March checked against the January model: its label-free estimate calibrates on February
+    (labels that exist at March's check), never on March's own labels."""
+    from kfops.runners.backtest import ModelBank, Trained
+
+    cfg = example_config()
+    jan, feb, mar = _month(cfg, 1, 0), _month(cfg, 2, 1), _month(cfg, 3, 2)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+
+    def label_free(months: dict[str, pd.DataFrame]) -> dict[str, float]:
+        bank = ModelBank(cfg, months, work_dir=tmp_path)
+        bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+        return bank.check("2013-01", "2013-03")[1]
+
+    base = label_free({"2013-01": jan, "2013-02": feb, "2013-03": mar})
+    flipped_march = mar.assign(label=1 - mar["label"])
+    flipped_february = feb.assign(label=1 - feb["label"])
+    assert base["estimated_label_free_rows"] == len(feb)
+    assert label_free({"2013-01": jan, "2013-02": feb, "2013-03": flipped_march})[
+        "estimated_roc_auc_label_free"] == base["estimated_roc_auc_label_free"]
+    assert label_free({"2013-01": jan, "2013-02": flipped_february, "2013-03": mar})[
+        "estimated_roc_auc_label_free"] != base["estimated_roc_auc_label_free"]
+    # February checked against the January model: nothing between them, the test split calibrates.
+    bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path)
+    bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+    assert bank.check("2013-01", "2013-02")[1]["estimated_label_free_rows"] == 0.0
