@@ -52,6 +52,13 @@ _BYTES, _STRING, _INT32, _INT64 = 1, 2, 3, 4
 _SCALARS = frozenset(("double_val", "float_val", "int64_val", "int32_val", "string_val", "bool_val", "bytes_val"))
 _CACHE_LIMIT = 100_000  # decoded values kept per reader (keyed by their bytes: never stale)
 
+
+def _remember(cache: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep ``value`` under ``key``; a full cache starts over (bounded memory, no eviction order)."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
 Values = dict[str, list[Any]]  # feature name -> one Python value (None: missing) per entity row
 Stamps = dict[str, list[int]]  # view name -> the row's event time in epoch seconds (0: missing)
 
@@ -154,9 +161,7 @@ class _Decoder:
             value = getattr(message, kind)
         else:  # lists, maps, timestamps...: Feast's own conversion, not cached (mutable results)
             return self._general(message)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[raw] = value
+        _remember(self._cache, raw, value)
         return value
 
 
@@ -253,9 +258,7 @@ class RedisReader(DirectReader):
             if stamp.nanos:
                 moment = dt.datetime.fromtimestamp(stamp.seconds + stamp.nanos / 1e9, tz=dt.UTC)
                 seconds = calendar.timegm(moment.utctimetuple())
-            if len(self._stamp_cache) >= _CACHE_LIMIT:
-                self._stamp_cache.clear()
-            self._stamp_cache[raw] = seconds
+            _remember(self._stamp_cache, raw, seconds)
         return seconds
 
     def read(self, rows: list[dict[str, Any]]) -> tuple[Values, Stamps]:
@@ -410,9 +413,7 @@ class SqliteReader(DirectReader):
                 moment = dt.datetime.fromisoformat(text)
             moment = moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
             seconds = calendar.timegm(moment.utctimetuple())
-            if len(self._stamp_cache) >= _CACHE_LIMIT:
-                self._stamp_cache.clear()
-            self._stamp_cache[raw] = seconds
+            _remember(self._stamp_cache, raw, seconds)
         return seconds
 
     def read(self, rows: list[dict[str, Any]]) -> tuple[Values, Stamps]:
