@@ -20,9 +20,12 @@ Mode ``performance`` replaces 2 with "one of the configured ``triggers`` fires" 
   than ``observed_tolerance``, with confidence: the whole interval of the difference is below it;
   or (with ``min_roc_auc``) the whole interval of that AUC is below the floor;
 * ``estimated``: the CBPE estimate from calibrated scores is ``estimated_tolerance`` below it
-  (when ``observed`` is configured too, only on windows without enough labels for it);
+  (when ``observed`` or ``challenger`` is configured too, only on windows without enough labels
+  for them);
 * ``weighted_drift``: drifted columns hold at least ``weighted_drift_share`` of the importance;
 * ``prediction_drift``: the champion's scores drifted;
+* ``challenger``: a shadow challenger, trained on the window's labelled rows in the check and not
+  registered, passes the evaluate gate against the champion (``kfops.training.challenger``);
 * ``drift``: the drift check's verdict.
 
 Debounce, cooldown and the rate limit then apply as in mode ``drift``.
@@ -53,10 +56,10 @@ if TYPE_CHECKING:
     from kfops.core.state import StateStore
 
 Mode = Literal["drift", "performance", "scheduled", "never"]
-Trigger = Literal["observed", "estimated", "weighted_drift", "prediction_drift", "drift"]
-TRIGGERS: tuple[str, ...] = ("observed", "estimated", "weighted_drift", "prediction_drift", "drift")
+Trigger = Literal["observed", "estimated", "weighted_drift", "prediction_drift", "challenger", "drift"]
+TRIGGERS: tuple[str, ...] = ("observed", "estimated", "weighted_drift", "prediction_drift", "challenger", "drift")
 # The default triggers, chosen by `kfops backtest` on 2013 (docs/backtest.md).
-DEFAULT_TRIGGERS: list[Trigger] = ["observed", "estimated"]
+DEFAULT_TRIGGERS: list[Trigger] = ["challenger", "estimated"]
 STATE_VERSION = 1
 
 # Decision codes: what decided the outcome, for backtests and dashboards.
@@ -99,7 +102,8 @@ class RetrainPolicy(BaseModel):
     triggers: list[Trigger] = Field(
         default_factory=lambda: list(DEFAULT_TRIGGERS),
         description="Mode `performance`: the signals that may trigger a retrain (any one fires): `observed`, "
-        "`estimated`, `weighted_drift`, `prediction_drift`, `drift`. Default chosen by `kfops backtest`.",
+        "`estimated`, `weighted_drift`, `prediction_drift`, `challenger` (a shadow challenger passes the gate), `drift`. "
+        "Default chosen by `kfops backtest`.",
     )
     label_delay: dt.timedelta = Field(
         dt.timedelta(0), description="How long after an event its label exists, e.g. 1d; newer rows are unlabelled."
@@ -362,6 +366,9 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
                 # Measured beats estimated: with enough labels the observed AUC and its interval decide.
                 quiet.append(f"{text}: reported only, the observed AUC on labelled rows decides")
                 continue
+            if "challenger" in policy.triggers and "challenger_blessed" in s:
+                quiet.append(f"{text}: reported only, the shadow challenger on labelled rows decides")
+                continue
             hit = s["estimated_diff"] < -policy.estimated_tolerance
             (fired.append((name, f"{text} < -{policy.estimated_tolerance:g}")) if hit
              else quiet.append(f"{text} within {policy.estimated_tolerance:g}"))
@@ -372,6 +379,15 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
             share = s["weighted_drift_share"]
             text = f"drifted columns hold {share:.0%} of the importance (threshold {policy.weighted_drift_share:.0%})"
             (fired.append((name, text)) if share >= policy.weighted_drift_share else quiet.append(text))
+        elif name == "challenger":
+            if "challenger_blessed" not in s:
+                quiet.append("challenger: no shadow challenger (no labelled window, or too few labelled rows)")
+                continue
+            text = (f"a shadow challenger trained on {s.get('challenger_rows', 0):.0f} labelled rows scores AUC "
+                    f"{s['challenger_roc_auc']:.4f} against the champion's {s['challenger_champion_roc_auc']:.4f} "
+                    f"on the window's test split")
+            (fired.append((name, f"{text} and passes the evaluate gate")) if s["challenger_blessed"] == 1.0
+             else quiet.append(f"{text} and does not pass the evaluate gate"))
         elif name == "prediction_drift":
             if "prediction_drift" not in s:
                 quiet.append("prediction_drift: no scores")

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from kfops.core.retrain_policy import RetrainPolicy
 
 log = logging.getLogger("kfops.runners.backtest")
-POLICIES = ("default", "observed", "estimated", "weighted_drift", "prediction_drift", "drift", "monthly", "never")
+POLICIES = ("default", "observed", "estimated", "weighted_drift", "prediction_drift", "challenger", "drift", "monthly",
+            "never")
 # Months the default policy's thresholds were tuned on; the others are reported apart (held out).
 TUNING_MONTHS = ("2013-02", "2013-03", "2013-04", "2013-05", "2013-06")
 MONTH_COLUMN = "_backtest_month"
@@ -157,14 +158,14 @@ def _month_end(month: dt.date) -> dt.date:
 
 def policy_for(name: str, cfg: KfopsConfig) -> RetrainPolicy:
     """``default``: the configured ``retrain`` policy as is; ``observed``, ``estimated``,
-    ``weighted_drift``, ``prediction_drift``: it in mode ``performance`` with that one trigger;
+    ``weighted_drift``, ``prediction_drift``, ``challenger``: it in mode ``performance`` with that one trigger;
     ``drift``: it in mode ``drift`` with debounce 2 (kfops' earlier trigger); ``monthly``: retrain
     at every check; ``never``."""
     from kfops.core.retrain_policy import RetrainPolicy
 
     if name == "default":
         return cfg.retrain
-    if name in ("observed", "estimated", "weighted_drift", "prediction_drift"):
+    if name in ("observed", "estimated", "weighted_drift", "prediction_drift", "challenger"):
         return cfg.retrain.model_copy(update={"mode": "performance", "triggers": [name]})
     if name == "drift":
         return cfg.retrain.model_copy(update={"mode": "drift", "debounce": 2})
@@ -189,52 +190,6 @@ def build_frame(cfg: KfopsConfig, first: dt.date, last: dt.date, work_dir: Path,
     local = frame[cfg.dataset.event_timestamp].dt.tz_convert(cfg.validation.window_timezone)
     frame[MONTH_COLUMN] = local.dt.strftime("%Y-%m").to_numpy()
     return frame.reset_index(drop=True)
-
-
-def _split(frame: pd.DataFrame, cfg: KfopsConfig) -> dict[str, pd.DataFrame]:
-    from kfops.core.splits import split_by_time
-
-    split = split_by_time(frame, cfg)
-    return {name: frame[split == name] for name in ("train", "validation", "test")}
-
-
-def train_on(frame: pd.DataFrame, cfg: KfopsConfig, work_dir: Path) -> tuple[TabularModel, dict[str, pd.DataFrame]]:
-    """Fit the configured trainer on a window's train split, threshold on its validation split."""
-    from kfops.core.evaluation import choose_threshold
-    from kfops.core.model import FeatureSpec, predict_proba
-    from kfops.training import train_model
-
-    parts = _split(frame, cfg)
-    spec = FeatureSpec.fit(parts["train"], cfg.feature_columns, cfg.features.categorical, label=cfg.dataset.label)
-    result = train_model(parts["train"], parts["validation"], spec, cfg.train, work_dir)
-    proba = predict_proba(result.model, parts["validation"])
-    result.model.threshold = choose_threshold(parts["validation"][cfg.dataset.label].to_numpy(), proba)
-    return result.model, parts
-
-
-def judge(challenger: TabularModel, champion: TabularModel, test: pd.DataFrame, cfg: KfopsConfig) -> tuple[bool, dict]:
-    """The evaluate step's gate: challenger vs champion on the same test split."""
-    from kfops.core.evaluation import (
-        behavioural_checks,
-        classification_metrics,
-        gate,
-        slice_metrics,
-    )
-    from kfops.core.model import predict_proba
-
-    y_true = test[cfg.dataset.label].to_numpy()
-    gate_cfg = cfg.evaluate.gate
-    scored = {}
-    for name, model in (("challenger", challenger), ("champion", champion)):
-        proba = predict_proba(model, test)
-        scored[name] = (classification_metrics(y_true, proba, model.threshold, cfg.evaluate.calibration_bins)["scalars"],
-                        slice_metrics(test, y_true, proba, gate_cfg.slices, gate_cfg.min_slice_rows))
-    behaviour = (behavioural_checks(challenger, test, cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns)
-                 if cfg.evaluate.behavioural_checks else [])
-    verdict = gate(scored["challenger"][0], gate_cfg, scored["champion"][0], scored["challenger"][1],
-                   scored["champion"][1], behaviour, "current")
-    return verdict.blessed, {"challenger": scored["challenger"][0], "champion": scored["champion"][0],
-                             "reasons": verdict.reasons}
 
 
 def gate_summary(blessed: bool, reasons: Sequence[str], limit: int = 400) -> str:
@@ -286,6 +241,7 @@ class ModelBank:
         self._checks: dict[tuple[str, str], tuple[DriftResult, dict[str, float], float | None]] = {}
         self._gates: dict[tuple[str, str], tuple[bool, dict]] = {}
         self._stale: set[tuple[str, str]] = set()
+        self._labelled_counts: dict[str, int] = {}
         if self.cache_dir is not None:
             self._load()
 
@@ -336,12 +292,19 @@ class ModelBank:
     def trained(self, month: str) -> Trained:
         if month not in self._trained:
             from kfops.core.monitoring import model_profile
+            from kfops.training.challenger import train_on_window
 
-            model, parts = train_on(self._labelled(month), self.cfg, self.work_dir / "models" / month)
+            model, parts = train_on_window(self._labelled(month), self.cfg, self.work_dir / "models" / month)
             profile = model_profile(model, parts["validation"], parts["test"], self.cfg.dataset.label,
                                     seed=self.cfg.drift.seed)
             self._trained[month] = Trained(month, model, parts, profile)
         return self._trained[month]
+
+    def labelled_rows(self, month: str) -> int:
+        """How many rows of ``month`` have a label at its check (what a challenger trains on)."""
+        if month not in self._labelled_counts:
+            self._labelled_counts[month] = len(self._labelled(month))
+        return self._labelled_counts[month]
 
     def _labelled(self, month: str) -> pd.DataFrame:
         """The month as its check sees it, labelled rows only: what a retrain after it trains on
@@ -391,10 +354,12 @@ class ModelBank:
     def gate(self, challenger_month: str, champion_month: str) -> tuple[bool, dict]:
         key = (challenger_month, champion_month)
         if key not in self._gates:
+            from kfops.training.challenger import judge, split_window
+
             challenger = self.trained(challenger_month)
             test = challenger.parts.get("test")
             if test is None:  # loaded from the cache: the same split again
-                test = _split(self._labelled(challenger_month), self.cfg)["test"]
+                test = split_window(self._labelled(challenger_month), self.cfg)["test"]
             self._gates[key] = judge(challenger.model, self.trained(champion_month).model, test, self.cfg)
         return self._gates[key]
 
@@ -423,6 +388,7 @@ def replay(
     per month (:mod:`kfops.progress`: a bar on a terminal, one line per month otherwise)."""
     from kfops.core.retrain_policy import DriftSummary, decide
     from kfops.progress import progress
+    from kfops.training.challenger import challenger_signals
 
     by_month = bank.by_month if bank is not None else {m: p for m, p in frame.groupby(MONTH_COLUMN, sort=True)}
     for month in (initial_month, *months):
@@ -443,6 +409,11 @@ def replay(
             history = []
             for month in months:
                 drift, signals, auc = bank.check(champion_month, month)
+                if policy.mode == "performance" and "challenger" in policy.triggers:
+                    # The drift step's shadow challenger: the month's model judged against the champion.
+                    shadow_blessed, shadow = bank.gate(month, champion_month)
+                    signals = {**signals, **challenger_signals(shadow_blessed, shadow,
+                                                               bank.labelled_rows(month))}
                 decision = decide(history, DriftSummary.from_result(drift, report=f"backtest:{policy_name}:{month}",
                                                                     signals=signals),
                                   check_time(month, cfg), policy)

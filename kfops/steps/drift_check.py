@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kfops.core.windows import drift_frame, parse_window
-from kfops.errors import ConfigError, DataError
+from kfops.errors import ConfigError, DataError, TrainingError
 from kfops.steps.featurize import window_features
 
 if TYPE_CHECKING:
@@ -205,6 +205,27 @@ def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current
     return signals, None, dict(profile.get("importance", {}).get("values", {}))
 
 
+def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame, work_dir: Path) -> dict[str, float]:
+    """The ``challenger`` trigger's evidence: a shadow challenger trained on the window's rows whose
+    labels exist, judged against the champion by the evaluate gate (as ``kfops backtest`` does).
+    Empty (the trigger stays quiet) when too few rows are labelled."""
+    from kfops.training.challenger import shadow_challenger
+
+    label = cfg.dataset.label
+    labelled = window[window[label].notna()]
+    if len(labelled) < cfg.retrain.min_labelled_rows:
+        log.info("no shadow challenger: %d labelled rows, fewer than retrain.min_labelled_rows", len(labelled))
+        return {}
+    labelled = labelled.assign(**{label: labelled[label].astype("int64")})
+    try:
+        signals, reasons = shadow_challenger(cfg, champion, labelled, work_dir)
+    except (DataError, TrainingError) as err:  # e.g. a split with one class: no evidence, not a failed check
+        log.warning("no shadow challenger: %s", err)
+        return {}
+    log.info("shadow challenger: %s", "; ".join(reasons))
+    return signals
+
+
 def _log_to_mlflow(cfg: KfopsConfig, result: DriftResult, verdict_path: Path, report_path: Path | None,
                    tags: dict[str, str]) -> tuple[str, str]:
     """One MLflow run per drift check: metrics, verdict and report; returns (run id, report URI)."""
@@ -300,6 +321,8 @@ def drift_check(
     signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served, recent)
     if no_signals:
         log.warning("retrain triggers have no performance evidence: %s", no_signals)
+    elif current_source == "window" and cfg.retrain.mode == "performance" and "challenger" in cfg.retrain.triggers:
+        signals.update(window_challenger(cfg, champion, window, work / "shadow"))
     # Every column stays in the report; the champion's importance and the triggers' evidence join it.
     report_path = render_report(reference, current, result, Path(report_html), importance=importance,
                                 signals=signals)
