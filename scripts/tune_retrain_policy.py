@@ -48,7 +48,9 @@ def main() -> None:
 
     grid = []
     for triggers in (["observed"], ["estimated"], ["weighted_drift"], ["prediction_drift"], ["observed", "estimated"],
-                     ["observed", "weighted_drift"], ["estimated", "weighted_drift"], ["observed", "prediction_drift"]):
+                     ["observed", "weighted_drift"], ["estimated", "weighted_drift"], ["observed", "prediction_drift"],
+                     ["challenger"], ["observed", "challenger"], ["challenger", "estimated"],
+                     ["observed", "estimated", "challenger"]):
         for ot, et, ws, debounce, cooldown, floor in itertools.product(
                 (0.0, 0.01, 0.02, 0.03), (0.0, 0.01, 0.02, 0.03, 0.05), (0.3, 0.5, 0.7), (1, 2), ("0d", "35d", "59d"),
                 (None, 0.62, 0.64, 0.65, 0.66, 0.68)):

@@ -49,7 +49,7 @@ def test_policies_decide_as_named():
     with pytest.raises(ConfigError, match="unknown policy"):
         policy_for("weekly", cfg)
     assert policy_for("default", cfg) is cfg.retrain
-    for name in ("observed", "estimated", "weighted_drift", "prediction_drift"):
+    for name in ("observed", "estimated", "weighted_drift", "prediction_drift", "challenger"):
         single = policy_for(name, cfg)
         assert (single.mode, single.triggers, single.debounce) == ("performance", [name], cfg.retrain.debounce)
 

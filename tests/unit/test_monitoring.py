@@ -363,3 +363,29 @@ def test_the_backtests_label_free_estimate_uses_no_label_of_the_checked_month(tm
     bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path)
     bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
     assert bank.check("2013-01", "2013-02")[1]["estimated_label_free_rows"] == 0.0
+
+
+def test_the_drift_steps_shadow_challenger_is_the_backtests_challenger(tmp_path):
+    """The `challenger` trigger's evidence: the drift step trains and judges a shadow challenger on
+    the window's labelled rows exactly as the backtest trains and judges the month's challenger."""
+    from kfops.runners.backtest import ModelBank, Trained, check_time
+    from kfops.steps.drift_check import window_challenger
+    from kfops.training.challenger import challenger_signals
+
+    cfg = example_config(retrain={"label_delay": "2d"})
+    jan, feb = _month(cfg, 1, 0), _month(cfg, 2, 1)
+    model = _Model(FeatureSpec.fit(jan, cfg.feature_columns, cfg.features.categorical, label="label"))
+    profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
+    at = check_time("2013-02", cfg)
+    seen = hide_unknown_labels(feb, "label", cfg.dataset.event_timestamp, at, "2d")
+    step = window_challenger(cfg, model, seen, tmp_path / "shadow")
+    assert step["challenger_rows"] == seen["label"].notna().sum() < len(feb)
+
+    bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path / "bank")
+    bank._trained["2013-01"] = Trained("2013-01", model, {}, profile)
+    blessed, judged = bank.gate("2013-02", "2013-01")
+    assert step == pytest.approx(challenger_signals(blessed, judged, bank.labelled_rows("2013-02")))
+    assert step["challenger_blessed"] == float(blessed)
+
+    strict = example_config(retrain={"label_delay": "2d", "min_labelled_rows": 10_000})
+    assert window_challenger(strict, model, seen, tmp_path / "shadow2") == {}  # too few labels: no evidence

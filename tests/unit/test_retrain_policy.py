@@ -287,3 +287,27 @@ def test_observed_fires_below_an_absolute_floor_only_with_confidence():
     quiet = decide([], evidence(**{**observed(0.0, 0.02), **unsure}), T0, policy)
     assert not quiet.retrain and "nor wholly below the floor 0.66" in quiet.reason
     assert not decide([], evidence(**{**observed(0.0, 0.02), **weak}), T0, performance("observed")).retrain
+
+
+def shadow(blessed: bool, gain: float = 0.03, rows: float = 20_000) -> dict[str, float]:
+    return {"challenger_blessed": float(blessed), "challenger_roc_auc": 0.70 + gain, "challenger_champion_roc_auc": 0.70,
+            "challenger_gain": gain, "challenger_rows": rows}
+
+
+def test_challenger_fires_only_when_the_shadow_challenger_passes_the_gate():
+    policy = performance("challenger")
+    passes = decide([], evidence(**shadow(True)), T0, policy)
+    assert passes.retrain and passes.triggered_by == ("challenger",)
+    assert "20000 labelled rows" in passes.reason and "passes the evaluate gate" in passes.reason
+    refused = decide([], evidence(**shadow(False, gain=0.05)), T0, policy)  # better AUC, but the gate refused it
+    assert not refused.retrain and refused.code == NO_SIGNAL and "does not pass the evaluate gate" in refused.reason
+    unlabelled = decide([], evidence(estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
+    assert not unlabelled.retrain and "no shadow challenger" in unlabelled.reason
+
+
+def test_with_a_shadow_challenger_the_estimate_is_reported_and_acts_only_without_labels():
+    policy = performance("challenger", "estimated")
+    measured = decide([], evidence(**shadow(False), estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
+    assert not measured.retrain and "the shadow challenger on labelled rows decides" in measured.reason
+    unlabelled = decide([], evidence(estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
+    assert unlabelled.retrain and unlabelled.triggered_by == ("estimated",)
