@@ -268,6 +268,30 @@ def test_the_flights_plug_in_derives_what_training_derives():
     assert derived.event_times == [t.to_pydatetime() for t in reference["event_timestamp"]]
 
 
+def test_the_flights_plug_in_cached_derivation_matches_training_on_every_day_of_a_year():
+    """The per-departure cache (parse and derived features) gives training's values, cold and warm,
+    across holidays and both daylight-saving changes; a bad departure fails on every call."""
+    from kfops.datasets.flights import request_features
+    from kfops.datasets.flights.serving import RAW_FLIGHT, cached_local_departure, local_departure
+
+    day = dt.date(2013, 1, 1)
+    texts = [f"{day + dt.timedelta(days=i)}T{(5 + 7 * i) % 24:02d}:{(13 * i) % 60:02d}" for i in range(365)]
+    rows = [{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N1", "distance": 1400, "flight": 0,
+             "sched_dep": text} for text in texts]
+    reference = request_features(pd.DataFrame(rows))
+    for _ in range(2):  # the second pass reads the caches
+        columns = {k: [r[k] for r in rows] for k in rows[0]}
+        columns["sched_dep"] = [cached_local_departure(t) for t in texts]
+        assert columns["sched_dep"] == [local_departure(t) for t in texts]
+        derived = RAW_FLIGHT.derive(columns, len(rows))
+        for name in ("dep_hour", "day_of_week", "month", "days_to_holiday"):
+            assert derived.columns[name] == reference[name].tolist(), name
+        assert derived.event_times == [t.to_pydatetime() for t in reference["event_timestamp"]]
+    for _ in range(2):
+        with pytest.raises(ValueError, match="does not exist in New York local time"):
+            cached_local_departure("2013-03-10T02:30")
+
+
 def test_importing_serving_loads_no_flights_module(shop_model, tmp_path):
     """In a fresh interpreter (other tests' imports cannot hide it): the serving package, its
     server, transformer and sidecars, and a non-flights raw request through the engine."""

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kfops.core.model import FeatureSpec
-from kfops.core.requests import RawSchema
+from kfops.core.requests import RawField, RawSchema
 from kfops.datasets.flights.serving import RAW_FLIGHT
 from kfops.serving.protocol import payloads
 from kfops.serving.protocol.payloads import (
@@ -304,3 +304,25 @@ def test_any_json_is_decoded_or_refused_with_a_request_error(body, mutation):
                     assert set(parsed.columns) == set(COLUMNS)
                 else:
                     assert set(FLIGHT_REQUIRED) <= set(parsed.columns) <= {*FLIGHT_REQUIRED, *FLIGHT_OPTIONAL}
+
+
+RAW_VALUE_KINDS = [
+    payloads_field for kind in ("string", "number", "integer", "key") for payloads_field in (
+        RawField("f", kind),
+        RawField("f", kind, nullable=True, non_empty=True),
+        RawField("f", kind, minimum=0, maximum=10),
+        RawField("f", kind, minimum=-1.5),
+    )
+]
+RAW_VALUES = [None, True, False, 0, 1, -1, 10, 11, 2**200, -(2**200), 0.0, 5.5, -1.5, -2.0, 10.5, 1e39, float("nan"),
+              float("inf"), "", "x", "N123", "x" * 256, "x" * 257, [], {}, [1]]
+
+
+@pytest.mark.parametrize("field", RAW_VALUE_KINDS, ids=lambda f: f"{f.kind}-{f.nullable}-{f.minimum}-{f.maximum}")
+def test_raw_values_taken_without_the_full_check_are_ones_the_full_check_accepts(field):
+    """The fast acceptance of common raw values never lets through what the full check refuses."""
+    for value in RAW_VALUES:
+        if payloads._plainly_valid(field, value):
+            payloads._check_raw_value(field, value, "row 0 field 'f'")  # must not raise
+    assert payloads._plainly_valid(RawField("f", "string"), "N123")
+    assert payloads._plainly_valid(RawField("f", "number", minimum=0), 5.5)

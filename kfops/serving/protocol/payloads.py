@@ -226,33 +226,60 @@ def _bound(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def _plainly_valid(field: RawField, value: Any) -> bool:
+    """Whether ``value`` is a common valid value of ``field`` (a short string, an in-range number):
+    those skip :func:`_check_raw_value` and the error label it needs. False is no verdict."""
+    kind = field.kind
+    kind_of = type(value)
+    if kind_of is str:
+        return (kind == "string" or kind == "key") and len(value) <= MAX_STRING_CHARS and (
+            value != "" or not field.non_empty)
+    if kind_of is float:
+        if kind != "number" or not math.isfinite(value) or abs(value) > MAX_ABS_NUMBER:
+            return False
+    elif kind_of is int:
+        if kind == "key":
+            return True
+        if kind == "string" or abs(value) > MAX_ABS_NUMBER:
+            return False
+    else:
+        return False
+    return (field.minimum is None or value >= field.minimum) and (field.maximum is None or value <= field.maximum)
+
+
+def _check_raw_value(field: RawField, value: Any, where: str) -> None:
+    """Raise the RequestError for a value of ``field`` that is not valid (``where`` names it)."""
+    kind, nullable = field.kind, field.nullable
+    if value is None and nullable:
+        return
+    if kind == "string":
+        if _string(value, where, nullable=nullable) == "" and field.non_empty:
+            raise RequestError(f"{where}: must not be empty")
+        return
+    if kind == "key":
+        if _key(value, where) == "" and field.non_empty:
+            raise RequestError(f"{where}: must not be empty")
+        return
+    if kind == "integer":
+        if type(value) is not int or (field.minimum is not None and value < field.minimum) or (
+                field.maximum is not None and value > field.maximum):
+            bounds = f" {_bound(field.minimum)}..{_bound(field.maximum)}" if field.minimum is not None and \
+                field.maximum is not None else ""
+            raise RequestError(f"{where}: expected an integer{bounds}, got {value!r}")
+        return
+    number = _number(value, where, nullable=nullable)
+    if field.minimum is not None and number < field.minimum:
+        raise RequestError(f"{where}: must be >= {_bound(field.minimum)}, got {number}")
+    if field.maximum is not None and number > field.maximum:
+        raise RequestError(f"{where}: must be <= {_bound(field.maximum)}, got {number}")
+
+
 def _raw_values(field: RawField, values: list, labels: list[str]) -> list:
     """Check one raw field's values (and parse them when the field says how)."""
-    name, kind, nullable = field.name, field.kind, field.nullable
+    name = field.name
     for i, value in enumerate(values):
-        where = f"{labels[i]} field '{name}'"
-        if value is None and nullable:
-            continue
-        if kind == "string":
-            if _string(value, where, nullable=nullable) == "" and field.non_empty:
-                raise RequestError(f"{where}: must not be empty")
-            continue
-        if kind == "key":
-            if _key(value, where) == "" and field.non_empty:
-                raise RequestError(f"{where}: must not be empty")
-            continue
-        if kind == "integer":
-            if type(value) is not int or (field.minimum is not None and value < field.minimum) or (
-                    field.maximum is not None and value > field.maximum):
-                bounds = f" {_bound(field.minimum)}..{_bound(field.maximum)}" if field.minimum is not None and \
-                    field.maximum is not None else ""
-                raise RequestError(f"{where}: expected an integer{bounds}, got {value!r}")
-            continue
-        number = _number(value, where, nullable=nullable)
-        if field.minimum is not None and number < field.minimum:
-            raise RequestError(f"{where}: must be >= {_bound(field.minimum)}, got {number}")
-        if field.maximum is not None and number > field.maximum:
-            raise RequestError(f"{where}: must be <= {_bound(field.maximum)}, got {number}")
+        if not _plainly_valid(field, value):
+            _check_raw_value(field, value, f"{labels[i]} field '{name}'")
     if field.parse is None:
         return values
     parsed = []
