@@ -69,3 +69,15 @@ def build_tiny_model(folder: Path, seed: int = 0, rounds: int = 20, threshold: f
     result = train_xgboost(frame.iloc[:1200], frame.iloc[1200:], spec, params, seed=seed)
     result.model.threshold = threshold
     return save_model(result.model, folder)
+
+
+def tally_fuzzed_response(response, statuses: dict[int, int], context: object) -> None:
+    """Count a fuzzed request's status and check the server's answer: never a 5xx, and every
+    4xx/other error names itself in a JSON ``error``. ``context`` is shown on failure."""
+    import json
+
+    text = response.read()
+    statuses[response.status] = statuses.get(response.status, 0) + 1
+    assert response.status < 500, (context, text[:300])
+    if response.status >= 400:
+        assert json.loads(text)["error"]
