@@ -124,30 +124,26 @@ class FeastLookup:
         return list(self._reader.names)
 
     def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
-        import datetime as dt
-
-        if self._reader is None:
-            self.warm()
-        if self._as_of == "none":
-            return self._reader.read(entity_rows)
-        if self._as_of == "now":
-            return self._reader.read(entity_rows, as_of=dt.datetime.now(dt.UTC))
-        # One store read for the batch; each row's TTLs count back from its own event time
-        # (a datetime: no per-row conversion on this hot path).
-        return self._reader.read(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
+        return self._reader.read(entity_rows, **self._as_of_for(entity_rows))
 
     def columns(self, entity_rows: list[dict]) -> dict[str, list]:
         """The same lookup without pandas: per feature one value per entity row (numeric as float,
         NaN when missing; the rest as stored, None when missing). See ``OnlineFeatureReader.read_columns``."""
+        return self._reader.read_columns(entity_rows, **self._as_of_for(entity_rows))
+
+    def _as_of_for(self, entity_rows: list[dict]) -> dict:
+        """The reader's ``as_of`` for this batch, warming the reader on first use: none, now, or
+        each row's own event time, so that its TTLs count back from it (one store read for the
+        batch; a datetime per row, no conversion on this hot path)."""
         import datetime as dt
 
         if self._reader is None:
             self.warm()
         if self._as_of == "none":
-            return self._reader.read_columns(entity_rows)
+            return {}
         if self._as_of == "now":
-            return self._reader.read_columns(entity_rows, as_of=dt.datetime.now(dt.UTC))
-        return self._reader.read_columns(entity_rows, as_of=[row["event_timestamp"] for row in entity_rows])
+            return {"as_of": dt.datetime.now(dt.UTC)}
+        return {"as_of": [row["event_timestamp"] for row in entity_rows]}
 
 
 def build_lookup(spec: str, cfg: KfopsConfig, as_of: str = "event") -> OnlineLookup | None:
