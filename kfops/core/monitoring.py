@@ -241,6 +241,13 @@ def hide_unknown_labels(frame: pd.DataFrame, label: str, event_timestamp: str, c
     return seen
 
 
+def labelled_rows(frame: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The rows of ``frame`` whose label exists (see :func:`hide_unknown_labels`), label as int:
+    what a challenger of that window trains on."""
+    labelled = frame[frame[label].notna()]
+    return labelled.assign(**{label: labelled[label].astype("int64")})
+
+
 def weighted_drift(columns: Sequence[ColumnDrift], importance: Mapping[str, float]) -> tuple[float, dict[str, float]]:
     """Share of the importance held by drifted columns, and each drifted column's part of it.
     Columns the model does not use weigh nothing; the drift report still lists them all."""

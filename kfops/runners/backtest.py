@@ -309,9 +309,10 @@ class ModelBank:
     def _labelled(self, month: str) -> pd.DataFrame:
         """The month as its check sees it, labelled rows only: what a retrain after it trains on
         (the rows whose labels exist by then, ``retrain.label_delay``)."""
+        from kfops.core.monitoring import labelled_rows
+
         seen = labels_known_at(self.by_month[month], self.cfg, check_time(month, self.cfg))
-        labelled = seen[seen[self.cfg.dataset.label].notna()]
-        return labelled.assign(**{self.cfg.dataset.label: labelled[self.cfg.dataset.label].astype("int64")})
+        return labelled_rows(seen, self.cfg.dataset.label)
 
     def check(self, model_month: str, month: str) -> tuple[DriftResult, dict[str, float], float | None]:
         """The check of ``month`` against the model of ``model_month``: the drift result, the

@@ -209,14 +209,13 @@ def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame, wor
     """The ``challenger`` trigger's evidence: a shadow challenger trained on the window's rows whose
     labels exist, judged against the champion by the evaluate gate (as ``kfops backtest`` does).
     Empty (the trigger stays quiet) when too few rows are labelled."""
+    from kfops.core.monitoring import labelled_rows
     from kfops.training.challenger import shadow_challenger
 
-    label = cfg.dataset.label
-    labelled = window[window[label].notna()]
+    labelled = labelled_rows(window, cfg.dataset.label)
     if len(labelled) < cfg.retrain.min_labelled_rows:
         log.info("no shadow challenger: %d labelled rows, fewer than retrain.min_labelled_rows", len(labelled))
         return {}
-    labelled = labelled.assign(**{label: labelled[label].astype("int64")})
     try:
         signals, reasons = shadow_challenger(cfg, champion, labelled, work_dir)
     except (DataError, TrainingError) as err:  # e.g. a split with one class: no evidence, not a failed check
