@@ -20,6 +20,8 @@ from kfops.core.state import StateStore, check_key
 from kfops.errors import ConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from kfops.config import KfopsConfig
 
 LOCK_SUFFIX = ".lock"
@@ -144,3 +146,20 @@ def store_at(location: str | Path) -> StateStore:
 def state_store(cfg: KfopsConfig) -> StateStore:
     """The config's store: ``state.store`` when set, else files under ``data_dir``."""
     return store_at(cfg.state_location)
+
+
+def parquet_frame(data: bytes) -> pd.DataFrame:
+    """Stored parquet bytes as a frame, read from a copy in Arrow's own memory.
+
+    Arrow's worker threads may drop the last reference to what they read from after the call has
+    returned. A Python object there (``io.BytesIO``, ``bytes``) needs the GIL to be released, and
+    at interpreter exit that aborts the whole process (std::terminate, apache/arrow#34314): a
+    task that had done its work would fail. Arrow memory is freed without Python.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    owned = pa.allocate_buffer(len(data))
+    np.frombuffer(owned, dtype=np.uint8)[:] = np.frombuffer(data, dtype=np.uint8)
+    return pq.read_table(pa.BufferReader(owned)).to_pandas()

@@ -70,15 +70,13 @@ def reference_frame(cfg: KfopsConfig, start: dt.date, end: dt.date, work_dir: Pa
     needs it (a check that raced it to the write reads the same data either way)."""
     import io
 
-    import pandas as pd
-
-    from kfops.adapters.state_store import state_store
+    from kfops.adapters.state_store import parquet_frame, state_store
 
     store, key = state_store(cfg), reference_key(cfg, start, end)
     kept = store.read(key)
     if kept is not None:
         try:
-            return pd.read_parquet(io.BytesIO(kept)), store.uri(key)
+            return parquet_frame(kept), store.uri(key)
         except (OSError, ValueError) as err:
             raise DataError(f"drift reference {store.uri(key)} is not readable parquet: {err}",
                             hint="delete it; the next check rebuilds it from the reference window") from err

@@ -213,3 +213,33 @@ def test_two_pods_share_validation_baseline_retrain_decisions_and_drift_referenc
     assert "validation/raw.last.json" in keys and "retrain_policy.json" in keys
     # Nothing of it stayed on a pod's disk, where the other pod could not have read it.
     assert not list(pods.rglob("raw.last.json")) and not list(pods.rglob("retrain_policy.json"))
+
+
+# --- reading stored parquet, then exiting ----------------------------------------------------------
+
+# A step's last act is often to read a stored frame; the process then exits. Arrow's worker threads
+# may drop what they read from after the read returned: a Python file object there made the exit
+# abort (std::terminate, exit -6) in about a third of runs. The garbage makes the exit's final
+# collection long enough for that window to be hit.
+READ_THEN_EXIT = textwrap.dedent("""
+    import io, sys
+    import pandas as pd
+    from kfops.adapters.state_store import parquet_frame
+    buffer = io.BytesIO()
+    pd.DataFrame({"a": range(1000), "b": ["x"] * 1000}).to_parquet(buffer)
+    garbage = [[i] for i in range(2_000_000)]
+    frame = parquet_frame(buffer.getvalue())
+    print(len(frame))
+""")
+
+
+@pytest.mark.slow  # a dozen processes importing pandas: ~20 s
+def test_a_process_that_reads_stored_parquet_exits_cleanly():
+    environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    codes = []
+    for _ in range(12):
+        done = subprocess.run([sys.executable, "-c", READ_THEN_EXIT], env=environ, capture_output=True, text=True,
+                              check=False)
+        assert done.stdout.strip() == "1000", done.stderr[-2000:]
+        codes.append(done.returncode)
+    assert codes == [0] * 12

@@ -341,9 +341,7 @@ def write_log_table(store: str | Path, day: dt.date, table: Any, sequence: Any) 
 
 def read_s3_log_files(uri: str, first_day: dt.date | None, last_day: dt.date | None) -> list[Any]:
     """DataFrames of the log files under an s3:// prefix whose date partition is in range."""
-    import pandas as pd
-
-    from kfops.adapters.state_store import store_at
+    from kfops.adapters.state_store import parquet_frame, store_at
 
     state = store_at(uri)
     frames = []
@@ -359,5 +357,5 @@ def read_s3_log_files(uri: str, first_day: dt.date | None, last_day: dt.date | N
             continue
         data = state.read(key)
         if data is not None:  # removed since it was listed (a retention rule)
-            frames.append(pd.read_parquet(io.BytesIO(data)))
+            frames.append(parquet_frame(data))
     return frames
