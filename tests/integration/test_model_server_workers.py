@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -99,6 +102,24 @@ def test_a_worker_that_dies_takes_the_server_down(cfg, tmp_path):
         stop_server(cfg, NAME)
 
 
+def test_a_worker_that_does_not_stop_is_killed(cfg, tmp_path):
+    """A stopped (SIGSTOP) worker cannot act on SIGTERM: the supervisor kills it after the grace period
+    and some seconds for the inference log, instead of waiting on it for ever."""
+    model = build_tiny_model(tmp_path / "data" / "a", seed=0)
+    status = start_server(cfg, model_dir=model, name=NAME, online_lookup="none")
+    try:
+        workers = listening_workers(status["pid"], cfg.serving.http_port)
+        victim, stuck = sorted(workers)
+        os.kill(stuck, signal.SIGSTOP)
+        os.kill(victim, signal.SIGKILL)
+        assert wait_gone({status["pid"], *workers}) == set()
+        log = Path(status["log_file"]).read_text()
+        assert f"workers {stuck} did not stop within 30s of SIGTERM; killing them" in log
+        assert f"(pid {victim}) exited with -9; the other workers were stopped" in log
+    finally:
+        stop_server(cfg, NAME)
+
+
 def test_sighup_reloads_every_worker_and_sigterm_stops_them_all(cfg, tmp_path):
     model = build_tiny_model(tmp_path / "data" / "a", seed=0)
     status = start_server(cfg, model_dir=model, name=NAME, online_lookup="none")
@@ -117,3 +138,48 @@ def test_sighup_reloads_every_worker_and_sigterm_stops_them_all(cfg, tmp_path):
     finally:
         stop_server(cfg, NAME)
     assert wait_gone({status["pid"], *workers}) == set()
+
+
+# A stop signal in the moments before uvicorn takes the signals over. KServe's own handler raised
+# there (no running loop) or only unloaded the models while uvicorn served on: a worker told to
+# stop because its sibling died never did. Each case sends SIGTERM to the server itself at one
+# such moment; the server must exit cleanly and promptly.
+STOP_DURING_STARTUP = textwrap.dedent("""
+    import asyncio, os, signal, sys
+    import kfops.serving.kserve.server as server
+    from kfops.serving.__main__ import main
+
+    def terminate():
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if sys.argv[1] == "before-loop":  # gc.freeze() runs after the handlers are set, before the loop
+        freeze = server.gc.freeze
+        server.gc.freeze = lambda: (terminate(), freeze())
+    else:  # "loop-started": the loop's first callback, before uvicorn's serve() has run
+        make_loop = server._loop_factory
+        def loop_factory(event_loop):
+            make = make_loop(event_loop) or asyncio.new_event_loop
+            def new_loop():
+                loop = make()
+                loop.call_soon(terminate)
+                return loop
+            return new_loop
+        server._loop_factory = loop_factory
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.parametrize("moment", ["before-loop", "loop-started"])
+def test_a_stop_signal_during_startup_stops_the_server(cfg, tmp_path, moment):
+    model = build_tiny_model(tmp_path / "data" / "a", seed=0)
+    config = tmp_path / "config.json"
+    config.write_text(cfg.to_json())
+    args = ["--model-dir", str(model), "--name", NAME, "--http-port", str(cfg.serving.http_port), "--workers", "1",
+            "--config-json", str(config), "--online-lookup", "none", "--no-inference-log"]
+    try:
+        done = subprocess.run([sys.executable, "-c", STOP_DURING_STARTUP, moment, *args], capture_output=True,
+                              text=True, timeout=WAIT_LIMIT_S, check=False)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the server went on serving after SIGTERM at {moment}:\n{(err.stderr or b'')[-2000:]!r}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not port_in_use(cfg.serving.host, cfg.serving.http_port)

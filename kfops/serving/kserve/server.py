@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,6 +110,21 @@ class KfopsModelServer(kserve.ModelServer):
         )
         self.options = options
         self.front: ServingFront | None = None
+
+    def register_signal_handler(self) -> None:
+        """SIGTERM, SIGINT and SIGQUIT stop the HTTP server, whenever they arrive.
+
+        KServe's handler schedules a stop of its multi-process server on the running loop: before
+        the loop runs it raises, and before uvicorn takes the signals over it only unloads the
+        models, and uvicorn serves on. A worker told to stop in that window never did. uvicorn
+        reads its flag after startup and on every tick, so setting it works at any moment."""
+        server = self._rest_server._server
+
+        def stop(_signum: int, _frame: object) -> None:
+            server.should_exit = True
+
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(signum, stop)
 
     def start(self, models: list[KfopsModel]) -> None:
         """KServe's single-process start, with our bind address and front (gRPC stays off)."""
@@ -215,7 +231,8 @@ def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
     if options.workers > 1:
         from kfops.serving.kserve.workers import fork_workers
 
-        if fork_workers(options.workers) is None:
+        # A worker gets the grace period to drain, and some time to flush its inference log.
+        if fork_workers(options.workers, stop_timeout_s=options.grace_period_s + 20) is None:
             return  # the supervisor: every worker has exited
 
     builder = load_request_builder(cfg.dataset.request_builder)

@@ -7,7 +7,8 @@ event loop per core instead of one for the machine.
 
 The supervisor serves nothing. It forwards SIGTERM, SIGINT, SIGQUIT and SIGHUP (reload every
 worker from its source) to every worker; when one worker exits on its own it stops the others
-and exits with an error, so whatever started the server (``kfops serve``, a pod) sees it fail.
+(SIGTERM, then SIGKILL for any still there after the grace period and 20 s) and exits with an
+error, so whatever started the server (``kfops serve``, a pod) sees it fail.
 A worker whose supervisor dies is sent SIGTERM by the kernel (Linux ``PR_SET_PDEATHSIG``).
 
 Each worker has its own ``/metrics`` (the worker that answers the scrape) and writes its own
@@ -22,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from kfops.errors import ServingError
 
@@ -31,9 +33,10 @@ PR_SET_PDEATHSIG = 1
 EARLY_RELOAD = threading.Event()  # a worker got SIGHUP before its server could handle it
 
 
-def fork_workers(count: int) -> int | None:
+def fork_workers(count: int, stop_timeout_s: float = 30.0) -> int | None:
     """Fork ``count`` workers. In a worker: its index (go on and serve). In the supervisor: wait
-    for them all and return None, or raise ServingError when one exited on its own."""
+    for them all and return None, or raise ServingError when one exited on its own (the others
+    get SIGTERM, and SIGKILL if they are still there ``stop_timeout_s`` later)."""
     supervisor = os.getpid()
     children: dict[int, int] = {}
     for index in range(count):
@@ -62,11 +65,20 @@ def fork_workers(count: int) -> int | None:
     for signum in FORWARDED:
         signal.signal(signum, forward)
     failure = None
+    kill_at = None
     while children:
         try:
-            pid, status = os.wait()
+            pid, status = _wait_any(kill_at)
         except ChildProcessError:
             break
+        if pid == 0:  # the deadline passed: a worker that ignores SIGTERM must not keep the server up
+            log.error("workers %s did not stop within %.0fs of SIGTERM; killing them",
+                      ", ".join(str(p) for p in children), stop_timeout_s)
+            for child in list(children):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+            kill_at = None
+            continue
         index = children.pop(pid, None)
         if index is None:
             continue
@@ -75,9 +87,21 @@ def fork_workers(count: int) -> int | None:
             failure = f"worker {index} (pid {pid}) exited with {code}; the other workers were stopped"
             log.error("%s", failure)
             forward(signal.SIGTERM, None)
+            kill_at = time.monotonic() + stop_timeout_s
     if failure is not None:
         raise ServingError(failure, hint="see the worker's log lines above (each line carries its pid)")
     return None
+
+
+def _wait_any(deadline: float | None) -> tuple[int, int]:
+    """``os.wait()``, or (0, 0) once ``deadline`` (monotonic) has passed with no child exiting."""
+    if deadline is None:
+        return os.wait()
+    while True:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid or time.monotonic() >= deadline:
+            return pid, status
+        time.sleep(0.05)
 
 
 def _die_with(supervisor: int) -> None:
