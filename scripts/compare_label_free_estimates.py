@@ -1,0 +1,163 @@
+"""Compare label-free CBPE calibrations on the backtest's bank (docs/backtest.md, "Label-free CBPE").
+
+For every (model month, later month) pair of a cached ``kfops backtest`` bank, each candidate
+estimates the month's ROC AUC from the model's scores on it, calibrated on labelled rows the model
+did not train on and that are older than the month: the previous month (labels as known at the
+check), else the model's test split. No label of the checked month is used. Prints each
+candidate's mean absolute error against the realised AUC over the tuning months' pairs (later month
+February to June, what a choice may be made on), over all pairs, and over the ``default`` policy's
+months as its backtest CSV lists them.
+
+    kfops backtest --from 2013-02 --to 2013-12 --set data_dir=/tmp/b/data --cache-dir /tmp/b/cache -o /tmp/b/out
+    python scripts/compare_label_free_estimates.py --cache-dir /tmp/b/cache --set data_dir=/tmp/b/data \\
+        --csv /tmp/b/out/backtest.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+
+
+def _logit(p):
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def pairs(cfg, cache):
+    """Each (model month, month): the month's scores and labels, and the calibration rows."""
+    import pandas as pd
+
+    from kfops.core.model import predict_proba
+    from kfops.runners import backtest as bt
+    from kfops.training.challenger import split_window
+
+    frame = pd.read_parquet(cache / "frame.parquet")
+    by_month = {m: p for m, p in frame.groupby(bt.MONTH_COLUMN, sort=True)}
+    bank = bt.ModelBank(cfg, by_month, cache / "work", cache_dir=cache)
+    label, months = cfg.dataset.label, sorted(by_month)
+    for model_month in months[:-1]:
+        model = bank.trained(model_month).model
+        importance = bank.trained(model_month).profile["importance"]["values"]
+        test = split_window(bank._labelled(model_month), cfg)["test"]
+        for month in (m for m in months if m > model_month):
+            current = by_month[month]
+            recent = bank._recent(model_month, month)
+            calibration = test if recent is None else recent[recent[label].notna()]
+            yield {"model": model_month, "month": month, "importance": importance,
+                   "s": predict_proba(model, current), "y": current[label].to_numpy().astype(int),
+                   "X": current, "rs": predict_proba(model, calibration),
+                   "ry": calibration[label].to_numpy().astype(int), "RX": calibration}
+
+
+def candidates():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    from kfops.core import monitoring as mon
+
+    def expected(pair, probabilities):
+        return mon.expected_roc_auc(pair["s"], probabilities)
+
+    def platt(pair):  # what kfops builds
+        return expected(pair, mon.calibrate(mon.fit_calibrator(pair["ry"], pair["rs"]), pair["s"]))
+
+    def fitted(design):
+        def estimate(pair):
+            model = LogisticRegression(C=1e6, max_iter=1000).fit(design(pair["rs"]), pair["ry"])
+            return expected(pair, model.predict_proba(design(pair["s"]))[:, 1])
+        return estimate
+
+    def beta(s):
+        s = np.clip(s, 1e-6, 1 - 1e-6)
+        return np.column_stack([np.log(s), -np.log(1 - s)])
+
+    def with_features(k):
+        def estimate(pair):
+            ranked = sorted(pair["importance"], key=lambda c: -pair["importance"][c])
+            numeric = [c for c in ranked if c in pair["RX"] and np.issubdtype(pair["RX"][c].dtype, np.number)][:k]
+
+            def design(frame, scores):
+                values = frame[numeric].astype("float64")
+                return np.column_stack([_logit(scores), values.fillna(values.median()).to_numpy()])
+
+            train = design(pair["RX"], pair["rs"])
+            scaler = StandardScaler().fit(train)
+            model = LogisticRegression(max_iter=1000).fit(scaler.transform(train), pair["ry"])
+            return expected(pair, model.predict_proba(scaler.transform(design(pair["X"], pair["s"])))[:, 1])
+        return estimate
+
+    def binned(n):
+        def estimate(pair):
+            edges = np.quantile(pair["rs"], np.linspace(0, 1, n + 1))
+            edges[0], edges[-1] = -1.0, 2.0
+            bins = np.digitize(pair["rs"], edges) - 1
+            rate = np.array([(pair["ry"][bins == i].sum() + 0.5) / ((bins == i).sum() + 1) for i in range(n)])
+            centre = np.array([np.median(pair["rs"][bins == i]) for i in range(n)])
+            return expected(pair, np.interp(pair["s"], centre, rate))
+        return estimate
+
+    def persistence(pair):  # the calibration rows' realised AUC
+        return roc_auc_score(pair["ry"], pair["rs"])
+
+    def blend(weight):
+        return lambda pair: weight * platt(pair) + (1 - weight) * persistence(pair)
+
+    def bias_corrected(pair):  # minus CBPE's own error on the calibration rows
+        calibrator = mon.fit_calibrator(pair["ry"], pair["rs"])
+        own = mon.expected_roc_auc(pair["rs"], mon.calibrate(calibrator, pair["rs"]))
+        return platt(pair) - (own - persistence(pair))
+
+    return {
+        "Platt on logit(score) (built)": platt,
+        "beta calibration": fitted(beta),
+        "quadratic in logit(score)": fitted(lambda s: np.column_stack([_logit(s), _logit(s) ** 2])),
+        "Platt + top-1 numeric feature": with_features(1),
+        "Platt + top-3 numeric features": with_features(3),
+        "binned, 10 quantiles": binned(10),
+        "binned, 20 quantiles": binned(20),
+        "persistence (calibration rows' AUC)": persistence,
+        "0.5 Platt + 0.5 persistence": blend(0.5),
+        "0.75 Platt + 0.25 persistence": blend(0.75),
+        "Platt minus its own error there": bias_corrected,
+    }
+
+
+def main() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from kfops.cli.options import cli_config
+    from kfops.runners import backtest as bt
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache-dir", type=Path, required=True)
+    parser.add_argument("--csv", type=Path, help="the backtest's CSV, for the default policy's months")
+    parser.add_argument("--first", default="2013-02")
+    parser.add_argument("--last", default="2013-12")
+    parser.add_argument("--set", action="append", default=[])
+    args = parser.parse_args()
+    cfg = cli_config(None, args.set)
+    cache = args.cache_dir / bt.cache_key(cfg, args.first, args.last, None)
+    default = set()
+    if args.csv:
+        with args.csv.open() as rows:
+            default = {(r["champion_month"], r["month"]) for r in csv.DictReader(rows) if r["policy"] == "default"}
+    bank = list(pairs(cfg, cache))
+    realised = [roc_auc_score(p["y"], p["s"]) for p in bank]
+    tuning = [bt.parse_month(p["month"]) <= dt.date(2013, 6, 1) for p in bank]
+    print(f"{len(bank)} pairs, {sum(tuning)} with the later month in February to June")
+    print(f"{'candidate':40s} {'tuning pairs':>12s} {'all pairs':>10s} {'default':>8s}")
+    for name, estimate in candidates().items():
+        errors = np.abs(np.array([estimate(p) for p in bank]) - realised)
+        on_default = [e for e, p in zip(errors, bank, strict=True) if (p["model"], p["month"]) in default]
+        shown = f"{np.mean(on_default):.4f}" if on_default else "-"
+        print(f"{name:40s} {errors[tuning].mean():12.4f} {errors.mean():10.4f} {shown:>8s}")
+
+
+if __name__ == "__main__":
+    main()
