@@ -14,7 +14,8 @@ At check time :func:`retrain_signals` turns a window into numbers the retrain po
   the whole unlabelled window, minus the test AUC. The calibrator is refitted on the window's own
   labelled rows when it has enough (older than the label delay); without them, on the latest
   labelled rows before the window that the champion did not train on (the previous window, as
-  its check saw it), else on the champion's test split (``recent_calibration``);
+  its check saw it), else on the champion's test split (``recent_calibration``). Each estimate
+  has an interval (:func:`expected_roc_auc_interval`: chance and the calibrator's fit);
 * **weighted drift**: the share of the champion's permutation importance held by drifted columns;
 * **prediction drift**: whether the champion's score distribution moved (the drift check's test).
 
@@ -44,7 +45,10 @@ CALIBRATION_BINS = 10
 
 
 # Bumped whenever retrain_signals computes differently (the backtest cache recomputes them).
-SIGNALS_VERSION = 3
+SIGNALS_VERSION = 4
+# Simulated label draws behind a CBPE estimate's interval, and the most matrix cells drawn at once.
+ESTIMATE_DRAWS = 200
+DRAW_BLOCK_CELLS = 4_000_000
 
 def _binary(y: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(y, dtype=np.float64)
@@ -111,8 +115,15 @@ def fit_calibrator(y: Any, scores: Any) -> dict[str, Any]:
     from sklearn.linear_model import LogisticRegression
 
     labels, values = _binary(y, scores)
-    fitted = LogisticRegression(C=1e6).fit(_logit(values).reshape(-1, 1), labels.astype(int))
-    return {"method": "platt", "a": float(fitted.coef_[0][0]), "b": float(fitted.intercept_[0])}
+    x = _logit(values)
+    fitted = LogisticRegression(C=1e6).fit(x.reshape(-1, 1), labels.astype(int))
+    a, b = float(fitted.coef_[0][0]), float(fitted.intercept_[0])
+    # The two numbers' covariance (the inverse Fisher information): how far they could be off from
+    # the rows they were fitted on, which the estimate's interval carries.
+    p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+    design = np.column_stack([x, np.ones_like(x)])
+    covariance = np.linalg.pinv(design.T @ (design * (p * (1 - p))[:, None]))
+    return {"method": "platt", "a": a, "b": b, "covariance": covariance.tolist()}
 
 
 def calibrate(calibrator: Mapping[str, Any] | None, scores: Any) -> np.ndarray:
@@ -143,6 +154,48 @@ def expected_roc_auc(scores: Any, probabilities: Any) -> float:
     tpr = np.r_[0.0, np.cumsum(p)[last_of_tie] / positives]
     fpr = np.r_[0.0, np.cumsum(1 - p)[last_of_tie] / negatives]
     return float(np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def expected_roc_auc_interval(scores: Any, calibrator: Mapping[str, Any] | None, confidence: float,
+                              draws: int = ESTIMATE_DRAWS, seed: int = 0) -> tuple[float, float]:
+    """Where the realised ROC AUC of these rows falls with ``confidence`` if the calibration holds.
+
+    Each draw takes the calibrator's two numbers from their sampling distribution (when it stores
+    their covariance), then every row's label from its calibrated probability, and computes the
+    AUC of the model's ranking; the interval is the draws' quantiles. It covers the labels' chance
+    and the calibrator's fit, not a change in the relation between features and label (concept
+    shift), which no label-free estimate sees."""
+    from scipy.stats import rankdata
+
+    if not 0 < confidence < 1:
+        raise DataError(f"confidence {confidence} must be in (0, 1)")
+    values = np.asarray(scores, dtype=np.float64)
+    ranks = rankdata(values)  # tied scores share their mean rank, as in the AUC
+    rng = np.random.default_rng(seed)
+    stored = dict(calibrator or {})
+    covariance = stored.get("covariance")
+    block = max(1, min(draws, DRAW_BLOCK_CELLS // max(values.size, 1)))
+    aucs: list[np.ndarray] = []
+    for start in range(0, draws, block):
+        count = min(block, draws - start)
+        if covariance is not None:
+            params = rng.multivariate_normal([float(stored["a"]), float(stored["b"])],
+                                             np.asarray(covariance, dtype=np.float64), size=count)
+            z = params[:, :1] * _logit(values)[None, :] + params[:, 1:]
+            probabilities = 1.0 / (1.0 + np.exp(-z))
+        else:
+            probabilities = np.broadcast_to(calibrate(calibrator, values), (count, values.size))
+        labels = rng.random((count, values.size)) < probabilities
+        positives = labels.sum(axis=1).astype(np.float64)
+        negatives = values.size - positives
+        usable = (positives > 0) & (negatives > 0)
+        rank_sums = labels.astype(np.float64) @ ranks
+        aucs.append(((rank_sums - positives * (positives + 1) / 2) / (positives * negatives))[usable])
+    drawn = np.concatenate(aucs)
+    if drawn.size < 2:
+        raise DataError("CBPE interval: the calibrated probabilities expect only one class")
+    low, high = np.quantile(drawn, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
 
 
 def permutation_importance(model: Any, frame: pd.DataFrame, label: str, seed: int = 0,
@@ -298,10 +351,17 @@ def retrain_signals(
         recent_calibrator = (fit_calibrator(recent_y, recent_s) if recent_enough
                              else profile.get("recent_calibration", profile.get("calibration")))
         label_free = expected_roc_auc(raw, calibrate(recent_calibrator, raw))
-        estimated = expected_roc_auc(raw, calibrate(fit_calibrator(y, s), raw)) if enough else label_free
-        signals.update(estimated_roc_auc=estimated, estimated_diff=estimated - ref_auc,
+        label_free_low, label_free_high = expected_roc_auc_interval(raw, recent_calibrator, confidence)
+        estimated, estimated_low, estimated_high = label_free, label_free_low, label_free_high
+        if enough:
+            window_calibrator = fit_calibrator(y, s)
+            estimated = expected_roc_auc(raw, calibrate(window_calibrator, raw))
+            estimated_low, estimated_high = expected_roc_auc_interval(raw, window_calibrator, confidence)
+        signals.update(estimated_roc_auc=estimated, estimated_roc_auc_low=estimated_low,
+                       estimated_roc_auc_high=estimated_high, estimated_diff=estimated - ref_auc,
                        estimated_roc_auc_profile=stored, estimated_recalibrated=float(enough),
-                       estimated_roc_auc_label_free=label_free,
+                       estimated_roc_auc_label_free=label_free, estimated_roc_auc_label_free_low=label_free_low,
+                       estimated_roc_auc_label_free_high=label_free_high,
                        estimated_label_free_rows=float(recent_y.size) if recent_enough else 0.0)
     if labels is not None:
         signals["observed_rows"] = float(y.size)

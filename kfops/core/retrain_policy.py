@@ -360,7 +360,9 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
             if "estimated_diff" not in s:
                 quiet.append("estimated: no scores")
                 continue
-            text = (f"estimated (CBPE) AUC {s['estimated_roc_auc']:.4f} vs test {s['reference_roc_auc']:.4f} "
+            interval = (f" [{s['estimated_roc_auc_low']:.4f}, {s['estimated_roc_auc_high']:.4f}]"
+                        if "estimated_roc_auc_low" in s else "")
+            text = (f"estimated (CBPE) AUC {s['estimated_roc_auc']:.4f}{interval} vs test {s['reference_roc_auc']:.4f} "
                     f"({s['estimated_diff']:+.4f})")
             if "observed" in policy.triggers and "observed_diff" in s:
                 # Measured beats estimated: with enough labels the observed AUC and its interval decide.

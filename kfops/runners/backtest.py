@@ -66,7 +66,11 @@ class MonthResult:
     decision_reason: str = ""
     triggered_by: str = ""
     estimated_roc_auc: float | None = None
+    estimated_roc_auc_low: float | None = None
+    estimated_roc_auc_high: float | None = None
     estimated_roc_auc_label_free: float | None = None
+    label_free_low: float | None = None
+    label_free_high: float | None = None
     observed_roc_auc: float | None = None
     observed_rows: int = 0
     observed_diff: float | None = None
@@ -89,6 +93,13 @@ class MonthResult:
         if self.estimated_roc_auc_label_free is None or self.roc_auc is None:
             return None
         return self.estimated_roc_auc_label_free - self.roc_auc
+
+    @property
+    def label_free_covered(self) -> bool | None:
+        """Whether the realised AUC lies in the label-free estimate's interval."""
+        if self.label_free_low is None or self.label_free_high is None or self.roc_auc is None:
+            return None
+        return self.label_free_low <= self.roc_auc <= self.label_free_high
 
     def describe(self) -> str:
         """One line: the champion's AUC on the month, the drift verdict and what followed."""
@@ -117,23 +128,26 @@ class BacktestResult:
     def frame(self) -> pd.DataFrame:
         import pandas as pd
 
-        return pd.DataFrame([{**asdict(m), "estimate_error": m.estimate_error, "label_free_error": m.label_free_error}
-                             for m in self.months])
+        return pd.DataFrame([{**asdict(m), "estimate_error": m.estimate_error, "label_free_error": m.label_free_error,
+                              "label_free_covered": m.label_free_covered} for m in self.months])
 
     def totals(self, months: Sequence[str] | None = None) -> pd.DataFrame:
-        """Per policy: mean and min realised AUC, retrains, promotions, and CBPE's mean absolute
-        error (with the month's known labels, and label-free); only ``months`` when given."""
+        """Per policy: mean and min realised AUC, retrains, promotions, CBPE's mean absolute error
+        (with the month's known labels, and label-free) and the share of months whose realised AUC
+        lies in the label-free estimate's interval; only ``months`` when given."""
         frame = self.frame()
         if months is not None:
             frame = frame[frame["month"].isin(list(months))]
         frame = frame.assign(abs_estimate_error=frame["estimate_error"].astype("float64").abs(),
-                             abs_label_free_error=frame["label_free_error"].astype("float64").abs())
+                             abs_label_free_error=frame["label_free_error"].astype("float64").abs(),
+                             label_free_in_interval=frame["label_free_covered"].astype("float64"))
         grouped = frame.groupby("policy", sort=False)
         return grouped.agg(months=("month", "count"), mean_roc_auc=("roc_auc", "mean"),
                            min_roc_auc=("roc_auc", "min"), drift_flagged=("drift", "sum"),
                            retrains=("retrained", "sum"), promotions=("promoted", "sum"),
                            estimate_mae=("abs_estimate_error", "mean"),
-                           label_free_mae=("abs_label_free_error", "mean")).reset_index()
+                           label_free_mae=("abs_label_free_error", "mean"),
+                           label_free_coverage=("label_free_in_interval", "mean")).reset_index()
 
 
 def parse_month(text: str) -> dt.date:
@@ -426,7 +440,11 @@ def replay(
                                   champion_month=champion_month, decision_reason=decision.reason,
                                   triggered_by=",".join(decision.triggered_by),
                                   estimated_roc_auc=signals.get("estimated_roc_auc"),
+                                  estimated_roc_auc_low=signals.get("estimated_roc_auc_low"),
+                                  estimated_roc_auc_high=signals.get("estimated_roc_auc_high"),
                                   estimated_roc_auc_label_free=signals.get("estimated_roc_auc_label_free"),
+                                  label_free_low=signals.get("estimated_roc_auc_label_free_low"),
+                                  label_free_high=signals.get("estimated_roc_auc_label_free_high"),
                                   observed_roc_auc=signals.get("observed_roc_auc"),
                                   observed_rows=int(signals.get("observed_rows", 0)),
                                   observed_diff=signals.get("observed_diff"),
@@ -522,12 +540,17 @@ def plot(result: BacktestResult, png_path: Path, estimate_policy: str = "default
         right.plot(estimated["month"], estimated["estimated_roc_auc"], marker="s", markersize=3,
                    label="estimated (CBPE, the month's known labels)")
         label_free = estimated[estimated["estimated_roc_auc_label_free"].notna()]
-        right.plot(label_free["month"], label_free["estimated_roc_auc_label_free"], marker="v", markersize=3,
-                   linestyle="--", label="estimated (CBPE, label-free)")
+        line, = right.plot(label_free["month"], label_free["estimated_roc_auc_label_free"], marker="v", markersize=3,
+                           linestyle="--", label="estimated (CBPE, label-free)")
+        banded = label_free[label_free["label_free_low"].notna()]
+        right.fill_between(banded["month"], banded["label_free_low"].astype("float64"),
+                           banded["label_free_high"].astype("float64"), color=line.get_color(), alpha=0.15,
+                           label="label-free interval (retrain.confidence)")
         mae = float(estimated["estimate_error"].astype("float64").abs().mean())
         mae_free = float(label_free["label_free_error"].astype("float64").abs().mean())
-        right.set_title(f"{estimate_policy}: CBPE vs realised AUC\n(MAE {mae:.3f}; label-free {mae_free:.3f})",
-                        fontsize=9)
+        covered = banded["label_free_covered"].astype("float64")
+        right.set_title(f"{estimate_policy}: CBPE vs realised AUC\n(MAE {mae:.3f}; label-free {mae_free:.3f}, "
+                        f"in its interval {int(covered.sum())}/{len(covered)})", fontsize=9)
         right.grid(alpha=0.3)
         right.legend(fontsize=7)
         right.tick_params(axis="x", rotation=45)

@@ -2,6 +2,7 @@
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -68,6 +69,10 @@ def test_totals_table_and_plot(tmp_path):
     result = _result()
     totals = result.totals().set_index("policy")
     assert totals.loc["drift", "retrains"] == 1 and totals.loc["never", "retrains"] == 0
+    assert np.isnan(totals.loc["drift", "label_free_coverage"])  # no interval, no coverage
+    result.months[0].label_free_low, result.months[0].label_free_high = 0.65, 0.75  # holds 0.7
+    result.months[1].label_free_low, result.months[1].label_free_high = 0.72, 0.80
+    assert result.totals().set_index("policy").loc["drift", "label_free_coverage"] == 0.5
     table = markdown_table(result.frame()[["policy", "month", "roc_auc", "drift_reason", "promoted"]])
     assert table.splitlines()[2] == "| drift | 2013-02 | 0.7000 | x/y | no |"
     png = plot(result, tmp_path / "plot.png")
@@ -134,6 +139,12 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     # Every decision keeps its evidence: the CBPE estimate and the observed AUC with its interval.
     assert frame["estimated_roc_auc"].between(0, 1).all() and frame["reference_roc_auc"].between(0, 1).all()
     assert (frame["observed_diff_low"] <= frame["observed_diff_high"]).all()
+    assert ((frame["estimated_roc_auc_low"] < frame["estimated_roc_auc"])
+            & (frame["estimated_roc_auc"] < frame["estimated_roc_auc_high"])).all()
+    assert ((frame["label_free_low"] < frame["estimated_roc_auc_label_free"])
+            & (frame["estimated_roc_auc_label_free"] < frame["label_free_high"])).all()
+    inside = frame["roc_auc"].between(frame["label_free_low"], frame["label_free_high"])
+    assert frame["label_free_covered"].tolist() == inside.tolist()
     retrained = frame[frame["retrained"]]
     assert retrained["gate"].str.match(r"(NOT )?BLESSED: (PASS|FAIL) ").all()
     assert frame["decision_reason"].str.len().gt(0).all() and frame["champion_month"].notna().all()

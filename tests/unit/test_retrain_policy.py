@@ -230,6 +230,10 @@ def test_estimated_fires_on_a_cbpe_drop_beyond_its_tolerance():
     assert decide([], evidence(estimated_roc_auc=0.67, estimated_diff=-0.03), T0, policy).retrain
     quiet = decide([], evidence(estimated_roc_auc=0.69, estimated_diff=-0.01), T0, policy)
     assert not quiet.retrain and "within 0.02" in quiet.reason
+    # The estimate's interval is part of the evidence the decision states.
+    banded = decide([], evidence(estimated_roc_auc=0.67, estimated_roc_auc_low=0.655, estimated_roc_auc_high=0.684,
+                                 estimated_diff=-0.03), T0, policy)
+    assert "estimated (CBPE) AUC 0.6700 [0.6550, 0.6840]" in banded.reason
 
 
 def test_weighted_drift_and_prediction_drift_fire_on_their_own_evidence():
