@@ -15,7 +15,8 @@ At check time :func:`retrain_signals` turns a window into numbers the retrain po
   labelled rows when it has enough (older than the label delay); without them, on the latest
   labelled rows before the window that the champion did not train on (the previous window, as
   its check saw it), else on the champion's test split (``recent_calibration``). Each estimate
-  has an interval (:func:`expected_roc_auc_interval`: chance and the calibrator's fit);
+  has an interval (:func:`expected_roc_auc_interval`: chance and the calibrator's fit), the
+  label-free one widened by its own past errors (:func:`label_free_track_record`);
 * **weighted drift**: the share of the champion's permutation importance held by drifted columns;
 * **prediction drift**: whether the champion's score distribution moved (the drift check's test).
 
@@ -196,6 +197,31 @@ def expected_roc_auc_interval(scores: Any, calibrator: Mapping[str, Any] | None,
         raise DataError("CBPE interval: the calibrated probabilities expect only one class")
     low, high = np.quantile(drawn, [(1 - confidence) / 2, (1 + confidence) / 2])
     return float(low), float(high)
+
+
+def label_free_track_record(signals: Mapping[str, float], past: Sequence[Mapping[str, float]], confidence: float,
+                            min_checks: int = 3) -> dict[str, float]:
+    """The label-free estimate's interval, widened by the estimate's own record.
+
+    At each past check (``past``: their signals) whose window had labelled rows, the label-free
+    estimate and the observed AUC of the same window are both known: their difference is what the
+    estimate missed, concept shift included, which the sampling interval cannot hold. With at least
+    ``min_checks`` such differences the interval reaches at least their ``confidence`` quantile
+    (absolute) on each side of the estimate. Returns the signals to update (none without a record);
+    the estimate the triggers act on is widened too when it is the label-free one."""
+    errors = [abs(float(p["estimated_roc_auc_label_free"]) - float(p["observed_roc_auc"])) for p in past
+              if "estimated_roc_auc_label_free" in p and "observed_roc_auc" in p]
+    if len(errors) < min_checks or "estimated_roc_auc_label_free_low" not in signals:
+        return {}
+    margin = float(np.quantile(errors, confidence))
+    estimate = float(signals["estimated_roc_auc_label_free"])
+    low = min(float(signals["estimated_roc_auc_label_free_low"]), estimate - margin)
+    high = max(float(signals["estimated_roc_auc_label_free_high"]), estimate + margin)
+    update = {"estimated_roc_auc_label_free_low": low, "estimated_roc_auc_label_free_high": high,
+              "estimated_label_free_margin": margin, "estimated_label_free_record": float(len(errors))}
+    if signals.get("estimated_recalibrated") == 0.0:  # the estimate the triggers see is the label-free one
+        update.update(estimated_roc_auc_low=low, estimated_roc_auc_high=high)
+    return update
 
 
 def permutation_importance(model: Any, frame: pd.DataFrame, label: str, seed: int = 0,

@@ -401,6 +401,7 @@ def replay(
     :func:`policy_for`, or a ``(name, RetrainPolicy)`` pair), starting from one champion trained
     on ``initial_month``. Pass a ``bank`` to reuse models and checks across calls. Shows progress
     per month (:mod:`kfops.progress`: a bar on a terminal, one line per month otherwise)."""
+    from kfops.core.monitoring import label_free_track_record
     from kfops.core.retrain_policy import DriftSummary, decide
     from kfops.progress import progress
     from kfops.training.challenger import challenger_signals
@@ -424,6 +425,9 @@ def replay(
             history = []
             for month in months:
                 drift, signals, auc = bank.check(champion_month, month)
+                # As the drift step does: the label-free interval widened by this policy's past checks.
+                signals = {**signals, **label_free_track_record(signals, [d.signals for d in history],
+                                                                cfg.retrain.confidence)}
                 if policy.mode == "performance" and "challenger" in policy.triggers:
                     # The drift step's shadow challenger: the month's model judged against the champion.
                     shadow_blessed, shadow = bank.gate(month, champion_month)

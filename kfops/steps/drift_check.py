@@ -270,7 +270,7 @@ def drift_check(
     from kfops.adapters.state_store import state_store
     from kfops.config import KfopsConfig
     from kfops.core.model import load_model
-    from kfops.core.monitoring import hide_unknown_labels
+    from kfops.core.monitoring import hide_unknown_labels, label_free_track_record
     from kfops.core.retrain_policy import DriftSummary, decide_and_record_in
 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
@@ -316,6 +316,7 @@ def drift_check(
             log.warning("no labelled rows before the window for the label-free estimate (%s): the champion's "
                         "test split calibrates it", err)
     signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served, recent)
+    signals.update(label_free_track_record(signals, past_signals(cfg), cfg.retrain.confidence))
     if no_signals:
         log.warning("retrain triggers have no performance evidence: %s", no_signals)
     elif current_source == "window" and cfg.retrain.mode == "performance" and "challenger" in cfg.retrain.triggers:
@@ -361,6 +362,16 @@ def drift_check(
     print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}); report {report_path}",
           flush=True)
     return record
+
+
+def past_signals(cfg: KfopsConfig) -> list[dict[str, float]]:
+    """The evidence of the checks recorded so far (the retrain policy's state), oldest first."""
+    from kfops.adapters.state_store import state_store
+    from kfops.core.retrain_policy import PolicyState
+    from kfops.core.state import read_json
+
+    recorded = read_json(state_store(cfg), POLICY_STATE_FILE)
+    return [dict(d.signals) for d in PolicyState.from_dict(recorded).decisions] if recorded else []
 
 
 def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Path) -> list[str]:

@@ -22,6 +22,7 @@ from kfops.core.monitoring import (
     expected_roc_auc_interval,
     fit_calibrator,
     hide_unknown_labels,
+    label_free_track_record,
     labelled_mask,
     model_profile,
     require_profile,
@@ -117,6 +118,39 @@ def test_the_cbpe_interval_carries_the_calibrators_own_uncertainty():
     assert expected_roc_auc_interval(scores, many, 0.95) == expected_roc_auc_interval(scores, many, 0.95)  # seeded
     with pytest.raises(DataError, match="confidence"):
         expected_roc_auc_interval(scores, many, 1.5)
+
+
+def test_the_label_free_interval_widens_to_what_the_estimate_missed_before(tmp_path):
+    now = {"estimated_roc_auc_label_free": 0.70, "estimated_roc_auc_label_free_low": 0.69,
+           "estimated_roc_auc_label_free_high": 0.71, "estimated_roc_auc": 0.70, "estimated_roc_auc_low": 0.69,
+           "estimated_roc_auc_high": 0.71, "estimated_recalibrated": 0.0}
+    past = [{"estimated_roc_auc_label_free": e, "observed_roc_auc": 0.65} for e in (0.66, 0.62, 0.70, 0.655)]
+    assert label_free_track_record(now, past[:2], 0.95) == {}  # too short a record to say anything
+    assert label_free_track_record(now, [{"estimated_roc_auc_label_free": 0.9}] * 5, 0.95) == {}  # never observed
+    widened = label_free_track_record(now, past, 0.95)
+    margin = float(np.quantile([0.01, 0.03, 0.05, 0.005], 0.95))
+    assert widened["estimated_label_free_margin"] == pytest.approx(margin) and widened["estimated_label_free_record"] == 4
+    assert widened["estimated_roc_auc_label_free_low"] == pytest.approx(0.70 - margin)
+    assert widened["estimated_roc_auc_label_free_high"] == pytest.approx(0.70 + margin)
+    assert widened["estimated_roc_auc_low"] == widened["estimated_roc_auc_label_free_low"]  # the same estimate
+    # With the window's labels the triggers' estimate keeps its own (narrow) interval.
+    recalibrated = label_free_track_record({**now, "estimated_recalibrated": 1.0}, past, 0.95)
+    assert "estimated_roc_auc_low" not in recalibrated
+    # A record that missed by less than chance does not narrow the interval.
+    small = label_free_track_record(now, [{"estimated_roc_auc_label_free": 0.651, "observed_roc_auc": 0.65}] * 3, 0.95)
+    assert (small["estimated_roc_auc_label_free_low"], small["estimated_roc_auc_label_free_high"]) == (0.69, 0.71)
+
+    # The drift step reads the record from the retrain policy's state, where decide() keeps each check's evidence.
+    from kfops.adapters.state_store import state_store
+    from kfops.core.retrain_policy import DriftSummary, decide_and_record_in
+    from kfops.steps.drift_check import POLICY_STATE_FILE, past_signals
+
+    cfg = example_config(data_dir=str(tmp_path))
+    assert past_signals(cfg) == []
+    for day, signals in enumerate(past, start=1):
+        decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, DriftSummary(drift=False, signals=signals),
+                             dt.datetime(2013, 2, day, tzinfo=dt.UTC), cfg.retrain)
+    assert past_signals(cfg) == past
 
 
 def _column(name: str, drifted: bool) -> ColumnDrift:
