@@ -175,14 +175,15 @@ def expected_roc_auc_interval(scores: Any, calibrator: Mapping[str, Any] | None,
     rng = np.random.default_rng(seed)
     stored = dict(calibrator or {})
     covariance = stored.get("covariance")
+    logits = _logit(values) if covariance is not None else None
     block = max(1, min(draws, DRAW_BLOCK_CELLS // max(values.size, 1)))
     aucs: list[np.ndarray] = []
     for start in range(0, draws, block):
         count = min(block, draws - start)
-        if covariance is not None:
+        if logits is not None:
             params = rng.multivariate_normal([float(stored["a"]), float(stored["b"])],
                                              np.asarray(covariance, dtype=np.float64), size=count)
-            z = params[:, :1] * _logit(values)[None, :] + params[:, 1:]
+            z = params[:, :1] * logits[None, :] + params[:, 1:]
             probabilities = 1.0 / (1.0 + np.exp(-z))
         else:
             probabilities = np.broadcast_to(calibrate(calibrator, values), (count, values.size))
