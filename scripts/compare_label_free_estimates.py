@@ -3,7 +3,8 @@
 For every (model month, later month) pair of a cached ``kfops backtest`` bank, each candidate
 estimates the month's ROC AUC from the model's scores on it, calibrated on labelled rows the model
 did not train on and that are older than the month: the previous month (labels as known at the
-check), else the model's test split. No label of the checked month is used. Prints each
+check), else the model's test split; the pooled candidates use several such sources (the test
+split and every month between the model's and the checked one). No label of the checked month is used. Prints each
 candidate's mean absolute error against the realised AUC over the tuning months' pairs (later month
 February to June, what a choice may be made on), over all pairs, and over the ``default`` policy's
 months as its backtest CSV lists them.
@@ -48,10 +49,17 @@ def pairs(cfg, cache):
             current = by_month[month]
             recent = bank._recent(model_month, month)
             calibration = test if recent is None else recent[recent[label].notna()]
+            # Every labelled source the model did not train on, oldest first: its test split,
+            # then each month between it and the checked one (labels as known at the check).
+            earlier = [bt.labels_known_at(by_month[m], cfg, bt.check_time(month, cfg))
+                       for m in months if model_month < m < month]
+            sources = [test] + [part[part[label].notna()] for part in earlier]
             yield {"model": model_month, "month": month, "importance": importance,
                    "s": predict_proba(model, current), "y": current[label].to_numpy().astype(int),
                    "X": current, "rs": predict_proba(model, calibration),
-                   "ry": calibration[label].to_numpy().astype(int), "RX": calibration}
+                   "ry": calibration[label].to_numpy().astype(int), "RX": calibration,
+                   "sources": [(predict_proba(model, part), part[label].to_numpy().astype(int))
+                               for part in sources]}
 
 
 def candidates():
@@ -67,11 +75,27 @@ def candidates():
     def platt(pair):  # what kfops builds
         return expected(pair, mon.calibrate(mon.fit_calibrator(pair["ry"], pair["rs"]), pair["s"]))
 
-    def fitted(design):
+    def fitted(design, last=None, half_life=None):
+        """Calibrate with ``design`` on the usual rows, or on the ``last`` sources pooled, each
+        weighted by 0.5 ** (age in sources / ``half_life``) when given."""
         def estimate(pair):
-            model = LogisticRegression(C=1e6, max_iter=1000).fit(design(pair["rs"]), pair["ry"])
+            rs, ry, weight = pair["rs"], pair["ry"], None
+            if last is not None:
+                chosen = pair["sources"][-last:]
+                rs, ry = np.concatenate([s for s, _ in chosen]), np.concatenate([y for _, y in chosen])
+                if half_life is not None:
+                    weight = np.concatenate([np.full(len(s), 0.5 ** ((len(chosen) - 1 - age) / half_life))
+                                             for age, (s, _) in enumerate(chosen)])
+            model = LogisticRegression(C=1e6, max_iter=1000).fit(design(rs), ry, sample_weight=weight)
             return expected(pair, model.predict_proba(design(pair["s"]))[:, 1])
         return estimate
+
+    def logit(s):
+        return _logit(s)[:, None]
+
+    def averaged(pair):  # the mean of one Platt estimate per source
+        return float(np.mean([expected(pair, mon.calibrate(mon.fit_calibrator(y, s), pair["s"]))
+                              for s, y in pair["sources"]]))
 
     def beta(s):
         s = np.clip(s, 1e-6, 1 - 1e-6)
@@ -125,6 +149,13 @@ def candidates():
         "0.5 Platt + 0.5 persistence": blend(0.5),
         "0.75 Platt + 0.25 persistence": blend(0.75),
         "Platt minus its own error there": bias_corrected,
+        "Platt, last 2 sources pooled": fitted(logit, last=2),
+        "Platt, all sources pooled": fitted(logit, last=99),
+        "Platt, all sources, half-life 1": fitted(logit, last=99, half_life=1),
+        "Platt, all sources, half-life 0.5": fitted(logit, last=99, half_life=0.5),
+        "Platt, mean of per-source estimates": averaged,
+        "beta, last 2 sources pooled": fitted(beta, last=2),
+        "beta, all sources pooled": fitted(beta, last=99),
     }
 
 
