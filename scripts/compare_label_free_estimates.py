@@ -93,6 +93,12 @@ def candidates():
     def logit(s):
         return _logit(s)[:, None]
 
+    def closest(pair):  # the source whose scores are distributed most like the month's (KS)
+        from scipy.stats import ks_2samp
+
+        s, y = min(pair["sources"], key=lambda source: ks_2samp(source[0], pair["s"]).statistic)
+        return expected(pair, mon.calibrate(mon.fit_calibrator(y, s), pair["s"]))
+
     def averaged(pair):  # the mean of one Platt estimate per source
         return float(np.mean([expected(pair, mon.calibrate(mon.fit_calibrator(y, s), pair["s"]))
                               for s, y in pair["sources"]]))
@@ -154,6 +160,7 @@ def candidates():
         "Platt, all sources, half-life 1": fitted(logit, last=99, half_life=1),
         "Platt, all sources, half-life 0.5": fitted(logit, last=99, half_life=0.5),
         "Platt, mean of per-source estimates": averaged,
+        "Platt, the source closest in scores": closest,
         "beta, last 2 sources pooled": fitted(beta, last=2),
         "beta, all sources pooled": fitted(beta, last=99),
     }
