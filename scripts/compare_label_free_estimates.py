@@ -190,11 +190,49 @@ def main() -> None:
     tuning = [bt.parse_month(p["month"]) <= dt.date(2013, 6, 1) for p in bank]
     print(f"{len(bank)} pairs, {sum(tuning)} with the later month in February to June")
     print(f"{'candidate':40s} {'tuning pairs':>12s} {'all pairs':>10s} {'default':>8s}")
+    built = None
     for name, estimate in candidates().items():
-        errors = np.abs(np.array([estimate(p) for p in bank]) - realised)
+        signed = np.array([estimate(p) for p in bank]) - realised
+        errors = np.abs(signed)
+        built = signed if built is None else built
         on_default = [e for e, p in zip(errors, bank, strict=True) if (p["model"], p["month"]) in default]
         shown = f"{np.mean(on_default):.4f}" if on_default else "-"
         print(f"{name:40s} {errors[tuning].mean():12.4f} {errors.mean():10.4f} {shown:>8s}")
+    print_uncertainty(np.abs(built), bank, default)
+    print_error_predictors(built, bank)
+
+
+def print_error_predictors(signed_errors, bank) -> None:
+    """Whether a label-free signal foretells the built estimate's error: the rank correlation of the
+    error with how far the month's scores moved from the calibration rows' scores."""
+    from scipy.stats import ks_2samp, spearmanr
+
+    signals = {
+        "KS statistic of the scores": [ks_2samp(p["rs"], p["s"]).statistic for p in bank],
+        "mean score shift": [p["s"].mean() - p["rs"].mean() for p in bank],
+        "spread ratio of logit(score)": [_logit(p["s"]).std() / _logit(p["rs"]).std() for p in bank],
+    }
+    for name, values in signals.items():
+        rho, p_value = spearmanr(values, signed_errors)
+        print(f"built's error against {name}: Spearman {rho:+.2f} (p {p_value:.3f})")
+
+
+def print_uncertainty(errors, bank, default, draws: int = 10_000) -> None:
+    """How far the built estimate's MAE could move by chance: a bootstrap of the default's months,
+    and of all pairs resampled by checked month (a month's pairs share its concept shift)."""
+    rng = np.random.default_rng(0)
+    on_default = np.array([e for e, p in zip(errors, bank, strict=True) if (p["model"], p["month"]) in default])
+    if len(on_default):
+        means = np.array([rng.choice(on_default, len(on_default)).mean() for _ in range(draws)])
+        low, high = np.quantile(means, [0.025, 0.975])
+        print(f"built, default's months: MAE {on_default.mean():.4f}, bootstrap SE {means.std():.4f}, "
+              f"95% [{low:.4f}, {high:.4f}], share of draws <= 0.02: {np.mean(means <= 0.02):.2f}")
+    months = sorted({p["month"] for p in bank})
+    by_month = {m: errors[[p["month"] == m for p in bank]] for m in months}
+    means = np.array([np.concatenate([by_month[m] for m in rng.choice(months, len(months))]).mean()
+                      for _ in range(draws)])
+    low, high = np.quantile(means, [0.025, 0.975])
+    print(f"built, all pairs: MAE {errors.mean():.4f}, bootstrap by month SE {means.std():.4f}, 95% [{low:.4f}, {high:.4f}]")
 
 
 if __name__ == "__main__":
