@@ -39,7 +39,11 @@ if TYPE_CHECKING:
     from kfops.core.drift import ColumnDrift, PredictionDrift
 
 PROFILE_KEY = "monitoring"
+# The profile's schema: a champion whose profile has another one must be retrained.
 PROFILE_VERSION = 1
+# Bumped whenever model_profile computes differently (2: calibrators carry their covariance). An
+# older revision still serves (what it lacks degrades gracefully); the backtest's cache recomputes it.
+PROFILE_REVISION = 2
 # Raw scores whose expected calibration error on the validation split is above this get a calibrator.
 MAX_CALIBRATION_ERROR = 0.01
 CALIBRATION_BINS = 10
@@ -279,6 +283,7 @@ def model_profile(model: Any, validation: pd.DataFrame, test: pd.DataFrame | Non
     recent["fitted_on"] = "test" if reference is test else "validation"
     return {
         "version": PROFILE_VERSION,
+        "revision": PROFILE_REVISION,
         "reference": {"split": "test" if reference is test else "validation", "roc_auc": auc, "roc_auc_se": se,
                       "rows": len(reference), "positive_rate": float(ref_y.mean()),
                       "estimated_roc_auc": expected_roc_auc(ref_scores, calibrate(calibrator, ref_scores))},

@@ -255,6 +255,7 @@ class ModelBank:
         self._checks: dict[tuple[str, str], tuple[DriftResult, dict[str, float], float | None]] = {}
         self._gates: dict[tuple[str, str], tuple[bool, dict]] = {}
         self._stale: set[tuple[str, str]] = set()
+        self._reprofiled: set[str] = set()
         self._labelled_counts: dict[str, int] = {}
         if self.cache_dir is not None:
             self._load()
@@ -265,24 +266,37 @@ class ModelBank:
         import pickle
 
         from kfops.core.model import load_model, read_meta
-        from kfops.core.monitoring import require_profile
+        from kfops.core.monitoring import PROFILE_REVISION, SIGNALS_VERSION, require_profile
 
         assert self.cache_dir is not None
         for folder in sorted((self.cache_dir / "models").glob("*")):
             if folder.name in self.by_month:
-                self._trained[folder.name] = Trained(folder.name, load_model(folder), {},
-                                                     require_profile(read_meta(folder).get("metadata")))
+                trained = Trained(folder.name, load_model(folder), {}, require_profile(read_meta(folder).get("metadata")))
+                if trained.profile.get("revision") != PROFILE_REVISION:
+                    trained = self._profiled_again(trained)
+                self._trained[folder.name] = trained
         for name in ("checks", "gates"):
             path = self.cache_dir / f"{name}.pkl"
             if path.exists():
                 getattr(self, f"_{name}").update(pickle.loads(path.read_bytes()))
-        # Signals are cheap and their code changes: checks cached by another SIGNALS_VERSION keep
-        # their drift result and realised AUC but recompute the signals.
-        from kfops.core.monitoring import SIGNALS_VERSION
-
+        # Signals are cheap and their code changes: checks cached by another SIGNALS_VERSION, or
+        # of a model profiled again, keep their drift result and realised AUC but recompute the signals.
         version = self.cache_dir / "signals_version"
         if not version.exists() or version.read_text().strip() != str(SIGNALS_VERSION):
             self._stale = set(self._checks)
+        self._stale |= {key for key in self._checks if key[0] in self._reprofiled}
+
+    def _profiled_again(self, trained: Trained) -> Trained:
+        """A cached model whose profile an older kfops computed (another ``PROFILE_REVISION``),
+        profiled again on the same splits (the split is deterministic); saved with the cache."""
+        from kfops.core.monitoring import model_profile
+        from kfops.training.challenger import split_window
+
+        parts = split_window(self._labelled(trained.month), self.cfg)
+        profile = model_profile(trained.model, parts["validation"], parts.get("test"), self.cfg.dataset.label,
+                                seed=self.cfg.drift.seed)
+        self._reprofiled.add(trained.month)
+        return Trained(trained.month, trained.model, parts, profile)
 
     def save(self) -> None:
         """Write the cache (no-op without ``cache_dir``)."""
@@ -296,8 +310,9 @@ class ModelBank:
             return
         for month, trained in self._trained.items():
             folder = self.cache_dir / "models" / month
-            if not folder.exists():
+            if not folder.exists() or month in self._reprofiled:
                 save_model(trained.model, folder, metadata={PROFILE_KEY: trained.profile})
+        self._reprofiled.clear()
         atomic_write_bytes(self.cache_dir / "checks.pkl", pickle.dumps(self._checks))
         atomic_write_bytes(self.cache_dir / "gates.pkl", pickle.dumps(self._gates))
         if not self._stale:

@@ -354,6 +354,47 @@ def test_the_backtest_cache_recomputes_signals_of_another_version_and_keeps_the_
     assert again.drift == cached_drift.drift and again.performance.roc_auc == cached_drift.performance.roc_auc
 
 
+def test_the_backtest_cache_profiles_a_model_of_an_older_profile_revision_again(tmp_path, monkeypatch):
+    """A cached model whose profile an older kfops computed is profiled again (its calibrators
+    get what the current code stores) and its checks' signals are recomputed, not served stale."""
+    import kfops.core.drift
+    import kfops.core.model
+    import kfops.core.monitoring
+    from kfops.core.model import read_meta
+    from kfops.runners.backtest import ModelBank, Trained
+    from kfops.training.challenger import split_window
+
+    cfg = example_config()
+    by_month = {"2013-01": _month(cfg, 1, 0), "2013-02": _month(cfg, 2, 1)}
+    model = _Model(FeatureSpec.fit(by_month["2013-01"], cfg.feature_columns, cfg.features.categorical, label="label"))
+    bank = ModelBank(cfg, by_month, work_dir=tmp_path, cache_dir=tmp_path / "cache")
+    parts = split_window(bank._labelled("2013-01"), cfg)
+    current = model_profile(model, parts["validation"], parts["test"], "label", seed=cfg.drift.seed)
+    older = {**current, "recent_calibration": {k: v for k, v in current["recent_calibration"].items() if k != "covariance"}}
+    older.pop("revision")
+    bank._trained["2013-01"] = Trained("2013-01", model, {}, older)
+    _, stale_signals, _ = bank.check("2013-01", "2013-02")
+    bank.save()
+    monkeypatch.setattr(kfops.core.model, "load_model", lambda folder: model)  # the stub has no weights to load
+
+    reloaded = ModelBank(cfg, by_month, work_dir=tmp_path, cache_dir=tmp_path / "cache")
+    assert reloaded._trained["2013-01"].profile == current
+    monkeypatch.setattr(kfops.core.drift, "check_drift", lambda *a, **k: pytest.fail("the drift check is reused"))
+    _, signals, _ = reloaded.check("2013-01", "2013-02")
+    assert signals != stale_signals
+    fresh = ModelBank(cfg, by_month, work_dir=tmp_path / "fresh")
+    fresh._trained["2013-01"] = Trained("2013-01", model, {}, current)
+    monkeypatch.undo()
+    assert signals == fresh.check("2013-01", "2013-02")[1]
+    reloaded.save()
+    assert read_meta(tmp_path / "cache" / "models" / "2013-01")["metadata"]["monitoring"] == current
+
+    # A profile of the current revision is loaded as it is.
+    monkeypatch.setattr(kfops.core.model, "load_model", lambda folder: model)
+    monkeypatch.setattr(kfops.core.monitoring, "model_profile", lambda *a, **k: pytest.fail("profiled again"))
+    assert ModelBank(cfg, by_month, work_dir=tmp_path, cache_dir=tmp_path / "cache")._trained["2013-01"].profile == current
+
+
 def _moved_truth(seed: int, n: int = 30_000) -> tuple[np.ndarray, np.ndarray]:
     """Raw scores, and labels from a truth that moved away from them (the stored calibration is stale)."""
     rng = np.random.default_rng(seed)
