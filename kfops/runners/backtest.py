@@ -289,14 +289,17 @@ class ModelBank:
     def _profiled_again(self, trained: Trained) -> Trained:
         """A cached model whose profile an older kfops computed (another ``PROFILE_REVISION``),
         profiled again on the same splits (the split is deterministic); saved with the cache."""
-        from kfops.core.monitoring import model_profile
         from kfops.training.challenger import split_window
 
         parts = split_window(self._labelled(trained.month), self.cfg)
-        profile = model_profile(trained.model, parts["validation"], parts.get("test"), self.cfg.dataset.label,
-                                seed=self.cfg.drift.seed)
         self._reprofiled.add(trained.month)
-        return Trained(trained.month, trained.model, parts, profile)
+        return Trained(trained.month, trained.model, parts, self._profile(trained.model, parts))
+
+    def _profile(self, model: TabularModel, parts: dict[str, pd.DataFrame]) -> dict[str, Any]:
+        """The monitoring profile the train step stores with a model, from its splits."""
+        from kfops.core.monitoring import model_profile
+
+        return model_profile(model, parts["validation"], parts["test"], self.cfg.dataset.label, seed=self.cfg.drift.seed)
 
     def save(self) -> None:
         """Write the cache (no-op without ``cache_dir``)."""
@@ -320,13 +323,10 @@ class ModelBank:
 
     def trained(self, month: str) -> Trained:
         if month not in self._trained:
-            from kfops.core.monitoring import model_profile
             from kfops.training.challenger import train_on_window
 
             model, parts = train_on_window(self._labelled(month), self.cfg, self.work_dir / "models" / month)
-            profile = model_profile(model, parts["validation"], parts["test"], self.cfg.dataset.label,
-                                    seed=self.cfg.drift.seed)
-            self._trained[month] = Trained(month, model, parts, profile)
+            self._trained[month] = Trained(month, model, parts, self._profile(model, parts))
         return self._trained[month]
 
     def labelled_rows(self, month: str) -> int:
