@@ -1,9 +1,10 @@
 """Choose the retrain policy's thresholds on the tuning months only (docs/backtest.md).
 
-Replays a grid of ``mode: performance`` policies over the tuning months (February to June 2013)
-from the backtest's cached bank (``kfops backtest --cache-dir``; what is missing is computed), and
-prints the candidates whose minimum monthly AUC is at least ``monthly``'s and that retrain at most
-``--max-retrains`` times, best mean AUC first. The held-out months are never replayed here.
+Replays a grid of ``mode: performance`` policies over the tuning months (the months before
+``--held-out-from``; for the example, February to June 2013) from the backtest's cached bank
+(``kfops backtest --cache-dir``; what is missing is computed), and prints the candidates whose
+minimum monthly AUC is at least ``monthly``'s and that retrain at most ``--max-retrains`` times,
+best mean AUC first. The held-out months are never replayed here.
 
     python scripts/tune_retrain_policy.py --cache-dir /tmp/rt19/cache --set data_dir=/tmp/rt19/data
 """
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, required=True)
     parser.add_argument("--first", default="2013-02")
     parser.add_argument("--last", default="2013-12", help="the span of the cached bank (not replayed past June)")
+    parser.add_argument("--held-out-from", default="2013-07", help="the first held-out month, never replayed here")
     parser.add_argument("--max-retrains", type=int, default=3)
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
@@ -41,7 +43,7 @@ def main() -> None:
         frame = bt.build_frame(cfg, initial, bt._month_end(bt.parse_month(args.last)), cache / "work")
     by_month = {m: p for m, p in frame.groupby(bt.MONTH_COLUMN, sort=True)}
     bank = bt.ModelBank(cfg, by_month, cache / "work", cache_dir=cache)
-    tuning = [m for m in sorted(by_month) if m in bt.TUNING_MONTHS]
+    tuning, _ = bt.split_months([m for m in sorted(by_month) if m >= args.first], args.held_out_from)
 
     def replay(policies):
         return bt.replay(cfg, frame, tuning, initial.strftime("%Y-%m"), policies, cache / "work", bank=bank)

@@ -30,6 +30,10 @@ def backtest_command(
         Path | None, typer.Option("--cache-dir", help="Keep models, checks and gate verdicts here (keyed by config "
                                   "and months) so later backtests of other policies replay in seconds.")
     ] = None,
+    held_out_from: Annotated[
+        str | None, typer.Option("--held-out-from", help="YYYY-MM: report the months from this one on apart, as "
+                                 "held out (tune thresholds on the earlier months only).")
+    ] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -41,23 +45,24 @@ def backtest_command(
 
     Examples:
 
-      kfops backtest --from 2013-02 --to 2013-12
+      kfops backtest --from 2013-02 --to 2013-12 --held-out-from 2013-07
 
       kfops backtest --from 2013-02 --to 2013-05 --policy drift --policy never --sample 0.1
 
       kfops backtest --from 2013-02 --to 2013-12 --set retrain.debounce=1 -o docs/backtest
     """
-    from kfops.runners.backtest import POLICIES, TUNING_MONTHS, run_backtest
+    from kfops.runners.backtest import POLICIES, run_backtest, split_months
 
     cfg = cli_config(config, set_)
     out_dir = output_dir or cfg.data_dir / "backtest"
     # Each month's outcome is reported as it lands: a bar with the month lines above it on a
     # terminal, one line per month otherwise (KFOPS_PROGRESS=plain|rich|off chooses).
-    result, paths = run_backtest(cfg, from_, to, policy or list(POLICIES), out_dir, sample=sample, cache_dir=cache_dir)
+    result, paths = run_backtest(cfg, from_, to, policy or list(POLICIES), out_dir, sample=sample, cache_dir=cache_dir,
+                                 held_out_from=held_out_from)
     typer.echo("")
     typer.echo(result.totals().to_string(index=False))
-    held_out = [m for m in dict.fromkeys(r.month for r in result.months) if m not in TUNING_MONTHS]
-    if held_out and len(held_out) < len({r.month for r in result.months}):
+    tuning, held_out = split_months(list(dict.fromkeys(r.month for r in result.months)), held_out_from)
+    if tuning and held_out:
         typer.echo(f"\nheld-out months ({held_out[0]}..{held_out[-1]}; thresholds were tuned on the others):")
         typer.echo(result.totals(held_out).to_string(index=False))
     for kind, path in paths.items():

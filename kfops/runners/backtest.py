@@ -40,7 +40,6 @@ log = logging.getLogger("kfops.runners.backtest")
 POLICIES = ("default", "observed", "estimated", "weighted_drift", "prediction_drift", "challenger", "drift", "monthly",
             "never")
 # Months the default policy's thresholds were tuned on; the others are reported apart (held out).
-TUNING_MONTHS = ("2013-02", "2013-03", "2013-04", "2013-05", "2013-06")
 MONTH_COLUMN = "_backtest_month"
 
 
@@ -587,17 +586,26 @@ SHOWN_COLUMNS = ["policy", "month", "champion", "roc_auc", "estimated_roc_auc", 
                  "decision", "triggered_by", "retrained", "challenger_roc_auc", "champion_test_roc_auc", "promoted"]
 
 
-def write_outputs(result: BacktestResult, out_dir: Path) -> dict[str, Path]:
-    """backtest.csv, backtest.md (totals: all months, tuning months, held-out months; then per
-    month with every decision's evidence) and backtest.png under ``out_dir``."""
+def split_months(months: Sequence[str], held_out_from: str | None) -> tuple[list[str], list[str]]:
+    """``months`` ('YYYY-MM') before ``held_out_from`` (where thresholds may be tuned) and from it
+    on (held out); with no ``held_out_from``, every month is a tuning month."""
+    if held_out_from is None:
+        return list(months), []
+    first_held_out = parse_month(held_out_from)
+    return ([m for m in months if parse_month(m) < first_held_out],
+            [m for m in months if parse_month(m) >= first_held_out])
+
+
+def write_outputs(result: BacktestResult, out_dir: Path, held_out_from: str | None = None) -> dict[str, Path]:
+    """backtest.csv, backtest.md (totals: all months, then, with ``held_out_from``, the tuning
+    months and the held-out months apart; then per month with every decision's evidence) and
+    backtest.png under ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = result.frame()
     csv_path = out_dir / "backtest.csv"
     frame.to_csv(csv_path, index=False)
-    months = sorted(frame["month"].unique())
-    tuning = [m for m in months if m in TUNING_MONTHS]
-    held_out = [m for m in months if m not in TUNING_MONTHS]
+    tuning, held_out = split_months(sorted(frame["month"].unique()), held_out_from)
     text = "## Totals, all months\n\n" + markdown_table(result.totals())
     if tuning and held_out:
         text += (f"\n## Totals, tuning months ({tuning[0]}..{tuning[-1]})\n\n" + markdown_table(result.totals(tuning))
@@ -626,14 +634,17 @@ def cache_key(cfg: KfopsConfig, first: str, last: str, sample: float | None) -> 
 def run_backtest(
     cfg: KfopsConfig, first: str, last: str, policies: Sequence[str], out_dir: Path,
     sample: float | None = None, on_month: Callable[[MonthResult], None] | None = None,
-    cache_dir: Path | None = None,
+    cache_dir: Path | None = None, held_out_from: str | None = None,
 ) -> tuple[BacktestResult, dict[str, Path]]:
     """Replay months ``first``..``last`` ('YYYY-MM'); the initial champion trains on the month before.
     With ``cache_dir``, the frame, models, checks and gate verdicts are kept under a key of the
-    config and span (:func:`cache_key`), so another backtest of other policies reuses them."""
+    config and span (:func:`cache_key`), so another backtest of other policies reuses them. With
+    ``held_out_from``, the outputs also total the months before it and from it on apart."""
     import pandas as pd
 
     start, end = parse_month(first), parse_month(last)
+    if held_out_from is not None:
+        parse_month(held_out_from)  # a bad month fails now, not after the replay
     if end < start:
         raise ConfigError(f"--to {last} is before --from {first}")
     unknown = [p for p in policies if p not in POLICIES]
@@ -658,4 +669,4 @@ def run_backtest(
                         out_dir / "work", on_month=on_month, bank=bank)
     finally:
         bank.save()
-    return result, write_outputs(result, out_dir)
+    return result, write_outputs(result, out_dir, held_out_from)

@@ -20,6 +20,8 @@ from kfops.runners.backtest import (
     parse_month,
     plot,
     policy_for,
+    split_months,
+    write_outputs,
 )
 from tests.conftest import REPO_ROOT
 from tests.support.example import example_config
@@ -79,6 +81,32 @@ def test_totals_table_and_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_held_out_months_are_the_users_choice_not_a_built_in_calendar(tmp_path):
+    months = ["2024-11", "2024-12", "2025-01", "2025-02"]
+    assert split_months(months, "2025-01") == (["2024-11", "2024-12"], ["2025-01", "2025-02"])
+    assert split_months(months, None) == (months, [])  # no split unless asked for
+    assert split_months(months, "2026-01") == (months, [])
+    with pytest.raises(ConfigError, match="YYYY-MM"):
+        split_months(months, "January")
+    result = _result()
+    plain = write_outputs(result, tmp_path / "plain")["markdown"].read_text()
+    assert "tuning months" not in plain and "held-out months" not in plain
+    split = write_outputs(result, tmp_path / "split", held_out_from="2013-03")["markdown"].read_text()
+    assert "## Totals, tuning months (2013-02..2013-02)" in split
+    assert "## Totals, held-out months (2013-03..2013-03)" in split
+
+
+def test_a_bad_held_out_month_fails_before_anything_is_replayed(tmp_path, capsys):
+    from kfops.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["backtest", "--from", "2013-02", "--to", "2013-03", "--held-out-from", "July",
+              "--config", str(REPO_ROOT / "kfops.yaml"), "--set", f"data_dir={tmp_path}", "-o", str(tmp_path / "out")])
+    assert exited.value.code == 2  # a usage error
+    assert "month 'July' must look like YYYY-MM" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was built or replayed
+
+
 def test_a_month_says_what_happened_and_the_gate_says_why():
     row = MonthResult(policy="drift", month="2013-03", rows=10, champion=1, roc_auc=0.71234, drift=True,
                       drifted_columns=3, drift_reason="", decision="drift_confirmed", retrained=True, promoted=False)
@@ -126,7 +154,7 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     args = ["--from", "2013-02", "--to", "2013-03", "--sample", "0.1", "-o", str(tmp_path / "out"),
             "--config", str(REPO_ROOT / "kfops.yaml"), "--set", f"data_dir={tmp_path}",
             "--set", "train.xgboost.n_estimators=40", "--set", "evaluate.behavioural_checks=false",
-            "-p", "default", "-p", "monthly", "-p", "never"]
+            "-p", "default", "-p", "monthly", "-p", "never", "--held-out-from", "2013-03"]
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
     # One progress line per policy and month, as it lands (on stderr; the totals go to stdout).
@@ -160,3 +188,5 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
         assert second["champion"] == first["champion"] + int(first["promoted"])
     assert (tmp_path / "out" / "backtest.png").stat().st_size > 0
     assert "## Totals, all months" in (tmp_path / "out" / "backtest.md").read_text()
+    assert "## Totals, held-out months (2013-03..2013-03)" in (tmp_path / "out" / "backtest.md").read_text()
+    assert "held-out months (2013-03..2013-03; thresholds were tuned on the others):" in outcome.stdout

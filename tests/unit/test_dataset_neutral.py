@@ -116,3 +116,31 @@ def test_the_default_config_holds_no_date_of_the_example():
     assert "2013" not in defaults.to_json()
     windowed = KfopsConfig.model_validate({"dataset": {"start": "2013-01-01", "end": "2013-01-14"}})
     assert example_dates(windowed.model_dump()) == ["dataset.start", "dataset.end"]  # the check can fail
+
+
+def example_year_constants(source: str) -> list[str]:
+    """The module-level names in ``source`` whose value holds the example's year, 2013 (a calendar
+    of the example, such as its tuning months, built into the framework). Help texts and docstrings
+    may use the example; a constant is what the code acts on."""
+    import ast
+
+    hits = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names = [ast.unparse(target) for target in targets]
+            prose = {id(leaf) for keyword in ast.walk(node.value) if isinstance(keyword, ast.keyword)
+                     and keyword.arg in {"help", "description", "epilog", "hint"} for leaf in ast.walk(keyword.value)}
+            for leaf in ast.walk(node.value):
+                if isinstance(leaf, ast.Constant) and id(leaf) not in prose and "2013" in str(leaf.value):
+                    hits += names
+                    break
+    return hits
+
+
+def test_the_framework_builds_in_no_calendar_of_the_example():
+    assert example_year_constants('TUNING = ("2013-02", "2013-03")\nYEAR: int = 2013\nOK = ("2024-01",)\n'
+                                  'app = Typer(help="e.g. --from 2013-02")') == ["TUNING", "YEAR"]
+    offenders = {str(path.relative_to(REPO)): names for path in framework_files()
+                 if path.suffix == ".py" and (names := example_year_constants(path.read_text()))}
+    assert not offenders, f"constants of the example's year outside kfops/datasets/: {offenders}"
