@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +98,19 @@ def candidates():
         s, y = min(pair["sources"], key=lambda source: ks_2samp(source[0], pair["s"]).statistic)
         return expected(pair, mon.calibrate(mon.fit_calibrator(y, s), pair["s"]))
 
+    def slope_pooled(pair):
+        """Recalibration in the large: the slope from every source pooled (steadier), the intercept
+        refitted on the newest source with that slope fixed (the base rate moves by month)."""
+        from scipy.optimize import brentq
+
+        pooled = LogisticRegression(C=1e6, max_iter=1000).fit(
+            _logit(np.concatenate([s for s, _ in pair["sources"]]))[:, None],
+            np.concatenate([y for _, y in pair["sources"]]))
+        slope = float(pooled.coef_[0][0])
+        newest = slope * _logit(pair["rs"])
+        intercept = brentq(lambda b: float((1 / (1 + np.exp(-(newest + b)))).sum() - pair["ry"].sum()), -20, 20)
+        return expected(pair, 1 / (1 + np.exp(-(slope * _logit(pair["s"]) + intercept))))
+
     def averaged(pair):  # the mean of one Platt estimate per source
         return float(np.mean([expected(pair, mon.calibrate(mon.fit_calibrator(y, s), pair["s"]))
                               for s, y in pair["sources"]]))
@@ -163,6 +175,7 @@ def candidates():
         "Platt, the source closest in scores": closest,
         "beta, last 2 sources pooled": fitted(beta, last=2),
         "beta, all sources pooled": fitted(beta, last=99),
+        "Platt slope pooled, intercept newest": slope_pooled,
     }
 
 
@@ -177,6 +190,7 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, help="the backtest's CSV, for the default policy's months")
     parser.add_argument("--first", default="2013-02")
     parser.add_argument("--last", default="2013-12")
+    parser.add_argument("--held-out-from", default="2013-07", help="pairs whose later month is earlier are tuning pairs")
     parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     cfg = cli_config(None, args.set)
@@ -187,7 +201,8 @@ def main() -> None:
             default = {(r["champion_month"], r["month"]) for r in csv.DictReader(rows) if r["policy"] == "default"}
     bank = list(pairs(cfg, cache))
     realised = [roc_auc_score(p["y"], p["s"]) for p in bank]
-    tuning = [bt.parse_month(p["month"]) <= dt.date(2013, 6, 1) for p in bank]
+    first_held_out = bt.parse_month(args.held_out_from)
+    tuning = [bt.parse_month(p["month"]) < first_held_out for p in bank]
     print(f"{len(bank)} pairs, {sum(tuning)} with the later month in February to June")
     print(f"{'candidate':40s} {'tuning pairs':>12s} {'all pairs':>10s} {'default':>8s}")
     built = None
