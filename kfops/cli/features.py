@@ -133,7 +133,8 @@ def materialize(
     elif sources is None or rebuild_sources:
         raw_dir = latest_raw_snapshot(cfg)
         if rebuild_sources or _sources_stale(source_dir, raw_dir):
-            written = import_callable(cfg.require("dataset.feast_sources_writer"))(read_tables(raw_dir), source_dir)
+            writer = import_callable(cfg.require("dataset.feast_sources_writer"), project_dir=cfg.resolved_against)
+            written = writer(read_tables(raw_dir), source_dir)
             typer.echo(f"wrote {len(written)} feature sources from {raw_dir} to {source_dir}")
     elif not any(source_dir.glob("*.parquet")):
         raise DataError(f"no feature sources (*.parquet) in {source_dir}", hint="drop --sources to build them")

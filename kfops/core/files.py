@@ -82,25 +82,28 @@ def file_lock(path: str | Path, timeout_s: float = 120.0, what: str = "") -> Ite
         held.thread_lock.release()
 
 
-def import_callable(spec: str, search_path: Path | None = None) -> Callable[..., Any]:
+def import_callable(spec: str, search_path: Path | None = None,
+                    project_dir: Path | None = None) -> Callable[..., Any]:
     """Resolve ``module:function``.
 
     With ``search_path``, a module that is a file (``a/b.py`` for ``a.b``) inside that folder is
     loaded from it by path, without touching ``sys.path`` or ``sys.modules``, so two folders with
     the same module name never mix; otherwise the module is imported as usual, and a module found
-    nowhere on ``sys.path`` is looked for in the project folder (:data:`PROJECT_DIR_ENV`), so a
-    project's plug-in module beside its kfops.yaml needs no PYTHONPATH.
+    nowhere on ``sys.path`` is looked for in the project folder (``project_dir``, the folder of the
+    kfops.yaml that named it, else :data:`PROJECT_DIR_ENV`), so a project's plug-in module beside
+    its kfops.yaml needs no PYTHONPATH, in a pipeline task and in a command that runs in process
+    (``kfops backtest``, ``kfops features``) alike.
     """
-    module, where, attr = _import_attribute(spec, search_path)
+    module, where, attr = _import_attribute(spec, search_path, project_dir)
     found: Callable[..., Any] | None = getattr(module, attr, None)
     if not callable(found):
         raise ConfigError(f"'{where}' has no function '{attr}' (from '{spec}')")
     return found
 
 
-def import_object(spec: str, search_path: Path | None = None) -> Any:
+def import_object(spec: str, search_path: Path | None = None, project_dir: Path | None = None) -> Any:
     """Resolve ``module:NAME`` to any object (a declaration, a constant), as :func:`import_callable` does."""
-    module, where, attr = _import_attribute(spec, search_path)
+    module, where, attr = _import_attribute(spec, search_path, project_dir)
     if not hasattr(module, attr):
         raise ConfigError(f"'{where}' has no '{attr}' (from '{spec}')")
     return getattr(module, attr)
@@ -109,7 +112,7 @@ def import_object(spec: str, search_path: Path | None = None) -> Any:
 PROJECT_DIR_ENV = "KFOPS_PROJECT_DIR"  # the same variable as kfops.config.PROJECT_DIR_ENV
 
 
-def _import_attribute(spec: str, search_path: Path | None) -> tuple[Any, Any, str]:
+def _import_attribute(spec: str, search_path: Path | None, project_dir: Path | None = None) -> tuple[Any, Any, str]:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"'{spec}' must look like module:function")
@@ -123,29 +126,32 @@ def _import_attribute(spec: str, search_path: Path | None) -> tuple[Any, Any, st
             module = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(module)
         else:
-            module = _import_from_project(module_name)
+            module = import_from_project(module_name, project_dir)
     except (ImportError, SyntaxError) as err:
         raise ConfigError(f"cannot import '{module_name}' for '{spec}': {err}") from err
     where = file if file is not None and file.is_file() else module_name
     return module, where, attr
 
 
-def _import_from_project(module_name: str) -> Any:
-    """``import module_name``; when no folder on sys.path has it, the project folder is added last
-    (never shadowing an installed package) and the import tried again."""
+def import_from_project(module_name: str, project_dir: Path | None = None) -> Any:
+    """``import module_name``; when no folder on sys.path has it, the project folder
+    (``project_dir``, else :data:`PROJECT_DIR_ENV`) is added last (never shadowing an installed
+    package) and the import tried again."""
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        project = os.environ.get(PROJECT_DIR_ENV)
         top = module_name.split(".")[0]
-        if err.name != top or not project:
+        if err.name != top:
             raise
-        folder = Path(project).expanduser().resolve()
-        if not ((folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file()):
-            raise
-        if str(folder) not in sys.path:
-            sys.path.append(str(folder))
-        return importlib.import_module(module_name)
+        for project in (project_dir, os.environ.get(PROJECT_DIR_ENV)):
+            if not project:
+                continue
+            folder = Path(project).expanduser().resolve()
+            if (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file():
+                if str(folder) not in sys.path:
+                    sys.path.append(str(folder))
+                return importlib.import_module(module_name)
+        raise
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 FieldKind = Literal["string", "number", "integer", "key"]
@@ -153,19 +154,19 @@ class RawSchema:
         return text + (f", optional {', '.join(optional)})" if optional else ")")
 
 
-def load_request_builder(spec: str | None) -> RequestBuilder | None:
-    """Resolve ``dataset.request_builder`` (``module:attr``): a builder, or a class or function making one."""
+def load_request_builder(spec: str | None, project_dir: Path | None = None) -> RequestBuilder | None:
+    """Resolve ``dataset.request_builder`` (``module:attr``): a builder, or a class or function making one.
+    A module beside the project's kfops.yaml (``project_dir``) needs no PYTHONPATH."""
     if spec is None:
         return None
-    import importlib
-
+    from kfops.core.files import import_from_project
     from kfops.errors import ConfigError
 
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"dataset.request_builder '{spec}' must look like module:attr")
     try:
-        module = importlib.import_module(module_name)
+        module = import_from_project(module_name, project_dir)
     except (ImportError, SyntaxError) as err:
         raise ConfigError(f"cannot import '{module_name}' for dataset.request_builder '{spec}': {err}") from err
     found = getattr(module, attr, None)

@@ -58,8 +58,8 @@ def build_entities(cfg: KfopsConfig, tables: dict[str, pd.DataFrame], sources_di
 
     writer = cfg.dataset.feast_sources_writer
     if writer:
-        import_callable(writer)(tables, Path(sources_dir))
-    entities = import_callable(cfg.require("dataset.entity_builder"))(tables, cfg)
+        import_callable(writer, project_dir=cfg.resolved_against)(tables, Path(sources_dir))
+    entities = import_callable(cfg.require("dataset.entity_builder"), project_dir=cfg.resolved_against)(tables, cfg)
     check_config_columns(entities.columns, cfg, where="the entity frame", joined=feature_names(cfg))
     return entities
 
@@ -94,7 +94,7 @@ def window_features(cfg: KfopsConfig, start: dt.date, end: dt.date, work_dir: Pa
     from kfops.core.files import import_callable
 
     window_cfg = window_config(cfg, start, end)
-    tables = import_callable(cfg.require("dataset.loader"))(window_cfg)
+    tables = import_callable(cfg.require("dataset.loader"), project_dir=cfg.resolved_against)(window_cfg)
     sources = Path(work_dir) / "sources"
     entities = build_entities(window_cfg, tables, sources)
     return features.build_training_set(entities, window_cfg, sources)

@@ -28,7 +28,7 @@ def ingest(config: KfopsConfig | str, raw_dir: Path) -> dict[str, Any]:
     """Read the raw tables and write a dated parquet snapshot with its content hash."""
     cfg = step_config(config)
     started = time.perf_counter()
-    tables = import_callable(cfg.require("dataset.loader"))(cfg)
+    tables = import_callable(cfg.require("dataset.loader"), project_dir=cfg.resolved_against)(cfg)
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     from kfops.progress import progress

@@ -205,3 +205,32 @@ def test_a_plug_in_beside_kfops_yaml_needs_no_pythonpath(tmp_path, monkeypatch):
         assert sys.path[-1] == str(tmp_path.resolve())
     finally:
         sys.modules.pop(name, None)
+
+
+def test_a_plug_in_beside_the_config_loads_in_a_command_that_runs_in_process(tmp_path, monkeypatch):
+    """`kfops backtest` and `kfops features` import the plug-in in the CLI's own process, where no
+    KFOPS_PROJECT_DIR is set: the folder of the kfops.yaml that names it is enough."""
+    import sys
+
+    from kfops.core.files import import_callable
+    from kfops.core.requests import load_request_builder
+
+    name = f"inproc_{abs(hash(str(tmp_path)))}"
+    (tmp_path / f"{name}.py").write_text(
+        "from kfops.core.requests import RawField\n"
+        "def load_tables(cfg):\n    return {'t': cfg}\n"
+        "class Builder:\n    name = 'b'\n    fields = (RawField('store_id', 'key'),)\n"
+        "    def derive(self, columns, rows):\n        return columns\n"
+        "BUILDER = Builder()\n")
+    (tmp_path / "kfops.yaml").write_text(f"dataset:\n  loader: {name}:load_tables\n  request_builder: {name}:BUILDER\n")
+    monkeypatch.delenv("KFOPS_PROJECT_DIR", raising=False)
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    cfg = load_config(tmp_path / "kfops.yaml", environ={})
+    try:
+        with pytest.raises(ConfigError, match=f"cannot import '{name}'"):
+            import_callable(cfg.dataset.loader)  # no project folder: not found
+        assert import_callable(cfg.dataset.loader, project_dir=cfg.resolved_against)(1) == {"t": 1}
+        assert load_request_builder(cfg.dataset.request_builder, cfg.resolved_against).name == "b"
+    finally:
+        sys.modules.pop(name, None)

@@ -235,7 +235,7 @@ def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
         if fork_workers(options.workers, stop_timeout_s=options.grace_period_s + 20) is None:
             return  # the supervisor: every worker has exited
 
-    builder = load_request_builder(cfg.dataset.request_builder)
+    builder = load_request_builder(cfg.dataset.request_builder, cfg.resolved_against)
     lookup = build_lookup(options.online_lookup, cfg, options.online_as_of)
     warm = getattr(lookup, "warm", None)
     if warm is not None:

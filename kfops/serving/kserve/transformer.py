@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             warm()
         url = args.predictor_host if "://" in args.predictor_host else f"http://{args.predictor_host}"
         app = RawRequestTransformer(args.model_name, url, lookup, max_batch_size=cfg.serving.max_batch_size,
-                                    builder=load_request_builder(cfg.dataset.request_builder),
+                                    builder=load_request_builder(cfg.dataset.request_builder, cfg.resolved_against),
                                     max_latency_ms=cfg.serving.max_latency_ms,
                                     max_payload_bytes=cfg.serving.max_payload_bytes,
                                     request_timeout_s=cfg.serving.request_timeout_s)
