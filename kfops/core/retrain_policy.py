@@ -89,6 +89,15 @@ def parse_duration(value: Any) -> Any:
     return value
 
 
+def format_duration(value: dt.timedelta) -> str:
+    """The inverse of :func:`parse_duration`, in the largest whole unit: 30d, 12h, 90m, 45s."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 class RetrainPolicy(BaseModel):
     """When a drift check may trigger a retrain."""
 

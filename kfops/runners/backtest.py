@@ -256,6 +256,7 @@ class ModelBank:
         self._stale: set[tuple[str, str]] = set()
         self._reprofiled: set[str] = set()
         self._labelled_counts: dict[str, int] = {}
+        self._sources: dict[str, str] = {}
         if self.cache_dir is not None:
             self._load()
 
@@ -290,7 +291,7 @@ class ModelBank:
         profiled again on the same splits (the split is deterministic); saved with the cache."""
         from kfops.training.challenger import split_window
 
-        parts = split_window(self._labelled(trained.month), self.cfg)
+        parts = split_window(self.training_rows(trained.month), self.cfg)
         self._reprofiled.add(trained.month)
         return Trained(trained.month, trained.model, parts, self._profile(trained.model, parts))
 
@@ -321,25 +322,58 @@ class ModelBank:
             atomic_write_bytes(self.cache_dir / "signals_version", str(SIGNALS_VERSION).encode())
 
     def trained(self, month: str) -> Trained:
+        """The model a retrain after ``month``'s check makes (:meth:`training_rows`)."""
         if month not in self._trained:
             from kfops.training.challenger import train_on_window
 
-            model, parts = train_on_window(self._labelled(month), self.cfg, self.work_dir / "models" / month)
+            model, parts = train_on_window(self.training_rows(month), self.cfg, self.work_dir / "models" / month)
             self._trained[month] = Trained(month, model, parts, self._profile(model, parts))
         return self._trained[month]
 
     def labelled_rows(self, month: str) -> int:
-        """How many rows of ``month`` have a label at its check (what a challenger trains on)."""
+        """How many rows of ``month`` have a label at its check (what a shadow challenger trains on)."""
         if month not in self._labelled_counts:
             self._labelled_counts[month] = len(self._labelled(month))
         return self._labelled_counts[month]
 
-    def _labelled(self, month: str) -> pd.DataFrame:
-        """The month as its check sees it, labelled rows only: what a retrain after it trains on
-        (the rows whose labels exist by then, ``retrain.label_delay``)."""
+    def has_shadow(self, month: str) -> bool:
+        """Whether the check of ``month`` can train a shadow challenger: as the drift step, only on
+        at least ``retrain.min_labelled_rows`` of the month's own rows with labels."""
+        return self.labelled_rows(month) >= self.cfg.retrain.min_labelled_rows
+
+    def source_month(self, month: str) -> str:
+        """The month whose rows a retrain after ``month``'s check trains on: ``month`` itself when
+        enough of its labels exist by then, else the latest earlier month that has enough (a label
+        delay of weeks leaves a month unlabelled at its own check)."""
+        if month not in self._sources:
+            self._sources[month] = month if self.has_shadow(month) else self._latest_labelled_before(month)
+        return self._sources[month]
+
+    def training_rows(self, month: str) -> pd.DataFrame:
+        """The labelled rows a retrain after ``month``'s check trains on (:meth:`source_month`),
+        with the labels that exist at that check (``retrain.label_delay``)."""
+        source = self.source_month(month)
+        return self._labelled(month) if source == month else self._labelled(source, seen_at=month)
+
+    def _latest_labelled_before(self, month: str) -> str:
+        from kfops.core.retrain_policy import format_duration
+
+        minimum, delay = self.cfg.retrain.min_labelled_rows, self.cfg.retrain.label_delay
+        for earlier in sorted((m for m in self.by_month if m < month), reverse=True):
+            if len(self._labelled(earlier, seen_at=month)) >= minimum:
+                return earlier
+        raise DataError(
+            f"no month up to {month} has {minimum} rows whose labels exist at {month}'s check "
+            f"(retrain.label_delay {format_duration(delay)}): no model can be trained for it",
+            hint="start the backtest later (--from), so earlier months are loaded and labelled, "
+                 "or lower retrain.min_labelled_rows")
+
+    def _labelled(self, month: str, seen_at: str | None = None) -> pd.DataFrame:
+        """``month``'s rows as the check of ``seen_at`` (default: ``month``) sees them, labelled
+        rows only (the rows whose labels exist by then, ``retrain.label_delay``)."""
         from kfops.core.monitoring import labelled_rows
 
-        seen = labels_known_at(self.by_month[month], self.cfg, check_time(month, self.cfg))
+        seen = labels_known_at(self.by_month[month], self.cfg, check_time(seen_at or month, self.cfg))
         return labelled_rows(seen, self.cfg.dataset.label)
 
     def check(self, model_month: str, month: str) -> tuple[DriftResult, dict[str, float], float | None]:
@@ -358,8 +392,9 @@ class ModelBank:
             if key in self._checks:
                 drift = self._checks[key][0]
             else:
-                drift = check_drift(drift_frame(self.by_month[model_month], cfg), drift_frame(seen, cfg), cfg.drift,
-                                    model=champion.model)
+                # The reference is the month the champion trained on, as its data window is in the pipeline.
+                reference = self.by_month[self.source_month(model_month)]
+                drift = check_drift(drift_frame(reference, cfg), drift_frame(seen, cfg), cfg.drift, model=champion.model)
             scores = predict_proba(champion.model, current)
             recent = self._recent(model_month, month)
             signals = retrain_signals(champion.profile, scores, seen[cfg.dataset.label].to_numpy(), drift.columns,
@@ -376,7 +411,7 @@ class ModelBank:
         model's test split calibrates). As the pipeline's drift step does (``recent_window``)."""
         months = sorted(self.by_month)
         previous = months[months.index(month) - 1] if months.index(month) > 0 else None
-        if previous is None or previous <= model_month:
+        if previous is None or previous <= self.source_month(model_month):
             return None
         return labels_known_at(self.by_month[previous], self.cfg, check_time(month, self.cfg))
 
@@ -388,7 +423,7 @@ class ModelBank:
             challenger = self.trained(challenger_month)
             test = challenger.parts.get("test")
             if test is None:  # loaded from the cache: the same split again
-                test = split_window(self._labelled(challenger_month), self.cfg)["test"]
+                test = split_window(self.training_rows(challenger_month), self.cfg)["test"]
             self._gates[key] = judge(challenger.model, self.trained(champion_month).model, test, self.cfg)
         return self._gates[key]
 
@@ -431,9 +466,12 @@ def replay(
     with progress("backtest", total=len(named) * len(months), unit="month", every=1) as bar:
         # Inside the month bar, so its boosting rounds show as a passing inner bar, not as lines.
         bank.trained(initial_month)
-        bar.note(f"backtest: the initial champion #1 trained on {initial_month} "
-                 f"({len(by_month[initial_month]):,} rows); replaying {', '.join(months)} "
-                 f"for {', '.join(name for name, _ in named)}")
+        source = bank.source_month(initial_month)
+        trained_on = (f"trained on {initial_month} ({len(by_month[initial_month]):,} rows)" if source == initial_month
+                      else f"trained at {initial_month}'s check on the {len(bank.training_rows(initial_month)):,} "
+                           f"rows of {source} whose labels exist by then")
+        bar.note(f"backtest: the initial champion #1 {trained_on}; "
+                 f"replaying {', '.join(months)} for {', '.join(name for name, _ in named)}")
         for policy_name, policy in named:
             champion_month, number = initial_month, 1
             history = []
@@ -442,7 +480,7 @@ def replay(
                 # As the drift step does: the label-free interval widened by this policy's past checks.
                 signals = {**signals, **label_free_track_record(signals, [d.signals for d in history],
                                                                 cfg.retrain.confidence)}
-                if policy.mode == "performance" and "challenger" in policy.triggers:
+                if policy.mode == "performance" and "challenger" in policy.triggers and bank.has_shadow(month):
                     # The drift step's shadow challenger: the month's model judged against the champion.
                     shadow_blessed, shadow = bank.gate(month, champion_month)
                     signals = {**signals, **challenger_signals(shadow_blessed, shadow,
@@ -653,12 +691,17 @@ def run_backtest(
                           hint=f"choose from: {', '.join(POLICIES)}")
     initial = (start - dt.timedelta(days=1)).replace(day=1)
     months = [m.strftime("%Y-%m") for m in month_starts(start, end)]
+    # A label delay of weeks leaves a month unlabelled at its own check: load that many earlier
+    # months too, so the initial champion has labelled rows to train on (ModelBank.source_month).
+    first_loaded = initial
+    for _ in range(cfg.retrain.label_delay.days // 28):
+        first_loaded = (first_loaded - dt.timedelta(days=1)).replace(day=1)
     out_dir = Path(out_dir)
     cache = None if cache_dir is None else Path(cache_dir) / cache_key(cfg, first, last, sample)
     if cache is not None and (cache / "frame.parquet").exists():
         frame = pd.read_parquet(cache / "frame.parquet")
     else:
-        frame = build_frame(cfg, initial, _month_end(end), out_dir / "work", sample=sample)
+        frame = build_frame(cfg, first_loaded, _month_end(end), out_dir / "work", sample=sample)
         if cache is not None:
             cache.mkdir(parents=True, exist_ok=True)
             frame.to_parquet(cache / "frame.parquet", index=False)

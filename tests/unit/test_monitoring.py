@@ -236,6 +236,44 @@ def test_the_backtest_never_uses_a_label_before_it_exists(tmp_path):
     assert realised != realised_flipped  # the realised AUC (what the policy is judged by) sees every label
 
 
+def test_a_label_delay_longer_than_a_month_trains_on_the_latest_labelled_month(tmp_path):
+    """A 35-day label delay (returns, chargebacks) leaves a month unlabelled at its own check: the
+    retrain after it trains on the latest month whose labels exist by then, with only those labels;
+    no shadow challenger is trained (as the drift step, too few labelled rows), and with no earlier
+    month the backtest says what is missing."""
+    from kfops.runners.backtest import ModelBank, check_time, replay
+
+    cfg = example_config(retrain={"label_delay": "35d"})
+    jan, feb, mar = _month(cfg, 1, 0), _month(cfg, 2, 1), _month(cfg, 3, 2)
+    bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb, "2013-03": mar}, work_dir=tmp_path)
+    assert bank.labelled_rows("2013-03") == 0 and not bank.has_shadow("2013-03")
+    assert bank.source_month("2013-03") == "2013-02" and bank.source_month("2013-02") == "2013-01"
+    cutoff = check_time("2013-03", cfg) - dt.timedelta(days=35)
+    rows = bank.training_rows("2013-03")
+    assert 0 < len(rows) < len(feb) and (rows[cfg.dataset.event_timestamp] <= cutoff).all()
+    later = (feb[cfg.dataset.event_timestamp] > cutoff).to_numpy()
+    flipped = feb.copy()
+    flipped.loc[later, "label"] = 1 - flipped.loc[later, "label"]
+    again = ModelBank(cfg, {"2013-01": jan, "2013-02": flipped, "2013-03": mar}, work_dir=tmp_path / "again")
+    pd.testing.assert_frame_equal(again.training_rows("2013-03"), rows)  # no label before it exists
+    with pytest.raises(DataError, match=r"no month up to 2013-01 has 200 rows whose labels exist at "
+                                        r"2013-01's check \(retrain.label_delay 5w\)"):
+        bank.source_month("2013-01")
+    # A delay of a day keeps a month's own rows, as before.
+    daily = ModelBank(example_config(retrain={"label_delay": "1d"}), bank.by_month, work_dir=tmp_path / "daily")
+    assert daily.source_month("2013-03") == "2013-03" and daily.has_shadow("2013-03")
+
+    quick = example_config(retrain={"label_delay": "35d", "triggers": ["challenger"]},
+                           train={"xgboost": {"n_estimators": 20}})
+    replayed = ModelBank(quick, bank.by_month, work_dir=tmp_path / "replay")
+    replayed.gate = lambda *args: pytest.fail(f"a shadow challenger was judged: {args}")
+    result = replay(quick, pd.concat([jan, feb, mar]), ["2013-03"], "2013-02", ["default"], tmp_path / "replay",
+                    bank=replayed)
+    (march,) = result.months
+    assert march.champion_month == "2013-02" and not march.retrained and march.triggered_by == ""
+    assert replayed.source_month("2013-02") == "2013-01"  # the initial champion: January's labelled rows
+
+
 def test_signals_and_the_profile_say_what_they_lack():
     cfg = example_config()
     jan = _month(cfg, 1, 0)
