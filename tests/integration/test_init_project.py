@@ -124,3 +124,41 @@ def test_server_answers_raw_requests_with_online_features(shop):
     full = httpx.post(f"{url}/v1/models/{cfg.registry.model_name}:predict", json={"instances": [vector]}, timeout=30)
     assert full.status_code == 200, full.text
     assert full.json()["predictions"][0]["probability"] == pytest.approx(predictions[0]["probability"])
+
+
+def test_a_scaffolded_project_backtests_with_its_label_delay(tmp_path):
+    """`kfops backtest` on a project `kfops init` wrote: the plug-in beside kfops.yaml loads in the
+    CLI's own process (no PYTHONPATH, run from elsewhere), and the label's 30-day horizon, which
+    init writes as retrain.label_delay, holds: no check sees a label of its own month, and each
+    model trains on the latest month whose labels exist at its check."""
+    generate_shop(tmp_path / "lake", start="2024-01-01", days=120, orders_per_day=60, customers=400)
+    done = kfops("init", "shop", "--table", "lake/orders.parquet:timestamp=ordered_at",
+                 "--table", "lake/customers.csv:timestamp=signup_at", "--table", "lake/stores.parquet",
+                 "--table", "lake/returns.csv:timestamp=returned_at", "--entity", "customer_id",
+                 "--entity", "store_id", "--label", "returned = returns within 30d on order_id", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = tmp_path / "shop" / "kfops.yaml"
+    assert load_config(config, environ={}).retrain.label_delay.days == 30
+    out = tmp_path / "bt"
+    run = kfops("backtest", "--from", "2024-03", "--to", "2024-04", "--held-out-from", "2024-04", "-c", str(config),
+                "-p", "default", "-p", "monthly", "-o", str(out), "--set", "train.xgboost.n_estimators=30",
+                cwd=tmp_path / "lake")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "the initial champion #1 trained at 2024-02's check on the" in run.stderr
+    assert "rows of 2024-01 whose labels exist by then" in run.stderr
+    assert "held-out months (2024-04..2024-04; thresholds were tuned on the others):" in run.stdout
+    import pandas as pd
+
+    frame = pd.read_csv(out / "backtest.csv")
+    assert len(frame) == 4 and set(frame["month"]) == {"2024-03", "2024-04"}
+    # A check sees the labels of the orders at least 30 days old only: of March, those of March 1.
+    orders = pd.read_parquet(tmp_path / "lake" / "orders.parquet")
+    placed = pd.to_datetime(orders["ordered_at"], utc=True)
+    for month, check in (("2024-03", "2024-04-01"), ("2024-04", "2024-05-01")):
+        in_month = placed.dt.strftime("%Y-%m") == month
+        final = (in_month & (placed <= pd.Timestamp(check, tz="UTC") - pd.Timedelta(days=30))).sum()
+        rows = frame[frame["month"] == month]
+        assert (rows["rows"] == in_month.sum()).all() and (rows["observed_rows"] == final).all(), (month, final)
+    assert frame["roc_auc"].between(0.5, 1).all()  # the realised AUC, judged after the fact, sees every label
+    monthly = frame[frame["policy"] == "monthly"]
+    assert monthly["retrained"].all()

@@ -134,6 +134,8 @@ def test_scaffold_infers_events_keys_views_and_ttls(scaffolded):
     cfg = load_config(done.target / "kfops.yaml", environ={})
     assert cfg.features.feature_refs == done.feature_refs
     assert cfg.dataset.row_id == "order_id" and cfg.validation.tables == ["orders", "customers", "stores", "returns"]
+    # A return may come 30 days after the order: monitoring and the backtest wait that long for a label.
+    assert cfg.retrain.label_delay == dt.timedelta(days=30)
 
 
 @pytest.mark.slow  # runs Great Expectations
@@ -175,6 +177,9 @@ def test_scaffold_makes_a_row_id_and_takes_a_condition_label(lake, tmp_path):
     done = scaffold(spec, tmp_path / "project")
     assert done.row_id == "row_id" and "refunded" in done.forbidden and "refunded" not in done.request_features
     assert 0 < done.label_rate < 1
+    # The data cannot say when a same-table label is known: no delay, and the config says to set it.
+    assert load_config(done.target / "kfops.yaml", environ={}).retrain.label_delay == dt.timedelta(0)
+    assert "label_delay: 0s   # how long after an event its label exists" in (done.target / "kfops.yaml").read_text()
 
 
 def test_scaffold_errors_name_the_problem(lake, tmp_path):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfops.core.featureset import parse_timestamps
+from kfops.core.retrain_policy import format_duration
 from kfops.datasets.scaffold import profile as prof
 from kfops.datasets.scaffold import templates as tpl
 from kfops.datasets.scaffold.spec import InitSpec, LabelSpec, TableSpec, parse_label, parse_table
@@ -443,8 +444,17 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path, label_band: t
         "  host: 127.0.0.1",
         "  http_port: 8080",
         "",
+        "retrain:",
     ]
-    return "\n".join(lines)
+    if plan.label.table is not None and plan.label.horizon is not None:
+        # A label from a later table is final only when its horizon has passed: monitoring and
+        # `kfops backtest` must not read it sooner.
+        lines.append(f"  label_delay: {format_duration(plan.label.horizon)}   # the label is final "
+                     f"{plan.label.horizon_text} after the event ({plan.label.text})")
+    else:
+        lines.append("  label_delay: 0s   # how long after an event its label exists (e.g. 1d): set it, so "
+                     "monitoring and `kfops backtest` never read a label before it exists")
+    return "\n".join([*lines, ""])
 
 
 def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: prof.TableProfile) -> dict:
