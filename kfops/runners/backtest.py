@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kfops.runners.backtest")
 POLICIES = ("default", "observed", "estimated", "weighted_drift", "prediction_drift", "challenger", "drift", "monthly",
             "never")
-# Months the default policy's thresholds were tuned on; the others are reported apart (held out).
 MONTH_COLUMN = "_backtest_month"
 
 
@@ -111,12 +110,15 @@ class MonthResult:
 @dataclass
 class BacktestResult:
     """Per policy and month, what happened (``months``); kept in memory only, not in the table:
-    the drift check each decision was made on (``checks``, keyed by ``(policy, month)``) and the
-    replayed frame (``data``), so :func:`month_drift_report` can show any month's report."""
+    the drift check each decision was made on (``checks``, keyed by ``(policy, month)``), the
+    replayed frame (``data``) and the month each champion trained on where it is not its own
+    (``sources``, :meth:`ModelBank.source_month`), so :func:`month_drift_report` can show any
+    month's report."""
 
     months: list[MonthResult] = field(default_factory=list)
     checks: dict[tuple[str, str], DriftResult] = field(default_factory=dict, repr=False)
     data: pd.DataFrame | None = field(default=None, repr=False)
+    sources: dict[str, str] = field(default_factory=dict, repr=False)
 
     def month(self, policy: str, month: str) -> MonthResult:
         for row in self.months:
@@ -352,8 +354,7 @@ class ModelBank:
     def training_rows(self, month: str) -> pd.DataFrame:
         """The labelled rows a retrain after ``month``'s check trains on (:meth:`source_month`),
         with the labels that exist at that check (``retrain.label_delay``)."""
-        source = self.source_month(month)
-        return self._labelled(month) if source == month else self._labelled(source, seen_at=month)
+        return self._labelled(self.source_month(month), seen_at=month)
 
     def _latest_labelled_before(self, month: str) -> str:
         from kfops.core.retrain_policy import format_duration
@@ -520,6 +521,7 @@ def replay(
                         champion_month, number = month, number + 1
                 result.months.append(row)
                 result.checks[(policy_name, month)] = drift
+                result.sources[row.champion_month] = bank.source_month(row.champion_month)
                 bar.advance(message=row.describe())
                 if on_month is not None:
                     on_month(row)
@@ -539,7 +541,7 @@ def month_drift_report(cfg: KfopsConfig, result: BacktestResult, policy: str, mo
                         hint="pass the BacktestResult that replay() or run_backtest() returned")
     frame = result.data
     by_month = frame[MONTH_COLUMN]
-    reference = drift_frame(frame[by_month == row.champion_month], cfg)
+    reference = drift_frame(frame[by_month == result.sources.get(row.champion_month, row.champion_month)], cfg)
     current = drift_frame(labels_known_at(frame[by_month == month], cfg, check_time(month, cfg)), cfg)
     return render_report(reference, current, check, html_path)
 

@@ -142,6 +142,10 @@ def test_a_months_drift_report_compares_the_champions_month_with_that_month(monk
     assert seen["check"] is check
     assert len(seen["reference"]) == 2 and len(seen["current"]) == 4  # February's champion, March's data
     assert list(seen["current"].columns) == [*cfg.feature_columns, cfg.drift.label_column]  # no ids, no month tag
+    # A champion that trained on an earlier month (a long label delay) is compared with that month.
+    result.sources["2013-02"] = "2013-01"
+    month_drift_report(cfg, result, "drift", "2013-03", tmp_path / "r.html")
+    assert len(seen["reference"]) == 3
     with pytest.raises(DataError, match="no month 2013-04"):
         month_drift_report(cfg, result, "drift", "2013-04", tmp_path / "r.html")
 

@@ -271,7 +271,7 @@ def test_a_label_delay_longer_than_a_month_trains_on_the_latest_labelled_month(t
                     bank=replayed)
     (march,) = result.months
     assert march.champion_month == "2013-02" and not march.retrained and march.triggered_by == ""
-    assert replayed.source_month("2013-02") == "2013-01"  # the initial champion: January's labelled rows
+    assert result.sources == {"2013-02": "2013-01"}  # the initial champion: January's labelled rows
 
 
 def test_signals_and_the_profile_say_what_they_lack():
