@@ -10,8 +10,9 @@ def featurize(config: str, raw_tables: Input[Dataset], feast_sources: Output[Dat
 
     Writes the Feast offline sources from the validated raw tables (`dataset.feast_sources_writer`),
     builds the entity frame (`dataset.entity_builder`), applies the feature definitions in
-    `feature_repo/`, joins `features.feature_refs` with `get_historical_features`, adds a
-    `split` column (train / validation / test by event time) and validates the result against
+    `feature_repo/`, joins `features.feature_refs` with `get_historical_features`, leaves out the
+    rows whose labels are not final yet (younger than `retrain.label_delay`), adds a `split`
+    column (train / validation / test by event time) and validates the result against
     `expectations/training_set.json` (label rate, leakage, keys).
 
     Args:

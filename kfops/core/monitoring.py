@@ -315,6 +315,20 @@ def labelled_mask(event_times: pd.Series, check_at: Any, label_delay: Any) -> np
     return np.asarray((times <= cutoff).to_numpy(), dtype=bool)
 
 
+def final_labels_only(frame: pd.DataFrame, event_timestamp: str, as_of: Any, label_delay: Any) -> pd.DataFrame:
+    """The rows of a training set whose label is final at ``as_of``: the event is at least
+    ``label_delay`` old. A younger row's label can still change (a return not made yet reads as
+    kept), so a model must not learn it. Refuses a window with no such row."""
+    from kfops.core.retrain_policy import format_duration
+
+    final = labelled_mask(frame[event_timestamp], as_of, label_delay)
+    if len(frame) and not final.any():
+        raise DataError(f"no row of the window has a final label at {as_of:%Y-%m-%d %H:%M %Z}: labels are final "
+                        f"{format_duration(label_delay)} after the event (retrain.label_delay)",
+                        hint="end the window at least retrain.label_delay before now")
+    return frame if final.all() else frame[final].reset_index(drop=True)
+
+
 def hide_unknown_labels(frame: pd.DataFrame, label: str, event_timestamp: str, check_at: Any,
                         label_delay: Any) -> pd.DataFrame:
     """``frame`` as a check at ``check_at`` may see it: the label of every row whose label would

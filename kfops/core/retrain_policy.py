@@ -115,7 +115,8 @@ class RetrainPolicy(BaseModel):
         "Default chosen by `kfops backtest`.",
     )
     label_delay: dt.timedelta = Field(
-        dt.timedelta(0), description="How long after an event its label exists, e.g. 1d; newer rows are unlabelled."
+        dt.timedelta(0), description="How long after an event its label exists (is final), e.g. 1d: a drift check "
+        "and `kfops backtest` see no newer label, and featurize leaves newer rows out of the training set."
     )
     min_labelled_rows: int = Field(200, ge=10, description="`observed` needs at least this many labelled rows.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence of the interval on the observed AUC difference.")

@@ -31,7 +31,7 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     cfg = step_config(config)
     tables = read_tables(raw_dir)
     entities = build_entities(cfg, tables, Path(sources_dir))
-    frame = features.build_training_set(entities, cfg, Path(sources_dir))
+    frame = final_labels(features.build_training_set(entities, cfg, Path(sources_dir)), cfg)
     frame[SPLIT_COLUMN] = split_by_time(frame, cfg)
     previous = previous_validation(cfg, "training_set")
     result = validation.validate_training_set(frame, cfg, previous=previous)
@@ -49,6 +49,22 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     if cfg.features.materialize_online:
         result["materialized"] = materialize_window(cfg, Path(sources_dir))
     return result
+
+
+def final_labels(frame: pd.DataFrame, cfg: KfopsConfig, as_of: dt.datetime | None = None) -> pd.DataFrame:
+    """The training set without the rows whose labels are not final yet at ``as_of`` (now):
+    younger than ``retrain.label_delay``. Says how many were left out."""
+    from kfops.core.monitoring import final_labels_only
+    from kfops.core.retrain_policy import format_duration
+
+    delay = cfg.retrain.label_delay
+    if not delay or frame.empty:
+        return frame
+    kept = final_labels_only(frame, cfg.dataset.event_timestamp, as_of or dt.datetime.now(dt.UTC), delay)
+    if len(kept) < len(frame):
+        print(f"featurize: {len(frame) - len(kept):,} of {len(frame):,} rows left out: their labels are final only "
+              f"{format_duration(delay)} after the event (retrain.label_delay)", flush=True)
+    return kept
 
 
 def build_entities(cfg: KfopsConfig, tables: dict[str, pd.DataFrame], sources_dir: Path) -> pd.DataFrame:

@@ -162,3 +162,38 @@ def test_a_scaffolded_project_backtests_with_its_label_delay(tmp_path):
     assert frame["roc_auc"].between(0.5, 1).all()  # the realised AUC, judged after the fact, sees every label
     monthly = frame[frame["policy"] == "monthly"]
     assert monthly["retrained"].all()
+
+
+def test_a_window_up_to_now_trains_only_on_final_labels(tmp_path, capsys):
+    """Orders of the last 30 days may still come back: with the label delay `kfops init` wrote,
+    featurize leaves them out of the training set (and says so), so no model learns 'kept' for
+    an order whose return is still to come."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from kfops.steps.featurize import featurize
+    from kfops.steps.ingest import ingest
+
+    today = dt.datetime.now(dt.UTC).date()
+    generate_shop(tmp_path / "lake", start=str(today - dt.timedelta(days=70)), days=60, orders_per_day=50,
+                  customers=300)
+    done = kfops("init", "shop", "--table", "lake/orders.parquet:timestamp=ordered_at",
+                 "--table", "lake/customers.csv:timestamp=signup_at", "--table", "lake/stores.parquet",
+                 "--table", "lake/returns.csv:timestamp=returned_at", "--entity", "customer_id",
+                 "--entity", "store_id", "--label", "returned = returns within 30d on order_id", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The generated returns run up to 45 days past the last order, so init's window reaches past now - 30d.
+    cfg = load_config(tmp_path / "shop" / "kfops.yaml", [f"data_dir={tmp_path / 'state'}"], environ={})
+    assert cfg.dataset.end > today - dt.timedelta(days=30)
+    work = tmp_path / "work"
+    ingest(cfg, work / "raw")
+    capsys.readouterr()
+    featurize(cfg, work / "raw", work / "sources", work / "training_set.parquet")
+    frame = pd.read_parquet(work / "training_set.parquet")
+    times = pd.to_datetime(frame[cfg.dataset.event_timestamp], utc=True)
+    assert times.max() <= pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=30)
+    printed = capsys.readouterr().out
+    assert "rows left out: their labels are final only 30d after the event (retrain.label_delay)" in printed
+    left_out = int(printed.split("featurize: ")[1].split(" of ")[0].replace(",", ""))
+    assert left_out > 0 and len(frame) > 0

@@ -274,6 +274,21 @@ def test_a_label_delay_longer_than_a_month_trains_on_the_latest_labelled_month(t
     assert result.sources == {"2013-02": "2013-01"}  # the initial champion: January's labelled rows
 
 
+def test_a_training_set_keeps_only_the_labels_that_are_final():
+    from kfops.core.monitoring import final_labels_only
+
+    as_of = dt.datetime(2024, 6, 1, tzinfo=dt.UTC)
+    frame = pd.DataFrame({"t": pd.to_datetime(["2024-04-01", "2024-05-02", "2024-05-03", "2024-05-20"], utc=True),
+                          "label": [1, 0, 0, 0]})
+    kept = final_labels_only(frame, "t", as_of, dt.timedelta(days=30))
+    # May 2 is 30 days old on June 1: final; from May 3 on, a return may still come.
+    assert kept["t"].tolist() == frame["t"].iloc[:2].tolist()
+    assert final_labels_only(frame, "t", as_of, dt.timedelta(0)) is frame
+    with pytest.raises(DataError, match=r"no row of the window has a final label at 2024-06-01 00:00 UTC: "
+                                        r"labels are final 10w after the event"):
+        final_labels_only(frame, "t", as_of, dt.timedelta(weeks=10))
+
+
 def test_signals_and_the_profile_say_what_they_lack():
     cfg = example_config()
     jan = _month(cfg, 1, 0)
