@@ -51,16 +51,16 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     return result
 
 
-def final_labels(frame: pd.DataFrame, cfg: KfopsConfig, as_of: dt.datetime | None = None) -> pd.DataFrame:
-    """The training set without the rows whose labels are not final yet at ``as_of`` (now):
-    younger than ``retrain.label_delay``. Says how many were left out."""
+def final_labels(frame: pd.DataFrame, cfg: KfopsConfig) -> pd.DataFrame:
+    """The training set without the rows whose labels are not final yet now: younger than
+    ``retrain.label_delay``. Says how many were left out."""
     from kfops.core.monitoring import final_labels_only
     from kfops.core.retrain_policy import format_duration
 
     delay = cfg.retrain.label_delay
     if not delay or frame.empty:
         return frame
-    kept = final_labels_only(frame, cfg.dataset.event_timestamp, as_of or dt.datetime.now(dt.UTC), delay)
+    kept = final_labels_only(frame, cfg.dataset.event_timestamp, dt.datetime.now(dt.UTC), delay)
     if len(kept) < len(frame):
         print(f"featurize: {len(frame) - len(kept):,} of {len(frame):,} rows left out: their labels are final only "
               f"{format_duration(delay)} after the event (retrain.label_delay)", flush=True)

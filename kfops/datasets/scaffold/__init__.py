@@ -447,8 +447,8 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path, label_band: t
         "retrain:",
     ]
     if plan.label.table is not None and plan.label.horizon is not None:
-        # A label from a later table is final only when its horizon has passed: monitoring and
-        # `kfops backtest` must not read it sooner.
+        # A label from a later table is final only when its horizon has passed: training,
+        # monitoring and `kfops backtest` must not read it sooner.
         lines.append(f"  label_delay: {format_duration(plan.label.horizon)}   # the label is final "
                      f"{plan.label.horizon_text} after the event ({plan.label.text})")
     else:
