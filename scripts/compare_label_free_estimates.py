@@ -43,7 +43,7 @@ def pairs(cfg, cache):
     for model_month in months[:-1]:
         model = bank.trained(model_month).model
         importance = bank.trained(model_month).profile["importance"]["values"]
-        test = split_window(bank._labelled(model_month), cfg)["test"]
+        test = split_window(bank.training_rows(model_month), cfg)["test"]
         for month in (m for m in months if m > model_month):
             current = by_month[month]
             recent = bank._recent(model_month, month)
@@ -53,12 +53,30 @@ def pairs(cfg, cache):
             earlier = [bt.labels_known_at(by_month[m], cfg, bt.check_time(month, cfg))
                        for m in months if model_month < m < month]
             sources = [test] + [part[part[label].notna()] for part in earlier]
-            yield {"model": model_month, "month": month, "importance": importance,
+            previous = months[months.index(month) - 1]
+            other = previous if previous != model_month else (
+                months[months.index(model_month) - 1] if months.index(model_month) > 0 else None)
+            change = None if other is None else _agreement_change(model, bank.trained(other).model, current,
+                                                                  by_month[previous])
+            yield {"agreement_change": change,"model": model_month, "month": month, "importance": importance,
                    "s": predict_proba(model, current), "y": current[label].to_numpy().astype(int),
                    "X": current, "rs": predict_proba(model, calibration),
                    "ry": calibration[label].to_numpy().astype(int), "RX": calibration,
                    "sources": [(predict_proba(model, part), part[label].to_numpy().astype(int))
                                for part in sources]}
+
+
+def _agreement_change(model, other, month, before) -> float:
+    """How much less ``model`` and ``other`` (the newest other model) agree on ``month`` than on
+    the month ``before`` it: the change of the rank correlation of their scores."""
+    from scipy.stats import spearmanr
+
+    from kfops.core.model import predict_proba
+
+    def agreement(rows):
+        return spearmanr(predict_proba(model, rows), predict_proba(other, rows)).statistic
+
+    return float(agreement(month) - agreement(before))
 
 
 def candidates():
@@ -214,10 +232,10 @@ def main() -> None:
         shown = f"{np.mean(on_default):.4f}" if on_default else "-"
         print(f"{name:40s} {errors[tuning].mean():12.4f} {errors.mean():10.4f} {shown:>8s}")
     print_uncertainty(np.abs(built), bank, default)
-    print_error_predictors(built, bank)
+    print_error_predictors(built, bank, tuning, default)
 
 
-def print_error_predictors(signed_errors, bank) -> None:
+def print_error_predictors(signed_errors, bank, tuning, default) -> None:
     """Whether a label-free signal foretells the built estimate's error: the rank correlation of the
     error with how far the month's scores moved from the calibration rows' scores."""
     from scipy.stats import ks_2samp, spearmanr
@@ -230,6 +248,29 @@ def print_error_predictors(signed_errors, bank) -> None:
     for name, values in signals.items():
         rho, p_value = spearmanr(values, signed_errors)
         print(f"built's error against {name}: Spearman {rho:+.2f} (p {p_value:.3f})")
+    agreeing = [i for i, p in enumerate(bank) if p["agreement_change"] is not None]
+    change = np.array([bank[i]["agreement_change"] for i in agreeing])
+    errors = np.asarray(signed_errors)[agreeing]
+    rho, p_value = spearmanr(change, errors)
+    print(f"built's error against the change in agreement with the newest other model: Spearman {rho:+.2f} "
+          f"(p {p_value:.4f}, {len(agreeing)} pairs)")
+    # The error as a multiple of that change, learned at each check from the pairs of earlier months
+    # only (their labels exist by then); the month's estimate minus shrink * slope * change.
+    months = [bank[i]["month"] for i in agreeing]
+    for shrink in (1.0, 0.5):
+        corrected = []
+        for j, month in enumerate(months):
+            past = np.array([m < month for m in months])
+            slope = 0.0 if past.sum() < 3 else shrink * (change[past] @ errors[past]) / (change[past] @ change[past])
+            corrected.append(errors[j] - slope * change[j])
+        shown = []
+        for name, chosen in (("tuning", [tuning[i] for i in agreeing]),
+                             ("all", [True] * len(agreeing)),
+                             ("default", [(bank[i]["model"], bank[i]["month"]) in default for i in agreeing])):
+            keep = np.array(chosen)
+            shown.append(f"{name} {np.mean(np.abs(np.array(corrected)[keep])):.4f} "
+                         f"(built {np.mean(np.abs(errors[keep])):.4f})")
+        print(f"  corrected online (shrink {shrink}), MAE on the pairs with another model: " + ", ".join(shown))
 
 
 def print_uncertainty(errors, bank, default, draws: int = 10_000) -> None:
