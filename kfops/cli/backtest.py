@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, cli_config
+from kfops.runners.backtest import POLICIES
 
 app = typer.Typer(help="Replay months of data, month by month, under retrain policies.", no_args_is_help=True)
 
@@ -17,8 +18,7 @@ def backtest_command(
     to: Annotated[str, typer.Option("--to", help="Last month replayed, YYYY-MM.")],
     policy: Annotated[
         list[str] | None, typer.Option(
-            "--policy", "-p", help="default, observed, estimated, weighted_drift, prediction_drift, drift, monthly "
-            "or never; repeat to compare (default: all).")
+            "--policy", "-p", help=f"{', '.join(POLICIES[:-1])} or {POLICIES[-1]}; repeat to compare (default: all).")
     ] = None,
     sample: Annotated[
         float | None, typer.Option("--sample", help="Use this fraction of the rows (e.g. 0.1) for a quick run.")
@@ -51,7 +51,7 @@ def backtest_command(
 
       kfops backtest --from 2013-02 --to 2013-12 --set retrain.debounce=1 -o docs/backtest
     """
-    from kfops.runners.backtest import POLICIES, run_backtest, split_months
+    from kfops.runners.backtest import run_backtest, split_months
 
     cfg = cli_config(config, set_)
     out_dir = output_dir or cfg.data_dir / "backtest"

@@ -96,6 +96,15 @@ def test_held_out_months_are_the_users_choice_not_a_built_in_calendar(tmp_path):
     assert "## Totals, held-out months (2013-03..2013-03)" in split
 
 
+def test_the_help_names_every_policy():
+    from kfops.cli.backtest import app
+    from kfops.runners.backtest import POLICIES
+
+    text = " ".join(CliRunner().invoke(app, ["--help"], terminal_width=400).output.split())
+    assert all(policy in text for policy in POLICIES), text
+    assert "challenger" in text
+
+
 def test_a_bad_held_out_month_fails_before_anything_is_replayed(tmp_path, capsys):
     from kfops.cli import main
 
