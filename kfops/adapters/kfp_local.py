@@ -115,7 +115,7 @@ RUN_TMP_PREFIX = "kfops-run-"  # a run's $TMPDIR: what outlives the run (a serve
 
 def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None,
                  docker_args: dict[str, Any] | None = None, preload: Sequence[str] | None = None,
-                 preload_first: int = 0) -> None:
+                 preload_first: int = 0, on_run_name: Callable[[str], None] | None = None) -> None:
     """Run a compiled pipeline YAML with kfp.local: each task a process of this virtualenv
     (SubprocessRunner), or with ``docker_args`` each task a container of its executor's image
     (DockerRunner; the arguments go to docker's ``containers.run``).
@@ -136,6 +136,10 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
     is still a process of its own running the compiled command, forked from a warm parent instead
     of a cold interpreter; the first ``preload_first`` entries (what every task imports) are in
     before any task is forked. Its report (what it preloaded, when it forked) goes to stdout at the end.
+
+    ``on_run_name`` is called with the name kfp.local gives this run as it starts, the name of
+    its folder under ``pipeline_root``: the one way to tell it from a run that another process
+    started beside it on the same pipeline root.
     """
     import shutil
     import tempfile
@@ -166,9 +170,44 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
                 workspace.mkdir()
                 local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root),
                            workspace_root=str(workspace), raise_on_error=True)
-            _run_with_environment(loaded, changes)
+            with _run_names_to(on_run_name):
+                _run_with_environment(loaded, changes)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+_RUN_NAME_LISTENERS: dict[int, Callable[[str], None]] = {}  # thread -> who wants its run's name
+
+
+@contextlib.contextmanager
+def _run_names_to(listener: Callable[[str], None] | None) -> Iterator[None]:
+    """Tell ``listener`` the run name kfp.local draws in this thread. kfp.local (2.17) draws it in
+    ``executor_input_utils.get_local_pipeline_resource_name`` (pipeline name + local time) and
+    does not return it, so that function is wrapped, once, to pass each name to the listener of
+    the thread that drew it."""
+    if listener is None:
+        yield
+        return
+    import threading
+
+    from kfp.local import executor_input_utils
+
+    draw = executor_input_utils.get_local_pipeline_resource_name
+    if not getattr(draw, "_kfops_reports_names", False):
+        def reported(pipeline_name: str) -> str:
+            name = draw(pipeline_name)
+            listener_of_thread = _RUN_NAME_LISTENERS.get(threading.get_ident())
+            if listener_of_thread is not None:
+                listener_of_thread(name)
+            return name
+
+        reported._kfops_reports_names = True  # type: ignore[attr-defined]
+        executor_input_utils.get_local_pipeline_resource_name = reported
+    _RUN_NAME_LISTENERS[threading.get_ident()] = listener
+    try:
+        yield
+    finally:
+        _RUN_NAME_LISTENERS.pop(threading.get_ident(), None)
 
 
 def _run_with_environment(loaded: Callable[[], Any], changes: dict[str, str]) -> None:
@@ -185,8 +224,9 @@ def _run_with_environment(loaded: Callable[[], Any], changes: dict[str, str]) ->
 
 
 # What kfp.local (2.17) writes while it runs a pipeline, read by kfops.runners.local to follow a
-# run without parsing its log: the run's folder is ``<pipeline_root>/<pipeline name>-<local time
-# %Y-%m-%d-%H-%M-%S-%f>``, each task's folder ``<run>/<component name without comp->``. A Python
+# run without parsing its log: the run's folder is ``<pipeline_root>/<run name>`` (the name
+# :func:`_run_names_to` reports: ``<pipeline name>-<local time %Y-%m-%d-%H-%M-%S-%f>``), each
+# task's folder ``<run>/<component name without comp->``. A Python
 # component's executor creates its task folder as it starts when the task has output artifacts
 # or output files (a task that only returns values gets it at the end), and writes
 # EXECUTOR_OUTPUT there once its function returned: a task folder without it is running or
@@ -194,14 +234,6 @@ def _run_with_environment(loaded: Callable[[], Any], changes: dict[str, str]) ->
 EXECUTOR_OUTPUT = "executor_output.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _INNER_FAILED = re.compile(r"Inner task failed: '?([\w.-]+)'?")
-
-
-def run_folder_pattern(compiled: Path) -> re.Pattern[str]:
-    """Matches the names kfp.local gives the run folders of the compiled pipeline ``compiled``."""
-    import yaml
-
-    spec = next(yaml.safe_load_all(compiled.read_text()))
-    return re.compile(re.escape(spec["pipelineInfo"]["name"]) + r"-\d{4}(?:-\d{2}){5}-\d{6}")
 
 
 def failed_task_in(error: BaseException) -> str | None:

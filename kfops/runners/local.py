@@ -25,7 +25,6 @@ from kfops.adapters.kfp_local import (
     compile_pipeline,
     failed_task_in,
     run_compiled,
-    run_folder_pattern,
 )
 from kfops.config import KfopsConfig
 from kfops.core.files import atomic_write_bytes
@@ -63,22 +62,22 @@ class TaskEvent:
 class RunWatcher:
     """Follow a kfp.local run through the files it writes under the pipeline root.
 
-    The run's folder is the first new folder whose name ``pattern`` matches; a task folder in it means the task
-    started, its executor output that it finished. A task whose only outputs are returned values
+    The run's folder is named by ``run_name`` (what kfp.local called this run, None until it
+    started: another run beside it on the same pipeline root is never taken for it); a task
+    folder in it means the task started, its executor output that it finished. A task whose only outputs are returned values
     gets its folder when it finishes, so it is reported finished without a start. :meth:`poll`
     looks once; :meth:`start` polls every ``interval_s`` (default ``POLL_S``) on a thread until :meth:`stop`.
     """
 
-    def __init__(self, pipeline_root: Path, pattern: re.Pattern[str], on_task: Callable[[TaskEvent], None],
+    def __init__(self, pipeline_root: Path, run_name: Callable[[], str | None], on_task: Callable[[TaskEvent], None],
                  interval_s: float | None = None) -> None:
         self.pipeline_root = pipeline_root
-        self.pattern = pattern
+        self.run_name = run_name
         self.on_task = on_task
         self.interval_s = POLL_S if interval_s is None else interval_s
         self.run_dir: Path | None = None
         self.started: dict[str, float] = {}  # task -> when it was seen starting (monotonic)
         self.finished: list[str] = []
-        self._before = set(pipeline_root.iterdir()) if pipeline_root.is_dir() else set()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,9 +126,9 @@ class RunWatcher:
                 self.poll()
 
     def _find_run_dir(self) -> Path | None:
-        new = [p for p in self.pipeline_root.iterdir() if p not in self._before and p.is_dir()
-               and self.pattern.fullmatch(p.name)] if self.pipeline_root.is_dir() else []
-        return min(new, key=lambda p: p.name) if new else None  # the name holds the start time
+        name = self.run_name()
+        folder = None if name is None else self.pipeline_root / name
+        return folder if folder is not None and folder.is_dir() else None
 
     def _finish(self, task: str, seconds: float | None) -> None:
         self.finished.append(task)
@@ -265,7 +264,8 @@ def run_locally(
                 else:
                     on_event(str(event))
 
-        watcher = RunWatcher(cfg.pipeline_root, run_folder_pattern(compiled), task_event).start()
+        names: list[str] = []  # kfp.local's name for this run, once it started
+        watcher = RunWatcher(cfg.pipeline_root, lambda: names[0] if names else None, task_event).start()
         try:
             with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 try:
@@ -273,7 +273,7 @@ def run_locally(
                     run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd(),
                                  docker_args=docker_args,
                                  preload=task_preload(cfg, name) if docker_args is None else None,
-                                 preload_first=task_preload_first(cfg, name))
+                                 preload_first=task_preload_first(cfg, name), on_run_name=names.append)
                 except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
                     error = err
         finally:

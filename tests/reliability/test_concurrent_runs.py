@@ -45,7 +45,10 @@ def test_four_concurrent_runs_on_one_data_dir(tmp_path):
         # 0: blessed (registered, maybe promoted); 4: refused by the gate. A crash (1) or a store error (3) is not.
         codes = [run.returncode for run in runs]
         assert set(codes) <= {0, 4}, [(code, out[-3000:]) for code, out in zip(codes, outputs, strict=True)]
-        assert any(run.returncode == 0 for run in runs), outputs[0][-3000:]
+        # Each run reports its own pipeline run (and exits by its own gate), not the first one started.
+        reported = [line.split()[-1] for out in outputs for line in out.splitlines() if "pipeline run " in line]
+        assert len(reported) == RUNS and len(set(reported)) == RUNS, reported
+        assert any(run.returncode == 0 for run in runs), "\n\n".join(out[-2500:] for out in outputs)
 
         from kfops.adapters import mlflow_registry as registry
 

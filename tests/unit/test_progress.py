@@ -197,13 +197,18 @@ def test_task_progress_comes_from_the_run_folder(tmp_path):
 
     root = tmp_path / "pipeline_root"
     (root / "kfops-training-2026-01-01-09-00-00-000000" / "ingest").mkdir(parents=True)  # an earlier run
+    names: list[str] = []
     events = []
-    watcher = RunWatcher(root, re.compile(r"kfops-training-\d{4}(?:-\d{2}){5}-\d{6}"), events.append)
+    watcher = RunWatcher(root, lambda: names[0] if names else None, events.append)
     watcher.poll()
     assert events == [] and watcher.run_dir is None
 
-    (root / "kfops-retraining-2026-01-01-10-00-00-000000").mkdir()  # another pipeline's run
-    (root / "kfops-training-notes").mkdir()  # not a run folder
+    # Another process's run of the same pipeline started just before this one, on the same root:
+    # its folder is older and already has a task, but it is not this run.
+    fake_task(root / "kfops-training-2026-01-01-10-00-00-100000", "ingest", finished=True)
+    names.append("kfops-training-2026-01-01-10-00-00-123456")  # the name kfp.local gave this run
+    watcher.poll()
+    assert events == [] and watcher.run_dir is None  # its folder is not there yet
     run = root / "kfops-training-2026-01-01-10-00-00-123456"
     fake_task(run, "ingest", finished=False)
     watcher.poll()
@@ -234,7 +239,7 @@ def test_the_watcher_thread_reports_tasks_while_the_run_lasts(tmp_path):
     root = tmp_path / "pipeline_root"
     root.mkdir()
     events = []
-    watcher = RunWatcher(root, re.compile(r"tiny-[\d-]+"), events.append, interval_s=0.01).start()
+    watcher = RunWatcher(root, lambda: "tiny-2026-01-01-10-00-00-000000", events.append, interval_s=0.01).start()
     try:
         run = root / "tiny-2026-01-01-10-00-00-000000"
         fake_task(run, "make", finished=False)
