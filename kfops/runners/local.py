@@ -64,9 +64,10 @@ class RunWatcher:
 
     The run's folder is named by ``run_name`` (what kfp.local called this run, None until it
     started: another run beside it on the same pipeline root is never taken for it); a task
-    folder in it means the task started, its executor output that it finished. A task whose only outputs are returned values
-    gets its folder when it finishes, so it is reported finished without a start. :meth:`poll`
-    looks once; :meth:`start` polls every ``interval_s`` (default ``POLL_S``) on a thread until :meth:`stop`.
+    folder in it means the task started, its executor output that it finished. A task whose only
+    outputs are returned values gets its folder when it finishes, so it is reported finished
+    without a start. :meth:`poll` looks once; :meth:`start` polls every ``interval_s`` (default
+    ``POLL_S``) on a thread until :meth:`stop`.
     """
 
     def __init__(self, pipeline_root: Path, run_name: Callable[[], str | None], on_task: Callable[[TaskEvent], None],
