@@ -453,9 +453,10 @@ class StateConfig(_Strict):
     """Where state that outlives a run lives: retrain decisions, validation baselines, drift references."""
 
     store: str | None = Field(
-        None, description="s3://bucket/prefix shared by every pod of a cluster run (and, under "
-        "`inference_logs/`, the inference logs unless `serving.inference_log_store` is set); default: "
-        "files under data_dir, which a pod loses when its task ends."
+        None, description="s3://bucket/prefix shared by every pod of a cluster run, and by every project: each "
+        "keeps its state under `<prefix>/<project>/` (and, under `<prefix>/<project>/inference_logs/`, the inference "
+        "logs unless `serving.inference_log_store` is set); default: files under data_dir, which a pod loses when its "
+        "task ends."
     )
 
     @field_validator("store")
@@ -503,7 +504,9 @@ class ClusterConfig(_Strict):
 class KfopsConfig(_Strict):
     """Everything a pipeline run needs. Serialised into the compiled pipeline, so it is reproducible."""
 
-    project: str = Field("kfops", description="Project name.")
+    project: str = Field("kfops", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                         description="Project name: letters, digits, '.', '_' and '-'; with `state.store` set, "
+                         "the project's state lives under `<state.store>/<project>/`.")
     data_dir: Path = Field(
         Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs. Relative: beside "
         "kfops.yaml; in a cluster's pod (no KFOPS_PROJECT_DIR), under $TMPDIR/kfops-<uid>, as scratch."
@@ -724,12 +727,16 @@ class KfopsConfig(_Strict):
         in the state store when there is one, else the local log."""
         if self.serving.inference_log_store:
             return self.serving.inference_log_store
-        return f"{self.state.store}/inference_logs" if self.state.store else self.inference_log_dir
+        return f"{self.state_location}/inference_logs" if self.state.store else self.inference_log_dir
 
     @property
     def state_location(self) -> Path | str:
-        """Where state that outlives a run lives: ``state.store``, else data_dir."""
-        return self.state.store or self.data_dir
+        """Where state that outlives a run lives: ``<state.store>/<project>``, else data_dir.
+
+        One store serves every project of a cluster (``kfops config from-terraform`` gives each the
+        same bucket prefix), so each project keeps its state under its own name: another project's
+        row counts, retrain decisions or inference logs are never read as this one's."""
+        return f"{self.state.store}/{self.project}" if self.state.store else self.data_dir
 
     @property
     def feature_columns(self) -> list[str]:

@@ -117,8 +117,8 @@ def test_state_store_config_is_an_s3_uri():
     assert KfopsConfig().state.store is None
     cfg = load_config(None, ["state.store=s3://bucket/kfops-state/"], environ={})
     assert cfg.state.store == "s3://bucket/kfops-state"
-    assert cfg.state_location == "s3://bucket/kfops-state"
-    assert cfg.inference_log_location == "s3://bucket/kfops-state/inference_logs"
+    assert cfg.state_location == f"s3://bucket/kfops-state/{cfg.project}"
+    assert cfg.inference_log_location == f"s3://bucket/kfops-state/{cfg.project}/inference_logs"
     both = load_config(None, ["state.store=s3://bucket/s", "serving.inference_log_store=s3://logs/x"], environ={})
     assert both.inference_log_location == "s3://logs/x"
     for bad in ("/var/kfops", "s3://", "gs://bucket/x", "redis://x"):
@@ -145,3 +145,22 @@ def test_submit_names_a_missing_state_store():
     assert len(problems) == 1 and "state.store is not set" in problems[0] and "s3://" in problems[0]
     settings["state"] = {"store": "s3://kfops-bucket/kfops-state"}
     assert cluster_config_problems(KfopsConfig.model_validate(settings)) == []
+
+
+def test_projects_sharing_one_state_store_keep_their_state_apart(tmp_path):
+    """A cluster's projects share the store `kfops config from-terraform` sets: one project's row
+    counts, retrain decisions and inference logs must never be read as another's."""
+    from kfops.adapters.state_store import state_store
+
+    shop, flights = (load_config(None, [f"project={name}", "state.store=s3://bucket/kfops-state"], environ={})
+                     for name in ("shop", "flights"))
+    assert shop.state_location == "s3://bucket/kfops-state/shop"
+    assert {shop.inference_log_location, flights.inference_log_location} == {
+        "s3://bucket/kfops-state/shop/inference_logs", "s3://bucket/kfops-state/flights/inference_logs"}
+    assert state_store(shop).object_key("validation/raw.last.json") == "kfops-state/shop/validation/raw.last.json"
+    assert state_store(flights).object_key("retrain_policy.json") == "kfops-state/flights/retrain_policy.json"
+    # Locally, state stays in each project's data_dir, as before.
+    assert load_config(None, ["project=shop", f"data_dir={tmp_path}"], environ={}).state_location == tmp_path
+    for bad in ("../other", "a/b", "", "shop project"):
+        with pytest.raises(ConfigError, match="project"):
+            load_config(None, [f"project={bad}"], environ={})
