@@ -97,8 +97,10 @@ class DatasetConfig(_Strict):
         "is the feature views' join keys plus the model features no view provides, with an optional "
         "`event_timestamp` (ISO 8601; default now).",
     )
-    source_dir: Path | None = Field(
-        None, description="Folder the loader reads raw files from; default: the loader's own choice."
+    source_dir: str | Path | None = Field(  # str first: JSON gives a URI back as it was
+        None, description="Where the loader reads raw files from: a folder, or an object-store prefix "
+        "(`s3://bucket/prefix`, which a pod can read; `kfops.datasets.read_table_file` reads either); default: "
+        "the loader's own choice.",
     )
     start: dt.date | None = Field(None, description="Required. First day of the window (inclusive).")
     end: dt.date | None = Field(None, description="Required. Last day of the window (inclusive).")
@@ -108,6 +110,11 @@ class DatasetConfig(_Strict):
     class_names: tuple[str, str] = Field(
         ("negative", "positive"), description="Names of label 0 and label 1, as reports and KFP metrics show them."
     )
+
+    @field_validator("source_dir")
+    @classmethod
+    def _folder_unless_uri(cls, value: str | Path | None) -> str | Path | None:
+        return Path(value) if isinstance(value, str) and not is_uri(value) else value
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> DatasetConfig:
@@ -771,8 +778,15 @@ class KfopsConfig(_Strict):
             raise ConfigError(_describe(err)) from err
 
 
-def _absolute(path: Path, base: Path) -> Path:
-    path = path.expanduser()
+def is_uri(location: str | Path) -> bool:
+    """``s3://bucket/key`` and the like: a location no local folder resolves."""
+    return isinstance(location, str) and "://" in location
+
+
+def _absolute(path: Path | str, base: Path) -> Path | str:
+    if is_uri(path):
+        return path
+    path = Path(path).expanduser()
     return path if path.is_absolute() else (base / path).resolve()
 
 

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kfops.errors import DataError
+
 # What S3 answers when a conditional write loses: the condition failed (412), or another
 # conditional write to the key was in progress (409).
 _CONDITION_LOST = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
@@ -26,10 +28,19 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
+# A dead or unreachable endpoint fails within about half a minute, not boto3's default of minutes
+# (60 s connect timeout, retried); a read that stalls for a minute fails too.
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 60
+MAX_ATTEMPTS = 3
+
+
 def s3_client() -> Any:
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3")
+    return boto3.client("s3", config=Config(connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S,
+                                            retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS}))
 
 
 def put_object(bucket: str, key: str, body: bytes, client: Any = None) -> None:
@@ -64,6 +75,23 @@ def list_keys(bucket: str, prefix: str, client: Any = None) -> Iterator[str]:
 
 def get_object(bucket: str, key: str, client: Any = None) -> bytes:
     return (client or s3_client()).get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def read_uri(uri: str, client: Any = None) -> bytes:
+    """The object at ``s3://bucket/key``; a :class:`DataError` naming it when it is missing or unreadable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, key = split_s3_uri(uri)
+    credentials = "check the AWS_* credentials and AWS_ENDPOINT_URL the task runs with"
+    try:
+        return get_object(bucket, key, client)
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "NoSuchBucket", "404"):
+            raise DataError(f"'{uri}' does not exist ({code})", hint="check the location's bucket and key") from err
+        raise DataError(f"cannot read '{uri}': {code or err}", hint=credentials) from err
+    except BotoCoreError as err:
+        raise DataError(f"cannot read '{uri}': {err}", hint=credentials) from err
 
 
 def get_object_versioned(bucket: str, key: str, client: Any = None) -> tuple[bytes | None, str | None]:

@@ -1,3 +1,63 @@
 """Dataset plug-ins. ``flights`` (2013 NYC flights) is the example; a project brings its own
 through ``dataset.*`` in kfops.yaml. Nothing outside this package knows any dataset.
+
+A plug-in reads its raw files with :func:`read_table_file`, so the same loader reads a folder on a
+laptop and an object store (``dataset.source_dir: s3://bucket/prefix``) in a pod.
 """
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kfops.config import is_uri
+from kfops.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+def join_location(folder: str | Path, name: str) -> str | Path:
+    """``name`` inside ``folder``, a local folder or an object-store prefix (``s3://bucket/prefix``)."""
+    if is_uri(folder):
+        return f"{str(folder).rstrip('/')}/{name.lstrip('/')}"
+    return Path(folder) / name
+
+
+def read_table_file(location: str | Path) -> pd.DataFrame:
+    """A raw table from a ``.parquet`` or ``.csv`` file: a local path or an ``s3://bucket/key``.
+
+    S3 is read with boto3's usual credentials (environment, web identity in a pod);
+    ``AWS_ENDPOINT_URL`` points it at any S3-compatible server. A missing file, or a format
+    other than these two, is a :class:`DataError` naming the location.
+    """
+    import pandas as pd
+
+    suffix = Path(str(location).split("?")[0]).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"cannot read raw table '{location}': only {' and '.join(TABLE_SUFFIXES)} files are read",
+                        hint="convert it, or read it in the dataset plug-in's own code")
+    if not is_uri(location):
+        path = Path(location).expanduser()
+        if not path.is_file():
+            raise DataError(f"raw table file '{path}' does not exist", hint="check dataset.source_dir")
+        return pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+    data = _object_bytes(str(location))
+    if suffix == ".parquet":
+        from kfops.adapters.state_store import parquet_frame
+
+        return parquet_frame(data)
+    return pd.read_csv(io.BytesIO(data))
+
+
+def _object_bytes(uri: str) -> bytes:
+    scheme = uri.partition("://")[0]
+    if scheme != "s3":
+        raise ConfigError(f"cannot read '{uri}': kfops reads raw files from local folders and s3:// only",
+                          hint="set dataset.source_dir to a folder or an s3://bucket/prefix")
+    from kfops.adapters import s3
+
+    return s3.read_uri(uri)

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from kfops.core.featureset import Entity, Feature, FeatureSet, View, parse_timestamps
+from kfops.datasets import join_location, read_table_file
 
 # Raw table -> file under dataset.source_dir, and the column saying when a row became known
 # (None: static facts). Naive timestamps are read as UTC.
@@ -61,10 +62,9 @@ FEATURES = FeatureSet(
 
 LOADER = '''
 
-def read_table(folder: Path, name: str) -> pd.DataFrame:
-    """One raw table, its timestamp column parsed to UTC."""
-    path = Path(folder) / TABLE_FILES[name]
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+def read_table(folder: str | Path, name: str) -> pd.DataFrame:
+    """One raw table, its timestamp column parsed to UTC; ``folder`` is a folder or s3://bucket/prefix."""
+    frame = read_table_file(join_location(folder, TABLE_FILES[name]))
     column = TIMESTAMPS[name]
     if column is not None:
         frame[column] = parse_timestamps(frame[column])
@@ -78,7 +78,7 @@ def load_tables(cfg) -> dict[str, pd.DataFrame]:
     tables keep every row known before the window ends (features are joined as of each event);
     static tables are kept whole.
     """
-    folder = Path(cfg.dataset.source_dir)
+    folder = cfg.dataset.source_dir
     zone = cfg.validation.window_timezone
     first, last = cfg.window  # dataset.start, dataset.end: a ConfigError naming either when unset
     start = pd.Timestamp(first).tz_localize(zone).tz_convert("UTC")
