@@ -245,6 +245,7 @@ def cluster_config_problems(cfg: KfopsConfig, host_network: bool = False) -> lis
                         "references would be files under data_dir, a folder private to each pod (and the drift "
                         "job would read inference logs there unless serving.inference_log_store is set): "
                         "set it to a shared object store, s3://bucket/prefix")
+    problems.append(project_image_problem(cfg))
     carried = cfg.portable()
     for key in (*PROJECT_PATH_KEYS, *STATE_PATH_KEYS):
         path: Any = functools.reduce(getattr, key.split("."), carried)
@@ -252,8 +253,33 @@ def cluster_config_problems(cfg: KfopsConfig, host_network: bool = False) -> lis
             continue
         fix = ("write it relative to the image's working directory, which holds the project's files"
                if key in PROJECT_PATH_KEYS else "leave it unset or relative: a pod keeps it in its scratch folder")
+        if key == "dataset.source_dir":
+            fix = ("put the raw files in an object store (s3://bucket/prefix), or in a folder inside the project "
+                   "written relative to kfops.yaml, which the project's image carries (`kfops build -c`)")
         problems.append(f"{key} '{path}' is a folder of this machine, which no pod has: {fix}")
     return [problem for problem in problems if problem is not None]
+
+
+def project_image_problem(cfg: KfopsConfig) -> str | None:
+    """The project's plug-ins are files beside its kfops.yaml, but the pipeline or the server would run
+    in kfops' own image, which holds the example's files instead: every step would fail to import them."""
+    import functools
+
+    from kfops.config import ClusterConfig
+    from kfops.core.files import PLUGIN_KEYS, project_plugins
+
+    values: dict[str, Any] = {key: functools.reduce(getattr, key.split("."), cfg) for key in PLUGIN_KEYS}
+    plugins = project_plugins(values, cfg.resolved_against)
+    stock = ClusterConfig()
+    keys = [name for name in ("image", "serving_image") if getattr(cfg.cluster, name) == getattr(stock, name)]
+    if not plugins or not keys:
+        return None
+    named = ", ".join(f"{key} ({module})" for key, module in plugins.items())
+    images = " and ".join(f"cluster.{name} {getattr(stock, name)}" for name in keys)
+    return (f"{named} name modules of the project folder {cfg.resolved_against}, but {images} "
+            "are kfops' own images, which hold the example's files, not this project's: build the project's "
+            "images with `kfops build -c <this kfops.yaml> --set cluster.image=<tag> --set "
+            "cluster.serving_image=<tag>` and set those keys to their tags")
 
 
 def require_cluster_config(cfg: KfopsConfig) -> None:

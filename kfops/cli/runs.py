@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -21,6 +21,9 @@ from kfops.cli.options import (
     cli_config,
 )
 from kfops.errors import ConfigError
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
 
 app = typer.Typer(
     help="Runs on a Kubeflow Pipelines endpoint.\n\nExamples:\n\n  kfops runs list --host http://localhost:8888\n\n"
@@ -226,6 +229,10 @@ def build_command(
     push: Annotated[bool, typer.Option("--push", help="Also push the tags.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the commands, run nothing.")] = False,
     context: Annotated[Path, typer.Option(help="Build context: the kfops repository root.")] = Path("."),
+    from_image: Annotated[list[str] | None, typer.Option(
+        "--from", metavar="ROLE=IMAGE",
+        help="A project's build: the kfops image its ROLE image builds on (default: kfops' own image of the "
+             "role, e.g. ghcr.io/kfops/kfops:<version>); repeat per role.")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -235,9 +242,16 @@ def build_command(
     Each runs as a non-root user (uid 1000). Prints each image's build time and size. Without a
     docker daemon (or with --dry-run) it prints the commands instead of running them.
 
+    With the config of a project outside the kfops repository (one `kfops init` made), it builds
+    that project's images instead: per role (pipeline and serving unless --role says), kfops'
+    image of the role with the project's kfops.yaml, suites, Feast definitions and plug-in
+    modules as its working folder, tagged with the project's cluster.image / cluster.serving_image.
+
     Examples:
 
       kfops build --dry-run
+
+      kfops build -c shop/kfops.yaml -s cluster.image=reg.example.com/shop:1 -s cluster.serving_image=reg.example.com/shop-s:1
 
       kfops build --role pipeline --role serving --base-image kfops-base:bookworm --torch-index '' --pip-from-host
 
@@ -245,9 +259,16 @@ def build_command(
     """
     import shlex
 
-    from kfops.cluster import images
+    from kfops.cluster import images, project_image
 
     cfg = cli_config(config, set_)
+    config_file = _config_file(config)
+    if config_file is not None and not project_image.is_kfops_source(config_file.resolve().parent):
+        _build_project(cfg, config_file, tuple(role or ("pipeline", "serving")), from_image, push, dry_run)
+        return
+    if from_image:
+        raise ConfigError("--from is for a project's images; this config is the kfops repository's own",
+                          hint="pass -c with the project's kfops.yaml")
     roles = tuple(role or images.ROLES)
     options = images.BuildOptions(base_image=base_image, torch_index=torch_index, pip_from_host=pip_from_host)
     root = context.resolve()
@@ -262,3 +283,41 @@ def build_command(
     for result in results:
         typer.echo(f"built {result.role} image {result.tag}: {result.size_bytes / 1e9:.2f} GB in {result.seconds:.0f} s"
                    + (" and pushed it" if push else ""))
+
+
+def _config_file(config: Path | None) -> Path | None:
+    from kfops.config import find_config_file
+
+    return config if config is not None else find_config_file()
+
+
+def _build_project(cfg: KfopsConfig, config_file: Path, roles: tuple[str, ...], from_image: list[str] | None,
+                   push: bool, dry_run: bool) -> None:
+    import shlex
+
+    from kfops.cluster import images, project_image
+
+    bases = {}
+    for item in from_image or []:
+        role, sep, image = item.partition("=")
+        if not sep or not image:
+            raise ConfigError(f"--from '{item}' is not ROLE=IMAGE", hint="e.g. --from pipeline=kfops:dev")
+        bases[role] = image
+    builds = project_image.project_builds(cfg, roles, bases)
+    files = project_image.project_files(cfg, config_file)
+    typer.echo(f"project {cfg.project} ({config_file.resolve().parent}): {len(files)} files go to "
+               f"{project_image.WORKDIR} in its images")
+    if dry_run or not images.docker_available():
+        if not dry_run:
+            typer.echo("# docker is not available (no client, or `docker info` fails): the commands to run are")
+        for name in sorted(files):
+            typer.echo(f"#   {name}")
+        for build in builds:
+            typer.echo(shlex.join(build.build_command()) + f"  # context: a Dockerfile FROM {build.base} and the files")
+            if push:
+                typer.echo(shlex.join(build.push_command()))
+        return
+    results = project_image.build_project_images(cfg, config_file, builds, on_command=typer.echo, push=push)
+    for result in results:
+        typer.echo(f"built {cfg.project}'s {result.role} image {result.tag}: {result.size_bytes / 1e9:.2f} GB in "
+                   f"{result.seconds:.0f} s" + (" and pushed it" if push else ""))

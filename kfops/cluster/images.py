@@ -136,7 +136,7 @@ def run_commands(commands: list[list[str]], on_command: Callable[[str], None]) -
 
 # --- the build context -------------------------------------------------------------------------
 
-def _ignore_patterns(repo_root: Path) -> list[str]:
+def ignore_patterns(repo_root: Path) -> list[str]:
     path = repo_root / ".dockerignore"
     if not path.is_file():
         return []
@@ -144,7 +144,7 @@ def _ignore_patterns(repo_root: Path) -> list[str]:
     return [line.rstrip("/") for line in lines if line and not line.startswith("#")]
 
 
-def _ignored(relative: str, patterns: list[str]) -> bool:
+def ignored(relative: str, patterns: list[str]) -> bool:
     for pattern in patterns:
         bare = pattern[3:] if pattern.startswith("**/") else pattern
         if fnmatch.fnmatch(relative, pattern) or fnmatch.fnmatch(relative.rsplit("/", 1)[-1], bare):
@@ -154,13 +154,13 @@ def _ignored(relative: str, patterns: list[str]) -> bool:
 
 def context_files(repo_root: Path) -> Iterator[tuple[str, Path]]:
     """(path in the context, file) for every project file ``.dockerignore`` lets through."""
-    patterns = _ignore_patterns(repo_root)
+    patterns = ignore_patterns(repo_root)
     for folder, dirs, files in os.walk(repo_root):
         base = Path(folder).relative_to(repo_root)
-        dirs[:] = sorted(d for d in dirs if not _ignored((base / d).as_posix(), patterns))
+        dirs[:] = sorted(d for d in dirs if not ignored((base / d).as_posix(), patterns))
         for name in sorted(files):
             relative = (base / name).as_posix()
-            if not _ignored(relative, patterns) and not relative.startswith(PIP_SETTINGS_DIR + "/"):
+            if not ignored(relative, patterns) and not relative.startswith(PIP_SETTINGS_DIR + "/"):
                 yield relative, Path(folder) / name
 
 

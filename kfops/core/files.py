@@ -111,6 +111,28 @@ def import_object(spec: str, search_path: Path | None = None, project_dir: Path 
 
 PROJECT_DIR_ENV = "KFOPS_PROJECT_DIR"  # the same variable as kfops.config.PROJECT_DIR_ENV
 
+# The config keys that name a plug-in, ``module:attr``, imported where a step or server runs.
+PLUGIN_KEYS = ("dataset.loader", "dataset.entity_builder", "dataset.feast_sources_writer",
+               "dataset.request_builder", "features.feature_set")
+
+
+def project_plugins(values: dict[str, str | None], project_dir: Path | None) -> dict[str, str]:
+    """Plug-in key -> module, for each plug-in whose module is a file of the project folder (kfops'
+    own modules aside, which every kfops image holds): an image or machine without the project's
+    files cannot import it."""
+    if project_dir is None:
+        return {}
+    project = Path(project_dir).resolve()
+    found = {}
+    for key, spec in values.items():
+        if not spec:
+            continue
+        module = spec.partition(":")[0]
+        top = module.split(".")[0]
+        if top != "kfops" and ((project / f"{top}.py").is_file() or (project / top / "__init__.py").is_file()):
+            found[key] = module
+    return found
+
 
 def _import_attribute(spec: str, search_path: Path | None, project_dir: Path | None = None) -> tuple[Any, Any, str]:
     module_name, _, attr = spec.partition(":")

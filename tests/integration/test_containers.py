@@ -172,3 +172,116 @@ def test_a_planted_secret_is_nowhere(containerised_run):
     places["server log"] = docker_engine.logs(container_name(cfg), tail=2000)
     leaked = [where for where, text in places.items() if REDIS_SECRET in text]
     assert not leaked, leaked
+
+
+# --- a project of the user's own, in its own images --------------------------------------------
+
+SHOP_PIPELINE_IMAGE = "kfops-shop:local-test"
+SHOP_SERVING_IMAGE = "kfops-shop-serving:local-test"
+
+
+@pytest.fixture(scope="module")
+def shop_in_containers(images, profile, tmp_path_factory):
+    """`kfops init` on the shop tables, its raw files in the object store, its images built by
+    `kfops build -c shop/kfops.yaml` on the kfops images, then `kfops run training --runner docker`."""
+    import boto3
+
+    from tests.support.shop_data import generate_shop
+
+    work = tmp_path_factory.mktemp("shop-containers")
+    generate_shop(work / "lake")
+    env = {**os.environ, **profile.env, "KFOPS_PROGRESS": "plain"}
+    env.pop("KFOPS_PROJECT_DIR", None)
+    init = subprocess.run(
+        [str(KFOPS), "init", "shop", "--table", "lake/orders.parquet:timestamp=ordered_at",
+         "--table", "lake/customers.csv:timestamp=signup_at", "--table", "lake/stores.parquet",
+         "--table", "lake/returns.csv:timestamp=returned_at", "--entity", "customer_id", "--entity", "store_id",
+         "--label", "returned = returns within 30d on order_id"],
+        cwd=work, env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert init.returncode == 0, init.stdout + init.stderr
+    project = work / "shop"
+    config = str(project / "kfops.yaml")
+    # The raw tables go to the object store: a pod reads them from there, not from this machine.
+    bucket = next(o for o in profile.overrides if o.startswith("state.store=")).split("//")[1].split("/")[0]
+    s3 = boto3.client("s3", endpoint_url=profile.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    for path in (work / "lake").iterdir():
+        s3.upload_file(str(path), bucket, f"shop-lake/{path.name}")
+    port = free_port()
+    model_name = f"shop-containers-{uuid.uuid4().hex[:6]}"
+    overrides = [
+        f"data_dir={work / 'data'}", f"dataset.source_dir=s3://{bucket}/shop-lake",
+        f"registry.model_name={model_name}", f"registry.experiment={model_name}",
+        f"features.project=shop_{uuid.uuid4().hex[:8]}", f"serving.http_port={port}", "serving.startup_timeout_s=300",
+        *profile.overrides,
+    ]
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    stock_run = subprocess.run([str(KFOPS), "run", "training", "--runner", "docker", "-c", config, *sets],
+                               cwd=work, env=env, capture_output=True, text=True, check=False, timeout=600)
+    logs_after_refusal = sorted((work / "data" / "logs").glob("*"))
+    images_set = ["--set", f"cluster.image={SHOP_PIPELINE_IMAGE}", "--set", f"cluster.serving_image={SHOP_SERVING_IMAGE}"]
+    build = subprocess.run(
+        [str(KFOPS), "build", "-c", config, "--from", f"pipeline={images['pipeline']}",
+         "--from", f"serving={images['serving']}", *images_set],
+        cwd=work, env=env, capture_output=True, text=True, check=False, timeout=900)
+    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    started = time.perf_counter()
+    run = subprocess.run([str(KFOPS), "run", "training", "--runner", "docker", "-c", config, *sets, *images_set],
+                         cwd=work, env=env, capture_output=True, text=True, check=False, timeout=1800)
+    print(f"the shop's containerised training run: {time.perf_counter() - started:.0f} s")
+    cfg = load_config(config, [*overrides, f"cluster.image={SHOP_PIPELINE_IMAGE}",
+                               f"cluster.serving_image={SHOP_SERVING_IMAGE}"], environ={})
+    yield {"work": work, "stock_run": stock_run, "logs_after_refusal": logs_after_refusal, "build": build, "run": run,
+           "cfg": cfg, "port": port}
+    from kfops.serving.local.container import stop_server_container
+
+    stop_server_container(cfg)
+
+
+def test_a_project_in_kfops_own_images_is_refused_before_any_task_runs(shop_in_containers):
+    stock_run = shop_in_containers["stock_run"]
+    assert stock_run.returncode != 0
+    message = stock_run.stderr
+    assert "dataset.loader (shop_data)" in message and "kfops build -c" in message, message[-3000:]
+    assert shop_in_containers["logs_after_refusal"] == []  # no task ran
+
+
+def test_a_projects_image_holds_its_files_instead_of_the_examples(shop_in_containers):
+    assert shop_in_containers["build"].returncode == 0
+    listing = subprocess.run(
+        ["docker", "run", "--rm", SHOP_PIPELINE_IMAGE, "sh", "-c",
+         "id -u; find /opt/kfops -type f | sort; touch /opt/kfops/probe 2>/dev/null && echo WROTE-CODE-FOLDER; true"],
+        capture_output=True, text=True, check=True, timeout=300).stdout.split()
+    assert listing[0] == "1000"
+    files = set(listing[1:])
+    assert {"/opt/kfops/kfops.yaml", "/opt/kfops/shop_data.py", "/opt/kfops/feature_repo/definitions.py",
+            "/opt/kfops/expectations/orders.json", "/opt/kfops/expectations/training_set.json"} <= files
+    assert "/opt/kfops/expectations/flights.json" not in files  # the example's suites are gone
+    assert not any("/lake/" in f or "/.kfops/" in f for f in files)  # no raw data, no local state
+    assert "WROTE-CODE-FOLDER" not in listing
+
+
+def test_a_project_runs_in_its_own_images_reading_raw_files_from_the_object_store(shop_in_containers):
+    run = shop_in_containers["run"]
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert "gate           BLESSED" in run.stdout
+    (log,) = (shop_in_containers["work"] / "data" / "logs").glob("training-*.log")
+    assert log.read_text().count(f"Found image '{SHOP_PIPELINE_IMAGE}'") == 7, log.read_text()[-3000:]
+
+    from kfops.adapters import mlflow_registry as registry
+
+    cfg = shop_in_containers["cfg"]
+    champion = registry.model_version(cfg, alias=registry.CHAMPION)
+    assert champion is not None and str(champion.version) == "1"
+
+    from kfops.adapters import docker_engine
+    from kfops.serving.local.container import container_name
+
+    state = docker_engine.container_state(container_name(cfg))
+    assert state is not None and state.running and state.image == SHOP_SERVING_IMAGE
+    order = {"customer_id": "C0001", "store_id": "S01", "amount": 120.5, "category": "apparel", "channel": "web",
+             "items": 2}
+    url = f"http://127.0.0.1:{shop_in_containers['port']}/v1/models/{cfg.registry.model_name}:predict"
+    response = httpx.post(url, json={"instances": [order]}, timeout=60, trust_env=False)
+    assert response.status_code == 200, response.text
+    assert 0.0 <= response.json()["predictions"][0]["probability"] <= 1.0
