@@ -13,8 +13,8 @@ from kfops.cli.options import VerboseOption
 def init_command(
     target: Annotated[Path, typer.Argument(help="Folder to write the project into (new or empty).")],
     table: Annotated[list[str], typer.Option(
-        "--table", "-t", help="A raw table: PATH[:timestamp=COLUMN][,name=NAME]; parquet or CSV. COLUMN says when "
-        "a row became known; leave it out for static facts. Repeat per table.")],
+        "--table", "-t", help="A raw table: PATH[:timestamp=COLUMN][,name=NAME]; parquet or CSV, a file here or "
+        "s3://bucket/key. COLUMN says when a row became known; leave it out for static facts. Repeat per table.")],
     entity: Annotated[list[str], typer.Option(
         "--entity", "-e", help="An entity key features are looked up by (e.g. customer_id). Repeat per key.")],
     label: Annotated[str, typer.Option(

@@ -17,7 +17,8 @@ from kfops.errors import ConfigError, DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-TABLE_SUFFIXES = (".parquet", ".csv")
+TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".csv.zip")
+_CSV_COMPRESSION = {".csv": None, ".csv.gz": "gzip", ".csv.zip": "zip"}
 
 
 def join_location(folder: str | Path, name: str) -> str | Path:
@@ -28,17 +29,19 @@ def join_location(folder: str | Path, name: str) -> str | Path:
 
 
 def read_table_file(location: str | Path) -> pd.DataFrame:
-    """A raw table from a ``.parquet`` or ``.csv`` file: a local path or an ``s3://bucket/key``.
+    """A raw table from a parquet or CSV file (``.csv.gz``, ``.csv.zip`` too): a local path or an
+    ``s3://bucket/key``.
 
     S3 is read with boto3's usual credentials (environment, web identity in a pod);
-    ``AWS_ENDPOINT_URL`` points it at any S3-compatible server. A missing file, or a format
-    other than these two, is a :class:`DataError` naming the location.
+    ``AWS_ENDPOINT_URL`` points it at any S3-compatible server. A missing file, or another
+    format, is a :class:`DataError` naming the location.
     """
     import pandas as pd
 
-    suffix = Path(str(location).split("?")[0]).suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"cannot read raw table '{location}': only {' and '.join(TABLE_SUFFIXES)} files are read",
+    name = str(location).split("?")[0].lower()
+    suffix = next((s for s in TABLE_SUFFIXES if name.endswith(s)), None)
+    if suffix is None:
+        raise DataError(f"cannot read raw table '{location}': only {', '.join(TABLE_SUFFIXES)} files are read",
                         hint="convert it, or read it in the dataset plug-in's own code")
     if not is_uri(location):
         path = Path(location).expanduser()
@@ -50,7 +53,7 @@ def read_table_file(location: str | Path) -> pd.DataFrame:
         from kfops.adapters.state_store import parquet_frame
 
         return parquet_frame(data)
-    return pd.read_csv(io.BytesIO(data))
+    return pd.read_csv(io.BytesIO(data), compression=_CSV_COMPRESSION[suffix])
 
 
 def _object_bytes(uri: str) -> bytes:

@@ -28,13 +28,14 @@ def lake(s3_server, monkeypatch, tmp_path):
                           "ordered_at": pd.to_datetime(["2024-01-01T10:00", "2024-01-02T11:30"], utc=True)})
     frame.to_parquet(tmp_path / "orders.parquet")
     frame.to_csv(tmp_path / "orders.csv", index=False)
-    for name in ("orders.parquet", "orders.csv"):
+    frame.to_csv(tmp_path / "orders.csv.gz", index=False)
+    for name in ("orders.parquet", "orders.csv", "orders.csv.gz"):
         client.upload_file(str(tmp_path / name), bucket, f"raw/{name}")
-    return {"prefix": f"s3://{bucket}/raw", "frame": frame, "local": tmp_path}
+    return {"prefix": f"s3://{bucket}/raw", "frame": frame, "local": tmp_path, "bucket": bucket, "s3": s3_server}
 
 
 def test_a_raw_table_reads_the_same_from_the_object_store_as_from_a_folder(lake):
-    for name in ("orders.parquet", "orders.csv"):
+    for name in ("orders.parquet", "orders.csv", "orders.csv.gz"):
         remote = read_table_file(join_location(lake["prefix"], name))
         local = read_table_file(join_location(lake["local"], name))
         pd.testing.assert_frame_equal(remote, local)
@@ -56,3 +57,39 @@ def test_an_unreachable_object_store_is_a_data_error_naming_the_file(monkeypatch
     with pytest.raises(DataError, match=r"cannot read 's3://bucket/raw/orders\.csv'") as raised:
         read_table_file("s3://bucket/raw/orders.csv")
     assert "AWS_ENDPOINT_URL" in raised.value.hint
+
+
+def test_kfops_init_scaffolds_from_tables_in_the_object_store(lake, tmp_path):
+    """The tables never leave the bucket: init profiles them there, writes source_dir as the
+    prefix, and its trial run of the plug-in (loader and entity builder) reads them from S3."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import boto3
+    import yaml
+
+    from tests.support.shop_data import generate_shop
+
+    generate_shop(tmp_path / "lake", days=40, orders_per_day=40, customers=200)
+    client = boto3.client("s3")
+    for path in (tmp_path / "lake").iterdir():
+        client.upload_file(str(path), lake["bucket"], f"shop/{path.name}")
+    prefix = f"s3://{lake['bucket']}/shop"
+    env = {**os.environ, "KFOPS_PROGRESS": "plain"}
+    env.pop("KFOPS_PROJECT_DIR", None)
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("kfops")), "init", "shop",
+         "--table", f"{prefix}/orders.parquet:timestamp=ordered_at", "--table", f"{prefix}/customers.csv:timestamp=signup_at",
+         "--table", f"{prefix}/stores.parquet", "--table", f"{prefix}/returns.csv:timestamp=returned_at",
+         "--entity", "customer_id", "--entity", "store_id", "--label", "returned = returns within 30d on order_id"],
+        cwd=work, env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = yaml.safe_load((work / "shop" / "kfops.yaml").read_text())
+    assert config["dataset"]["source_dir"] == prefix
+    assert "view       customers by customer_id" in done.stdout
+    assert "    'orders': 'orders.parquet'," in (work / "shop" / "shop_data.py").read_text()
+    assert not list(work.glob("**/*.parquet")) and not list(work.glob("**/*.csv"))  # nothing copied here

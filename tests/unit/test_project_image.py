@@ -174,9 +174,11 @@ def test_a_raw_table_is_read_from_a_folder_and_a_bad_location_is_named(tmp_path)
     assert read_table_file(join_location(tmp_path, "t.csv")).equals(frame)
     assert read_table_file(join_location(str(tmp_path), "t.parquet")).equals(frame)
     assert join_location("s3://bucket/lake/", "sub/t.csv") == "s3://bucket/lake/sub/t.csv"
+    frame.to_csv(tmp_path / "t.csv.gz", index=False)
+    assert read_table_file(tmp_path / "t.csv.gz").equals(frame)
     with pytest.raises(DataError, match=r"missing\.csv. does not exist"):
         read_table_file(tmp_path / "missing.csv")
-    with pytest.raises(DataError, match=r"only \.parquet and \.csv"):
+    with pytest.raises(DataError, match=r"only \.parquet, \.csv, \.csv\.gz, \.csv\.zip files"):
         read_table_file(tmp_path / "t.xlsx")
     with pytest.raises(ConfigError, match="local folders and s3:// only"):
         read_table_file("gs://bucket/t.csv")

@@ -26,6 +26,22 @@ def test_table_spec_reads_path_timestamp_and_name():
         parse_table("a.csv:ts=x")
     with pytest.raises(ConfigError, match="neither parquet nor CSV"):
         parse_table("a.json")
+    # A table in an object store keeps its URI whole; the options still follow the last ':'.
+    remote = parse_table("s3://lake-bucket/shop/orders.parquet:timestamp=ordered_at")
+    assert (remote.name, remote.path, remote.timestamp) == ("orders", "s3://lake-bucket/shop/orders.parquet",
+                                                            "ordered_at")
+
+
+def test_the_plug_in_reads_every_table_from_one_folder_or_prefix():
+    from kfops.datasets.scaffold import _source_layout
+
+    tables = [parse_table("s3://b/lake/2024/orders.parquet"), parse_table("s3://b/lake/customers.csv")]
+    assert _source_layout(tables) == ("s3://b/lake", {"orders": "2024/orders.parquet", "customers": "customers.csv"})
+    assert _source_layout([parse_table("s3://b/orders.csv")]) == ("s3://b", {"orders": "orders.csv"})
+    with pytest.raises(ConfigError, match="in 2 buckets"):
+        _source_layout([parse_table("s3://a/orders.csv"), parse_table("s3://b/customers.csv")])
+    with pytest.raises(ConfigError, match="some tables are files here and some are in an object store"):
+        _source_layout([parse_table("s3://a/orders.csv"), parse_table("lake/customers.csv")])
 
 
 def test_label_spec_later_table_and_condition_forms():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfops.config import is_uri
 from kfops.core.featureset import parse_timestamps
 from kfops.core.retrain_policy import format_duration
 from kfops.datasets.scaffold import profile as prof
@@ -80,10 +81,10 @@ class Scaffold:
 def read_raw(table: TableSpec) -> pd.DataFrame:
     import pandas as pd
 
-    if not table.path.is_file():
-        raise DataError(f"table file {table.path} does not exist")
+    from kfops.datasets import read_table_file
+
     try:
-        frame = pd.read_parquet(table.path) if table.path.suffix == ".parquet" else pd.read_csv(table.path)
+        frame = read_table_file(table.path)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"table file {table.path} could not be read: {err}") from err
     if table.timestamp:
@@ -284,9 +285,7 @@ def _write(plan: Scaffold, relative: str, text: str) -> None:
 def _write_project(plan: Scaffold, spec: InitSpec, frames: dict[str, pd.DataFrame],
                    profiles: dict[str, prof.TableProfile], by_name: dict[str, TableSpec]) -> None:
     plan.target.mkdir(parents=True, exist_ok=True)
-    folders = {t.path.expanduser().resolve().parent for t in spec.tables}
-    source_dir = Path(_common_folder(folders))
-    table_files = {t.name: str(t.path.expanduser().resolve().relative_to(source_dir)) for t in spec.tables}
+    source_dir, table_files = _source_layout(spec.tables)
     _write(plan, f"{plan.module}.py", _plugin_text(plan, spec, table_files, profiles))
     _write(plan, "feature_repo/definitions.py", tpl.DEFINITIONS.format(project=plan.project, module=plan.module))
     for table in spec.tables:
@@ -307,10 +306,30 @@ def _write_project(plan: Scaffold, spec: InitSpec, frames: dict[str, pd.DataFram
     _write(plan, ".gitignore", ".kfops/\n__pycache__/\n")
 
 
-def _common_folder(folders: set[Path]) -> Path:
+def _source_layout(tables: list[TableSpec]) -> tuple[Path | str, dict[str, str]]:
+    """``dataset.source_dir`` (the tables' common folder or object-store prefix) and each table's
+    file under it, as the plug-in reads them."""
     import os
+    import posixpath
 
-    return Path(os.path.commonpath([str(f) for f in folders]))
+    remote = [t for t in tables if is_uri(t.path)]
+    if not remote:
+        files = {t.name: Path(t.path).expanduser().resolve() for t in tables}
+        folder = Path(os.path.commonpath([str(f.parent) for f in files.values()]))
+        return folder, {name: f.relative_to(folder).as_posix() for name, f in files.items()}
+    if len(remote) != len(tables):
+        raise ConfigError("--table: some tables are files here and some are in an object store; the plug-in reads "
+                          "every table from one place (dataset.source_dir)",
+                          hint="put them all in one folder, or all under one s3://bucket/prefix")
+    roots = {str(t.path).split("://")[0] + "://" + str(t.path).split("://", 1)[1].split("/")[0] for t in tables}
+    if len(roots) != 1:
+        raise ConfigError(f"--table: the tables are in {len(roots)} buckets ({', '.join(sorted(roots))}); the plug-in "
+                          "reads every table from one prefix (dataset.source_dir)", hint="copy them under one prefix")
+    (root,) = roots
+    keys = {t.name: str(t.path)[len(root) + 1:] for t in tables}
+    common = posixpath.commonpath([posixpath.dirname(k) for k in keys.values()])
+    prefix = f"{root}/{common}" if common else root
+    return prefix, {name: key[len(common) + 1:] if common else key for name, key in keys.items()}
 
 
 def _json(value: Any) -> str:
@@ -384,7 +403,7 @@ def _plugin_text(plan: Scaffold, spec: InitSpec, table_files: dict[str, str],
     return text
 
 
-def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path, label_band: tuple[float, float] | None,
+def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_band: tuple[float, float] | None,
                  events: prof.TableProfile) -> str:
     string_request = [c for c in plan.request_features if events.columns[c].kind in ("string", "bool")]
     slices = string_request[:1]
@@ -459,7 +478,7 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path, label_band: t
 
 def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: prof.TableProfile) -> dict:
     columns = [str(c) for c in frame.columns]
-    checks = [prof.columns_check(columns, True, f"the {len(columns)} columns of {table.path.name}: a column added, "
+    checks = [prof.columns_check(columns, True, f"the {len(columns)} columns of {table.file_name}: a column added, "
                                  "dropped or renamed upstream fails here"), prof.rows_check()]
     meta: dict[str, Any] = {}
     days = _days(frame, table.timestamp)
@@ -493,7 +512,7 @@ def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: p
                                       column=item.name))
         if item.kind == "timestamp":
             checks += _timestamp_checks(plan, table, item)
-    notes = f"Profiled by `kfops init` from {table.path.name} ({profile.rows:,} rows)."
+    notes = f"Profiled by `kfops init` from {table.file_name} ({profile.rows:,} rows)."
     return prof.suite(table.name, notes, meta, checks)
 
 

@@ -18,11 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from kfops.config import is_uri
+from kfops.datasets import TABLE_SUFFIXES
 from kfops.errors import ConfigError
 
-TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".csv.zip")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LATER = re.compile(
     r"^(?P<table>[A-Za-z_]\w*)(?:\s+where\s+(?P<condition>.+?))?\s+within\s+(?P<amount>\d+)\s*(?P<unit>min|h|d|w)"
@@ -36,8 +37,12 @@ _UNITS = {"min": dt.timedelta(minutes=1), "h": dt.timedelta(hours=1), "d": dt.ti
 @dataclass(frozen=True)
 class TableSpec:
     name: str
-    path: Path
+    path: Path | str  # a file here, or an object-store URI (s3://bucket/key)
     timestamp: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        return PurePosixPath(str(self.path)).name
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,8 @@ class InitSpec:
     project: str | None = None
 
 
-def table_name(path: Path) -> str:
-    name = path.name
+def table_name(path: Path | str) -> str:
+    name = PurePosixPath(str(path)).name
     for suffix in TABLE_SUFFIXES:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
@@ -90,7 +95,7 @@ def parse_table(text: str) -> TableSpec:
         if key not in ("timestamp", "name"):
             raise ConfigError(f"--table {text}: unknown option '{key}'", hint="options are timestamp=COLUMN and name=NAME")
         values[key] = value.strip()
-    path = Path(path_text).expanduser()
+    path: Path | str = path_text if is_uri(path_text) else Path(path_text).expanduser()
     name = values.get("name") or table_name(path)
     if not _NAME.match(name):
         raise ConfigError(f"--table {text}: table name '{name}' is not an identifier", hint="give name=NAME")
