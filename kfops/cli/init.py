@@ -75,3 +75,5 @@ def init_command(
     for path in done.files:
         echo(f"  wrote      {path.relative_to(done.target)}")
     echo(f"next: review {done.target / 'kfops.yaml'}, then: kfops run training -c {done.target / 'kfops.yaml'}")
+    echo(f"on a cluster: kfops build -c {done.target / 'kfops.yaml'} makes the project's images "
+         "(docs/deployment.md, 'Your own project on a cluster')")

@@ -91,5 +91,6 @@ def test_kfops_init_scaffolds_from_tables_in_the_object_store(lake, tmp_path):
     config = yaml.safe_load((work / "shop" / "kfops.yaml").read_text())
     assert config["dataset"]["source_dir"] == prefix
     assert "view       customers by customer_id" in done.stdout
+    assert f"on a cluster: kfops build -c {work / 'shop' / 'kfops.yaml'}" in done.stdout
     assert "    'orders': 'orders.parquet'," in (work / "shop" / "shop_data.py").read_text()
     assert not list(work.glob("**/*.parquet")) and not list(work.glob("**/*.csv"))  # nothing copied here
