@@ -204,12 +204,13 @@ def test_two_pods_share_validation_baseline_retrain_decisions_and_drift_referenc
     assert two["max_rows"] is not None  # the band around pod 1's row count
     assert one["decision"]["code"] == "debounce"  # debounce 2: one drifted check is not enough
     assert two["decision"]["code"] == RETRAIN_DRIFT and two["decision"]["evidence"] == ["report-1", "report-2"]
-    assert one["reference"]["where"].startswith(store + "/drift/reference/") and one["reference"]["rows"] > 0
+    project_state = f"{store}/{cfg.project}"  # the project's own part of the shared store
+    assert one["reference"]["where"].startswith(project_state + "/drift/reference/") and one["reference"]["rows"] > 0
     assert two["reference"] == one["reference"]
     # Pod 2 read the reference pod 1 built; it did not rebuild it (which writes Feast sources under work/).
     assert (pods / "pod-1" / "workdir" / "work" / "sources").is_dir()
     assert not (pods / "pod-2" / "workdir" / "work").exists()
-    keys = S3StateStore(store).list_keys()
+    keys = S3StateStore(project_state).list_keys()
     assert "validation/raw.last.json" in keys and "retrain_policy.json" in keys
     # Nothing of it stayed on a pod's disk, where the other pod could not have read it.
     assert not list(pods.rglob("raw.last.json")) and not list(pods.rglob("retrain_policy.json"))
