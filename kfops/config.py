@@ -41,6 +41,8 @@ CONFIG_JSON_ENV = "KFOPS_CONFIG_JSON"  # a whole resolved config, e.g. in an Inf
 # (in the image: its WORKDIR, /opt/kfops). `kfops run` sets it to the config file's folder for its tasks.
 PROJECT_DIR_ENV = "KFOPS_PROJECT_DIR"
 # Path keys, by what they hold: files of the project, read only; and state kfops writes.
+# A project's name is a key segment of the shared state store: no '/', no spaces, no leading dot.
+PROJECT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 PROJECT_PATH_KEYS = ("dataset.source_dir", "validation.suites_dir", "features.repo_path")
 STATE_PATH_KEYS = ("data_dir", "serving.inference_log_dir")
 # Secrets (see docs/security.md, "Where secrets go"). SECRET_KEYS hold nothing but a credential:
@@ -511,7 +513,7 @@ class ClusterConfig(_Strict):
 class KfopsConfig(_Strict):
     """Everything a pipeline run needs. Serialised into the compiled pipeline, so it is reproducible."""
 
-    project: str = Field("kfops", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+    project: str = Field("kfops", pattern=PROJECT_NAME,
                          description="Project name: letters, digits, '.', '_' and '-'; with `state.store` set, "
                          "the project's state lives under `<state.store>/<project>/`.")
     data_dir: Path = Field(

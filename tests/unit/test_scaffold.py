@@ -203,6 +203,11 @@ def test_scaffold_errors_name_the_problem(lake, tmp_path):
         scaffold(shop_spec(lake, label=parse_label("x = refunds within 3d")), tmp_path / "a")
     with pytest.raises(DataError, match="entity key 'shopper_id' is in none of the tables"):
         scaffold(shop_spec(lake, entities=["shopper_id"]), tmp_path / "b")
+    bad_name = shop_spec(lake)
+    bad_name.project = "My Shop"
+    with pytest.raises(ConfigError, match="--project 'My Shop' is not a project name") as raised:
+        scaffold(bad_name, tmp_path / "c")
+    assert "--project my_shop" in raised.value.hint and not (tmp_path / "c").exists()  # refused before writing
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(ConfigError, match="is not empty"):

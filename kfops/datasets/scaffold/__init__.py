@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfops.config import is_uri
+from kfops.config import PROJECT_NAME, is_uri
 from kfops.core.featureset import parse_timestamps
 from kfops.core.retrain_policy import format_duration
 from kfops.datasets.scaffold import profile as prof
@@ -112,6 +112,9 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
         raise ConfigError("no tables given", hint="--table orders.parquet:timestamp=ordered_at (one per table)")
     if not spec.entities:
         raise ConfigError("no entity keys given", hint="--entity customer_id (one per key features are looked up by)")
+    if spec.project is not None and not re.match(PROJECT_NAME, spec.project):
+        raise ConfigError(f"--project '{spec.project}' is not a project name: letters, digits, '.', '_' and '-'",
+                          hint=f"e.g. --project {_slug(spec.project) or 'my_project'}")
     names = [t.name for t in spec.tables]
     if len(set(names)) != len(names):
         raise ConfigError(f"two tables share a name: {names}", hint="give one of them name=NAME")
