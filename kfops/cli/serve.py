@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, cli_config
-from kfops.errors import ConfigError, DataError
+from kfops.errors import ConfigError, DataError, KfopsError
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
 
 app = typer.Typer(
     help=(
@@ -112,11 +115,28 @@ def stop(name: NameOption = None, config: ConfigOption = None, set_: SetOption =
     """
     from kfops.serving.local.process import stop_server
 
-    result = stop_server(cli_config(config, set_), name)
+    cfg = cli_config(config, set_)
+    result = stop_server(cfg, name)
     if result["stopped"]:
         typer.echo(f"stopped {result['name']} (pid {result['pid']})")
-    else:
-        typer.echo(f"{result['name']}: nothing to stop ({result['reason']})")
+        return
+    if name in (None, cfg.registry.model_name):
+        container = _stop_server_container(cfg)
+        if container is not None:
+            typer.echo(f"stopped {cfg.registry.model_name} (container {container})")
+            return
+    typer.echo(f"{result['name']}: nothing to stop ({result['reason']})")
+
+
+def _stop_server_container(cfg: KfopsConfig) -> str | None:
+    """The model's server container (`--runner docker` deploys one) removed; None when there is none
+    or no Docker engine answers."""
+    from kfops.serving.local.container import container_name, stop_server_container
+
+    try:
+        return container_name(cfg) if stop_server_container(cfg) else None
+    except KfopsError:  # no Docker engine here: so no container of ours either
+        return None
 
 
 @app.command()

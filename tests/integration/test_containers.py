@@ -231,8 +231,9 @@ def shop_in_containers(images, profile, tmp_path_factory):
     print(f"the shop's containerised training run: {time.perf_counter() - started:.0f} s")
     cfg = load_config(config, [*overrides, f"cluster.image={SHOP_PIPELINE_IMAGE}",
                                f"cluster.serving_image={SHOP_SERVING_IMAGE}"], environ={})
+    stop = [str(KFOPS), "serve", "stop", "-c", config, *sets, *images_set]
     yield {"work": work, "stock_run": stock_run, "logs_after_refusal": logs_after_refusal, "build": build, "run": run,
-           "cfg": cfg, "port": port}
+           "cfg": cfg, "port": port, "stop": stop, "env": env}
     from kfops.serving.local.container import stop_server_container
 
     stop_server_container(cfg)
@@ -285,3 +286,9 @@ def test_a_project_runs_in_its_own_images_reading_raw_files_from_the_object_stor
     response = httpx.post(url, json={"instances": [order]}, timeout=60, trust_env=False)
     assert response.status_code == 200, response.text
     assert 0.0 <= response.json()["predictions"][0]["probability"] <= 1.0
+
+    # `kfops serve stop` stops the server the run started, a container here, not only a local process.
+    stopped = subprocess.run(shop_in_containers["stop"], cwd=shop_in_containers["work"], env=shop_in_containers["env"],
+                             capture_output=True, text=True, check=False, timeout=300)
+    assert stopped.returncode == 0 and f"(container {container_name(cfg)})" in stopped.stdout, stopped.stdout
+    assert docker_engine.container_state(container_name(cfg)) is None
