@@ -317,7 +317,7 @@ def _build_project(cfg: KfopsConfig, config_file: Path, roles: tuple[str, ...], 
             if push:
                 typer.echo(shlex.join(build.push_command()))
         return
-    results = project_image.build_project_images(cfg, config_file, builds, on_command=typer.echo, push=push)
+    results = project_image.build_project_images(cfg, files, builds, on_command=typer.echo, push=push)
     for result in results:
         typer.echo(f"built {cfg.project}'s {result.role} image {result.tag}: {result.size_bytes / 1e9:.2f} GB in "
                    f"{result.seconds:.0f} s" + (" and pushed it" if push else ""))

@@ -194,11 +194,11 @@ def context_tar(files: dict[str, Path], dockerfile_text: str) -> bytes:
     return buffer.getvalue()
 
 
-def build_project_images(cfg: KfopsConfig, config_file: Path, builds: list[ProjectImageBuild],
+def build_project_images(cfg: KfopsConfig, files: dict[str, Path], builds: list[ProjectImageBuild],
                          on_command: Callable[[str], None], push: bool = False,
                          quiet: bool = False) -> list[BuildResult]:
-    """Build (and push) each role's project image; the base images must exist or be pullable."""
-    files = project_files(cfg, config_file)
+    """Build (and push) each role's project image holding ``files`` (:func:`project_files`); the base
+    images must exist or be pullable."""
     results = []
     for build in builds:
         command = build.build_command()
