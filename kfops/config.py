@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -279,12 +280,62 @@ class TorchConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    """Which trainer fits the model, and the seed; each trainer has its own section below."""
+    """Which trainer fits the model, and the seed; each built-in trainer has its own section below."""
 
-    trainer: Literal["xgboost", "torch"] = "xgboost"
+    trainer: str = Field(
+        "xgboost",
+        description="`xgboost`, `torch`, or `module:Class` of your own trainer (a `kfops.core.model.ModelPlugin`: "
+        "`module.py` beside kfops.yaml, or importable; see docs/trainers.md). A model is loaded only by the "
+        "trainer that wrote it: a built-in one, or the plug-in this key names.",
+    )
     xgboost: XGBoostConfig = Field(default_factory=XGBoostConfig)
     torch: TorchConfig = Field(default_factory=TorchConfig)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Hyperparameters for a plug-in trainer, passed to its `fit` as they are (JSON values); "
+        "the built-in trainers take theirs from their own sections (as train.xgboost is kept while "
+        "train.trainer is torch, these are kept while it is built-in).",
+    )
+    also_load: list[str] = Field(
+        default_factory=list,
+        description="Plug-in trainers (`module:Class`), besides train.trainer, whose models kfops may load: "
+        "the champion's while you move to another trainer. A model folder names its trainer, and loading "
+        "imports it, so no other plug-in is ever imported because a model says so.",
+    )
     seed: int = 42
+
+    @field_validator("trainer")
+    @classmethod
+    def _known_trainer(cls, value: str) -> str:
+        from kfops.core.model import BUILTIN_TRAINERS, PLUGIN_TRAINER
+
+        if value not in BUILTIN_TRAINERS and not re.fullmatch(PLUGIN_TRAINER, value):
+            raise ValueError(f"'{value}' is neither a built-in trainer ({', '.join(BUILTIN_TRAINERS)}) "
+                             "nor module:Class of your own")
+        return value
+
+    @field_validator("also_load")
+    @classmethod
+    def _plugins_only(cls, values: list[str]) -> list[str]:
+        from kfops.core.model import PLUGIN_TRAINER
+
+        for value in values:
+            if not re.fullmatch(PLUGIN_TRAINER, value):
+                raise ValueError(f"'{value}' is not module:Class (built-in trainers always load)")
+        return values
+
+    @property
+    def plugin(self) -> str | None:
+        """The plug-in trainer, ``module:Class``, or None for a built-in one."""
+        from kfops.core.model import BUILTIN_TRAINERS
+
+        return None if self.trainer in BUILTIN_TRAINERS else self.trainer
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        """Every plug-in trainer whose models may be loaded: train.trainer's, then train.also_load."""
+        own = (self.plugin,) if self.plugin else ()
+        return own + tuple(name for name in self.also_load if name not in own)
 
 
 class GateConfig(_Strict):

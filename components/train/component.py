@@ -6,10 +6,11 @@ from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def train(config: str, training_set: Input[Dataset], data_hash: str, pipeline_run: str, model: Output[Model]) -> str:
-    """Train: fit the configured trainer (`train.trainer`: xgboost or torch) on the train split.
+    """Train: fit the configured trainer (`train.trainer`: xgboost, torch or your own module:Class) on the train split.
 
     XGBoost uses hist trees with native categorical splits and early stopping on the validation
-    split; torch trains a tabular network with DistributedDataParallel under torchrun. The
+    split; torch trains a tabular network with DistributedDataParallel under torchrun; a plug-in
+    trainer gets the encoded splits and `train.params` (docs/trainers.md). The
     decision threshold is chosen on validation (max F1). Params, metrics and the model (a
     pyfunc over native weights, with signature and input example) are logged to MLflow.
 

@@ -14,9 +14,12 @@ from mlflow.pyfunc import PythonModel
 
 class KfopsPyfunc(PythonModel):
     def load_context(self, context):
-        from kfops.core.model import load_model
+        from kfops.core.model import load_model, read_meta
 
-        self.model = load_model(context.artifacts["kfops_model"])
+        folder = context.artifacts["kfops_model"]
+        # MLflow already runs this file's code to load the model; a plug-in trainer the folder names
+        # (importable where it is loaded) adds no trust beyond that.
+        self.model = load_model(folder, (str(read_meta(folder).get("trainer")),))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from kfops.core.model import predict_proba

@@ -71,7 +71,7 @@ def check(
     if model is not None:
         from kfops.core.model import load_model
 
-        champion = load_model(model)
+        champion = load_model(model, cfg.train.plugins, cfg.resolved_against)
 
     result = check_drift(reference_frame, current_frame, cfg.drift, model=champion)
     folder = output_dir or cfg.data_dir / "drift" / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

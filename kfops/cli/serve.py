@@ -285,7 +285,10 @@ def predict_command(
         uri = model_uri or f"models:/{cfg.registry.model_name}@{cfg.serving.model_alias or 'champion'}"
         pinned, _ = resolve_version(ModelSource(model_uri=uri, tracking_uri=cfg.tracking_uri))
         model_dir = fetch_model_dir(cfg.tracking_uri, pinned)
-    result = predict_file(model_dir, input_path, output_path, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
+    from kfops.core.model import load_model
+
+    model = load_model(Path(model_dir), cfg.train.plugins, cfg.resolved_against)
+    result = predict_file(model, input_path, output_path, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
     typer.echo(f"scored {result.rows:,} rows in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s) "
                f"-> {result.output_path}")
 

@@ -113,7 +113,7 @@ PROJECT_DIR_ENV = "KFOPS_PROJECT_DIR"  # the same variable as kfops.config.PROJE
 
 # The config keys that name a plug-in, ``module:attr``, imported where a step or server runs.
 PLUGIN_KEYS = ("dataset.loader", "dataset.entity_builder", "dataset.feast_sources_writer",
-               "dataset.request_builder", "features.feature_set")
+               "dataset.request_builder", "features.feature_set", "train.trainer")
 
 
 def project_plugins(values: dict[str, str | None], project_dir: Path | None) -> dict[str, str]:
@@ -125,7 +125,7 @@ def project_plugins(values: dict[str, str | None], project_dir: Path | None) -> 
     project = Path(project_dir).resolve()
     found = {}
     for key, spec in values.items():
-        if not spec:
+        if not spec or ":" not in spec:  # unset, or a built-in name (train.trainer: xgboost)
             continue
         module = spec.partition(":")[0]
         top = module.split(".")[0]

@@ -2,6 +2,7 @@
 
     <dir>/kfops_model.json   trainer name, feature spec (columns, category vocabularies), threshold
     <dir>/<weights>          native weights: XGBoost UBJ, or a torch state_dict (weights_only)
+    <dir>/plugin/            a plug-in trainer's own files (``train.trainer: module:Class``)
 
 ``FeatureSpec.encode`` is the single place where a frame of raw features becomes the float32
 matrix every trainer and the server use, so training and serving cannot disagree.
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -28,6 +30,9 @@ TRAINERS = {
     "xgboost": "kfops.training.xgb:XGBoostModel",
     "torch": "kfops.training.torch_model:TorchTabularModel",
 }
+BUILTIN_TRAINERS = tuple(TRAINERS)
+PLUGIN_TRAINER = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+PLUGIN_DIR = "plugin"
 
 
 @dataclass
@@ -94,6 +99,90 @@ class TabularModel(Protocol):
     def save_weights(self, folder: Path) -> None: ...
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What a plug-in trainer's ``fit`` receives: the splits already encoded by ``spec`` (float32,
+    ``spec.columns`` order, categories as vocabulary indices, missing and unseen values NaN), exactly
+    the matrix its ``predict_proba`` will get when serving."""
+
+    train: np.ndarray
+    train_labels: np.ndarray
+    validation: np.ndarray
+    validation_labels: np.ndarray
+    spec: FeatureSpec
+    seed: int
+    work_dir: Path
+
+
+class ModelPlugin(Protocol):
+    """A trainer of your own: ``train.trainer: module:Class`` names a class with these four methods.
+
+    ``fit`` returns a fitted instance; ``predict_proba`` gives P(label = 1) per row, shape (n,);
+    ``save`` writes the model's files into an empty folder and ``load`` reads them back (in another
+    process, another image: prefer a plain format to pickle, which runs code when loaded).
+    """
+
+    @classmethod
+    def fit(cls, data: TrainingData, params: dict[str, Any]) -> ModelPlugin: ...
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray: ...
+
+    def save(self, folder: Path) -> None: ...
+
+    @classmethod
+    def load(cls, folder: Path, spec: FeatureSpec) -> ModelPlugin: ...
+
+
+class PluginModel:
+    """A plug-in's model as a :class:`TabularModel`: kfops keeps the folder layout, the spec and the
+    threshold, and checks every answer of the plug-in before anyone uses it."""
+
+    source: ClassVar[str] = "plugin"
+
+    def __init__(self, trainer: str, inner: ModelPlugin, spec: FeatureSpec, threshold: float = 0.5):
+        self.trainer = trainer
+        self.inner = inner
+        self.spec = spec
+        self.threshold = threshold
+
+    def predict_proba_encoded(self, matrix: np.ndarray) -> np.ndarray:
+        out = np.asarray(self.inner.predict_proba(matrix), dtype=np.float64)
+        if out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.shape != (len(matrix),):
+            hint = " (two columns: return P(label = 1) alone, e.g. proba[:, 1])" if out.ndim == 2 else ""
+            raise KfopsError(f"trainer {self.trainer}: predict_proba returned shape {out.shape} for "
+                             f"{len(matrix)} rows; expected ({len(matrix)},){hint}")
+        if not np.all(np.isfinite(out)) or np.any((out < 0) | (out > 1)):
+            raise KfopsError(f"trainer {self.trainer}: predict_proba returned values outside [0, 1] "
+                             "(or NaN); it must return probabilities")
+        return out
+
+    def save_weights(self, folder: Path) -> None:
+        target = Path(folder) / PLUGIN_DIR
+        target.mkdir(parents=True, exist_ok=False)
+        self.inner.save(target)
+
+    @classmethod
+    def load_plugin(cls, trainer: str, plugin: type[ModelPlugin], folder: Path, spec: FeatureSpec,
+                    threshold: float) -> PluginModel:
+        return cls(trainer, plugin.load(Path(folder) / PLUGIN_DIR, spec), spec, threshold)
+
+
+def import_plugin(trainer: str, project_dir: Path | None = None) -> type[ModelPlugin]:
+    """The class ``train.trainer`` names, checked to offer what kfops calls."""
+    from kfops.core.files import import_object
+    from kfops.errors import ConfigError
+
+    found = import_object(trainer, project_dir=project_dir)
+    missing = [name for name in ("fit", "predict_proba", "save", "load") if not callable(getattr(found, name, None))]
+    if missing:
+        raise ConfigError(f"trainer {trainer} lacks {', '.join(missing)}",
+                          hint="a plug-in trainer is a class with fit, predict_proba, save and load: see docs/trainers.md")
+    plugin: type[ModelPlugin] = found
+    return plugin
+
+
 def predict_proba(model: TabularModel, frame: pd.DataFrame) -> np.ndarray:
     return model.predict_proba_encoded(model.spec.encode(frame))
 
@@ -121,13 +210,28 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(folder: Path) -> TabularModel:
-    """Load a model folder with its trainer's native loader."""
+def load_model(folder: Path, plugins: tuple[str, ...] = (), project_dir: Path | None = None) -> TabularModel:
+    """Load a model folder with its trainer's native loader.
+
+    A folder names the trainer that wrote it, and loading imports that trainer's code; so a plug-in
+    trainer is imported only when it is one of ``plugins`` (the config's ``train.plugins``), never
+    because a model folder, which a registry hands out, names it.
+    """
     meta = read_meta(folder)
     trainer = meta.get("trainer")
-    if trainer not in TRAINERS:
-        raise KfopsError(f"model at {folder} was written by unknown trainer '{trainer}'")
-    module_name, class_name = TRAINERS[trainer].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    model: TabularModel = cls.load(Path(folder), FeatureSpec.from_dict(meta["spec"]), float(meta.get("threshold", 0.5)))
-    return model
+    spec, threshold = FeatureSpec.from_dict(meta["spec"]), float(meta.get("threshold", 0.5))
+    if trainer in TRAINERS:
+        module_name, class_name = TRAINERS[trainer].split(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        model: TabularModel = cls.load(Path(folder), spec, threshold)
+        return model
+    if isinstance(trainer, str) and trainer in plugins:
+        return PluginModel.load_plugin(trainer, import_plugin(trainer, project_dir), Path(folder), spec, threshold)
+    if isinstance(trainer, str) and re.fullmatch(PLUGIN_TRAINER, trainer):
+        raise KfopsError(
+            f"the model at {folder} was written by the plug-in trainer {trainer}, which this config does not name; "
+            "kfops imports a plug-in to load a model only when train.trainer or train.also_load names it",
+            hint=f"add {trainer} to train.also_load (or set train.trainer to it) where this model is loaded",
+        )
+    raise KfopsError(f"model at {folder} was written by unknown trainer '{trainer}'")
+

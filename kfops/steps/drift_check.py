@@ -281,7 +281,7 @@ def drift_check(
     champion_version, champion_span = champion_window(cfg)
     ref_start, ref_end = parse_window(reference_window) if reference_window else champion_span
     version_dir = registry.fetch_version_dir(cfg, champion_version)
-    champion = load_model(version_dir)
+    champion = load_model(version_dir, cfg.train.plugins, cfg.resolved_against)
     work = cfg.data_dir / "work" / "drift" / (pipeline_run or "adhoc")
     reference, reference_uri = reference_frame(cfg, ref_start, ref_end, work / "reference")
     cur_start, cur_end = cfg.window

@@ -37,7 +37,7 @@ def evaluate(
     if test.empty:
         raise DataError("the test split is empty", hint="widen the window or lower split fractions")
     y_true = test[cfg.dataset.label].to_numpy()
-    model = load_model(Path(model_dir))
+    model = load_model(Path(model_dir), cfg.train.plugins, cfg.resolved_against)
     proba = predict_proba(model, test)
     metrics = classification_metrics(y_true, proba, model.threshold, cfg.evaluate.calibration_bins)
     gate_cfg = cfg.evaluate.gate
@@ -48,7 +48,8 @@ def evaluate(
     found = registry.champion(cfg)
     if found is not None:
         champion_version = found.version
-        champion_model = load_model(registry.fetch_version_dir(cfg, found.version))
+        champion_model = load_model(registry.fetch_version_dir(cfg, found.version), cfg.train.plugins,
+                                    cfg.resolved_against)
         champion_proba = predict_proba(champion_model, test)
         champion_metrics = classification_metrics(y_true, champion_proba, champion_model.threshold,
                                                   cfg.evaluate.calibration_bins)["scalars"]

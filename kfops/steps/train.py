@@ -79,7 +79,7 @@ def fit(cfg: KfopsConfig, train_part, validation_part, spec, work_dir: Path, pip
         return _train_on_nodes(cfg, train_part, validation_part, spec, work_dir, pipeline_run)
     from kfops.training import train_model
 
-    return train_model(train_part, validation_part, spec, cfg.train, work_dir)
+    return train_model(train_part, validation_part, spec, cfg.train, work_dir, project_dir=cfg.resolved_against)
 
 
 def _train_on_nodes(cfg: KfopsConfig, train_part, validation_part, spec, work_dir: Path, pipeline_run: str):

@@ -34,7 +34,8 @@ def train_on_window(frame: pd.DataFrame, cfg: KfopsConfig, work_dir: Path) -> tu
 
     parts = split_window(frame, cfg)
     spec = FeatureSpec.fit(parts["train"], cfg.feature_columns, cfg.features.categorical, label=cfg.dataset.label)
-    result = train_model(parts["train"], parts["validation"], spec, cfg.train, Path(work_dir))
+    result = train_model(parts["train"], parts["validation"], spec, cfg.train, Path(work_dir),
+                         project_dir=cfg.resolved_against)
     proba = predict_proba(result.model, parts["validation"])
     result.model.threshold = choose_threshold(parts["validation"][cfg.dataset.label].to_numpy(), proba)
     return result.model, parts

@@ -428,7 +428,7 @@ def test_the_backtest_cache_profiles_a_model_of_an_older_profile_revision_again(
     bank._trained["2013-01"] = Trained("2013-01", model, {}, older)
     _, stale_signals, _ = bank.check("2013-01", "2013-02")
     bank.save()
-    monkeypatch.setattr(kfops.core.model, "load_model", lambda folder: model)  # the stub has no weights to load
+    monkeypatch.setattr(kfops.core.model, "load_model", lambda folder, *trust: model)  # the stub has no weights to load
 
     reloaded = ModelBank(cfg, by_month, work_dir=tmp_path, cache_dir=tmp_path / "cache")
     assert reloaded._trained["2013-01"].profile == current
@@ -443,7 +443,7 @@ def test_the_backtest_cache_profiles_a_model_of_an_older_profile_revision_again(
     assert read_meta(tmp_path / "cache" / "models" / "2013-01")["metadata"]["monitoring"] == current
 
     # A profile of the current revision is loaded as it is.
-    monkeypatch.setattr(kfops.core.model, "load_model", lambda folder: model)
+    monkeypatch.setattr(kfops.core.model, "load_model", lambda folder, *trust: model)
     monkeypatch.setattr(kfops.core.monitoring, "model_profile", lambda *a, **k: pytest.fail("profiled again"))
     assert ModelBank(cfg, by_month, work_dir=tmp_path, cache_dir=tmp_path / "cache")._trained["2013-01"].profile == current
 

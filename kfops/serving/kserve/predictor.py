@@ -55,6 +55,8 @@ class KfopsModel(kserve.Model):
         metrics: ServingMetrics | None = None,
         loaded: LoadedModel | None = None,
         builder: RequestBuilder | None = None,
+        plugins: tuple[str, ...] = (),
+        project_dir: Path | None = None,
     ):
         super().__init__(name)
         self.source = source
@@ -65,6 +67,9 @@ class KfopsModel(kserve.Model):
         self.inference_log_dir = inference_log_dir
         self.inference_log_flush_s = inference_log_flush_s
         self.predict_threads = predict_threads
+        # The plug-in trainers whose models this server may load (train.plugins), and where they lie.
+        self.loader = functools.partial(load_source, predict_threads=predict_threads, plugins=plugins,
+                                        project_dir=project_dir)
         self.metrics = metrics
         self.inference: InferenceEngine | None = None
         self._preloaded = loaded
@@ -73,7 +78,7 @@ class KfopsModel(kserve.Model):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def load(self) -> bool:
-        loaded = self._preloaded or load_source(self.source, predict_threads=self.predict_threads)
+        loaded = self._preloaded or self.loader(self.source)
         self._preloaded = None
         writer = None
         if self.inference_log_dir is not None:
@@ -112,9 +117,7 @@ class KfopsModel(kserve.Model):
         async with self._reload_lock:
             source = source or self.source
             loop = asyncio.get_running_loop()
-            loaded = await loop.run_in_executor(
-                None, functools.partial(load_source, source, predict_threads=self.predict_threads)
-            )
+            loaded = await loop.run_in_executor(None, self.loader, source)
             previous = self.inference.swap(loaded)
             self.source = source
         log.info("model %s: swapped version %s -> %s (%s)", self.name, previous.version, loaded.version,

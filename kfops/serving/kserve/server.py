@@ -64,6 +64,8 @@ class ServerOptions:
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
     control_token: str | None = field(default=None, repr=False)
     workers: int = 1  # server processes on one port (SO_REUSEPORT): see workers.py
+    trainer_plugins: tuple[str, ...] = ()  # train.plugins: the only plug-ins a model may make it import
+    project_dir: Path | None = None  # where the plug-in's module lies (the folder of kfops.yaml)
 
     def reload_policy(self) -> ReloadPolicy:
         """Reloads stay on the registry and model the server was started with, or under the roots."""
@@ -91,6 +93,8 @@ def options_from_config(cfg: KfopsConfig, name: str, source: ModelSource, **over
         model_repository=cfg.serving.model_repository,
         request_timeout_s=cfg.serving.request_timeout_s,
         workers=cfg.serving.workers,
+        trainer_plugins=cfg.train.plugins,
+        project_dir=cfg.resolved_against,
     )
     for key, value in overrides.items():
         if value is not None:
@@ -213,7 +217,7 @@ def build_model(options: ServerOptions, lookup: OnlineLookup | None,
         options.name, options.source, max_batch_size=options.max_batch_size, max_latency_ms=options.max_latency_ms,
         lookup=lookup, builder=builder, inference_log_dir=options.inference_log_dir,
         inference_log_flush_s=options.inference_log_flush_s, predict_threads=options.predict_threads,
-        metrics=serving_metrics(),
+        metrics=serving_metrics(), plugins=options.trainer_plugins, project_dir=options.project_dir,
     )
     model.load()
     return model

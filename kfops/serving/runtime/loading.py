@@ -201,8 +201,13 @@ def limit_threads(model: TabularModel, threads: int | None) -> None:
         booster.set_param({"nthread": int(threads)})
 
 
-def load_source(source: ModelSource, *, predict_threads: int | None = 1) -> LoadedModel:
-    """Load, warm up and check a model; raises KfopsError naming what is wrong."""
+def load_source(source: ModelSource, *, predict_threads: int | None = 1, plugins: tuple[str, ...] = (),
+                project_dir: Path | None = None) -> LoadedModel:
+    """Load, warm up and check a model; raises KfopsError naming what is wrong.
+
+    ``plugins`` are the config's plug-in trainers (``train.plugins``), the only ones whose code a
+    model folder may make this process import (``project_dir``: where their modules lie).
+    """
     from kfops.core.model import load_model
 
     if source.model_dir is not None:
@@ -219,7 +224,7 @@ def load_source(source: ModelSource, *, predict_threads: int | None = 1) -> Load
 
         pinned, version = resolve_version(source)
         folder = Path(fetch_model_dir(source.tracking_uri, pinned))
-    model = load_model(folder)
+    model = load_model(folder, plugins, project_dir)
     limit_threads(model, predict_threads)
     warm = np.full((1, len(model.spec.columns)), np.nan, dtype=np.float32)
     out = np.asarray(model.predict_proba_encoded(warm))
