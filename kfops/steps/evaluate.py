@@ -56,6 +56,7 @@ def evaluate(
         champion_slices = slice_metrics(test, y_true, champion_proba, gate_cfg.slices, gate_cfg.min_slice_rows)
     behaviour = (behavioural_checks(model, test, cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns)
                  if cfg.evaluate.behavioural_checks else [])
+    behaviour.append(serving_parity(model.spec, test))
     verdict = gate(metrics["scalars"], gate_cfg, champion_metrics, slices, champion_slices, behaviour, champion_version)
     missing = [c for c in gate_cfg.slices if c not in test.columns]
     if missing:
@@ -86,3 +87,14 @@ def evaluate(
             run.log_figure(figure, f"evaluation/{name}.png")
     plots.close(figures)
     return summary
+
+
+def serving_parity(spec, test):
+    """A check that the server takes the test rows as JSON clients send them and encodes them as
+    training did: a model it would refuse or misread is not blessed (and so never @champion)."""
+    from kfops.core.evaluation import Check
+    from kfops.serving.protocol.parity import request_parity_problem
+
+    problem = request_parity_problem(spec, test)
+    return Check("serving:parity", problem is None,
+                 problem or f"the server reads {min(len(test), 200)} test rows sent as JSON as training did")

@@ -326,3 +326,28 @@ def test_raw_values_taken_without_the_full_check_are_ones_the_full_check_accepts
             payloads._check_raw_value(field, value, "row 0 field 'f'")  # must not raise
     assert payloads._plainly_valid(RawField("f", "string"), "N123")
     assert payloads._plainly_valid(RawField("f", "number", minimum=0), 5.5)
+
+
+def test_a_boolean_category_decodes_to_the_category_training_saw():
+    """A bool column is categorical ("False"/"True" in the vocabulary, as FeatureSpec saw it), and a
+    client sends JSON true/false: refusing it failed the deploy's smoke test, whose input example
+    holds the training row's real booleans."""
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"weekend": [True, False, True], "amount": [1.0, 2.0, 3.0]})
+    spec = FeatureSpec.fit(frame, ["weekend", "amount"], ["weekend"])
+    assert spec.categorical["weekend"] == ["False", "True"]
+    v1 = decode_v1({"instances": [{"weekend": True, "amount": 1.0}, {"weekend": False, "amount": 2.0}]}, spec)
+    assert v1.columns["weekend"] == ["True", "False"]
+    np.testing.assert_array_equal(spec.encode(pd.DataFrame(v1.columns)), spec.encode(frame.iloc[:2]))
+    v2 = decode_v2({"inputs": [{"name": "weekend", "datatype": "BYTES", "shape": [2], "data": [True, False]},
+                               {"name": "amount", "datatype": "FP64", "shape": [2], "data": [1.0, 2.0]}]}, spec)
+    assert v2.columns["weekend"] == ["True", "False"]
+    from kfops.core.requests import PassThroughBuilder
+
+    builder = PassThroughBuilder([RawField("customer_id", "key"), RawField("weekend", "string"),
+                                  RawField("amount", "number")])
+    raw = decode_v1({"instances": [{"weekend": False, "amount": 1.0, "customer_id": "C1"}]}, spec,
+                    RawSchema.of(builder))
+    assert raw.columns["weekend"] == ["False"]

@@ -208,6 +208,8 @@ def _string(value: Any, where: str, *, nullable: bool) -> str | None:
         if len(value) > MAX_STRING_CHARS:
             raise RequestError(f"{where}: string longer than {MAX_STRING_CHARS} characters")
         return value
+    if type(value) is bool:  # a boolean column is a category of "True"/"False", as training saw it
+        return str(value)
     if value is None and nullable:
         return None
     expected = "a string or null" if nullable else "a string"
@@ -280,6 +282,8 @@ def _raw_values(field: RawField, values: list, labels: list[str]) -> list:
     for i, value in enumerate(values):
         if not _plainly_valid(field, value):
             _check_raw_value(field, value, f"{labels[i]} field '{name}'")
+            if field.kind == "string" and type(value) is bool:
+                values[i] = str(value)
     if field.parse is None:
         return values
     parsed = []
@@ -304,7 +308,7 @@ def validate_columns(kind: str, columns: dict[str, list], spec: FeatureSpec, lab
                 for i, value in enumerate(values):
                     if type(value) is str and len(value) <= MAX_STRING_CHARS:
                         continue
-                    _string(value, f"{labels[i]} field '{name}'", nullable=True)
+                    values[i] = _string(value, f"{labels[i]} field '{name}'", nullable=True)
             else:
                 for i, value in enumerate(values):
                     kind_of = type(value)
