@@ -571,6 +571,14 @@ class KfopsConfig(_Strict):
         Path(".kfops"), description="Embedded-default state: raw snapshots, MLflow, Feast, logs. Relative: beside "
         "kfops.yaml; in a cluster's pod (no KFOPS_PROJECT_DIR), under $TMPDIR/kfops-<uid>, as scratch."
     )
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_named(cls, value: Any) -> Any:
+        # An empty value (an unset variable in a manifest) is Path("."): every store in the project folder.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError("must name a folder (it is empty); leave it out for the default .kfops")
+        return value
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
@@ -890,10 +898,40 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if ".".join(path) in SECRET_KEYS:
         return path, raw  # taken as written: a password such as 0123 or yes is not a number or a boolean
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = read_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return path, value
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that leaves dates and times as text: pydantic reads them with the key's name in
+    any error (YAML's own parser turns 2013-02-30 into a bare 'day is out of range for month')."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with dates and times left as text for the config's own validation."""
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass: builds plain data only
+
+
+# scheme://user:pass/word@host: a '/', '?' or '#' in the password ends the authority early, so the
+# URI names another host (and a library's error quotes the start of the password).
+_UNENCODED_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]*:[^@\s]*[/?#][^@\s]*@")
+
+
+def check_credential_uris(config: KfopsConfig) -> None:
+    """Refuse a credential URI whose password would be read as part of its path, naming the key only."""
+    for key in CREDENTIAL_KEYS:
+        value = _get_key(config, key)
+        if isinstance(value, str) and _UNENCODED_PASSWORD.match(value):
+            raise ConfigError(f"{key}: the password in this URI holds '/', '?' or '#', which end a URI's host part",
+                              hint="percent-encode them in the password: / as %2F, ? as %3F, # as %23")
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
@@ -971,7 +1009,7 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
         if not isinstance(tree, dict):
@@ -986,6 +1024,7 @@ def load_config(
     except ValidationError as err:
         source = f" ({path})" if path else ""
         raise ConfigError(_describe(err) + source) from err
+    check_credential_uris(config)
     return _with_declared_features(config, base).resolve(base)
 
 

@@ -19,8 +19,9 @@ import re
 
 MASK = "***"
 # scheme://user:password@ ; the user part has no '/', '@' or ':'; the password runs to the last '@'
-# before the host (passwords may hold '@' only percent-encoded, as RFC 3986 requires).
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*):(?P<password>[^\s/@'\"]*)@")
+# before the host: RFC 3986 wants '@' percent-encoded there, but people write it raw, and a mask
+# that stops at the first '@' would show the rest of the password.
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:'\"]*):(?P<password>[^\s/'\"]*)@")
 # password=... in a Redis connection string, to the next comma (or quote, or whitespace).
 _REDIS_PASSWORD = re.compile(r"(?P<head>(?:^|,)\s*password=)(?P<password>[^,\s'\"]*)", re.IGNORECASE)
 
@@ -34,6 +35,8 @@ def redact_uri(text: str) -> str:
     'cannot reach http://admin:***@mlflow:5000/api: refused'
     >>> redact_uri("redis:6379,password=pw,ssl=true")
     'redis:6379,password=***,ssl=true'
+    >>> redact_uri("http://admin:Top@Secret@mlflow:5000/api/x@y")
+    'http://admin:***@mlflow:5000/api/x@y'
     """
     if not text:
         return text

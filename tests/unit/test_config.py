@@ -179,3 +179,19 @@ def test_the_example_config_holds_every_flights_value():
     assert cfg.validation.window_timezone == "America/New_York"
     assert cfg.evaluate.gate.slices == ["carrier", "origin", "month"]
     assert (cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns) == (["flight"], ["precip"])
+
+
+def test_an_impossible_date_is_named_by_its_key_wherever_it_is_written(tmp_path):
+    """YAML's own date parser raised a bare 'day is out of range for month' for 2013-02-30."""
+    (tmp_path / "kfops.yaml").write_text("dataset:\n  start: 2013-01-01\n  end: 2013-02-30\n")
+    for overrides, environ in (([], {}), (["dataset.end=2013-02-31"], {}), ([], {"KFOPS__DATASET__END": "2013-04-31"})):
+        with pytest.raises(ConfigError, match=r"dataset\.end: Input should be a valid date"):
+            load_config(tmp_path / "kfops.yaml", overrides, environ=environ)
+    good = load_config(tmp_path / "kfops.yaml", ["dataset.end=2013-02-28"], environ={})
+    assert good.dataset.end == dt.date(2013, 2, 28)
+
+
+def test_an_empty_data_dir_is_refused_rather_than_scattering_state_into_the_project(tmp_path):
+    for overrides, environ in ((["data_dir="], {}), ([], {"KFOPS__DATA_DIR": ""}), (["data_dir=  "], {})):
+        with pytest.raises(ConfigError, match=r"data_dir: .*must name a folder"):
+            load_config(None, overrides, environ=environ)

@@ -54,6 +54,9 @@ def planted(tmp_path) -> KfopsConfig:
     ("http://mlflow:5000/x and postgresql://u@db/x", "http://mlflow:5000/x and postgresql://u@db/x",
      "http://mlflow:5000/x and postgresql://u@db/x"),
     ("s3://bucket/prefix", "s3://bucket/prefix", "s3://bucket/prefix"),
+    # An '@' in the password, written raw (RFC 3986 wants %40): masked to the last '@' of the host part.
+    ("http://admin:Top@Secret99@mlflow:5000/api/x@y", "http://admin:***@mlflow:5000/api/x@y",
+     "http://admin@mlflow:5000/api/x@y"),
 ])  # fmt: skip
 def test_redact_shows_and_strip_keeps_no_password(text, shown, kept):
     assert redact_uri(text) == shown
@@ -202,3 +205,23 @@ def test_the_error_for_a_dead_mlflow_server_shows_no_password(tmp_path, monkeypa
     assert "is unreachable" in output  # the registry error itself, not some other failure
     assert "admin:***@127.0.0.1" in output
     assert leaks(output) == []
+
+
+def test_a_raw_at_sign_in_a_password_reaches_neither_the_compiled_pipeline_nor_status(tmp_path):
+    """The mask used to stop at the password's first '@': 'Secret99' was printed and compiled."""
+    uri = "http://admin:Top@Secret99@mlflow.svc:5000"
+    cfg = load_config(None, [f"data_dir={tmp_path / '.kfops'}"], environ={"KFOPS__REGISTRY__TRACKING_URI": uri})
+    assert cfg.registry.tracking_uri == uri  # kept whole for the process that uses it
+    serialised = cfg.portable().model_dump_json()
+    assert "Secret99" not in serialised and "Top" not in serialised
+    assert "http://admin@mlflow.svc:5000" in serialised
+    assert "Secret99" not in redact_uri(f"cannot reach {uri}/api")
+
+
+def test_a_password_that_would_end_the_host_part_is_refused_naming_only_the_key(tmp_path):
+    uri = "http://admin:Top/Secret98@127.0.0.1:9"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"data_dir={tmp_path}"], environ={"KFOPS__REGISTRY__TRACKING_URI": uri})
+    shown = str(err.value) + (err.value.hint or "")
+    assert "registry.tracking_uri" in shown and "%2F" in shown
+    assert "Top" not in shown and "Secret98" not in shown
