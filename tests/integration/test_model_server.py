@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from kfops.config import load_config
 from kfops.core.model import load_model, predict_proba
 from kfops.datasets.flights import request_features
-from kfops.errors import ServingError
+from kfops.errors import ConfigError, ServingError
 from kfops.serving.local.process import control_headers, server_status, start_server, stop_server
 from kfops.serving.runtime.inference_log import read_inference_logs
 from tests.conftest import free_port
@@ -425,6 +425,25 @@ def test_a_server_that_cannot_start_raises_with_its_log_tail(server, tmp_path):
     message = str(caught.value)
     assert "exited with code 2" in message and "kfops_model.json is missing" in message
     assert server_status(cfg, "broken")["running"] is False
+
+
+def test_moving_a_server_to_a_taken_or_impossible_port_leaves_it_serving(server):
+    """A restart on another port used to stop the healthy server first, then find the port taken."""
+    import socket
+
+    cfg, before = server["cfg"], server_status(server["cfg"], NAME)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServingError, match=rf"127.0.0.1:{port} is already in use.*is untouched"):
+            start_server(cfg, model_dir=server["model_a"], name=NAME, port=port, online_lookup="none")
+    for bad in (0, -1, 70000):
+        with pytest.raises(ConfigError, match=f"port {bad} is not a TCP port"):
+            start_server(cfg, model_dir=server["model_a"], name=NAME, port=bad, online_lookup="none")
+    after = server_status(cfg, NAME)
+    assert after["running"] and after["healthy"] and after["pid"] == before["pid"]
+    assert_alive(server)
 
 
 def test_stop_ends_the_process_and_flushes_the_inference_log(tmp_path, server):

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from kfops.core.files import LockTimeout, atomic_write_text, file_lock
 from kfops.core.redaction import strip_password
-from kfops.errors import ServingError
+from kfops.errors import ConfigError, ServingError
 from kfops.serving.protocol.auth import TOKEN_ENV, TOKEN_FILE_ENV, bearer_headers, new_token
 from kfops.serving.runtime.loading import ModelSource
 
@@ -184,7 +184,9 @@ def start_server(
     """
     name = name or cfg.registry.model_name
     key = instance or name
-    host, port = cfg.serving.host, int(port or cfg.serving.http_port)
+    host, port = cfg.serving.host, int(cfg.serving.http_port if port is None else port)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port {port} is not a TCP port (1..65535)", hint="pass --port 1..65535 or set serving.http_port")
     source = _source_for(cfg, model_dir, model_uri, model_version, tracking_uri)
     paths = _paths(cfg, key)
     paths["state"].parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +197,11 @@ def start_server(
         state = _read_state(cfg, key)
         if state and pid_alive(state.get("pid")):
             same_address = state.get("host") == host and state.get("port") == port
+            if not same_address and port_in_use(host, port):
+                # Before anything is stopped: a move to a taken port must leave the running server serving.
+                raise ServingError(f"{host}:{port} is already in use by another process; the server at "
+                                   f"{state['url']} is untouched",
+                                   hint="set serving.http_port (or --port), or stop whatever listens there")
             healthy = _probe(state["url"], name) is not None
             if not replace and same_address and healthy:
                 swapped = _hot_swap(cfg, key, state, source)
