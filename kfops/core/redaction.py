@@ -80,3 +80,38 @@ def redact_env(name: str | None, value: object) -> str:
 def has_password(value: str | None) -> bool:
     """Whether ``value`` carries a password that :func:`strip_password` would remove."""
     return bool(value) and strip_password(value) != value  # type: ignore[arg-type]
+
+
+_REDACTING = {"installed": False}
+
+
+def install_log_redaction() -> None:
+    """Mask passwords in every log record this process emits, its traceback included.
+
+    A URI with a password reaches log records in library messages and in the exceptions they chain
+    (MLflow quotes the whole request URL), and a formatter prints a traceback as it is; so the
+    record factory renders and redacts message and traceback once, when the record is made, and
+    every handler (KServe's, uvicorn's, the CLI's) prints the masked text. Idempotent.
+    """
+    import logging
+    import traceback
+
+    if _REDACTING["installed"]:
+        return
+    make = logging.getLogRecordFactory()
+
+    def redacted_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the formatter to report
+            return record
+        record.msg, record.args = redact_uri(message), None
+        if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+            record.exc_text = redact_uri("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+        if record.stack_info:
+            record.stack_info = redact_uri(record.stack_info)
+        return record
+
+    logging.setLogRecordFactory(redacted_record)
+    _REDACTING["installed"] = True

@@ -70,7 +70,8 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float, max
     expected = sign(secret, delivery_id, stamp, payload)
     # Several space-separated signatures may come during a secret rotation; one must match.
     offered = [s.strip() for s in signature.split(" ") if s.strip()]
-    if not any(hmac.compare_digest(expected, s) for s in offered):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a 401).
+    if not any(hmac.compare_digest(expected.encode(), s.encode("utf-8", "replace")) for s in offered):
         raise WebhookRejected("the signature does not match the webhook secret")
     if abs(now - timestamp) > max_age_s:
         raise WebhookRejected(f"stale delivery: sent {now - timestamp:.0f}s from now, at most {max_age_s:g}s allowed")

@@ -23,6 +23,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.redaction import install_log_redaction, redact_uri
 from kfops.core.webhook import ALIAS_CREATED, ALIAS_DELETED, SeenDeliveries, WebhookRejected, verify
 from kfops.errors import KfopsError
 
@@ -44,6 +46,8 @@ REASON_TAG = "kfops.deploy.reason"
 SECRET_ENV = "KFOPS_WEBHOOK_SECRET"
 WEBHOOK_PATH = "/webhooks/mlflow"
 MAX_BODY_BYTES = 64_000
+READ_TIMEOUT_S = 15.0  # for a delivery's headers and body, as the model server allows
+VERSION = re.compile(r"[0-9]{1,12}")  # a registry version number, in ASCII digits
 AUDIT_GRACE_S = 1.0  # how long a kfops move may take between setting the alias and writing its entry
 WHO = "mlflow-ui"  # MLflow's events name no user: the move came through MLflow (its UI or REST API)
 
@@ -209,13 +213,18 @@ class Controller:
         try:
             event = json.loads(body)
             kind, data = f"{event['entity']}.{event['action']}", event.get("data") or {}
-        except (ValueError, KeyError, TypeError) as err:
+            if not isinstance(data, dict):
+                raise TypeError(f"'data' is {type(data).__name__}, not an object")
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             return 400, {"error": f"not an MLflow webhook payload: {err}"}
         if kind not in (ALIAS_CREATED, ALIAS_DELETED):
             return 200, {"ignored": f"event {kind}"}
         if data.get("name") != self.cfg.registry.model_name or data.get("alias") != self.alias:
             return 200, {"ignored": f"{data.get('name')}@{data.get('alias')} is not served here"}
-        version = str(data["version"]) if kind == ALIAS_CREATED and data.get("version") is not None else None
+        raw_version = data.get("version") if kind == ALIAS_CREATED else None
+        if raw_version is not None and not VERSION.fullmatch(str(raw_version)):
+            return 400, {"error": f"'data.version' must be a version number, got {str(raw_version)[:40]!r}"}
+        version = str(raw_version) if raw_version is not None else None
         self.submit(Move(version, "webhook", delivery.delivery_id))
         return 202, {"accepted": kind, "version": version, "delivery_id": delivery.delivery_id}
 
@@ -261,8 +270,8 @@ class Controller:
             try:
                 self.process(moves)
             except Exception as err:  # the worker outlives any one failure; the reconciler retries
-                log.exception("the rollout of %s failed", moves)
-                self.on_event(f"rollout failed: {err}")
+                log.exception("the rollout of %s failed", moves)  # masked: run_controller redacts every record
+                self.on_event(redact_uri(f"rollout failed: {err}"))
             finally:
                 with self._cond:
                     self._busy = False
@@ -382,14 +391,35 @@ def make_server(controller: Controller, host: str, port: int, path: str = WEBHOO
             self.end_headers()
             self.wfile.write(data)
 
+        def setup(self) -> None:
+            super().setup()
+            # A client that sends its headers or body slowly (or never) holds a thread: not for long.
+            self.connection.settimeout(READ_TIMEOUT_S)
+
         def do_POST(self) -> None:
             if self.path.split("?", 1)[0] != path:
                 return self._reply(404, {"error": f"webhooks go to {path}"})
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = self.headers.get("Content-Length") or "0"
+            if not declared.isascii() or not declared.isdigit():
+                return self._reply(400, {"error": "Content-Length must be a non-negative integer"})
+            length = int(declared)
             if length > MAX_BODY_BYTES:
                 return self._reply(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-            status, body = controller.handle(dict(self.headers.items()), self.rfile.read(length))
-            self._reply(status, body)
+            try:
+                body = self.rfile.read(length)
+            except TimeoutError:
+                return self._reply(408, {"error": f"the body did not arrive within {READ_TIMEOUT_S:g}s"})
+            try:
+                status, answer = controller.handle(dict(self.headers.items()), body)
+            except Exception:  # a delivery must never take the handler down with it
+                log.exception("a webhook delivery failed")
+                status, answer = 500, {"error": "the delivery could not be handled; see the controller's log"}
+            self._reply(status, answer)
+
+        def do_HEAD(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def do_GET(self) -> None:
             if self.path == "/healthz":
@@ -437,6 +467,7 @@ def run_controller(
     reconcile loop runs every ``reconcile_interval_s``; otherwise it polls every ``poll_interval_s``.
     Without ``secret`` (or $KFOPS_WEBHOOK_SECRET) a random one is made and registered.
     """
+    install_log_redaction()  # a failing MLflow call's traceback quotes the tracking URI, password and all
     from kfops.adapters import mlflow_registry as registry
     from kfops.errors import RegistryError, ServingError
 

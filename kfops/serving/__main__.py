@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     # KServe parses sys.argv when imported; ours are not its flags.
     sys.argv = sys.argv[:1]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    from kfops.core.redaction import install_log_redaction
+
+    install_log_redaction()  # a failed reload's traceback quotes the tracking URI, password and all
     try:
         from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config, load_config_json
         from kfops.serving.runtime.loading import ModelSource

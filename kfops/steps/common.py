@@ -24,7 +24,9 @@ def step_config(config: KfopsConfig | str) -> KfopsConfig:
     """The step's config: as given, or the compiled pipeline's JSON with its relative paths
     resolved where this task runs (see KfopsConfig.resolve_at_run_time)."""
     from kfops.config import KfopsConfig
+    from kfops.core.redaction import install_log_redaction
 
+    install_log_redaction()  # a task's log is kept (and shown in the KFP UI): no password in it
     return config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
 
 

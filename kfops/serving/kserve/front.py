@@ -36,6 +36,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.redaction import redact_uri
 from kfops.errors import KfopsError
 from kfops.serving.protocol import auth, binary
 from kfops.serving.protocol.asgi import ClientGone, read_body, send_json
@@ -283,13 +284,14 @@ class ServingFront:
             return
         except (KfopsError, OSError, ValueError) as err:  # a bad new model: keep serving the old one
             self._count_reload(model.name, "failed")
-            await send_json(send, 400, error_body(f"reload failed, still serving version {previous}: {err}"))
+            await send_json(send, 400, error_body(redact_uri(f"reload failed, still serving version {previous}: {err}")))
             return
         except Exception as err:  # e.g. the registry unreachable: still JSON, still the old model
             self._count_reload(model.name, "failed")
             log.exception("model %s: reload failed", model.name)
-            await send_json(send, 502, error_body(f"reload failed, still serving version {previous}: "
-                                                  f"{type(err).__name__}: {err}"))
+            # MLflow's errors quote the request URL, the tracking URI's password included.
+            await send_json(send, 502, error_body(redact_uri(f"reload failed, still serving version {previous}: "
+                                                             f"{type(err).__name__}: {err}")))
             return
         self._count_reload(model.name, "swapped")
         await send_json(send, 200, result)
