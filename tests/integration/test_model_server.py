@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -192,6 +193,32 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_the_server_stays_up(server,
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
     assert_alive(server)
+
+
+def test_requests_to_unknown_models_neither_flood_nor_forge_the_log(server):
+    """Each such request used to log KServe's 20-line traceback, and a name holding an encoded
+    newline wrote a line of the attacker's choosing into the log."""
+    log_file = Path(server["status"]["log_file"])
+    before = log_file.read_text().count("\n")
+    forged = "x%0A2026-12-06 23:59:59,000 1 kfops.serving.kserve.predictor INFO swapped version 1 -> 666"
+    for i in range(30):
+        answer = server["http"].post(f"/v1/models/nope{i}:predict", json={"instances": [FLIGHT]})
+        assert answer.status_code == 404 and f"'nope{i}' is not served here (served: {NAME})" in answer.json()["error"]
+    assert server["http"].get("/v2/models/nope").status_code == 404
+    answer = server["http"].post(f"/v1/models/{forged}:predict", json={"instances": [FLIGHT]})
+    assert answer.status_code == 404 and "\n" not in answer.json()["error"]
+    time.sleep(0.5)
+    logged = log_file.read_text()
+    assert logged.count("\n") - before < 10 and "-> 666" not in logged
+    assert_alive(server)
+
+
+def test_head_answers_like_get_without_a_body(server):
+    for path in ("/", "/v2/health/live", "/v2/health/ready", f"/v2/models/{NAME}/ready", "/metrics"):
+        get, head = server["http"].get(path), server["http"].head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b""
+    assert server["http"].head("/v2/models/nope").status_code == 404
 
 
 def test_an_oversized_body_without_content_length_is_cut_off(server):

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# /v1/models/<name>[:verb|/...] and /v2/models/<name>[/...]: which model a request is for.
+MODEL_PATH = re.compile(r"^/v[12]/models/(?P<name>[^/:]*)")
 VERSIONED_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)(?P<rest>/ready|/infer|)$")
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REPOSITORY_PREFIX = "/v2/repository"
@@ -104,6 +106,15 @@ class ServingFront:
         prefix, counter = uuid.uuid4().hex[:12], itertools.count(1)
         self._next_id = lambda: f"{prefix}-{next(counter)}"
 
+    def _unknown_model(self, path: str) -> str | None:
+        """The 404 message for a request to a model this server does not serve, else None."""
+        match = MODEL_PATH.match(path)
+        if match is None or match["name"] in self.models:
+            return None
+        served = ", ".join(sorted(self.models)) or "none"
+        # The name is quoted as repr (no raw newline reaches a log line or a client), and cut short.
+        return f"model {match['name'][:80]!r} is not served here (served: {served})"
+
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "lifespan":
@@ -113,6 +124,10 @@ class ServingFront:
             await self.inner(scope, receive, send)
             return
         method = scope["method"]
+        unknown = self._unknown_model(scope["path"])
+        if unknown is not None:  # answered here: KServe logs a 20-line traceback for each such request
+            await send_json(send, 404, error_body(unknown))
+            return
         if "/versions/" in scope["path"]:
             versioned = self._versioned(scope)
             if isinstance(versioned, str):  # a version this server does not serve
@@ -125,6 +140,8 @@ class ServingFront:
             model = self._get.get(scope["path"]) if method == "GET" else None
             if model is not None:
                 await send_json(send, 200, model.metadata())
+            elif method == "HEAD":  # what GET would answer, without its body (KServe's routes take GET only)
+                await self.inner({**scope, "method": "GET"}, receive, _headers_only(send))
             else:
                 await self.inner(scope, receive, send)
             return
@@ -361,3 +378,15 @@ def _replay(body: bytes, receive: Any) -> Any:
 
     return replay
 
+
+def _headers_only(send: Any) -> Any:
+    """``send`` for a HEAD request: the response's start, its body dropped."""
+
+    async def send_head(message: dict) -> None:
+        if message["type"] == "http.response.body":
+            message = {**message, "body": b"", "more_body": False} if not message.get("more_body") else None
+            if message is None:
+                return
+        await send(message)
+
+    return send_head

@@ -26,7 +26,7 @@ from kfops.serving.protocol.payloads import RequestError
 if TYPE_CHECKING:
     from kfops.core.model import FeatureSpec, TabularModel
 
-MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w.-]+))$")
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[0-9]+)|@(?P<alias>[\w.-]+))$")
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class ReloadPolicy:
             return ModelSource(model_dir=self.allowed_folder(request["model_dir"]))
         if given[0] == "model_version":
             version = str(request["model_version"])
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):  # str.isdigit takes other scripts' digits too
                 raise RequestError(f"model_version must be a version number, got {version!r}")
             name = _registered_name(current) or next(iter(self.model_names), None)
             if name is None:
