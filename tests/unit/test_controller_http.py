@@ -61,8 +61,8 @@ def test_malformed_deliveries_get_an_answer_not_a_dropped_connection(served):
          event({"name": "m", "alias": "champion", "version": "\u0661"}), 400, "must be a version number"),
     ]
     for headers, content, status, message in cases:  # a non-ASCII signature first: it raised TypeError
-        headers = {name: value.encode("latin-1") for name, value in headers.items()}
-        answer = httpx.post(f"{url}/webhooks/mlflow", headers=headers, content=content, timeout=10)
+        raw = {name: value.encode("latin-1") for name, value in headers.items()}
+        answer = httpx.post(f"{url}/webhooks/mlflow", headers=raw, content=content, timeout=10)
         assert answer.status_code == status and message in answer.json()["error"], (message, answer.text)
     assert controller._moves == []  # nothing malformed was queued
     good = httpx.post(f"{url}/webhooks/mlflow", headers=signed(body, "d-9"), content=body, timeout=10)
