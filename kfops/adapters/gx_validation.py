@@ -687,8 +687,23 @@ def _example_text(row: dict, outcome: dict, limit: int = 160) -> str:
     return _short(json.dumps(ordered, default=str), limit)
 
 
+def broken_expectations(failures: list[dict], limit: int = 5, width: int = 300) -> str:
+    """The broken expectations on one line: ``table.expectation(column) observed X``, the first
+    ``limit`` of them within about ``width`` characters, then "and N more". One line because that
+    is what reaches the person: `kfops run` shows a failed task's exception by its first line only."""
+    shown: list[str] = []
+    for outcome in failures[:limit]:
+        item = f"{_label(outcome)} observed {_short(observed_text(outcome), 60)}"
+        if shown and sum(len(text) + 2 for text in shown) + len(item) > width:
+            break
+        shown.append(item)
+    more = len(failures) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more" if more else "")
+
+
 def failure_message(result: ValidationResult, max_example_rows: int = 3) -> str:
-    lines = [f"data validation failed: {len(result.failures)} of {result.expectation_count} expectation(s) broken"]
+    lines = [f"data validation failed: {len(result.failures)} of {result.expectation_count} expectation(s) broken: "
+             f"{broken_expectations(result.failures)}"]
     for outcome in result.failures:
         lines.append(f"  {_label(outcome)}: observed {observed_text(outcome)}")
         if outcome.get("kwargs"):

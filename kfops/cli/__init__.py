@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kfops.cli.options import ConfigOption, SetOption, VerboseOption, cli_config
+from kfops.cli.options import ConfigOption, SetOption, VerboseOption, accept_verbose, cli_config
 from kfops.core.redaction import redact_uri
 from kfops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_BLESSED, GateRefused, KfopsError
 
@@ -373,13 +373,24 @@ def _format_error(err: BaseException) -> str:
     return redact_uri(text + (f"\n  hint: {hint}" if hint else ""))
 
 
+def parser_click_exception() -> type[Exception]:
+    """The base class of the errors typer's command-line parser raises (a missing or unknown
+    option: usage errors, exit code 2). typer 0.2x parses with its own copy of click,
+    ``typer._click``, whose exceptions are not click's: ``except click.ClickException`` misses them."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # an older typer, on click itself
+        from click import ClickException
+    return ClickException
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console entry point: one-line errors with a hint; tracebacks only with --verbose."""
-    import click
-
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = "--verbose" in argv or "-v" in argv or os.environ.get("KFOPS_VERBOSE") == "1"
     _register_subcommands()
+    accept_verbose(app)  # the hints below suggest --verbose: every command takes it
+    usage_error = parser_click_exception()
     try:
         return app(args=argv, prog_name="kfops", standalone_mode=False)
     except KfopsError as err:
@@ -387,12 +398,12 @@ def main(argv: list[str] | None = None) -> Any:
             traceback.print_exc()
         typer.echo(_format_error(err), err=True)
         raise SystemExit(err.exit_code) from None
-    except click.exceptions.Exit as err:
+    except typer.Exit as err:
         raise SystemExit(err.exit_code) from None
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    except click.ClickException as err:
+    except usage_error as err:  # click's own message: the usage line, a pointer to --help, the error
         err.show()
         raise SystemExit(err.exit_code) from None
     except KeyboardInterrupt:

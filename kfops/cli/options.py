@@ -7,8 +7,11 @@ everywhere.
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +25,36 @@ HostOption = Annotated[str | None, typer.Option("--host", help="KFP endpoint (de
 NamespaceOption = Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace "
                                                     "(default: cluster.namespace).")]
 ExperimentOption = Annotated[str | None, typer.Option("--experiment", help="KFP experiment (default: registry.experiment).")]
+
+
+def accept_verbose(app: typer.Typer) -> None:
+    """Give every command of ``app`` and of its sub-apps ``--verbose/-v``: error hints say "run again
+    with --verbose", so each command must accept it. What the flag does (the traceback of an error)
+    is the entry point's, which reads it from the command line; commands that use it themselves
+    (``run``, ``init``) declare ``VerboseOption`` and are left as they are."""
+    for info in app.registered_commands:
+        if info.callback is not None:
+            info.callback = _with_verbose(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            accept_verbose(group.typer_instance)
+
+
+def _with_verbose(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``command`` with a ``verbose: VerboseOption`` parameter it does not see (typer builds the
+    options from the signature); ``command`` itself when it has one."""
+    signature = inspect.signature(command, eval_str=True)
+    if "verbose" in signature.parameters:
+        return command
+
+    @functools.wraps(command)
+    def accepting_verbose(*args: Any, verbose: bool = False, **kwargs: Any) -> Any:
+        return command(*args, **kwargs)
+
+    flag = inspect.Parameter("verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=VerboseOption)
+    accepting_verbose.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), flag])
+    return accepting_verbose
 
 
 def cli_config(config: Path | None, overrides: list[str] | None = None, *extra: str) -> KfopsConfig:

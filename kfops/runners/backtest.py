@@ -77,6 +77,7 @@ class MonthResult:
     reference_roc_auc: float | None = None
     weighted_drift_share: float | None = None
     prediction_drift: bool | None = None
+    note: str = ""  # why the month's own rows trained no model, and what a retrain trained on instead
 
     @property
     def estimate_error(self) -> float | None:
@@ -104,7 +105,7 @@ class MonthResult:
         auc = "n/a" if self.roc_auc is None else f"{self.roc_auc:.4f}"
         action = ("promoted" if self.promoted else "gate refused") if self.retrained else self.decision
         return (f"{self.policy} {self.month}: champion #{self.champion} AUC {auc}, "
-                f"drift {'yes' if self.drift else 'no'} -> {action}")
+                f"drift {'yes' if self.drift else 'no'} -> {action}" + (f" ({self.note})" if self.note else ""))
 
 
 @dataclass
@@ -258,6 +259,7 @@ class ModelBank:
         self._stale: set[tuple[str, str]] = set()
         self._reprofiled: set[str] = set()
         self._labelled_counts: dict[str, int] = {}
+        self._untrainable: dict[tuple[str, str], str | None] = {}
         self._sources: dict[str, str] = {}
         if self.cache_dir is not None:
             self._load()
@@ -341,13 +343,30 @@ class ModelBank:
 
     def has_shadow(self, month: str) -> bool:
         """Whether the check of ``month`` can train a shadow challenger: as the drift step, only on
-        at least ``retrain.min_labelled_rows`` of the month's own rows with labels."""
-        return self.labelled_rows(month) >= self.cfg.retrain.min_labelled_rows
+        at least ``retrain.min_labelled_rows`` of the month's own rows with labels, and only when the
+        trainer accepts them (:meth:`untrainable`)."""
+        return self.untrainable(month) is None
+
+    def untrainable(self, month: str, seen_at: str | None = None) -> str | None:
+        """Why no model can be trained on ``month``'s rows labelled at the check of ``seen_at``
+        (default: ``month``): fewer than ``retrain.min_labelled_rows`` of them, or a split the trainer
+        refuses (one class only: a month without a single positive); None when one can. Such a month
+        is passed over like a month without labels, so the replay goes on."""
+        key = (month, seen_at or month)
+        if key not in self._untrainable:
+            from kfops.training.challenger import untrainable_reason
+
+            rows, minimum = self._labelled(month, seen_at), self.cfg.retrain.min_labelled_rows
+            self._untrainable[key] = (
+                f"only {len(rows):,} of its rows have labels at {key[1]}'s check (retrain.min_labelled_rows "
+                f"{minimum})" if len(rows) < minimum else untrainable_reason(rows, self.cfg))
+        return self._untrainable[key]
 
     def source_month(self, month: str) -> str:
-        """The month whose rows a retrain after ``month``'s check trains on: ``month`` itself when
-        enough of its labels exist by then, else the latest earlier month that has enough (a label
-        delay of weeks leaves a month unlabelled at its own check)."""
+        """The month whose rows a retrain after ``month``'s check trains on: ``month`` itself when a
+        model can be trained on its rows labelled by then, else the latest earlier month on which one
+        can (a label delay of weeks leaves a month unlabelled at its own check; a month may hold one
+        class only)."""
         if month not in self._sources:
             self._sources[month] = month if self.has_shadow(month) else self._latest_labelled_before(month)
         return self._sources[month]
@@ -362,13 +381,14 @@ class ModelBank:
 
         minimum, delay = self.cfg.retrain.min_labelled_rows, self.cfg.retrain.label_delay
         for earlier in sorted((m for m in self.by_month if m < month), reverse=True):
-            if len(self._labelled(earlier, seen_at=month)) >= minimum:
+            if self.untrainable(earlier, seen_at=month) is None:
                 return earlier
         raise DataError(
             f"no month up to {month} has {minimum} rows whose labels exist at {month}'s check "
-            f"(retrain.label_delay {format_duration(delay)}): no model can be trained for it",
-            hint="start the backtest later (--from), so earlier months are loaded and labelled, "
-                 "or lower retrain.min_labelled_rows")
+            f"(retrain.label_delay {format_duration(delay)}) and both classes in its train and validation "
+            f"splits: no model can be trained for it ({month}: {self.untrainable(month)})",
+            hint="start the backtest at another month (--from), so the months before it have enough labelled "
+                 "rows of both classes, or lower retrain.min_labelled_rows")
 
     def _labelled(self, month: str, seen_at: str | None = None) -> pd.DataFrame:
         """``month``'s rows as the check of ``seen_at`` (default: ``month``) sees them, labelled
@@ -438,6 +458,17 @@ def _roc_auc_of(y: Any, scores: Any) -> float | None:
     return float(roc_auc_score(y, scores))
 
 
+def _untrainable_note(bank: ModelBank, month: str, shadow: bool, retrained: bool) -> str:
+    """What a month whose own rows train no model (:meth:`ModelBank.untrainable`) changed for a
+    policy: its shadow challenger was not trained, or its retrain trained on an earlier month."""
+    why = bank.untrainable(month)
+    if why is None or not (shadow or retrained):
+        return ""
+    effects = (["no shadow challenger"] if shadow else []) + (
+        [f"the retrain trained on {bank.source_month(month)}"] if retrained else [])
+    return f"{month} trains no model: {why}; {', '.join(effects)}"
+
+
 def replay(
     cfg: KfopsConfig,
     frame: pd.DataFrame,
@@ -482,7 +513,8 @@ def replay(
                 # As the drift step does: the label-free interval widened by this policy's past checks.
                 signals = {**signals, **label_free_track_record(signals, [d.signals for d in history],
                                                                 cfg.retrain.confidence)}
-                if policy.mode == "performance" and "challenger" in policy.triggers and bank.has_shadow(month):
+                shadowed = policy.mode == "performance" and "challenger" in policy.triggers
+                if shadowed and bank.has_shadow(month):
                     # The drift step's shadow challenger: the month's model judged against the champion.
                     shadow_blessed, shadow = bank.gate(month, champion_month)
                     signals = {**signals, **challenger_signals(shadow_blessed, shadow,
@@ -512,6 +544,7 @@ def replay(
                                   weighted_drift_share=signals.get("weighted_drift_share"),
                                   prediction_drift=(None if "prediction_drift" not in signals
                                                     else bool(signals["prediction_drift"])))
+                row.note = _untrainable_note(bank, month, shadow=shadowed, retrained=decision.retrain)
                 if decision.retrain:
                     blessed, judged = bank.gate(month, champion_month)
                     row.challenger_roc_auc = judged["challenger"].get("roc_auc")

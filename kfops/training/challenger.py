@@ -26,6 +26,22 @@ def split_window(frame: pd.DataFrame, cfg: KfopsConfig) -> dict[str, pd.DataFram
     return {name: frame[split == name] for name in ("train", "validation", "test")}
 
 
+def untrainable_reason(frame: pd.DataFrame, cfg: KfopsConfig) -> str | None:
+    """Why :func:`train_on_window` would refuse this labelled window (its train or validation
+    split is empty or has one class only), or None when it can train on it. The trainer's own
+    check, asked before training, so a caller can fall back to another window instead of failing."""
+    from kfops.errors import DataError
+    from kfops.training import check_trainable
+
+    parts = split_window(frame, cfg)
+    try:
+        for name in ("train", "validation"):
+            check_trainable(parts[name], cfg.dataset.label, name)
+    except DataError as err:
+        return str(err)
+    return None
+
+
 def train_on_window(frame: pd.DataFrame, cfg: KfopsConfig, work_dir: Path) -> tuple[TabularModel, dict[str, pd.DataFrame]]:
     """Fit the configured trainer on a labelled window's train split, threshold on its validation split."""
     from kfops.core.evaluation import choose_threshold

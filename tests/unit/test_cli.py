@@ -29,8 +29,10 @@ def _every_command():
     import typer
 
     from kfops.cli import _register_subcommands, app
+    from kfops.cli.options import accept_verbose
 
     _register_subcommands()
+    accept_verbose(app)
     pending = [(("kfops",), typer.main.get_command(app))]
     while pending:
         path, command = pending.pop()
@@ -82,6 +84,30 @@ def test_verbose_shows_the_traceback(tmp_path):
     (tmp_path / "kfops.yaml").write_text("bogus: 1\n")
     done = kfops("run", "training", "--verbose", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" in done.stderr
+
+
+def test_usage_errors_show_clicks_usage_and_exit_2(tmp_path):
+    """A missing or unknown option is a usage error (exit 2, docs/troubleshooting.md): click's usage
+    line and message, no traceback, not an 'unexpected' error."""
+    for args, message in ((("init", "x", "--entity", "a", "--label", "y = a > 1"), "Missing option '--table'"),
+                          (("backtest", "--from", "2013-02", "--to", "2013-03", "--bogus"), "No such option: --bogus")):
+        done = kfops(*args, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert f"Usage: kfops {args[0]} [OPTIONS]" in done.stderr and message in done.stderr
+        assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_command_takes_verbose_as_the_error_hints_say(tmp_path):
+    done = kfops("backtest", "--verbose", "--from", "2013-13", "--to", "2014-01", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "month '2013-13' must look like YYYY-MM" in done.stderr and "Traceback" in done.stderr
+
+    commands = [(path, command) for path, command in _every_command() if not hasattr(command, "commands")]
+    assert len(commands) > 30
+    lacking = [path for path, command in commands
+               if not any("--verbose" in param.opts and "-v" in param.opts for param in command.params)]
+    assert not lacking, f"commands without --verbose: {lacking}"
 
 
 def test_bad_override_value_names_the_key(tmp_path):

@@ -274,6 +274,39 @@ def test_a_label_delay_longer_than_a_month_trains_on_the_latest_labelled_month(t
     assert result.sources == {"2013-02": "2013-01"}  # the initial champion: January's labelled rows
 
 
+def test_a_month_with_one_label_class_trains_no_model_and_the_replay_goes_on(tmp_path):
+    """A month whose labels are all 0 (no churn that month) trains no model. As a month without
+    labels: its check has no shadow challenger, a retrain after it trains on the latest month that
+    can be trained on, each month's line says why, and the replay goes on. Only when the initial
+    champion cannot be trained does the backtest stop, naming the month."""
+    from kfops.runners.backtest import ModelBank, replay
+
+    cfg = example_config(retrain={"label_delay": "1d", "triggers": ["challenger"]},
+                         train={"xgboost": {"n_estimators": 5}})
+    jan, feb, mar = _month(cfg, 1, 0), _month(cfg, 2, 1), _month(cfg, 3, 2)
+    feb["label"] = 0
+    bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb, "2013-03": mar}, work_dir=tmp_path)
+    assert bank.untrainable("2013-02") == "the train split has zero rows of class 1 in 'label'"
+    assert not bank.has_shadow("2013-02") and bank.source_month("2013-02") == "2013-01"
+    assert bank.untrainable("2013-03") is None and bank.source_month("2013-03") == "2013-03"
+
+    result = replay(cfg, pd.concat([jan, feb, mar]), ["2013-02", "2013-03"], "2013-01", ["default", "monthly"],
+                    tmp_path, bank=bank)
+    assert [(row.policy, row.month) for row in result.months] == [
+        ("default", "2013-02"), ("default", "2013-03"), ("monthly", "2013-02"), ("monthly", "2013-03")]
+    shadowless, retrained = result.month("default", "2013-02"), result.month("monthly", "2013-02")
+    assert shadowless.roc_auc is None and not shadowless.retrained
+    assert shadowless.describe().endswith("(2013-02 trains no model: the train split has zero rows of class 1 in "
+                                          "'label'; no shadow challenger)")
+    assert retrained.retrained and retrained.gate  # judged: a model trained on January's rows
+    assert retrained.note.endswith("; the retrain trained on 2013-01")
+    assert result.month("default", "2013-03").note == ""  # both classes: as before
+
+    with pytest.raises(DataError, match=r"no model can be trained for it \(2013-02: the train split has zero "
+                                        r"rows of class 1 in 'label'\)"):
+        replay(cfg, pd.concat([feb, mar]), ["2013-03"], "2013-02", ["never"], tmp_path / "from-february")
+
+
 def test_a_training_set_keeps_only_the_labels_that_are_final():
     from kfops.core.monitoring import final_labels_only
 

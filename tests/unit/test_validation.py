@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from kfops.adapters.gx_validation import (
     TRAINING_SET,
     Window,
+    broken_expectations,
     format_failures,
     load_suite,
     raise_if_failed,
@@ -150,6 +151,26 @@ def test_raise_if_failed_lists_each_failure_with_examples(cfg, tables, tmp_path)
     assert len(failure["examples"]) == cfg.validation.max_examples
     assert all(row["distance"] < 0 for row in failure["examples"])
     raise_if_failed(validate_tables({"planes": tables["planes"]}, only(cfg, "planes")))  # passes: no raise
+
+
+def test_a_failed_validation_names_each_broken_expectation_on_its_first_line(cfg):
+    """`kfops run` shows a failed task's exception by its first line only: that line names each
+    broken expectation with its column and what was observed (here a training set whose labels
+    are all 0), the first few of them, then how many more."""
+    entity = two_week_entity_frame()
+    entity[cfg.dataset.label] = 0
+    with pytest.raises(ValidationFailed) as caught:
+        raise_if_failed(validate_training_set(entity, cfg))
+    assert str(caught.value).splitlines()[0].endswith(
+        "expectation(s) broken: training_set.expect_column_mean_to_be_between(label) observed 0.0")
+
+    failures = [{"table": "t", "expectation": f"expect_{i}", "column": f"c{i}", "observed_value": i} for i in range(8)]
+    assert broken_expectations(failures) == ("t.expect_0(c0) observed 0; t.expect_1(c1) observed 1; "
+                                             "t.expect_2(c2) observed 2; t.expect_3(c3) observed 3; "
+                                             "t.expect_4(c4) observed 4; and 3 more")
+    wordy = [{**failure, "observed_value": "x" * 200} for failure in failures[:5]]
+    line = broken_expectations(wordy)  # fits the line the runner shows (400 characters)
+    assert line.startswith("t.expect_0(c0) observed xxx") and line.endswith("; and 2 more") and len(line) < 320
 
 
 def test_reports_are_self_contained_and_complete(cfg, tables, tmp_path):
