@@ -8,9 +8,11 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.featureset import EVENT_TIMESTAMP
 from kfops.core.files import import_callable
 from kfops.core.splits import SPLIT_COLUMN, split_by_time
 from kfops.core.windows import window_config
+from kfops.errors import DataError
 from kfops.steps.common import previous_validation, read_tables, record_validation, step_config
 
 if TYPE_CHECKING:
@@ -31,7 +33,9 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     cfg = step_config(config)
     tables = read_tables(raw_dir)
     entities = build_entities(cfg, tables, Path(sources_dir))
-    frame = final_labels(features.build_training_set(entities, cfg, Path(sources_dir)), cfg)
+    joined = features.build_training_set(entities, cfg, Path(sources_dir))
+    check_views_joined(joined, cfg, Path(sources_dir))
+    frame = final_labels(joined, cfg)
     frame[SPLIT_COLUMN] = split_by_time(frame, cfg)
     previous = previous_validation(cfg, "training_set")
     result = validation.validate_training_set(frame, cfg, previous=previous)
@@ -49,6 +53,57 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     if cfg.features.materialize_online:
         result["materialized"] = materialize_window(cfg, Path(sources_dir))
     return result
+
+
+# Under this many rows a view may miss every row by chance (a short window, a new entity).
+MIN_ROWS_FOR_JOIN_CHECK = 50
+
+
+def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path) -> None:
+    """Raise a DataError for a feature view whose features are missing in every row of the training set.
+
+    A view that joins no row at all is not sparse data: its keys are spelled differently on the
+    two sides ('237' in the entity frame, '237.0' in the source). Training on it would go on
+    without those features and nothing else would fail, so it stops here, before training,
+    naming the view, its join keys and a few keys of each side.
+    """
+    if len(frame) < MIN_ROWS_FOR_JOIN_CHECK:
+        return
+    by_view: dict[str, list[str]] = {}
+    for ref in cfg.features.feature_refs:
+        view, _, name = ref.partition(":")
+        by_view.setdefault(view, []).append(name)
+    for view, names in by_view.items():
+        present = [n for n in names if n in frame.columns]
+        if not present or frame[present].notna().any().any():
+            continue
+        keys, source_keys = _source_keys(Path(sources_dir) / f"{view}.parquet", frame, names)
+        ours = "; ".join(f"{k} {_sample(frame[k])}" for k in keys) or "?"
+        theirs = source_keys or f"? (not read: no {view}.parquet under the sources)"
+        raise DataError(
+            f"feature view '{view}' joined none of the {len(frame):,} rows of the training set: its features "
+            f"({', '.join(names)}) are missing in every row. Join key(s) {', '.join(keys) or '?'}: the entity "
+            f"frame has {ours}; the source has {theirs}",
+            hint="write a key the same way on both sides (an id read as a float gives '237.0' where the events "
+            "say '237': kfops.core.featureset.canonical_keys spells both alike), or drop the view from "
+            "features.feature_refs",
+        )
+
+
+def _source_keys(path: Path, frame: pd.DataFrame, features: list[str]) -> tuple[list[str], str]:
+    """The join keys of a view's source file (its columns the entity frame has too) and a few of their values."""
+    import pandas as pd
+
+    if not path.is_file():
+        return [], ""
+    source = pd.read_parquet(path)
+    keys = [c for c in source.columns if c in frame.columns and c not in (*features, EVENT_TIMESTAMP)]
+    return keys, "; ".join(f"{k} {_sample(source[k])}" for k in keys)
+
+
+def _sample(values: pd.Series, count: int = 5) -> str:
+    """A few distinct values as repr shows them, so that '237', '237.0' and 237 tell apart."""
+    return ", ".join(repr(v) for v in values.dropna().drop_duplicates().head(count).tolist())
 
 
 def final_labels(frame: pd.DataFrame, cfg: KfopsConfig) -> pd.DataFrame:

@@ -33,16 +33,23 @@ OnlineLookup = Callable[[list[dict]], "pd.DataFrame"]
 
 
 class InMemoryLookup:
-    """Join feature tables keyed by one entity column each (the table's name: ``<key>.parquet``)."""
+    """Join feature tables keyed by one entity column each (the table's name: ``<key>.parquet``).
+
+    Keys are compared as :func:`~kfops.core.featureset.canonical_keys` spells them, as the
+    training join does: a request's 12 and "12" both find a table's 12 (or 12.0, or "12").
+    """
 
     def __init__(self, tables: dict[str, pd.DataFrame]):
+        from kfops.core.featureset import canonical_keys
+
         self._tables = {}
         for key, table in tables.items():
             if key not in table.columns:
                 raise ConfigError(f"lookup table for '{key}' has no '{key}' column")
-            if table[key].duplicated().any():
+            keyed = table.assign(**{key: canonical_keys(table[key])}).dropna(subset=[key])
+            if keyed[key].duplicated().any():
                 raise ConfigError(f"lookup table for '{key}' has duplicate keys; keep the latest row per key")
-            self._tables[key] = table.set_index(key)
+            self._tables[key] = keyed.set_index(key)
 
     @classmethod
     def from_dir(cls, folder: Path) -> InMemoryLookup:
@@ -65,9 +72,11 @@ class InMemoryLookup:
     def __call__(self, entity_rows: list[dict]) -> pd.DataFrame:
         import pandas as pd
 
+        from kfops.core.featureset import canonical_key
+
         parts = []
         for key, table in self._tables.items():
-            keys = [row.get(key) for row in entity_rows]
+            keys = [canonical_key(row.get(key)) for row in entity_rows]
             parts.append(table.reindex(keys).reset_index(drop=True))
         if not parts:
             return pd.DataFrame(index=range(len(entity_rows)))
