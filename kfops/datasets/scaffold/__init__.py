@@ -12,7 +12,8 @@ the label comes from; feature tables keyed by an entity) and writes, into a targ
   was inferred.
 
 The written project is tried before this returns: the config loads, and the plug-in loads the
-window and builds the entity frame (which the training-set suite is profiled from).
+window and builds the entity frame (which the training-set suite is profiled from). It is written
+into a staging folder and moved into the target only once it works, so a failure leaves nothing.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Scaffold:
     rows: int = 0
     label_rate: float = 0.0
     notes: list[str] = field(default_factory=list)
+    label_columns: list[str] = field(default_factory=list)  # what the label's condition reads
+    unknown_labels: int = 0  # events of the window left out: a null where the label reads
+    row_id_time_format: str = "%Y%m%dT%H%M%S"  # of a made row id; with %f for sub-second event times
 
     @property
     def feature_refs(self) -> list[str]:
@@ -136,15 +140,19 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
         if not on:
             raise DataError(f"tables '{events}' and '{label.table}' share no column to match the label on",
                             hint="name the key: --label '... within 30d on order_id'")
+        _check_label_keys(on, events, label.table, frames)
         label = LabelSpec(label.name, label.text, label.table, label.condition, label.horizon, tuple(on))
         forbidden += [c for c in frames[label.table].columns if c not in on]
+        label_columns = _columns_read(label.condition, frames[label.table]) if label.condition else []
     else:
-        used = [c for c in frames[events].columns if re.search(rf"\b{re.escape(str(c))}\b", label.condition or "")]
-        if not used:
+        label_columns = _columns_read(label.condition or "", frames[events])
+        if not label_columns:
             raise DataError(f"the label condition '{label.condition}' reads no column of '{events}'",
                             hint=f"columns: {', '.join(map(str, frames[events].columns))}")
-        forbidden += used
+        _check_condition(label, frames[events], events)
+        forbidden += label_columns
     forbidden = list(dict.fromkeys(forbidden))
+    _check_label_name(label, frames[events], events, forbidden, label_columns, [row_id, *spec.entities])
     taken = {row_id, label.name, "event_timestamp", *spec.entities}
     request = [c.name for c in profiles[events].columns.values()
                if c.name not in taken | set(forbidden) | set(label.on)
@@ -153,7 +161,8 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     project = spec.project or _slug(target.name)
     start, end = _window(frames, by_name, events, label)
     plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
-                    label=label, request_features=request, views=views, forbidden=forbidden, start=start, end=end)
+                    label=label, request_features=request, views=views, forbidden=forbidden, start=start, end=end,
+                    label_columns=label_columns, row_id_time_format=_row_id_time_format(frames[events], by_name[events]))
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 
@@ -205,10 +214,131 @@ def _check_later_label(label: LabelSpec, events: str, by_name: dict[str, TableSp
     if missing:
         raise DataError(f"label key(s) {', '.join(missing)} are not in both '{events}' and '{label.table}'")
     if label.condition:
-        try:
-            frames[label.table].head(50).query(label.condition)
-        except Exception as err:  # pandas raises many kinds for a bad expression
-            raise ConfigError(f"the label condition '{label.condition}' does not run on '{label.table}': {err}") from err
+        _check_condition(label, frames[label.table], label.table)
+
+
+def _columns_read(condition: str, frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that ``condition`` names, outside its quoted strings."""
+    code = re.sub(r"'[^']*'|\"[^\"]*\"", " ", condition)
+    return [str(c) for c in frame.columns if re.search(rf"(?<!\w){re.escape(str(c))}(?!\w)", code)]
+
+
+def _check_condition(label: LabelSpec, frame: pd.DataFrame, table: str) -> None:
+    """The label's condition runs on the whole of ``table`` and gives true/false (or 1/0), as the
+    plug-in's ``label`` needs: a mistake is refused here, before anything is written."""
+    import pandas as pd
+
+    condition = label.condition or ""
+    try:
+        value = frame.eval(condition)
+    except Exception as err:  # pandas raises many kinds for a bad expression
+        raise ConfigError(f"the label condition '{condition}' does not run on '{table}': {type(err).__name__}: {err}",
+                          hint=_condition_hint(label, frame, table)) from err
+    if isinstance(value, pd.DataFrame):  # `a = b` assigns a column
+        raise ConfigError(f"the label condition '{condition}' assigns a column instead of comparing",
+                          hint="compare with '==': e.g. churn == 'yes'")
+    present = pd.Series(value).dropna()
+    odd = present[~present.isin([0, 1])]
+    if len(odd):
+        example = _plain(odd.iloc[0])
+        raise ConfigError(f"the label condition '{condition}' gives values such as {example!r} on '{table}', "
+                          "not true/false", hint=f"a label condition compares, e.g. {condition} == {example!r}")
+
+
+def _condition_hint(label: LabelSpec, frame: pd.DataFrame, table: str) -> str:
+    condition = label.condition or ""
+    # pandas reads `Is Fraud == 1` as two names: a column name that is no identifier needs backticks.
+    bare = [str(c) for c in frame.columns if not str(c).isidentifier() and str(c) in condition
+            and f"`{c}`" not in condition]
+    if bare:
+        pattern = "|".join(re.escape(c) for c in sorted(bare, key=len, reverse=True))
+        quoted = re.sub(pattern, lambda m: f"`{m.group(0)}`", condition)
+        return f"put a column name with spaces or signs in backticks: --label \"{label.text.replace(condition, quoted)}\""
+    return f"a pandas expression on the columns of '{table}': {', '.join(map(str, frame.columns))}"
+
+
+def _check_label_keys(on: list[str], events: str, later: str, frames: dict[str, pd.DataFrame]) -> None:
+    """The label's keys can be matched: of one type in both tables, or whole numbers on one side and
+    the same numbers as digits on the other (7 and '7' or '0007'), which the plug-in matches."""
+    for key in on:
+        left, right = frames[events][key], frames[later][key]
+        if left.dtype == right.dtype:
+            continue
+        kinds = _key_kind(left), _key_kind(right)
+        if _KEY_MATCHES.get(kinds[0], {kinds[0]}) & _KEY_MATCHES.get(kinds[1], {kinds[1]}):
+            continue
+        raise DataError(
+            f"the label key '{key}' is {left.dtype} in '{events}' ({_key_example(left)}) but {right.dtype} in "
+            f"'{later}' ({_key_example(right)}): its values cannot be matched unambiguously",
+            hint=f"store '{key}' with one type in both tables (both text, or both integers)")
+
+
+# What a key of each kind can be matched with: digits match numbers (by the integer they spell) or text.
+_KEY_MATCHES = {"number": {"number"}, "digits": {"number", "text"}, "text": {"text"}}
+
+
+def _key_kind(values: pd.Series) -> str:
+    """``number`` for whole numbers; ``digits`` for text that spells them, one number per value
+    ('7', '0007'; not both); ``text`` for other strings; else the dtype."""
+    import pandas as pd
+
+    present = values.dropna()
+    if pd.api.types.is_bool_dtype(values):
+        return "bool"
+    if pd.api.types.is_integer_dtype(values):
+        return "number"
+    if pd.api.types.is_float_dtype(values):
+        return "number" if bool((present % 1 == 0).all()) else "float"
+    if pd.api.types.is_object_dtype(values) or isinstance(values.dtype, pd.StringDtype):
+        text = present.astype(str).drop_duplicates()
+        if not text.str.fullmatch(r"-?[0-9]+").all():
+            return "text"
+        spelled = text.str.replace(r"^(-?)0+(?=[0-9])", r"\1", regex=True)
+        return "digits" if spelled.is_unique else "text"
+    return str(values.dtype)
+
+
+def _key_example(values: pd.Series) -> str:
+    present = values.dropna()
+    return f"e.g. {_plain(present.iloc[0])!r}" if len(present) else "all null"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds, so a message shows 7, not np.int64(7)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _check_label_name(label: LabelSpec, frame: pd.DataFrame, events: str, forbidden: list[str],
+                      label_columns: list[str], keys: list[str]) -> None:
+    """The label's name is a new column of the entity frame: one that names an outcome would be
+    refused as label leakage on every run, one that names a column of the events would replace it."""
+    leakage = "an outcome (features.forbidden_columns): every run would refuse the label itself as label leakage"
+    if label.name in label_columns and label.table is None:
+        what = f"the column its condition reads, {leakage}"
+    elif label.name in forbidden:
+        what = leakage
+    elif label.name in [*keys, "event_timestamp"]:
+        what = "the row id, an entity key or the event time of the entity frame, which the label would replace"
+    elif label.name in map(str, frame.columns):
+        what = f"a column of '{events}', which the label would replace in the entity frame"
+    else:
+        return
+    taken = {*forbidden, *keys, *map(str, frame.columns)}
+    names = ([f"{label.name}d" if label.name.endswith("e") else f"{label.name}ed"]
+             if not label.name.endswith("d") else []) + [f"{label.name}_label", f"label_{label.name}"]
+    other = next((name for name in names if name not in taken), f"{label.name}_label")
+    expression = label.text.partition("=")[2].strip()
+    raise ConfigError(f"the label's name '{label.name}' is also {what}",
+                      hint=f"give the label another name: --label \"{other} = {expression}\"")
+
+
+def _row_id_time_format(frame: pd.DataFrame, table: TableSpec) -> str:
+    """A made row id names the event's second; the microsecond too when events have sub-second times,
+    so the id stays readable for whole seconds and tells sub-second events apart."""
+    stamps = frame[table.timestamp].dropna() if table.timestamp else None
+    if stamps is not None and bool((stamps != stamps.dt.floor("s")).any()):
+        return "%Y%m%dT%H%M%S%f"
+    return "%Y%m%dT%H%M%S"
 
 
 def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, prof.TableProfile], events: str,
@@ -278,25 +408,46 @@ def _window(frames: dict[str, pd.DataFrame], by_name: dict[str, TableSpec], even
 # --- writing ------------------------------------------------------------------------------------
 
 
-def _write(plan: Scaffold, relative: str, text: str) -> None:
-    path = plan.target / relative
+def _write(plan: Scaffold, folder: Path, relative: str, text: str) -> None:
+    path = folder / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    plan.files.append(path)
+    plan.files.append(plan.target / relative)
 
 
 def _write_project(plan: Scaffold, spec: InitSpec, frames: dict[str, pd.DataFrame],
                    profiles: dict[str, prof.TableProfile], by_name: dict[str, TableSpec]) -> None:
-    plan.target.mkdir(parents=True, exist_ok=True)
+    """Write the project into a staging folder beside the target and try it there; only a project
+    that works is moved into place, so a failed init leaves the target as it was."""
+    import shutil
+    import uuid
+
+    parent = next(p for p in plan.target.parents if p.is_dir())  # the target and its parents may be new
+    staging = parent / f".{plan.target.name}.kfops-init-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir()
+    except OSError as err:
+        raise ConfigError(f"cannot write in {parent}: {err}", hint="pick a folder you can write to") from err
+    try:
+        _write_files(plan, staging, spec, frames, profiles)
+        shutil.rmtree(staging / "__pycache__", ignore_errors=True)  # left by the trial import of the plug-in
+        _move_into_place(staging, plan.target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_files(plan: Scaffold, folder: Path, spec: InitSpec, frames: dict[str, pd.DataFrame],
+                 profiles: dict[str, prof.TableProfile]) -> None:
     source_dir, table_files = _source_layout(spec.tables)
-    _write(plan, f"{plan.module}.py", _plugin_text(plan, spec, table_files, profiles))
-    _write(plan, "feature_repo/definitions.py", tpl.DEFINITIONS.format(project=plan.project, module=plan.module))
+    _write(plan, folder, f"{plan.module}.py", _plugin_text(plan, spec, table_files, profiles))
+    _write(plan, folder, "feature_repo/definitions.py",
+           tpl.DEFINITIONS.format(project=plan.project, module=plan.module))
     for table in spec.tables:
-        _write(plan, f"expectations/{table.name}.json",
+        _write(plan, folder, f"expectations/{table.name}.json",
                _json(_raw_suite(plan, table, frames[table.name], profiles[table.name])))
-    _write(plan, "kfops.yaml", _config_text(plan, spec, source_dir, None, profiles[plan.events]))
+    _write(plan, folder, "kfops.yaml", _config_text(plan, spec, source_dir, None, profiles[plan.events]))
     # Try it: the config loads (and with it FEATURES), the loader and entity builder run.
-    entity_frame = _entity_frame(plan)
+    entity_frame = _entity_frame(plan, folder)
     plan.rows = len(entity_frame)
     plan.label_rate = float(entity_frame[plan.label.name].mean()) if len(entity_frame) else 0.0
     if not 0 < plan.label_rate < 1:
@@ -304,9 +455,23 @@ def _write_project(plan: Scaffold, spec: InitSpec, frames: dict[str, pd.DataFram
                         "a model cannot learn from one class", hint="check the label's table, key and horizon")
     band = (round(max(0.0, plan.label_rate / 2), 4), round(min(1.0, plan.label_rate * 2 + 0.01), 4))
     plan.files.remove(plan.target / "kfops.yaml")
-    _write(plan, "kfops.yaml", _config_text(plan, spec, source_dir, band, profiles[plan.events]))
-    _write(plan, "expectations/training_set.json", _json(_training_suite(plan, entity_frame, profiles)))
-    _write(plan, ".gitignore", ".kfops/\n__pycache__/\n")
+    _write(plan, folder, "kfops.yaml", _config_text(plan, spec, source_dir, band, profiles[plan.events]))
+    _write(plan, folder, "expectations/training_set.json", _json(_training_suite(plan, entity_frame, profiles)))
+    _write(plan, folder, ".gitignore", ".kfops/\n__pycache__/\n")
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    import os
+
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(target)  # one step: the project appears whole
+        return
+    for path in sorted(staging.rglob("*")):  # an empty target, or --force: file by file, replacing
+        if path.is_file():
+            destination = target / path.relative_to(staging)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, destination)
 
 
 def _source_layout(tables: list[TableSpec]) -> tuple[Path | str, dict[str, str]]:
@@ -339,16 +504,23 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, default=str) + "\n"
 
 
-def _entity_frame(plan: Scaffold) -> pd.DataFrame:
+def _entity_frame(plan: Scaffold, folder: Path) -> pd.DataFrame:
+    """The entity frame the written plug-in in ``folder`` builds for the window, checked."""
     from kfops.config import load_config
     from kfops.core.files import import_callable
 
-    cfg = load_config(plan.target / "kfops.yaml", environ={})
-    search = plan.target
-    tables = import_callable(f"{plan.module}:load_tables", search_path=search)(cfg)
-    frame = import_callable(f"{plan.module}:build_entity_frame", search_path=search)(tables, cfg)
+    cfg = load_config(folder / "kfops.yaml", environ={})
+    tables = import_callable(f"{plan.module}:load_tables", search_path=folder)(cfg)
+    frame = import_callable(f"{plan.module}:build_entity_frame", search_path=folder)(tables, cfg)
+    plan.unknown_labels = len(tables[plan.events]) - len(frame)  # build_entity_frame printed them
     if frame.empty:
-        raise DataError(f"the scaffolded plug-in built no events for {plan.start}..{plan.end}")
+        raise DataError(f"the scaffolded plug-in built no events for {plan.start}..{plan.end}"
+                        + (f" ({plan.unknown_labels:,} left out: their label is unknown)" if plan.unknown_labels else ""))
+    ids = frame[plan.row_id]
+    if ids.isna().any() or not ids.is_unique:
+        repeated = ids[ids.duplicated()].head(3).tolist()
+        raise DataError(f"the row id '{plan.row_id}' of the entity frame is not unique or has nulls "
+                        f"(repeated: {repeated})", hint="name a unique column of the events: --row-id COLUMN")
     return frame
 
 
@@ -372,9 +544,9 @@ def _plugin_text(plan: Scaffold, spec: InitSpec, table_files: dict[str, str],
     )
     if later:
         text += tpl.LATER_LABEL.format(table=label.table, on=list(label.on), condition=label.condition,
-                                       horizon=tpl.timedelta_code(label.horizon))
+                                       columns=plan.label_columns, horizon=tpl.timedelta_code(label.horizon))
     else:
-        text += tpl.SAME_TABLE_LABEL.format(condition=label.condition)
+        text += tpl.SAME_TABLE_LABEL.format(condition=label.condition, columns=plan.label_columns)
     # build_entity_frame gives keys as strings, so the Feast join keys are strings too.
     entities = "\n".join(f"        Entity({k!r}, 'string')," for k in spec.entities
                          if any(k in v.keys for v in plan.views))
@@ -397,11 +569,12 @@ def _plugin_text(plan: Scaffold, spec: InitSpec, table_files: dict[str, str],
     if row_id_present:
         row_id_expr = "ROW_ID: events[ROW_ID].astype(str)"
     else:
-        row_id_expr = ('ROW_ID: (events[ENTITY_KEYS].astype(str).agg("_".join, axis=1) + "_"\n'
-                       '                 + events[TIMESTAMPS[EVENTS]].dt.strftime("%Y%m%dT%H%M%S") + "_"\n'
-                       '                 + events.groupby([*ENTITY_KEYS, TIMESTAMPS[EVENTS]]).cumcount().astype(str))')
+        row_id_expr = "ROW_ID: make_row_ids(events)"
     text += tpl.LOADER.format(later_filter=later_filter, later_doc=later_doc, row_id_expr=row_id_expr)
+    if not row_id_present:
+        text += tpl.MADE_ROW_ID.format(time_format=plan.row_id_time_format)
     text += tpl.LATER_LABEL_FUNCTION if later else tpl.SAME_TABLE_LABEL_FUNCTION
+    text += tpl.CONDITION_FUNCTION
     text += tpl.WRITER
     return text
 
@@ -412,6 +585,8 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
     slices = string_request[:1]
     band = f"[{label_band[0]}, {label_band[1]}]" if label_band else "[0.0, 1.0]"
     observed = f"  # observed label rate {plan.label_rate:.3f}: half to twice it" if label_band else ""
+    if label_band and plan.unknown_labels:
+        observed += f" ({plan.unknown_labels:,} events with an unknown label left out)"
     lines = [
         f"# kfops configuration for {plan.project}, drafted by `kfops init` from the data: review it.",
         "# Every key: docs/configuration.md. Override with KFOPS__SECTION__KEY=value or --set section.key=value.",

@@ -9,6 +9,7 @@ GE's suite JSON, ``$PARAMETER`` bounds kfops fills per run, and a ``meta.kfops``
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,9 @@ TIMESTAMP_TYPE = "datetime64[ns, UTC]"
 WIDEN = 0.10  # observed ranges are widened by this share of the observed span, each side
 MAX_CATEGORIES = 30  # a string column with at most this many values gets a value set
 NULL_SLACK = 2.0  # an observed null share p allows up to NULL_SLACK * p
+ID_SHARE = 0.95  # an int column with at least this share of distinct values may be a row number
+# Named as an id: transaction_id, id, "Transaction ID", orderId (not "paid").
+ID_NAME = re.compile(r"(?:^|[^A-Za-z0-9])(?:id|Id|ID)$|[a-z0-9](?:Id|ID)$")
 
 
 @dataclass
@@ -34,6 +38,7 @@ class ColumnProfile:
     distinct: int = 0
     unique: bool = False
     pandas_dtype: str = ""
+    monotone: bool = False  # an int column whose values only grow (or only shrink) down the table
 
     @property
     def null_share(self) -> float:
@@ -41,8 +46,15 @@ class ColumnProfile:
 
     @property
     def id_like(self) -> bool:
-        """A string column with a value per row or so (an id, a free text): no use as a category."""
-        return self.kind == "string" and self.distinct > MAX_CATEGORIES and self.distinct > 0.5 * (self.rows - self.nulls)
+        """A string column with a value per row or so (an id, a free text): no use as a category; or
+        an int column that numbers the rows (near-unique, and named as an id or counting up): a
+        model would learn the row's place in time from it, not anything about the row."""
+        present = self.rows - self.nulls
+        if self.kind == "string":
+            return self.distinct > MAX_CATEGORIES and self.distinct > 0.5 * present
+        if self.kind == "int" and present and self.distinct >= ID_SHARE * present:
+            return ID_NAME.search(self.name) is not None or (self.monotone and self.distinct > MAX_CATEGORIES)
+        return False
 
     @property
     def dtype(self) -> str:
@@ -77,6 +89,8 @@ def profile_table(name: str, frame: pd.DataFrame) -> TableProfile:
         else:
             item.distinct = int(present.nunique())
         item.unique = bool(len(present)) and not item.nulls and int(present.nunique()) == len(present)
+        if kind == "int":
+            item.monotone = bool(present.is_monotonic_increasing or present.is_monotonic_decreasing)
         profile.columns[str(column)] = item
     return profile
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from kfops.core.featureset import Entity, Feature, FeatureSet, View, parse_timestamps
 from kfops.datasets import join_location, read_table_file
+from kfops.errors import DataError
 
 # Raw table -> file under dataset.source_dir, and the column saying when a row became known
 # (None: static facts). Naive timestamps are read as UTC.
@@ -43,10 +44,12 @@ LABEL = {label_name!r}
 LATER_LABEL = '''LABEL_TABLE = {table!r}
 LABEL_ON = {on!r}
 LABEL_CONDITION = {condition!r}  # a pandas query on LABEL_TABLE; None: every row counts
+LABEL_COLUMNS = {columns!r}  # what LABEL_CONDITION reads: a row with a null there may or may not count
 HORIZON = {horizon}  # the label looks this far past the event
 '''
 
 SAME_TABLE_LABEL = '''LABEL_CONDITION = {condition!r}  # a pandas expression on EVENTS
+LABEL_COLUMNS = {columns!r}  # the columns of EVENTS it reads: where one is null, the label is unknown
 '''
 
 FEATURES_BLOCK = '''
@@ -101,31 +104,95 @@ def build_entity_frame(tables: dict[str, pd.DataFrame], cfg=None) -> pd.DataFram
     frame = pd.DataFrame({{
         {row_id_expr},
         "event_timestamp": events[TIMESTAMPS[EVENTS]],
-        **{{key: events[key].astype(str) for key in ENTITY_KEYS}},
+        **{{key: FEATURES.entity_column(key, events[key]) for key in ENTITY_KEYS}},  # as the sources spell keys
         **{{name: events[name] for name in REQUEST_FEATURES}},
     }})
     frame[LABEL] = label(events, tables)
+    unknown = frame[LABEL].isna()
+    if unknown.any():  # an unknown label is not a 0: the event is left out, and said so
+        print(f"{{EVENTS}}: left out {{int(unknown.sum()):,}} of {{len(frame):,}} events whose label is unknown "
+              "(a null in a column the label reads; see label())", flush=True)
+    frame = frame[~unknown].astype({{LABEL: "int64"}})
     return frame.sort_values(["event_timestamp", ROW_ID], kind="stable").reset_index(drop=True)
+
+'''
+
+MADE_ROW_ID = '''
+# The row id made for EVENTS: its keys, its time to this precision and a counter among the
+# events that share both, so two events of a key within one second still have their own id.
+ROW_ID_TIME_FORMAT = {time_format!r}
+
+
+def make_row_ids(events: pd.DataFrame) -> pd.Series:
+    """``<keys>_<time>_<n>``: readable, unique, and the same on every load of the same rows."""
+    parts = [*(events[key].astype(str) for key in ENTITY_KEYS),
+             events[TIMESTAMPS[EVENTS]].dt.strftime(ROW_ID_TIME_FORMAT)]
+    name = parts[0].str.cat(parts[1:], sep="_") if len(parts) > 1 else parts[0]
+    return name + "_" + name.groupby(name, sort=False).cumcount().astype(str)
 
 '''
 
 LATER_LABEL_FUNCTION = '''
 def label(events: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.Series:
-    """1 when a row of LABEL_TABLE with the same LABEL_ON comes after the event, within HORIZON."""
+    """1 when a row of LABEL_TABLE with the same LABEL_ON (matching LABEL_CONDITION) comes after the
+    event, within HORIZON; else 0. <NA> (unknown: build_entity_frame leaves the event out) when the
+    event's key is null, or when no row surely counts but one with a null time or a null in
+    LABEL_COLUMNS might."""
     later = tables[LABEL_TABLE]
-    if LABEL_CONDITION:
-        later = later.query(LABEL_CONDITION)
-    later = later[[*LABEL_ON, TIMESTAMPS[LABEL_TABLE]]].rename(columns={TIMESTAMPS[LABEL_TABLE]: "_label_time"})
-    pairs = events[[*LABEL_ON, TIMESTAMPS[EVENTS]]].reset_index().merge(later, on=LABEL_ON, how="inner")
+    later = later[later[LABEL_ON].notna().all(axis=1)]  # a row without its key belongs to no event
+    time = TIMESTAMPS[LABEL_TABLE]
+    unsure = later[[*LABEL_COLUMNS, time]].isna().any(axis=1)
+    counts = condition_value(later, LABEL_TABLE).fillna(0).astype(bool) if LABEL_CONDITION else True
+    later = later.assign(_sure=counts & ~unsure, _label_time=later[time])
+    later = later.loc[later["_sure"] | unsure, [*LABEL_ON, "_label_time", "_sure"]]
+    left, right = same_key_types(events[[*LABEL_ON, TIMESTAMPS[EVENTS]]].reset_index(), later)
+    pairs = left.merge(right, on=LABEL_ON, how="inner")
     event_time = pairs[TIMESTAMPS[EVENTS]]
-    hit = (pairs["_label_time"] > event_time) & (pairs["_label_time"] <= event_time + HORIZON)
-    return pd.Series(events.index.isin(pairs.loc[hit, "index"]), index=events.index).astype("int64")
+    within = (pairs["_label_time"] > event_time) & (pairs["_label_time"] <= event_time + HORIZON)
+    hit = events.index.isin(pairs.loc[within & pairs["_sure"], "index"])
+    maybe = events.index.isin(pairs.loc[(within | pairs["_label_time"].isna()) & ~pairs["_sure"], "index"])
+    unknown = (maybe & ~hit) | events[LABEL_ON].isna().any(axis=1)
+    return pd.Series(hit, index=events.index).astype("Int64").mask(unknown)
+
+
+def same_key_types(left: pd.DataFrame, right: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """LABEL_ON in one type on both sides: a key that is a number in one table and digits in the
+    other (order_id 7 and '7' or '0007'), or an integer read as float because of nulls (7.0),
+    matches as the integer it spells."""
+    for key in LABEL_ON:
+        if left[key].dtype != right[key].dtype:
+            numbers = any(pd.api.types.is_numeric_dtype(side[key]) for side in (left, right))
+            left, right = (side.assign(**{key: key_text(side[key], numbers)}) for side in (left, right))
+    return left, right
+
+
+def key_text(values: pd.Series, numbers: bool) -> pd.Series:
+    if pd.api.types.is_float_dtype(values) and (values.dropna() % 1 == 0).all():
+        values = values.astype("Int64")
+    text = values.astype("string")
+    return text.str.replace(r"^(-?)0+(?=[0-9])", r"\\1", regex=True) if numbers else text
 '''
 
 SAME_TABLE_LABEL_FUNCTION = '''
 def label(events: pd.DataFrame, tables: dict[str, pd.DataFrame]) -> pd.Series:
-    """LABEL_CONDITION on the events' own columns (outcomes, refused as features)."""
-    return events.eval(LABEL_CONDITION).astype("int64")
+    """LABEL_CONDITION on the events' own columns (outcomes, refused as features): 1 or 0, and <NA>
+    (unknown: build_entity_frame leaves the event out, rather than call it 0) where a column it
+    reads is null."""
+    return condition_value(events, EVENTS).mask(events[LABEL_COLUMNS].isna().any(axis=1))
+'''
+
+CONDITION_FUNCTION = '''
+
+def condition_value(frame: pd.DataFrame, table: str) -> pd.Series:
+    """LABEL_CONDITION on ``frame`` as 1/0 (<NA> where it gives null); it must give true/false or 1/0."""
+    value = frame.eval(LABEL_CONDITION)
+    value = value if isinstance(value, pd.Series) else pd.Series(value, index=frame.index)
+    present = value.dropna()
+    odd = present[~present.isin([0, 1])]
+    if len(odd):
+        raise DataError(f"the label condition {LABEL_CONDITION!r} gives {odd.iloc[0]!r} on {table!r}, not true/false",
+                        hint="compare a column with a value, e.g. churn == 'yes'")
+    return value.astype("boolean").astype("Int64")
 '''
 
 WRITER = '''
