@@ -792,8 +792,16 @@ def _who() -> str:
 
 
 def audit_trail(cfg: KfopsConfig) -> list[dict[str, Any]]:
+    """Every alias move recorded for ``registry.model_name``, oldest first; none before a model is registered."""
+    from mlflow.exceptions import MlflowException
+
     mlflow_client = client(cfg)
-    model = retry(lambda: mlflow_client.get_registered_model(cfg.registry.model_name), "read the registered model")
+    try:
+        model = retry(lambda: mlflow_client.get_registered_model(cfg.registry.model_name), "read the registered model")
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code):
+            return []
+        raise
     events = [json.loads(v) for k, v in model.tags.items() if k.startswith(AUDIT_PREFIX)]
     return sorted(events, key=lambda e: e["at"])
 

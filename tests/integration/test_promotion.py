@@ -95,6 +95,10 @@ def test_alias_moved_through_rest_api_redeploys_and_rollback_restores(production
 def test_rollback_moves_champion_back_and_refuses_when_the_trail_cannot_say(tmp_path):
     """The rollback the CLI runs, called directly, on the embedded SQLite store."""
     cfg = example_config(data_dir=tmp_path / "state").resolve(tmp_path)
+    # Before any model is registered: an empty trail and a refusal, not MLflow's "not found".
+    assert registry.audit_trail(cfg) == []
+    with pytest.raises(KfopsError, match="no previous champion"):
+        rollback(cfg, reason="nothing registered yet")
     v1 = log_registered_model(cfg, tmp_path, "run-1")
     v2 = log_registered_model(cfg, tmp_path, "run-2", seed=1)
     with pytest.raises(KfopsError, match="no previous champion"):

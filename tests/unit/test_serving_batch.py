@@ -67,6 +67,18 @@ def test_unknown_file_types_and_missing_files_are_data_errors(model_dir, tmp_pat
         predict_file(model_dir, tmp_path / "nope.parquet", tmp_path / "out.parquet")
 
 
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("rows.parquet", "not parquet at all", "Parquet magic bytes not found"),
+    ("rows.csv", "", "Empty CSV file"),
+])
+def test_a_file_that_is_not_what_its_suffix_says_is_a_data_error(model_dir, tmp_path, name, content, message):
+    """`kfops predict` said 'unexpected ArrowInvalid' where validate and drift name the file."""
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=f"cannot read .*{name}: .*{message}"):
+        predict_file(model_dir, tmp_path / name, tmp_path / "out.parquet")
+    assert not (tmp_path / "out.parquet").exists()
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_text_in_a_numeric_column_is_refused_with_its_row_and_column(model_dir, frame, tmp_path, suffix):
     bad = frame.astype({"distance": "object"})

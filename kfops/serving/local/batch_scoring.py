@@ -44,6 +44,19 @@ class BatchResult:
 
 
 def _batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches; a file its suffix's reader cannot read is a DataError naming it."""
+    import pyarrow as pa
+
+    try:
+        yield from _read_batches(path, chunk_rows, categorical)
+    except (pa.ArrowException, ValueError, UnicodeDecodeError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"cannot read {path}: {err}",
+                        hint="the file must be what its suffix says: .parquet, or .csv with a header row") from err
+
+
+def _read_batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
 
     name = path.name.lower()
