@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kfops.cli.options import ConfigOption, SetOption, cli_config
 from kfops.core.files import atomic_output
 from kfops.core.redaction import redact_uri
 from kfops.errors import ConfigError
@@ -26,9 +27,40 @@ app = typer.Typer(
 
 @app.callback()
 def _group() -> None:
-    # A callback keeps `config` a command group even with one subcommand, so the command is
-    # always spelled `kfops config from-terraform`.
+    # A callback keeps `config` a command group, so each command is spelled `kfops config <name>`.
     pass
+
+
+@app.command("show")
+def show(
+    key: Annotated[str | None, typer.Argument(help="One section or key, e.g. retrain or train.trainer.")] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Print the effective configuration (kfops.yaml, then KFOPS__ variables, then --set), as YAML.
+
+    Paths are resolved; passwords are left out, as in every config kfops writes. Examples:
+
+      kfops config show
+
+      kfops config show retrain --set retrain.cooldown=14d
+    """
+    import json
+
+    import yaml
+
+    cfg = cli_config(config, set_)
+    tree = json.loads(cfg.to_json())
+    if key:
+        for part in key.split("."):
+            if not isinstance(tree, dict) or part not in tree:
+                raise ConfigError(f"the configuration has no key '{key}'",
+                                  hint="see docs/configuration.md for every key")
+            tree = tree[part]
+    if not isinstance(tree, (dict, list)):  # one value: as YAML writes it, without a document marker
+        typer.echo(json.dumps(tree) if tree is None or isinstance(tree, bool) else tree)
+        return
+    typer.echo(yaml.safe_dump(tree, sort_keys=False, allow_unicode=True).rstrip("\n"))
 
 
 # Keys echoed after writing, so the user sees where runs will go.

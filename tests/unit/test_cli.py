@@ -131,3 +131,23 @@ def test_missing_input_table_fails_in_one_line(tmp_path):
                  f"dataset.source_dir={tmp_path / 'empty'}", cwd=tmp_path)
     assert done.returncode != 0
     assert "input table 'flights' not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_config_show_prints_the_effective_configuration_without_passwords(tmp_path):
+    """docs/troubleshooting.md and docs/configuration.md point at `kfops config show`, which did not exist."""
+    import os
+
+    import yaml
+
+    config = str(write_example_config(tmp_path / "kfops.yaml", data_dir=str(tmp_path / "state")))
+    env = {**os.environ, "KFOPS__REGISTRY__TRACKING_URI": "postgresql://u:planted-7f3@db/mlflow"}
+    shown = subprocess.run([KFOPS, "config", "show", "-c", config, "--set", "retrain.cooldown=14d"],
+                           capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert shown.returncode == 0, shown.stderr
+    tree = yaml.safe_load(shown.stdout)
+    assert tree["retrain"]["cooldown"] in ("14 days, 0:00:00", "P14D")
+    assert tree["registry"]["tracking_uri"] == "postgresql://u@db/mlflow" and "planted-7f3" not in shown.stdout
+    one = kfops("config", "show", "train.trainer", "-c", config)
+    assert one.returncode == 0 and one.stdout.strip() == "xgboost"
+    missing = kfops("config", "show", "train.nope", "-c", config)
+    assert missing.returncode == 2 and "no key 'train.nope'" in missing.stderr
