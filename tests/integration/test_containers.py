@@ -121,6 +121,7 @@ def test_the_pipeline_runs_in_containers_and_registers(containerised_run):
     cfg = containerised_run["cfg"]
     champion = registry.model_version(cfg, alias=registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
+    assert champion.tags["kfops.trainer"] == "logistic_trainer:LogisticTrainer"  # trained in the pipeline image
 
 
 def test_the_containerised_server_answers_a_raw_flight_from_redis(containerised_run):
@@ -201,6 +202,9 @@ def shop_in_containers(images, profile, tmp_path_factory):
     assert init.returncode == 0, init.stdout + init.stderr
     project = work / "shop"
     config = str(project / "kfops.yaml")
+    # The model comes from a trainer of the project's own (docs/trainers.md): the serving image,
+    # which has no scikit-learn, must load and run it from the project's files.
+    shutil.copy(Path(__file__).resolve().parents[1] / "support" / "logistic_trainer.py", project)
     # The raw tables go to the object store: a pod reads them from there, not from this machine.
     bucket = next(o for o in profile.overrides if o.startswith("state.store=")).split("//")[1].split("/")[0]
     s3 = boto3.client("s3", endpoint_url=profile.env["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
@@ -213,7 +217,7 @@ def shop_in_containers(images, profile, tmp_path_factory):
         f"data_dir={work / 'data'}", f"dataset.source_dir=s3://{bucket}/shop-lake",
         f"registry.model_name={model_name}", f"registry.experiment={model_name}",
         f"features.project=shop_{uuid.uuid4().hex[:8]}", f"serving.http_port={port}", "serving.startup_timeout_s=300",
-        *profile.overrides,
+        "train.trainer=logistic_trainer:LogisticTrainer", *profile.overrides,
     ]
     sets = [arg for item in overrides for arg in ("--set", item)]
     stock_run = subprocess.run([str(KFOPS), "run", "training", "--runner", "docker", "-c", config, *sets],
@@ -244,6 +248,7 @@ def test_a_project_in_kfops_own_images_is_refused_before_any_task_runs(shop_in_c
     assert stock_run.returncode != 0
     message = stock_run.stderr
     assert "dataset.loader (shop_data)" in message and "kfops build -c" in message, message[-3000:]
+    assert "train.trainer (logistic_trainer)" in message
     assert shop_in_containers["logs_after_refusal"] == []  # no task ran
 
 
@@ -255,7 +260,8 @@ def test_a_projects_image_holds_its_files_instead_of_the_examples(shop_in_contai
         capture_output=True, text=True, check=True, timeout=300).stdout.split()
     assert listing[0] == "1000"
     files = set(listing[1:])
-    assert {"/opt/kfops/kfops.yaml", "/opt/kfops/shop_data.py", "/opt/kfops/feature_repo/definitions.py",
+    assert {"/opt/kfops/kfops.yaml", "/opt/kfops/shop_data.py", "/opt/kfops/logistic_trainer.py",
+            "/opt/kfops/feature_repo/definitions.py",
             "/opt/kfops/expectations/orders.json", "/opt/kfops/expectations/training_set.json"} <= files
     assert "/opt/kfops/expectations/flights.json" not in files  # the example's suites are gone
     assert not any("/lake/" in f or "/.kfops/" in f for f in files)  # no raw data, no local state
@@ -274,6 +280,7 @@ def test_a_project_runs_in_its_own_images_reading_raw_files_from_the_object_stor
     cfg = shop_in_containers["cfg"]
     champion = registry.model_version(cfg, alias=registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
+    assert champion.tags["kfops.trainer"] == "logistic_trainer:LogisticTrainer"  # trained in the pipeline image
 
     from kfops.adapters import docker_engine
     from kfops.serving.local.container import container_name
