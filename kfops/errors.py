@@ -85,5 +85,11 @@ class ServingError(KfopsError):
     exit_code = EXIT_INFRA
 
 
+class ServiceUnavailable(KfopsError):
+    """A service kfops depends on (Redis, a database, an HTTP endpoint) could not be reached in time."""
+
+    exit_code = EXIT_INFRA
+
+
 class PipelineFailed(KfopsError):
     exit_code = EXIT_FAILED

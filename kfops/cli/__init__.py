@@ -412,9 +412,31 @@ def main(argv: list[str] | None = None) -> Any:
     except Exception as err:  # the CLI boundary: one line, traceback on request
         if verbose:
             traceback.print_exc()
+        known = _known_failure(err)
+        if known is not None:
+            typer.echo(_format_error(known), err=True)
+            raise SystemExit(known.exit_code) from None
         typer.echo(redact_uri(f"error: unexpected {type(err).__name__}: {err}"), err=True)
         typer.echo("  hint: run again with --verbose for the traceback", err=True)
         raise SystemExit(EXIT_FAILED) from None
+
+
+def _known_failure(err: Exception) -> KfopsError | None:
+    """A failure of the machine or a service rather than of kfops, as the KfopsError that names it:
+    a file or folder that cannot be used (exit 2), a service that cannot be reached (exit 3)."""
+    from kfops.errors import DataError, ServiceUnavailable
+
+    module = type(err).__module__.split(".")[0]
+    if module == "redis":  # the Redis client's own errors (not builtins): a dead or slow online store
+        return ServiceUnavailable(f"Redis: {type(err).__name__}: {err}",
+                          hint="check features.redis_connection and that Redis is up")
+    if isinstance(err, (ConnectionError, TimeoutError)):
+        return ServiceUnavailable(f"{type(err).__name__}: {err}", hint="check that the service it names is up")
+    if isinstance(err, OSError):
+        where = f": {err.filename}" if err.filename else ""
+        return DataError(f"{err.strerror or err}{where}", hint="check the path and its permissions "
+                         "(data_dir and the files given on the command line)")
+    return None
 
 
 def dump(value: Any) -> str:

@@ -151,3 +151,31 @@ def test_config_show_prints_the_effective_configuration_without_passwords(tmp_pa
     assert one.returncode == 0 and one.stdout.strip() == "xgboost"
     missing = kfops("config", "show", "train.nope", "-c", config)
     assert missing.returncode == 2 and "no key 'train.nope'" in missing.stderr
+
+
+def test_a_dead_service_or_an_unusable_path_is_named_not_unexpected():
+    """Redis down was 'unexpected ConnectionError' (exit 1), a read-only data_dir 'unexpected
+    PermissionError': a failure of the machine or a service, with its own exit code."""
+    import redis
+
+    from kfops.cli import _known_failure
+    from kfops.errors import EXIT_INFRA, EXIT_USAGE
+
+    down = _known_failure(redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:9. Connection refused."))
+    assert down is not None and down.exit_code == EXIT_INFRA and str(down).startswith("Redis: ConnectionError")
+    refused = _known_failure(ConnectionRefusedError(111, "Connection refused"))
+    assert refused is not None and refused.exit_code == EXIT_INFRA
+    locked = _known_failure(PermissionError(13, "Permission denied", "/srv/kfops/mlflow/mlflow.db.lock"))
+    assert locked is not None and locked.exit_code == EXIT_USAGE
+    assert str(locked) == "Permission denied: /srv/kfops/mlflow/mlflow.db.lock" and "permissions" in locked.hint
+    assert _known_failure(ValueError("a bug")) is None  # still 'unexpected', with the traceback on request
+
+
+def test_an_output_path_that_is_a_folder_is_named_with_exit_2(tmp_path):
+    (tmp_path / "out").mkdir()
+    import pandas as pd
+
+    pd.DataFrame({"a": [1.0]}).to_parquet(tmp_path / "ref.parquet")
+    done = kfops("drift", "check", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "ref.parquet"),
+                 "--output-dir", str(tmp_path / "ref.parquet"), "--no-html", cwd=tmp_path)
+    assert done.returncode == 2 and "unexpected" not in done.stderr, done.stderr
