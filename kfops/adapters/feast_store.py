@@ -320,6 +320,9 @@ def build_training_set(
         raise DataError(f"the entity frame already has feature column(s) {', '.join(clash)}",
                         hint="drop them from the entity frame or rename the features")
     assert_no_leakage([*entity_df.columns, *names], cfg.features.forbidden_columns)
+    if not cfg.features.feature_refs:
+        # A dataset of one table: every feature is in the entity frame, there is nothing to join.
+        return entity_df.reset_index(drop=True)
 
     with registry_lock(cfg):
         store = apply_definitions(cfg, source_dir, store)
@@ -426,6 +429,8 @@ def materialize(
     start, end = _aware(start), _aware(end)
     if end < start:
         raise ConfigError(f"materialize end ({end}) is before start ({start})")
+    if not cfg.features.feature_refs:
+        return {}  # no feature views: a raw request carries every feature itself
     with registry_lock(cfg):
         return _materialize(cfg, start, end, store or feature_store(cfg))
 

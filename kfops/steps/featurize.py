@@ -150,6 +150,10 @@ def materialize_window(cfg: KfopsConfig, sources_dir: Path) -> dict[str, int | N
     first, last = cfg.window
     start = dt.datetime.combine(first, dt.time(), tzinfo=zone).astimezone(dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tzinfo=zone).astimezone(dt.UTC)
+    if not cfg.features.feature_refs:
+        print("no feature views: the online store has nothing to hold, a raw request carries every feature",
+              flush=True)
+        return {}
     loaded = features.materialize(cfg, start, end, store=features.apply_definitions(cfg, sources_dir))
     print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d %H:%M} UTC: "
           + ", ".join(f"{view} {'?' if count is None else count}" for view, count in loaded.items()), flush=True)

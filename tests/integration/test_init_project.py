@@ -197,3 +197,46 @@ def test_a_window_up_to_now_trains_only_on_final_labels(tmp_path, capsys):
     assert "rows left out: their labels are final only 30d after the event (retrain.label_delay)" in printed
     left_out = int(printed.split("featurize: ")[1].split(" of ")[0].replace(",", ""))
     assert left_out > 0 and len(frame) > 0
+
+
+def test_a_dataset_of_one_table_trains_serves_and_backtests_without_feature_views(tmp_path):
+    """A churn table alone (no table to join): init used to write a project whose featurize failed
+    with 'returned no Feast objects'. Every feature is in the entity frame; a request carries them all."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    rows = 3000
+    plan = rng.choice(["basic", "pro", "enterprise"], rows)
+    charges, tenure = rng.gamma(2, 30, rows).round(2), rng.integers(1, 60, rows)
+    risk = -1.5 + (plan == "basic") + 0.01 * (charges - 60) - 0.03 * (tenure - 30)
+    (tmp_path / "lake").mkdir()
+    pd.DataFrame({
+        "customer_id": rng.integers(1, 600, rows),
+        "snapshot_at": pd.Timestamp("2024-01-01", tz="UTC")
+        + pd.to_timedelta(np.sort(rng.uniform(0, 120 * 86400, rows)), unit="s"),
+        "plan": plan, "monthly_charges": charges, "tenure": tenure,
+        "churn": np.where(rng.random(rows) < 1 / (1 + np.exp(-risk)), "yes", "no"),
+    }).to_parquet(tmp_path / "lake" / "snapshots.parquet", index=False)
+    done = kfops("init", "churn", "--table", "lake/snapshots.parquet:timestamp=snapshot_at", "--entity", "customer_id",
+                 "--label", "churned = churn == 'yes'", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = str(tmp_path / "churn" / "kfops.yaml")
+    port = free_port()
+    sets = ["--set", f"serving.http_port={port}"]
+    try:
+        run = kfops("run", "training", "-c", config, *sets, cwd=tmp_path)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert "gate           BLESSED" in run.stdout
+        cfg = load_config(config, [f"serving.http_port={port}"], environ={})
+        assert cfg.features.feature_refs == []
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/models/{cfg.registry.model_name}:predict", timeout=30,
+                            json={"instances": [{"plan": "basic", "monthly_charges": 70.5, "tenure": 3}]})
+        assert answer.status_code == 200, answer.text
+        assert 0 < answer.json()["predictions"][0]["probability"] < 1
+    finally:
+        kfops("serve", "stop", "-c", config, *sets, cwd=tmp_path, timeout=120)
+    replay = kfops("backtest", "--from", "2024-03", "--to", "2024-04", "-c", config, "-p", "monthly",
+                   "-o", str(tmp_path / "bt"), cwd=tmp_path)
+    assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "bt" / "backtest.csv")) == 2

@@ -159,6 +159,8 @@ def build_lookup(spec: str, cfg: KfopsConfig, as_of: str = "event") -> OnlineLoo
     """Turn ``feast``, ``parquet:DIR`` or ``none`` into a lookup (None for ``none``)."""
     if spec == "none":
         return None
+    if spec == "feast" and not cfg.features.feature_refs:
+        return None  # no feature views: a raw request carries every feature itself
     if spec == "feast":
         return FeastLookup(cfg, as_of)
     if spec.startswith("parquet:"):
