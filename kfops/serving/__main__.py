@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config_json(os.environ[CONFIG_JSON_ENV])
         else:
             cfg = load_config(args.config)
+        from kfops.adapters.mlflow_registry import HttpBounds
+
+        # Every registry call of this process (start, reload, an alias's version) gives up within
+        # registry.http_* instead of MLflow's minutes of retries; values the operator set stand.
+        for name, value in HttpBounds.of(cfg).environment().items():
+            os.environ.setdefault(name, value)
         tracking_uri = cfg.with_credentials(args.tracking_uri) or (cfg.tracking_uri if args.model_uri else None)
         source = ModelSource(model_dir=args.model_dir, model_uri=args.model_uri, tracking_uri=tracking_uri)
         from kfops.serving.kserve.server import options_from_config, serve

@@ -524,3 +524,34 @@ def test_the_transformer_answers_a_dead_store_with_503_and_text_with_415(tmp_pat
     asyncio.run(app(http_scope("/v1/models/flights:predict", headers=[(b"content-type", b"text/plain")]),
                     receiver(*chunks(FLIGHT_BODY)), sent))
     assert sent.status == 415
+
+
+def test_the_server_process_bounds_every_registry_call(tmp_path):
+    """A reload against a hung registry waited 570 s: the server's MLflow calls (start, reload, an
+    alias's version) had MLflow's own minutes of retries. The server now takes registry.http_*."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from kfops.config import load_config
+
+    cfg = load_config(None, [f"data_dir={tmp_path}", "registry.http_timeout_s=7", "registry.http_max_retries=1"],
+                      environ={})
+    (tmp_path / "config.json").write_text(cfg.to_json())
+    script = textwrap.dedent("""
+        import json, os, sys
+        import kfops.serving.kserve.server as server
+        from kfops.serving.__main__ import main
+        server.serve = lambda options, cfg: print(json.dumps({k: v for k, v in os.environ.items()
+                                                               if k.startswith("MLFLOW_HTTP_REQUEST_")}))
+        sys.exit(main(sys.argv[1:]))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
+    done = subprocess.run([sys.executable, "-c", script, "--model-dir", str(tmp_path), "--config-json",
+                           str(tmp_path / "config.json"), "--online-lookup", "none"],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    bounds = json.loads(done.stdout.strip().splitlines()[-1])
+    assert bounds["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7" and bounds["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
