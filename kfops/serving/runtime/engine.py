@@ -327,7 +327,9 @@ def complete_raw(
             named = ", ".join(f"{k}={row[k]!r}" for k in keys)
             problems.append(UnknownEntity(
                 f"row {int(bad[0])}: the online feature store has no features for {named}; "
-                "check the codes, or materialize the store (kfops features materialize)"
+                "check the codes, or materialize the store (kfops features materialize); features older "
+                "than their view's TTL at the request's time count as missing (a request without "
+                "event_timestamp is for now: send one to ask about a past moment)"
             ))
         else:
             problems.append(None)
