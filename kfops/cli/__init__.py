@@ -188,9 +188,13 @@ def compile_(
       kfops compile training -o training.yaml --components
     """
     from kfops.adapters.kfp_local import compile_components, compile_pipeline
+    from kfops.errors import ConfigError
 
+    target_path = output or Path(f"{pipeline}.yaml")
+    if target_path.suffix not in (".yaml", ".yml") or target_path.is_dir():
+        raise ConfigError(f"--output {target_path}: the compiled pipeline is a YAML file, named *.yaml or *.yml")
     cfg = cli_config(config, set_)
-    target = compile_pipeline(cfg, pipeline, output or Path(f"{pipeline}.yaml"))
+    target = compile_pipeline(cfg, pipeline, target_path)
     echo(f"compiled {pipeline} -> {target}")
     if components:
         for path in compile_components(Path("components")):
@@ -399,6 +403,8 @@ def main(argv: list[str] | None = None) -> Any:
         typer.echo(_format_error(err), err=True)
         raise SystemExit(err.exit_code) from None
     except typer.Exit as err:
+        if err.exit_code == EXIT_INTERRUPTED:  # typer's answer to Ctrl-C: say so, as below
+            typer.echo("interrupted", err=True)
         raise SystemExit(err.exit_code) from None
     except typer.Abort:
         typer.echo("aborted", err=True)

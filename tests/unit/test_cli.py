@@ -179,3 +179,10 @@ def test_an_output_path_that_is_a_folder_is_named_with_exit_2(tmp_path):
     done = kfops("drift", "check", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "ref.parquet"),
                  "--output-dir", str(tmp_path / "ref.parquet"), "--no-html", cwd=tmp_path)
     assert done.returncode == 2 and "unexpected" not in done.stderr, done.stderr
+
+
+def test_compile_to_a_path_that_is_not_yaml_is_named(tmp_path):
+    """KFP's compiler raised 'should end with .yaml' as an unexpected ValueError (exit 1)."""
+    for target in (tmp_path / "pipeline.json", tmp_path):
+        done = kfops("compile", "training", "-o", str(target), cwd=tmp_path)
+        assert done.returncode == 2 and "is a YAML file, named *.yaml or *.yml" in done.stderr, done.stderr
