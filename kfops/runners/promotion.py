@@ -21,6 +21,11 @@ def promote(cfg: KfopsConfig, version: str, reason: str, force: bool = False) ->
     """
     from kfops.adapters import mlflow_registry as registry
 
+    current = registry.champion(cfg)
+    if current is not None and str(current.version) == str(version):
+        # A move to itself would be an audit entry "v1 -> v1", which a rollback would then "undo".
+        raise KfopsError(f"v{version} already holds @champion: nothing to move",
+                         hint="`kfops deploy` serves the current champion again")
     return registry.move_alias(cfg, registry.CHAMPION, version, reason=reason, force=force)
 
 

@@ -109,6 +109,9 @@ def test_rollback_moves_champion_back_and_refuses_when_the_trail_cannot_say(tmp_
         rollback(cfg, reason="too early")
     event = promote(cfg, str(v2.version), reason="better")
     assert (event["from_version"], event["to_version"]) == (str(v1.version), str(v2.version))
+    with pytest.raises(KfopsError, match=f"v{v2.version} already holds @champion"):  # no "v2 -> v2" entry
+        promote(cfg, str(v2.version), reason="again")
+    assert registry.audit_trail(cfg)[-1]["to_version"] == str(v2.version)
 
     event = rollback(cfg, reason="canary errors")
     assert (event["from_version"], event["to_version"]) == (str(v2.version), str(v1.version))
