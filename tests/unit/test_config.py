@@ -195,3 +195,9 @@ def test_an_empty_data_dir_is_refused_rather_than_scattering_state_into_the_proj
     for overrides, environ in ((["data_dir="], {}), ([], {"KFOPS__DATA_DIR": ""}), (["data_dir=  "], {})):
         with pytest.raises(ConfigError, match=r"data_dir: .*must name a folder"):
             load_config(None, overrides, environ=environ)
+
+
+def test_a_key_written_twice_is_refused_rather_than_the_first_silently_dropped(tmp_path):
+    (tmp_path / "kfops.yaml").write_text("dataset:\n  end: 2013-02-01\n  end: 2013-03-01\n")
+    with pytest.raises(ConfigError, match="found the key 'end' twice"):
+        load_config(tmp_path / "kfops.yaml", environ={})
