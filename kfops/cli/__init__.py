@@ -203,7 +203,7 @@ def compile_(
 
 @app.command()
 def ui(
-    port: Annotated[int, typer.Option(help="Port for the MLflow UI.")] = 5000,
+    port: Annotated[int, typer.Option(help="Port for the MLflow UI.", min=1, max=65535)] = 5000,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -305,9 +305,9 @@ def lineage(
 @app.command()
 def deploy(
     watch: Annotated[bool, typer.Option(help="Keep serving whatever @champion points to.")] = False,
-    interval: Annotated[float, typer.Option(help="Seconds between registry polls with --watch.")] = 5.0,
+    interval: Annotated[float, typer.Option(help="Seconds between registry polls with --watch.", min=0.1)] = 5.0,
     max_seconds: Annotated[float | None, typer.Option(help="Stop watching after this long.")] = None,
-    webhook_port: Annotated[int, typer.Option(help="Port for MLflow's webhooks with --watch.")] = 8095,
+    webhook_port: Annotated[int, typer.Option(help="Port for MLflow's webhooks with --watch.", min=1, max=65535)] = 8095,
     webhooks: Annotated[bool, typer.Option(help="With --watch, take MLflow's webhooks where it sends them.")] = True,
     config: ConfigOption = None,
     set_: SetOption = None,

@@ -21,7 +21,8 @@ def backtest_command(
             "--policy", "-p", help=f"{', '.join(POLICIES[:-1])} or {POLICIES[-1]}; repeat to compare (default: all).")
     ] = None,
     sample: Annotated[
-        float | None, typer.Option("--sample", help="Use this fraction of the rows (e.g. 0.1) for a quick run.")
+        float | None, typer.Option("--sample", help="Use this fraction of the rows (e.g. 0.1) for a quick run.",
+                                   min=0.001, max=1.0)
     ] = None,
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", "-o", help="Where backtest.csv/.md/.png go (default: data_dir/backtest).")

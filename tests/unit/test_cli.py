@@ -186,3 +186,14 @@ def test_compile_to_a_path_that_is_not_yaml_is_named(tmp_path):
     for target in (tmp_path / "pipeline.json", tmp_path):
         done = kfops("compile", "training", "-o", str(target), cwd=tmp_path)
         assert done.returncode == 2 and "is a YAML file, named *.yaml or *.yml" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("ui", "--port", "70000"), ("deploy", "--watch", "--interval", "-1"), ("controller", "run", "--poll-interval", "0"),
+    ("backtest", "--from", "2013-02", "--to", "2013-03", "--sample", "0"),
+])
+def test_numbers_out_of_range_are_usage_errors_before_anything_runs(args, tmp_path):
+    """kfops ui --port 70000 printed uvicorn's OverflowError and exited 0; --interval -1 and
+    --poll-interval 0 were taken; backtest --sample 0 was refused after 20 s of feature joins."""
+    done = kfops(*args, cwd=tmp_path)
+    assert done.returncode == 2 and "Invalid value for" in done.stderr, done.stderr
