@@ -28,7 +28,10 @@ def request_parity_problem(spec: FeatureSpec, frame: pd.DataFrame, rows: int = 2
     sample = frame[spec.columns].head(rows)
     if sample.empty:
         return None
-    instances = json.loads(sample.to_json(orient="records", date_format="iso"))
+    # Through JSON text as a client's request is, with every float at full precision (pandas'
+    # to_json keeps 10 digits, which the server would then read as another number).
+    records = sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
+    instances = json.loads(json.dumps(records, default=_json_value))
     try:
         parsed = decode_v1({"instances": instances}, spec)
     except RequestError as err:
@@ -44,3 +47,14 @@ def request_parity_problem(spec: FeatureSpec, frame: pd.DataFrame, rows: int = 2
                 f"{sample.iloc[row][name]!r} is {served[row, column]} served, {trained[row, column]} trained "
                 f"({int(differs[:, column].sum())} of {len(sample)} rows differ)")
     return None
+
+
+def _json_value(value: object) -> object:
+    """What a JSON client sends for a value json cannot write itself: numpy scalars as numbers or
+    booleans, timestamps as ISO 8601 text."""
+    if isinstance(value, np.generic):
+        return value.item()
+    isoformat = getattr(value, "isoformat", None)
+    if callable(isoformat):
+        return isoformat()
+    return str(value)
