@@ -58,3 +58,9 @@ def test_floats_reach_the_server_at_full_precision():
     rows.loc[0, "vibration"] = 0.492709413164685
     spec = FeatureSpec.fit(rows, ["amount", "channel", "vibration"], ["channel"])
     assert request_parity_problem(spec, rows) is None
+
+
+def test_a_boolean_numeric_feature_is_sent_as_the_number_its_input_declares():
+    rows = frame(promo=[i % 2 == 0 for i in range(40)])
+    spec = FeatureSpec.fit(rows, ["amount", "promo"], [])  # numeric: encoded 1.0/0.0 in training
+    assert request_parity_problem(spec, rows) is None

@@ -28,6 +28,9 @@ def request_parity_problem(spec: FeatureSpec, frame: pd.DataFrame, rows: int = 2
     sample = frame[spec.columns].head(rows)
     if sample.empty:
         return None
+    for name in spec.numeric:  # the server declares a numeric input FP64: a client sends 1/0, not true/false
+        if sample[name].dtype == bool or str(sample[name].dtype) == "boolean":
+            sample = sample.assign(**{name: sample[name].astype("Int64")})
     # Through JSON text as a client's request is, with every float at full precision (pandas'
     # to_json keeps 10 digits, which the server would then read as another number).
     records = sample.astype(object).where(sample.notna(), None).to_dict(orient="records")
