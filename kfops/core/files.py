@@ -156,24 +156,43 @@ def _import_attribute(spec: str, search_path: Path | None, project_dir: Path | N
 
 
 def import_from_project(module_name: str, project_dir: Path | None = None) -> Any:
-    """``import module_name``; when no folder on sys.path has it, the project folder
-    (``project_dir``, else :data:`PROJECT_DIR_ENV`) is added last (never shadowing an installed
-    package) and the import tried again."""
-    try:
+    """``import module_name``, preferring the project folder (``project_dir``, else
+    :data:`PROJECT_DIR_ENV`) when its top-level module is a file of that folder.
+
+    One process may meet two projects whose plug-ins share a name (a test run, a notebook, a
+    backtest after a run): a module of that name imported from another folder is dropped and this
+    project's own is imported, never the first one loaded under the name. The folder stays on
+    ``sys.path`` (last) for the imports the plug-in makes later. kfops' own modules are never
+    replaced. Without such a file, a plain import (an installed package).
+    """
+    top = module_name.split(".")[0]
+    folder = _folder_holding(top, project_dir) if top != "kfops" else None
+    if folder is None:
         return importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        top = module_name.split(".")[0]
-        if err.name != top:
-            raise
-        for project in (project_dir, os.environ.get(PROJECT_DIR_ENV)):
-            if not project:
-                continue
-            folder = Path(project).expanduser().resolve()
-            if (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file():
-                if str(folder) not in sys.path:
-                    sys.path.append(str(folder))
-                return importlib.import_module(module_name)
-        raise
+    cached = sys.modules.get(top)
+    if cached is not None and not _loaded_from(cached, folder):
+        for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
+            del sys.modules[name]
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    with on_sys_path(folder):  # first, for this import: the project's module, not a namesake elsewhere on the path
+        return importlib.import_module(module_name)
+
+
+def _folder_holding(top: str, project_dir: Path | None) -> Path | None:
+    for project in (project_dir, os.environ.get(PROJECT_DIR_ENV)):
+        if not project:
+            continue
+        folder = Path(project).expanduser().resolve()
+        if (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file():
+            return folder
+    return None
+
+
+def _loaded_from(module: Any, folder: Path) -> bool:
+    """Whether ``module`` was loaded from a file (or package folder) inside ``folder``."""
+    places = [getattr(module, "__file__", None), *list(getattr(module, "__path__", []) or [])]
+    return any(bool(place) and Path(place).resolve().is_relative_to(folder) for place in places)
 
 
 @contextlib.contextmanager

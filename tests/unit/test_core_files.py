@@ -215,6 +215,25 @@ def test_without_the_file_it_imports_the_module_as_usual(tmp_path):
     assert import_callable("json:loads") is json.loads
 
 
+def test_two_projects_whose_plug_ins_share_a_name_each_get_their_own(tmp_path, monkeypatch):
+    """One process, two `kfops init` projects (both 'shop_data'): the second project's featurize
+    got the first project's module from sys.modules and built the wrong entity frame (CI)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "shop_data_twin", raising=False)
+    for name, label in (("a", "returned"), ("b", "big")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shop_data_twin.py").write_text(f"def label():\n    return {label!r}\n")
+    assert import_callable("shop_data_twin:label", project_dir=tmp_path / "a")() == "returned"
+    assert import_callable("shop_data_twin:label", project_dir=tmp_path / "b")() == "big"
+    assert import_callable("shop_data_twin:label", project_dir=tmp_path / "a")() == "returned"
+    assert import_callable("shop_data_twin:label", project_dir=tmp_path / "a") is \
+        import_callable("shop_data_twin:label", project_dir=tmp_path / "a")  # cached while the project stays
+    import kfops.config
+
+    assert import_callable("kfops.config:load_config", project_dir=tmp_path / "a") is kfops.config.load_config
+    sys.modules.pop("shop_data_twin", None)
+
+
 @pytest.mark.parametrize("spec", ["no_colon", ":f", "module:"])
 def test_a_malformed_spec_is_refused(spec):
     with pytest.raises(ConfigError, match="module:function"):
