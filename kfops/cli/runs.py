@@ -60,7 +60,7 @@ def submit_command(
     run_name: Annotated[str | None, typer.Option("--run-name", help="Run name (default: pipeline and time).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the run until it ends; non-zero exit on failure.")] = False,
     timeout: Annotated[float, typer.Option(help="With --wait: stop waiting after this many seconds.")] = 6 * 3600,
-    poll_interval: Annotated[float, typer.Option(help="With --wait: seconds between status polls.", min=0.1)] = 10.0,
+    poll_interval: Annotated[float, typer.Option(help="With --wait: seconds between status polls.", min=0.001)] = 10.0,
     namespace: NamespaceOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
