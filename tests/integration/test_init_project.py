@@ -24,6 +24,11 @@ from tests.support.shop_data import generate_shop
 pytestmark = [pytest.mark.slow]
 
 KFOPS = str(Path(sys.executable).with_name("kfops"))
+# `kfops init` on the shop tables (tests/support/shop_data.py) in a folder holding them under lake/.
+INIT_SHOP = ("init", "shop", "--table", "lake/orders.parquet:timestamp=ordered_at",
+             "--table", "lake/customers.csv:timestamp=signup_at", "--table", "lake/stores.parquet",
+             "--table", "lake/returns.csv:timestamp=returned_at", "--entity", "customer_id",
+             "--entity", "store_id", "--label", "returned = returns within 30d on order_id")
 
 
 def kfops(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -132,10 +137,7 @@ def test_a_scaffolded_project_backtests_with_its_label_delay(tmp_path):
     init writes as retrain.label_delay, holds: no check sees a label of its own month, and each
     model trains on the latest month whose labels exist at its check."""
     generate_shop(tmp_path / "lake", start="2024-01-01", days=120, orders_per_day=60, customers=400)
-    done = kfops("init", "shop", "--table", "lake/orders.parquet:timestamp=ordered_at",
-                 "--table", "lake/customers.csv:timestamp=signup_at", "--table", "lake/stores.parquet",
-                 "--table", "lake/returns.csv:timestamp=returned_at", "--entity", "customer_id",
-                 "--entity", "store_id", "--label", "returned = returns within 30d on order_id", cwd=tmp_path)
+    done = kfops(*INIT_SHOP, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     config = tmp_path / "shop" / "kfops.yaml"
     assert load_config(config, environ={}).retrain.label_delay.days == 30
@@ -178,10 +180,7 @@ def test_a_window_up_to_now_trains_only_on_final_labels(tmp_path, capsys):
     today = dt.datetime.now(dt.UTC).date()
     generate_shop(tmp_path / "lake", start=str(today - dt.timedelta(days=70)), days=60, orders_per_day=50,
                   customers=300)
-    done = kfops("init", "shop", "--table", "lake/orders.parquet:timestamp=ordered_at",
-                 "--table", "lake/customers.csv:timestamp=signup_at", "--table", "lake/stores.parquet",
-                 "--table", "lake/returns.csv:timestamp=returned_at", "--entity", "customer_id",
-                 "--entity", "store_id", "--label", "returned = returns within 30d on order_id", cwd=tmp_path)
+    done = kfops(*INIT_SHOP, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     # The generated returns run up to 45 days past the last order, so init's window reaches past now - 30d.
     cfg = load_config(tmp_path / "shop" / "kfops.yaml", [f"data_dir={tmp_path / 'state'}"], environ={})

@@ -17,7 +17,7 @@ import yaml
 
 from kfops.config import load_config
 from tests.conftest import free_port
-from tests.integration.test_init_project import kfops
+from tests.integration.test_init_project import INIT_SHOP, kfops
 from tests.support.shop_data import generate_shop
 
 pytestmark = [pytest.mark.slow]
@@ -30,10 +30,7 @@ TRAINER = "logistic_trainer:LogisticTrainer"
 def shop(tmp_path_factory):
     work = tmp_path_factory.mktemp("kfops-plugin")
     generate_shop(work / "lake", start="2024-01-01", days=120, orders_per_day=60, customers=400)
-    done = kfops("init", "shop", "--table", "lake/orders.parquet:timestamp=ordered_at",
-                 "--table", "lake/customers.csv:timestamp=signup_at", "--table", "lake/stores.parquet",
-                 "--table", "lake/returns.csv:timestamp=returned_at", "--entity", "customer_id",
-                 "--entity", "store_id", "--label", "returned = returns within 30d on order_id", cwd=work)
+    done = kfops(*INIT_SHOP, cwd=work)
     assert done.returncode == 0, done.stdout + done.stderr
     project = work / "shop"
     shutil.copy(EXAMPLE, project / "logistic_trainer.py")
