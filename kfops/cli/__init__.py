@@ -213,7 +213,14 @@ def ui(
 
       kfops ui --port 5000
     """
+    from kfops.errors import ServingError
+    from kfops.serving.local.process import port_in_use
+
     cfg = cli_config(config, set_)
+    if port_in_use("127.0.0.1", port):
+        # mlflow's server logs the bind error and still exits 0, so a script would think the UI is up.
+        raise ServingError(f"127.0.0.1:{port} is already in use by another process",
+                           hint="pass another --port, or stop whatever listens there")
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
                "--default-artifact-root", cfg.artifact_root, "--host", "127.0.0.1", "--port", str(port)]
     echo(f"MLflow UI on http://127.0.0.1:{port}  (store: {redact_uri(cfg.tracking_uri)})")

@@ -197,3 +197,16 @@ def test_numbers_out_of_range_are_usage_errors_before_anything_runs(args, tmp_pa
     --poll-interval 0 were taken; backtest --sample 0 was refused after 20 s of feature joins."""
     done = kfops(*args, cwd=tmp_path)
     assert done.returncode == 2 and "Invalid value for" in done.stderr, done.stderr
+
+
+def test_ui_on_a_taken_port_fails_before_starting_mlflow(tmp_path):
+    """mlflow's server logged the bind error and exited 0, so a script took the UI for up."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        done = kfops("ui", "--port", str(port), cwd=tmp_path)
+    assert done.returncode == 3, (done.returncode, done.stderr)
+    assert f"127.0.0.1:{port} is already in use" in done.stderr and "MLflow UI on" not in done.stdout
