@@ -156,6 +156,24 @@ def test_the_versioned_v2_route_serves_the_current_version_only(server):
     assert other.status_code == 404 and "not served here" in other.json()["error"]
 
 
+def test_a_gzipped_request_is_answered_like_the_plain_one(server):
+    """Clients that compress large batches (Content-Encoding: gzip) got 400 'not JSON'."""
+    import gzip
+
+    import orjson
+
+    rows = feature_rows(50, seed=31)
+    plain = server["http"].post(f"/v1/models/{NAME}:predict", json={"instances": rows})
+    packed = server["http"].post(f"/v1/models/{NAME}:predict", content=gzip.compress(orjson.dumps({"instances": rows})),
+                                 headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert plain.status_code == packed.status_code == 200, packed.text
+    assert packed.json() == plain.json()
+    refused = server["http"].post(f"/v1/models/{NAME}:predict", content=b"\x1f\x8b not gzip",
+                                  headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert refused.status_code == 400 and "is not valid gzip" in refused.json()["error"]
+    assert_alive(server)
+
+
 # --- bad input ---------------------------------------------------------------------------------------
 
 BIG = b'{"instances": [' + b'{"a": 1},' * 30000 + b'{"a": 1}]}'

@@ -86,6 +86,45 @@ def test_a_client_that_leaves_mid_body_raises_client_gone():
         asyncio.run(read_body(http_scope(), receive, 100))
 
 
+def _encoded(encoding: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-encoding", encoding)]
+
+
+@pytest.mark.parametrize("encoding", [b"gzip", b"GZIP", b"x-gzip", b"deflate", b"identity"])
+def test_a_compressed_body_is_inflated(encoding):
+    """A client that gzips a large batch (requests, httpx, curl --compressed) got 400 'not JSON'."""
+    import gzip
+    import zlib
+
+    body = orjson.dumps({"instances": [{"x": i} for i in range(500)]})
+    sent = {b"gzip": gzip.compress, b"x-gzip": gzip.compress, b"deflate": zlib.compress}.get(encoding.lower(), bytes)(body)
+    half = len(sent) // 2
+    got = asyncio.run(read_body(http_scope(headers=_encoded(encoding)), receiver(*chunks(sent[:half], sent[half:])), 10**6))
+    assert got == body
+
+
+def test_a_compressed_body_that_inflates_past_the_limit_is_413_without_inflating_it_all():
+    import gzip
+
+    bomb = gzip.compress(b" " * 50_000_000)  # about 50 kB on the wire
+    with pytest.raises(PayloadTooLarge, match="inflates past the limit of 1000000 bytes"):
+        asyncio.run(read_body(http_scope(headers=_encoded(b"gzip")), receiver(*chunks(bomb)), 1_000_000))
+
+
+@pytest.mark.parametrize(("encoding", "body", "error", "status"), [
+    (b"br", b"\x00", "Content-Encoding 'br' is not supported", 415),
+    (b"gzip", b'{"instances": []}', "is not valid gzip", 400),
+    (b"gzip", None, "truncated gzip", 400),
+])
+def test_a_body_that_does_not_match_its_encoding_is_named(encoding, body, error, status):
+    import gzip
+
+    body = gzip.compress(b'{"instances": []}')[:-8] if body is None else body
+    with pytest.raises(RequestError, match=error) as raised:
+        asyncio.run(read_body(http_scope(headers=_encoded(encoding)), receiver(*chunks(body)), 1000))
+    assert raised.value.status == status
+
+
 def test_json_and_byte_responses_carry_type_extra_headers_and_length_in_order():
     sent = Sent()
     asyncio.run(send_json(sent, 201, {"a": 1}))

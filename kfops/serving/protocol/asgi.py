@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from kfops.serving.protocol.payloads import PayloadTooLarge, RequestError
+from kfops.serving.protocol.payloads import PayloadTooLarge, RequestError, UnsupportedMediaType
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
@@ -36,8 +36,15 @@ async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
     Raises :class:`PayloadTooLarge` (413) as soon as the declared or received size passes
     ``limit`` (the rest is not read), :class:`RequestError` for a Content-Length that is not a
     number, and :class:`ClientGone` when the client disconnects first (answer nothing then).
+    A gzip or deflate body (``Content-Encoding``) is inflated, to at most ``limit`` bytes; another
+    encoding is 415.
     """
-    declared = header(scope, b"content-length")
+    declared = encoding = None
+    for key, value in scope["headers"]:
+        if key == b"content-length" and declared is None:
+            declared = value.decode("latin-1")
+        elif key == b"content-encoding" and encoding is None:
+            encoding = value.decode("latin-1").strip().lower()
     if declared is not None:
         try:
             size = int(declared)
@@ -59,7 +66,28 @@ async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
                                   "send fewer rows per request")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return body if encoding is None or encoding == "identity" else _decoded(body, encoding, limit)
+
+
+def _decoded(body: bytes, encoding: str, limit: int) -> bytes:
+    """A gzip or deflate body, inflated to at most ``limit`` bytes (a small bomb cannot fill memory)."""
+    import zlib
+
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or none")
+    # wbits: gzip header for gzip, zlib header for deflate (RFC 9110 says deflate is zlib-wrapped).
+    inflater = zlib.decompressobj(wbits=31 if encoding != "deflate" else 15)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise RequestError(f"the request body is not valid {encoding} ({err})") from None
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the request body inflates past the limit of {limit} bytes "
+                              "(serving.max_payload_bytes); send fewer rows per request")
+    if not inflater.eof:
+        raise RequestError(f"the request body is truncated {encoding}")
+    return inflated
 
 
 async def send_bytes(send: Any, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
