@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import Run
     from mlflow.entities.model_registry import ModelVersion
+    from mlflow.exceptions import MlflowException
 
     from kfops.config import KfopsConfig
 
@@ -77,7 +78,7 @@ def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float
         except (RequestsConnectionError, ConnectionError, TimeoutError) as err:
             last = err
         except MlflowException as err:
-            if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "INVALID_PARAMETER" in str(err.error_code):
+            if _callers_mistake(err):
                 raise
             last = err
         delay = base_delay * 2**attempt
@@ -87,6 +88,11 @@ def retry(call: Callable[[], T], what: str, attempts: int = 4, base_delay: float
             time.sleep(delay)
     raise RegistryError(f"MLflow did not answer while trying to {what}: {last}",
                         hint="check registry.tracking_uri and that the tracking server is up") from last
+
+
+def _callers_mistake(err: MlflowException) -> bool:
+    """MLflow's answer for a model, version or alias that does not exist (or cannot): not worth a retry."""
+    return "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "INVALID_PARAMETER" in str(err.error_code)
 
 
 @dataclass(frozen=True)
@@ -617,8 +623,11 @@ def fetch_model_dir(
             else:
                 location = mlflow_client.get_model_version_download_uri(*found)
         except MlflowException as err:  # e.g. no such version: say which, not an MLflow traceback
-            raise RegistryError(f"cannot find {model_uri} in the registry: {err.message}",
-                                hint="list the registered versions with `kfops status`") from err
+            # A version or model that does not exist is the caller's mistake (exit 2), like `kfops promote 99`;
+            # a registry that fails is infrastructure (exit 3).
+            kind = KfopsError if _callers_mistake(err) else RegistryError
+            raise kind(f"cannot find {model_uri} in the registry: {err.message}",
+                       hint="list the registered versions with `kfops history`") from err
         if dst is not None:
             Path(dst).mkdir(parents=True, exist_ok=True)
         repository = get_artifact_repository(location, tracking_uri=tracking_uri, registry_uri=registry_uri)
@@ -644,7 +653,9 @@ def version_for_alias(tracking_uri: str, name: str, alias: str) -> str:
     try:
         found = _mlflow_client(tracking_uri).get_model_version_by_alias(name, alias)
     except MlflowException as err:
-        raise RegistryError(f"cannot resolve models:/{name}@{alias} at {tracking_uri}: {err.message}") from err
+        kind = KfopsError if _callers_mistake(err) else RegistryError
+        raise kind(f"cannot resolve models:/{name}@{alias} at {tracking_uri}: {err.message}",
+                   hint="list the versions and their aliases with `kfops history`") from err
     return str(found.version)
 
 

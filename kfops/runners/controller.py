@@ -469,7 +469,7 @@ def run_controller(
     """
     install_log_redaction()  # a failing MLflow call's traceback quotes the tracking URI, password and all
     from kfops.adapters import mlflow_registry as registry
-    from kfops.errors import RegistryError, ServingError
+    from kfops.errors import ConfigError, RegistryError
 
     secret = webhook_secret(secret) or secrets.token_urlsafe(32)
     controller = Controller(cfg, secret, max_age_s=max_age_s, canary=canary, on_event=on_event).start()
@@ -498,7 +498,9 @@ def run_controller(
         while deadline is None or time.monotonic() < deadline:
             try:
                 controller.reconcile()
-            except (RegistryError, ServingError) as err:
+            except ConfigError:
+                raise
+            except KfopsError as err:  # the registry or server failed, or @champion names a bad model
                 on_event(f"reconcile failed, will retry: {err}")
             wait = interval if deadline is None else max(0.0, min(interval, deadline - time.monotonic()))
             time.sleep(wait)

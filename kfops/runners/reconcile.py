@@ -50,7 +50,7 @@ def watch_champion(
     max_seconds: float | None = None,
     on_event: Callable[[str], None] = print,
 ) -> None:
-    from kfops.errors import RegistryError, ServingError
+    from kfops.errors import ConfigError, KfopsError
     from kfops.serving.local.process import server_status
 
     status = server_status(cfg)
@@ -61,7 +61,9 @@ def watch_champion(
     while deadline is None or time.monotonic() < deadline:
         try:
             now = reconcile_once(cfg, served)
-        except (RegistryError, ServingError) as err:
+        except ConfigError:
+            raise
+        except KfopsError as err:  # the registry or server failed, or @champion names a bad model: keep serving
             on_event(f"reconcile failed, will retry: {err}")
             now = served
         if now != served:

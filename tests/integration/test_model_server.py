@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from kfops.config import load_config
 from kfops.core.model import load_model, predict_proba
 from kfops.datasets.flights import request_features
-from kfops.errors import ConfigError, ServingError
-from kfops.serving.local.process import control_headers, server_status, start_server, stop_server
+from kfops.errors import ConfigError, KfopsError, ServingError
+from kfops.serving.local.process import control_headers, reload_server, server_status, start_server, stop_server
 from kfops.serving.runtime.inference_log import read_inference_logs
 from tests.conftest import free_port
 from tests.support.serving_models import build_tiny_model, synthetic_features, tally_fuzzed_response
@@ -537,5 +537,11 @@ def test_serves_the_champion_from_the_mlflow_registry_and_passes_the_smoke_test(
         response = smoke_test(status["url"], NAME, example.to_dict("records"))
         assert response["model_version"] == str(version)
         assert response["outputs"][0]["data"] == pytest.approx(probabilities.tolist(), abs=1e-7)
+        # A version that does not exist is the caller's mistake (exit 2), not a server failure (exit 3).
+        with pytest.raises(KfopsError) as refused:
+            reload_server(cfg, NAME, model_version="999")
+        assert not isinstance(refused.value, ServingError) and refused.value.exit_code == 2
+        assert "HTTP 400" in str(refused.value) and "999" in str(refused.value)
+        assert served_version(server) == str(version)
     finally:
         start_server(server["cfg"], model_dir=server["model_a"], name=NAME)

@@ -13,11 +13,12 @@ import httpx
 import pytest
 
 from kfops.adapters import mlflow_registry as registry
+from kfops.cli import main
 from kfops.errors import KfopsError
 from kfops.runners.promotion import promote, rollback
 from tests.conftest import free_port
 from tests.integration.conftest import log_registered_model, stop
-from tests.support.example import example_config
+from tests.support.example import example_config, write_example_config
 
 pytestmark = pytest.mark.integration
 FOLLOW_BOUND_S = 30  # the documented bound: the endpoint follows @champion within 30 s by default
@@ -123,3 +124,31 @@ def test_rollback_moves_champion_back_and_refuses_when_the_trail_cannot_say(tmp_
     registry.client(cfg).set_registered_model_alias(cfg.registry.model_name, registry.CHAMPION, str(v2.version))
     with pytest.raises(KfopsError, match="does not say which champion came before"):
         rollback(cfg, reason="unknown past")
+
+
+def test_a_version_that_does_not_exist_is_exit_2_in_every_command(production_mlflow, tmp_path, monkeypatch, capsys):
+    """`promote 99` and `lineage 99` exited 2 but `predict --model-uri models:/m/99` exited 3, as if
+    the registry had failed; one answer for one mistake, naming what is missing."""
+    name = f"missing-{uuid.uuid4().hex[:8]}"
+    settings = {"data_dir": str(tmp_path / "state"),
+                "registry": {"tracking_uri": production_mlflow["tracking_uri"], "model_name": name, "experiment": name}}
+    cfg = example_config(settings).resolve(tmp_path)
+    log_registered_model(cfg, tmp_path, "run-1")
+    write_example_config(tmp_path / "kfops.yaml", settings)
+    monkeypatch.chdir(tmp_path)
+    rows = tmp_path / "rows.csv"
+    rows.write_text("carrier,precip,distance\nUA,0.1,500\n")
+    for args, named in [
+        (("promote", "99"), "has no version 99"),
+        (("lineage", "99"), "has no version 99"),
+        (("predict", "-i", str(rows), "-o", str(tmp_path / "out.parquet"), "--model-uri", f"models:/{name}/99"),
+         f"models:/{name}/99"),
+        (("predict", "-i", str(rows), "-o", str(tmp_path / "out.parquet"), "--model-uri", f"models:/{name}@nope"),
+         f"models:/{name}@nope"),
+    ]:
+        with pytest.raises(SystemExit) as exited:  # the console entry point, in this process
+            main(list(args))
+        stderr = capsys.readouterr().err
+        assert exited.value.code == 2, (args, exited.value.code, stderr)
+        assert named in stderr and "Traceback" not in stderr, (args, stderr)
+    assert not (tmp_path / "out.parquet").exists()

@@ -37,7 +37,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from kfops.core.redaction import redact_uri
-from kfops.errors import KfopsError
+from kfops.errors import EXIT_INFRA, KfopsError
 from kfops.serving.protocol import auth, binary
 from kfops.serving.protocol.asgi import ClientGone, read_body, send_json
 from kfops.serving.protocol.payloads import (
@@ -301,7 +301,9 @@ class ServingFront:
             return
         except (KfopsError, OSError, ValueError) as err:  # a bad new model: keep serving the old one
             self._count_reload(model.name, "failed")
-            await send_json(send, 400, error_body(redact_uri(f"reload failed, still serving version {previous}: {err}")))
+            # A registry that failed (RegistryError, ServiceUnavailable) is the upstream's fault, not the request's.
+            status = 502 if getattr(err, "exit_code", None) == EXIT_INFRA else 400
+            await send_json(send, status, error_body(redact_uri(f"reload failed, still serving version {previous}: {err}")))
             return
         except Exception as err:  # e.g. the registry unreachable: still JSON, still the old model
             self._count_reload(model.name, "failed")

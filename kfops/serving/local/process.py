@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from kfops.core.files import LockTimeout, atomic_write_text, file_lock
 from kfops.core.redaction import strip_password
-from kfops.errors import ConfigError, ServingError
+from kfops.errors import ConfigError, KfopsError, ServingError
 from kfops.serving.protocol.auth import TOKEN_ENV, TOKEN_FILE_ENV, bearer_headers, new_token
 from kfops.serving.runtime.loading import ModelSource
 
@@ -381,8 +381,7 @@ def _hot_swap(cfg: KfopsConfig, key: str, state: dict[str, Any], source: ModelSo
     if response.status_code in (403, 409):  # not allowed, or several workers (serving.workers): restart
         return None
     if response.status_code != 200:
-        raise ServingError(f"the model server refused the new model: HTTP {response.status_code}: "
-                           f"{_error_text(response)}")
+        raise _refusal(response, "the model server refused the new model")
     state["source"] = source.to_dict()
     _write_state(cfg, key, state)
     return server_status(cfg, name, instance=key)
@@ -405,11 +404,18 @@ def reload_server(cfg: KfopsConfig, name: str | None = None, model_version: str 
     except httpx.HTTPError as err:
         raise ServingError(f"could not reach the model server at {state['url']} to reload it: {err}") from err
     if response.status_code != 200:
-        raise ServingError(f"the model server refused the reload: HTTP {response.status_code}: {_error_text(response)}")
+        raise _refusal(response, "the model server refused the reload")
     result = response.json()
     state["source"] = result.get("source", state.get("source"))  # what a restart should serve
     _write_state(cfg, name, state)
     return result
+
+
+def _refusal(response, what: str) -> KfopsError:
+    """A refused swap or reload: the request's mistake (no such version, a bad model folder) is
+    exit 2 like `kfops promote 99`; the server or its registry failing is a ServingError (exit 3)."""
+    message = f"{what}: HTTP {response.status_code}: {_error_text(response)}"
+    return KfopsError(message) if response.status_code in (400, 404, 409, 422) else ServingError(message)
 
 
 def _error_text(response) -> str:
