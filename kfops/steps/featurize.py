@@ -59,8 +59,8 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
 MIN_ROWS_FOR_JOIN_CHECK = 50
 
 
-def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path) -> None:
-    """Raise a DataError for a feature view whose features are missing in every row of the training set.
+def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path, what: str = "the training set") -> None:
+    """Raise a DataError for a feature view whose features are missing in every row of ``what``.
 
     A view that joins no row at all is not sparse data: its keys are spelled differently on the
     two sides ('237' in the entity frame, '237.0' in the source). Training on it would go on
@@ -81,7 +81,7 @@ def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path)
         ours = "; ".join(f"{k} {_sample(frame[k])}" for k in keys) or "?"
         theirs = source_keys or f"? (not read: no {view}.parquet under the sources)"
         raise DataError(
-            f"feature view '{view}' joined none of the {len(frame):,} rows of the training set: its features "
+            f"feature view '{view}' joined none of the {len(frame):,} rows of {what}: its features "
             f"({', '.join(names)}) are missing in every row. Join key(s) {', '.join(keys) or '?'}: the entity "
             f"frame has {ours}; the source has {theirs}",
             hint="write a key the same way on both sides (an id read as a float gives '237.0' where the events "
@@ -172,4 +172,7 @@ def window_features(cfg: KfopsConfig, start: dt.date, end: dt.date, work_dir: Pa
     tables = import_callable(cfg.require("dataset.loader"), project_dir=cfg.resolved_against)(window_cfg)
     sources = Path(work_dir) / "sources"
     entities = build_entities(window_cfg, tables, sources)
-    return features.build_training_set(entities, window_cfg, sources)
+    joined = features.build_training_set(entities, window_cfg, sources)
+    # A drift check or backtest on a view that joined nothing would compare empty columns, not data.
+    check_views_joined(joined, window_cfg, sources, what=f"the window {start}..{end}")
+    return joined

@@ -80,3 +80,23 @@ def test_a_float_keyed_feature_table_joins_every_event(tmp_path):
     assert len(joined) >= MIN_ROWS_FOR_JOIN_CHECK
     assert joined["segment"].notna().all() and joined["region"].notna().all()  # were null in 100% of rows
     check_views_joined(joined, cfg, tmp_path / "sources")
+
+
+def test_the_drift_and_backtest_windows_run_the_same_check(tmp_path, monkeypatch):
+    """window_features (drift checks, backtests) compared a view's all-null columns as if they were data."""
+    import datetime as dt
+
+    from kfops.adapters import feast_store
+    from kfops.core import files
+    from kfops.steps import featurize
+
+    write_customers_source(tmp_path / "work" / "sources")
+    monkeypatch.setattr(files, "import_callable", lambda *args, **kwargs: lambda cfg: {})
+    monkeypatch.setattr(featurize, "build_entities", lambda cfg, tables, sources: None)
+    monkeypatch.setattr(feast_store, "build_training_set", lambda entities, cfg, sources: training_set(80))
+    cfg = config().model_copy(update={"dataset": KfopsConfig().dataset.model_copy(update={"loader": "any:loader"})})
+    with pytest.raises(DataError, match=r"feature view 'customers' joined none of the 80 rows of the window "
+                                        r"2024-01-01\.\.2024-01-31"):
+        featurize.window_features(cfg, dt.date(2024, 1, 1), dt.date(2024, 1, 31), tmp_path / "work")
+    monkeypatch.setattr(feast_store, "build_training_set", lambda entities, cfg, sources: training_set(80, 5))
+    assert len(featurize.window_features(cfg, dt.date(2024, 1, 1), dt.date(2024, 1, 31), tmp_path / "work")) == 80
