@@ -29,6 +29,9 @@ def init_command(
         "--forbid", help="A column known only after the event, never a feature. Repeat per column.")] = None,
     project: Annotated[str | None, typer.Option("--project", help="Project name (default: the folder's name).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Write into a folder that is not empty.")] = False,
+    dayfirst: Annotated[bool | None, typer.Option(
+        "--day-first/--month-first", help="How to read dates such as 03/04/2024 (default: refuse a column where no "
+        "value tells; ISO 8601 needs neither).", show_default=False)] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Scaffold a kfops project from your raw tables: kfops.yaml, the dataset plug-in, Feast
@@ -61,7 +64,8 @@ def init_command(
     from kfops.datasets.scaffold import InitSpec, parse_label, parse_table, scaffold
 
     spec = InitSpec(tables=[parse_table(t) for t in table], entities=list(entity), label=parse_label(label),
-                    events=events, row_id=row_id, forbid=list(forbid or []), project=project)
+                    events=events, row_id=row_id, forbid=list(forbid or []), project=project,
+                    dayfirst=dayfirst)
     done = scaffold(spec, target, force=force)
     echo = typer.echo
     echo(f"scaffolded {done.project} in {done.target}")

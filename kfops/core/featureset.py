@@ -404,8 +404,9 @@ def _refuse_two_readings(name: str, values: pd.Series, form: str, stamps: pd.Ser
         raise DataError(
             f"column '{name}' reads two ways: '{values[row]}' is {stamps[row]:%Y-%m-%d %H:%M} as {form} "
             f"and {others[row]:%Y-%m-%d %H:%M} as {other}, and no value tells day first from month first",
-            hint="write the times as ISO 8601 (2024-01-02T10:00:00), or pass dayfirst=True or False to "
-            "parse_timestamps in the dataset's loader",
+            hint="write the times as ISO 8601 (2024-01-02T10:00:00); or tell kfops init --day-first or "
+            "--month-first (it writes DAYFIRST into the dataset module), or pass dayfirst=True or False to "
+            "parse_timestamps in your own loader",
         )
 
 

@@ -260,3 +260,25 @@ def test_a_plug_in_beside_the_config_loads_in_a_command_that_runs_in_process(tmp
         assert load_request_builder(cfg.dataset.request_builder, cfg.resolved_against).name == "b"
     finally:
         sys.modules.pop(name, None)
+
+
+def test_init_reads_ambiguous_day_first_dates_when_told_and_so_does_the_written_loader(lake, tmp_path):
+    """03/04/2024 cannot tell its own order: init refused the column and its hint pointed to a loader
+    argument `kfops init` had no way to set."""
+    from kfops.core.files import import_callable
+
+    orders = pd.read_parquet(lake / "orders.parquet")
+    orders = orders[orders["ordered_at"].dt.day <= 12]  # every value reads both ways
+    written = orders.assign(ordered_at=orders["ordered_at"].dt.strftime("%d/%m/%Y %H:%M:%S"))
+    written.to_csv(tmp_path / "orders.csv", index=False)
+    tables = [parse_table(f"{tmp_path}/orders.csv:timestamp=ordered_at"), *shop_spec(lake).tables[1:]]
+    with pytest.raises(DataError, match="column 'ordered_at' reads two ways") as refused:
+        scaffold(shop_spec(lake, tables=tables), tmp_path / "refused")
+    assert "--day-first" in refused.value.hint
+    assert not (tmp_path / "refused").exists()
+
+    done = scaffold(shop_spec(lake, tables=tables, dayfirst=True), tmp_path / "shop")
+    assert "DAYFIRST = True" in (done.target / f"{done.module}.py").read_text()
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    loaded = import_callable(f"{done.module}:read_table", search_path=done.target)(cfg.dataset.source_dir, "orders")
+    assert sorted(loaded["ordered_at"]) == sorted(orders["ordered_at"].dt.floor("s"))

@@ -82,7 +82,7 @@ class Scaffold:
         return [f"{v.name}:{name}" for v in self.views for name, _, _ in v.features]
 
 
-def read_raw(table: TableSpec) -> pd.DataFrame:
+def read_raw(table: TableSpec, dayfirst: bool | None = None) -> pd.DataFrame:
     import pandas as pd
 
     from kfops.datasets import read_table_file
@@ -95,7 +95,7 @@ def read_raw(table: TableSpec) -> pd.DataFrame:
         if table.timestamp not in frame.columns:
             raise DataError(f"table '{table.name}' has no timestamp column '{table.timestamp}' "
                             f"(columns: {', '.join(map(str, frame.columns))})")
-        stamps = parse_timestamps(frame[table.timestamp])
+        stamps = parse_timestamps(frame[table.timestamp], dayfirst=dayfirst)
         if stamps.isna().all():
             raise DataError(f"table '{table.name}': column '{table.timestamp}' holds no timestamps")
         frame[table.timestamp] = stamps
@@ -122,7 +122,7 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     names = [t.name for t in spec.tables]
     if len(set(names)) != len(names):
         raise ConfigError(f"two tables share a name: {names}", hint="give one of them name=NAME")
-    frames = {t.name: read_raw(t) for t in spec.tables}
+    frames = {t.name: read_raw(t, spec.dayfirst) for t in spec.tables}
     profiles = {name: prof.profile_table(name, frame) for name, frame in frames.items()}
     by_name = {t.name: t for t in spec.tables}
 
@@ -540,7 +540,7 @@ def _plugin_text(plan: Scaffold, spec: InitSpec, table_files: dict[str, str],
         table_files=tpl.mapping_code(table_files), timestamps=tpl.mapping_code(timestamps), events=plan.events,
         row_id=plan.row_id, row_id_note="" if row_id_present else " (made from the keys and the event time)",
         entity_keys=[k for k in spec.entities if k in profiles[plan.events].columns],
-        request_features=plan.request_features, label_name=label.name,
+        request_features=plan.request_features, label_name=label.name, dayfirst=spec.dayfirst,
     )
     if later:
         text += tpl.LATER_LABEL.format(table=label.table, on=list(label.on), condition=label.condition,

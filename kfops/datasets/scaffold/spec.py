@@ -72,6 +72,8 @@ class InitSpec:
     row_id: str | None = None
     forbid: list[str] = field(default_factory=list)
     project: str | None = None
+    dayfirst: bool | None = None
+    """How to read dates such as 03/04/2024 in every table: None reads them only where no value is ambiguous."""
 
 
 def table_name(path: Path | str) -> str:

@@ -34,6 +34,7 @@ from kfops.errors import DataError
 # (None: static facts). Naive timestamps are read as UTC.
 TABLE_FILES = {table_files}
 TIMESTAMPS = {timestamps}
+DAYFIRST = {dayfirst!r}  # how to read 03/04/2024: True day first, False month first, None refuse when ambiguous
 EVENTS = {events!r}  # one row per prediction
 ROW_ID = {row_id!r}  # column of EVENTS that names a row{row_id_note}
 ENTITY_KEYS = {entity_keys!r}
@@ -70,7 +71,7 @@ def read_table(folder: str | Path, name: str) -> pd.DataFrame:
     frame = read_table_file(join_location(folder, TABLE_FILES[name]))
     column = TIMESTAMPS[name]
     if column is not None:
-        frame[column] = parse_timestamps(frame[column])
+        frame[column] = parse_timestamps(frame[column], dayfirst=DAYFIRST)
     return frame
 
 
