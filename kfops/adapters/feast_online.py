@@ -123,6 +123,8 @@ class KeyEncoder:
 def _encode_value(kind: int, value: Any) -> bytes:
     if kind == _STRING and isinstance(value, str):
         raw = value.encode("utf8")
+    elif kind == _STRING and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        raw = str(int(value)).encode()  # a JSON 237 for a string key: Feast's own conversion is str(x)
     elif kind == _INT64 and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         raw = struct.pack("<q", int(value))
     elif kind == _INT32 and isinstance(value, numbers.Integral) and not isinstance(value, bool):

@@ -57,6 +57,29 @@ def test_missing_and_unsupported_key_values():
     for odd in ("1", 1.0, True):
         with pytest.raises(Unsupported):
             encoder.encode({"region": "eu", "user_id": odd})
+    for odd in (1.0, True, b"eu"):  # Feast gives '1.0' and 'True': not worth a fast path
+        with pytest.raises(Unsupported):
+            encoder.encode({"region": odd, "user_id": 1})
+
+
+def test_an_integer_for_a_string_key_encodes_as_feast_converts_it():
+    """A JSON client sends customer_id 237 for a string entity: Feast reads '237'; the direct
+    reader used to hand such batches to Feast's slower lookup."""
+    import numpy as np
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.type_map import python_values_to_proto_values
+    from feast.value_type import ValueType
+
+    from kfops.adapters.feast_online import _STRING, KeyEncoder
+
+    encoder = KeyEncoder(("customer_id",), (_STRING,))
+    for value in (237, np.int64(237), -5, 0):
+        proto = python_values_to_proto_values([value], ValueType.STRING)[0]
+        expected = serialize_entity_key(EntityKey(join_keys=["customer_id"], entity_values=[proto]),
+                                        entity_key_serialization_version=3)
+        assert encoder.encode({"customer_id": value}) == expected
+        assert encoder.encode({"customer_id": str(value)}) == expected
     with pytest.raises(KeyError):
         encoder.encode({"region": "eu"})
 
