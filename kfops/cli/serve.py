@@ -79,6 +79,13 @@ def start(
     from kfops.serving.local.process import start_server
 
     cfg = cli_config(config, set_)
+    if version is not None:
+        from kfops.adapters.mlflow_registry import model_version
+
+        # Before any process starts: a missing version is the caller's mistake (exit 2), as in promote and reload.
+        if model_version(cfg, version=version) is None:
+            raise KfopsError(f"model '{cfg.registry.model_name}' has no version {version}",
+                             hint="list versions with `kfops history` or the MLflow UI")
     status = start_server(cfg, model_dir=model_dir, model_uri=model_uri, model_version=version, name=name, port=port,
                           online_lookup=online_lookup, replace=replace)
     _echo_status(status)
