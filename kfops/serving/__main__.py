@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     install_log_redaction()  # a failed reload's traceback quotes the tracking URI, password and all
     try:
-        from kfops.config import CONFIG_JSON_ENV, KfopsConfig, load_config, load_config_json
+        from kfops.config import CONFIG_JSON_ENV, PROJECT_DIR_ENV, KfopsConfig, load_config, load_config_json
         from kfops.serving.runtime.loading import ModelSource
 
         # Neither JSON carries a secret: the file's come back from the KFOPS__ variables its
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         # any other KFOPS__ override of the pod.
         if args.config_json is not None:
             cfg = KfopsConfig.from_json(args.config_json.read_text()).with_secrets()
+            if os.environ.get(PROJECT_DIR_ENV):  # start_server's: the project's plug-ins import from there
+                cfg = cfg.resolve(Path(os.environ[PROJECT_DIR_ENV]))
         elif os.environ.get(CONFIG_JSON_ENV) and args.config is None:  # an InferenceService's container
             cfg = load_config_json(os.environ[CONFIG_JSON_ENV])
         else:

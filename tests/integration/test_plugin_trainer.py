@@ -103,6 +103,33 @@ def test_the_server_answers_a_raw_request_with_the_plugins_probability(shop, mon
     assert served == pytest.approx(float(predict_proba(model, pd.DataFrame([vector]))[0]), abs=1e-6)
 
 
+def test_serve_start_from_another_folder_serves_the_plugins_model_even_over_a_running_xgboost_server(shop, tmp_path):
+    """`kfops serve start -c shop/kfops.yaml` from the folder above failed: the server process read
+    its config from JSON, which lost the project folder the plug-in imports from. And a server
+    started before train.trainer named the plug-in took the new champion as a hot swap, which its
+    old config refused: it is restarted with the new config instead."""
+    assert shop["run"].returncode == 0
+    from tests.support.serving_models import build_tiny_model
+
+    config, port = str(shop["config"]), f"serving.http_port={shop['port']}"
+    url = f"http://127.0.0.1:{shop['port']}/v2/models/{shop['cfg'].registry.model_name}"
+    xgb = build_tiny_model(tmp_path / "xgb")
+    before = kfops("serve", "start", "-c", config, "--set", port, "--set", "train.trainer=xgboost",
+                   "--model-dir", str(xgb), "--online-lookup", "none", cwd=shop["work"])
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert httpx.get(url, timeout=30).json()["platform"] == "kfops-xgboost"
+    try:
+        started = kfops("serve", "start", "-c", config, "--set", port, cwd=shop["work"])  # the champion
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert httpx.get(url, timeout=30).json()["platform"] == f"kfops-{TRAINER}"
+        stopped = kfops("serve", "stop", "-c", config, "--set", port, cwd=tmp_path)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    finally:  # the module's server, as the other tests expect it: the champion, started from elsewhere
+        again = kfops("serve", "start", "-c", config, "--set", port, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert httpx.get(url, timeout=30).json()["platform"] == f"kfops-{TRAINER}"
+
+
 def test_a_config_that_does_not_name_the_plugin_will_not_load_its_model(shop, tmp_path):
     """`kfops predict` with the project's config scores the champion; with train.trainer back at
     xgboost the champion's plug-in is not imported, and the error says which key to set."""

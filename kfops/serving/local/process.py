@@ -203,7 +203,10 @@ def start_server(
                                    f"{state['url']} is untouched",
                                    hint="set serving.http_port (or --port), or stop whatever listens there")
             healthy = _probe(state["url"], name) is not None
-            if not replace and same_address and healthy:
+            # A hot swap keeps the running process's config: a model whose trainer that config does not
+            # name (train.trainer changed since it started) needs a process started with this one.
+            same_plug_ins = state.get("plug_ins", _plug_ins(cfg)) == _plug_ins(cfg)
+            if not replace and same_address and healthy and same_plug_ins:
                 swapped = _hot_swap(cfg, key, state, source)
                 if swapped is not None:
                     return swapped
@@ -223,7 +226,7 @@ def start_server(
         _write_state(cfg, key, {
             "name": name, "pid": process.pid, "host": host, "port": port, "url": url, "source": source.to_dict(),
             "log_file": str(paths["log"]), "started_at": dt.datetime.now(dt.UTC).isoformat(),
-            "inference_log_dir": str(cfg.inference_log_dir), "token": token,
+            "inference_log_dir": str(cfg.inference_log_dir), "token": token, "plug_ins": _plug_ins(cfg),
         })
         try:
             _wait_ready(cfg, name, process, host, port, paths["log"])
@@ -248,8 +251,21 @@ def _launch(cfg: KfopsConfig, key: str, port: int, launch: dict[str, Any], paths
         log.flush()
         return subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**server_environment(), **cfg.secret_environment(), TOKEN_ENV: token},
+            env={**server_environment(), **cfg.secret_environment(), TOKEN_ENV: token, **_project_environment(cfg)},
         )
+
+
+def _plug_ins(cfg: KfopsConfig) -> list[str]:
+    """The trainer plug-ins a server started with ``cfg`` may import, and where from."""
+    return [*sorted(cfg.train.plugins), str(cfg.resolved_against)] if cfg.train.plugins else []
+
+
+def _project_environment(cfg: KfopsConfig) -> dict[str, str]:
+    """The project folder (of kfops.yaml), where the server imports the config's plug-ins from:
+    the config JSON carries absolute paths, not the folder they were resolved against."""
+    from kfops.config import PROJECT_DIR_ENV
+
+    return {PROJECT_DIR_ENV: str(cfg.resolved_against)} if cfg.resolved_against is not None else {}
 
 
 def _trial_start(cfg: KfopsConfig, key: str, launch: dict[str, Any]) -> None:
