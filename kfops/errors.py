@@ -22,6 +22,9 @@ EXIT_INTERRUPTED = 130
 """Ctrl-C (or the command was aborted)."""
 
 
+HINT_NOTE = "hint: "
+
+
 class KfopsError(Exception):
     """Base class; ``hint`` is printed after the message on the CLI.
 
@@ -36,6 +39,9 @@ class KfopsError(Exception):
         super().__init__(redact_uri(str(message)))
         if hint is not None:
             self.hint = redact_uri(hint)
+        if self.hint:
+            # A traceback (a pipeline task's log) shows it under the error, where `kfops run` finds it.
+            self.add_note(f"{HINT_NOTE}{self.hint}")
 
 
 class ConfigError(KfopsError):

@@ -28,7 +28,7 @@ from kfops.adapters.kfp_local import (
 )
 from kfops.config import KfopsConfig
 from kfops.core.files import atomic_write_bytes
-from kfops.errors import ConfigError, PipelineFailed
+from kfops.errors import HINT_NOTE, ConfigError, PipelineFailed
 from kfops.progress import PLAIN_LINE
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -290,7 +290,9 @@ def run_locally(
     run = LocalRun(name=name, run_dir=run_dir, compiled=compiled, log_path=log_path,
                    seconds=time.perf_counter() - started, outputs=collect_outputs(run_dir) if run_dir else {})
     if error is not None:
-        raise PipelineFailed(_failure_message(run, error, failed), hint=f"full log: {log_path}") from error
+        task_hint = _task_error(log_path)[1]
+        raise PipelineFailed(_failure_message(run, error, failed),
+                             hint=f"{task_hint}; full log: {log_path}" if task_hint else f"full log: {log_path}") from error
     return run
 
 
@@ -328,21 +330,23 @@ def _failure_message(run: LocalRun, error: BaseException, failed: str | None) ->
         names = [f"{f.get('table')}.{f.get('expectation')}({f.get('column') or ''})" for f in summary.get("failures", [])]
         return f"validation failed, nothing was trained or registered: {'; '.join(names[:8])}"
     where = f" in task '{failed}'" if failed else ""
-    cause = _task_error(run.log_path) or _ANSI.sub("", str(error)).strip().splitlines()[-1]
+    cause = _task_error(run.log_path)[0] or _ANSI.sub("", str(error)).strip().splitlines()[-1]
     return f"pipeline '{run.name}' failed{where}: {cause[:400]}"
 
 
 _TASK_ERROR = re.compile(r"^\s*(?:kfops\.errors\.)?(\w+(?:Error|Failed)): (.+)$")
 
 
-def _task_error(log_path: Path) -> str | None:
-    """The exception a failed task raised, from the run log (the task ran in another process)."""
+def _task_error(log_path: Path) -> tuple[str | None, str | None]:
+    """The exception a failed task raised and its hint, from the run log (the task ran in another process)."""
     try:
         lines = _ANSI.sub("", log_path.read_text()).splitlines()
     except OSError:
-        return None
-    for line in reversed(lines):
-        found = _TASK_ERROR.match(line)
+        return None, None
+    for index in range(len(lines) - 1, -1, -1):
+        found = _TASK_ERROR.match(lines[index])
         if found and found.group(1) != "RuntimeError":
-            return f"{found.group(1)}: {found.group(2).strip()}"
-    return None
+            after = lines[index + 1].strip() if index + 1 < len(lines) else ""
+            hint = after.removeprefix(HINT_NOTE) if after.startswith(HINT_NOTE) else None
+            return f"{found.group(1)}: {found.group(2).strip()}", hint
+    return None, None

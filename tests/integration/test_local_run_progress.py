@@ -42,6 +42,14 @@ def explode_quietly(size: int) -> int:
     raise ValueError("planted failure with no output folder")
 
 
+@component
+def refuse(size: int) -> int:
+    from kfops.errors import ServingError
+
+    raise ServingError("127.0.0.1:8080 is already in use by another process",
+                       hint="set serving.http_port (or --port), or stop whatever listens there")
+
+
 @dsl.pipeline(name="tiny-ok")
 def tiny_ok(size: int = 3):
     made = make(size=size)
@@ -60,7 +68,12 @@ def tiny_quiet_boom(size: int = 3):
     explode_quietly(size=size).after(made)
 
 
-PIPELINES = {"ok": tiny_ok, "boom": tiny_boom, "quiet": tiny_quiet_boom}
+@dsl.pipeline(name="tiny-refused")
+def tiny_refused(size: int = 3):
+    refuse(size=size)
+
+
+PIPELINES = {"ok": tiny_ok, "boom": tiny_boom, "quiet": tiny_quiet_boom, "refused": tiny_refused}
 
 
 @pytest.fixture
@@ -100,6 +113,13 @@ def test_the_failed_task_is_the_one_without_an_executor_output(cfg):
     message = str(failure)
     assert message.startswith("pipeline 'boom' failed in task 'explode': ValueError: planted failure in explode")
     assert "full log:" in failure.hint
+
+
+def test_a_tasks_own_hint_reaches_the_run_error(cfg):
+    """The task's fix ("set serving.http_port ...") was replaced by "full log: ..." on screen."""
+    failure, _, _ = run(cfg, "refused")
+    assert "in task 'refuse': ServingError: 127.0.0.1:8080 is already in use" in str(failure)
+    assert failure.hint.startswith("set serving.http_port (or --port), or stop whatever listens there; full log: ")
 
 
 def test_a_task_that_failed_before_writing_anything_is_named_by_kfp_local(cfg):
