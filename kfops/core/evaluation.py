@@ -187,8 +187,12 @@ def gate(
     champion_slices: dict[str, Any] | None = None,
     behaviour: list[Check] | None = None,
     champion_version: str | None = None,
+    challenger_vs_champion: dict[str, float] | None = None,
 ) -> Verdict:
-    """Bless only when every configured threshold holds. No thresholds: not blessed."""
+    """Bless only when every configured threshold holds. No thresholds: not blessed.
+
+    ``challenger_vs_champion``: the challenger's metrics on the rows the champion was scored on,
+    when those are not the whole test split (rows the champion trained on are left out)."""
     checks: list[Check] = []
     floors = [("min_roc_auc", "roc_auc", ">="), ("min_pr_auc", "pr_auc", ">="), ("max_log_loss", "log_loss", "<=")]
     for key, metric, op in floors:
@@ -199,7 +203,8 @@ def gate(
         ok = (value >= limit) if op == ">=" else (value <= limit)
         checks.append(Check(f"floor:{metric}", bool(ok and np.isfinite(value)), f"{metric}={value:.4f} {op} {limit}"))
     if champion is not None and gate_cfg.min_improvement is not None:
-        gain = challenger.get("roc_auc", float("nan")) - champion.get("roc_auc", float("nan"))
+        compared = challenger if challenger_vs_champion is None else challenger_vs_champion
+        gain = compared.get("roc_auc", float("nan")) - champion.get("roc_auc", float("nan"))
         checks.append(Check("improvement:roc_auc", bool(np.isfinite(gain) and gain >= gate_cfg.min_improvement),
                             f"roc_auc gain over champion v{champion_version}: {gain:+.4f} "
                             f"(need >= {gate_cfg.min_improvement:+.4f})"))
@@ -224,6 +229,33 @@ def gate(
         blessed = False
     else:
         blessed = all(c.passed for c in checks)
-    if champion is None:
+    if champion is None and champion_version is None:
         reasons.insert(0, "no champion yet: the absolute floors alone decide")
     return Verdict(blessed=blessed, reasons=reasons, checks=[asdict(c) for c in checks], champion_version=champion_version)
+
+
+def champion_training_span(tags: dict[str, str], zone: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The event times (UTC) a registered model trained on, from its version tags: the start of its
+    window (``kfops.window``) through ``kfops.trained_through``, or through the window's last day
+    when that tag is absent (versions registered before it existed). None when the tags do not say."""
+    import pandas as pd
+
+    window = [part for part in tags.get("kfops.window", "").split(",") if part]
+    if len(window) != 2:
+        return None
+    try:
+        start = pd.Timestamp(window[0]).tz_localize(zone).tz_convert("UTC")
+        end_of_window = (pd.Timestamp(window[1]) + pd.Timedelta(days=1)).tz_localize(zone).tz_convert("UTC")
+        through_tag = tags.get("kfops.trained_through")
+        through = pd.Timestamp(through_tag) if through_tag else end_of_window - pd.Timedelta(microseconds=1)
+    except (ValueError, TypeError):
+        return None
+    return start, through.tz_localize("UTC") if through.tzinfo is None else through.tz_convert("UTC")
+
+
+def seen_in_training(times: pd.Series, span: tuple[pd.Timestamp, pd.Timestamp]) -> np.ndarray:
+    """Which rows (by event time) fall inside a model's training span: scoring it there is in-sample."""
+    import pandas as pd
+
+    stamps = pd.to_datetime(times, utc=True)
+    return np.asarray((stamps >= span[0]) & (stamps <= span[1]), dtype=bool)

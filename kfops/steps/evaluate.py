@@ -45,23 +45,38 @@ def evaluate(
 
     champion_metrics = champion_slices = champion_version = None
     champion_proba = None
+    behaviour = (behavioural_checks(model, test, cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns)
+                 if cfg.evaluate.behavioural_checks else [])
+    behaviour.append(serving_parity(model.spec, test))
+    compared = None  # the challenger's metrics on the rows the champion did not train on, when not all rows
+    notes: list[str] = []
     found = registry.champion(cfg)
     if found is not None:
         champion_version = found.version
         champion_model = load_model(registry.fetch_version_dir(cfg, found.version), cfg.train.plugins,
                                     cfg.resolved_against)
         champion_proba = predict_proba(champion_model, test)
-        champion_metrics = classification_metrics(y_true, champion_proba, champion_model.threshold,
+        unseen, note, refusal = _unseen_by_champion(test, y_true, found, cfg, gate_cfg.min_slice_rows)
+        notes += [note] if note else []
+        if refusal is not None:
+            behaviour.append(refusal)
+        else:
+            rows, y_seen, p_seen = test[unseen], y_true[unseen], champion_proba[unseen]
+            champion_metrics = classification_metrics(y_seen, p_seen, champion_model.threshold,
+                                                      cfg.evaluate.calibration_bins)["scalars"]
+            champion_slices = slice_metrics(rows, y_seen, p_seen, gate_cfg.slices, gate_cfg.min_slice_rows)
+            if not unseen.all():
+                compared = classification_metrics(y_seen, proba[unseen], model.threshold,
                                                   cfg.evaluate.calibration_bins)["scalars"]
-        champion_slices = slice_metrics(test, y_true, champion_proba, gate_cfg.slices, gate_cfg.min_slice_rows)
-    behaviour = (behavioural_checks(model, test, cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns)
-                 if cfg.evaluate.behavioural_checks else [])
-    behaviour.append(serving_parity(model.spec, test))
-    verdict = gate(metrics["scalars"], gate_cfg, champion_metrics, slices, champion_slices, behaviour, champion_version)
+                slices_compared = slice_metrics(rows, y_seen, proba[unseen], gate_cfg.slices, gate_cfg.min_slice_rows)
+    verdict = gate(metrics["scalars"], gate_cfg, champion_metrics, slices if compared is None else slices_compared,
+                   champion_slices, behaviour, champion_version, challenger_vs_champion=compared)
+    verdict.reasons += notes
     missing = [c for c in gate_cfg.slices if c not in test.columns]
     if missing:
         verdict.reasons.append(f"NOTE slices: {', '.join(missing)} not in the test data, so not judged")
     summary = {
+        "trained_through": _trained_through(frame, cfg),
         "blessed": verdict.blessed,
         "verdict": verdict.to_dict(),
         "metrics": metrics["scalars"],
@@ -87,6 +102,47 @@ def evaluate(
             run.log_figure(figure, f"evaluation/{name}.png")
     plots.close(figures)
     return summary
+
+
+def _trained_through(frame, cfg: KfopsConfig) -> str | None:
+    """The last event time the model trained on (train and validation splits): register tags the
+    version with it, so a later gate scores this model only on rows it did not see."""
+    import pandas as pd
+
+    seen = pd.to_datetime(frame.loc[frame[SPLIT_COLUMN] != "test", cfg.dataset.event_timestamp], utc=True)
+    return None if seen.empty else seen.max().isoformat()
+
+
+def _unseen_by_champion(test, y_true, champion, cfg: KfopsConfig, min_rows: int):
+    """(mask of test rows the champion did not train on, a NOTE or None, a failing Check or None).
+
+    Scoring the champion on rows it trained on flatters it (in-sample), so a challenger on an
+    earlier or overlapping window was refused for a loss that was not there. Those rows are left
+    out of the comparison; when too few remain to compare, the gate refuses (fails closed) and says why.
+    """
+    import numpy as np
+
+    from kfops.core.evaluation import Check, champion_training_span, seen_in_training
+
+    span = champion_training_span(dict(champion.tags), cfg.validation.window_timezone)
+    if span is None:
+        return (np.ones(len(test), dtype=bool),
+                f"NOTE champion v{champion.version} carries no training window (kfops.window): compared on every "
+                "test row", None)
+    unseen = ~seen_in_training(test[cfg.dataset.event_timestamp], span)
+    if unseen.all():
+        return unseen, None, None
+    through = f"{span[0]:%Y-%m-%d} to {span[1]:%Y-%m-%d %H:%M} UTC"
+    left = int(unseen.sum())
+    if left < min_rows or len(np.unique(y_true[unseen])) < 2:
+        return unseen, None, Check(
+            "champion:unseen_rows", False,
+            f"champion v{champion.version} trained on {len(test) - left:,} of the {len(test):,} test rows (its "
+            f"training data runs {through}); the {left:,} it did not see are too few to compare on (need "
+            f"{min_rows}, evaluate.gate.min_slice_rows, of both classes). Train on a window that ends after the "
+            "champion's, or promote by hand with `kfops promote --force`")
+    return unseen, (f"NOTE champion v{champion.version} compared on the {left:,} of {len(test):,} test rows it did "
+                    f"not train on (its training data runs {through})"), None
 
 
 def serving_parity(spec, test):

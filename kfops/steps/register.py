@@ -53,6 +53,8 @@ def register(
         "kfops.trainer_config": cfg.train.model_dump_json()[:4900],
         "kfops.blessed": "true",
         "kfops.test_roc_auc": f"{verdict['metrics']['roc_auc']:.4f}",
+        # The last event time it trained on: a later gate scores it only on rows after (or before) its data.
+        "kfops.trained_through": verdict.get("trained_through") or "",
         "kfops.gate": " | ".join(verdict["verdict"]["reasons"])[:4900],
     }
     # The data contract's result travels with the model: summary and report on the training run.

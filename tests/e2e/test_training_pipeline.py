@@ -159,6 +159,23 @@ def test_later_window_is_judged_against_the_champion(first_run, state):
         assert champion == "1"
 
 
+def test_a_window_the_champion_trained_on_is_not_judged_in_sample(first_run, state):
+    """v1 trained on January 1-21. A challenger on January 1-14 has its test split (the last days)
+    inside v1's training data: scored there, v1 looked far better than it is and the challenger was
+    refused for a loss that was not there. Now the gate says it cannot compare, and why."""
+    cfg = state["config"]("dataset.start=2013-01-01", "dataset.end=2013-01-14")
+    client = registry_client(cfg)
+    champion = client.get_model_version_by_alias(cfg.registry.model_name, "champion")
+    assert champion.tags["kfops.trained_through"].startswith("2013-01-1")  # its train and validation splits
+    run = run_locally(cfg, "training", on_event=lambda line: None)
+    verdict = json.loads(Path(run.outputs["evaluate"]["verdict"]).read_text())
+    reasons = " | ".join(verdict["verdict"]["reasons"])
+    assert not verdict["blessed"] and verdict["champion_metrics"] is None and "register" not in run.outputs
+    assert f"FAIL champion:unseen_rows: champion v{champion.version} trained on" in reasons
+    assert "no champion yet" not in reasons
+    assert str(client.get_model_version_by_alias(cfg.registry.model_name, "champion").version) == str(champion.version)
+
+
 def test_lineage_history_and_status_print_real_data(first_run, state):
     import subprocess
     import sys
