@@ -403,7 +403,12 @@ def main(argv: list[str] | None = None) -> Any:
     accept_verbose(app)  # the hints below suggest --verbose: every command takes it
     usage_error = parser_click_exception()
     try:
-        return app(args=argv, prog_name="kfops", standalone_mode=False)
+        result = app(args=argv, prog_name="kfops", standalone_mode=False)
+        if result == EXIT_INTERRUPTED and type(result) is int:
+            # typer turns KeyboardInterrupt into Exit(130), which non-standalone mode returns, not raises.
+            typer.echo("interrupted", err=True)
+            raise SystemExit(EXIT_INTERRUPTED)
+        return result
     except KfopsError as err:
         if verbose:
             traceback.print_exc()

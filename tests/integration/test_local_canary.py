@@ -179,3 +179,44 @@ def test_the_cli_reports_a_rollback_in_one_line_with_exit_code_3(cfg, models, tm
     (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "rolled back" in error and "Traceback" not in result.stderr
     assert served_version(cfg) == before
+
+
+def test_a_terminated_canary_stops_its_server_and_split_and_a_leftover_split_is_cleared(cfg, models, tmp_path):
+    """`kill` of a running canary left the canary server and the split listening, and the next
+    canary failed on the split's port; a split left by a SIGKILLed canary is stopped at the next."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from kfops.serving.local.canary import canary_port, start_split, stop_leftover_split
+    from kfops.serving.local.process import port_in_use
+    from tests.unit.test_cli import KFOPS
+
+    config_file = tmp_path / "kfops.yaml"
+    config_file.write_text(cfg.model_copy(update={"serving": cfg.serving.model_copy(update={
+        "canary": cfg.serving.canary.model_copy(update={"timeout_s": 600, "min_requests": 10**6})})}).model_dump_json())
+    host, split_port = cfg.serving.host, cfg.serving.canary.split_port
+    canary = subprocess.Popen([KFOPS, "serve", "canary", "--config", str(config_file), "--model-dir",
+                               str(models["healthy"]), "--name", NAME, "--online-lookup", "none"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not port_in_use(host, split_port) and time.monotonic() < deadline and canary.poll() is None:
+            time.sleep(0.2)
+        assert port_in_use(host, split_port) and port_in_use(host, canary_port(cfg))
+        os.kill(canary.pid, signal.SIGTERM)
+        _, stderr = canary.communicate(timeout=120)
+    finally:
+        if canary.poll() is None:
+            canary.kill()
+    assert canary.returncode == 130 and "interrupted" in stderr, stderr
+    assert not port_in_use(host, split_port) and not port_in_use(host, canary_port(cfg))
+    assert json.loads(rollout_log(cfg).read_text().splitlines()[-1])["action"] == "aborted"
+    assert server_status(cfg, NAME)["healthy"]
+
+    stable = server_status(cfg, NAME)["url"]
+    left = start_split(cfg, stable, stable, 0)  # as a canary that was SIGKILLed leaves it
+    assert port_in_use(host, split_port)
+    assert stop_leftover_split(cfg, on_event=lambda line: None)
+    assert not port_in_use(host, split_port) and left.wait(timeout=10) is not None

@@ -142,6 +142,7 @@ def test_a_version_that_does_not_exist_is_exit_2_in_every_command(production_mlf
         (("promote", "99"), "has no version 99"),
         (("lineage", "99"), "has no version 99"),
         (("serve", "start", "--version", "99", "--port", str(free_port())), "has no version 99"),
+        (("serve", "canary", "--version", "99"), "has no version 99"),  # before any server starts
         (("predict", "-i", str(rows), "-o", str(tmp_path / "out.parquet"), "--model-uri", f"models:/{name}/99"),
          f"models:/{name}/99"),
         (("predict", "-i", str(rows), "-o", str(tmp_path / "out.parquet"), "--model-uri", f"models:/{name}@nope"),

@@ -210,3 +210,19 @@ def test_ui_on_a_taken_port_fails_before_starting_mlflow(tmp_path):
         done = kfops("ui", "--port", str(port), cwd=tmp_path)
     assert done.returncode == 3, (done.returncode, done.stderr)
     assert f"127.0.0.1:{port} is already in use" in done.stderr and "MLflow UI on" not in done.stdout
+
+
+def test_ctrl_c_in_any_command_is_exit_130_with_one_line(monkeypatch, capsys, tmp_path):
+    """typer turns KeyboardInterrupt into an exit code that non-standalone mode returns: kfops
+    exited 130 without a word."""
+    import kfops.config
+    from kfops.cli import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(kfops.config, "load_config", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        main(["config", "show"])
+    assert exited.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"

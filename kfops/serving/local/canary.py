@@ -14,18 +14,19 @@ rollout log (``<data_dir>/serving/rollouts.jsonl``) and, for a registered versio
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfops.core.redaction import redact_uri
-from kfops.errors import ServingError
+from kfops.errors import KfopsError, ServingError
 
 if TYPE_CHECKING:
     from kfops.config import KfopsConfig
@@ -67,11 +68,19 @@ def run_local_canary(
     from kfops.core.rollout import RolloutAction, analyse_canary, windows_from
     from kfops.serving.local import process
 
+    if model_version is not None:
+        from kfops.adapters.mlflow_registry import model_version as registered
+
+        # Before any process starts: a missing version is the caller's mistake (exit 2), as in `serve start`.
+        if registered(cfg, version=model_version) is None:
+            raise KfopsError(f"model '{cfg.registry.model_name}' has no version {model_version}",
+                             hint="list versions with `kfops history` or the MLflow UI")
     name = name or cfg.registry.model_name
     stable = process.server_status(cfg, name)
     if not stable["healthy"]:
         raise ServingError(f"no healthy stable server for {name} to canary against",
                            hint="start one with `kfops serve start`, then run the canary")
+    stop_leftover_split(cfg, on_event)
     if process.port_in_use(cfg.serving.host, cfg.serving.canary.split_port):
         raise ServingError(f"{cfg.serving.host}:{cfg.serving.canary.split_port} (serving.canary.split_port) is in use",
                            hint="another rollout may be running; or set serving.canary.split_port")
@@ -84,7 +93,9 @@ def run_local_canary(
     outcome: dict[str, Any] = {"model": name, "stable_version": stable["model_version"],
                                "canary_version": canary["model_version"], "canary_source": canary["model_source"],
                                "split_url": split_url(cfg)}
+    stack = contextlib.ExitStack()
     try:
+        stack.enter_context(_sigterm_as_interrupt())  # `kill` of the canary: the finally below still cleans up
         split = start_split(cfg, stable["url"], canary["url"], cfg.serving.canary.traffic_percent)
         on_event(f"{cfg.serving.canary.traffic_percent}% of the requests to {split_url(cfg)} go to version "
                  f"{canary['model_version']}, the rest to {stable['model_version']}; watching for up to "
@@ -114,11 +125,55 @@ def run_local_canary(
                  f"{rollout_log(cfg)}",
         )
     finally:
+        stack.close()
         if split is not None:
             stop_split(split)
+            _split_state(cfg).unlink(missing_ok=True)
         process.stop_server(cfg, name, instance=instance)
         outcome.setdefault("action", "aborted")
         record_rollout(cfg, outcome)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt while the canary runs, so its servers are stopped as on Ctrl-C."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_leftover_split(cfg: KfopsConfig, on_event: Callable[[str], None] = log.info) -> bool:
+    """Stop a traffic split an earlier canary left running (it was killed with SIGKILL, say)."""
+    import os
+
+    from kfops.serving.local.process import _terminate, pid_alive
+
+    try:
+        pid = json.loads(_split_state(cfg).read_text()).get("pid")
+    except (OSError, ValueError, AttributeError):
+        return False
+    try:
+        ours = pid_alive(pid) and b"kfops.serving.sidecars.split" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        ours = False
+    if ours:
+        on_event(f"stopping the traffic split (pid {pid}) an earlier canary left running")
+        _terminate(int(pid), timeout_s=10)
+    with contextlib.suppress(OSError):
+        os.remove(_split_state(cfg))
+    return bool(ours)
 
 
 def _source_kwargs(source: dict[str, Any]) -> dict[str, Any]:
@@ -153,13 +208,14 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "split.log"
     token = new_token()  # POST /-/split needs it; kept owner-only beside the servers' state
-    atomic_write_text(_split_state(cfg), json.dumps({"token": token}), mode=0o600)
     command = [sys.executable, "-m", "kfops.serving.sidecars.split", "--host", cfg.serving.host,
                "--port", str(cfg.serving.canary.split_port), "--stable", stable_url, "--canary", canary_url,
                "--canary-percent", str(percent)]  # fmt: skip
     with log_path.open("ab") as out:
         split = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                  start_new_session=True, env={**server_environment(), TOKEN_ENV: token})
+    _split_state(cfg).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(_split_state(cfg), json.dumps({"token": token, "pid": split.pid}), mode=0o600)
     deadline = time.monotonic() + SPLIT_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if split.poll() is not None:
@@ -178,7 +234,8 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
 
 
 def _split_state(cfg: KfopsConfig) -> Path:
-    return cfg.data_dir / "serving" / "split.json"
+    # Its own folder: serving/<name>.json are the model servers' states (`kfops serve stop --name split`).
+    return cfg.data_dir / "serving" / "canary" / "split.json"
 
 
 def split_headers(cfg: KfopsConfig) -> dict[str, str]:
