@@ -201,7 +201,8 @@ def gate(
             continue
         value = challenger.get(metric, float("nan"))
         ok = (value >= limit) if op == ">=" else (value <= limit)
-        checks.append(Check(f"floor:{metric}", bool(ok and np.isfinite(value)), f"{metric}={value:.4f} {op} {limit}"))
+        # "0.5925, needs >= 0.65": a failing line must not read as a true statement ("0.5925 >= 0.65").
+        checks.append(Check(f"floor:{metric}", bool(ok and np.isfinite(value)), f"{metric} {value:.4f}, needs {op} {limit}"))
     if champion is not None and gate_cfg.min_improvement is not None:
         compared = challenger if challenger_vs_champion is None else challenger_vs_champion
         gain = compared.get("roc_auc", float("nan")) - champion.get("roc_auc", float("nan"))

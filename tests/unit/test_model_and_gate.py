@@ -151,3 +151,11 @@ def test_slice_reason_speaks_of_a_drop_only_when_roc_auc_fell():
 
     passed, detail = slice_reason(0.70)  # fell, within the allowance
     assert passed and "drops roc_auc by 0.0200" in detail
+
+
+def test_a_failed_floor_does_not_read_as_a_true_statement():
+    """'FAIL floor:roc_auc: roc_auc=0.5925 >= 0.65' read as if 0.5925 were at least 0.65."""
+    from kfops.core.evaluation import gate
+
+    verdict = gate({"roc_auc": 0.5925}, GateConfig(min_roc_auc=0.65, min_improvement=None), None)
+    assert verdict.reasons[-1] == "FAIL floor:roc_auc: roc_auc 0.5925, needs >= 0.65"

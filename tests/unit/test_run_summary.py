@@ -17,8 +17,8 @@ from kfops.runners.local import LocalRun
 from tests.support.example import write_example_config
 
 ENDPOINT = "http://127.0.0.1:18099"
-BLESSED_REASONS = ["PASS floor:roc_auc: roc_auc=0.7400 >= 0.6"]
-REFUSED_REASONS = ["FAIL floor:roc_auc: roc_auc=0.7400 >= 0.99",
+BLESSED_REASONS = ["PASS floor:roc_auc: roc_auc 0.7400, needs >= 0.6"]
+REFUSED_REASONS = ["FAIL floor:roc_auc: roc_auc 0.7400, needs >= 0.99",
                    "PASS slices:max_regression: worst slice carrier=AA drops roc_auc by 0.0100 versus the champion "
                    "(allowed drop 0.05)"]
 METRICS = {"roc_auc": 0.74, "pr_auc": 0.5, "log_loss": 0.5, "f1": 0.5, "threshold": 0.3, "ece": 0.01, "rows": 100}
@@ -119,7 +119,7 @@ def test_exit_codes_are_distinct_and_a_refusal_is_not_an_error_code():
 def test_refusal_names_the_failed_checks():
     err = gate_refused(REFUSED_REASONS)
     assert err.exit_code == EXIT_NOT_BLESSED
-    assert "floor:roc_auc: roc_auc=0.7400 >= 0.99" in str(err)
+    assert "floor:roc_auc: roc_auc 0.7400, needs >= 0.99" in str(err)
     assert "slices" not in str(err)  # only the checks that failed
     assert "see the gate's reasons" in str(gate_refused([]))
 
