@@ -876,14 +876,18 @@ def scratch_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"kfops-{user}"
 
 
-def _describe(err: ValidationError) -> str:
+def _describe(err: ValidationError, sources: dict[str, str] | None = None) -> str:
+    """One line naming each bad key; ``sources`` maps a key to where its value came from
+    (``--set``, a ``KFOPS__`` variable), so the message points at what the user wrote."""
     parts = []
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or "config"
+        came = next((f" (from {source})" for key, source in (sources or {}).items()
+                     if where == key or where.startswith(key + ".")), "")
         if item["type"] == "extra_forbidden":
-            parts.append(f"unknown key '{where}'")
+            parts.append(f"unknown key '{where}'{came}")
         else:
-            parts.append(f"{where}: {item['msg']}")
+            parts.append(f"{where}: {item['msg']}{came}")
     return "invalid configuration: " + "; ".join(parts)
 
 
@@ -1029,15 +1033,20 @@ def load_config(
         if not isinstance(tree, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         base = path.resolve().parent
+    sources: dict[str, str] = {}
     for key_path, value in env_overrides(environ):
         _set_path(tree, key_path, value)
+        sources[".".join(key_path)] = env_name(".".join(key_path))
     for item in overrides or []:
-        _set_path(tree, *parse_override(item))
+        key_path, value = parse_override(item)
+        _set_path(tree, key_path, value)
+        sources[".".join(key_path)] = "--set"
     try:
         config = KfopsConfig.model_validate(json.loads(json.dumps(tree, default=str)))
     except ValidationError as err:
-        source = f" ({path})" if path else ""
-        raise ConfigError(_describe(err) + source) from err
+        from_overrides = all(any(".".join(map(str, e["loc"])).startswith(k) for k in sources) for e in err.errors())
+        source = f" ({path})" if path and not from_overrides else ""
+        raise ConfigError(_describe(err, sources) + source) from err
     check_credential_uris(config)
     return _with_declared_features(config, base).resolve(base)
 

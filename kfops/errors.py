@@ -23,6 +23,8 @@ EXIT_INTERRUPTED = 130
 
 
 HINT_NOTE = "hint: "
+"""How a pipeline task's log shows a KfopsError's hint, on the line after its traceback
+(:func:`install_hint_printer`), where `kfops run` reads it back."""
 
 
 class KfopsError(Exception):
@@ -39,9 +41,6 @@ class KfopsError(Exception):
         super().__init__(redact_uri(str(message)))
         if hint is not None:
             self.hint = redact_uri(hint)
-        if self.hint:
-            # A traceback (a pipeline task's log) shows it under the error, where `kfops run` finds it.
-            self.add_note(f"{HINT_NOTE}{self.hint}")
 
 
 class ConfigError(KfopsError):
@@ -99,3 +98,21 @@ class ServiceUnavailable(KfopsError):
 
 class PipelineFailed(KfopsError):
     exit_code = EXIT_FAILED
+
+
+def install_hint_printer() -> None:
+    """Print a KfopsError's hint under the traceback of an error that ends the process (a pipeline
+    task): the hint is not part of the exception's text, and `kfops run` shows it from the log."""
+    import sys
+
+    if getattr(sys.excepthook, "kfops_hints", False):
+        return
+    previous = sys.excepthook
+
+    def print_with_hint(kind, value, traceback) -> None:
+        previous(kind, value, traceback)
+        if isinstance(value, KfopsError) and value.hint:
+            print(f"{HINT_NOTE}{value.hint}", file=sys.stderr, flush=True)
+
+    print_with_hint.kfops_hints = True  # type: ignore[attr-defined]
+    sys.excepthook = print_with_hint

@@ -292,6 +292,9 @@ def _fresh_process_state(cwd: str) -> None:
     root.setLevel(logging.WARNING)
     if "numpy" in sys.modules:  # the legacy global generator would be the zygote's in every task
         sys.modules["numpy"].random.seed()
+    from kfops.errors import install_hint_printer
+
+    install_hint_printer()  # a failed task's KfopsError hint, under its traceback, for `kfops run`
 
 
 def _run_module(module: str, args: list[str]) -> Any:

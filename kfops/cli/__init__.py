@@ -106,9 +106,12 @@ def run(
 
       kfops run training --runner docker --config production.yaml
     """
+    from kfops.adapters.kfp_local import PIPELINES
     from kfops.cli.summary import print_run_summary
     from kfops.runners.local import run_locally
 
+    if pipeline not in PIPELINES:  # before the banner says it is running
+        raise KfopsError(f"unknown pipeline '{pipeline}'", hint=f"choose one of: {', '.join(PIPELINES)}")
     cfg = cli_config(config, set_)
     cfg.check_required()  # every missing dataset key named at once, before anything runs
     if cfg.cluster.kfp_host:

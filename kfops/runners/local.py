@@ -152,7 +152,8 @@ class _ProgressTee(io.TextIOBase):
             while "\n" in self.buffer_text:
                 line, self.buffer_text = self.buffer_text.split("\n", 1)
                 clean = _ANSI.sub("", line).strip()
-                if clean.startswith("kfops:") or "FAILED" in clean or "Traceback" in clean:
+                # Not a traceback's first line alone: the run's error names the task's exception and its hint.
+                if clean.startswith("kfops:") or "FAILED" in clean:
                     self.on_event(clean)
                 elif (step := PLAIN_LINE.search(clean)) is not None:  # a task's own progress (epochs, rounds)
                     self.on_event(step.group(0))

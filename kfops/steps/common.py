@@ -25,8 +25,10 @@ def step_config(config: KfopsConfig | str) -> KfopsConfig:
     resolved where this task runs (see KfopsConfig.resolve_at_run_time)."""
     from kfops.config import KfopsConfig
     from kfops.core.redaction import install_log_redaction
+    from kfops.errors import install_hint_printer
 
     install_log_redaction()  # a task's log is kept (and shown in the KFP UI): no password in it
+    install_hint_printer()  # the fix a failed task's error names reaches `kfops run`
     return config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
 
 

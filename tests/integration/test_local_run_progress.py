@@ -44,8 +44,9 @@ def explode_quietly(size: int) -> int:
 
 @component
 def refuse(size: int) -> int:
-    from kfops.errors import ServingError
+    from kfops.errors import ServingError, install_hint_printer
 
+    install_hint_printer()  # as every kfops step does (step_config)
     raise ServingError("127.0.0.1:8080 is already in use by another process",
                        hint="set serving.http_port (or --port), or stop whatever listens there")
 
@@ -117,8 +118,9 @@ def test_the_failed_task_is_the_one_without_an_executor_output(cfg):
 
 def test_a_tasks_own_hint_reaches_the_run_error(cfg):
     """The task's fix ("set serving.http_port ...") was replaced by "full log: ..." on screen."""
-    failure, _, _ = run(cfg, "refused")
+    failure, _, lines = run(cfg, "refused")
     assert "in task 'refuse': ServingError: 127.0.0.1:8080 is already in use" in str(failure)
+    assert not any("Traceback" in line for line in lines)  # a lone first line of the task's traceback said nothing
     assert failure.hint.startswith("set serving.http_port (or --port), or stop whatever listens there; full log: ")
 
 

@@ -226,3 +226,10 @@ def test_ctrl_c_in_any_command_is_exit_130_with_one_line(monkeypatch, capsys, tm
     with pytest.raises(SystemExit) as exited:
         main(["config", "show"])
     assert exited.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_an_unknown_pipeline_is_refused_before_the_run_banner(tmp_path):
+    write_example_config(tmp_path / "kfops.yaml")
+    done = kfops("run", "bogus", cwd=tmp_path)
+    assert done.returncode == 2 and "unknown pipeline 'bogus'" in done.stderr, done.stderr
+    assert "running 'bogus'" not in done.stdout

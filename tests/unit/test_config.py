@@ -201,3 +201,17 @@ def test_a_key_written_twice_is_refused_rather_than_the_first_silently_dropped(t
     (tmp_path / "kfops.yaml").write_text("dataset:\n  end: 2013-02-01\n  end: 2013-03-01\n")
     with pytest.raises(ConfigError, match="found the key 'end' twice"):
         load_config(tmp_path / "kfops.yaml", environ={})
+
+
+def test_an_error_in_an_override_names_the_override_not_the_file(tmp_path):
+    """`--set train.trainr=xgboost` was reported as "unknown key 'train.trainr' (.../kfops.yaml)"."""
+    config = tmp_path / "kfops.yaml"
+    config.write_text("train:\n  trainer: xgboost\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(config, ["train.trainr=xgboost"], environ={})
+    assert str(raised.value) == "invalid configuration: unknown key 'train.trainr' (from --set)"
+    with pytest.raises(ConfigError, match=r"dataset\.end: .* \(from KFOPS__DATASET__END\)$"):
+        load_config(config, [], environ={"KFOPS__DATASET__END": "2013-02-30"})
+    config.write_text("train:\n  trainr: xgboost\n")
+    with pytest.raises(ConfigError, match=rf"unknown key 'train.trainr' \({config}\)$"):
+        load_config(config, ["dataset.end=2013-02-28"], environ={})
