@@ -123,9 +123,17 @@ def run(
 
     with task_progress(pipeline) as display:
         result = run_locally(cfg, pipeline, on_event=display.line, on_task=display.task, runner=runner)
-    facts = print_run_summary(cfg, result, verbose=verbose)
+    facts = print_run_summary(cfg, result, verbose=verbose, same=same_project_options(config, set_))
     if facts["blessed"] is False:  # a decision, not a failure: its own exit code for automation
         raise gate_refused(facts["reasons"])
+
+
+def same_project_options(config: Path | None, set_: list[str] | None) -> str:
+    """' -c FILE --set k=v ...' as given: what a suggested follow-up command needs to act on this project."""
+    import shlex
+
+    words = (["-c", str(config)] if config is not None else []) + [w for item in set_ or [] for w in ("--set", item)]
+    return "".join(f" {shlex.quote(word)}" for word in words)
 
 
 def gate_refused(reasons: list[str]) -> GateRefused:

@@ -95,7 +95,9 @@ def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
     }
 
 
-def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False) -> dict[str, Any]:
+def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False, same: str = "") -> dict[str, Any]:
+    """``same``: the options that address this project again (``-c``, ``--set``), added to the
+    commands the summary suggests, so they act on this run's project and not the nearest kfops.yaml."""
     facts = run_summary(cfg, run)
     m = facts["metrics"]
     echo = typer.echo
@@ -113,16 +115,16 @@ def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False) ->
             echo(f"                   {reason}")
     registered, served = facts["registered_version"], facts["served_version"]
     if registered:
-        echo(f"  registered     {facts['model_name']} v{registered}  (kfops lineage {registered})")
+        echo(f"  registered     {facts['model_name']} v{registered}  (kfops lineage {registered}{same})")
     elif facts["blessed"] is False:
         echo("  registered     nothing: the gate refused the model")
     if facts["endpoint"]:
         if served:
             echo(f"  serving        {facts['model_name']} v{served} (@{facts['served_alias']})")
         else:
-            echo(f"  serving        @{facts['served_alias']} (version unknown: kfops serve status)")
+            echo(f"  serving        @{facts['served_alias']} (version unknown: kfops serve status{same})")
         if registered and served and str(served) != str(registered):
-            how = (f"`kfops promote {registered}` makes it @champion, then `kfops deploy`"
+            how = (f"`kfops promote {registered}{same}` makes it @champion, then `kfops deploy{same}`"
                    if facts["served_alias"] == "champion" else f"deploy serves @{facts['served_alias']}")
             echo(f"                 v{registered} is not serving: {how}")
         echo(f"  endpoint       {facts['endpoint']}")
@@ -131,7 +133,7 @@ def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False) ->
     echo(f"                 evaluation: {facts['evaluation_report']}")
     echo(f"  compiled YAML  {facts['compiled']}")
     echo(f"  log            {facts['log']}")
-    echo(f"  MLflow UI      kfops ui   (= mlflow ui --backend-store-uri {redact_uri(cfg.tracking_uri)})")
+    echo(f"  MLflow UI      kfops ui{same}   (= mlflow ui --backend-store-uri {redact_uri(cfg.tracking_uri)})")
     if verbose:
         echo(json.dumps(facts, indent=2, default=str))
     return facts

@@ -70,6 +70,22 @@ def test_summary_says_which_version_is_registered_and_which_serves(cfg, tmp_path
     assert "model          flights-delay v2" not in out
 
 
+def test_the_commands_the_summary_suggests_act_on_the_same_project(cfg, tmp_path, no_server, capsys):
+    """From the folder above a project, `kfops promote 2` (as suggested) acted on the nearest kfops.yaml."""
+    from pathlib import Path
+
+    from kfops.cli import same_project_options
+
+    run = local_run(tmp_path, blessed=True, registered="2", deployed=True, log="other\n" + deploy_line("1"))
+    same = same_project_options(Path("shop/kfops.yaml"), ["serving.http_port=8097", "train.params={C: 1}"])
+    assert same == " -c shop/kfops.yaml --set serving.http_port=8097 --set 'train.params={C: 1}'"
+    print_run_summary(cfg, run, same=same)
+    out = capsys.readouterr().out
+    assert f"`kfops promote 2{same}` makes it @champion, then `kfops deploy{same}`" in out
+    assert f"(kfops lineage 2{same})" in out and f"kfops ui{same}   (=" in out
+    assert same_project_options(None, None) == ""
+
+
 def test_summary_of_a_first_run_serves_what_it_registered(cfg, tmp_path, no_server, capsys):
     run = local_run(tmp_path, blessed=True, registered="1", deployed=True, log=deploy_line("1"))
     print_run_summary(cfg, run)
