@@ -86,10 +86,11 @@ def submit_command(
     from kfops.adapters.mlflow_registry import code_version
 
     cfg = cli_config(config, set_)
+    cfg.check_required()  # the dataset keys a run needs, named as `kfops run` names them
     kfp_api.require_cluster_config(cfg)  # before anything is contacted or uploaded
-    endpoint, client = _connect(cfg, host, namespace)
     with tempfile.TemporaryDirectory(prefix="kfops-submit-") as folder:
-        package = compile_to(cfg, pipeline, Path(folder))
+        package = compile_to(cfg, pipeline, Path(folder))  # a pipeline that cannot compile needs no cluster
+        endpoint, client = _connect(cfg, host, namespace)
         info = kfp_api.pipeline_info(package)
         version = version_name or kfp_api.version_name(info["name"], code_version(), package)
         submission = kfp_api.submit(

@@ -185,3 +185,23 @@ def test_submit_refuses_before_contacting_the_endpoint(tmp_path, monkeypatch, ca
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "registry.tracking_uri" in err and "features.registry" in err
+
+
+def test_submit_names_missing_dataset_keys_first_and_compiles_before_connecting(tmp_path, monkeypatch, capsys):
+    """A kfops.yaml holding only `project: x` got the cluster store problems, then (with those set)
+    'cannot reach Kubeflow Pipelines': the missing dataset keys `kfops run` names were never named."""
+    from kfops.adapters import kfp_api
+    from kfops.cli import main
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the endpoint was contacted")
+
+    monkeypatch.setattr(kfp_api, "connect", never)
+    monkeypatch.setattr(kfp_api, "probe_healthz", never)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kfops.yaml").write_text("project: x\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["submit", "training", "--host", "http://127.0.0.1:1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "required configuration missing: dataset.loader" in err and "registry.tracking_uri" not in err
