@@ -210,6 +210,14 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+class UnnamedPlugin(KfopsError):
+    """A model folder written by a plug-in trainer the config does not name (so it is not imported)."""
+
+    def __init__(self, trainer: str, message: str, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.trainer = trainer
+
+
 def load_model(folder: Path, plugins: tuple[str, ...] = (), project_dir: Path | None = None) -> TabularModel:
     """Load a model folder with its trainer's native loader.
 
@@ -228,7 +236,7 @@ def load_model(folder: Path, plugins: tuple[str, ...] = (), project_dir: Path | 
     if isinstance(trainer, str) and trainer in plugins:
         return PluginModel.load_plugin(trainer, import_plugin(trainer, project_dir), Path(folder), spec, threshold)
     if isinstance(trainer, str) and re.fullmatch(PLUGIN_TRAINER, trainer):
-        raise KfopsError(
+        raise UnnamedPlugin(trainer,
             f"the model at {folder} was written by the plug-in trainer {trainer}, which this config does not name; "
             "kfops imports a plug-in to load a model only when train.trainer or train.also_load names it",
             hint=f"add {trainer} to train.also_load (or set train.trainer to it) where this model is loaded",

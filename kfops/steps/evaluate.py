@@ -23,12 +23,13 @@ def evaluate(
     """Score challenger and champion on the same frozen test split; write the verdict; log to MLflow."""
     from kfops.adapters import mlflow_registry as registry
     from kfops.core.evaluation import (
+        Check,
         behavioural_checks,
         classification_metrics,
         gate,
         slice_metrics,
     )
-    from kfops.core.model import load_model, predict_proba
+    from kfops.core.model import UnnamedPlugin, load_model, predict_proba
     from kfops.reports import plots
 
     cfg = step_config(config)
@@ -51,10 +52,17 @@ def evaluate(
     compared = None  # the challenger's metrics on the rows the champion did not train on, when not all rows
     notes: list[str] = []
     found = registry.champion(cfg)
+    champion_model = None
     if found is not None:
         champion_version = found.version
-        champion_model = load_model(registry.fetch_version_dir(cfg, found.version), cfg.train.plugins,
-                                    cfg.resolved_against)
+        try:
+            champion_model = load_model(registry.fetch_version_dir(cfg, found.version), cfg.train.plugins,
+                                        cfg.resolved_against)
+        except UnnamedPlugin as err:  # comparing needs the champion's trainer: fail closed, and say how
+            behaviour.append(Check("champion:loadable", False, (
+                f"champion v{found.version} was written by the plug-in trainer {err.trainer}, which this config does "
+                f"not name, so it cannot be scored: add {err.trainer} to train.also_load to compare against it")))
+    if found is not None and champion_model is not None:
         champion_proba = predict_proba(champion_model, test)
         unseen, note, refusal = _unseen_by_champion(test, y_true, found, cfg, gate_cfg.min_slice_rows)
         notes += [note] if note else []

@@ -167,3 +167,14 @@ def test_the_backtest_replays_a_project_with_its_own_trainer(shop):
     metas = list((shop["work"] / "cache").glob("*/models/*/kfops_model.json"))
     assert len(metas) >= 2, metas
     assert {json.loads(meta.read_text())["trainer"] for meta in metas} == {TRAINER}
+
+
+def test_training_the_built_in_trainer_against_a_plugin_champion_is_refused_naming_also_load(shop):
+    """With train.trainer back at xgboost, evaluate could not load the plug-in champion and the run
+    failed (exit 1); the gate now refuses (exit 4, nothing registered) and says which key to set."""
+    assert shop["run"].returncode == 0
+    config, port = str(shop["config"]), f"serving.http_port={shop['port']}"
+    run = kfops("run", "training", "-c", config, "--set", port, "--set", "train.trainer=xgboost", cwd=shop["work"])
+    assert run.returncode == 4, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"FAIL champion:loadable: champion v1 was written by the plug-in trainer {TRAINER}" in run.stdout
+    assert f"add {TRAINER} to train.also_load" in run.stdout and "registered     nothing" in run.stdout
