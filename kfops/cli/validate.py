@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, cli_config
-from kfops.errors import DataError, ValidationFailed
+from kfops.errors import ConfigError, DataError, ValidationFailed
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
 
 app = typer.Typer(
     help="Validate a data file against its suite in expectations/.",
@@ -23,7 +26,8 @@ def validate_command(
     data: Annotated[Path, typer.Option(
         "--data", "-d", help="A parquet or CSV file (.csv, .csv.zip, .csv.gz), or a folder of parquet files.")],
     table: Annotated[
-        str | None, typer.Option("--table", "-t", help="Suite to use: expectations/<table>.json (default: file stem).")
+        str | None, typer.Option("--table", "-t", help="Suite to use: <validation.suites_dir>/<table>.json (default: the "
+                                 "file stem, when a suite has that name).")
     ] = None,
     start: Annotated[
         dt.datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Window start (default: dataset.start).")
@@ -43,13 +47,16 @@ def validate_command(
     """Validate one file against the suite for its table; exit non-zero when a check fails.
 
     Timestamps are checked against the window dataset.start..dataset.end (or --start/--end).
-    Without --table, the table name comes from the file name.
+    Without --table, the table name comes from the file name (orders.parquet: orders); a file
+    named otherwise needs --table.
 
     Examples:
 
-      kfops validate --data .kfops/raw/20240101-20241231/orders.parquet
+      kfops validate --data .kfops/pipeline_root/<run>/ingest/raw_tables/orders.parquet
 
       kfops validate --data customers.csv --start 2024-01-01 --end 2024-01-31
+
+      kfops validate --data my_orders.parquet --table orders
 
       kfops validate --data orders_feb.parquet --table orders --previous .kfops/validation/orders.json
     """
@@ -58,15 +65,17 @@ def validate_command(
         load_suite,
         read_table_file,
         suite_path,
-        table_name_for,
         validate_tables,
     )
     from kfops.reports.validation import write_reports
 
+    if not data.exists():  # before the suite: the file is what is wrong, whatever its name
+        raise DataError(f"data file {data} does not exist",
+                        hint="pass the path of a .parquet or .csv file, or a folder of .parquet files")
     window = [f"dataset.{key}={moment.date().isoformat()}" for key, moment in (("start", start), ("end", end))
               if moment is not None]
     cfg = cli_config(config, set_, *window)
-    name = table or table_name_for(data)
+    name = table or _table_from_file_name(data, cfg)
     cfg.validation = cfg.validation.model_copy(update={"tables": [name]})
     suite = load_suite(suite_path(cfg, name))
     frame = read_table_file(data, suite)
@@ -86,6 +95,24 @@ def validate_command(
             failures=result.failures,
             summary_path=str(json_path),
         )
+
+
+def _table_from_file_name(data: Path, cfg: KfopsConfig) -> str:
+    """The table a file is named after, when a suite has that name or the config validates it;
+    otherwise a usage error naming the tables that have suites, for --table."""
+    from kfops.adapters.gx_validation import TRAINING_SET, suite_path, table_name_for
+
+    name = table_name_for(data)
+    if name in cfg.validation.tables or suite_path(cfg, name).is_file():
+        return name
+    suites_dir = Path(cfg.validation.suites_dir)
+    known = sorted(p.stem for p in suites_dir.glob("*.json") if p.stem != TRAINING_SET)
+    if not known:
+        raise ConfigError(f"no table named '{name}' (from the file name {data.name}): {suites_dir} holds no "
+                          "expectation suites", hint="check validation.suites_dir, or pass -c with the project's "
+                          "kfops.yaml")
+    raise ConfigError(f"no expectation suite for a table named '{name}' (from the file name {data.name}) "
+                      f"in {suites_dir}", hint=f"pass --table, one of: {', '.join(known)}")
 
 
 def _read_previous(path: Path) -> dict:

@@ -291,3 +291,30 @@ def test_cli_validates_a_folder_of_parquet_files_and_names_a_folder_without_any(
     refused = runner.invoke(app, ["--data", str(empty), "--config", str(config)])
     assert isinstance(refused.exception, DataError)
     assert "is a folder without parquet files" in str(refused.exception) and "does not exist" not in str(refused.exception)
+
+
+def test_cli_names_a_missing_file_before_any_suite_and_a_file_named_otherwise_needs_table(tmp_path, tables, cfg):
+    """`kfops validate --data my_flights.parquet` was refused for want of a suite 'my_flights', even
+    when the file was missing: the file is named first, and an unknown stem names the suites."""
+    from kfops.cli.validate import app
+    from kfops.errors import ConfigError, DataError
+
+    config = tmp_path / "kfops.yaml"
+    write_example_config(config, data_dir=tmp_path / "state", dataset={"start": START, "end": END},
+                         validation={"suites_dir": cfg.validation.suites_dir})
+    runner = CliRunner()
+    missing = runner.invoke(app, ["--data", str(tmp_path / "my_flights.parquet"), "--config", str(config)])
+    assert isinstance(missing.exception, DataError), missing.output
+    assert f"data file {tmp_path / 'my_flights.parquet'} does not exist" in str(missing.exception)
+    assert "suite" not in str(missing.exception)
+
+    mine = tmp_path / "my_flights.parquet"
+    tables["flights"].to_parquet(mine)
+    unnamed = runner.invoke(app, ["--data", str(mine), "--config", str(config)])
+    assert isinstance(unnamed.exception, ConfigError), unnamed.output
+    assert "'my_flights'" in str(unnamed.exception)
+    assert unnamed.exception.hint == "pass --table, one of: flights, planes, weather"  # not training_set
+
+    named = runner.invoke(app, ["--data", str(mine), "--table", "flights", "--config", str(config)])
+    assert named.exit_code == 0, named.output
+    assert "PASSED" in named.output
