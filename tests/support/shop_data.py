@@ -10,10 +10,17 @@ Four raw tables, as a shop's data lake might hold them:
 Whether an order comes back depends on its category, amount and channel, on the customer's segment
 and age and on the store's type, under noise: a real signal, spread over the request and both
 feature views. Returns after 30 days do not count for a 30-day label, as in a real policy.
+
+The sample data of the ``kfops init`` walkthrough (README, docs/init.md), from the repository root::
+
+    python -m tests.support.shop_data lake                                # 45 days from 2024-03-01
+    python -m tests.support.shop_data lake150 --start 2024-01-01 --days 150
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +101,33 @@ def generate_shop(folder: Path, start: str = "2024-03-01", days: int = 45, order
     order_frame.to_parquet(folder / "orders.parquet", index=False)
     returns.to_csv(folder / "returns.csv", index=False)
     return {"customers": customer_frame, "stores": store_frame, "orders": order_frame, "returns": returns}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tests.support.shop_data FOLDER [--start ...] [--days ...]``: write the four tables."""
+    defaults = generate_shop.__defaults__ or ()
+    names = ("start", "days", "orders_per_day", "customers", "stores", "seed")
+    default = dict(zip(names, defaults, strict=True))
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.support.shop_data",
+        description="Write a made-up shop's raw tables (orders, customers, stores, returns) into FOLDER, "
+                    "the sample data of the kfops init walkthrough.")
+    parser.add_argument("folder", type=Path, help="where the four files go (created if missing)")
+    parser.add_argument("--start", default=default["start"], help="first day of orders, YYYY-MM-DD (default: %(default)s)")
+    parser.add_argument("--days", type=int, default=default["days"], help="days of orders (default: %(default)s)")
+    parser.add_argument("--orders-per-day", type=int, default=default["orders_per_day"], help="(default: %(default)s)")
+    parser.add_argument("--customers", type=int, default=default["customers"], help="(default: %(default)s)")
+    parser.add_argument("--stores", type=int, default=default["stores"], help="(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=default["seed"], help="(default: %(default)s)")
+    args = parser.parse_args(argv)
+    tables = generate_shop(args.folder, start=args.start, days=args.days, orders_per_day=args.orders_per_day,
+                           customers=args.customers, stores=args.stores, seed=args.seed)
+    files = {"customers": "customers.csv", "stores": "stores.parquet", "orders": "orders.parquet",
+             "returns": "returns.csv"}
+    for name, frame in tables.items():
+        print(f"wrote {args.folder / files[name]}  ({len(frame):,} rows)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
