@@ -182,6 +182,19 @@ def test_an_init_mistake_is_a_clear_error_that_leaves_nothing_behind(tmp_path, l
     assert scaffold(spec, tmp_path / "empty").target == tmp_path / "empty"
 
 
+def test_a_missing_table_file_is_named_with_a_hint_about_the_path_given_to_table(tmp_path, monkeypatch):
+    """The hint was read_table_file's 'check dataset.source_dir', which init has not written yet."""
+    monkeypatch.chdir(tmp_path)
+    spec = InitSpec(tables=[parse_table("lake/orders.parquet:timestamp=ordered_at")], entities=["customer_id"],
+                    label=parse_label("big = amount > 100"))
+    with pytest.raises(DataError, match=r"raw table file 'lake/orders.parquet' does not exist") as raised:
+        scaffold(spec, tmp_path / "shop")
+    hint = raised.value.hint or ""
+    assert "dataset.source_dir" not in hint
+    assert f"relative to the current folder ({tmp_path})" in hint and str(tmp_path / "lake" / "orders.parquet") in hint
+    assert os.listdir(tmp_path) == []
+
+
 def test_label_keys_of_two_types_match_when_unambiguous_else_are_named(tmp_path):
     texts = [f"O{i}" for i in range(300)]
     baseline = scaffold(later_spec(tmp_path / "a", *later_tables(texts, texts), "returned = returns within 30d"),

@@ -87,6 +87,13 @@ def read_raw(table: TableSpec, dayfirst: bool | None = None) -> pd.DataFrame:
 
     from kfops.datasets import read_table_file
 
+    if not is_uri(table.path) and not Path(table.path).is_file():
+        # read_table_file's hint (dataset.source_dir) is for a run; here the path is --table's, as typed.
+        path = Path(table.path)
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"raw table file '{path}' {what}",
+                        hint=f"--table takes a file's path, absolute or relative to the current folder "
+                             f"({Path.cwd()}): '{path}' is {path.absolute()}")
     try:
         frame = read_table_file(table.path)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
