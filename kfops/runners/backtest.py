@@ -469,6 +469,22 @@ def _untrainable_note(bank: ModelBank, month: str, shadow: bool, retrained: bool
     return f"{month} trains no model: {why}; {', '.join(effects)}"
 
 
+def _no_initial_month(initial_month: str, months: Sequence[str], have: list[str]) -> DataError:
+    """The first month's champion trains on the month before --from: name that month and the
+    --from that starts one month after the first month with rows."""
+    message = (f"no rows for month {initial_month} in the backtest frame: the initial champion trains on "
+               f"{initial_month}, the month before --from {months[0] if months else '?'}, and it has no rows")
+    later = [m for m in have if m > initial_month]
+    if not later:
+        return DataError(f"{message} (months with rows: {', '.join(have) or 'none'})",
+                         hint="choose --from/--to inside the data's months (dataset.start..dataset.end)")
+    first = parse_month(later[0])
+    start = (first + dt.timedelta(days=32)).replace(day=1).strftime("%Y-%m")
+    to = f" and --to {start} or later" if months and start > months[-1] else ""
+    return DataError(f"{message} (the first month with rows is {later[0]})",
+                     hint=f"start one month after the first month with rows: --from {start}{to}")
+
+
 def replay(
     cfg: KfopsConfig,
     frame: pd.DataFrame,
@@ -489,10 +505,13 @@ def replay(
     from kfops.training.challenger import challenger_signals
 
     by_month = bank.by_month if bank is not None else {m: p for m, p in frame.groupby(MONTH_COLUMN, sort=True)}
-    for month in (initial_month, *months):
+    if initial_month not in by_month:
+        raise _no_initial_month(initial_month, months, sorted(by_month))
+    for month in months:
         if month not in by_month:
-            raise DataError(f"no rows for month {month} in the backtest frame",
-                            hint="widen --from/--to or raise --sample")
+            have = sorted(by_month)
+            raise DataError(f"no rows for month {month} in the backtest frame (months with rows: "
+                            f"{have[0]}..{have[-1]})", hint="keep --from/--to inside those months or raise --sample")
     bank = bank or ModelBank(cfg, by_month, Path(work_dir))
     named = [(p, policy_for(p, cfg)) if isinstance(p, str) else p for p in policies]
     result = BacktestResult(data=frame)

@@ -203,3 +203,24 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     assert "## Totals, all months" in (tmp_path / "out" / "backtest.md").read_text()
     assert "## Totals, held-out months (2013-03..2013-03)" in (tmp_path / "out" / "backtest.md").read_text()
     assert "held-out months (2013-03..2013-03; thresholds were tuned on the others):" in outcome.stdout
+
+
+def test_a_backtest_from_the_first_month_of_data_says_the_champion_needs_the_month_before(tmp_path):
+    """`--from` at the data's first month failed 'no rows for month <the month before>' with 'widen
+    --from/--to or raise --sample', which no --sample mends: it says why, and which --from works."""
+    from kfops.runners.backtest import replay
+
+    cfg = example_config()
+    frame = pd.DataFrame({MONTH_COLUMN: ["2024-03"] * 3 + ["2024-04"] * 3, cfg.dataset.label: [0, 1, 0] * 2})
+    with pytest.raises(DataError) as raised:
+        replay(cfg, frame, ["2024-03", "2024-04", "2024-05"], "2024-02", ["never"], tmp_path)
+    message = str(raised.value)
+    assert message.startswith("no rows for month 2024-02 in the backtest frame: the initial champion trains on "
+                              "2024-02, the month before --from 2024-03")
+    assert "first month with rows is 2024-03" in message
+    assert raised.value.hint == "start one month after the first month with rows: --from 2024-04"
+    assert "--sample" not in raised.value.hint
+    with pytest.raises(DataError, match="--from 2024-04 and --to 2024-04 or later"):
+        replay(cfg, frame, ["2024-03"], "2024-02", ["never"], tmp_path)
+    with pytest.raises(DataError, match=r"no rows for month 2024-05 .*months with rows: 2024-03\.\.2024-04"):
+        replay(cfg, frame, ["2024-04", "2024-05"], "2024-03", ["never"], tmp_path)
