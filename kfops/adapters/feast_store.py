@@ -435,6 +435,18 @@ def materialize(
         return _materialize(cfg, start, end, store or feature_store(cfg))
 
 
+def materialized_through(store: FeatureStore) -> dt.datetime | None:
+    """How far every registered view's online rows already reach (the earliest of their latest
+    materialization ends), or None when some view was never materialized."""
+    ends = []
+    for view in store.list_feature_views():
+        intervals = list(view.materialization_intervals or [])
+        if not intervals:
+            return None
+        ends.append(max(_aware(end) for _, end in intervals))
+    return min(ends) if ends else None
+
+
 def _materialize(cfg: KfopsConfig, start: dt.datetime, end: dt.datetime, store: FeatureStore) -> dict[str, int | None]:
     _duckdb_session_in_utc()
     views = store.list_feature_views()

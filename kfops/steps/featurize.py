@@ -154,7 +154,14 @@ def materialize_window(cfg: KfopsConfig, sources_dir: Path) -> dict[str, int | N
         print("no feature views: the online store has nothing to hold, a raw request carries every feature",
               flush=True)
         return {}
-    loaded = features.materialize(cfg, start, end, store=features.apply_definitions(cfg, sources_dir))
+    store = features.apply_definitions(cfg, sources_dir)
+    through = features.materialized_through(store)
+    if through is not None and through > end:
+        # A run on an earlier window (a refused one included) must not set the served features back in time.
+        print(f"the online store already holds features up to {through:%Y-%m-%d %H:%M} UTC, later than this "
+              f"window's end ({end:%Y-%m-%d %H:%M} UTC): left as it is", flush=True)
+        return {}
+    loaded = features.materialize(cfg, start, end, store=store)
     print(f"materialized the online store ({cfg.features.online_store}) up to {end:%Y-%m-%d %H:%M} UTC: "
           + ", ".join(f"{view} {'?' if count is None else count}" for view, count in loaded.items()), flush=True)
     return loaded

@@ -33,3 +33,27 @@ def test_materialize_window_reaches_the_end_of_the_last_local_day(tmp_path):
     reader = OnlineFeatureReader(cfg)
     row = reader.read_one({"origin": "EWR", "carrier": "UA", "tailnum": "N101UA"})
     assert row["temp"] == 60.0  # the evening's reading; not 50 (UTC midnight), nor 70 (after the window)
+
+
+def test_an_earlier_window_does_not_set_the_online_store_back(tmp_path, capsys):
+    """A run on an earlier window (refused by the gate, even) reloaded the store with older rows: the
+    champion, still serving, then read features from the past (0.178 became 0.641 for one flight)."""
+    from kfops.adapters.feast_store import OnlineFeatureReader
+    from kfops.datasets.flights.features import write_feature_sources
+    from kfops.steps.featurize import materialize_window
+
+    tables = tiny_tables()
+    later = tables["weather"].iloc[[0]].assign(time_hour=utc(f"{DAY}T00:00Z") + pd.Timedelta(hours=30), temp=70.0)
+    tables["weather"] = pd.concat([tables["weather"], later], ignore_index=True)
+    cfg = tiny_config(tmp_path / "data")
+    day = dt.date.fromisoformat(DAY)
+    window = {"start": day, "end": day + dt.timedelta(days=1)}
+    sources = cfg.feast_dir / "sources"
+    write_feature_sources(tables, sources)
+    assert materialize_window(cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update=window)}), sources)
+
+    earlier = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"start": day, "end": day})})
+    assert materialize_window(earlier, sources) == {}
+    assert "already holds features up to" in capsys.readouterr().out
+    row = OnlineFeatureReader(cfg).read_one({"origin": "EWR", "carrier": "UA", "tailnum": "N101UA"})
+    assert row["temp"] == 70.0  # the later window's reading stays
