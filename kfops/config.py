@@ -926,7 +926,19 @@ def _unique_keys(loader: _YamlLoader, node: yaml.MappingNode, deep: bool = False
     return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
 
 
+def _number_unless_clock(loader: _YamlLoader, node: yaml.ScalarNode) -> Any:
+    """YAML 1.1 reads ``12:00:00`` as the base-60 number 43200: a duration written as a clock time
+    (``label_delay: 0:00:00``, as the reference shows defaults) stays text, which pydantic reads as one."""
+    if ":" in str(node.value):
+        return loader.construct_scalar(node)
+    if node.tag.endswith(":int"):
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    return yaml.SafeLoader.construct_yaml_float(loader, node)
+
+
 _YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys)  # type: ignore[arg-type]
+_YamlLoader.add_constructor("tag:yaml.org,2002:int", _number_unless_clock)  # type: ignore[arg-type]
+_YamlLoader.add_constructor("tag:yaml.org,2002:float", _number_unless_clock)  # type: ignore[arg-type]
 _YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from kfops.core.files import atomic_write_text
 from kfops.errors import DataError
@@ -79,13 +79,27 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+DURATION_FORMS = "a number with a unit: 7d, 12h, 30m, 90s, 2w; or ISO 8601 such as P7D or PT12H"
+_BARE_NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$")
+
+
 def parse_duration(value: Any) -> Any:
-    """'90s', '30m', '12h', '7d', '2w' -> timedelta; anything else is left to pydantic
-    (ISO 8601 'P7D', a number of seconds, a timedelta)."""
+    """'90s', '30m', '12h', '7d', '2w' -> timedelta; ISO 8601 ('P7D'), pydantic's '7 days, 0:00:00'
+    (what ``str(timedelta)`` writes) and a timedelta are left to pydantic.
+
+    A bare number (``cooldown: 7``, ``KFOPS__RETRAIN__COOLDOWN=7``) is refused: pydantic would read
+    seconds, where ``7`` almost always meant days.
+    """
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and _BARE_NUMBER.match(value)):
+        raise ValueError(f"{value!r} has no unit; write {DURATION_FORMS}")
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match:
             return dt.timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
+        try:
+            return TypeAdapter(dt.timedelta).validate_python(value)
+        except ValidationError as err:  # pydantic's own words ("invalid digit in duration") name no form
+            raise ValueError(f"{value!r} is not a duration; write {DURATION_FORMS}") from err
     return value
 
 
@@ -99,7 +113,9 @@ def format_duration(value: dt.timedelta) -> str:
 
 
 class RetrainPolicy(BaseModel):
-    """When a drift check may trigger a retrain."""
+    """When a drift check may trigger a retrain. Durations (`label_delay`, `cooldown`, `period`,
+    `schedule_every`) take a unit: `90s`, `30m`, `12h`, `7d`, `2w`, or ISO 8601 (`P7D`, `PT12H`);
+    a bare number such as `7` is refused, as it would read as seconds."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

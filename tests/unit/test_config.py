@@ -215,3 +215,31 @@ def test_an_error_in_an_override_names_the_override_not_the_file(tmp_path):
     config.write_text("train:\n  trainr: xgboost\n")
     with pytest.raises(ConfigError, match=rf"unknown key 'train.trainr' \({config}\)$"):
         load_config(config, ["dataset.end=2013-02-28"], environ={})
+
+
+@pytest.mark.parametrize("key", ["cooldown", "label_delay", "period", "schedule_every"])
+def test_a_duration_without_a_unit_is_refused_naming_the_key_and_the_forms(tmp_path, key):
+    """`--set retrain.cooldown=7` was 7 seconds (PT7S), silently: 7 almost always meant days."""
+    (tmp_path / "kfops.yaml").write_text(f"retrain:\n  {key}: 7\n")
+    written = [(tmp_path / "kfops.yaml", [], {}), (None, [f"retrain.{key}=7"], {}),
+               (None, [f"retrain.{key}=1.5"], {}), (None, [f"retrain.{key}='7'"], {}),
+               (None, [], {f"KFOPS__RETRAIN__{key.upper()}": "7"})]
+    for path, overrides, environ in written:
+        with pytest.raises(ConfigError, match=rf"retrain\.{key}: .*has no unit; write .*7d, 12h, 30m, 90s.*P7D") as err:
+            load_config(path, overrides, environ=environ)
+        assert "PT7S" not in str(err.value)
+
+
+def test_every_documented_duration_form_still_reads():
+    """Units (kfops.yaml's `1d`, init's `0s` and `30d`), ISO 8601 (what `config show` prints), and the
+    `str(timedelta)` and clock forms the configuration reference shows as defaults."""
+    read = {text: load_config(None, [f"retrain.cooldown={text}"], environ={}).retrain.cooldown
+            for text in ("90s", "30m", "12h", "1d", "0s", "2w", "1.5d", "P7D", "PT12H", "7 days, 0:00:00",
+                         "0:00:00", "12:00:00")}
+    assert read == {"90s": dt.timedelta(seconds=90), "30m": dt.timedelta(minutes=30), "12h": dt.timedelta(hours=12),
+                    "1d": dt.timedelta(days=1), "0s": dt.timedelta(0), "2w": dt.timedelta(weeks=2),
+                    "1.5d": dt.timedelta(days=1.5), "P7D": dt.timedelta(days=7), "PT12H": dt.timedelta(hours=12),
+                    "7 days, 0:00:00": dt.timedelta(days=7), "0:00:00": dt.timedelta(0),
+                    "12:00:00": dt.timedelta(hours=12)}
+    with pytest.raises(ConfigError, match=r"retrain\.cooldown: .*'soon' is not a duration; write .*7d"):
+        load_config(None, ["retrain.cooldown=soon"], environ={})
