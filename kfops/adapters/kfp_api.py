@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from kfops.config import PROJECT_PATH_KEYS, STATE_PATH_KEYS
+from kfops.core.cron import to_kfp_cron  # checked as `kfops schedule --local` checks it
 from kfops.errors import ConfigError, KfopsError, PipelineFailed
 
 if TYPE_CHECKING:
@@ -161,22 +162,6 @@ def _api_call(what: str):
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers
-
-
-def to_kfp_cron(expression: str) -> str:
-    """KFP's scheduler (robfig/cron) wants 6 fields, seconds first: prepend ``0`` to a 5-field cron.
-
-    ``@daily``-style descriptors and 6-field expressions pass through unchanged.
-    """
-    text = " ".join(expression.split())
-    if text.startswith("@"):
-        return text
-    fields = text.split(" ")
-    if len(fields) == 5:
-        return "0 " + text
-    if len(fields) == 6:
-        return text
-    raise ConfigError(f"cron '{expression}' must have 5 fields (min hour dom month dow) or 6 (with seconds first)")
 
 
 # Stores a pod reaches over the network; everything else a URI can name (sqlite:, file:, a bare path)

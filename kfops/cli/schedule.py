@@ -6,7 +6,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,6 +19,9 @@ from kfops.cli.options import (
     cli_config,
 )
 from kfops.cli.runs import _connect
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
 
 app = typer.Typer(
     help="Recurring runs: a KFP recurring run on a cluster, or a local scheduler (--local).\n\n"
@@ -47,23 +50,17 @@ def _schedule(
     config: Path | None,
     set_: list[str] | None,
 ) -> None:
+    from kfops.core.cron import check_cron
+
+    if max_seconds is not None and max_seconds <= 0:
+        raise typer.BadParameter(f"{max_seconds} is not above 0", param_hint="'--max-seconds'")
+    if not local and (max_runs is not None or max_seconds is not None):
+        raise typer.BadParameter("--max-runs/--max-seconds bound the local scheduler; add --local")
+    cron = check_cron(cron)  # before the banner, and before anything is compiled, contacted or uploaded
     cfg = cli_config(config, set_)
     if local:
-        from kfops.runners.scheduler import (
-            default_run_function,
-            run_scheduler,
-            scheduler_dir,
-        )
-
-        log_dir = scheduler_dir(cfg)
-        typer.echo(f"local scheduler: '{pipeline}' on '{cron}' (log: {log_dir / f'{pipeline}.jsonl'}); Ctrl-C stops it")
-        result = run_scheduler(cron, default_run_function(cfg, pipeline), log_dir, max_runs=max_runs,
-                               max_seconds=max_seconds, name=pipeline, on_event=_print_event)
-        typer.echo(f"stopped ({result.stop_reason}): {result.runs} runs, {result.failures} failed, "
-                   f"{result.skipped} skipped")
+        _schedule_locally(pipeline, cron, cfg, max_runs, max_seconds)
         return
-    if max_runs is not None or max_seconds is not None:
-        raise typer.BadParameter("--max-runs/--max-seconds bound the local scheduler; add --local")
     from kfops.adapters import kfp_api
     from kfops.adapters.mlflow_registry import code_version
     from kfops.cli.runs import compile_to
@@ -82,6 +79,18 @@ def _schedule(
                f"(KFP, seconds first), pipeline version {created.version_id}")
 
 
+def _schedule_locally(pipeline: str, cron: str, cfg: KfopsConfig, max_runs: int | None,
+                      max_seconds: float | None) -> None:
+    from kfops.runners.scheduler import default_run_function, run_scheduler, scheduler_dir
+
+    log_dir = scheduler_dir(cfg)
+    typer.echo(f"local scheduler: '{pipeline}' on '{cron}' (log: {log_dir / f'{pipeline}.jsonl'}); Ctrl-C stops it")
+    result = run_scheduler(cron, default_run_function(cfg, pipeline), log_dir, max_runs=max_runs,
+                           max_seconds=max_seconds, name=pipeline, on_event=_print_event)
+    typer.echo(f"stopped ({result.stop_reason}): {result.runs} runs, {result.failures} failed, "
+               f"{result.skipped} skipped")
+
+
 def _print_event(event: dict) -> None:
     details = {k: v for k, v in event.items() if k not in {"at", "event", "traceback"}}
     typer.echo(f"  {event['at']} {event['event']} {json.dumps(details, default=str)}")
@@ -95,7 +104,7 @@ def _schedule_command(pipeline: str, doc: str, cron_help: str) -> Callable[..., 
         experiment: ExperimentOption = None,
         name: Annotated[str | None, typer.Option("--name", help="Recurring run name.")] = None,
         local: Annotated[bool, typer.Option("--local", help="Run a local scheduler process instead of KFP.")] = False,
-        max_runs: Annotated[int | None, typer.Option(help="--local: stop after this many runs.")] = None,
+        max_runs: Annotated[int | None, typer.Option(min=1, help="--local: stop after this many runs.")] = None,
         max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
         host: HostOption = None,
         namespace: NamespaceOption = None,

@@ -2,9 +2,9 @@
 
 It calls a run function at each cron time, logs every decision as a JSON line under
 ``data_dir/scheduler/``, survives a failed run, and stops after ``max_runs`` runs or
-``max_seconds``. Missed times (a run outlasting the interval) are skipped, not caught up,
-as KFP's ``no_catchup`` does. Five-field crons are standard; six fields put seconds first
-(KFP's robfig/cron convention).
+``max_seconds``. Missed times (a run outlasting the interval) are skipped, not caught up, as KFP's
+``no_catchup`` does. Five-field crons are standard; six fields put seconds first (KFP's
+robfig/cron convention); :func:`kfops.core.cron.check_cron` refuses what KFP would not read.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.cron import check_cron, cron_iterator
 from kfops.errors import ConfigError, KfopsError
 
 if TYPE_CHECKING:
@@ -35,17 +36,6 @@ class SchedulerResult:
     skipped: int = 0
     stop_reason: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
-
-
-def cron_iterator(expression: str, start: dt.datetime):
-    from croniter import croniter
-
-    fields = expression.split()
-    try:
-        return croniter(expression, start, ret_type=dt.datetime, second_at_beginning=len(fields) == 6)
-    except (ValueError, KeyError) as err:
-        raise ConfigError(f"invalid cron '{expression}': {err}",
-                          hint="5 fields: 'min hour dom month dow' (e.g. '0 3 * * *'); 6 fields add seconds first") from err
 
 
 def scheduler_dir(cfg: KfopsConfig) -> Path:
@@ -91,13 +81,15 @@ def run_scheduler(
 ) -> SchedulerResult:
     """Call ``run()`` at each time of ``cron`` until ``max_runs`` runs or ``max_seconds`` pass.
 
-    A run that raises is logged (type, message, traceback) and the scheduler goes on.
+    A run that raises is logged (type, message, traceback) and the scheduler goes on. A bad cron
+    or bound is refused before anything is logged.
     """
     if max_runs is not None and max_runs < 1:
-        raise ConfigError("max_runs must be at least 1")
+        raise ConfigError(f"max_runs must be at least 1, not {max_runs}", hint="pass --max-runs 1 or more")
     if max_seconds is not None and max_seconds <= 0:
-        raise ConfigError("max_seconds must be positive")
+        raise ConfigError(f"max_seconds must be positive, not {max_seconds}", hint="pass --max-seconds above 0")
     started = now()
+    cron = check_cron(cron, started)
     deadline = started + dt.timedelta(seconds=max_seconds) if max_seconds is not None else None
     result = SchedulerResult(log_path=log_dir / f"{name}.jsonl")
     log = _Log(result.log_path, on_event, result)

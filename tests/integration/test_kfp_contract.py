@@ -422,6 +422,18 @@ def test_schedule_creates_a_recurring_run_with_a_kfp_cron(fake_kfp, cluster_env,
     assert state.recurring == {}
 
 
+@pytest.mark.parametrize(("cron", "problem"), [("61 * * * *", "out of range"), ("bad bad bad bad bad", "bad"),
+                                               ("0 0 30 2 *", "never fires"), ("0 3 * * * * *", "7 fields")])
+def test_a_bad_cron_is_refused_before_anything_is_compiled_or_sent(fake_kfp, cluster_env, capsys, cron, problem):
+    """`61 * * * *` went to KFP as `0 61 * * * *`, after a pipeline version was uploaded for it."""
+    state, host = fake_kfp
+    code = cli("schedule", "training", "--cron", cron, "--host", host, *cluster_env)
+    captured = capsys.readouterr()
+    assert code == 2
+    assert f"invalid cron '{cron}'" in captured.err and problem in captured.err, captured.err
+    assert state.requests == []  # not even the health probe
+
+
 def test_runs_list_and_get(fake_kfp, cluster_env, capsys):
     state, host = fake_kfp
     assert cli("submit", "training", "--host", host, "--experiment", "listed", *cluster_env) == 0

@@ -90,7 +90,10 @@ def test_times_missed_during_a_long_run_are_skipped_not_caught_up(tmp_path):
 
 
 @pytest.mark.parametrize(("cron", "kwargs"), [("61 * * * *", {}), ("* * * * *", {"max_runs": 0}),
-                                              ("* * * * *", {"max_seconds": -1})])
+                                              ("* * * * *", {"max_seconds": -1}),
+                                              ("0 0 30 2 *", {}), ("0 3 * * * * *", {})])
 def test_bad_settings_are_refused_before_anything_runs(tmp_path, cron, kwargs):
+    """February 30 was logged `started`, then failed at the first tick with CroniterBadDateError."""
     with pytest.raises(ConfigError):
         run_scheduler(cron, lambda: None, tmp_path, **kwargs)
+    assert not (tmp_path / "retraining.jsonl").exists()

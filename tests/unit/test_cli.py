@@ -233,3 +233,20 @@ def test_an_unknown_pipeline_is_refused_before_the_run_banner(tmp_path):
     done = kfops("run", "bogus", cwd=tmp_path)
     assert done.returncode == 2 and "unknown pipeline 'bogus'" in done.stderr, done.stderr
     assert "running 'bogus'" not in done.stdout
+
+
+def test_schedule_refuses_a_bad_cron_or_bound_before_its_banner(tmp_path):
+    """An impossible date was refused at the first tick (exit 1, after `started`); `--max-runs 0`
+    carried the hint to check kfops.yaml and KFOPS__* variables."""
+    config = str(write_example_config(tmp_path / "kfops.yaml", {"data_dir": str(tmp_path / "state")}))
+    for args, expected in (
+        (["--cron", "0 0 30 2 *"], "invalid cron '0 0 30 2 *': it never fires"),
+        (["--cron", "0 3 * * * * *"], "invalid cron '0 3 * * * * *': 7 fields"),
+        (["--cron", "* * * * *", "--max-runs", "0"], "--max-runs"),
+        (["--cron", "* * * * *", "--max-seconds", "0"], "--max-seconds"),
+    ):
+        done = kfops("schedule", "retraining", "--local", *args, "-c", config, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert expected in done.stderr and "KFOPS__" not in done.stderr, (args, done.stderr)
+        assert "local scheduler" not in done.stdout
+    assert not (tmp_path / "state" / "scheduler").exists()
