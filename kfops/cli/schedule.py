@@ -81,7 +81,8 @@ def _schedule(
 
 def _schedule_locally(pipeline: str, cron: str, cfg: KfopsConfig, max_runs: int | None,
                       max_seconds: float | None) -> None:
-    from kfops.runners.scheduler import default_run_function, run_scheduler, scheduler_dir
+    from kfops.errors import EXIT_INTERRUPTED
+    from kfops.runners.scheduler import INTERRUPTED, default_run_function, run_scheduler, scheduler_dir
 
     log_dir = scheduler_dir(cfg)
     typer.echo(f"local scheduler: '{pipeline}' on '{cron}' (log: {log_dir / f'{pipeline}.jsonl'}); Ctrl-C stops it")
@@ -89,6 +90,9 @@ def _schedule_locally(pipeline: str, cron: str, cfg: KfopsConfig, max_runs: int 
                            max_seconds=max_seconds, name=pipeline, on_event=_print_event)
     typer.echo(f"stopped ({result.stop_reason}): {result.runs} runs, {result.failures} failed, "
                f"{result.skipped} skipped")
+    if result.stop_reason == INTERRUPTED:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _print_event(event: dict) -> None:

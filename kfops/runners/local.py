@@ -12,10 +12,11 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,7 @@ from kfops.adapters.kfp_local import (
 )
 from kfops.config import KfopsConfig
 from kfops.core.files import atomic_write_bytes
-from kfops.errors import HINT_NOTE, ConfigError, PipelineFailed
+from kfops.errors import EXIT_INTERRUPTED, HINT_NOTE, ConfigError, KfopsError, PipelineFailed
 from kfops.progress import PLAIN_LINE
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -45,12 +46,19 @@ class LocalRun:
     outputs: dict[str, Any] = field(default_factory=dict)
 
 
+class RunInterrupted(KfopsError):
+    """Ctrl-C (SIGINT) stopped a local run: not a failed task, though its task died of it too."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 @dataclass(frozen=True)
 class TaskEvent:
-    """A task of a local run ``started``, ``finished`` or ``failed``; ``seconds`` since it was seen starting."""
+    """A task of a local run ``started``, ``finished``, ``failed`` or ``interrupted``; ``seconds`` since
+    it was seen starting."""
 
     task: str
-    state: Literal["started", "finished", "failed"]
+    state: Literal["started", "finished", "failed", "interrupted"]
     seconds: float | None = None
 
     def __str__(self) -> str:
@@ -194,6 +202,27 @@ def task_preload_first(cfg: KfopsConfig, name: str) -> int:
     return len(task_preload(cfg, name)) - len(TASK_PRELOAD.get(name, _EXECUTOR)) + len(_EXECUTOR)
 
 
+@contextlib.contextmanager
+def _sigint_interrupts(received: list[int]) -> Iterator[None]:
+    """For the block, SIGINT raises KeyboardInterrupt (and is noted in ``received``) in this process,
+    even when it was started ignoring SIGINT (a background job of a script): Ctrl-C reaches the
+    whole process group, and kfp.local's task dies of it and is reported as a failed task unless
+    the run knows it was interrupted. Only the main thread can set a handler: elsewhere, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(number: int, _frame: Any) -> None:
+        received.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_log_path(logs: Path, name: str, now: dt.datetime | None = None) -> Path:
     """``<name>-<local time to the microsecond>-<pid>-<random>.log``: sorts by start time, and two runs
     started at the same moment (two processes, or a scheduler and a person) never share a log."""
@@ -225,6 +254,9 @@ def run_locally(
     progress lines from their output, and the task lines when ``on_task`` is not given: it may be
     called from the watcher thread, so it should write to a stream of its own, not ``sys.stdout``
     (the run log while the run lasts). Default: the console's stderr.
+
+    Raises :class:`RunInterrupted` (exit 130) when SIGINT arrives while the pipeline runs, once the
+    run's processes are gone; :class:`PipelineFailed` when a task fails.
     """
     console_out, console_err = sys.stdout, sys.stderr
     on_event = on_event or (lambda line: print(line, file=console_err, flush=True))
@@ -248,8 +280,11 @@ def run_locally(
         docker_args = containers.docker_runner_args(cfg)
     started = time.perf_counter()
     error: BaseException | None = None
+    interrupts: list[int] = []  # SIGINT seen while the pipeline ran
 
     def on_console(line: str) -> None:
+        if interrupts:  # what dies of Ctrl-C prints tracebacks: the run log keeps them, the console says why
+            return
         # The tee owns stdout while the run lasts: show progress on the real console.
         with contextlib.redirect_stdout(console_out), contextlib.redirect_stderr(console_err):
             on_event(line)
@@ -269,7 +304,7 @@ def run_locally(
         names: list[str] = []  # kfp.local's name for this run, once it started
         watcher = RunWatcher(cfg.pipeline_root, lambda: names[0] if names else None, task_event).start()
         try:
-            with contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+            with _sigint_interrupts(interrupts), contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 try:
                     # Tasks resolve the compiled config's relative paths where this config did.
                     run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd(),
@@ -278,18 +313,28 @@ def run_locally(
                                  preload_first=task_preload_first(cfg, name), on_run_name=names.append)
                 except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
                     error = err
+        except KeyboardInterrupt:  # run_compiled's cleanup ran: the zygote and the run's scratch are gone
+            interrupts.append(signal.SIGINT)
         finally:
             watcher.stop()
         failed = None
-        if error is not None:
+        if error is not None or interrupts:
             running = watcher.running()
-            failed = running[-1] if running else failed_task_in(error)
+            failed = running[-1] if running else failed_task_in(error) if error is not None else None
             if failed is not None:
                 seen = watcher.started.get(failed)
-                task_event(TaskEvent(failed, "failed", None if seen is None else time.monotonic() - seen))
+                task_event(TaskEvent(failed, "interrupted" if interrupts else "failed",
+                                     None if seen is None else time.monotonic() - seen))
+        if interrupts:
+            log_file.write("kfops: interrupted (SIGINT)\n")
     run_dir = watcher.run_dir  # None when no task wrote anything
     run = LocalRun(name=name, run_dir=run_dir, compiled=compiled, log_path=log_path,
                    seconds=time.perf_counter() - started, outputs=collect_outputs(run_dir) if run_dir else {})
+    if interrupts:
+        where = f" in task '{failed}'" if failed else ""
+        raise RunInterrupted(f"interrupted: pipeline '{name}' stopped{where} after {run.seconds:.1f}s "
+                             "(Ctrl-C); the tasks after it did not run",
+                             hint=f"`kfops run {name}` starts it again from the first task; full log: {log_path}")
     if error is not None:
         task_hint = _task_error(log_path)[1]
         raise PipelineFailed(_failure_message(run, error, failed),

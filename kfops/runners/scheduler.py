@@ -1,10 +1,11 @@
 """A local cron scheduler: the laptop stand-in for a KFP recurring run.
 
 It calls a run function at each cron time, logs every decision as a JSON line under
-``data_dir/scheduler/``, survives a failed run, and stops after ``max_runs`` runs or
-``max_seconds``. Missed times (a run outlasting the interval) are skipped, not caught up, as KFP's
-``no_catchup`` does. Five-field crons are standard; six fields put seconds first (KFP's
-robfig/cron convention); :func:`kfops.core.cron.check_cron` refuses what KFP would not read.
+``data_dir/scheduler/``, survives a failed run, and stops after ``max_runs`` runs,
+``max_seconds``, or at Ctrl-C (also during a run). Missed times (a run outlasting the interval)
+are skipped, not caught up, as KFP's ``no_catchup`` does. Five-field crons are standard; six
+fields put seconds first (KFP's robfig/cron convention); :func:`kfops.core.cron.check_cron`
+refuses what KFP would not read.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfops.core.cron import check_cron, cron_iterator
-from kfops.errors import ConfigError, KfopsError
+from kfops.errors import EXIT_INTERRUPTED, ConfigError, KfopsError
 
 if TYPE_CHECKING:
     from kfops.config import KfopsConfig
 
 RunFunction = Callable[[], Any]
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -81,8 +83,9 @@ def run_scheduler(
 ) -> SchedulerResult:
     """Call ``run()`` at each time of ``cron`` until ``max_runs`` runs or ``max_seconds`` pass.
 
-    A run that raises is logged (type, message, traceback) and the scheduler goes on. A bad cron
-    or bound is refused before anything is logged.
+    A run that raises is logged (type, message, traceback) and the scheduler goes on. Ctrl-C
+    (KeyboardInterrupt, or an error with exit code 130 from the run) stops it: ``stop_reason``
+    is ``interrupted``. A bad cron or bound is refused before anything is logged.
     """
     if max_runs is not None and max_runs < 1:
         raise ConfigError(f"max_runs must be at least 1, not {max_runs}", hint="pass --max-runs 1 or more")
@@ -110,7 +113,14 @@ def run_scheduler(
             began = time.perf_counter()
             try:
                 outcome = run()
+            except KeyboardInterrupt:
+                log("run_interrupted", run=result.runs, seconds=round(time.perf_counter() - began, 3))
+                raise
             except KfopsError as err:
+                if err.exit_code == EXIT_INTERRUPTED:  # Ctrl-C, which the run caught to clean up: stop too
+                    log("run_interrupted", run=result.runs, error=str(err),
+                        seconds=round(time.perf_counter() - began, 3))
+                    raise KeyboardInterrupt from err
                 result.failures += 1
                 log("run_failed", run=result.runs, error_type=type(err).__name__, error=str(err),
                     seconds=round(time.perf_counter() - began, 3))
@@ -131,7 +141,7 @@ def run_scheduler(
                 result.skipped += missed
                 log("skipped", count=missed, reason="the previous run outlasted the interval")
     except KeyboardInterrupt:
-        result.stop_reason = "interrupted"
+        result.stop_reason = INTERRUPTED
     log("stopped", reason=result.stop_reason, runs=result.runs, failures=result.failures, skipped=result.skipped)
     return result
 

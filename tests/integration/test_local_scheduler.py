@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from kfops.errors import ConfigError, PipelineFailed
+from kfops.runners.local import RunInterrupted
 from kfops.runners.scheduler import run_scheduler
 
 pytestmark = pytest.mark.integration
@@ -97,3 +98,19 @@ def test_bad_settings_are_refused_before_anything_runs(tmp_path, cron, kwargs):
     with pytest.raises(ConfigError):
         run_scheduler(cron, lambda: None, tmp_path, **kwargs)
     assert not (tmp_path / "retraining.jsonl").exists()
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt(), RunInterrupted("interrupted: pipeline 'retraining' "
+                                                                             "stopped in task 'drift'")])
+def test_ctrl_c_during_a_run_stops_the_scheduler(tmp_path, interrupt):
+    """The run's task died of Ctrl-C and was logged as a failed run; runs 2 and 3 went ahead."""
+    calls = []
+
+    def interrupted():
+        calls.append(1)
+        raise interrupt
+
+    result = run_scheduler(EVERY_SECOND, interrupted, tmp_path, max_runs=3)
+    assert (len(calls), result.runs, result.failures, result.stop_reason) == (1, 1, 0, "interrupted")
+    kinds = [e["event"] for e in _events(result.log_path)]
+    assert kinds[-2:] == ["run_interrupted", "stopped"] and "run_failed" not in kinds
