@@ -1,11 +1,11 @@
 """A local cron scheduler: the laptop stand-in for a KFP recurring run.
 
-It calls a run function at each cron time, logs every decision as a JSON line under
-``data_dir/scheduler/``, survives a failed run, and stops after ``max_runs`` runs,
-``max_seconds``, or at Ctrl-C (also during a run). Missed times (a run outlasting the interval)
-are skipped, not caught up, as KFP's ``no_catchup`` does. Five-field crons are standard; six
-fields put seconds first (KFP's robfig/cron convention); :func:`kfops.core.cron.check_cron`
-refuses what KFP would not read.
+It calls a run function at each cron time, logs each run and what it decided (retrain or not,
+why, the gate's verdict, the version registered) as a JSON line under ``data_dir/scheduler/``,
+survives a failed run, and stops after ``max_runs`` runs, ``max_seconds``, or at Ctrl-C (also
+during a run). Missed times (a run outlasting the interval) are skipped, not caught up, as KFP's
+``no_catchup`` does. Five-field crons are standard; six fields put seconds first (KFP's
+robfig/cron convention); :func:`kfops.core.cron.check_cron` refuses what KFP would not read.
 """
 
 from __future__ import annotations
@@ -45,13 +45,48 @@ def scheduler_dir(cfg: KfopsConfig) -> Path:
 
 
 def default_run_function(cfg: KfopsConfig, pipeline: str = "retraining") -> RunFunction:
+    """A local run of ``pipeline``; its outcome names the run and what it decided (:func:`run_decision`)."""
+
     def run() -> dict[str, Any]:
         from kfops.runners.local import run_locally
 
         result = run_locally(cfg, pipeline, on_event=lambda line: None)
-        return {"run_dir": str(result.run_dir), "seconds": round(result.seconds, 1), "log": str(result.log_path)}
+        return {"run_dir": str(result.run_dir), "seconds": round(result.seconds, 1), "log": str(result.log_path),
+                "decision": run_decision(result.outputs)}
 
     return run
+
+
+def _read_json(path: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text()) if path else {}
+    except (OSError, ValueError):  # a run's outcome line never fails over a missing or partial file
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_decision(outputs: dict[str, Any]) -> dict[str, Any]:
+    """What a finished local run decided, from its task outputs (``LocalRun.outputs``).
+
+    ``retrain``, ``code`` and ``reason``: the drift task's retrain decision (a retraining run);
+    ``blessed`` and ``failed_checks``: the evaluation gate's verdict, when a model was trained;
+    ``registered_version``: the version registered, if any. Only what the run produced is there.
+    """
+    decided: dict[str, Any] = {}
+    drift = outputs.get("drift") or {}
+    decision = _read_json(drift.get("decision"))
+    if decision or "Output" in drift:
+        decided["retrain"] = bool(decision.get("retrain", drift.get("Output")))
+        decided.update({key: decision[key] for key in ("code", "reason", "drift", "triggered_by") if key in decision})
+    verdict = _read_json((outputs.get("evaluate") or {}).get("verdict"))
+    if "blessed" in verdict:
+        decided["blessed"] = bool(verdict["blessed"])
+        reasons = (verdict.get("verdict") or {}).get("reasons") or []
+        decided["failed_checks"] = [r.removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL ")]
+    registered = (outputs.get("register") or {}).get("Output")
+    if registered:
+        decided["registered_version"] = str(registered)
+    return decided
 
 
 class _Log:

@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from kfops.errors import ConfigError, PipelineFailed
-from kfops.runners.local import RunInterrupted
-from kfops.runners.scheduler import run_scheduler
+from kfops.runners.local import LocalRun, RunInterrupted
+from kfops.runners.scheduler import default_run_function, run_decision, run_scheduler
+from tests.support.example import example_config
 
 pytestmark = pytest.mark.integration
 
@@ -114,3 +115,52 @@ def test_ctrl_c_during_a_run_stops_the_scheduler(tmp_path, interrupt):
     assert (len(calls), result.runs, result.failures, result.stop_reason) == (1, 1, 0, "interrupted")
     kinds = [e["event"] for e in _events(result.log_path)]
     assert kinds[-2:] == ["run_interrupted", "stopped"] and "run_failed" not in kinds
+
+
+def _finished_run(tmp_path, retrain: bool, blessed: bool | None = None, registered: str | None = None) -> LocalRun:
+    """A LocalRun with the task outputs a retraining run leaves (drift decision, gate verdict, version)."""
+    run_dir = tmp_path / "kfops-retraining-run"
+    (run_dir / "drift").mkdir(parents=True, exist_ok=True)
+    decision = {"retrain": retrain, "code": "signal_confirmed" if retrain else "no_signal",
+                "reason": "a shadow challenger passes the gate" if retrain else "no trigger fired",
+                "drift": retrain, "triggered_by": ["challenger"] if retrain else []}
+    (run_dir / "drift" / "decision").write_text(json.dumps(decision))
+    outputs = {"drift": {"Output": retrain, "decision": str(run_dir / "drift" / "decision")}}
+    if blessed is not None:
+        (run_dir / "evaluate").mkdir()
+        reasons = ["PASS floor:roc_auc: roc_auc=0.74 >= 0.65",
+                   *([] if blessed else ["FAIL improvement:roc_auc: roc_auc gain over champion v1: -0.01"])]
+        (run_dir / "evaluate" / "verdict").write_text(json.dumps({"blessed": blessed, "verdict": {"reasons": reasons}}))
+        outputs["evaluate"] = {"Output": blessed, "verdict": str(run_dir / "evaluate" / "verdict")}
+    if registered:
+        outputs["register"] = {"Output": registered}
+    return LocalRun(name="retraining", run_dir=run_dir, compiled=tmp_path / "r.yaml", log_path=tmp_path / "r.log",
+                    seconds=2.0, outputs=outputs)
+
+
+def test_each_run_logs_what_it_decided(tmp_path, monkeypatch):
+    """Outcome lines held only run_dir, seconds and log: `drift=... -> RETRAIN` was on the console only."""
+    from kfops.runners import local
+
+    runs = iter([_finished_run(tmp_path / "1", retrain=False),
+                 _finished_run(tmp_path / "2", retrain=True, blessed=True, registered="3"),
+                 _finished_run(tmp_path / "3", retrain=True, blessed=False)])
+    monkeypatch.setattr(local, "run_locally", lambda cfg, name, on_event=None: next(runs))
+    cfg = example_config(data_dir=tmp_path / "state")
+    result = run_scheduler(EVERY_SECOND, default_run_function(cfg), tmp_path, max_runs=3)
+    decisions = [e["outcome"]["decision"] for e in _events(result.log_path) if e["event"] == "run_succeeded"]
+    assert decisions == [
+        {"retrain": False, "code": "no_signal", "reason": "no trigger fired", "drift": False, "triggered_by": []},
+        {"retrain": True, "code": "signal_confirmed", "reason": "a shadow challenger passes the gate", "drift": True,
+         "triggered_by": ["challenger"], "blessed": True, "failed_checks": [], "registered_version": "3"},
+        {"retrain": True, "code": "signal_confirmed", "reason": "a shadow challenger passes the gate", "drift": True,
+         "triggered_by": ["challenger"], "blessed": False,
+         "failed_checks": ["improvement:roc_auc: roc_auc gain over champion v1: -0.01"]},
+    ]
+
+
+def test_a_training_run_logs_the_gate_and_a_run_without_outputs_logs_nothing_it_did_not_decide(tmp_path):
+    trained = _finished_run(tmp_path, retrain=True, blessed=True, registered="2").outputs
+    del trained["drift"]
+    assert run_decision(trained) == {"blessed": True, "failed_checks": [], "registered_version": "2"}
+    assert run_decision({}) == {}
