@@ -45,6 +45,7 @@ def _schedule(
     local: bool,
     max_runs: int | None,
     max_seconds: float | None,
+    window_days: int | None,
     host: str | None,
     namespace: str | None,
     config: Path | None,
@@ -54,12 +55,15 @@ def _schedule(
 
     if max_seconds is not None and max_seconds <= 0:
         raise typer.BadParameter(f"{max_seconds} is not above 0", param_hint="'--max-seconds'")
-    if not local and (max_runs is not None or max_seconds is not None):
-        raise typer.BadParameter("--max-runs/--max-seconds bound the local scheduler; add --local")
+    if not local and (max_runs is not None or max_seconds is not None or window_days is not None):
+        raise typer.BadParameter("--max-runs, --max-seconds and --window-days are the local scheduler's; add --local"
+                                 + ("" if window_days is None else ". A KFP recurring run checks the window it was "
+                                    "compiled with (docs/troubleshooting.md, 'A scheduled run checks the same window "
+                                    "every time')"))
     cron = check_cron(cron)  # before the banner, and before anything is compiled, contacted or uploaded
     cfg = cli_config(config, set_)
     if local:
-        _schedule_locally(pipeline, cron, cfg, max_runs, max_seconds)
+        _schedule_locally(pipeline, cron, cfg, max_runs, max_seconds, window_days)
         return
     from kfops.adapters import kfp_api
     from kfops.adapters.mlflow_registry import code_version
@@ -79,15 +83,29 @@ def _schedule(
                f"(KFP, seconds first), pipeline version {created.version_id}")
 
 
-def _schedule_locally(pipeline: str, cron: str, cfg: KfopsConfig, max_runs: int | None,
-                      max_seconds: float | None) -> None:
-    from kfops.errors import EXIT_INTERRUPTED
-    from kfops.runners.scheduler import INTERRUPTED, default_run_function, run_scheduler, scheduler_dir
+def _schedule_locally(pipeline: str, cron: str, cfg: KfopsConfig, max_runs: int | None, max_seconds: float | None,
+                      window_days: int | None) -> None:
+    import datetime as dt
 
+    from kfops.errors import EXIT_INTERRUPTED
+    from kfops.runners.scheduler import (
+        INTERRUPTED,
+        default_run_function,
+        moving_window,
+        run_scheduler,
+        scheduler_dir,
+        with_window,
+    )
+
+    # A run missing its dataset keys would fail at every tick: say so now (a moving window sets start and end).
+    (cfg if window_days is None else with_window(cfg, *moving_window(window_days, dt.date.today()))).check_required()
+    run = default_run_function(cfg, pipeline, window_days=window_days)
     log_dir = scheduler_dir(cfg)
-    typer.echo(f"local scheduler: '{pipeline}' on '{cron}' (log: {log_dir / f'{pipeline}.jsonl'}); Ctrl-C stops it")
-    result = run_scheduler(cron, default_run_function(cfg, pipeline), log_dir, max_runs=max_runs,
-                           max_seconds=max_seconds, name=pipeline, on_event=_print_event)
+    window = "the config's dataset window" if window_days is None else f"the {window_days} days before each run's day"
+    typer.echo(f"local scheduler: '{pipeline}' on '{cron}' over {window} (log: {log_dir / f'{pipeline}.jsonl'}); "
+               "Ctrl-C stops it")
+    result = run_scheduler(cron, run, log_dir, max_runs=max_runs, max_seconds=max_seconds, name=pipeline,
+                           on_event=_print_event)
     typer.echo(f"stopped ({result.stop_reason}): {result.runs} runs, {result.failures} failed, "
                f"{result.skipped} skipped")
     if result.stop_reason == INTERRUPTED:
@@ -110,12 +128,16 @@ def _schedule_command(pipeline: str, doc: str, cron_help: str) -> Callable[..., 
         local: Annotated[bool, typer.Option("--local", help="Run a local scheduler process instead of KFP.")] = False,
         max_runs: Annotated[int | None, typer.Option(min=1, help="--local: stop after this many runs.")] = None,
         max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
+        window_days: Annotated[int | None, typer.Option(
+            min=1, help="--local: each run checks and trains on the N whole days before the day it starts "
+                        "(validation.window_timezone), not the config's fixed dataset.start..end.")] = None,
         host: HostOption = None,
         namespace: NamespaceOption = None,
         config: ConfigOption = None,
         set_: SetOption = None,
     ) -> None:
-        _schedule(pipeline, cron, experiment, name, local, max_runs, max_seconds, host, namespace, config, set_)
+        _schedule(pipeline, cron, experiment, name, local, max_runs, max_seconds, window_days, host, namespace, config,
+                  set_)
 
     # Annotations are strings here (``from __future__ import annotations``) that typer resolves in
     # the module's globals, where ``cron_help`` does not exist: give ``cron`` its type as an object.
@@ -134,6 +156,8 @@ retraining = _schedule_command(
       kfops schedule retraining --cron "0 3 * * *" --experiment nightly
 
       kfops schedule retraining --local --cron "*/30 * * * *" --max-runs 4
+
+      kfops schedule retraining --local --cron "0 3 * * *" --window-days 14
     """,
     cron_help="5-field cron (min hour dom month dow), UTC; 6 fields put seconds first.",
 )

@@ -12,7 +12,7 @@ import pytest
 
 from kfops.errors import ConfigError, PipelineFailed
 from kfops.runners.local import LocalRun, RunInterrupted
-from kfops.runners.scheduler import default_run_function, run_decision, run_scheduler
+from kfops.runners.scheduler import default_run_function, moving_window, run_decision, run_scheduler
 from tests.support.example import example_config
 
 pytestmark = pytest.mark.integration
@@ -164,3 +164,24 @@ def test_a_training_run_logs_the_gate_and_a_run_without_outputs_logs_nothing_it_
     del trained["drift"]
     assert run_decision(trained) == {"blessed": True, "failed_checks": [], "registered_version": "2"}
     assert run_decision({}) == {}
+
+
+def test_a_moving_window_is_the_whole_days_before_the_run_in_the_window_timezone(tmp_path, monkeypatch):
+    """Every tick re-ran the config's fixed dataset.start..end: a nightly schedule never saw new data."""
+    from kfops.runners import local
+
+    assert moving_window(14, dt.date(2026, 3, 10)) == (dt.date(2026, 2, 24), dt.date(2026, 3, 9))
+    assert moving_window(1, dt.date(2026, 3, 1)) == (dt.date(2026, 2, 28), dt.date(2026, 2, 28))
+    with pytest.raises(ConfigError, match="--window-days"):
+        moving_window(0, dt.date(2026, 3, 1))
+    windows = []
+    monkeypatch.setattr(local, "run_locally",
+                        lambda cfg, name, on_event=None: windows.append(cfg.window) or _finished_run(tmp_path, False))
+    cfg = example_config(data_dir=tmp_path / "state", validation={"window_timezone": "America/New_York"})
+    clock = iter([dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC), dt.datetime(2026, 3, 10, 6, 0, tzinfo=dt.UTC)])
+    run = default_run_function(cfg, window_days=7, now=lambda: next(clock))
+    first, second = run(), run()
+    # 02:00 UTC is still March 9th in New York: its last whole day is the 8th.
+    assert windows == [(dt.date(2026, 3, 2), dt.date(2026, 3, 8)), (dt.date(2026, 3, 3), dt.date(2026, 3, 9))]
+    assert (first["window"], second["window"]) == (["2026-03-02", "2026-03-08"], ["2026-03-03", "2026-03-09"])
+    assert cfg.window == example_config().window  # the config itself is untouched

@@ -244,9 +244,12 @@ def test_schedule_refuses_a_bad_cron_or_bound_before_its_banner(tmp_path):
         (["--cron", "0 3 * * * * *"], "invalid cron '0 3 * * * * *': 7 fields"),
         (["--cron", "* * * * *", "--max-runs", "0"], "--max-runs"),
         (["--cron", "* * * * *", "--max-seconds", "0"], "--max-seconds"),
+        (["--cron", "* * * * *", "--window-days", "0"], "--window-days"),
     ):
         done = kfops("schedule", "retraining", "--local", *args, "-c", config, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stdout, done.stderr)
         assert expected in done.stderr and "KFOPS__" not in done.stderr, (args, done.stderr)
         assert "local scheduler" not in done.stdout
     assert not (tmp_path / "state" / "scheduler").exists()
+    done = kfops("schedule", "retraining", "--cron", "0 3 * * *", "--window-days", "7", "-c", config, cwd=tmp_path)
+    assert done.returncode == 2 and "add --local" in done.stderr
