@@ -42,8 +42,14 @@ def state(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(state):
+    from kfops.adapters.feast_store import online_features
+
     cfg = state["config"]("dataset.start=2013-01-01", "dataset.end=2013-01-21")
     run = run_locally(cfg, "training", on_event=lambda line: None)
+    # Read now: a later test's run on February loads the store with later rows (the order is random).
+    keys = {"origin": "EWR", "carrier": "UA", "tailnum": "N14228"}
+    state["online_after_first_run"] = online_features(
+        cfg, [keys], as_of=pd.Timestamp("2013-01-21T18:00", tz="America/New_York"))
     return cfg, run
 
 
@@ -53,7 +59,7 @@ def registry_client(cfg):
     return registry.client(cfg)
 
 
-def test_first_run_registers_tags_and_serves(first_run):
+def test_first_run_registers_tags_and_serves(first_run, state):
     cfg, run = first_run
     outputs = run.outputs
     assert outputs["register"]["Output"] == "1"
@@ -105,11 +111,9 @@ def test_first_run_registers_tags_and_serves(first_run):
 
     # kfops.yaml sets features.materialize_online: featurize loaded the online store up to the end of
     # the window, so a raw flight on its last evening is answered with the store's features (README).
-    from kfops.adapters.feast_store import online_features
-
     assert cfg.features.materialize_online
     keys = {"origin": "EWR", "carrier": "UA", "tailnum": "N14228"}
-    stored = online_features(cfg, [keys], as_of=pd.Timestamp("2013-01-21T18:00", tz="America/New_York"))
+    stored = state["online_after_first_run"]
     assert stored[["temp", "carrier_delay_rate_7d", "seats"]].notna().all(axis=None), stored.iloc[0].to_dict()
     raw = {**keys, "dest": "IAH", "distance": 1400, "sched_dep": "2013-01-21T18:00"}
     answer = httpx.post(f"{endpoint}/v1/models/{cfg.registry.model_name}:predict", json={"instances": [raw]},
