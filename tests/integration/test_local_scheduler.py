@@ -172,8 +172,9 @@ def test_a_moving_window_is_the_whole_days_before_the_run_in_the_window_timezone
 
     assert moving_window(14, dt.date(2026, 3, 10)) == (dt.date(2026, 2, 24), dt.date(2026, 3, 9))
     assert moving_window(1, dt.date(2026, 3, 1)) == (dt.date(2026, 2, 28), dt.date(2026, 2, 28))
-    with pytest.raises(ConfigError, match="--window-days"):
+    with pytest.raises(ConfigError, match="a window of 0 days holds no day") as refused:
         moving_window(0, dt.date(2026, 3, 1))
+    assert "--window-days" in refused.value.hint
     windows = []
     monkeypatch.setattr(local, "run_locally",
                         lambda cfg, name, on_event=None: windows.append(cfg.window) or _finished_run(tmp_path, False))
