@@ -253,6 +253,8 @@ class Decision:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        if not isinstance(data, Mapping):
+            raise DataError(f"a retrain decision must be a JSON object, got {json.dumps(data, default=str)[:200]}")
         try:
             at = dt.datetime.fromisoformat(data["at"])
             return cls(
@@ -268,8 +270,8 @@ class Decision:
                 signals={str(k): float(v) for k, v in (data.get("signals") or {}).items()},
                 triggered_by=tuple(data.get("triggered_by") or ()),
             )
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(f"malformed retrain decision {dict(data)!r}: {err}") from err
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DataError(f"malformed retrain decision {dict(data)!r}: {err!r}") from err
 
 
 def decide(
@@ -459,11 +461,21 @@ class PolicyState:
                 "decisions": [d.to_dict() for d in self.decisions]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PolicyState:
+    def from_dict(cls, data: Any, source: str = "retrain state") -> PolicyState:
+        """The state from its JSON value; ``source`` (the file or store key it came from) names
+        it in the error when the value is valid JSON of another shape."""
+        if not isinstance(data, Mapping):
+            raise _bad_state(source, f"it holds a JSON {type(data).__name__}, not an object")
         if data.get("version") != STATE_VERSION or not isinstance(data.get("decisions"), list):
-            raise DataError(f"retrain state has version {data.get('version')!r} or no decision list; "
-                            f"expected version {STATE_VERSION}")
-        return cls([Decision.from_dict(d) for d in data["decisions"]])
+            raise _bad_state(source, f"it has version {data.get('version')!r} or no decision list; "
+                                     f"expected version {STATE_VERSION} with a 'decisions' list")
+        decisions = []
+        for number, item in enumerate(data["decisions"]):
+            try:
+                decisions.append(Decision.from_dict(item))
+            except DataError as err:
+                raise _bad_state(source, f"decision #{number} is malformed: {err}") from err
+        return cls(decisions)
 
     @classmethod
     def load(cls, path: str | Path) -> PolicyState:
@@ -474,11 +486,8 @@ class PolicyState:
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise DataError(f"retrain state {path} is not valid JSON: {err}",
-                            hint="restore it, or move it away to start a new history") from err
-        if not isinstance(data, dict):
-            raise DataError(f"retrain state {path} must hold a JSON object")
-        return cls.from_dict(data)
+            raise DataError(f"retrain state {path} is not valid JSON: {err}", hint=_STATE_HINT) from err
+        return cls.from_dict(data, source=str(path))
 
     def save(self, path: str | Path) -> Path:
         """Write atomically, so a reader never sees half a file."""
@@ -517,14 +526,27 @@ def decide_and_record_in(
     from kfops.core.state import update_json
 
     def record(current: Any) -> tuple[dict[str, Any], Decision]:
-        if current is not None and not isinstance(current, dict):
-            raise DataError(f"retrain state {store.uri(key)} must hold a JSON object")
-        state = PolicyState() if current is None else PolicyState.from_dict(current)
+        state = PolicyState() if current is None else PolicyState.from_dict(current, source=store.uri(key))
         decision = decide(state.decisions, drift, now, policy)
         state.record(decision)
         return state.to_dict(), decision
 
     return update_json(store, key, record)
+
+
+def load_state(store: StateStore, key: str) -> PolicyState:
+    """The decisions at ``key`` of ``store``; an empty state when there are none yet."""
+    from kfops.core.state import read_json
+
+    recorded = read_json(store, key)
+    return PolicyState() if recorded is None else PolicyState.from_dict(recorded, source=store.uri(key))
+
+
+_STATE_HINT = "restore it, or move it away to start a new history"
+
+
+def _bad_state(source: str, what: str) -> DataError:
+    return DataError(f"{source} is not a kfops retrain history: {what}", hint=_STATE_HINT)
 
 
 @contextmanager

@@ -367,11 +367,9 @@ def drift_check(
 def past_signals(cfg: KfopsConfig) -> list[dict[str, float]]:
     """The evidence of the checks recorded so far (the retrain policy's state), oldest first."""
     from kfops.adapters.state_store import state_store
-    from kfops.core.retrain_policy import PolicyState
-    from kfops.core.state import read_json
+    from kfops.core.retrain_policy import load_state
 
-    recorded = read_json(state_store(cfg), POLICY_STATE_FILE)
-    return [dict(d.signals) for d in PolicyState.from_dict(recorded).decisions] if recorded else []
+    return [dict(d.signals) for d in load_state(state_store(cfg), POLICY_STATE_FILE).decisions]
 
 
 def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Path) -> list[str]:
