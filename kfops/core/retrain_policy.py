@@ -9,7 +9,8 @@ Rules, in order (mode ``drift``):
 
 1. ``never`` mode: never retrain.
 2. No drift verdict, or no drift in this check: no retrain.
-3. Debounce: drift must hold for ``debounce`` consecutive checks since the last retrain.
+3. Debounce: drift must hold for ``debounce`` consecutive checks since the last retrain (checks
+   recorded under another mode break the run: a mode change starts the count afresh).
 4. Cooldown: at least ``cooldown`` since the last retrain.
 5. Rate limit: at most ``max_retrains`` retrains in any trailing ``period``.
 
@@ -334,7 +335,7 @@ def decide(
                 return outcome(False, NO_DRIFT, "no drift in this check")
             what, code = "drift", RETRAIN_DRIFT
             why = f": {summary.reasons[0]}" if summary.reasons else ""
-        streak = _drift_streak(past)
+        streak = _drift_streak(past, policy.mode)
         checks = len(streak) + 1
         if checks < policy.debounce:
             return outcome(False, DEBOUNCE, f"{what} in {checks} consecutive check(s); "
@@ -431,13 +432,16 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
     return fired, quiet
 
 
-def _drift_streak(past: list[Decision]) -> list[Decision]:
-    """The unbroken run of checks at the end of ``past`` whose trigger fired (drifted, in mode
-    ``drift``), since the last retrain."""
+def _drift_streak(past: list[Decision], mode: str) -> list[Decision]:
+    """The unbroken run of checks at the end of ``past`` whose trigger fired under ``mode``, since
+    the last retrain: in mode ``performance`` a check whose own triggers fired (``fired``), in mode
+    ``drift`` a check that drifted. A check recorded under another mode ends the run, as a quiet
+    check does: it never asked this mode's question (a ``never`` or ``drift`` check's drift verdict
+    is not a performance trigger), so after a mode change the debounce counts afresh."""
     streak: list[Decision] = []
     for decision in reversed(past):
-        hot = decision.fired if decision.fired is not None else decision.drift
-        if decision.retrain or hot is not True:
+        hot = decision.fired if mode == "performance" else decision.drift
+        if decision.retrain or decision.mode != mode or hot is not True:
             break
         streak.append(decision)
     return streak[::-1]

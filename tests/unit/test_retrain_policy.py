@@ -315,3 +315,34 @@ def test_with_a_shadow_challenger_the_estimate_is_reported_and_acts_only_without
     assert not measured.retrain and "the shadow challenger on labelled rows decides" in measured.reason
     unlabelled = decide([], evidence(estimated_roc_auc=0.6, estimated_diff=-0.1), T0, policy)
     assert unlabelled.retrain and unlabelled.triggered_by == ("estimated",)
+
+
+def test_checks_recorded_under_another_mode_do_not_count_toward_the_debounce():
+    """The audit's repro: a `never` check on drifted April, then performance mode with debounce 2 on
+    June, whose trigger fires once, retrained ('trigger in 2 consecutive checks')."""
+    fired = DriftSummary(drift=True, report="june", signals={"reference_roc_auc": 0.70, "estimated_roc_auc": 0.6,
+                                                             "estimated_diff": -0.1})
+    never = decide([], drifted(0), T0, RetrainPolicy(mode="never"))
+    policy = performance("estimated").model_copy(update={"debounce": 2})
+    june = decide([never], fired, T0 + 60 * DAY, policy)
+    assert never.drift is True and never.fired is None
+    assert not june.retrain and june.code == DEBOUNCE and "trigger in 1 consecutive check(s)" in june.reason
+
+    # A drift-mode check that drifted, or a performance check without evidence, is no fired trigger either.
+    drift_check = decide([], drifted(0), T0, RetrainPolicy(mode="drift", debounce=3))
+    no_evidence = decide([], DriftSummary(drift=True, report="r"), T0, performance("estimated"))
+    assert drift_check.drift is True and no_evidence.code == NO_VERDICT and no_evidence.drift is True
+    for earlier in (drift_check, no_evidence):
+        assert decide([earlier], fired, T0 + DAY, policy).code == DEBOUNCE
+    # Performance checks whose triggers fired do count, and so the second one retrains.
+    first = decide([never], fired, T0 + 30 * DAY, policy)
+    assert decide([never, first], fired, T0 + 60 * DAY, policy).code == RETRAIN_SIGNAL
+
+
+def test_a_performance_streak_does_not_carry_into_drift_mode():
+    hot = DriftSummary(drift=True, report="r", signals={"reference_roc_auc": 0.70, "estimated_roc_auc": 0.6,
+                                                        "estimated_diff": -0.1})
+    performance_check = decide([], hot, T0, performance("estimated").model_copy(update={"debounce": 2}))
+    assert performance_check.code == DEBOUNCE and performance_check.fired is True
+    drift_policy = RetrainPolicy(mode="drift", debounce=2, cooldown="0d", max_retrains=None)
+    assert decide([performance_check], drifted(1), T0 + DAY, drift_policy).code == DEBOUNCE
