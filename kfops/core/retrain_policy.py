@@ -76,6 +76,10 @@ NOT_DUE = "not_due"
 COOLDOWN = "cooldown"
 RATE_LIMIT = "rate_limit"
 
+# A check that reads the clock as it decides accepts a recorded decision at most this far ahead of
+# it: a concurrent check's, on a machine whose clock runs a little ahead. Further ahead is refused.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -502,15 +506,16 @@ class PolicyState:
 def decide_and_record(
     state_path: str | Path,
     drift: DriftSummary | Mapping[str, Any] | None,
-    now: dt.datetime,
+    now: dt.datetime | None,
     policy: RetrainPolicy,
 ) -> Decision:
     """Load the state, decide, append the decision and save, holding a lock on the state file so
-    two processes sharing it cannot interleave."""
+    two processes sharing it cannot interleave. ``now`` None: the time the decision is made
+    (:func:`decision_time`)."""
     state_path = Path(state_path)
     with _locked(state_path):
         state = PolicyState.load(state_path)
-        decision = decide(state.decisions, drift, now, policy)
+        decision = decide(state.decisions, drift, decision_time(state.decisions, now, str(state_path)), policy)
         state.record(decision)
         state.save(state_path)
     return decision
@@ -520,22 +525,43 @@ def decide_and_record_in(
     store: StateStore,
     key: str,
     drift: DriftSummary | Mapping[str, Any] | None,
-    now: dt.datetime,
+    now: dt.datetime | None,
     policy: RetrainPolicy,
 ) -> Decision:
     """:func:`decide_and_record` on the state at ``key`` of ``store`` (files under data_dir, or a
     shared object store a cluster's pods all reach). A check that raced another one decides again
     on the history that includes the other's decision, so no decision is lost and two checks
-    never both spend the same retrain budget."""
+    never both spend the same retrain budget. A check that runs now passes ``now`` None, so the
+    other's decision is never later than its own (a check time read before its slow work would be)."""
     from kfops.core.state import update_json
 
     def record(current: Any) -> tuple[dict[str, Any], Decision]:
         state = PolicyState() if current is None else PolicyState.from_dict(current, source=store.uri(key))
-        decision = decide(state.decisions, drift, now, policy)
+        decision = decide(state.decisions, drift, decision_time(state.decisions, now, store.uri(key)), policy)
         state.record(decision)
         return state.to_dict(), decision
 
     return update_json(store, key, record)
+
+
+def decision_time(history: Sequence[Decision], now: dt.datetime | None, source: str = "retrain state") -> dt.datetime:
+    """``now`` when given (a check time: a backtest, a replay); else the clock, read as the decision
+    is made (under the state's lock or conditional write), so a concurrent check's decision is
+    already older. A decision up to ``CLOCK_SKEW`` after the clock is a concurrent check's on a
+    machine whose clock runs ahead: the check decides at that time, keeping the history in order.
+    Further ahead is refused: a clock far off wrote it, or the state is another timeline's."""
+    if now is not None:
+        return now
+    clock = dt.datetime.now(dt.UTC)
+    latest = max((d.at for d in history), default=clock)
+    if latest <= clock:
+        return clock
+    if latest - clock <= CLOCK_SKEW:
+        return latest
+    raise DataError(f"{source} has a decision at {latest.isoformat()}, {_human(latest - clock)} after this "
+                    f"machine's clock ({clock.isoformat()}): a clock that runs ahead recorded it, or the history "
+                    "belongs to another timeline (a backtest or a replay with check_time)",
+                    hint="set the clocks right (NTP); or move the state away to start a new history")
 
 
 def load_state(store: StateStore, key: str) -> PolicyState:

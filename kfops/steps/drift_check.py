@@ -332,7 +332,10 @@ def drift_check(
     # The decision names the report by its MLflow URI (durable) and its local path (for people).
     # The same decide() as `kfops backtest`, on the same evidence (kfops.core.monitoring).
     summary = DriftSummary.from_result(result, report=report_uri or report_path, signals=signals)
-    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, check_at, cfg.retrain)
+    # A check of now decides at the time it decides, under the state's conditional write: a check
+    # started earlier and finishing later then sees a concurrent one's decision as older than its own.
+    decide_at = check_at if check_time else None
+    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, decide_at, cfg.retrain)
     record = {
         **decision.to_dict(),
         "drift_reasons": list(result.reasons),

@@ -59,3 +59,34 @@ def test_the_drift_steps_evidence_record_reads_a_misshapen_state_as_a_data_error
 
 def test_an_empty_store_is_an_empty_history(tmp_path):
     assert load_state(LocalStateStore(tmp_path), STATE).decisions == []
+
+
+def _retrained(store, when, policy):
+    return decide_and_record_in(store, STATE, DriftSummary(drift=True, report="other"), when, policy)
+
+
+def test_a_check_that_started_first_and_finishes_last_decides_on_the_others_decision(tmp_path):
+    """Check A reads the time and starts its slow work; B starts later, finishes first and
+    retrains. A used to decide at its start time and crash ('a decision at <t2>, after now
+    (<t1>)'); now it decides as it records, on the history holding B's retrain."""
+    store = LocalStateStore(tmp_path)
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="7d")
+    a_started = dt.datetime.now(dt.UTC)
+    b = _retrained(store, a_started + dt.timedelta(seconds=30), policy)  # B's clock is a little ahead
+    assert b.retrain
+    a = decide_and_record_in(store, STATE, DriftSummary(drift=True, report="mine"), None, policy)
+    assert not a.retrain and a.code == "cooldown" and a.at >= b.at
+    history = load_state(store, STATE).decisions
+    assert [d.drift_report for d in history] == ["other", "mine"] and history[0].at <= history[1].at
+
+
+def test_a_decision_far_in_the_future_is_still_refused(tmp_path):
+    store = LocalStateStore(tmp_path)
+    policy = RetrainPolicy(mode="drift", debounce=1)
+    _retrained(store, dt.datetime.now(dt.UTC) + dt.timedelta(days=2), policy)
+    with pytest.raises(DataError, match="after this machine's clock") as raised:
+        decide_and_record_in(store, STATE, DriftSummary(drift=True), None, policy)
+    assert str(tmp_path / STATE) in str(raised.value) and "NTP" in (raised.value.hint or "")
+    # A check time given explicitly is a replay: it must still be later than the history.
+    with pytest.raises(DataError, match="after now"):
+        decide_and_record_in(store, STATE, DriftSummary(drift=True), T0, policy)
