@@ -1,4 +1,5 @@
-"""The retraining pipeline: drift check -> [drift and the policy agrees] the training pipeline.
+"""The retraining pipeline: drift check -> [drift and the policy agrees] the training pipeline,
+inside an exit handler that records how the retrain ended.
 
 The training pipeline runs nested, on the config's window (the new data); its evaluate gate
 still decides what reaches production. ``create_pipeline(config)`` is pure, like training's.
@@ -7,7 +8,7 @@ still decides what reaches production. ``create_pipeline(config)`` is pure, like
 
 from kfp import dsl
 
-from components.drift.component import drift, link_trigger
+from components.drift.component import drift, link_trigger, retrain_outcome
 from kfops.config import KfopsConfig
 from pipelines import training
 
@@ -30,13 +31,20 @@ def create_pipeline(cfg: KfopsConfig):
     )
     def retraining(config: str = config_json, reference_window: str = "", current_source: str = "window",
                    check_time: str = ""):
-        checked = drift(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                        reference_window=reference_window, current_source=current_source, check_time=check_time)
-        use_cluster_secrets(checked.set_caching_options(False).set_container_image(image).set_display_name("drift"), cfg)
-        with dsl.If(checked.outputs["Output"] == True, name="retrain"):  # noqa: E712  a KFP condition, not a Python bool
-            trained = train_on_new_window(config=config).set_display_name("training")
-            link = link_trigger(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                                decision=checked.outputs["decision"]).after(trained)
-            use_cluster_secrets(link.set_caching_options(False).set_container_image(image), cfg)
+        # Runs however the rest ends: a retrain counts toward the cooldown and budget only once its
+        # training finished (kfops.core.retrain_policy). KFP allows an exit handler only at the top.
+        outcome = retrain_outcome(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        use_cluster_secrets(outcome.set_caching_options(False).set_container_image(image)
+                            .set_display_name("retrain-outcome"), cfg)
+        with dsl.ExitHandler(outcome, name="check-and-retrain"):
+            checked = drift(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                            reference_window=reference_window, current_source=current_source, check_time=check_time)
+            use_cluster_secrets(checked.set_caching_options(False).set_container_image(image)
+                                .set_display_name("drift"), cfg)
+            with dsl.If(checked.outputs["Output"] == True, name="retrain"):  # noqa: E712  a KFP condition
+                trained = train_on_new_window(config=config).set_display_name("training")
+                link = link_trigger(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                                    decision=checked.outputs["decision"]).after(trained)
+                use_cluster_secrets(link.set_caching_options(False).set_container_image(image), cfg)
 
     return retraining

@@ -74,3 +74,24 @@ def link_trigger(config: str, pipeline_run: str, decision: Input[Artifact]) -> s
     from kfops.steps.drift_check import link_trigger as run
 
     return ",".join(run(config, pipeline_run, decision.path))
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def retrain_outcome(config: str, pipeline_run: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    """Outcome: record how the retrain this run decided ended, as the pipeline's exit handler.
+
+    The drift step records a retrain `pending`; this task runs however the run ends and marks it
+    `completed` (it counts toward the cooldown and `max_retrains`) or `failed` (it does not, so the
+    next check may retrain). A run that decided no retrain records nothing.
+
+    Args:
+        config: The kfops configuration (KfopsConfig) as JSON.
+        pipeline_run: The pipeline run whose retrain decision is settled.
+        status: How the run's other tasks ended (set by KFP).
+
+    Returns:
+        The recorded outcome: completed, failed, or none.
+    """
+    from kfops.steps.drift_check import record_retrain_outcome
+
+    return record_retrain_outcome(config, pipeline_run, status.state, status.error_message or "")

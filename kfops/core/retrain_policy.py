@@ -34,6 +34,15 @@ Debounce, cooldown and the rate limit then apply as in mode ``drift``.
 Mode ``scheduled`` replaces 2-3 with "the last retrain is at least ``schedule_every`` old" (drift is
 recorded, not acted on); 4 and 5 still apply. Checks stay blocked while any rule blocks them, and a
 drift streak survives a cooldown, so the first check after it ends retrains if drift persists.
+
+A retrain counts (toward the cooldown, the rate limit and the schedule, and as the end of a streak)
+only if it produced a result. The retraining pipeline records its retrain ``pending`` and reports
+back how the training ended (:func:`record_outcome`): ``completed`` counts, ``failed`` does not.
+While a retrain is pending no other check retrains (code ``in_progress``), so two checks at once never
+both retrain. A pending retrain whose processes are seen gone (``abandoned``: Ctrl-C, a kill) or
+that has not reported back within ``PENDING_LEASE`` stops counting, and the next check whose
+trigger still fires retrains. A retrain without an outcome (the backtest trains at once; state
+written before outcomes) counts.
 """
 
 from __future__ import annotations
@@ -41,9 +50,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -75,6 +84,16 @@ DEBOUNCE = "debounce"
 NOT_DUE = "not_due"
 COOLDOWN = "cooldown"
 RATE_LIMIT = "rate_limit"
+IN_PROGRESS = "in_progress"
+
+# What became of a retrain (Decision.outcome); None: it counts as done.
+PENDING = "pending"
+COMPLETED = "completed"
+FAILED = "failed"
+ABANDONED = "abandoned"
+# How long a pending retrain that never reported back holds other retrains off, when no check can
+# see whether it still runs (another pod's): a day, as registry.abandoned_run_hours for MLflow runs.
+PENDING_LEASE = dt.timedelta(hours=24)
 
 # A check that reads the clock as it decides accepts a recorded decision at most this far ahead of
 # it: a concurrent check's, on a machine whose clock runs a little ahead. Further ahead is refused.
@@ -227,7 +246,9 @@ class DriftSummary:
 class Decision:
     """One check's outcome. ``drift_report`` is the report this check was made on, so a retrain
     always names the drift report that caused it; ``evidence`` lists the reports of the drifted
-    checks that made up the debounce streak."""
+    checks that made up the debounce streak. A retrain has an ``outcome`` once it is tracked
+    (``pending``, then ``completed``, ``failed`` or ``abandoned``, ``outcome_at``, with why in
+    ``outcome_note``): ``pipeline_run`` carries it out, in the processes ``owner`` names."""
 
     at: dt.datetime
     retrain: bool
@@ -240,6 +261,19 @@ class Decision:
     fired: bool | None = None
     signals: Mapping[str, float] = field(default_factory=dict)
     triggered_by: tuple[str, ...] = ()
+    outcome: str | None = None
+    pipeline_run: str | None = None
+    owner: str | None = None
+    outcome_at: dt.datetime | None = None
+    outcome_note: str = ""
+
+    def counts(self, now: dt.datetime) -> bool:
+        """Whether this is a retrain that counts at ``now``: done, or pending within its lease."""
+        return self.retrain and (self.outcome in (None, COMPLETED) or self.in_progress(now))
+
+    def in_progress(self, now: dt.datetime) -> bool:
+        """A retrain decided, not reported back, and younger than ``PENDING_LEASE``."""
+        return self.retrain and self.outcome == PENDING and now - self.at < PENDING_LEASE
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -254,6 +288,11 @@ class Decision:
             "fired": self.fired,
             "signals": dict(self.signals),
             "triggered_by": list(self.triggered_by),
+            "outcome": self.outcome,
+            "pipeline_run": self.pipeline_run,
+            "owner": self.owner,
+            "outcome_at": None if self.outcome_at is None else self.outcome_at.isoformat(),
+            "outcome_note": self.outcome_note,
         }
 
     @classmethod
@@ -274,6 +313,12 @@ class Decision:
                 fired=data.get("fired"),
                 signals={str(k): float(v) for k, v in (data.get("signals") or {}).items()},
                 triggered_by=tuple(data.get("triggered_by") or ()),
+                outcome=_outcome(data.get("outcome")),
+                pipeline_run=data.get("pipeline_run"),
+                owner=data.get("owner"),
+                outcome_at=(None if data.get("outcome_at") is None
+                            else _aware(dt.datetime.fromisoformat(data["outcome_at"]), "outcome time")),
+                outcome_note=str(data.get("outcome_note") or ""),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise DataError(f"malformed retrain decision {dict(data)!r}: {err!r}") from err
@@ -310,7 +355,9 @@ def decide(
     if policy.mode == "never":
         return outcome(False, NEVER, "retrain policy mode is 'never'")
 
-    last_retrain = next((d for d in reversed(past) if d.retrain), None)
+    counted = [d for d in past if d.counts(now)]
+    last_retrain = counted[-1] if counted else None
+    in_progress = next((d for d in reversed(past) if d.in_progress(now)), None)
     evidence: tuple[str, ...]
     if policy.mode == "scheduled":
         if last_retrain is not None and now - last_retrain.at < policy.schedule_every:
@@ -339,7 +386,7 @@ def decide(
                 return outcome(False, NO_DRIFT, "no drift in this check")
             what, code = "drift", RETRAIN_DRIFT
             why = f": {summary.reasons[0]}" if summary.reasons else ""
-        streak = _drift_streak(past, policy.mode)
+        streak = _drift_streak(past, policy.mode, now)
         checks = len(streak) + 1
         if checks < policy.debounce:
             return outcome(False, DEBOUNCE, f"{what} in {checks} consecutive check(s); "
@@ -348,12 +395,18 @@ def decide(
         evidence += (report,) if report else ()
         reason = f"{what} in {checks} consecutive check(s) (debounce {policy.debounce}){why}"
 
+    if in_progress is not None:
+        run = f" by pipeline run {in_progress.pipeline_run}" if in_progress.pipeline_run else ""
+        return outcome(False, IN_PROGRESS, f"{reason}; but the retrain decided at {in_progress.at.isoformat()}{run} has "
+                                         "not finished: no other retrain starts until it reports back, or until "
+                                         f"{(in_progress.at + PENDING_LEASE).isoformat()}, when one that never "
+                                         "does counts as abandoned")
     if last_retrain is not None and now - last_retrain.at < policy.cooldown:
         allowed = last_retrain.at + policy.cooldown
         return outcome(False, COOLDOWN, f"{reason}; but the last retrain was {_human(now - last_retrain.at)} ago, "
                                         f"cooldown {_human(policy.cooldown)} lasts until {allowed.isoformat()}")
     if policy.max_retrains is not None:
-        recent = [d for d in past if d.retrain and d.at > now - policy.period]
+        recent = [d for d in counted if d.at > now - policy.period]
         if len(recent) >= policy.max_retrains:
             next_allowed = (recent[-policy.max_retrains].at + policy.period) if policy.max_retrains else None
             when = f"; next allowed at {next_allowed.isoformat()}" if next_allowed else ""
@@ -436,16 +489,17 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
     return fired, quiet
 
 
-def _drift_streak(past: list[Decision], mode: str) -> list[Decision]:
+def _drift_streak(past: list[Decision], mode: str, now: dt.datetime) -> list[Decision]:
     """The unbroken run of checks at the end of ``past`` whose trigger fired under ``mode``, since
-    the last retrain: in mode ``performance`` a check whose own triggers fired (``fired``), in mode
-    ``drift`` a check that drifted. A check recorded under another mode ends the run, as a quiet
-    check does: it never asked this mode's question (a ``never`` or ``drift`` check's drift verdict
-    is not a performance trigger), so after a mode change the debounce counts afresh."""
+    the last retrain that counts: in mode ``performance`` a check whose own triggers fired
+    (``fired``), in mode ``drift`` a check that drifted. A check recorded under another mode ends the
+    run, as a quiet check does: it never asked this mode's question (a ``never`` or ``drift`` check's
+    drift verdict is not a performance trigger), so after a mode change the debounce counts afresh.
+    A retrain that failed or was abandoned does not end it: its check's evidence still stands."""
     streak: list[Decision] = []
     for decision in reversed(past):
         hot = decision.fired if mode == "performance" else decision.drift
-        if decision.retrain or decision.mode != mode or hot is not True:
+        if decision.counts(now) or decision.mode != mode or hot is not True:
             break
         streak.append(decision)
     return streak[::-1]
@@ -459,7 +513,8 @@ class PolicyState:
 
     @property
     def last_retrain(self) -> Decision | None:
-        return next((d for d in reversed(self.decisions) if d.retrain), None)
+        """The latest retrain not known to have failed or been abandoned."""
+        return next((d for d in reversed(self.decisions) if d.retrain and d.outcome not in (FAILED, ABANDONED)), None)
 
     def record(self, decision: Decision) -> None:
         self.decisions.append(decision)
@@ -521,23 +576,43 @@ def decide_and_record(
     return decision
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """Who carries out a retrain a check decides: the pipeline run that reports its outcome back
+    (:func:`record_outcome`) and its processes (``owner``), which ``alive`` can tell are gone."""
+
+    pipeline_run: str
+    owner: str | None = None
+    alive: Callable[[str], bool | None] | None = field(default=None, compare=False)
+
+
 def decide_and_record_in(
     store: StateStore,
     key: str,
     drift: DriftSummary | Mapping[str, Any] | None,
     now: dt.datetime | None,
     policy: RetrainPolicy,
+    attempt: Attempt | None = None,
 ) -> Decision:
     """:func:`decide_and_record` on the state at ``key`` of ``store`` (files under data_dir, or a
     shared object store a cluster's pods all reach). A check that raced another one decides again
     on the history that includes the other's decision, so no decision is lost and two checks
     never both spend the same retrain budget. A check that runs now passes ``now`` None, so the
-    other's decision is never later than its own (a check time read before its slow work would be)."""
+    other's decision is never later than its own (a check time read before its slow work would be).
+
+    With an ``attempt`` a retrain is recorded ``pending`` until :func:`record_outcome` says how its
+    training ended; first, pending retrains whose owner ``attempt.alive`` says is gone are marked
+    abandoned, so an interrupted run does not hold retrains off."""
     from kfops.core.state import update_json
 
     def record(current: Any) -> tuple[dict[str, Any], Decision]:
         state = PolicyState() if current is None else PolicyState.from_dict(current, source=store.uri(key))
-        decision = decide(state.decisions, drift, decision_time(state.decisions, now, store.uri(key)), policy)
+        at = decision_time(state.decisions, now, store.uri(key))
+        if attempt is not None and attempt.alive is not None:
+            state = PolicyState(settle_abandoned(state.decisions, attempt.alive, at))
+        decision = decide(state.decisions, drift, at, policy)
+        if attempt is not None and decision.retrain:
+            decision = replace(decision, outcome=PENDING, pipeline_run=attempt.pipeline_run, owner=attempt.owner)
         state.record(decision)
         return state.to_dict(), decision
 
@@ -562,6 +637,46 @@ def decision_time(history: Sequence[Decision], now: dt.datetime | None, source: 
                     f"machine's clock ({clock.isoformat()}): a clock that runs ahead recorded it, or the history "
                     "belongs to another timeline (a backtest or a replay with check_time)",
                     hint="set the clocks right (NTP); or move the state away to start a new history")
+
+
+def settle_abandoned(decisions: Sequence[Decision], alive: Callable[[str], bool | None],
+                     now: dt.datetime) -> list[Decision]:
+    """``decisions`` with each pending retrain whose owner ``alive`` says is gone (False; None:
+    cannot tell) marked abandoned: its run was interrupted or killed before it reported back."""
+    settled = []
+    for d in decisions:
+        gone = d.retrain and d.outcome == PENDING and bool(d.owner) and alive(str(d.owner)) is False
+        settled.append(replace(d, outcome=ABANDONED, outcome_at=now,
+                               outcome_note=f"its processes ({d.owner}) ended without reporting an outcome: "
+                                            "interrupted or killed, so it does not count") if gone else d)
+    return settled
+
+
+def record_outcome(store: StateStore, key: str, pipeline_run: str, succeeded: bool, note: str = "",
+                   now: dt.datetime | None = None) -> Decision | None:
+    """Report what became of the retrain ``pipeline_run`` decided: ``completed`` (it counts toward
+    the cooldown and the budget) or ``failed`` (it does not). Returns the updated decision; None,
+    with nothing written, when that run decided no tracked retrain. A retrain marked abandoned
+    that completes after all is completed."""
+    from kfops.core.state import update_json
+
+    def ours(d: Decision) -> bool:
+        return bool(pipeline_run) and d.retrain and d.pipeline_run == pipeline_run and d.outcome in (PENDING, ABANDONED)
+
+    if not any(ours(d) for d in load_state(store, key).decisions):
+        return None
+    at = now or dt.datetime.now(dt.UTC)
+
+    def change(current: Any) -> tuple[dict[str, Any], Decision | None]:
+        state = PolicyState() if current is None else PolicyState.from_dict(current, source=store.uri(key))
+        updated = None
+        for number, d in enumerate(state.decisions):
+            if ours(d):
+                updated = state.decisions[number] = replace(d, outcome=COMPLETED if succeeded else FAILED,
+                                                            outcome_at=at, outcome_note=note)
+        return state.to_dict(), updated
+
+    return update_json(store, key, change)
 
 
 def load_state(store: StateStore, key: str) -> PolicyState:
@@ -590,6 +705,12 @@ def _locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _outcome(value: Any) -> str | None:
+    if value not in (None, PENDING, COMPLETED, FAILED, ABANDONED):
+        raise ValueError(f"unknown retrain outcome {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def _aware(moment: dt.datetime, what: str) -> dt.datetime:

@@ -271,7 +271,7 @@ def drift_check(
     from kfops.config import KfopsConfig
     from kfops.core.model import load_model
     from kfops.core.monitoring import hide_unknown_labels, label_free_track_record
-    from kfops.core.retrain_policy import DriftSummary, decide_and_record_in
+    from kfops.core.retrain_policy import Attempt, DriftSummary, decide_and_record_in
 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
     if current_source not in ("window", "inference_logs"):
@@ -335,7 +335,10 @@ def drift_check(
     # A check of now decides at the time it decides, under the state's conditional write: a check
     # started earlier and finishing later then sees a concurrent one's decision as older than its own.
     decide_at = check_at if check_time else None
-    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, decide_at, cfg.retrain)
+    # In a pipeline a retrain stays pending until the exit handler reports how its training ended
+    # (record_retrain_outcome): only a retrain that finished counts toward the cooldown and budget.
+    attempt = Attempt(pipeline_run, run_owner(), owner_alive) if pipeline_run else None
+    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, decide_at, cfg.retrain, attempt)
     record = {
         **decision.to_dict(),
         "drift_reasons": list(result.reasons),
@@ -373,6 +376,57 @@ def past_signals(cfg: KfopsConfig) -> list[dict[str, float]]:
     from kfops.core.retrain_policy import load_state
 
     return [dict(d.signals) for d in load_state(state_store(cfg), POLICY_STATE_FILE).decisions]
+
+
+def run_owner() -> str | None:
+    """This process group as 'host/pid-namespace/pgid'. A local run's process, its task zygote and
+    tasks share one group (kfops.adapters.kfp_zygote), which is gone once the run is (Ctrl-C, a
+    kill). None without /proc (no namespace to tell pids apart)."""
+    import os
+    import socket
+
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None
+    return f"{socket.gethostname()}/{namespace}/{os.getpgid(0)}"
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the process group ``owner`` (:func:`run_owner`) still exists; None when this process
+    cannot tell: another host or pid namespace (a pod, a container), whose retrain the lease judges."""
+    import os
+
+    mine = run_owner()
+    where, _, group = owner.rpartition("/")
+    if mine is None or mine.rpartition("/")[0] != where or not group.isdigit():
+        return None
+    try:
+        os.killpg(int(group), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def record_retrain_outcome(config: KfopsConfig | str, pipeline_run: str, state: str, error: str = "") -> str:
+    """The retraining pipeline's exit handler: record how the retrain ``pipeline_run`` decided ended,
+    ``completed`` when the run's tasks ``state`` is SUCCEEDED, else ``failed`` (then it does not count
+    toward the cooldown and budget, and the next check may retrain). Returns the outcome; ``none``
+    when this run decided no retrain."""
+    from kfops.adapters.state_store import state_store
+    from kfops.config import KfopsConfig
+    from kfops.core.retrain_policy import record_outcome
+
+    cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
+    note = f"pipeline run {pipeline_run} ended {state}" + (f": {error}" if error else "")
+    decision = record_outcome(state_store(cfg), POLICY_STATE_FILE, pipeline_run, state == "SUCCEEDED", note)
+    if decision is None:
+        print(f"kfops: {pipeline_run} decided no retrain; nothing to record", flush=True)
+        return "none"
+    print(f"kfops: the retrain decided at {decision.at.isoformat()} is {decision.outcome} ({note})", flush=True)
+    return str(decision.outcome)
 
 
 def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Path) -> list[str]:

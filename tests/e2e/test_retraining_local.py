@@ -44,6 +44,8 @@ def test_same_window_finds_no_drift_and_skips_training(config, champion):
     # The module's other test may have run first (random order) and left its own decision before this one.
     state = PolicyState.load(policy_state_path(cfg))
     assert [d.code for d in state.decisions].count("no_drift") == 1 and state.decisions[-1].code == "no_drift"
+    # The exit handler ran and found no retrain to settle.
+    assert run.outputs["retrain-outcome"]["Output"] == "none" and state.decisions[-1].outcome is None
 
 
 def test_july_drifts_and_retrains_on_the_new_window(config, champion):
@@ -80,3 +82,7 @@ def test_july_drifts_and_retrains_on_the_new_window(config, champion):
     state = PolicyState.load(policy_state_path(cfg))
     assert [d.retrain for d in state.decisions].count(True) == 1 and state.decisions[-1].retrain
     assert state.decisions[-1].drift_report == decision["drift_report"]
+    # Decided pending; the exit handler recorded that its training finished, so it counts.
+    assert decision["outcome"] == "pending" and decision["pipeline_run"] == run.run_dir.name
+    assert run.outputs["retrain-outcome"]["Output"] == "completed"
+    assert state.decisions[-1].outcome == "completed" and state.last_retrain == state.decisions[-1]

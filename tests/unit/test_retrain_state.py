@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+from dataclasses import replace
 
 import pytest
 
 from kfops.adapters.state_store import LocalStateStore
-from kfops.core.retrain_policy import DriftSummary, PolicyState, RetrainPolicy, decide_and_record_in, load_state
+from kfops.core.retrain_policy import (
+    ABANDONED,
+    COMPLETED,
+    COOLDOWN,
+    FAILED,
+    IN_PROGRESS,
+    PENDING,
+    PENDING_LEASE,
+    Attempt,
+    DriftSummary,
+    PolicyState,
+    RetrainPolicy,
+    decide,
+    decide_and_record_in,
+    load_state,
+    record_outcome,
+)
 from kfops.errors import DataError
 from tests.support.example import example_config
 
@@ -90,3 +108,142 @@ def test_a_decision_far_in_the_future_is_still_refused(tmp_path):
     # A check time given explicitly is a replay: it must still be later than the history.
     with pytest.raises(DataError, match="after now"):
         decide_and_record_in(store, STATE, DriftSummary(drift=True), T0, policy)
+
+
+# A retrain counts only once it produced a result.
+
+def _attempt(run: str, alive: bool | None = True) -> Attempt:
+    return Attempt(run, owner=f"host/1/{run}", alive=lambda owner: alive)
+
+
+def _check(store, day: float, policy, attempt=None, report=None):
+    summary = DriftSummary(drift=True, report=report or f"day{day}")
+    return decide_and_record_in(store, STATE, summary, T0 + dt.timedelta(days=day), policy, attempt)
+
+
+POLICY = RetrainPolicy(mode="drift", debounce=1, cooldown="7d", max_retrains=4, period="30d")
+
+
+def test_a_retrain_stays_pending_until_its_training_reports_back(tmp_path):
+    store = LocalStateStore(tmp_path)
+    first = _check(store, 0, POLICY, _attempt("run-1"))
+    assert first.retrain and first.outcome == PENDING and first.pipeline_run == "run-1"
+    # While it is pending no other check retrains, whatever the cooldown says.
+    hurried = RetrainPolicy(mode="drift", debounce=1, cooldown="0s", max_retrains=None)
+    blocked = _check(store, 0.01, hurried, _attempt("run-2"))
+    assert not blocked.retrain and blocked.code == IN_PROGRESS and "pipeline run run-1" in blocked.reason
+
+    done = record_outcome(store, STATE, "run-1", succeeded=True, note="ended SUCCEEDED")
+    assert done is not None and done.outcome == COMPLETED and done.outcome_at is not None
+    assert _check(store, 1, POLICY, _attempt("run-3")).code == COOLDOWN  # a completed retrain counts
+    assert record_outcome(store, STATE, "run-2", succeeded=False) is None  # run-2 decided no retrain
+    assert record_outcome(store, STATE, "", succeeded=False) is None
+
+
+def test_a_failed_retrain_uses_up_neither_the_cooldown_nor_the_budget(tmp_path):
+    store = LocalStateStore(tmp_path)
+    capped = RetrainPolicy(mode="drift", debounce=2, cooldown="7d", max_retrains=1, period="30d")
+    _check(store, 0, capped, _attempt("run-0"))
+    failed = _check(store, 1, capped, _attempt("run-1"))
+    assert failed.retrain and failed.outcome == PENDING
+    record_outcome(store, STATE, "run-1", succeeded=False, note="pipeline run run-1 ended FAILED: train failed")
+    # The next check retrains: no cooldown, no spent budget, and the drift streak still holds.
+    again = _check(store, 2, capped, _attempt("run-2"))
+    assert again.retrain and again.code == "drift_confirmed", again.reason
+    history = load_state(store, STATE).decisions
+    assert history[1].outcome == FAILED and "train failed" in history[1].outcome_note
+    assert PolicyState(history[:2]).last_retrain is None
+
+
+def test_an_interrupted_retrain_whose_processes_are_gone_does_not_hold_the_next_check(tmp_path):
+    """Ctrl-C during the nested training: no task reports back. The next check on the same machine
+    sees the run's process group gone and marks the retrain abandoned."""
+    store = LocalStateStore(tmp_path)
+    _check(store, 0, POLICY, _attempt("run-1"))
+    still_running = _check(store, 0.01, POLICY, _attempt("run-2", alive=True))
+    assert still_running.code == IN_PROGRESS
+    cannot_tell = _check(store, 0.02, POLICY, _attempt("run-3", alive=None))  # another pod: the lease judges
+    assert cannot_tell.code == IN_PROGRESS
+    after_ctrl_c = _check(store, 0.03, POLICY, _attempt("run-4", alive=False))
+    assert after_ctrl_c.retrain and after_ctrl_c.outcome == PENDING
+    first = load_state(store, STATE).decisions[0]
+    assert first.outcome == ABANDONED and "interrupted or killed" in first.outcome_note
+    # It might have finished after all (its processes outlived the check's view): then it counts again.
+    assert record_outcome(store, STATE, "run-1", succeeded=True).outcome == COMPLETED
+
+
+def test_a_pending_retrain_that_never_reports_back_lapses_after_the_lease():
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="7d", max_retrains=None)
+    pending = replace(decide([], DriftSummary(drift=True, report="r"), T0, policy), outcome=PENDING,
+                      pipeline_run="run-1")
+    within = decide([pending], DriftSummary(drift=True, report="r"), T0 + PENDING_LEASE / 2, policy)
+    assert within.code == IN_PROGRESS and (T0 + PENDING_LEASE).isoformat() in within.reason
+    after = decide([pending], DriftSummary(drift=True, report="r"), T0 + PENDING_LEASE, policy)
+    assert after.retrain
+    # A retrain without an outcome (the backtest, older state files) counts as done.
+    legacy = replace(pending, outcome=None)
+    assert decide([legacy], DriftSummary(drift=True, report="r"), T0 + PENDING_LEASE, policy).code == COOLDOWN
+
+
+def test_outcomes_survive_the_state_file(tmp_path):
+    store = LocalStateStore(tmp_path)
+    _check(store, 0, POLICY, _attempt("run-1"))
+    record_outcome(store, STATE, "run-1", succeeded=True, note="ok")
+    raw = json.loads((tmp_path / STATE).read_text())["decisions"][0]
+    assert (raw["outcome"], raw["pipeline_run"], raw["owner"], raw["outcome_note"]) == (COMPLETED, "run-1",
+                                                                                         "host/1/run-1", "ok")
+    raw["outcome"] = "exploded"
+    (tmp_path / STATE).write_text(json.dumps({"version": 1, "decisions": [raw]}))
+    with pytest.raises(DataError, match="unknown retrain outcome 'exploded'"):
+        load_state(store, STATE)
+
+
+def test_two_checks_at_once_still_never_both_retrain(tmp_path):
+    """Pending retrains keep today's race protection: the loser of the conditional write decides
+    again on a history holding the winner's pending retrain."""
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="0s", max_retrains=None)
+    start = threading.Barrier(6)
+    codes: list[str] = []
+
+    def check(me: int) -> None:
+        start.wait()
+        codes.append(decide_and_record_in(LocalStateStore(tmp_path), STATE, DriftSummary(drift=True, report=f"r{me}"),
+                                          None, policy, _attempt(f"run-{me}")).code)
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(codes) == ["drift_confirmed", *[IN_PROGRESS] * 5]
+
+
+def test_the_run_owner_is_this_process_group_and_a_finished_group_is_gone():
+    import os
+    import subprocess
+    import sys
+
+    from kfops.steps.drift_check import owner_alive, run_owner
+
+    mine = run_owner()
+    assert mine is not None and mine.endswith(f"/{os.getpgid(0)}")
+    assert owner_alive(mine) is True
+    # A run in its own process group that ended (Ctrl-C takes the whole group).
+    child = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    child.wait()
+    where = mine.rpartition("/")[0]
+    assert owner_alive(f"{where}/{child.pid}") is False
+    assert owner_alive(f"another-host/1/{os.getpgid(0)}") is None  # a pod elsewhere: cannot tell
+
+
+def test_the_exit_handler_records_a_failed_run(tmp_path, capsys):
+    from kfops.adapters.state_store import state_store
+    from kfops.steps.drift_check import POLICY_STATE_FILE, record_retrain_outcome
+
+    cfg = example_config(data_dir=str(tmp_path))
+    _check(state_store(cfg), 0, POLICY, _attempt("kfops-retraining-1"))
+    assert record_retrain_outcome(cfg, "kfops-retraining-2", "SUCCEEDED") == "none"
+    assert record_retrain_outcome(cfg, "kfops-retraining-1", "FAILED", "Task exit-handler-1 failed.") == FAILED
+    decision = load_state(state_store(cfg), POLICY_STATE_FILE).decisions[0]
+    assert decision.outcome == FAILED and "ended FAILED: Task exit-handler-1 failed." in decision.outcome_note
+    assert "is failed" in capsys.readouterr().out

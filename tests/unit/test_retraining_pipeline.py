@@ -31,12 +31,17 @@ def test_retraining_pipeline_matches_golden(tmp_path):
 def test_drift_gates_the_nested_training_pipeline(tmp_path):
     spec = compiled(tmp_path)
     assert spec["pipelineInfo"]["name"] == "kfops-retraining"
-    tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"drift", "condition-1"}
+    root = spec["root"]["dag"]["tasks"]
+    # The outcome task is the exit handler: it runs however the check and the training end.
+    assert set(root) == {"exit-handler-1", "retrain-outcome"}
+    assert root["retrain-outcome"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert root["retrain-outcome"]["dependentTasks"] == ["exit-handler-1"]
+    tasks = spec["components"][root["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    assert set(tasks) == {"drift", "condition-2"}
     # kfp.local resolves only an output named `Output` in a condition: the drift step returns one bool.
-    assert tasks["condition-1"]["triggerPolicy"]["condition"] == \
+    assert tasks["condition-2"]["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--drift-Output'] == true"
-    branch = spec["components"][tasks["condition-1"]["componentRef"]["name"]]["dag"]["tasks"]
+    branch = spec["components"][tasks["condition-2"]["componentRef"]["name"]]["dag"]["tasks"]
     assert set(branch) == {"kfops-training", "link-trigger"}
     assert branch["link-trigger"]["dependentTasks"] == ["kfops-training"]
     nested = spec["components"][branch["kfops-training"]["componentRef"]["name"]]["dag"]["tasks"]
