@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kfops.core.windows import drift_frame, parse_window
-from kfops.errors import ConfigError, DataError, TrainingError
+from kfops.errors import ConfigError, DataError, KfopsError, TrainingError
 from kfops.steps.featurize import window_features
 
 if TYPE_CHECKING:
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from kfops.config import KfopsConfig
     from kfops.core.drift import DriftResult
+    from kfops.core.retrain_policy import Attempt
 
 
 log = logging.getLogger(__name__)
@@ -223,23 +224,6 @@ def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame, wor
     return signals
 
 
-def _log_to_mlflow(cfg: KfopsConfig, result: DriftResult, verdict_path: Path, report_path: Path | None,
-                   tags: dict[str, str]) -> tuple[str, str]:
-    """One MLflow run per drift check: metrics, verdict and report; returns (run id, report URI)."""
-    from kfops.adapters import mlflow_registry as registry
-
-    experiment_id = registry.ensure_experiment(cfg)
-    with registry.start_run(cfg, experiment_id, run_name=f"drift-{tags.get('kfops.pipeline_run', '')}"[:250]) as run:
-        run.set_tags({"kfops.kind": "drift_check", **tags})
-        run.log_metrics(drift_metrics(result))
-        run.log_artifact(verdict_path, "drift")
-        report_uri = ""
-        if report_path is not None:
-            run.log_artifact(report_path, "drift")
-            report_uri = f"{run.artifact_uri}/drift/{Path(report_path).name}"
-        return run.run_id, report_uri
-
-
 def _check_time(value: str) -> dt.datetime:
     if not value:
         return dt.datetime.now(dt.UTC)
@@ -267,11 +251,10 @@ def drift_check(
     ``inference_logs`` (what was served in the window). ``check_time`` (ISO; empty: now) is
     when the policy sees this check. Returns the decision dict, with ``retrain`` the trigger.
     """
-    from kfops.adapters.state_store import state_store
     from kfops.config import KfopsConfig
     from kfops.core.model import load_model
     from kfops.core.monitoring import hide_unknown_labels, label_free_track_record
-    from kfops.core.retrain_policy import Attempt, DriftSummary, decide_and_record_in
+    from kfops.core.retrain_policy import Attempt
 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
     if current_source not in ("window", "inference_logs"):
@@ -301,8 +284,7 @@ def drift_check(
         reference = reference.drop(columns=[cfg.drift.label_column], errors="ignore")
         model = None  # the logs hold the served scores; compare them with the champion's on the reference
         served = current[cfg.drift.prediction_column].to_numpy()
-    from kfops.core.drift import check_drift, write_verdict
-    from kfops.reports.drift import render_report
+    from kfops.core.drift import check_drift
 
     result = check_drift(reference, current, cfg.drift, model=model)
     recent = None
@@ -321,53 +303,93 @@ def drift_check(
         log.warning("retrain triggers have no performance evidence: %s", no_signals)
     elif current_source == "window" and cfg.retrain.mode == "performance" and "challenger" in cfg.retrain.triggers:
         signals.update(window_challenger(cfg, champion, window, work / "shadow"))
-    # Every column stays in the report; the champion's importance and the triggers' evidence join it.
-    report_path = render_report(reference, current, result, Path(report_html), importance=importance,
-                                signals=signals)
-    verdict_path = write_verdict(result, Path(verdict_json), html_path=report_path)
     tags = {"kfops.pipeline_run": pipeline_run, "kfops.champion_version": champion_version,
             "kfops.reference_window": f"{ref_start},{ref_end}", "kfops.window": f"{cur_start},{cur_end}",
             "kfops.current_source": current_source, "kfops.drift": str(result.drift).lower()}
-    drift_run_id, report_uri = _log_to_mlflow(cfg, result, verdict_path, report_path, tags)
-    # The decision names the report by its MLflow URI (durable) and its local path (for people).
-    # The same decide() as `kfops backtest`, on the same evidence (kfops.core.monitoring).
-    summary = DriftSummary.from_result(result, report=report_uri or report_path, signals=signals)
+    facts = {"pipeline_run": pipeline_run, "champion_version": champion_version,
+             "reference_window": [str(ref_start), str(ref_end)], "reference": reference_uri,
+             "current_window": [str(cur_start), str(cur_end)], "current_source": current_source,
+             "signals_missing": no_signals}
     # A check of now decides at the time it decides, under the state's conditional write: a check
     # started earlier and finishing later then sees a concurrent one's decision as older than its own.
     decide_at = check_at if check_time else None
     # In a pipeline a retrain stays pending until the exit handler reports how its training ended
     # (record_retrain_outcome): only a retrain that finished counts toward the cooldown and budget.
     attempt = Attempt(pipeline_run, run_owner(), owner_alive) if pipeline_run else None
-    decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, decide_at, cfg.retrain, attempt)
-    record = {
-        **decision.to_dict(),
-        "drift_reasons": list(result.reasons),
-        "drift_report_path": None if report_path is None else str(report_path),
-        "drift_verdict_path": str(verdict_path),
-        "drift_run_id": drift_run_id,
-        "pipeline_run": pipeline_run,
-        "champion_version": champion_version,
-        "reference_window": [str(ref_start), str(ref_end)],
-        "reference": reference_uri,
-        "current_window": [str(cur_start), str(cur_end)],
-        "current_source": current_source,
-        "metrics": drift_metrics(result),
-        "signals_missing": no_signals,
-    }
-    Path(decision_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(decision_json).write_text(json.dumps(record, indent=2, default=str))
-    with registry.resume_run(cfg, drift_run_id) as run:
-        run.set_tags({"kfops.retrain": str(decision.retrain).lower(), "kfops.retrain_code": decision.code,
-                      "kfops.retrain_mode": decision.mode,
-                      "kfops.retrain_triggered_by": ",".join(decision.triggered_by) or "none",
-                      "kfops.retrain_reason": decision.reason[:5000]})
+    return record_check(cfg, reference, current, result, signals, importance, tags, facts, decide_at, attempt,
+                        Path(report_html), Path(verdict_json), Path(decision_json))
+
+
+# The check's MLflow artifacts, named with extensions so the MLflow UI previews them.
+REPORT_ARTIFACT = "drift/report.html"
+VERDICT_ARTIFACT = "drift/verdict.json"
+DECISION_ARTIFACT = "drift/decision.json"
+ERROR_TAG = "kfops.error"
+
+
+def record_check(
+    cfg: KfopsConfig, reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult,
+    signals: dict[str, float], importance: dict[str, float] | None, tags: dict[str, str], facts: dict[str, Any],
+    decide_at: dt.datetime | None, attempt: Attempt | None, report_html: Path, verdict_json: Path, decision_json: Path,
+) -> dict[str, Any]:
+    """Log the check to one MLflow run (``kfops.kind=drift_check``), decide, and write the report,
+    the verdict and the decision (``decision_json``, and the run's artifacts and tags). The run ends
+    FAILED, tagged ``kfops.error`` with why, when any of it fails: a check without a decision never
+    reads as an ordinary one. Returns the decision record."""
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.adapters.state_store import state_store
+    from kfops.core.drift import write_verdict
+    from kfops.core.retrain_policy import DriftSummary, decide_and_record_in
+    from kfops.reports.drift import render_report
+
+    experiment_id = registry.ensure_experiment(cfg)
+    with registry.start_run(cfg, experiment_id, run_name=f"drift-{tags.get('kfops.pipeline_run', '')}"[:250]) as run:
+        run.set_tags({"kfops.kind": "drift_check", **tags})
+        run.log_metrics(drift_metrics(result))
         if signals:
             run.log_metrics({f"signal.{key}": value for key, value in signals.items()})
-        run.log_dict(record, "drift/decision.json")
+        try:
+            # The decision names the report by its MLflow URI (durable), known before it is logged;
+            # the same decide() as `kfops backtest`, on the same evidence (kfops.core.monitoring).
+            summary = DriftSummary.from_result(result, report=f"{run.artifact_uri}/{REPORT_ARTIFACT}", signals=signals)
+            decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, decide_at, cfg.retrain,
+                                            attempt)
+            # Every column stays in the report; the champion's importance and the triggers' evidence join it.
+            report_path = render_report(reference, current, result, report_html, importance=importance,
+                                        signals=signals)
+            verdict_path = write_verdict(result, verdict_json, html_path=report_path)
+            record = {**decision.to_dict(), "drift_reasons": list(result.reasons),
+                      "drift_report_path": str(report_path), "drift_verdict_path": str(verdict_path),
+                      "drift_run_id": run.run_id, **facts, "metrics": drift_metrics(result)}
+            decision_json.parent.mkdir(parents=True, exist_ok=True)
+            decision_json.write_text(json.dumps(record, indent=2, default=str))
+            _log_as(run, {REPORT_ARTIFACT: report_path, VERDICT_ARTIFACT: verdict_path})
+            run.log_dict(record, DECISION_ARTIFACT)
+            run.set_tags({"kfops.retrain": str(decision.retrain).lower(), "kfops.retrain_code": decision.code,
+                          "kfops.retrain_mode": decision.mode,
+                          "kfops.retrain_triggered_by": ",".join(decision.triggered_by) or "none",
+                          "kfops.retrain_reason": decision.reason[:5000]})
+        except KfopsError as err:
+            run.set_tags({ERROR_TAG: str(err)[:5000]})  # start_run ends the run FAILED as this re-raises
+            raise
     verb = "RETRAIN" if decision.retrain else "no retrain"
     print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}); report {report_path}",
           flush=True)
     return record
+
+
+def _log_as(run: Any, artifacts: dict[str, Path]) -> None:
+    """Log each file at its artifact path ('drift/report.html'). MLflow names an artifact after its
+    file, and a KFP artifact's file has no extension ('report'): the UI would not preview it."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as staging:
+        for name, path in artifacts.items():
+            folder, _, file_name = name.rpartition("/")
+            staged = Path(staging) / file_name
+            shutil.copyfile(path, staged)
+            run.log_artifact(staged, folder or None)
 
 
 def past_signals(cfg: KfopsConfig) -> list[dict[str, float]]:

@@ -1,0 +1,74 @@
+"""The drift step's record of a check: one MLflow run (on a SQLite store under data_dir), the
+decision, and the report, verdict and decision files."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfops.errors import DataError
+from kfops.steps.drift_check import (
+    DECISION_ARTIFACT,
+    ERROR_TAG,
+    POLICY_STATE_FILE,
+    REPORT_ARTIFACT,
+    VERDICT_ARTIFACT,
+    record_check,
+)
+from tests.support.example import example_config
+
+
+@pytest.fixture(scope="module")
+def checked():
+    from kfops.core.drift import DriftConfig, check_drift
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"temp": rng.normal(30, 5, 500), "wind": rng.normal(10, 2, 500)})
+    current = pd.DataFrame({"temp": rng.normal(80, 5, 500), "wind": rng.normal(10, 2, 500)})
+    return reference, current, check_drift(reference, current, DriftConfig())
+
+
+def _record(cfg, checked, tmp_path, signals=None):
+    reference, current, result = checked
+    return record_check(cfg, reference, current, result, signals or {}, None, {"kfops.pipeline_run": "run-1"},
+                        {"pipeline_run": "run-1"}, dt.datetime(2013, 7, 31, tzinfo=dt.UTC), None,
+                        tmp_path / "out" / "report", tmp_path / "out" / "verdict", tmp_path / "out" / "decision")
+
+
+def _drift_runs(cfg):
+    from kfops.adapters import mlflow_registry as registry
+
+    client = registry.client(cfg)
+    experiment = client.get_experiment_by_name(cfg.registry.experiment)
+    return client, client.search_runs([experiment.experiment_id], "tags.`kfops.kind` = 'drift_check'")
+
+
+def test_a_check_logs_its_report_and_verdict_under_names_the_mlflow_ui_previews(tmp_path, checked):
+    cfg = example_config(data_dir=str(tmp_path), **{"retrain": {"mode": "drift", "debounce": 1}})
+    record = _record(cfg, checked, tmp_path)
+
+    client, runs = _drift_runs(cfg)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    logged = {item.path for item in client.list_artifacts(runs[0].info.run_id, "drift")}
+    assert logged == {REPORT_ARTIFACT, VERDICT_ARTIFACT, DECISION_ARTIFACT}
+    assert REPORT_ARTIFACT == "drift/report.html" and VERDICT_ARTIFACT == "drift/verdict.json"
+    # The decision names the report by the URI it was logged at.
+    assert record["drift_report"] == f"{runs[0].info.artifact_uri}/{REPORT_ARTIFACT}"
+    assert json.loads((tmp_path / "out" / "decision").read_text())["drift_report"] == record["drift_report"]
+    assert runs[0].data.tags["kfops.retrain_code"] == record["code"] == "drift_confirmed"
+
+
+def test_a_check_that_fails_after_logging_ends_its_run_failed_and_says_why(tmp_path, checked):
+    cfg = example_config(data_dir=str(tmp_path))
+    (tmp_path / POLICY_STATE_FILE).write_text("[1]")  # the policy refuses the history after the run started
+    with pytest.raises(DataError, match="not a kfops retrain history"):
+        _record(cfg, checked, tmp_path)
+
+    _, runs = _drift_runs(cfg)
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert "not a kfops retrain history" in runs[0].data.tags[ERROR_TAG]
+    assert "kfops.retrain_code" not in runs[0].data.tags
