@@ -204,18 +204,20 @@ class RetrainPolicy(BaseModel):
 
 @dataclass(frozen=True)
 class DriftSummary:
-    """What the policy needs from a drift check: the verdict and which report holds it."""
+    """What the policy needs from a drift check: the verdict and which report holds it; ``notes``:
+    words the numbers cannot carry, for the reason (``challenger``: the gate checks it failed)."""
 
     drift: bool
     report: str | None = None
     reasons: tuple[str, ...] = ()
     signals: Mapping[str, float] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_result(cls, result: DriftResult, report: str | Path | None = None,
-                    signals: Mapping[str, float] | None = None) -> DriftSummary:
+                    signals: Mapping[str, float] | None = None, notes: Mapping[str, str] | None = None) -> DriftSummary:
         return cls(drift=bool(result.drift), report=None if report is None else str(report),
-                   reasons=tuple(result.reasons), signals=dict(signals or {}))
+                   reasons=tuple(result.reasons), signals=dict(signals or {}), notes=dict(notes or {}))
 
     @classmethod
     def from_verdict(cls, verdict: Mapping[str, Any], report: str | Path | None = None) -> DriftSummary:
@@ -415,6 +417,31 @@ def decide(
     return outcome(True, code, reason, evidence)
 
 
+# The settings each mode decides with (performance: all of them).
+_MODE_SETTINGS = {
+    "never": ("mode",),
+    "scheduled": ("mode", "schedule_every", "cooldown", "max_retrains", "period"),
+    "drift": ("mode", "debounce", "cooldown", "max_retrains", "period", "label_delay"),
+}
+
+
+def policy_settings(policy: RetrainPolicy) -> dict[str, str]:
+    """The settings ``policy`` decides with, as text (durations as '7d'): what a report shows next
+    to a decision so its thresholds can be read with it."""
+    values = policy.model_dump()
+    if policy.mode != "performance":
+        values = {name: values[name] for name in _MODE_SETTINGS[policy.mode]}
+
+    def text(value: Any) -> str:
+        if isinstance(value, dt.timedelta):
+            return format_duration(value)
+        if isinstance(value, list):
+            return ", ".join(value)
+        return "none" if value is None else str(value)
+
+    return {name: text(value) for name, value in values.items()}
+
+
 def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[tuple[str, str]], list[str]]:
     """Which of ``policy.triggers`` fire on ``summary`` ((name, why) pairs), and why each other
     one stayed quiet (or had no evidence): the thresholds applied to the evidence, in one place."""
@@ -474,8 +501,9 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
             text = (f"a shadow challenger trained on {s.get('challenger_rows', 0):.0f} labelled rows scores AUC "
                     f"{s['challenger_roc_auc']:.4f} against the champion's {s['challenger_champion_roc_auc']:.4f} "
                     f"on the window's test split")
+            failed = summary.notes.get("challenger")
             (fired.append((name, f"{text} and passes the evaluate gate")) if s["challenger_blessed"] == 1.0
-             else quiet.append(f"{text} and does not pass the evaluate gate"))
+             else quiet.append(f"{text} and does not pass the evaluate gate" + (f" ({failed})" if failed else "")))
         elif name == "prediction_drift":
             if "prediction_drift" not in s:
                 quiet.append("prediction_drift: no scores")

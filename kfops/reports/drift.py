@@ -6,7 +6,7 @@ import html
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kfops.core.drift import DriftConfig, DriftResult, sample_rows
 from kfops.core.files import atomic_write_text
@@ -24,6 +24,8 @@ def render_report(
     rows: int | None = None,
     importance: Mapping[str, float] | None = None,
     signals: Mapping[str, float] | None = None,
+    decision: Mapping[str, Any] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Path:
     """A self-contained HTML report: a summary of ``result`` (the verdict, computed on all sampled
     rows) above Evidently 0.7's own ``DataDriftPreset`` report, which runs on a random sample of
@@ -31,7 +33,8 @@ def render_report(
     threshold per column, so it stays cheap. Its per-column scores can differ slightly from the
     verdict's, which used more rows. ``importance`` (the champion's feature importance) adds each
     column's weight to the summary table, which still lists every column; ``signals`` lists the
-    retrain triggers' evidence."""
+    retrain triggers' evidence; ``decision`` (``Decision.to_dict()``) and ``settings`` (the retrain
+    policy's, ``policy_settings``) put the retrain decision, its code and thresholds on top."""
     from kfops.adapters.evidently_report import data_drift_html
 
     cfg = DriftConfig.model_validate(result.config)
@@ -56,7 +59,8 @@ def render_report(
             tests={n: by_name[n].test for n in shown}, thresholds={n: by_name[n].threshold for n in shown},
             drift_share=cfg.drift_share,
         )
-    banner = _banner(result, len(ref_sample), len(cur_sample), importance, signals)
+    banner = _decision_banner(decision, settings) + _banner(result, len(ref_sample), len(cur_sample), importance,
+                                                            signals)
     if re.search(r"<body[^>]*>", body, flags=re.IGNORECASE):
         page = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1, flags=re.IGNORECASE)
     else:
@@ -105,6 +109,28 @@ def _banner(result: DriftResult, ref_rows: int, cur_rows: int, importance: Mappi
         f"{rows}</table>"
         + (f"<p>Retrain triggers' evidence:</p><ul>{evidence}</ul>" if evidence else "")
         + (f"<p>Not tested:</p><ul>{skipped}</ul>" if skipped else "")
+        + "</section>"
+    )
+
+
+def _decision_banner(decision: Mapping[str, Any] | None, settings: Mapping[str, str] | None) -> str:
+    if decision is None:
+        return ""
+    retrain = bool(decision.get("retrain"))
+    colour = "#b00020" if retrain else "#1b5e20"
+    verb = "RETRAIN" if retrain else "no retrain"
+    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in (settings or {}).items())
+    triggered = ", ".join(decision.get("triggered_by") or ()) or "none"
+    return (
+        "<section id='kfops-retrain-decision' style='font-family:sans-serif;margin:16px;padding:12px;"
+        f"border:2px solid {colour}'>"
+        f"<h2 style='color:{colour};margin-top:0'>kfops retrain decision: {verb} "
+        f"(<code>{html.escape(str(decision.get('code', '')))}</code>)</h2>"
+        f"<p>{html.escape(str(decision.get('reason', '')))}</p>"
+        f"<p>Mode {html.escape(str(decision.get('mode', '')))}; triggered by {html.escape(triggered)}; "
+        f"decided at {html.escape(str(decision.get('at', '')))}.</p>"
+        + ("<p>Retrain policy settings (<code>retrain:</code>):</p>"
+           f"<table border='1' cellpadding='4' style='border-collapse:collapse'>{rows}</table>" if rows else "")
         + "</section>"
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -204,24 +205,46 @@ def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current
     return signals, None, dict(profile.get("importance", {}).get("values", {}))
 
 
-def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame, work_dir: Path) -> dict[str, float]:
+def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame,
+                      work_dir: Path) -> tuple[dict[str, float], str]:
     """The ``challenger`` trigger's evidence: a shadow challenger trained on the window's rows whose
-    labels exist, judged against the champion by the evaluate gate (as ``kfops backtest`` does).
-    Empty (the trigger stays quiet) when too few rows are labelled."""
+    labels exist, judged against the champion by the evaluate gate (as ``kfops backtest`` does), and
+    the gate checks it failed (:func:`gate_failures`). Empty (the trigger stays quiet) when too few
+    rows are labelled."""
     from kfops.core.monitoring import labelled_rows
     from kfops.training.challenger import shadow_challenger
 
     labelled = labelled_rows(window, cfg.dataset.label)
     if len(labelled) < cfg.retrain.min_labelled_rows:
         log.info("no shadow challenger: %d labelled rows, fewer than retrain.min_labelled_rows", len(labelled))
-        return {}
+        return {}, ""
     try:
         signals, reasons = shadow_challenger(cfg, champion, labelled, work_dir)
     except (DataError, TrainingError) as err:  # e.g. a split with one class: no evidence, not a failed check
         log.warning("no shadow challenger: %s", err)
-        return {}
+        return {}, ""
     log.info("shadow challenger: %s", "; ".join(reasons))
-    return signals
+    return signals, gate_failures(reasons)
+
+
+_FLOOR = re.compile(r"^(?P<metric>\w+)=(?P<value>\S+) (?P<op>>=|<=) (?P<limit>\S+)$")
+
+
+def gate_failures(reasons: list[str]) -> str:
+    """The failed checks among the evaluate gate's ``reasons`` ('FAIL name: detail'), one line:
+    'floor:roc_auc 0.6361 < 0.65; slices:max_regression: worst slice region=B6 drops ...'."""
+    failed = []
+    for reason in reasons:
+        if not reason.startswith("FAIL "):
+            continue
+        name, _, detail = reason.removeprefix("FAIL ").partition(": ")
+        floor = _FLOOR.match(detail)
+        if floor:  # the gate words a floor as the requirement ('roc_auc=0.6361 >= 0.65'): say what failed
+            missed = "<" if floor["op"] == ">=" else ">"
+            failed.append(f"{name} {floor['value']} {missed} {floor['limit']}")
+        else:
+            failed.append(f"{name}: {detail}" if detail else name)
+    return "; ".join(failed)
 
 
 def _check_time(value: str) -> dt.datetime:
@@ -299,10 +322,12 @@ def drift_check(
                         "test split calibrates it", err)
     signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served, recent)
     signals.update(label_free_track_record(signals, past_signals(cfg), cfg.retrain.confidence))
+    notes = {}
     if no_signals:
         log.warning("retrain triggers have no performance evidence: %s", no_signals)
     elif current_source == "window" and cfg.retrain.mode == "performance" and "challenger" in cfg.retrain.triggers:
-        signals.update(window_challenger(cfg, champion, window, work / "shadow"))
+        shadow, notes["challenger"] = window_challenger(cfg, champion, window, work / "shadow")
+        signals.update(shadow)
     tags = {"kfops.pipeline_run": pipeline_run, "kfops.champion_version": champion_version,
             "kfops.reference_window": f"{ref_start},{ref_end}", "kfops.window": f"{cur_start},{cur_end}",
             "kfops.current_source": current_source, "kfops.drift": str(result.drift).lower()}
@@ -317,7 +342,7 @@ def drift_check(
     # (record_retrain_outcome): only a retrain that finished counts toward the cooldown and budget.
     attempt = Attempt(pipeline_run, run_owner(), owner_alive) if pipeline_run else None
     return record_check(cfg, reference, current, result, signals, importance, tags, facts, decide_at, attempt,
-                        Path(report_html), Path(verdict_json), Path(decision_json))
+                        Path(report_html), Path(verdict_json), Path(decision_json), notes)
 
 
 # The check's MLflow artifacts, named with extensions so the MLflow UI previews them.
@@ -331,15 +356,17 @@ def record_check(
     cfg: KfopsConfig, reference: pd.DataFrame, current: pd.DataFrame, result: DriftResult,
     signals: dict[str, float], importance: dict[str, float] | None, tags: dict[str, str], facts: dict[str, Any],
     decide_at: dt.datetime | None, attempt: Attempt | None, report_html: Path, verdict_json: Path, decision_json: Path,
+    notes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Log the check to one MLflow run (``kfops.kind=drift_check``), decide, and write the report,
-    the verdict and the decision (``decision_json``, and the run's artifacts and tags). The run ends
+    """Log the check to one MLflow run (``kfops.kind=drift_check``), decide, and write the report
+    (with the decision, its code and the policy's settings), the verdict and the decision
+    (``decision_json``, and the run's artifacts and tags); ``notes``: see ``DriftSummary``. The run ends
     FAILED, tagged ``kfops.error`` with why, when any of it fails: a check without a decision never
     reads as an ordinary one. Returns the decision record."""
     from kfops.adapters import mlflow_registry as registry
     from kfops.adapters.state_store import state_store
     from kfops.core.drift import write_verdict
-    from kfops.core.retrain_policy import DriftSummary, decide_and_record_in
+    from kfops.core.retrain_policy import DriftSummary, decide_and_record_in, policy_settings
     from kfops.reports.drift import render_report
 
     experiment_id = registry.ensure_experiment(cfg)
@@ -351,12 +378,14 @@ def record_check(
         try:
             # The decision names the report by its MLflow URI (durable), known before it is logged;
             # the same decide() as `kfops backtest`, on the same evidence (kfops.core.monitoring).
-            summary = DriftSummary.from_result(result, report=f"{run.artifact_uri}/{REPORT_ARTIFACT}", signals=signals)
+            summary = DriftSummary.from_result(result, report=f"{run.artifact_uri}/{REPORT_ARTIFACT}", signals=signals,
+                                               notes=notes)
             decision = decide_and_record_in(state_store(cfg), POLICY_STATE_FILE, summary, decide_at, cfg.retrain,
                                             attempt)
             # Every column stays in the report; the champion's importance and the triggers' evidence join it.
             report_path = render_report(reference, current, result, report_html, importance=importance,
-                                        signals=signals)
+                                        signals=signals, decision=decision.to_dict(),
+                                        settings=policy_settings(cfg.retrain))
             verdict_path = write_verdict(result, verdict_json, html_path=report_path)
             record = {**decision.to_dict(), "drift_reasons": list(result.reasons),
                       "drift_report_path": str(report_path), "drift_verdict_path": str(verdict_path),

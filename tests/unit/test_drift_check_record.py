@@ -72,3 +72,47 @@ def test_a_check_that_fails_after_logging_ends_its_run_failed_and_says_why(tmp_p
     assert len(runs) == 1 and runs[0].info.status == "FAILED"
     assert "not a kfops retrain history" in runs[0].data.tags[ERROR_TAG]
     assert "kfops.retrain_code" not in runs[0].data.tags
+
+
+def test_a_refused_shadow_challengers_reason_names_the_gate_checks_it_failed():
+    """The audit's case: 'does not pass the evaluate gate' alone did not say which check failed."""
+    from kfops.config import GateConfig
+    from kfops.core.evaluation import gate
+    from kfops.core.retrain_policy import DriftSummary, RetrainPolicy, decide
+    from kfops.steps.drift_check import gate_failures
+
+    verdict = gate({"roc_auc": 0.6361}, GateConfig(min_roc_auc=0.65, max_slice_regression=0.05, min_improvement=-0.1),
+                   {"roc_auc": 0.66}, {"carrier": {"B6": {"roc_auc": 0.60}, "AA": {"roc_auc": 0.7}}},
+                   {"carrier": {"B6": {"roc_auc": 0.7085}, "AA": {"roc_auc": 0.7}}})
+    assert not verdict.blessed
+    failed = gate_failures(verdict.reasons)
+    assert failed.startswith("floor:roc_auc 0.6361 < 0.65; slices:max_regression: worst slice carrier=B6 drops "
+                             "roc_auc by 0.1085"), failed
+    assert "improvement" not in failed  # it passed
+
+    shadow = {"reference_roc_auc": 0.70, "challenger_blessed": 0.0, "challenger_roc_auc": 0.6361,
+              "challenger_champion_roc_auc": 0.66, "challenger_gain": -0.0239, "challenger_rows": 5000.0}
+    policy = RetrainPolicy(mode="performance", triggers=["challenger"], debounce=1)
+    decision = decide([], DriftSummary(drift=False, signals=shadow, notes={"challenger": failed}),
+                      dt.datetime(2013, 7, 31, tzinfo=dt.UTC), policy)
+    assert not decision.retrain and "does not pass the evaluate gate (floor:roc_auc 0.6361 < 0.65; " in decision.reason
+
+
+def test_the_report_shows_the_decision_its_code_and_the_thresholds(tmp_path, checked):
+    cfg = example_config(data_dir=str(tmp_path), **{"retrain": {"mode": "drift", "debounce": 2, "cooldown": "3d"}})
+    record = _record(cfg, checked, tmp_path)
+    page = (tmp_path / "out" / "report").read_text()
+    decision = page[page.index("kfops-retrain-decision"):page.index("kfops-drift-verdict")]
+    assert record["code"] == "debounce" and "<code>debounce</code>" in decision and "no retrain" in decision
+    assert "drift in 1 consecutive check(s); 2 needed (debounce)" in decision
+    assert "<td>cooldown</td><td>3d</td>" in decision and "<td>debounce</td><td>2</td>" in decision
+    assert "observed_tolerance" not in decision  # drift mode does not decide with it
+
+
+def test_policy_settings_show_what_each_mode_decides_with():
+    from kfops.core.retrain_policy import RetrainPolicy, policy_settings
+
+    assert policy_settings(RetrainPolicy(mode="never")) == {"mode": "never"}
+    performance = policy_settings(RetrainPolicy())
+    assert performance["triggers"] == "challenger, estimated" and performance["period"] == "30d"
+    assert performance["min_roc_auc"] == "none" and "estimated_tolerance" in performance

@@ -586,7 +586,7 @@ def test_the_drift_steps_shadow_challenger_is_the_backtests_challenger(tmp_path)
     profile = model_profile(model, jan.iloc[:1500], jan.iloc[1500:], "label")
     at = check_time("2013-02", cfg)
     seen = hide_unknown_labels(feb, "label", cfg.dataset.event_timestamp, at, "2d")
-    step = window_challenger(cfg, model, seen, tmp_path / "shadow")
+    step, failed = window_challenger(cfg, model, seen, tmp_path / "shadow")
     assert step["challenger_rows"] == seen["label"].notna().sum() < len(feb)
 
     bank = ModelBank(cfg, {"2013-01": jan, "2013-02": feb}, work_dir=tmp_path / "bank")
@@ -594,6 +594,7 @@ def test_the_drift_steps_shadow_challenger_is_the_backtests_challenger(tmp_path)
     blessed, judged = bank.gate("2013-02", "2013-01")
     assert step == pytest.approx(challenger_signals(blessed, judged, bank.labelled_rows("2013-02")))
     assert step["challenger_blessed"] == float(blessed)
+    assert bool(failed) is not blessed  # a refused shadow names the gate checks it failed
 
     strict = example_config(retrain={"label_delay": "2d", "min_labelled_rows": 10_000})
-    assert window_challenger(strict, model, seen, tmp_path / "shadow2") == {}  # too few labels: no evidence
+    assert window_challenger(strict, model, seen, tmp_path / "shadow2") == ({}, "")  # too few labels: no evidence
