@@ -340,6 +340,19 @@ def hide_unknown_labels(frame: pd.DataFrame, label: str, event_timestamp: str, c
     return seen
 
 
+def in_training_window(event_times: pd.Series, window: tuple[Any, Any]) -> np.ndarray:
+    """Rows whose event falls in a champion's data window (``window``: its first and last day): it
+    trained on them, or measured its test AUC on them, so its performance there is in-sample and no
+    evidence of how it does now. A loader may cut the window by local day while event times are
+    UTC, so a day either side counts too: a boundary row is left out rather than taken as evidence."""
+    import pandas as pd
+
+    start = pd.Timestamp(window[0], tz="UTC") - pd.Timedelta(days=1)
+    end = pd.Timestamp(window[1], tz="UTC") + pd.Timedelta(days=2)
+    times = pd.to_datetime(event_times, utc=True)
+    return np.asarray(((times >= start) & (times < end)).to_numpy(), dtype=bool)
+
+
 def labelled_rows(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     """The rows of ``frame`` whose label exists (see :func:`hide_unknown_labels`), label as int:
     what a challenger of that window trains on."""

@@ -447,7 +447,8 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
     one stayed quiet (or had no evidence): the thresholds applied to the evidence, in one place."""
     s = summary.signals
     fired: list[tuple[str, str]] = []
-    quiet: list[str] = []
+    # The evidence left out: the champion's own data window is no evidence (the drift step's note).
+    quiet: list[str] = [summary.notes["in_sample"]] if summary.notes.get("in_sample") else []
     for name in policy.triggers:
         if name == "observed":
             if "observed_diff_high" not in s:

@@ -129,6 +129,8 @@ def _decision_banner(decision: Mapping[str, Any] | None, settings: Mapping[str, 
         f"<p>{html.escape(str(decision.get('reason', '')))}</p>"
         f"<p>Mode {html.escape(str(decision.get('mode', '')))}; triggered by {html.escape(triggered)}; "
         f"decided at {html.escape(str(decision.get('at', '')))}.</p>"
+        + (f"<p><b>In-sample rows:</b> {html.escape(str(decision['in_sample']))}.</p>" if decision.get("in_sample")
+           else "")
         + ("<p>Retrain policy settings (<code>retrain:</code>):</p>"
            f"<table border='1' cellpadding='4' style='border-collapse:collapse'>{rows}</table>" if rows else "")
         + "</section>"

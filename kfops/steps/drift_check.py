@@ -186,6 +186,8 @@ def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current
     served scores (else the champion scores ``current``); ``recent``: labelled rows before the
     window the champion did not train on (:func:`recent_window`). Returns ({}, why, None) when the
     champion was trained without a profile."""
+    import numpy as np
+
     from kfops.core.model import predict_proba, read_meta
     from kfops.core.monitoring import require_profile, retrain_signals
 
@@ -195,7 +197,7 @@ def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current
         return {}, str(err), None
     label = cfg.dataset.label
     if scores is None:
-        scores = predict_proba(champion, current)
+        scores = predict_proba(champion, current) if len(current) else np.empty(0)
     labels = current[label].to_numpy(dtype="float64") if label in current.columns else None
     recent_labels = recent_scores = None
     if recent is not None and len(recent) and label in recent.columns:
@@ -203,6 +205,16 @@ def champion_signals(cfg: KfopsConfig, champion: Any, version_dir: Path, current
     signals = retrain_signals(profile, scores, labels, result.columns, result.prediction, cfg.retrain.confidence,
                               cfg.retrain.min_labelled_rows, recent_labels=recent_labels, recent_scores=recent_scores)
     return signals, None, dict(profile.get("importance", {}).get("values", {}))
+
+
+def out_of_sample(frame: pd.DataFrame, cfg: KfopsConfig, champion: tuple[dt.date, dt.date]) -> tuple[pd.DataFrame, int]:
+    """The rows of ``frame`` outside the champion's data window ``champion`` (with a day's margin:
+    :func:`kfops.core.monitoring.in_training_window`), and how many were inside it."""
+    from kfops.core.monitoring import in_training_window
+
+    inside = in_training_window(frame[cfg.dataset.event_timestamp], champion)
+    count = int(inside.sum())
+    return (frame[~inside].reset_index(drop=True) if count else frame), count
 
 
 def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame,
@@ -320,9 +332,24 @@ def drift_check(
         except DataError as err:
             log.warning("no labelled rows before the window for the label-free estimate (%s): the champion's "
                         "test split calibrates it", err)
-    signals, no_signals, importance = champion_signals(cfg, champion, version_dir, current, result, served, recent)
+    # The champion's performance on rows of its own data window is in-sample: the triggers' evidence
+    # leaves them out (the drift tests still compare every row's distribution).
+    evidence = current
+    in_sample = 0
+    if current_source == "window":
+        window, in_sample = out_of_sample(window, cfg, champion_span)
+        evidence = drift_frame(window, cfg) if in_sample else current
+        if recent is not None:
+            recent, _ = out_of_sample(recent, cfg, champion_span)
+    signals, no_signals, importance = champion_signals(cfg, champion, version_dir, evidence, result, served, recent)
     signals.update(label_free_track_record(signals, past_signals(cfg), cfg.retrain.confidence))
     notes = {}
+    if in_sample:
+        signals["in_sample_rows"] = float(in_sample)
+        notes["in_sample"] = (f"{in_sample} of {len(current)} rows of the window {cur_start}..{cur_end} fall in the "
+                              f"champion's data window {champion_span[0]}..{champion_span[1]} (in-sample) and are "
+                              "left out of the performance evidence")
+        log.warning("%s", notes["in_sample"])
     if no_signals:
         log.warning("retrain triggers have no performance evidence: %s", no_signals)
     elif current_source == "window" and cfg.retrain.mode == "performance" and "challenger" in cfg.retrain.triggers:
@@ -334,7 +361,8 @@ def drift_check(
     facts = {"pipeline_run": pipeline_run, "champion_version": champion_version,
              "reference_window": [str(ref_start), str(ref_end)], "reference": reference_uri,
              "current_window": [str(cur_start), str(cur_end)], "current_source": current_source,
-             "signals_missing": no_signals}
+             "champion_window": [str(champion_span[0]), str(champion_span[1])],
+             "in_sample": notes.get("in_sample"), "signals_missing": no_signals}
     # A check of now decides at the time it decides, under the state's conditional write: a check
     # started earlier and finishing later then sees a concurrent one's decision as older than its own.
     decide_at = check_at if check_time else None
@@ -384,7 +412,7 @@ def record_check(
                                             attempt)
             # Every column stays in the report; the champion's importance and the triggers' evidence join it.
             report_path = render_report(reference, current, result, report_html, importance=importance,
-                                        signals=signals, decision=decision.to_dict(),
+                                        signals=signals, decision={**decision.to_dict(), **facts},
                                         settings=policy_settings(cfg.retrain))
             verdict_path = write_verdict(result, verdict_json, html_path=report_path)
             record = {**decision.to_dict(), "drift_reasons": list(result.reasons),
@@ -402,8 +430,9 @@ def record_check(
             run.set_tags({ERROR_TAG: str(err)[:5000]})  # start_run ends the run FAILED as this re-raises
             raise
     verb = "RETRAIN" if decision.retrain else "no retrain"
-    print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}); report {report_path}",
-          flush=True)
+    in_sample = f" [{facts['in_sample']}]" if facts.get("in_sample") else ""
+    print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}){in_sample}; report "
+          f"{report_path}", flush=True)
     return record
 
 

@@ -44,6 +44,10 @@ def test_same_window_finds_no_drift_and_skips_training(config, champion):
     # The module's other test may have run first (random order) and left its own decision before this one.
     state = PolicyState.load(policy_state_path(cfg))
     assert [d.code for d in state.decisions].count("no_drift") == 1 and state.decisions[-1].code == "no_drift"
+    # The champion's own window is in-sample: no row of it is performance evidence.
+    assert decision["signals"]["in_sample_rows"] == decision["metrics"]["current_rows"]
+    assert decision["signals"]["observed_rows"] == 0 and "champion's data window" in decision["in_sample"]
+    assert "In-sample rows" in Path(run.outputs["drift"]["report"]).read_text()
     # The exit handler ran and found no retrain to settle.
     assert run.outputs["retrain-outcome"]["Output"] == "none" and state.decisions[-1].outcome is None
 
@@ -58,6 +62,7 @@ def test_july_drifts_and_retrains_on_the_new_window(config, champion):
     assert set(run.outputs) >= TRAINING_TASKS, f"training did not run: {sorted(run.outputs)}"
     decision = _decision(run)
     assert decision["retrain"] is True and decision["code"] == "drift_confirmed"
+    assert decision["in_sample"] is None and "in_sample_rows" not in decision["signals"]
     assert decision["drift_report"].endswith("drift/report.html"), decision["drift_report"]  # previewed by MLflow
     weather = {"temp", "dewp", "humid"}
     verdict = json.loads(Path(run.outputs["drift"]["verdict"]).read_text())

@@ -116,3 +116,47 @@ def test_policy_settings_show_what_each_mode_decides_with():
     performance = policy_settings(RetrainPolicy())
     assert performance["triggers"] == "challenger, estimated" and performance["period"] == "30d"
     assert performance["min_roc_auc"] == "none" and "estimated_tolerance" in performance
+
+
+# A check window that overlaps the champion's own data window.
+
+def _flights_like(days: list[str]) -> pd.DataFrame:
+    cfg = example_config()
+    times = pd.to_datetime(days).tz_localize("America/New_York").tz_convert("UTC")  # as the flights loader
+    frame = pd.DataFrame({c: np.zeros(len(days)) for c in cfg.feature_columns})
+    frame[cfg.dataset.label] = [1, 0] * (len(days) // 2)
+    frame[cfg.dataset.event_timestamp] = times
+    return frame
+
+
+def test_rows_of_the_champions_data_window_are_left_out_of_the_evidence():
+    from kfops.steps.drift_check import out_of_sample
+
+    cfg = example_config()
+    champion = (dt.date(2013, 1, 1), dt.date(2013, 3, 31))
+    # 23:30 New York on March 31 is April 1 in UTC: still the champion's row (its loader cuts local days).
+    frame = _flights_like(["2013-03-15 10:00", "2013-03-31 23:30", "2013-04-01 08:00", "2013-04-15 12:00",
+                           "2013-04-20 08:00", "2013-04-30 22:00"])
+    kept, in_sample = out_of_sample(frame, cfg, champion)
+    assert in_sample == 3  # March 15, March 31 late, and April 1 morning (a day's margin: fail closed)
+    assert list(kept[cfg.dataset.event_timestamp].dt.day) == [15, 20, 1]  # April 15, 20, May 1 02:00 UTC
+    untouched, none = out_of_sample(frame.iloc[3:], cfg, champion)
+    assert none == 0 and len(untouched) == 3
+
+
+def test_in_sample_evidence_yields_no_performance_trigger_and_says_so():
+    """The audit's case: a window inside the champion's showed observed AUC 0.81 against its test 0.70.
+    Left out, no rows are evidence: the triggers stay quiet and the reason says why."""
+    from kfops.core.monitoring import retrain_signals
+    from kfops.core.retrain_policy import DriftSummary, RetrainPolicy, decide
+
+    profile = {"reference": {"roc_auc": 0.70, "roc_auc_se": 0.01}, "calibration": {"method": "none"}}
+    signals = retrain_signals(profile, np.empty(0), np.empty(0), min_labelled_rows=10)
+    assert signals["observed_rows"] == 0 and "observed_roc_auc" not in signals and "estimated_diff" not in signals
+    note = "5000 of 5000 rows of the window 2013-02-01..2013-02-28 fall in the champion's data window"
+    policy = RetrainPolicy(mode="performance", triggers=["observed", "estimated"], debounce=1)
+    decision = decide([], DriftSummary(drift=False, signals={**signals, "in_sample_rows": 5000.0},
+                                       notes={"in_sample": note}), dt.datetime(2013, 3, 2, tzinfo=dt.UTC), policy)
+    assert not decision.retrain and decision.code == "no_signal"
+    assert decision.reason.startswith(f"no trigger fired: {note}; observed: too few labelled rows (0)")
+    assert decision.signals["in_sample_rows"] == 5000.0
