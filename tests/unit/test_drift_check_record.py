@@ -86,8 +86,8 @@ def test_a_refused_shadow_challengers_reason_names_the_gate_checks_it_failed():
                    {"carrier": {"B6": {"roc_auc": 0.7085}, "AA": {"roc_auc": 0.7}}})
     assert not verdict.blessed
     failed = gate_failures(verdict.reasons)
-    assert failed.startswith("floor:roc_auc 0.6361 < 0.65; slices:max_regression: worst slice carrier=B6 drops "
-                             "roc_auc by 0.1085"), failed
+    assert failed.startswith("floor:roc_auc: roc_auc 0.6361, needs >= 0.65; slices:max_regression: worst slice "
+                             "carrier=B6 drops roc_auc by 0.1085"), failed
     assert "improvement" not in failed  # it passed
 
     shadow = {"reference_roc_auc": 0.70, "challenger_blessed": 0.0, "challenger_roc_auc": 0.6361,
@@ -95,7 +95,7 @@ def test_a_refused_shadow_challengers_reason_names_the_gate_checks_it_failed():
     policy = RetrainPolicy(mode="performance", triggers=["challenger"], debounce=1)
     decision = decide([], DriftSummary(drift=False, signals=shadow, notes={"challenger": failed}),
                       dt.datetime(2013, 7, 31, tzinfo=dt.UTC), policy)
-    assert not decision.retrain and "does not pass the evaluate gate (floor:roc_auc 0.6361 < 0.65; " in decision.reason
+    assert not decision.retrain and "does not pass the evaluate gate (floor:roc_auc: roc_auc 0.6361, needs >= 0.65; " in decision.reason
 
 
 def test_the_report_shows_the_decision_its_code_and_the_thresholds(tmp_path, checked):
