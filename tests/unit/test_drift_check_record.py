@@ -95,7 +95,8 @@ def test_a_refused_shadow_challengers_reason_names_the_gate_checks_it_failed():
     policy = RetrainPolicy(mode="performance", triggers=["challenger"], debounce=1)
     decision = decide([], DriftSummary(drift=False, signals=shadow, notes={"challenger": failed}),
                       dt.datetime(2013, 7, 31, tzinfo=dt.UTC), policy)
-    assert not decision.retrain and "does not pass the evaluate gate (floor:roc_auc: roc_auc 0.6361, needs >= 0.65; " in decision.reason
+    assert not decision.retrain
+    assert "does not pass the evaluate gate (floor:roc_auc: roc_auc 0.6361, needs >= 0.65; " in decision.reason
 
 
 def test_the_report_shows_the_decision_its_code_and_the_thresholds(tmp_path, checked):
