@@ -11,6 +11,7 @@ Model versions are MLflow pyfunc models whose artifacts hold the kfops model fol
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import hashlib
@@ -230,10 +231,35 @@ def _mlflow_client(tracking_uri: str, registry_uri: str | None = None) -> Mlflow
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 locks.enter_context(_locked(path.with_name(path.name + ".lock"), f"open the MLflow store {path}"))
+        for uri in dict.fromkeys((tracking_uri, registry_uri)):
+            _create_sqlite_store(uri)
         mlflow_client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
         if _sqlite_path(registry_uri) is not None:
             mlflow_client._get_registry_client().store  # noqa: B018 (opening the store is the point)
     return mlflow_client
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Build a new SQLite store under a temporary name and rename it into place (under the store's lock).
+
+    MLflow creates a store's tables in many alembic steps; a process killed among them (kill -9 of
+    a task on its first MLflow call) left a half-migrated file ('duplicate column name') that broke
+    every later run. A file that exists was created whole.
+    """
+    from mlflow import MlflowClient
+
+    path = _sqlite_path(uri)
+    if path is None or path.exists():
+        return
+    staging = path.with_name(f".{path.name}.{os.getpid()}.creating")
+    staging.unlink(missing_ok=True)
+    staging_uri = "sqlite:///" + str(staging) + ("?" + uri.split("?", 1)[1] if "?" in uri else "")
+    MlflowClient(tracking_uri=staging_uri, registry_uri=staging_uri)._get_registry_client().store  # noqa: B018
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    with contextlib.suppress(Exception):  # close the staging engine's connections before the rename
+        _get_store(staging_uri).engine.dispose()
+    os.replace(staging, path)
 
 
 _DATABASES_SEEN: set[str] = set()

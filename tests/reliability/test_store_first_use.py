@@ -55,3 +55,35 @@ def _head_revision() -> str:
     from mlflow.store.db.utils import _get_alembic_config
 
     return ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
+
+
+KILLED_WHILE_CREATING = """
+import os, signal, sys
+from pathlib import Path
+from mlflow.store.db import utils
+from kfops.adapters import mlflow_registry as registry
+from kfops.config import KfopsConfig
+
+real_upgrade = utils._upgrade_db
+def upgrade_then_die(engine):  # the process is killed in the middle of MLflow creating its tables
+    real_upgrade(engine)
+    os.kill(os.getpid(), signal.SIGKILL)
+utils._upgrade_db = upgrade_then_die
+data_dir = Path(sys.argv[1])
+registry.ensure_experiment(KfopsConfig(data_dir=data_dir).resolve(data_dir.parent))
+"""
+
+
+def test_a_process_killed_while_creating_the_store_leaves_none_behind(tmp_path):
+    """kill -9 of a task during its first MLflow call left a half-migrated SQLite file ('duplicate
+    column name: deleted_time') that broke every later run on the data dir."""
+    from kfops.adapters import mlflow_registry as registry
+
+    data_dir = tmp_path / "data"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_CREATING, str(data_dir)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    cfg = KfopsConfig(data_dir=data_dir).resolve(tmp_path)
+    assert not list(data_dir.rglob("mlflow.db"))  # only the staging file, under another name
+    assert registry.ensure_experiment(cfg)  # the next run creates the store whole
+    assert list(data_dir.rglob("mlflow.db"))
