@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from kfops.adapters.kfp_local import (
 )
 from kfops.config import KfopsConfig
 from kfops.core.files import atomic_write_bytes
+from kfops.core.signals import raising_interrupt
 from kfops.errors import EXIT_INTERRUPTED, HINT_NOTE, ConfigError, KfopsError, PipelineFailed
 from kfops.progress import PLAIN_LINE
 
@@ -202,27 +203,6 @@ def task_preload_first(cfg: KfopsConfig, name: str) -> int:
     return len(task_preload(cfg, name)) - len(TASK_PRELOAD.get(name, _EXECUTOR)) + len(_EXECUTOR)
 
 
-@contextlib.contextmanager
-def _sigint_interrupts(received: list[int]) -> Iterator[None]:
-    """For the block, SIGINT raises KeyboardInterrupt (and is noted in ``received``) in this process,
-    even when it was started ignoring SIGINT (a background job of a script): Ctrl-C reaches the
-    whole process group, and kfp.local's task dies of it and is reported as a failed task unless
-    the run knows it was interrupted. Only the main thread can set a handler: elsewhere, nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupted(number: int, _frame: Any) -> None:
-        received.append(number)
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGINT, interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def run_log_path(logs: Path, name: str, now: dt.datetime | None = None) -> Path:
     """``<name>-<local time to the microsecond>-<pid>-<random>.log``: sorts by start time, and two runs
     started at the same moment (two processes, or a scheduler and a person) never share a log."""
@@ -304,7 +284,7 @@ def run_locally(
         names: list[str] = []  # kfp.local's name for this run, once it started
         watcher = RunWatcher(cfg.pipeline_root, lambda: names[0] if names else None, task_event).start()
         try:
-            with _sigint_interrupts(interrupts), contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
+            with raising_interrupt(signal.SIGINT, interrupts), contextlib.redirect_stdout(tee), contextlib.redirect_stderr(tee):
                 try:
                     # Tasks resolve the compiled config's relative paths where this config did.
                     run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd(),

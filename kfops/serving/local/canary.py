@@ -18,14 +18,16 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kfops.core.redaction import redact_uri
+from kfops.core.signals import raising_interrupt
 from kfops.errors import KfopsError, ServingError
 
 if TYPE_CHECKING:
@@ -95,7 +97,7 @@ def run_local_canary(
                                "split_url": split_url(cfg)}
     stack = contextlib.ExitStack()
     try:
-        stack.enter_context(_sigterm_as_interrupt())  # `kill` of the canary: the finally below still cleans up
+        stack.enter_context(raising_interrupt(signal.SIGTERM))  # `kill` of the canary: the finally below still cleans up
         split = start_split(cfg, stable["url"], canary["url"], cfg.serving.canary.traffic_percent)
         on_event(f"{cfg.serving.canary.traffic_percent}% of the requests to {split_url(cfg)} go to version "
                  f"{canary['model_version']}, the rest to {stable['model_version']}; watching for up to "
@@ -132,26 +134,6 @@ def run_local_canary(
         process.stop_server(cfg, name, instance=instance)
         outcome.setdefault("action", "aborted")
         record_rollout(cfg, outcome)
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt while the canary runs, so its servers are stopped as on Ctrl-C."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_leftover_split(cfg: KfopsConfig, on_event: Callable[[str], None] = log.info) -> bool:
