@@ -220,3 +220,30 @@ def test_a_terminated_canary_stops_its_server_and_split_and_a_leftover_split_is_
     assert port_in_use(host, split_port)
     assert stop_leftover_split(cfg, on_event=lambda line: None)
     assert not port_in_use(host, split_port) and left.wait(timeout=10) is not None
+
+
+def test_a_split_interrupted_before_it_answers_is_stopped(tmp_path, monkeypatch):
+    """A `kill` of the canary that landed after the split bound its port but before it answered
+    left the split listening (CI hit it): the half-started split is stopped before the interrupt
+    goes on."""
+    import time
+
+    from kfops.serving.local import canary
+    from kfops.serving.local.process import port_in_use
+
+    cfg = load_config(None, [f"data_dir={tmp_path / 'data'}", f"serving.canary.split_port={free_port()}"],
+                      environ={})
+    host, port = cfg.serving.host, cfg.serving.canary.split_port
+
+    def interrupted_once_listening(client, url, **kwargs):  # the readiness probe meets the `kill`
+        deadline = time.monotonic() + 60
+        while not port_in_use(host, port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert port_in_use(host, port)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(httpx.Client, "get", interrupted_once_listening)
+    with pytest.raises(KeyboardInterrupt):
+        canary.start_split(cfg, "http://127.0.0.1:9", "http://127.0.0.1:9", 10)
+    assert not port_in_use(host, port)
+    assert not (cfg.data_dir / "serving" / "canary" / "split.json").exists()

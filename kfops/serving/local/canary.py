@@ -87,17 +87,17 @@ def run_local_canary(
         raise ServingError(f"{cfg.serving.host}:{cfg.serving.canary.split_port} (serving.canary.split_port) is in use",
                            hint="another rollout may be running; or set serving.canary.split_port")
     instance = _instance(cfg)
-    on_event(f"starting the canary server on port {canary_port(cfg)}")
-    canary = process.start_server(cfg, model_dir=model_dir, model_uri=model_uri, model_version=model_version,
-                                  name=name, port=canary_port(cfg), online_lookup=online_lookup, replace=True,
-                                  instance=instance)
     split = None
-    outcome: dict[str, Any] = {"model": name, "stable_version": stable["model_version"],
-                               "canary_version": canary["model_version"], "canary_source": canary["model_source"],
-                               "split_url": split_url(cfg)}
+    outcome: dict[str, Any] = {"model": name, "stable_version": stable["model_version"], "split_url": split_url(cfg)}
     stack = contextlib.ExitStack()
+    # `kill` of the canary raises from here on, so the finally below stops whatever was started so far.
+    stack.enter_context(raising_interrupt(signal.SIGTERM))
     try:
-        stack.enter_context(raising_interrupt(signal.SIGTERM))  # `kill` of the canary: the finally below still cleans up
+        on_event(f"starting the canary server on port {canary_port(cfg)}")
+        canary = process.start_server(cfg, model_dir=model_dir, model_uri=model_uri, model_version=model_version,
+                                      name=name, port=canary_port(cfg), online_lookup=online_lookup, replace=True,
+                                      instance=instance)
+        outcome.update(canary_version=canary["model_version"], canary_source=canary["model_source"])
         split = start_split(cfg, stable["url"], canary["url"], cfg.serving.canary.traffic_percent)
         on_event(f"{cfg.serving.canary.traffic_percent}% of the requests to {split_url(cfg)} go to version "
                  f"{canary['model_version']}, the rest to {stable['model_version']}; watching for up to "
@@ -131,6 +131,8 @@ def run_local_canary(
         if split is not None:
             stop_split(split)
             _split_state(cfg).unlink(missing_ok=True)
+        else:  # interrupted while the split started: its pid is in the state file
+            stop_leftover_split(cfg, on_event)
         process.stop_server(cfg, name, instance=instance)
         outcome.setdefault("action", "aborted")
         record_rollout(cfg, outcome)
@@ -180,8 +182,6 @@ def _scrape(url: str, model: str) -> MetricsSnapshot:
 
 def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int) -> subprocess.Popen:
     """Start the traffic split process and wait until it answers."""
-    import httpx
-
     from kfops.core.files import atomic_write_text
     from kfops.serving.local.process import server_environment
     from kfops.serving.protocol.auth import TOKEN_ENV, new_token
@@ -193,11 +193,25 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
     command = [sys.executable, "-m", "kfops.serving.sidecars.split", "--host", cfg.serving.host,
                "--port", str(cfg.serving.canary.split_port), "--stable", stable_url, "--canary", canary_url,
                "--canary-percent", str(percent)]  # fmt: skip
-    with log_path.open("ab") as out:
-        split = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**server_environment(), TOKEN_ENV: token})
-    _split_state(cfg).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(_split_state(cfg), json.dumps({"token": token, "pid": split.pid}), mode=0o600)
+    split = None
+    try:
+        with log_path.open("ab") as out:
+            split = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env={**server_environment(), TOKEN_ENV: token})
+        _split_state(cfg).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(_split_state(cfg), json.dumps({"token": token, "pid": split.pid}), mode=0o600)
+        _wait_split_ready(cfg, split, log_path)
+        return split
+    except BaseException:  # not ready, or interrupted while waiting: nothing is left listening
+        if split is not None:
+            stop_split(split)
+            _split_state(cfg).unlink(missing_ok=True)
+        raise
+
+
+def _wait_split_ready(cfg: KfopsConfig, split: subprocess.Popen, log_path: Path) -> None:
+    import httpx
+
     deadline = time.monotonic() + SPLIT_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if split.poll() is not None:
@@ -207,11 +221,10 @@ def start_split(cfg: KfopsConfig, stable_url: str, canary_url: str, percent: int
         try:
             with httpx.Client(timeout=2, trust_env=False) as http:
                 if http.get(f"{split_url(cfg)}/-/split").status_code == 200:
-                    return split
+                    return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    stop_split(split)
     raise ServingError(f"the traffic split did not answer within {SPLIT_READY_TIMEOUT_S:g}s (log: {log_path})")
 
 
