@@ -40,7 +40,7 @@ only if it produced a result. The retraining pipeline records its retrain ``pend
 back how the training ended (:func:`record_outcome`): ``completed`` counts, ``failed`` does not.
 While a retrain is pending no other check retrains (code ``in_progress``), so two checks at once never
 both retrain. A pending retrain whose processes are seen gone (``abandoned``: Ctrl-C, a kill) or
-that has not reported back within ``PENDING_LEASE`` stops counting, and the next check whose
+that has not reported back within ``retrain_timeout`` stops counting, and the next check whose
 trigger still fires retrains. A retrain without an outcome (the backtest trains at once; state
 written before outcomes) counts.
 """
@@ -91,8 +91,9 @@ PENDING = "pending"
 COMPLETED = "completed"
 FAILED = "failed"
 ABANDONED = "abandoned"
-# How long a pending retrain that never reported back holds other retrains off, when no check can
-# see whether it still runs (another pod's): a day, as registry.abandoned_run_hours for MLflow runs.
+# The default `retrain_timeout`: how long a pending retrain that never reported back holds other
+# retrains off when no check can see whether it still runs (another pod's); a day, as
+# registry.abandoned_run_hours for MLflow runs.
 PENDING_LEASE = dt.timedelta(hours=24)
 
 # A check that reads the clock as it decides accepts a recorded decision at most this far ahead of
@@ -138,7 +139,7 @@ def format_duration(value: dt.timedelta) -> str:
 
 class RetrainPolicy(BaseModel):
     """When a drift check may trigger a retrain. Durations (`label_delay`, `cooldown`, `period`,
-    `schedule_every`) take a unit: `90s`, `30m`, `12h`, `7d`, `2w`, or ISO 8601 (`P7D`, `PT12H`);
+    `schedule_every`, `retrain_timeout`) take a unit: `90s`, `30m`, `12h`, `7d`, `2w`, or ISO 8601 (`P7D`, `PT12H`);
     a bare number such as `7` is refused, as it would read as seconds."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -185,8 +186,13 @@ class RetrainPolicy(BaseModel):
     schedule_every: dt.timedelta = Field(
         dt.timedelta(days=7), description="Mode `scheduled`: retrain when the last retrain is this old, e.g. 7d."
     )
+    retrain_timeout: dt.timedelta = Field(
+        PENDING_LEASE, description="How long a retrain may run without reporting back: until then no other check "
+        "retrains; after it, one whose run cannot be seen counts as abandoned. Set it above your longest training, "
+        "e.g. 48h."
+    )
 
-    @field_validator("cooldown", "period", "schedule_every", "label_delay", mode="before")
+    @field_validator("cooldown", "period", "schedule_every", "label_delay", "retrain_timeout", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> Any:
         return parse_duration(value)
@@ -199,6 +205,8 @@ class RetrainPolicy(BaseModel):
             raise ValueError("mode 'performance' needs at least one trigger")
         if self.period <= dt.timedelta(0) or self.schedule_every <= dt.timedelta(0):
             raise ValueError("period and schedule_every must be positive")
+        if self.retrain_timeout <= dt.timedelta(0):
+            raise ValueError("retrain_timeout must be positive")
         return self
 
 
@@ -269,13 +277,13 @@ class Decision:
     outcome_at: dt.datetime | None = None
     outcome_note: str = ""
 
-    def counts(self, now: dt.datetime) -> bool:
-        """Whether this is a retrain that counts at ``now``: done, or pending within its lease."""
-        return self.retrain and (self.outcome in (None, COMPLETED) or self.in_progress(now))
+    def counts(self, now: dt.datetime, lease: dt.timedelta = PENDING_LEASE) -> bool:
+        """Whether this is a retrain that counts at ``now``: done, or pending within ``lease``."""
+        return self.retrain and (self.outcome in (None, COMPLETED) or self.in_progress(now, lease))
 
-    def in_progress(self, now: dt.datetime) -> bool:
-        """A retrain decided, not reported back, and younger than ``PENDING_LEASE``."""
-        return self.retrain and self.outcome == PENDING and now - self.at < PENDING_LEASE
+    def in_progress(self, now: dt.datetime, lease: dt.timedelta = PENDING_LEASE) -> bool:
+        """A retrain decided, not reported back, and younger than ``lease`` (``retrain_timeout``)."""
+        return self.retrain and self.outcome == PENDING and now - self.at < lease
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -357,9 +365,10 @@ def decide(
     if policy.mode == "never":
         return outcome(False, NEVER, "retrain policy mode is 'never'")
 
-    counted = [d for d in past if d.counts(now)]
+    lease = policy.retrain_timeout
+    counted = [d for d in past if d.counts(now, lease)]
     last_retrain = counted[-1] if counted else None
-    in_progress = next((d for d in reversed(past) if d.in_progress(now)), None)
+    in_progress = next((d for d in reversed(past) if d.in_progress(now, lease)), None)
     evidence: tuple[str, ...]
     if policy.mode == "scheduled":
         if last_retrain is not None and now - last_retrain.at < policy.schedule_every:
@@ -388,7 +397,7 @@ def decide(
                 return outcome(False, NO_DRIFT, "no drift in this check")
             what, code = "drift", RETRAIN_DRIFT
             why = f": {summary.reasons[0]}" if summary.reasons else ""
-        streak = _drift_streak(past, policy.mode, now)
+        streak = _drift_streak(past, policy.mode, now, lease)
         checks = len(streak) + 1
         if checks < policy.debounce:
             return outcome(False, DEBOUNCE, f"{what} in {checks} consecutive check(s); "
@@ -401,8 +410,8 @@ def decide(
         run = f" by pipeline run {in_progress.pipeline_run}" if in_progress.pipeline_run else ""
         return outcome(False, IN_PROGRESS, f"{reason}; but the retrain decided at {in_progress.at.isoformat()}{run} has "
                                          "not finished: no other retrain starts until it reports back, or until "
-                                         f"{(in_progress.at + PENDING_LEASE).isoformat()}, when one that never "
-                                         "does counts as abandoned")
+                                         f"{(in_progress.at + lease).isoformat()} (retrain.retrain_timeout), when one "
+                                         "that never does counts as abandoned")
     if last_retrain is not None and now - last_retrain.at < policy.cooldown:
         allowed = last_retrain.at + policy.cooldown
         return outcome(False, COOLDOWN, f"{reason}; but the last retrain was {_human(now - last_retrain.at)} ago, "
@@ -518,7 +527,7 @@ def fired_triggers(summary: DriftSummary, policy: RetrainPolicy) -> tuple[list[t
     return fired, quiet
 
 
-def _drift_streak(past: list[Decision], mode: str, now: dt.datetime) -> list[Decision]:
+def _drift_streak(past: list[Decision], mode: str, now: dt.datetime, lease: dt.timedelta) -> list[Decision]:
     """The unbroken run of checks at the end of ``past`` whose trigger fired under ``mode``, since
     the last retrain that counts: in mode ``performance`` a check whose own triggers fired
     (``fired``), in mode ``drift`` a check that drifted. A check recorded under another mode ends the
@@ -528,7 +537,7 @@ def _drift_streak(past: list[Decision], mode: str, now: dt.datetime) -> list[Dec
     streak: list[Decision] = []
     for decision in reversed(past):
         hot = decision.fired if mode == "performance" else decision.drift
-        if decision.counts(now) or decision.mode != mode or hot is not True:
+        if decision.counts(now, lease) or decision.mode != mode or hot is not True:
             break
         streak.append(decision)
     return streak[::-1]

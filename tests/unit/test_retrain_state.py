@@ -185,6 +185,28 @@ def test_a_pending_retrain_that_never_reports_back_lapses_after_the_lease():
     assert decide([legacy], DriftSummary(drift=True, report="r"), T0 + PENDING_LEASE, policy).code == COOLDOWN
 
 
+
+def test_a_longer_retrain_timeout_holds_a_long_training_in_progress():
+    """A training that takes longer than a day (DDP on a large window) is not taken for abandoned,
+    and a second retrain does not start beside it, when `retrain.retrain_timeout` says so."""
+    import datetime as dt
+
+    policy = RetrainPolicy(mode="drift", debounce=1, cooldown="1h", max_retrains=None, retrain_timeout="48h")
+    pending = replace(decide([], DriftSummary(drift=True, report="r"), T0, policy), outcome=PENDING,
+                      pipeline_run="run-1")
+    at_30h = decide([pending], DriftSummary(drift=True, report="r"), T0 + dt.timedelta(hours=30), policy)
+    assert at_30h.code == IN_PROGRESS and (T0 + dt.timedelta(hours=48)).isoformat() in at_30h.reason
+    assert "retrain.retrain_timeout" in at_30h.reason
+    assert decide([pending], DriftSummary(drift=True, report="r"), T0 + dt.timedelta(hours=48), policy).retrain
+    default = policy.model_copy(update={"retrain_timeout": PENDING_LEASE})
+    assert decide([pending], DriftSummary(drift=True, report="r"), T0 + dt.timedelta(hours=30), default).retrain
+
+
+@pytest.mark.parametrize("value", ["0s", "-1h", 48])
+def test_a_retrain_timeout_must_be_a_positive_duration(value):
+    with pytest.raises(ValueError, match="retrain_timeout"):
+        RetrainPolicy(retrain_timeout=value)
+
 def test_outcomes_survive_the_state_file(tmp_path):
     store = LocalStateStore(tmp_path)
     _check(store, 0, POLICY, _attempt("run-1"))
