@@ -34,6 +34,8 @@ def role_requirements(pyproject: dict, role: str) -> list[str]:
         if (keep is not None and name not in keep) or name in drop:
             continue
         lines.append(rename.get(name, name + extras) + rest)
+    # The Dockerfiles install kfops itself with --no-build-isolation, so its build backend goes in too.
+    lines += pyproject.get("build-system", {}).get("requires", [])
     unknown = (set(keep or []) | drop | set(rename)) - names
     if unknown:
         raise SystemExit(f"image role '{role}' names {', '.join(sorted(unknown))}, which pyproject.toml does not depend on")
