@@ -5,6 +5,29 @@ from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def run_window(config: str, window_days: int = 0, schedule_time: str = "") -> str:
+    """Window: the config this run checks and trains on, moved to the days before the run.
+
+    With `window_days` 0 the config is passed on as compiled. Otherwise its `dataset.start..end`
+    become the `window_days` whole days before the day of `schedule_time` in
+    `validation.window_timezone`, by the same rule as `kfops schedule --local --window-days`, so a
+    KFP recurring run checks new data at each run.
+
+    Args:
+        config: The kfops configuration (KfopsConfig) as JSON.
+        window_days: 0: the config's window; N: the N whole days before the run's day.
+        schedule_time: The run's time, RFC 3339 (`dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER`: a
+            recurring run's scheduled time); empty: now.
+
+    Returns:
+        The config JSON with the run's window.
+    """
+    from kfops.steps.drift_check import scheduled_config
+
+    return scheduled_config(config, window_days, schedule_time)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def drift(
     config: str,
     pipeline_run: str,

@@ -488,8 +488,10 @@ def create_schedule(
     service_account: str | None = None,
     max_concurrency: int = 1,
     pipeline_root: str | None = None,
+    parameters: dict[str, Any] | None = None,
 ) -> Schedule:
-    """A KFP recurring run of one pinned pipeline version; no catch-up of missed intervals."""
+    """A KFP recurring run of one pinned pipeline version, with ``parameters`` for the pipeline's
+    inputs; no catch-up of missed intervals."""
     kfp_cron = to_kfp_cron(cron)
     pipeline_name = pipeline_info(package_path)["name"]
     pipeline_id, version_id = ensure_pipeline_version(client, package_path, pipeline_name, version, endpoint.namespace)
@@ -498,7 +500,7 @@ def create_schedule(
         created = client.create_recurring_run(
             experiment_id=exp_id, job_name=name, cron_expression=kfp_cron, pipeline_id=pipeline_id,
             version_id=version_id, max_concurrency=max_concurrency, no_catchup=True, enabled=True,
-            service_account=service_account, pipeline_root=pipeline_root,
+            service_account=service_account, pipeline_root=pipeline_root, params=parameters or None,
         )
     return Schedule(created.recurring_run_id, name, kfp_cron, pipeline_id, version_id, exp_id)
 

@@ -8,6 +8,7 @@ folders, which are not installed packages: they are imported from :func:`project
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import importlib
 import os
 import re
@@ -111,6 +112,38 @@ def compile_components(out_root: Path) -> list[Path]:
 
 
 RUN_TMP_PREFIX = "kfops-run-"  # a run's $TMPDIR: what outlives the run (a served model) must not use it
+# Filled by KFP's driver (2.17) in a task input whose runtime value is exactly one of these;
+# kfp.local (2.17) fills neither and fails on them (placeholder_utils: IndexError).
+RUN_TIME_PLACEHOLDERS = ("{{$.pipeline_job_create_time_utc}}", "{{$.pipeline_job_schedule_time_utc}}")
+
+
+def fill_run_time_placeholders(compiled: Path, folder: Path, now: dt.datetime | None = None) -> Path:
+    """``compiled``, or a copy in ``folder`` whose run-time placeholders hold ``now`` (RFC 3339
+    UTC), as the KFP driver fills them for a one-off run (a run's schedule time is its creation
+    time unless a recurring run scheduled it). Only task inputs' runtime constants change."""
+    import yaml
+
+    text = compiled.read_text()
+    if not any(placeholder in text for placeholder in RUN_TIME_PLACEHOLDERS):
+        return compiled
+    stamp = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    documents = list(yaml.safe_load_all(text))
+
+    def fill(dag: dict[str, Any]) -> None:
+        for task in (dag or {}).get("tasks", {}).values():
+            for spec in task.get("inputs", {}).get("parameters", {}).values():
+                runtime = spec.get("runtimeValue") or {}
+                if runtime.get("constant") in RUN_TIME_PLACEHOLDERS:
+                    runtime["constant"] = stamp
+
+    for document in documents:
+        if isinstance(document, dict) and "root" in document:
+            fill(document["root"].get("dag"))
+            for component in document.get("components", {}).values():
+                fill(component.get("dag"))
+    filled = folder / compiled.name
+    filled.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+    return filled
 
 
 def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None,
@@ -161,7 +194,7 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
                                                                 log=sys.stdout, serve_after=preload_first))
                 if socket_path is not None:
                     changes[SOCKET_ENV] = socket_path
-            loaded = components.load_component_from_file(str(compiled))
+            loaded = components.load_component_from_file(str(fill_run_time_placeholders(compiled, scratch)))
             if docker_args is not None:
                 local.init(runner=local.DockerRunner(**docker_args), pipeline_root=str(pipeline_root),
                            raise_on_error=True)

@@ -55,16 +55,24 @@ def _schedule(
 
     if max_seconds is not None and max_seconds <= 0:
         raise typer.BadParameter(f"{max_seconds} is not above 0", param_hint="'--max-seconds'")
-    if not local and (max_runs is not None or max_seconds is not None or window_days is not None):
-        raise typer.BadParameter("--max-runs, --max-seconds and --window-days are the local scheduler's; add --local"
-                                 + ("" if window_days is None else ". A KFP recurring run checks the window it was "
-                                    "compiled with (docs/troubleshooting.md, 'A scheduled run checks the same window "
-                                    "every time')"))
+    if not local and (max_runs is not None or max_seconds is not None):
+        raise typer.BadParameter("--max-runs and --max-seconds are the local scheduler's; add --local")
+    if not local and window_days is not None and pipeline != "retraining":
+        raise typer.BadParameter(
+            f"a KFP recurring run of '{pipeline}' trains on the config's window; for a moving window schedule "
+            "'retraining' with --window-days (retrain.mode: scheduled retrains on a clock), or add --local",
+            param_hint="'--window-days'")
     cron = check_cron(cron)  # before the banner, and before anything is compiled, contacted or uploaded
     cfg = cli_config(config, set_)
     if local:
         _schedule_locally(pipeline, cron, cfg, max_runs, max_seconds, window_days)
         return
+    if window_days is not None:  # each run's window is set in the pipeline (its `window` task): check it can be
+        import datetime as dt
+
+        from kfops.core.windows import window_before
+
+        window_before(cfg, window_days, dt.datetime.now(dt.UTC)).check_required()
     from kfops.adapters import kfp_api
     from kfops.adapters.mlflow_registry import code_version
     from kfops.cli.runs import compile_to
@@ -78,27 +86,23 @@ def _schedule(
             client, endpoint, package, kfp_api.version_name(info["name"], code_version(), package),
             experiment or cfg.registry.experiment, name or kfp_api.default_schedule_name(pipeline, cron), cron,
             service_account=cfg.cluster.service_account, pipeline_root=cfg.cluster.pipeline_root,
+            parameters=None if window_days is None else {"window_days": window_days},
         )
+    window = "the config's dataset window" if window_days is None else f"the {window_days} days before each run's day"
     typer.echo(f"recurring run {created.recurring_run_id} '{created.name}': cron '{created.cron}' "
-               f"(KFP, seconds first), pipeline version {created.version_id}")
+               f"(KFP, seconds first) over {window}, pipeline version {created.version_id}")
 
 
 def _schedule_locally(pipeline: str, cron: str, cfg: KfopsConfig, max_runs: int | None, max_seconds: float | None,
                       window_days: int | None) -> None:
     import datetime as dt
 
+    from kfops.core.windows import window_before
     from kfops.errors import EXIT_INTERRUPTED
-    from kfops.runners.scheduler import (
-        INTERRUPTED,
-        default_run_function,
-        moving_window,
-        run_scheduler,
-        scheduler_dir,
-        with_window,
-    )
+    from kfops.runners.scheduler import INTERRUPTED, default_run_function, run_scheduler, scheduler_dir
 
     # A run missing its dataset keys would fail at every tick: say so now (a moving window sets start and end).
-    (cfg if window_days is None else with_window(cfg, *moving_window(window_days, dt.date.today()))).check_required()
+    (cfg if window_days is None else window_before(cfg, window_days, dt.datetime.now(dt.UTC))).check_required()
     run = default_run_function(cfg, pipeline, window_days=window_days)
     log_dir = scheduler_dir(cfg)
     window = "the config's dataset window" if window_days is None else f"the {window_days} days before each run's day"
@@ -129,8 +133,9 @@ def _schedule_command(pipeline: str, doc: str, cron_help: str) -> Callable[..., 
         max_runs: Annotated[int | None, typer.Option(min=1, help="--local: stop after this many runs.")] = None,
         max_seconds: Annotated[float | None, typer.Option(help="--local: stop after this many seconds.")] = None,
         window_days: Annotated[int | None, typer.Option(
-            min=1, help="--local: each run checks and trains on the N whole days before the day it starts "
-                        "(validation.window_timezone), not the config's fixed dataset.start..end.")] = None,
+            min=1, help="Each run checks and trains on the N whole days before the day it starts "
+                        "(validation.window_timezone), not the config's fixed dataset.start..end; on KFP, "
+                        "retraining only (the day of the run's scheduled time).")] = None,
         host: HostOption = None,
         namespace: NamespaceOption = None,
         config: ConfigOption = None,

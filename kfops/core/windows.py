@@ -35,6 +35,34 @@ def window_config(cfg: KfopsConfig, start: dt.date, end: dt.date) -> KfopsConfig
     return updated
 
 
+def with_window(cfg: KfopsConfig, start: dt.date, end: dt.date) -> KfopsConfig:
+    """``cfg`` with ``dataset.start..end`` set (validated, as ``--set`` would be)."""
+    from kfops.config import DatasetConfig
+
+    dataset = DatasetConfig.model_validate({**cfg.dataset.model_dump(), "start": start, "end": end})
+    return cfg.model_copy(update={"dataset": dataset})
+
+
+def moving_window(days: int, today: dt.date) -> tuple[dt.date, dt.date]:
+    """The ``days`` whole days before ``today``: a run at 03:00 checks and trains on days that are over."""
+    if days < 1:
+        raise ConfigError(f"a window of {days} days holds no day", hint="pass --window-days 1 or more")
+    end = today - dt.timedelta(days=1)
+    return end - dt.timedelta(days=days - 1), end
+
+
+def window_before(cfg: KfopsConfig, days: int, at: dt.datetime) -> KfopsConfig:
+    """``cfg`` over the ``days`` whole days before the day of ``at`` in ``validation.window_timezone``.
+
+    One rule for both schedulers: a local scheduler's tick and a KFP recurring run's schedule time
+    (``dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``) give the same window for the same time."""
+    from zoneinfo import ZoneInfo
+
+    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    today = at.astimezone(ZoneInfo(cfg.validation.window_timezone)).date()
+    return with_window(cfg, *moving_window(days, today))
+
+
 def drift_frame(frame: pd.DataFrame, cfg: KfopsConfig) -> pd.DataFrame:
     """Only what the drift tests should see: the model's inputs, plus the label when present."""
     missing = [c for c in cfg.feature_columns if c not in frame.columns]

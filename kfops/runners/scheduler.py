@@ -44,22 +44,6 @@ def scheduler_dir(cfg: KfopsConfig) -> Path:
     return cfg.data_dir / "scheduler"
 
 
-def moving_window(days: int, today: dt.date) -> tuple[dt.date, dt.date]:
-    """The ``days`` whole days before ``today``: a run at 03:00 checks and trains on days that are over."""
-    if days < 1:
-        raise ConfigError(f"a window of {days} days holds no day", hint="pass --window-days 1 or more")
-    end = today - dt.timedelta(days=1)
-    return end - dt.timedelta(days=days - 1), end
-
-
-def with_window(cfg: KfopsConfig, start: dt.date, end: dt.date) -> KfopsConfig:
-    """``cfg`` with ``dataset.start..end`` set (validated, as ``--set`` would be)."""
-    from kfops.config import DatasetConfig
-
-    dataset = DatasetConfig.model_validate({**cfg.dataset.model_dump(), "start": start, "end": end})
-    return cfg.model_copy(update={"dataset": dataset})
-
-
 def default_run_function(cfg: KfopsConfig, pipeline: str = "retraining", window_days: int | None = None,
                          now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> RunFunction:
     """A local run of ``pipeline``; its outcome names the run and what it decided (:func:`run_decision`).
@@ -67,18 +51,15 @@ def default_run_function(cfg: KfopsConfig, pipeline: str = "retraining", window_
     With ``window_days``, each run checks (and trains on) the ``window_days`` whole days before the
     day it starts, in ``validation.window_timezone``, instead of the config's fixed dataset window.
     """
+    from kfops.core.windows import moving_window, window_before
+
     if window_days is not None:
         moving_window(window_days, dt.date.today())  # refused before the first tick, not at it
 
     def run() -> dict[str, Any]:
-        from zoneinfo import ZoneInfo
-
         from kfops.runners.local import run_locally
 
-        run_cfg = cfg
-        if window_days is not None:
-            today = now().astimezone(ZoneInfo(cfg.validation.window_timezone)).date()
-            run_cfg = with_window(cfg, *moving_window(window_days, today))
+        run_cfg = cfg if window_days is None else window_before(cfg, window_days, now())
         result = run_locally(run_cfg, pipeline, on_event=lambda line: None)
         return {"run_dir": str(result.run_dir), "seconds": round(result.seconds, 1), "log": str(result.log_path),
                 "window": [str(day) for day in run_cfg.window], "decision": run_decision(result.outputs)}

@@ -254,6 +254,35 @@ def _check_time(value: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+# What KFP puts in a task input for the run's schedule time (kfp.dsl); kfp.local leaves it as is.
+SCHEDULE_TIME_PLACEHOLDER = "{{$.pipeline_job_schedule_time_utc}}"
+
+
+def scheduled_config(config: str, window_days: int, schedule_time: str) -> str:
+    """The config JSON this run checks and trains on: as compiled when ``window_days`` is 0, else
+    over the ``window_days`` whole days before the run's ``schedule_time`` (RFC 3339; a KFP
+    recurring run's scheduled time, a one-off run's creation time; empty or unresolved: now), in
+    ``validation.window_timezone``, by the same rule as the local scheduler (:func:`window_before`).
+    Only ``dataset.start`` and ``dataset.end`` change: the JSON stays portable, with no secret in it."""
+    from kfops.config import KfopsConfig
+    from kfops.core.windows import window_before
+    from kfops.errors import install_hint_printer
+
+    install_hint_printer()
+    if window_days == 0:
+        return config
+    if window_days < 0:
+        raise ConfigError(f"window_days {window_days} is negative", hint="pass 0 (the config's window) or 1 or more")
+    unresolved = not schedule_time or schedule_time.startswith("{{")
+    at = dt.datetime.now(dt.UTC) if unresolved else _check_time(schedule_time)
+    start, end = window_before(KfopsConfig.from_json(config), window_days, at).window
+    data = json.loads(config)
+    data["dataset"].update(start=start.isoformat(), end=end.isoformat())
+    print(f"kfops: window {start}..{end}, the {window_days} whole days before "
+          f"{'now' if unresolved else schedule_time} in {data['validation']['window_timezone']}", flush=True)
+    return json.dumps(data, separators=(",", ":"))
+
+
 def drift_check(
     config: KfopsConfig | str,
     report_html: Path,

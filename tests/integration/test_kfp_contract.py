@@ -85,6 +85,7 @@ class FakeKfp:
     experiments: dict[str, dict] = field(default_factory=dict)
     runs: dict[str, dict] = field(default_factory=dict)
     recurring: dict[str, dict] = field(default_factory=dict)
+    specs: dict[str, dict] = field(default_factory=dict)  # pipeline version id -> its uploaded spec
     run_states: list[str] = field(default_factory=lambda: ["SUCCEEDED"])
     accepted_token: str = TOKEN
     api_server_ready: bool = True  # False: the UI answers, the API server behind it does not
@@ -128,6 +129,31 @@ def parse_upload(data: bytes) -> tuple[dict, str] | tuple[int, dict]:
     if not spec.HasField("root"):
         return invalid_spec("invalid v2 pipeline spec: root component is empty")
     return specs[0], spec.pipeline_info.name
+
+
+# v2_template.go validatePipelineJobInputs: JSON kinds of google.protobuf.Value per parameterType.
+_PARAMETER_KINDS = {"NUMBER_INTEGER": (int, float), "NUMBER_DOUBLE": (int, float), "STRING": (str,),
+                    "BOOLEAN": (bool,), "LIST": (list,), "STRUCT": (dict,)}
+
+
+def check_runtime_parameters(spec: dict, parameters: dict) -> tuple[int, dict] | None:
+    """A run's or recurring run's parameters checked as the API server does
+    (v2_template.go validatePipelineJobInputs): known names only, values of the declared type,
+    every required one given."""
+    declared = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    extra = sorted(set(parameters) - set(declared))
+    if extra:
+        return api_error(400, 3, f"parameter(s) provided are not required by pipeline: {', '.join(extra)}")
+    for name, definition in declared.items():
+        if name not in parameters:
+            if not definition.get("isOptional") and "defaultValue" not in definition:
+                return api_error(400, 3, f"parameter {name} is not optional, yet has neither default value nor "
+                                         "user provided value")
+            continue
+        value, kinds = parameters[name], _PARAMETER_KINDS[definition["parameterType"]]
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+            return api_error(400, 3, f"input parameter {name} requires type {definition['parameterType']}")
+    return None
 
 
 def _display_name_filter(query: dict[str, list[str]]) -> str | None:
@@ -193,6 +219,7 @@ def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
         # KFP creates a first version named like the pipeline.
         state.versions[pipeline_id] = [{"pipeline_id": pipeline_id, "pipeline_version_id": str(uuid.uuid4()),
                                         "display_name": pipeline["display_name"]}]
+        state.specs[state.versions[pipeline_id][0]["pipeline_version_id"]] = parsed[0]
         return 200, pipeline
     if path.startswith(f"{API}/pipelines/") and path.endswith("/versions") and method == "GET":
         pipeline_id = path.split("/")[4]
@@ -209,6 +236,7 @@ def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
         version = {"pipeline_id": pipeline_id, "pipeline_version_id": str(uuid.uuid4()),
                    "display_name": req.query["name"][0], "created_at": "2024-05-01T10:00:00Z"}
         state.versions[pipeline_id].append(version)
+        state.specs[version["pipeline_version_id"]] = parsed[0]
         return 200, version
     if path == f"{API}/experiments" and method == "GET":
         name = _display_name_filter(req.query)
@@ -220,6 +248,12 @@ def route(state: FakeKfp, req: Recorded) -> tuple[int, dict]:
                       "namespace": "", "storage_state": "AVAILABLE"}
         state.experiments[experiment["experiment_id"]] = experiment
         return 200, experiment
+    if path in (f"{API}/runs", f"{API}/recurringruns") and method == "POST":
+        body = req.json()
+        spec = state.specs[body["pipeline_version_reference"]["pipeline_version_id"]]
+        refused = check_runtime_parameters(spec, body.get("runtime_config", {}).get("parameters", {}))
+        if refused:
+            return refused
     if path == f"{API}/runs" and method == "POST":
         run = {**req.json(), "run_id": str(uuid.uuid4()), "state": "PENDING", "created_at": "2024-05-01T10:00:00Z",
                "finished_at": "1970-01-01T00:00:00Z", "storage_state": "AVAILABLE"}
@@ -420,6 +454,34 @@ def test_schedule_creates_a_recurring_run_with_a_kfp_cron(fake_kfp, cluster_env,
     assert cli("schedule", "delete", recurring_id, "--host", host, *cluster_env) == 0
     assert state.find("DELETE", f"{API}/recurringruns/{recurring_id}")
     assert state.recurring == {}
+
+
+def test_a_recurring_retraining_gets_a_moving_window_as_a_pipeline_parameter(fake_kfp, cluster_env, capsys):
+    """`--window-days` was refused without --local: a KFP recurring run checked the window it was
+    compiled with at every run. It is now the retraining pipeline's `window_days` input, which
+    the API server checks against the uploaded spec (validatePipelineJobInputs)."""
+    state, host = fake_kfp
+    code = cli("schedule", "retraining", "--cron", "0 3 * * *", "--window-days", "14", "--host", host, *cluster_env)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "over the 14 days before each run's day" in out
+    (create,) = state.find("POST", f"{API}/recurringruns")
+    assert create.json()["runtime_config"]["parameters"] == {"window_days": 14}
+    version_id = create.json()["pipeline_version_reference"]["pipeline_version_id"]
+    spec = state.specs[version_id]
+    # What the API server would refuse, so the fake is no laxer than upstream.
+    assert check_runtime_parameters(spec, {"window_days": "14"})[1]["message"] == \
+        "input parameter window_days requires type NUMBER_INTEGER"
+    assert "not required by pipeline: window" in check_runtime_parameters(spec, {"window": 14})[1]["message"]
+    assert check_runtime_parameters(spec, {}) is None
+
+
+def test_a_schedule_without_a_moving_window_sends_no_parameters(fake_kfp, cluster_env, capsys):
+    state, host = fake_kfp
+    assert cli("schedule", "retraining", "--cron", "0 3 * * *", "--host", host, *cluster_env) == 0
+    (create,) = state.find("POST", f"{API}/recurringruns")
+    assert not create.json().get("runtime_config", {}).get("parameters")
+    assert "over the config's dataset window" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("cron", "problem"), [("61 * * * *", "out of range"), ("bad bad bad bad bad", "bad"),

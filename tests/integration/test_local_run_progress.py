@@ -74,14 +74,31 @@ def tiny_refused(size: int = 3):
     refuse(size=size)
 
 
-PIPELINES = {"ok": tiny_ok, "boom": tiny_boom, "quiet": tiny_quiet_boom, "refused": tiny_refused}
+def _window_only():
+    """The retraining pipeline's first task, fed as there: KFP's schedule-time placeholder."""
+    from components.drift.component import run_window
+    from tests.support.example import example_config
+
+    config_json = example_config(validation={"window_timezone": "America/New_York"}).portable().to_json()
+
+    @dsl.pipeline(name="window-only")
+    def window_only(window_days: int = 7):
+        run_window(config=config_json, window_days=window_days,
+                   schedule_time=dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER)
+
+    return window_only
+
+
+PIPELINES = {"ok": tiny_ok, "boom": tiny_boom, "quiet": tiny_quiet_boom, "refused": tiny_refused,
+             "window": _window_only}
 
 
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
     def compile_tiny(cfg, name, output):
         output.parent.mkdir(parents=True, exist_ok=True)
-        compiler.Compiler().compile(PIPELINES[name], str(output))
+        pipeline = PIPELINES[name]
+        compiler.Compiler().compile(pipeline() if pipeline is _window_only else pipeline, str(output))
         return output
 
     monkeypatch.setattr(local, "compile_pipeline", compile_tiny)
@@ -104,6 +121,27 @@ def test_tasks_are_reported_from_the_run_folder(cfg):
     assert result.run_dir.parent == cfg.pipeline_root and result.run_dir.name.startswith("tiny-ok-")
     assert result.outputs["count"]["Output"] == 6
     assert "kfops: task 'make' finished in" in result.log_path.read_text()
+
+
+def test_the_run_time_placeholders_kfp_local_cannot_fill_are_filled_with_the_runs_start(cfg):
+    """kfp.local (2.17) fails on `{{$.pipeline_job_schedule_time_utc}}` (IndexError in its
+    placeholder code): the local runner fills it with the run's start, as KFP's driver fills a
+    one-off run's, and the window task moves the window from it."""
+    import datetime as dt
+    import json
+
+    from kfops.core.windows import window_before
+    from tests.support.example import example_config
+
+    expected = example_config(validation={"window_timezone": "America/New_York"})
+    before = window_before(expected, 7, dt.datetime.now(dt.UTC)).window
+    result, _, _ = run(cfg, "window")
+    after = window_before(expected, 7, dt.datetime.now(dt.UTC)).window
+    assert not isinstance(result, PipelineFailed), result
+    moved = json.loads(result.outputs["run-window"]["Output"])["dataset"]
+    assert (dt.date.fromisoformat(moved["start"]), dt.date.fromisoformat(moved["end"])) in {before, after}
+    # The compiled YAML kept for the run is the cluster's, placeholder and all.
+    assert "{{$.pipeline_job_schedule_time_utc}}" in (cfg.data_dir / "compiled" / "window.yaml").read_text()
 
 
 def test_the_failed_task_is_the_one_without_an_executor_output(cfg):

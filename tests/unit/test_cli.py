@@ -251,5 +251,8 @@ def test_schedule_refuses_a_bad_cron_or_bound_before_its_banner(tmp_path):
         assert expected in done.stderr and "KFOPS__" not in done.stderr, (args, done.stderr)
         assert "local scheduler" not in done.stdout
     assert not (tmp_path / "state" / "scheduler").exists()
-    done = kfops("schedule", "retraining", "--cron", "0 3 * * *", "--window-days", "7", "-c", config, cwd=tmp_path)
+    done = kfops("schedule", "retraining", "--cron", "0 3 * * *", "--max-runs", "2", "-c", config, cwd=tmp_path)
     assert done.returncode == 2 and "add --local" in done.stderr
+    # A KFP recurring run moves its window in the retraining pipeline only.
+    done = kfops("schedule", "training", "--cron", "0 3 * * *", "--window-days", "7", "-c", config, cwd=tmp_path)
+    assert done.returncode == 2 and "schedule 'retraining' with --window-days" in " ".join(done.stderr.split())

@@ -37,7 +37,7 @@ def test_drift_gates_the_nested_training_pipeline(tmp_path):
     assert root["retrain-outcome"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     assert root["retrain-outcome"]["dependentTasks"] == ["exit-handler-1"]
     tasks = spec["components"][root["exit-handler-1"]["componentRef"]["name"]]["dag"]["tasks"]
-    assert set(tasks) == {"drift", "condition-2"}
+    assert set(tasks) == {"run-window", "drift", "condition-2"}
     # kfp.local resolves only an output named `Output` in a condition: the drift step returns one bool.
     assert tasks["condition-2"]["triggerPolicy"]["condition"] == \
         "inputs.parameter_values['pipelinechannel--drift-Output'] == true"
@@ -46,9 +46,66 @@ def test_drift_gates_the_nested_training_pipeline(tmp_path):
     assert branch["link-trigger"]["dependentTasks"] == ["kfops-training"]
     nested = spec["components"][branch["kfops-training"]["componentRef"]["name"]]["dag"]["tasks"]
     assert {"ingest", "validate", "featurize", "train", "evaluate"} <= set(nested)
-    # The nested training gets the outer `config`, so an override at submit time reaches both.
-    config_input = branch["kfops-training"]["inputs"]["parameters"]["config"]
-    assert config_input["componentInputParameter"] == "pipelinechannel--config"
+    # The nested training gets the outer `config` through the window task, so an override at
+    # submit time reaches both, and a moving window (`window_days`) moves both.
+    assert tasks["run-window"]["inputs"]["parameters"]["config"] == {"componentInputParameter": "pipelinechannel--config"}
+    assert tasks["drift"]["inputs"]["parameters"]["config"] == {
+        "taskOutputParameter": {"outputParameterKey": "Output", "producerTask": "run-window"}}
+    for task in ("kfops-training", "link-trigger"):
+        assert branch[task]["inputs"]["parameters"]["config"] == {
+            "componentInputParameter": "pipelinechannel--run-window-Output"}
+    # The exit handler settles the retrain in the state store the compiled config names.
+    assert root["retrain-outcome"]["inputs"]["parameters"]["config"] == {"componentInputParameter": "config"}
+
+
+def test_a_recurring_run_gets_its_schedule_time_where_the_kfp_driver_fills_it(tmp_path):
+    """A KFP recurring run checked the window it was compiled with at every run. KFP 2.17's driver
+    fills `{{$.pipeline_job_schedule_time_utc}}` only in a task input whose runtime value is that
+    exact constant (upstream resolve.go, vendored): the window task must get it so."""
+    import re
+
+    upstream = REPO / "tests" / "infra" / "upstream" / "kubeflow-pipelines"
+    filled = re.findall(r'case "(\{\{\$\.[a-z_]+\}\})":', (upstream / "driver-resolve.go.runtimeValue.txt").read_text())
+    assert "{{$.pipeline_job_schedule_time_utc}}" in filled
+    assert "Format(time.RFC3339)" in (upstream / "driver-main.go.scheduleTime.txt").read_text()
+    spec = compiled(tmp_path)
+    handler = spec["components"][spec["root"]["dag"]["tasks"]["exit-handler-1"]["componentRef"]["name"]]
+    window = handler["dag"]["tasks"]["run-window"]
+    constant = window["inputs"]["parameters"]["schedule_time"]["runtimeValue"]["constant"]
+    assert constant in filled and constant == "{{$.pipeline_job_schedule_time_utc}}"
+    assert window["inputs"]["parameters"]["window_days"] == {"componentInputParameter": "pipelinechannel--window_days"}
+    assert spec["root"]["inputDefinitions"]["parameters"]["window_days"] == {
+        "defaultValue": 0.0, "isOptional": True, "parameterType": "NUMBER_INTEGER"}
+
+
+def test_the_window_task_moves_only_the_dataset_window():
+    """What the driver hands the window task (RFC 3339 UTC) gives the local scheduler's window; 0
+    keeps the compiled window; the JSON keeps its portable form (no path resolved, no secret)."""
+    import json
+
+    from kfops.steps.drift_check import SCHEDULE_TIME_PLACEHOLDER, scheduled_config
+
+    cfg = example_config(validation={"window_timezone": "America/New_York"})
+    compiled_json = cfg.portable().to_json()
+    assert scheduled_config(compiled_json, 0, "2026-03-10T02:00:00Z") == compiled_json
+    moved = json.loads(scheduled_config(compiled_json, 7, "2026-03-10T02:00:00Z"))
+    # 02:00 UTC is still March 9th in New York: its last whole day is the 8th.
+    assert (moved["dataset"]["start"], moved["dataset"]["end"]) == ("2026-03-02", "2026-03-08")
+    assert {k: v for k, v in moved.items() if k != "dataset"} == {
+        k: v for k, v in json.loads(compiled_json).items() if k != "dataset"}
+    from kfops.core.windows import window_before
+
+    local_tick = window_before(cfg, 7, dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC))
+    assert local_tick.window == (dt.date(2026, 3, 2), dt.date(2026, 3, 8))
+    # kfp.local leaves the placeholder as it is: the window is taken from now.
+    today = dt.datetime.now(dt.UTC)
+    unresolved = json.loads(scheduled_config(compiled_json, 1, SCHEDULE_TIME_PLACEHOLDER))
+    assert dt.date.fromisoformat(unresolved["dataset"]["end"]) in {
+        (today - dt.timedelta(days=days)).date() for days in (0, 1, 2)}
+    with pytest.raises(ConfigError, match="not an ISO 8601 time"):
+        scheduled_config(compiled_json, 7, "yesterday")
+    with pytest.raises(ConfigError, match="window_days -1 is negative"):
+        scheduled_config(compiled_json, -1, "2026-03-10T02:00:00Z")
 
 
 def test_config_is_the_default_and_the_current_window(tmp_path):
