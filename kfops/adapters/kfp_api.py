@@ -513,12 +513,14 @@ def list_schedules(client: Client, namespace: str | None = None) -> list[dict[st
         trigger = item.trigger
         cron = trigger.cron_schedule.cron if trigger is not None and trigger.cron_schedule is not None else None
         reference = item.pipeline_version_reference
+        parameters = (item.runtime_config.parameters if item.runtime_config is not None else None) or {}
         rows.append({
             "recurring_run_id": item.recurring_run_id,
             "name": item.display_name,
             "cron": cron,
             "mode": str(item.mode or ""),
             "pipeline_version_id": reference.pipeline_version_id if reference else None,
+            "window_days": parameters.get("window_days"),
         })
     return rows
 

@@ -199,7 +199,8 @@ def list_(
     if not rows:
         typer.echo("no recurring runs")
     for row in rows:
-        typer.echo(f"{row['recurring_run_id']}  {row['mode']:<8} {row['cron'] or '-':<16} {row['name']}")
+        window = "" if row.get("window_days") is None else f"  (window: the {int(row['window_days'])} days before each run)"
+        typer.echo(f"{row['recurring_run_id']}  {row['mode']:<8} {row['cron'] or '-':<16} {row['name']}{window}")
 
 
 @app.command("delete")

@@ -474,6 +474,8 @@ def test_a_recurring_retraining_gets_a_moving_window_as_a_pipeline_parameter(fak
         "input parameter window_days requires type NUMBER_INTEGER"
     assert "not required by pipeline: window" in check_runtime_parameters(spec, {"window": 14})[1]["message"]
     assert check_runtime_parameters(spec, {}) is None
+    assert cli("schedule", "list", "--host", host, *cluster_env) == 0
+    assert "(window: the 14 days before each run)" in capsys.readouterr().out
 
 
 def test_a_schedule_without_a_moving_window_sends_no_parameters(fake_kfp, cluster_env, capsys):
@@ -482,6 +484,8 @@ def test_a_schedule_without_a_moving_window_sends_no_parameters(fake_kfp, cluste
     (create,) = state.find("POST", f"{API}/recurringruns")
     assert not create.json().get("runtime_config", {}).get("parameters")
     assert "over the config's dataset window" in capsys.readouterr().out
+    assert cli("schedule", "list", "--host", host, *cluster_env) == 0
+    assert "window:" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("cron", "problem"), [("61 * * * *", "out of range"), ("bad bad bad bad bad", "bad"),
