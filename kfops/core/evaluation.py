@@ -206,9 +206,9 @@ def gate(
     if champion is not None and gate_cfg.min_improvement is not None:
         compared = challenger if challenger_vs_champion is None else challenger_vs_champion
         gain = compared.get("roc_auc", float("nan")) - champion.get("roc_auc", float("nan"))
+        over = "the champion" if champion_version is None else f"champion v{champion_version}"
         checks.append(Check("improvement:roc_auc", bool(np.isfinite(gain) and gain >= gate_cfg.min_improvement),
-                            f"roc_auc gain over champion v{champion_version}: {gain:+.4f} "
-                            f"(need >= {gate_cfg.min_improvement:+.4f})"))
+                            f"roc_auc gain over {over}: {gain:+.4f} (need >= {gate_cfg.min_improvement:+.4f})"))
     if champion is not None and gate_cfg.max_slice_regression is not None and challenger_slices and champion_slices:
         worst = None
         for column, groups in challenger_slices.items():

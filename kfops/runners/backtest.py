@@ -502,7 +502,7 @@ def replay(
     from kfops.core.monitoring import label_free_track_record
     from kfops.core.retrain_policy import DriftSummary, decide
     from kfops.progress import progress
-    from kfops.training.challenger import challenger_signals
+    from kfops.training.challenger import challenger_signals, gate_failures
 
     by_month = bank.by_month if bank is not None else {m: p for m, p in frame.groupby(MONTH_COLUMN, sort=True)}
     if initial_month not in by_month:
@@ -533,13 +533,15 @@ def replay(
                 signals = {**signals, **label_free_track_record(signals, [d.signals for d in history],
                                                                 cfg.retrain.confidence)}
                 shadowed = policy.mode == "performance" and "challenger" in policy.triggers
+                notes = {}
                 if shadowed and bank.has_shadow(month):
                     # The drift step's shadow challenger: the month's model judged against the champion.
                     shadow_blessed, shadow = bank.gate(month, champion_month)
                     signals = {**signals, **challenger_signals(shadow_blessed, shadow,
                                                                bank.labelled_rows(month))}
+                    notes["challenger"] = gate_failures(shadow["reasons"])  # as the drift step names them
                 decision = decide(history, DriftSummary.from_result(drift, report=f"backtest:{policy_name}:{month}",
-                                                                    signals=signals),
+                                                                    signals=signals, notes=notes),
                                   check_time(month, cfg), policy)
                 history.append(decision)
                 row = MonthResult(policy=policy_name, month=month, rows=len(by_month[month]), champion=number,

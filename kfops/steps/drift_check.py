@@ -223,7 +223,7 @@ def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame,
     the gate checks it failed (:func:`gate_failures`). Empty (the trigger stays quiet) when too few
     rows are labelled."""
     from kfops.core.monitoring import labelled_rows
-    from kfops.training.challenger import shadow_challenger
+    from kfops.training.challenger import gate_failures, shadow_challenger
 
     labelled = labelled_rows(window, cfg.dataset.label)
     if len(labelled) < cfg.retrain.min_labelled_rows:
@@ -236,12 +236,6 @@ def window_challenger(cfg: KfopsConfig, champion: Any, window: pd.DataFrame,
         return {}, ""
     log.info("shadow challenger: %s", "; ".join(reasons))
     return signals, gate_failures(reasons)
-
-
-def gate_failures(reasons: list[str]) -> str:
-    """The failed checks among the evaluate gate's ``reasons`` ('FAIL name: detail'), one line:
-    'floor:roc_auc: roc_auc 0.6361, needs >= 0.65; slices:max_regression: worst slice region=B6 drops ...'."""
-    return "; ".join(reason.removeprefix("FAIL ") for reason in reasons if reason.startswith("FAIL "))
 
 
 def _check_time(value: str) -> dt.datetime:

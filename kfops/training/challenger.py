@@ -72,9 +72,15 @@ def judge(challenger: TabularModel, champion: TabularModel, test: pd.DataFrame, 
     behaviour = (behavioural_checks(challenger, test, cfg.evaluate.invariant_columns, cfg.evaluate.non_decreasing_columns)
                  if cfg.evaluate.behavioural_checks else [])
     verdict = gate(scored["challenger"][0], gate_cfg, scored["champion"][0], scored["challenger"][1],
-                   scored["champion"][1], behaviour, "current")
+                   scored["champion"][1], behaviour)  # the champion's version is the caller's to name
     return verdict.blessed, {"challenger": scored["challenger"][0], "champion": scored["champion"][0],
                              "reasons": verdict.reasons}
+
+
+def gate_failures(reasons: list[str]) -> str:
+    """The failed checks among the evaluate gate's ``reasons`` ('FAIL name: detail'), one line:
+    'floor:roc_auc: roc_auc 0.6361, needs >= 0.65; slices:max_regression: worst slice region=B6 drops ...'."""
+    return "; ".join(reason.removeprefix("FAIL ") for reason in reasons if reason.startswith("FAIL "))
 
 
 def challenger_signals(blessed: bool, judged: dict[str, Any], rows: int) -> dict[str, float]:

@@ -190,6 +190,11 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     retrained = frame[frame["retrained"]]
     assert retrained["gate"].str.match(r"(NOT )?BLESSED: (PASS|FAIL) ").all()
     assert frame["decision_reason"].str.len().gt(0).all() and frame["champion_month"].notna().all()
+    # A refused shadow challenger names the gate checks it failed, as the drift step does (it said
+    # only "does not pass the evaluate gate"; the champion was "vcurrent").
+    refused = frame[frame["decision_reason"].str.contains("does not pass the evaluate gate")]
+    assert len(refused) and refused["decision_reason"].str.contains(r"does not pass the evaluate gate \([a-z_]+:").all()
+    assert not frame["decision_reason"].str.contains("vcurrent").any()
     by_policy = frame.groupby("policy")
     assert by_policy["retrained"].sum().to_dict() == {"default": frame[frame.policy == "default"].retrained.sum(),
                                                      "monthly": 2, "never": 0}

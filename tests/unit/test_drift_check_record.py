@@ -79,7 +79,7 @@ def test_a_refused_shadow_challengers_reason_names_the_gate_checks_it_failed():
     from kfops.config import GateConfig
     from kfops.core.evaluation import gate
     from kfops.core.retrain_policy import DriftSummary, RetrainPolicy, decide
-    from kfops.steps.drift_check import gate_failures
+    from kfops.training.challenger import gate_failures
 
     verdict = gate({"roc_auc": 0.6361}, GateConfig(min_roc_auc=0.65, max_slice_regression=0.05, min_improvement=-0.1),
                    {"roc_auc": 0.66}, {"carrier": {"B6": {"roc_auc": 0.60}, "AA": {"roc_auc": 0.7}}},
