@@ -32,6 +32,9 @@ def init_command(
     dayfirst: Annotated[bool | None, typer.Option(
         "--day-first/--month-first", help="How to read dates such as 03/04/2024 (default: refuse a column where no "
         "value tells; ISO 8601 needs neither).", show_default=False)] = None,
+    http_port: Annotated[int, typer.Option(
+        "--http-port", min=1, max=65535, help="The project's local model server port (serving.http_port); pick "
+        "another when a server of another project holds 8080.")] = 8080,
     verbose: VerboseOption = False,
 ) -> None:
     """Scaffold a kfops project from your raw tables: kfops.yaml, the dataset plug-in, Feast
@@ -65,7 +68,7 @@ def init_command(
 
     spec = InitSpec(tables=[parse_table(t) for t in table], entities=list(entity), label=parse_label(label),
                     events=events, row_id=row_id, forbid=list(forbid or []), project=project,
-                    dayfirst=dayfirst)
+                    dayfirst=dayfirst, http_port=http_port)
     done = scaffold(spec, target, force=force)
     echo = typer.echo
     echo(f"scaffolded {done.project} in {done.target}")

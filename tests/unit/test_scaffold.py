@@ -282,3 +282,12 @@ def test_init_reads_ambiguous_day_first_dates_when_told_and_so_does_the_written_
     cfg = load_config(done.target / "kfops.yaml", environ={})
     loaded = import_callable(f"{done.module}:read_table", search_path=done.target)(cfg.dataset.source_dir, "orders")
     assert sorted(loaded["ordered_at"]) == sorted(orders["ordered_at"].dt.floor("s"))
+
+
+def test_init_writes_the_server_port_it_is_given(lake, tmp_path):
+    """Every project `kfops init` wrote served on 8080, so a second project's run failed at deploy
+    while the first one's server ran (the README stopped it first)."""
+    done = scaffold(shop_spec(lake, http_port=8081), tmp_path / "shop")
+    assert load_config(done.target / "kfops.yaml", environ={}).serving.http_port == 8081
+    default = scaffold(shop_spec(lake), tmp_path / "default")
+    assert load_config(default.target / "kfops.yaml", environ={}).serving.http_port == 8080

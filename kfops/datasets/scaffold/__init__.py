@@ -646,7 +646,7 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
         "",
         "serving:",
         "  host: 127.0.0.1",
-        "  http_port: 8080",
+        f"  http_port: {spec.http_port}",
         "",
         "retrain:",
     ]

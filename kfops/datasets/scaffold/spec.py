@@ -74,6 +74,8 @@ class InitSpec:
     project: str | None = None
     dayfirst: bool | None = None
     """How to read dates such as 03/04/2024 in every table: None reads them only where no value is ambiguous."""
+    http_port: int = 8080
+    """The local model server's port (serving.http_port): another project's server may hold 8080."""
 
 
 def table_name(path: Path | str) -> str:
