@@ -40,6 +40,7 @@ def pairs(cfg, cache):
     by_month = {m: p for m, p in frame.groupby(bt.MONTH_COLUMN, sort=True)}
     bank = bt.ModelBank(cfg, by_month, cache / "work", cache_dir=cache)
     label, months = cfg.dataset.label, sorted(by_month)
+    agreements = _AgreementBank(bank, by_month, months, cfg)
     for model_month in months[:-1]:
         model = bank.trained(model_month).model
         importance = bank.trained(model_month).profile["importance"]["values"]
@@ -63,7 +64,8 @@ def pairs(cfg, cache):
                    "X": current, "rs": predict_proba(model, calibration),
                    "ry": calibration[label].to_numpy().astype(int), "RX": calibration,
                    "sources": [(predict_proba(model, part), part[label].to_numpy().astype(int))
-                               for part in sources]}
+                               for part in sources],
+                   "line": agreements.line(model_month, month)}
 
 
 def _agreement_change(model, other, month, before) -> float:
@@ -77,6 +79,80 @@ def _agreement_change(model, other, month, before) -> float:
         return spearmanr(predict_proba(model, rows), predict_proba(other, rows)).statistic
 
     return float(agreement(month) - agreement(before))
+
+
+class _AgreementBank:
+    """Agreement on the line (Baek et al., 2022), its inputs for one (model, checked month) pair.
+
+    At the check of ``month`` the models that exist are those trained on earlier months. The
+    agreement of an ordered pair (i, j) of them on a set of rows is a soft-label AUC: the expected
+    ROC AUC of model i's scores when each row is positive with model j's calibrated probability
+    (``expected_roc_auc``, as the built CBPE), j calibrated by Platt on the labelled rows the built
+    estimate uses for j at this check. ID rows: the estimated model's calibration rows (labelled,
+    older than the month); OOD rows: the month's rows with its label column dropped, so no label of
+    the checked month can reach an agreement (the models' encoders would raise if one needed it)."""
+
+    def __init__(self, bank, by_month, months, cfg) -> None:
+        from kfops.training.challenger import split_window
+
+        self.bank, self.months, self.label, self.cfg = bank, months, cfg.dataset.label, cfg
+        self.models = {m: bank.trained(m).model for m in months[:-1]}
+        self.tests = {m: split_window(bank.training_rows(m), cfg)["test"] for m in months[:-1]}
+        self.unlabelled = {m: part.drop(columns=[self.label]) for m, part in by_month.items()}
+        self._scores, self._calibrators, self._agreements = {}, {}, {}
+
+    def calibration(self, model_month, month):
+        """The rows the built estimate calibrates ``model_month``'s model on at ``month``'s check:
+        (a key naming them, the rows, the month whose rows they are)."""
+        recent = self.bank._recent(model_month, month)
+        if recent is None:
+            return ("test", model_month), self.tests[model_month], self.bank.source_month(model_month)
+        previous = self.months[self.months.index(month) - 1]
+        return ("recent", month), recent[recent[self.label].notna()], previous
+
+    def scores(self, model_month, key, rows):
+        from kfops.core.model import predict_proba
+
+        if (model_month, key) not in self._scores:
+            self._scores[(model_month, key)] = predict_proba(self.models[model_month], rows)
+        return self._scores[(model_month, key)]
+
+    def calibrator(self, model_month, month):
+        from kfops.core import monitoring as mon
+
+        if (model_month, month) not in self._calibrators:
+            key, rows, _ = self.calibration(model_month, month)
+            self._calibrators[(model_month, month)] = mon.fit_calibrator(
+                rows[self.label].to_numpy().astype(int), self.scores(model_month, key, rows))
+        return self._calibrators[(model_month, month)]
+
+    def agreement(self, i, j, month, key, rows) -> float:
+        from kfops.core import monitoring as mon
+
+        if (i, j, month, key) not in self._agreements:
+            soft = mon.calibrate(self.calibrator(j, month), self.scores(j, key, rows))
+            self._agreements[(i, j, month, key)] = mon.expected_roc_auc(self.scores(i, key, rows), soft)
+        return self._agreements[(i, j, month, key)]
+
+    def line(self, model_month, month):
+        """The estimated model's AUC on its ID rows, and (i, j, agreement ID, agreement OOD) for every
+        ordered pair of distinct models trained before ``month``; ``on_id``: the models whose training
+        rows are among the ID rows (their agreement there is in-sample)."""
+        from sklearn.metrics import roc_auc_score
+
+        key, rows, rows_month = self.calibration(model_month, month)
+        existing = [m for m in self.months[:-1] if m < month]
+        ood_key, ood = ("month", month), self.unlabelled[month]
+        on_id = {m for m in existing if self.bank.source_month(m) == rows_month and not (
+            key[0] == "test" and m == model_month)}
+        return {"auc_id": float(roc_auc_score(rows[self.label].to_numpy().astype(int),
+                                              self.scores(model_month, key, rows))),
+                "on_id": on_id,
+                "agreements": [(i, j, self.agreement(i, j, month, key, rows), self.agreement(i, j, month, ood_key, ood))
+                               for i in existing for j in existing if i != j]}
+
+
+FALLBACKS: dict[str, list[tuple[str, str]]] = {}
 
 
 def candidates():
@@ -173,6 +249,50 @@ def candidates():
         own = mon.expected_roc_auc(pair["rs"], mon.calibrate(calibrator, pair["rs"]))
         return platt(pair) - (own - persistence(pair))
 
+    def on_the_line(name, transform, inverse, keep=lambda pair, i, j: True, slope_one=False):
+        """probit/logit(AUC on the month) = a * probit/logit(AUC on the ID rows) + b, (a, b) the
+        least-squares line of the pairs' agreements on the month against theirs on the ID rows
+        (``slope_one``: a = 1, b their mean difference). Under 3 pairs: the built estimate."""
+        FALLBACKS[name] = []
+
+        def estimate(pair):
+            line = pair["line"]
+            chosen = np.array([(inside, outside) for i, j, inside, outside in line["agreements"]
+                               if keep(pair, i, j)]).reshape(-1, 2)
+            if len(chosen) < 3:
+                FALLBACKS[name].append((pair["model"], pair["month"]))
+                return platt(pair)
+            x, y = transform(chosen[:, 0]), transform(chosen[:, 1])
+            a, b = (1.0, float(np.mean(y - x))) if slope_one else np.polyfit(x, y, 1)
+            return float(inverse(a * transform(line["auc_id"]) + b))
+        return estimate
+
+    from scipy.stats import norm
+
+    def probit(p):
+        return norm.ppf(np.clip(p, 1e-6, 1 - 1e-6))
+
+    def expit(z):
+        return 1 / (1 + np.exp(-z))
+
+    def with_model(pair, i, j):
+        return pair["model"] in (i, j)
+
+    def not_trained_on_id(pair, i, j):
+        return not pair["line"]["on_id"] & {i, j}
+
+    line_probit = on_the_line("agreement on the line, probit", probit, norm.cdf)
+    lines = {
+        "agreement on the line, probit": line_probit,
+        "agreement on the line, logit": on_the_line("agreement on the line, logit", _logit, expit),
+        "mean of line (probit) and built": lambda pair: 0.5 * (line_probit(pair) + platt(pair)),
+        "line, probit, pairs with the model": on_the_line("line, probit, pairs with the model", probit, norm.cdf,
+                                                           keep=with_model),
+        "line, probit, no model trained on ID": on_the_line("line, probit, no model trained on ID", probit,
+                                                             norm.cdf, keep=not_trained_on_id),
+        "line, probit, slope 1": on_the_line("line, probit, slope 1", probit, norm.cdf, slope_one=True),
+    }
+
     return {
         "Platt on logit(score) (built)": platt,
         "beta calibration": fitted(beta),
@@ -194,7 +314,7 @@ def candidates():
         "beta, last 2 sources pooled": fitted(beta, last=2),
         "beta, all sources pooled": fitted(beta, last=99),
         "Platt slope pooled, intercept newest": slope_pooled,
-    }
+    } | lines
 
 
 def main() -> None:
@@ -223,16 +343,47 @@ def main() -> None:
     tuning = [bt.parse_month(p["month"]) < first_held_out for p in bank]
     print(f"{len(bank)} pairs, {sum(tuning)} with the later month in February to June")
     print(f"{'candidate':40s} {'tuning pairs':>12s} {'all pairs':>10s} {'default':>8s}")
-    built = None
+    built, signed_by_name = None, {}
     for name, estimate in candidates().items():
         signed = np.array([estimate(p) for p in bank]) - realised
         errors = np.abs(signed)
         built = signed if built is None else built
+        signed_by_name[name] = signed
         on_default = [e for e, p in zip(errors, bank, strict=True) if (p["model"], p["month"]) in default]
         shown = f"{np.mean(on_default):.4f}" if on_default else "-"
         print(f"{name:40s} {errors[tuning].mean():12.4f} {errors.mean():10.4f} {shown:>8s}")
+    print_agreement_line(signed_by_name, bank, default, tuning)
     print_uncertainty(np.abs(built), bank, default)
     print_error_predictors(built, bank, tuning, default)
+
+
+def print_agreement_line(signed_by_name, bank, default, tuning, draws: int = 10_000) -> None:
+    """The agreement-on-the-line candidates: the pairs that fell back to the built estimate (under 3
+    pairs of models), how often each beats the built estimate's MAE when the checked months are
+    resampled (paired), and each one's signed error on the default's months next to the built's."""
+    built = np.abs(signed_by_name["Platt on logit(score) (built)"])
+    months = np.array([p["month"] for p in bank])
+    for scope, keep in (("tuning pairs", np.asarray(tuning)), ("all pairs", np.ones(len(bank), bool))):
+        rng = np.random.default_rng(0)
+        chosen = sorted(set(months[keep]))
+        picks = [np.concatenate([np.flatnonzero(keep & (months == m)) for m in rng.choice(chosen, len(chosen))])
+                 for _ in range(draws)]
+        for name in (n for n in signed_by_name if "line" in n):
+            errors = np.abs(signed_by_name[name])
+            differences = np.array([errors[i].mean() - built[i].mean() for i in picks])
+            low, high = np.quantile(differences, [0.025, 0.975])
+            print(f"{scope}, {name} minus built: {errors[keep].mean() - built[keep].mean():+.4f}, resampled by "
+                  f"month 95% [{low:+.4f}, {high:+.4f}], share of draws below built {np.mean(differences < 0):.2f}")
+    for name, pairs_fell_back in FALLBACKS.items():
+        fell_back = sorted(set(pairs_fell_back))
+        print(f"{name}: {len(fell_back)} of {len(bank)} pairs fell back to the built estimate "
+              f"({', '.join(f'{m}->{t}' for m, t in fell_back)})")
+    names = ["Platt on logit(score) (built)"] + [n for n in signed_by_name if "line" in n]
+    chosen = [i for i, p in enumerate(bank) if (p["model"], p["month"]) in default]
+    print("signed error on the default's months: " + " | ".join(names))
+    for i in chosen:
+        print(f"  {bank[i]['model']} -> {bank[i]['month']} ({len(bank[i]['line']['agreements']):3d} pairs): "
+              + " ".join(f"{signed_by_name[n][i]:+.4f}" for n in names))
 
 
 def print_error_predictors(signed_errors, bank, tuning, default) -> None:
