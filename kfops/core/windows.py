@@ -29,18 +29,14 @@ def parse_window(text: str) -> tuple[dt.date, dt.date]:
 
 
 def window_config(cfg: KfopsConfig, start: dt.date, end: dt.date) -> KfopsConfig:
-    """A copy of ``cfg`` whose dataset window is [start, end]."""
-    updated = cfg.model_copy(deep=True)
-    updated.dataset = cfg.dataset.model_copy(update={"start": start, "end": end})
-    return updated
-
-
-def with_window(cfg: KfopsConfig, start: dt.date, end: dt.date) -> KfopsConfig:
-    """``cfg`` with ``dataset.start..end`` set (validated, as ``--set`` would be)."""
+    """A copy of ``cfg`` whose dataset window is [start, end] (validated, as ``--set`` would be)."""
     from kfops.config import DatasetConfig
 
-    dataset = DatasetConfig.model_validate({**cfg.dataset.model_dump(), "start": start, "end": end})
-    return cfg.model_copy(update={"dataset": dataset})
+    if end < start:
+        raise ConfigError(f"window {start}..{end} ends before it starts")
+    updated = cfg.model_copy(deep=True)
+    updated.dataset = DatasetConfig.model_validate({**cfg.dataset.model_dump(), "start": start, "end": end})
+    return updated
 
 
 def moving_window(days: int, today: dt.date) -> tuple[dt.date, dt.date]:
@@ -60,7 +56,7 @@ def window_before(cfg: KfopsConfig, days: int, at: dt.datetime) -> KfopsConfig:
 
     at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
     today = at.astimezone(ZoneInfo(cfg.validation.window_timezone)).date()
-    return with_window(cfg, *moving_window(days, today))
+    return window_config(cfg, *moving_window(days, today))
 
 
 def drift_frame(frame: pd.DataFrame, cfg: KfopsConfig) -> pd.DataFrame:

@@ -248,7 +248,8 @@ def _check_time(value: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-# What KFP puts in a task input for the run's schedule time (kfp.dsl); kfp.local leaves it as is.
+# What KFP puts in a task input for the run's schedule time (kfp.dsl); a KFP backend before 2.17
+# leaves it unfilled.
 SCHEDULE_TIME_PLACEHOLDER = "{{$.pipeline_job_schedule_time_utc}}"
 
 
