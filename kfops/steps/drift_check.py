@@ -248,11 +248,6 @@ def _check_time(value: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-# What KFP puts in a task input for the run's schedule time (kfp.dsl); a KFP backend before 2.17
-# leaves it unfilled.
-SCHEDULE_TIME_PLACEHOLDER = "{{$.pipeline_job_schedule_time_utc}}"
-
-
 def scheduled_config(config: str, window_days: int, schedule_time: str) -> str:
     """The config JSON this run checks and trains on: as compiled when ``window_days`` is 0, else
     over the ``window_days`` whole days before the run's ``schedule_time`` (RFC 3339; a KFP
@@ -268,6 +263,7 @@ def scheduled_config(config: str, window_days: int, schedule_time: str) -> str:
         return config
     if window_days < 0:
         raise ConfigError(f"window_days {window_days} is negative", hint="pass 0 (the config's window) or 1 or more")
+    # A KFP backend before 2.17 leaves dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER unfilled.
     unresolved = not schedule_time or schedule_time.startswith("{{")
     at = dt.datetime.now(dt.UTC) if unresolved else _check_time(schedule_time)
     start, end = window_before(KfopsConfig.from_json(config), window_days, at).window

@@ -83,7 +83,9 @@ def test_the_window_task_moves_only_the_dataset_window():
     keeps the compiled window; the JSON keeps its portable form (no path resolved, no secret)."""
     import json
 
-    from kfops.steps.drift_check import SCHEDULE_TIME_PLACEHOLDER, scheduled_config
+    from kfp import dsl
+
+    from kfops.steps.drift_check import scheduled_config
 
     cfg = example_config(validation={"window_timezone": "America/New_York"})
     compiled_json = cfg.portable().to_json()
@@ -97,9 +99,9 @@ def test_the_window_task_moves_only_the_dataset_window():
 
     local_tick = window_before(cfg, 7, dt.datetime(2026, 3, 10, 2, 0, tzinfo=dt.UTC))
     assert local_tick.window == (dt.date(2026, 3, 2), dt.date(2026, 3, 8))
-    # kfp.local leaves the placeholder as it is: the window is taken from now.
+    # An older KFP backend leaves the placeholder unfilled: the window is taken from now.
     today = dt.datetime.now(dt.UTC)
-    unresolved = json.loads(scheduled_config(compiled_json, 1, SCHEDULE_TIME_PLACEHOLDER))
+    unresolved = json.loads(scheduled_config(compiled_json, 1, dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER))
     assert dt.date.fromisoformat(unresolved["dataset"]["end"]) in {
         (today - dt.timedelta(days=days)).date() for days in (0, 1, 2)}
     with pytest.raises(ConfigError, match="not an ISO 8601 time"):
