@@ -16,7 +16,15 @@ from typing import Annotated, Any
 
 import typer
 
-from kfops.cli.options import ConfigOption, SetOption, VerboseOption, accept_verbose, cli_config
+from kfops.cli.options import (
+    ConfigOption,
+    SetOption,
+    VerboseOption,
+    WindowDaysOption,
+    accept_verbose,
+    cli_config,
+    over_window_days,
+)
 from kfops.core.redaction import redact_uri
 from kfops.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NOT_BLESSED, GateRefused, KfopsError
 
@@ -85,6 +93,7 @@ def run(
     config: ConfigOption = None,
     set_: SetOption = None,
     verbose: VerboseOption = False,
+    window_days: WindowDaysOption = None,
     runner: Annotated[str, typer.Option(
         help="subprocess: each task a process of this virtualenv; docker: each task a container of "
              "cluster.image, as a pod runs it (needs shared stores, see docs/deployment.md).")] = "subprocess",
@@ -102,6 +111,8 @@ def run(
 
       kfops run training --set dataset.start=2013-01-01 --set dataset.end=2013-01-14
 
+      kfops run retraining --window-days 14
+
       kfops run training --set train.trainer=torch --set train.torch.nproc_per_node=2
 
       kfops run training --runner docker --config production.yaml
@@ -112,7 +123,7 @@ def run(
 
     if pipeline not in PIPELINES:  # before the banner says it is running
         raise KfopsError(f"unknown pipeline '{pipeline}'", hint=f"choose one of: {', '.join(PIPELINES)}")
-    cfg = cli_config(config, set_)
+    cfg = over_window_days(cli_config(config, set_), window_days)
     cfg.check_required()  # every missing dataset key named at once, before anything runs
     if cfg.cluster.kfp_host:
         echo(f"note: cluster.kfp_host is set ({cfg.cluster.kfp_host}); `kfops run` runs locally, "

@@ -25,6 +25,9 @@ HostOption = Annotated[str | None, typer.Option("--host", help="KFP endpoint (de
 NamespaceOption = Annotated[str | None, typer.Option("--namespace", help="Kubeflow profile namespace "
                                                     "(default: cluster.namespace).")]
 ExperimentOption = Annotated[str | None, typer.Option("--experiment", help="KFP experiment (default: registry.experiment).")]
+WindowDaysOption = Annotated[int | None, typer.Option(
+    "--window-days", min=1, help="Run over the N whole days before today (validation.window_timezone) instead "
+                                 "of the config's dataset.start..end, as a run scheduled with --window-days N would.")]
 
 
 def accept_verbose(app: typer.Typer) -> None:
@@ -63,3 +66,15 @@ def cli_config(config: Path | None, overrides: list[str] | None = None, *extra: 
     from kfops.config import load_config
 
     return load_config(config, [*(overrides or []), *extra])
+
+
+def over_window_days(cfg: KfopsConfig, window_days: int | None) -> KfopsConfig:
+    """``cfg`` over the ``window_days`` whole days before now (the rule of a scheduled run's moving
+    window, :func:`kfops.core.windows.window_before`); ``cfg`` itself without ``--window-days``."""
+    if window_days is None:
+        return cfg
+    import datetime as dt
+
+    from kfops.core.windows import window_before
+
+    return window_before(cfg, window_days, dt.datetime.now(dt.UTC))

@@ -18,7 +18,9 @@ from kfops.cli.options import (
     HostOption,
     NamespaceOption,
     SetOption,
+    WindowDaysOption,
     cli_config,
+    over_window_days,
 )
 from kfops.errors import ConfigError
 
@@ -62,6 +64,7 @@ def submit_command(
     timeout: Annotated[float, typer.Option(help="With --wait: stop waiting after this many seconds.")] = 6 * 3600,
     poll_interval: Annotated[float, typer.Option(help="With --wait: seconds between status polls.", min=0.001)] = 10.0,
     namespace: NamespaceOption = None,
+    window_days: WindowDaysOption = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -80,12 +83,14 @@ def submit_command(
 
       kfops submit retraining --experiment nightly --wait --namespace team-a
 
+      kfops submit retraining --window-days 14
+
       kfops submit training --set cluster.gpus_per_node=1 --set train.trainer=torch
     """
     from kfops.adapters import kfp_api
     from kfops.adapters.mlflow_registry import code_version
 
-    cfg = cli_config(config, set_)
+    cfg = over_window_days(cli_config(config, set_), window_days)
     cfg.check_required()  # the dataset keys a run needs, named as `kfops run` names them
     kfp_api.require_cluster_config(cfg)  # before anything is contacted or uploaded
     with tempfile.TemporaryDirectory(prefix="kfops-submit-") as folder:
@@ -98,8 +103,9 @@ def submit_command(
             run_name or kfp_api.default_run_name(pipeline), service_account=cfg.cluster.service_account,
             pipeline_root=cfg.cluster.pipeline_root,
         )
+    first, last = cfg.window
     typer.echo(f"submitted {info['name']} version {submission.version_name} "
-               f"to experiment '{experiment or cfg.registry.experiment}'")
+               f"to experiment '{experiment or cfg.registry.experiment}' over {first}..{last}")
     typer.echo(f"run {submission.run_id}: {submission.url}")
     if wait:
         final = kfp_api.wait_for_run(client, submission.run_id, timeout_s=timeout, poll_s=poll_interval,

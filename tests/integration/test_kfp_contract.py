@@ -478,6 +478,26 @@ def test_a_recurring_retraining_gets_a_moving_window_as_a_pipeline_parameter(fak
     assert "(window: the 14 days before each run)" in capsys.readouterr().out
 
 
+def test_a_one_off_run_with_window_days_is_compiled_over_the_days_before_today(fake_kfp, cluster_env, capsys):
+    """`kfops submit --window-days N` runs once over the window a recurring run started today
+    would check: the dates are in the uploaded config, so the run sends no parameter."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    state, host = fake_kfp
+    code = cli("submit", "retraining", "--window-days", "14", "--host", host, *cluster_env)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (upload,) = state.find("POST", f"{API}/pipelines/upload")
+    spec = next(yaml.safe_load_all(upload.uploaded_file()))
+    baked = KfopsConfig.from_json(spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"])
+    end = dt.datetime.now(ZoneInfo(baked.validation.window_timezone)).date() - dt.timedelta(days=1)
+    assert baked.window == (end - dt.timedelta(days=13), end)
+    assert f"over {end - dt.timedelta(days=13)}..{end}" in out
+    (run_create,) = state.find("POST", f"{API}/runs")
+    assert not run_create.json().get("runtime_config", {}).get("parameters")
+
+
 def test_a_schedule_without_a_moving_window_sends_no_parameters(fake_kfp, cluster_env, capsys):
     state, host = fake_kfp
     assert cli("schedule", "retraining", "--cron", "0 3 * * *", "--host", host, *cluster_env) == 0

@@ -256,3 +256,34 @@ def test_schedule_refuses_a_bad_cron_or_bound_before_its_banner(tmp_path):
     # A KFP recurring run moves its window in the retraining pipeline only.
     done = kfops("schedule", "training", "--cron", "0 3 * * *", "--window-days", "7", "-c", config, cwd=tmp_path)
     assert done.returncode == 2 and "schedule 'retraining' with --window-days" in " ".join(done.stderr.split())
+
+
+def test_run_with_window_days_runs_over_the_whole_days_before_today(tmp_path, monkeypatch, capsys):
+    """A one-off run over the same moving window a `schedule --window-days N` run would take
+    today; it used to need the dates worked out and passed as two --set overrides."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    import kfops.runners.local as local
+    from kfops.cli import main
+    from kfops.errors import KfopsError
+
+    config = str(write_example_config(tmp_path / "kfops.yaml", {"data_dir": str(tmp_path / "state")}))
+    ran = []
+
+    def run_locally(cfg, pipeline, **kwargs):
+        ran.append((pipeline, cfg.window))
+        raise KfopsError("stopped before running")
+
+    monkeypatch.setattr(local, "run_locally", run_locally)
+    with pytest.raises(SystemExit):
+        main(["run", "retraining", "--window-days", "14", "-c", config])
+    from kfops.config import load_config
+
+    today = dt.datetime.now(ZoneInfo(load_config(Path(config)).validation.window_timezone)).date()
+    end = today - dt.timedelta(days=1)
+    assert ran == [("retraining", (end - dt.timedelta(days=13), end))]
+    assert f"on {end - dt.timedelta(days=13)}..{end}" in capsys.readouterr().out
+
+    done = kfops("run", "training", "--window-days", "0", "-c", config, cwd=tmp_path)
+    assert done.returncode == 2 and "--window-days" in done.stderr and "running" not in done.stdout
