@@ -75,7 +75,17 @@ def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
     register = outputs.get("register", {})
     deploy = outputs.get("deploy", {})
     served = served_model(cfg, deploy.get("Output"), run.log_path)
+    drift = outputs.get("drift", {})
+    decision = _read_json(drift.get("decision")) or {}
+    drift_metrics = decision.get("metrics") or {}
     return {
+        "retrain": decision.get("retrain"),
+        "retrain_code": decision.get("code"),
+        "retrain_reason": decision.get("reason"),
+        "drift": decision.get("drift"),
+        "drifted_columns": drift_metrics.get("drifted_columns"),
+        "tested_columns": drift_metrics.get("tested_columns"),
+        "drift_report": drift.get("report"),
         "pipeline_run": run.run_dir.name if run.run_dir else None,
         "seconds": round(run.seconds, 1),
         "mlflow_run_id": train.get("Output"),
@@ -104,6 +114,12 @@ def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False, sa
     echo("")
     echo(f"kfops: '{run.name}' finished in {facts['seconds']}s")
     echo(f"  pipeline run   {facts['pipeline_run']}")
+    if facts["retrain"] is not None:  # the retraining pipeline's drift step decided
+        echo(f"  decision       {'RETRAIN' if facts['retrain'] else 'no retrain'} ({facts['retrain_code']})")
+        echo(f"                   {facts['retrain_reason']}")
+        if facts["drifted_columns"] is not None and facts["tested_columns"] is not None:
+            echo(f"  drift          {'drift' if facts['drift'] else 'no drift'}: {facts['drifted_columns']:.0f} of "
+                 f"{facts['tested_columns']:.0f} columns drifted")
     if facts["mlflow_run_id"]:
         echo(f"  MLflow run     {facts['mlflow_run_id']}  (experiment {cfg.registry.experiment})")
     if m:
@@ -129,8 +145,11 @@ def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False, sa
             echo(f"                 v{registered} is not serving: {how}")
         echo(f"  endpoint       {facts['endpoint']}")
         echo(f"                 POST {facts['endpoint']}/v2/models/{cfg.registry.model_name}/infer")
-    echo(f"  reports        validation: {facts['validation_report']}")
-    echo(f"                 evaluation: {facts['evaluation_report']}")
+    reports = [f"{what}: {path}" for what, path in (("drift", facts["drift_report"]),
+                                                     ("validation", facts["validation_report"]),
+                                                     ("evaluation", facts["evaluation_report"])) if path]
+    for i, line in enumerate(reports):  # only the steps that ran: a retraining that did not retrain validated nothing
+        echo(f"  {'reports' if i == 0 else '':<15}{line}")
     echo(f"  compiled YAML  {facts['compiled']}")
     echo(f"  log            {facts['log']}")
     echo(f"  MLflow UI      kfops ui{same}   (= mlflow ui --backend-store-uri {redact_uri(cfg.tracking_uri)})")

@@ -435,7 +435,7 @@ def record_check(
             run.set_tags({ERROR_TAG: str(err)[:5000]})  # start_run ends the run FAILED as this re-raises
             raise
     verb = "RETRAIN" if decision.retrain else "no retrain"
-    in_sample = f" [{facts['in_sample']}]" if facts.get("in_sample") else ""
+    in_sample = f" [{facts['in_sample']}]" if facts.get("in_sample") and facts["in_sample"] not in decision.reason else ""
     print(f"kfops: drift={result.drift} -> {verb} ({decision.code}: {decision.reason}){in_sample}; report "
           f"{report_path}", flush=True)
     return record

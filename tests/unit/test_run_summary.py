@@ -209,3 +209,50 @@ def test_run_help_and_troubleshooting_list_every_exit_code():
                        ("EXIT_INFRA", EXIT_INFRA), ("EXIT_NOT_BLESSED", EXIT_NOT_BLESSED),
                        ("EXIT_INTERRUPTED", EXIT_INTERRUPTED)):
         assert f"| {code} | `{name}` |" in table, name
+
+
+def decided_retraining_run(tmp_path: Path, retrain: bool) -> LocalRun:
+    """A local retraining run with the drift step's decision record, as the drift component writes it."""
+    run_dir = tmp_path / "kfops-retraining-2024"
+    (run_dir / "drift" / "report").mkdir(parents=True)
+    decision = run_dir / "drift" / "decision"
+    reason = ("drift in 3 of 25 columns" if retrain else
+              "no trigger fired: a shadow challenger ... does not pass the evaluate gate")
+    decision.write_text(json.dumps({"retrain": retrain, "code": "drift" if retrain else "no_signal", "reason": reason,
+                                    "drift": True, "metrics": {"drifted_columns": 3.0, "tested_columns": 25.0}}))
+    outputs: dict = {"drift": {"decision": str(decision), "report": str(run_dir / "drift" / "report"),
+                               "Output": retrain}, "retrain-outcome": {"Output": ""}}
+    if retrain:
+        local = local_run(tmp_path, blessed=True, registered="2")
+        outputs.update(local.outputs, validate={"report": str(run_dir / "validate" / "report")})
+    log_path = tmp_path / "retraining.log"
+    log_path.write_text("")
+    return LocalRun(name="retraining", run_dir=run_dir, compiled=tmp_path / "retraining.yaml", log_path=log_path,
+                    seconds=1.0, outputs=outputs)
+
+
+def test_a_retraining_summary_says_what_was_decided_and_why(cfg, tmp_path, no_server, capsys):
+    """It printed `validation: None` and `evaluation: None` and not the decision, which was only
+    in the middle of the task log."""
+    facts = print_run_summary(cfg, decided_retraining_run(tmp_path, retrain=False))
+    out = capsys.readouterr().out
+    assert facts["retrain"] is False
+    assert "decision       no retrain (no_signal)" in out
+    assert "does not pass the evaluate gate" in out
+    assert "drift          drift: 3 of 25 columns drifted" in out
+    assert f"reports        drift: {tmp_path / 'kfops-retraining-2024' / 'drift' / 'report'}" in out
+    assert "None" not in out and "validation:" not in out and "gate " not in out
+
+
+def test_a_retraining_that_retrained_shows_the_decision_and_the_training(cfg, tmp_path, no_server, capsys):
+    print_run_summary(cfg, decided_retraining_run(tmp_path, retrain=True))
+    out = capsys.readouterr().out
+    assert "decision       RETRAIN (drift)" in out and "drift in 3 of 25 columns" in out
+    assert "gate           BLESSED" in out and "registered     flights-delay v2" in out
+    assert "reports        drift: " in out and "                 validation: " in out
+
+
+def test_a_training_summary_has_no_decision(cfg, tmp_path, no_server, capsys):
+    print_run_summary(cfg, local_run(tmp_path, blessed=True, registered="1"))
+    out = capsys.readouterr().out
+    assert "decision" not in out and "drift" not in out
