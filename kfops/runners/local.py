@@ -162,7 +162,8 @@ class _ProgressTee(io.TextIOBase):
                 line, self.buffer_text = self.buffer_text.split("\n", 1)
                 clean = _ANSI.sub("", line).strip()
                 # Not a traceback's first line alone: the run's error names the task's exception and its hint.
-                if clean.startswith("kfops:") or "FAILED" in clean:
+                # Not the exit handler's executor input either, whose JSON holds `"state": "FAILED",`.
+                if clean.startswith("kfops:") or ("FAILED" in clean and not clean.startswith(('"', "{"))):
                     self.on_event(clean)
                 elif (step := PLAIN_LINE.search(clean)) is not None:  # a task's own progress (epochs, rounds)
                     self.on_event(step.group(0))

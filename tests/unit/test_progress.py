@@ -175,7 +175,9 @@ def test_a_local_run_relays_its_tasks_progress_lines():
               "validation_auc=0.7100\nsome other log line\n"
               # kfp.local's own task lines are not relayed: the task events come from the run folder
               "11:00:00.000 - INFO - Executing task \x1b[96m'train'\x1b[0m\n"
-              "11:00:09.000 - INFO - Task \x1b[96m'train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n")
+              "11:00:09.000 - INFO - Task \x1b[96m'train'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m\n"
+              # an exit handler's executor input, dumped as JSON into the log after a task failed
+              '                    "state": "FAILED",\n')
     assert seen == ["torch: training: 2/10 epochs (20%, 3.1s, ~12.4s left) validation_auc=0.7100"]
 
 
