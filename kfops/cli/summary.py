@@ -199,10 +199,14 @@ def _recent_runs(cfg: KfopsConfig, limit: int = 5) -> list[str]:
     if experiment is None:
         return []
     runs = mlflow_client.search_runs([experiment.experiment_id], max_results=limit, order_by=["attributes.start_time DESC"])
-    lines = []
-    for item in runs:
-        auc = item.data.metrics.get("test_roc_auc")
-        blessed = item.data.tags.get("kfops.blessed", "?")
-        shown_auc = auc if auc is None else round(auc, 4)
-        lines.append(f"{item.info.run_name:<45} {item.info.status:<9} roc_auc {shown_auc}  blessed {blessed}")
-    return lines
+    return [f"{item.info.run_name:<45} {item.info.status:<9} {_run_outcome(item.data.tags, item.data.metrics)}"
+            for item in runs]
+
+
+def _run_outcome(tags: dict[str, str], metrics: dict[str, float]) -> str:
+    """A drift check's decision, else a training's test AUC and gate verdict ('-' where it has none yet)."""
+    if "kfops.retrain" in tags:
+        verb = "RETRAIN" if tags["kfops.retrain"] == "true" else "no retrain"
+        return f"{verb} ({tags.get('kfops.retrain_code', '?')})"
+    auc = metrics.get("test_roc_auc")
+    return f"roc_auc {'-' if auc is None else round(auc, 4)}  blessed {tags.get('kfops.blessed', '-')}"

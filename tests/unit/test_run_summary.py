@@ -256,3 +256,30 @@ def test_a_training_summary_has_no_decision(cfg, tmp_path, no_server, capsys):
     print_run_summary(cfg, local_run(tmp_path, blessed=True, registered="1"))
     out = capsys.readouterr().out
     assert "decision" not in out and "drift" not in out
+
+
+def test_status_says_what_each_recent_run_decided(cfg, no_server, capsys):
+    """Drift checks were listed as `roc_auc None  blessed ?`: they train nothing, and their
+    decision was left out."""
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.cli.summary import print_status
+
+    client = registry.client(cfg)
+    experiment = client.create_experiment(cfg.registry.experiment)
+    trained = client.create_run(experiment, run_name="train-a")
+    client.log_metric(trained.info.run_id, "test_roc_auc", 0.71234)
+    client.set_tag(trained.info.run_id, "kfops.blessed", "true")
+    client.set_terminated(trained.info.run_id)
+    for name, retrain, code in (("drift-b", "false", "no_signal"), ("drift-c", "true", "challenger")):
+        checked = client.create_run(experiment, run_name=name, tags={"kfops.retrain": retrain,
+                                                                     "kfops.retrain_code": code})
+        client.set_terminated(checked.info.run_id)
+    failed = client.create_run(experiment, run_name="train-d")
+    client.set_terminated(failed.info.run_id, status="FAILED")
+
+    print_status(cfg)
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert lines["train-a"].endswith("FINISHED  roc_auc 0.7123  blessed true")
+    assert lines["drift-b"].endswith("no retrain (no_signal)")
+    assert lines["drift-c"].endswith("RETRAIN (challenger)")
+    assert lines["train-d"].endswith("FAILED    roc_auc -  blessed -")
