@@ -247,6 +247,11 @@ def _referenced_views(cfg: KfopsConfig, store: FeatureStore) -> list[FeatureView
     return views
 
 
+def view_join_keys(cfg: KfopsConfig, store: FeatureStore) -> list[str]:
+    """The join keys of the feature views that ``features.feature_refs`` name, in order."""
+    return _join_keys(_referenced_views(cfg, store))
+
+
 def _join_keys(views: list[FeatureView]) -> list[str]:
     return list(dict.fromkeys(col.name for view in views for col in view.entity_columns))
 

@@ -266,25 +266,39 @@ def predict_command(
     coerce: Annotated[bool, typer.Option(
         "--coerce", help="Score a value that is not a number in a numeric column as missing, instead of refusing the file.",
     )] = False,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="The rows are raw rows, as a client sends the server (dataset.request_builder): their "
+                      "request features are derived and the feature views joined point-in-time from the offline "
+                      "sources at each row's event time, as training joined them.")] = False,
+    sources: Annotated[Path | None, typer.Option(
+        "--sources", help="--raw: folder of offline feature sources (default: the newest local pipeline run's, "
+                          "else <data_dir>/feast/sources).")] = None,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Score a file of feature rows in chunks; writes ids + probability + prediction to parquet.
 
     With neither --model-dir nor --model-uri it scores with serving.model_alias (default
-    @champion) of registry.model_name.
+    @champion) of registry.model_name. With --raw the rows are what a client sends the server,
+    and every input column is kept beside the predictions.
 
     Examples:
 
       kfops predict --input test.parquet --output scored.parquet --model-dir runs/model
 
       kfops predict --input rows.csv --output scored.parquet --model-uri models:/my-model/3
+
+      kfops predict --raw --input requests.csv --output scored.parquet
     """
     from kfops.serving.local.batch_scoring import predict_file
 
     cfg = cli_config(config, set_)
     if model_dir is not None and model_uri is not None:
         raise ConfigError("give --model-dir or --model-uri, not both")
+    if sources is not None and not raw:
+        raise ConfigError("--sources is for --raw rows: feature rows are scored as they are")
+    if not input_path.exists():  # before a model is fetched and the feature definitions applied
+        raise DataError(f"input file {input_path} does not exist")
     if model_dir is None:
         from kfops.adapters.mlflow_registry import fetch_model_dir
         from kfops.serving.runtime.loading import ModelSource, resolve_version
@@ -295,7 +309,13 @@ def predict_command(
     from kfops.core.model import load_model
 
     model = load_model(Path(model_dir), cfg.train.plugins, cfg.resolved_against)
-    result = predict_file(model, input_path, output_path, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
+    complete = None
+    if raw:
+        from kfops.serving.local.raw_scoring import RawCompleter, feature_sources
+
+        complete = RawCompleter(cfg, model.spec, feature_sources(cfg, sources), str(input_path))
+    result = predict_file(model, input_path, output_path, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
+                          complete=complete)
     typer.echo(f"scored {result.rows:,} rows in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s) "
                f"-> {result.output_path}")
 

@@ -221,3 +221,76 @@ def test_refused_model_exits_with_its_own_code(tmp_path):
     assert "floor:roc_auc" in done.stderr and "Traceback" not in done.stderr
     cfg = load_config(REPO_ROOT / "kfops.yaml", overrides, environ={})
     assert not registry_client(cfg).search_model_versions(f"name='{cfg.registry.model_name}'")
+
+
+def _raw_flights(training_set: pd.DataFrame) -> pd.DataFrame:
+    """The training set's flights as raw rows: what a client sends the server (RAW_FLIGHT)."""
+    return pd.DataFrame({
+        "flight_id": training_set["flight_id"].to_numpy(), "carrier": training_set["carrier"].to_numpy(),
+        "origin": training_set["origin"].to_numpy(), "dest": training_set["dest"].to_numpy(),
+        "distance": training_set["distance"].to_numpy(),
+        "sched_dep": training_set["event_timestamp"].dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%dT%H:%M")
+        .to_numpy(),
+        "tailnum": training_set["tailnum"].to_numpy(), "flight": training_set["flight"].to_numpy(),
+    })
+
+
+def _predict(*args: str) -> int:
+    from kfops.cli import main
+
+    try:
+        main(["predict", *args])
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
+
+
+def test_raw_rows_score_as_the_training_set_rows_do(first_run, state, tmp_path, capsys):
+    """`kfops predict` scored only finished feature rows; with --raw it takes a client's raw rows,
+    derives the request features and joins the views point-in-time from the offline sources.
+    The same flights must get the same probabilities as their training-set rows."""
+    import numpy as np
+
+    from kfops.core.model import load_model
+
+    _cfg, run = first_run
+    training_set = pd.read_parquet(run.outputs["featurize"]["training_set"]).sample(2000, random_state=7)
+    raw = tmp_path / "raw.csv"
+    _raw_flights(training_set).to_csv(raw, index=False)
+    model_dir = run.outputs["train"]["model"]
+    overrides = ["--set", f"data_dir={state['data_dir']}", "--set", f"serving.http_port={state['port']}"]
+    sources = str(Path(run.outputs["featurize"]["feast_sources"]))
+    code = _predict("--raw", "-i", str(raw), "-o", str(tmp_path / "scored.parquet"), "--model-dir", model_dir,
+                    "--sources", sources, "--chunk-rows", "700", *overrides)
+    assert code == 0, capsys.readouterr().err
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    # Every input column is kept (the flight id to join back on included), in the input's order.
+    assert scored.columns.tolist() == [*_raw_flights(training_set.head(1)).columns, "probability", "prediction"]
+    assert scored["flight_id"].tolist() == training_set["flight_id"].tolist()
+    model = load_model(Path(model_dir))
+    expected = model.predict_proba_encoded(model.spec.encode(training_set))
+    np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda rows: rows.drop(columns="sched_dep"), "lacks column(s) sched_dep of a raw flight"),
+    (lambda rows: rows.assign(sched_dep=["2013-01-05T10:00"] * 2 + ["yesterday"] + ["2013-01-05T10:00"] * 2),
+     "row 2 field 'sched_dep': 'yesterday' is not an ISO 8601 date-time"),
+    (lambda rows: rows.assign(distance=[100, 200, -5, 300, 400]), "row 2 field 'distance': must be >= 0"),
+    (lambda rows: rows.assign(origin=["EWR"] * 3 + ["XXX"] * 2, tailnum=["N0NE"] * 5, carrier=["ZZ"] * 5),
+     "row 3: the offline feature sources have no features for origin='XXX', tailnum='N0NE', carrier='ZZ'"),
+])
+def test_bad_raw_rows_are_refused_by_row_and_field_and_nothing_is_written(first_run, state, tmp_path, capsys, change,
+                                                                         message):
+    _cfg, run = first_run
+    rows = _raw_flights(pd.read_parquet(run.outputs["featurize"]["training_set"]).head(5))
+    raw, output = tmp_path / "raw.parquet", tmp_path / "scored.parquet"
+    change(rows).to_parquet(raw, index=False)
+    code = _predict("--raw", "-i", str(raw), "-o", str(output), "--model-dir", run.outputs["train"]["model"],
+                    "--sources", str(run.outputs["featurize"]["feast_sources"]),
+                    "--chunk-rows", "2",  # the bad row is in a later chunk: named by its row in the file
+                    "--set", f"data_dir={state['data_dir']}")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert message in err, err
+    assert not output.exists()

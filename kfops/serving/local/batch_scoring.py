@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from kfops.core.model import TabularModel
+    from kfops.serving.local.raw_scoring import RawCompleter
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2")
 OUTPUTS = ("probability", "prediction")
@@ -91,6 +92,7 @@ def predict_file(
     threads: int | None = None,
     keep_columns: list[str] | None = None,
     coerce: bool = False,
+    complete: RawCompleter | None = None,
 ) -> BatchResult:
     """Score every row of ``input_path`` into ``output_path`` (parquet); returns rows and time.
 
@@ -98,6 +100,9 @@ def predict_file(
     column that is not a model feature) are copied to the output beside the predictions. A
     numeric feature holding text that is not a number is a DataError naming the row and column,
     and nothing is written, unless ``coerce`` (such values then score as missing).
+
+    With ``complete`` the rows are raw rows (:mod:`kfops.serving.local.raw_scoring`): each chunk
+    is checked and completed to the model's features first, and every input column is kept.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -122,7 +127,8 @@ def predict_file(
     writer = None
     rows = 0
     started = time.perf_counter()
-    source = _batches(input_path, chunk_rows, [c for c in spec.columns if c in spec.categorical])
+    text_columns = complete.string_fields if complete is not None else [c for c in spec.columns if c in spec.categorical]
+    source = _batches(input_path, chunk_rows, text_columns)
 
     offset = 0
 
@@ -131,7 +137,8 @@ def predict_file(
         for batch in source:
             if batch.num_rows:
                 start, offset = offset, offset + batch.num_rows
-                return batch, encode_arrow(batch, spec, coerce=coerce, row_offset=start)
+                features = batch if complete is None else complete(batch, start)
+                return batch, encode_arrow(features, spec, coerce=coerce, row_offset=start)
         return None
 
     # Written under a temporary name beside the output, which it replaces only once complete.
@@ -144,7 +151,8 @@ def predict_file(
                     upcoming = reader.submit(read_and_encode)
                     batch, matrix = item
                     if keep_columns is None:
-                        keep = [c for c in batch.schema.names if c not in spec.columns and c not in OUTPUTS]
+                        keep = [c for c in batch.schema.names
+                                if (complete is not None or c not in spec.columns) and c not in OUTPUTS]
                     else:
                         keep = keep_columns
                         absent = [c for c in keep if c not in batch.schema.names]

@@ -1,0 +1,139 @@
+"""Batch scoring of raw rows: the server's raw-request path over a file.
+
+A raw row is what a client sends the server (``dataset.request_builder``: the entity keys and
+the request-time inputs). Each chunk of the file is checked field by field as the server checks
+a request (the same messages, naming the file's row), its request features are derived by the
+same builder, and the feature views are joined **point-in-time from the offline sources**, as the
+training pipeline joined them (:func:`kfops.adapters.feast_store.build_training_set`), at each
+row's event time. So scoring last month's rows again gives the features they had then, which
+the online store (latest values only) cannot.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kfops.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from kfops.config import KfopsConfig
+    from kfops.core.model import FeatureSpec
+    from kfops.core.requests import RawSchema
+
+
+class OfflineLookup:
+    """The feature views' values at each entity row's event time, from the offline sources."""
+
+    def __init__(self, cfg: KfopsConfig, source_dir: Path):
+        from kfops.adapters import feast_store
+
+        self.cfg, self.source_dir = cfg, source_dir
+        with feast_store.registry_lock(cfg):
+            self.store = feast_store.apply_definitions(cfg, source_dir)
+            self.join_keys = feast_store.view_join_keys(cfg, self.store)
+        self.feature_names = feast_store.feature_names(cfg)
+
+    def __call__(self, entity_rows: list[dict[str, Any]]) -> pd.DataFrame:
+        import pandas as pd
+
+        from kfops.adapters.feast_store import build_training_set
+        from kfops.core.requests import EVENT_TIMESTAMP
+
+        dataset = self.cfg.dataset
+        entities = pd.DataFrame({dataset.row_id or "row_id": range(len(entity_rows)),
+                                 dataset.event_timestamp: [row[EVENT_TIMESTAMP] for row in entity_rows],
+                                 **{k: [row[k] for row in entity_rows] for k in self.join_keys}})
+        joined = build_training_set(entities, self.cfg, self.source_dir, self.store)
+        return joined[self.feature_names].reset_index(drop=True)
+
+
+def raw_schema(cfg: KfopsConfig, spec: FeatureSpec, lookup: OfflineLookup) -> RawSchema:
+    """The server's raw request for this model: the builder's fields, else the views' join keys plus
+    the model features no view provides."""
+    from kfops.core.requests import load_request_builder
+    from kfops.serving.runtime.engine import raw_schema_for
+
+    schema = raw_schema_for(spec, load_request_builder(cfg.dataset.request_builder, cfg.resolved_against), lookup)
+    assert schema is not None  # the lookup names its keys and features
+    return schema
+
+
+class RawCompleter:
+    """A chunk of raw rows -> the model's feature columns (``predict_file(complete=...)``)."""
+
+    def __init__(self, cfg: KfopsConfig, spec: FeatureSpec, source_dir: Path, input_name: str):
+        self.spec = spec
+        self.lookup = OfflineLookup(cfg, source_dir)
+        self.schema = raw_schema(cfg, spec, self.lookup)
+        self.input_name = input_name
+
+    @property
+    def string_fields(self) -> list[str]:
+        """Fields read as text whatever they look like ('01' stays '01', a date stays its text)."""
+        return [f.name for f in self.schema.builder.fields if f.kind == "string"]
+
+    def __call__(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
+        import pyarrow as pa
+
+        from kfops.serving.protocol.payloads import RAW, ParsedRequest, RequestError, validate_columns
+        from kfops.serving.runtime.engine import complete_raw
+
+        names = set(batch.schema.names)
+        missing = sorted(self.schema.required - names)
+        if missing:
+            raise DataError(f"{self.input_name} lacks column(s) {', '.join(missing)} of {self.schema.hint()}",
+                            hint="a raw row holds what a client sends the server; other columns are kept as they are")
+        fields = [f.name for f in self.schema.builder.fields if f.name in names]
+        columns = {name: _python_values(batch.column(name)) for name in fields}
+        labels = [f"row {first_row + i}" for i in range(batch.num_rows)]  # the file's row numbers
+        try:
+            validate_columns(RAW, columns, self.spec, labels, raw=self.schema)
+            completed = complete_raw([ParsedRequest(RAW, columns, batch.num_rows)], self.spec, self.schema,
+                                     self.lookup)
+        except RequestError as err:
+            raise DataError(f"{self.input_name}: {err}", hint=f"each row must be {self.schema.hint()}") from None
+        self._check_known(completed.columns, columns, first_row)
+        return pa.RecordBatch.from_pydict({c: completed.columns[c] for c in self.spec.columns})
+
+    def _check_known(self, features: dict[str, list], raw: dict[str, list], first_row: int) -> None:
+        """A row no view has features for has keys the sources do not know: refused, as the server does."""
+        from_views = [c for c in self.spec.columns if c in set(self.lookup.feature_names) and c not in raw]
+        if not from_views:
+            return
+        for i, values in enumerate(zip(*(features[c] for c in from_views), strict=True)):
+            if all(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+                keys = ", ".join(f"{k}={raw[k][i]!r}" for k in self.lookup.join_keys if k in raw)
+                raise DataError(
+                    f"{self.input_name} row {first_row + i}: the offline feature sources have no features for "
+                    f"{keys or 'its entity keys'} at its event time",
+                    hint="check the codes; features older than their view's TTL at the row's time count as "
+                         "missing; pass --sources with sources that cover the rows' times")
+
+
+def _python_values(column: pa.Array | pa.ChunkedArray) -> list:
+    """A column as Python values; timestamps and dates as ISO text, as a JSON client sends them."""
+    import pyarrow as pa
+
+    values = column.to_pylist()
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        return [None if v is None else v.isoformat() for v in values]
+    return values
+
+
+def feature_sources(cfg: KfopsConfig, sources: Path | None) -> Path:
+    """``sources``, else the newest local pipeline run's, else ``<data_dir>/feast/sources``."""
+    from kfops.cli.features import pipeline_feature_sources
+
+    if sources is not None:
+        found = sources.expanduser().resolve()
+    else:
+        found = pipeline_feature_sources(cfg) or cfg.feast_dir / "sources"
+    if not any(found.glob("*.parquet")):
+        raise DataError(f"no feature sources (*.parquet) in {found}",
+                        hint="run the training pipeline (its featurize step writes them), or pass --sources DIR")
+    return found
