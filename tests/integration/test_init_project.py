@@ -239,3 +239,29 @@ def test_a_dataset_of_one_table_trains_serves_and_backtests_without_feature_view
                    "-o", str(tmp_path / "bt"), cwd=tmp_path)
     assert replay.returncode == 0, replay.stdout[-3000:] + replay.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "bt" / "backtest.csv")) == 2
+
+
+def test_a_file_of_raw_orders_scores_as_their_training_set_rows(shop):
+    """`kfops predict --raw` on a dataset unlike flights: the default raw request (the views' join
+    keys, the request features and an optional event_timestamp), the customers' and stores'
+    features joined point-in-time from the offline sources, the @champion from the registry."""
+    import numpy as np
+    import pandas as pd
+
+    from kfops.core.model import load_model
+
+    assert shop["run"].returncode == 0
+    cfg, project = shop["cfg"], shop["project"]
+    (run_dir,) = [p.parents[1] for p in cfg.pipeline_root.glob("*/featurize/training_set")]
+    training_set = pd.read_parquet(run_dir / "featurize" / "training_set")
+    raw = training_set[["order_id", "customer_id", "store_id", "amount", "category", "channel", "items"]].assign(
+        event_timestamp=training_set[cfg.dataset.event_timestamp].map(lambda t: t.isoformat()))
+    raw.to_csv(project / "orders_to_score.csv", index=False)
+    done = kfops("predict", "--raw", "-c", str(project / "kfops.yaml"), "-i", "orders_to_score.csv",
+                 "-o", "scored.parquet", cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    scored = pd.read_parquet(project / "scored.parquet")
+    assert scored["order_id"].tolist() == training_set["order_id"].tolist()
+    model = load_model(run_dir / "train" / "model", cfg.train.plugins, cfg.resolved_against)
+    expected = model.predict_proba_encoded(model.spec.encode(training_set))
+    np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
