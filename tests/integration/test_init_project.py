@@ -233,6 +233,14 @@ def test_a_dataset_of_one_table_trains_serves_and_backtests_without_feature_view
                             json={"instances": [{"plan": "basic", "monthly_charges": 70.5, "tenure": 3}]})
         assert answer.status_code == 200, answer.text
         assert 0 < answer.json()["predictions"][0]["probability"] < 1
+        # A file of raw rows needs no join here: scored as the same rows are as feature rows.
+        table = pd.read_parquet(tmp_path / "lake" / "snapshots.parquet").head(200)
+        table[["customer_id", "plan", "monthly_charges", "tenure"]].to_csv(tmp_path / "rows.csv", index=False)
+        for flag, output in (("--raw", "raw.parquet"), ("--coerce", "features.parquet")):
+            scored = kfops("predict", flag, "-c", config, "-i", "rows.csv", "-o", output, cwd=tmp_path)
+            assert scored.returncode == 0, scored.stdout + scored.stderr
+        np.testing.assert_array_equal(pd.read_parquet(tmp_path / "raw.parquet")["probability"],
+                                      pd.read_parquet(tmp_path / "features.parquet")["probability"])
     finally:
         kfops("serve", "stop", "-c", config, *sets, cwd=tmp_path, timeout=120)
     replay = kfops("backtest", "--from", "2024-03", "--to", "2024-04", "-c", config, "-p", "monthly",

@@ -29,10 +29,15 @@ if TYPE_CHECKING:
 class OfflineLookup:
     """The feature views' values at each entity row's event time, from the offline sources."""
 
-    def __init__(self, cfg: KfopsConfig, source_dir: Path):
+    def __init__(self, cfg: KfopsConfig, source_dir: Path | None):
         from kfops.adapters import feast_store
 
         self.cfg, self.source_dir = cfg, source_dir
+        self.store = None
+        self.join_keys: list[str] = []
+        self.feature_names: list[str] = []
+        if source_dir is None:  # a dataset without feature views: every feature is in the row
+            return
         with feast_store.registry_lock(cfg):
             self.store = feast_store.apply_definitions(cfg, source_dir)
             self.join_keys = feast_store.view_join_keys(cfg, self.store)
@@ -44,6 +49,8 @@ class OfflineLookup:
         from kfops.adapters.feast_store import build_training_set
         from kfops.core.requests import EVENT_TIMESTAMP
 
+        if self.source_dir is None:
+            return pd.DataFrame(index=range(len(entity_rows)))
         dataset = self.cfg.dataset
         entities = pd.DataFrame({dataset.row_id or "row_id": range(len(entity_rows)),
                                  dataset.event_timestamp: [row[EVENT_TIMESTAMP] for row in entity_rows],
@@ -66,7 +73,7 @@ def raw_schema(cfg: KfopsConfig, spec: FeatureSpec, lookup: OfflineLookup) -> Ra
 class RawCompleter:
     """A chunk of raw rows -> the model's feature columns (``predict_file(complete=...)``)."""
 
-    def __init__(self, cfg: KfopsConfig, spec: FeatureSpec, source_dir: Path, input_name: str):
+    def __init__(self, cfg: KfopsConfig, spec: FeatureSpec, source_dir: Path | None, input_name: str):
         self.spec = spec
         self.lookup = OfflineLookup(cfg, source_dir)
         self.schema = raw_schema(cfg, spec, self.lookup)
@@ -125,10 +132,13 @@ def _python_values(column: pa.Array | pa.ChunkedArray) -> list:
     return values
 
 
-def feature_sources(cfg: KfopsConfig, sources: Path | None) -> Path:
-    """``sources``, else the newest local pipeline run's, else ``<data_dir>/feast/sources``."""
+def feature_sources(cfg: KfopsConfig, sources: Path | None) -> Path | None:
+    """``sources``, else the newest local pipeline run's, else ``<data_dir>/feast/sources``; None
+    for a dataset without feature views (``features.feature_refs`` empty), which joins nothing."""
     from kfops.cli.features import pipeline_feature_sources
 
+    if not cfg.features.feature_refs:
+        return None
     if sources is not None:
         found = sources.expanduser().resolve()
     else:
