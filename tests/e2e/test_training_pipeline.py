@@ -253,13 +253,15 @@ def test_raw_rows_score_as_the_training_set_rows_do(first_run, state, tmp_path, 
 
     from kfops.core.model import load_model
 
-    _cfg, run = first_run
+    cfg, run = first_run
     training_set = pd.read_parquet(run.outputs["featurize"]["training_set"]).sample(2000, random_state=7)
     raw = tmp_path / "raw.csv"
     _raw_flights(training_set).to_csv(raw, index=False)
     model_dir = run.outputs["train"]["model"]
     overrides = ["--set", f"data_dir={state['data_dir']}", "--set", f"serving.http_port={state['port']}"]
     sources = str(Path(run.outputs["featurize"]["feast_sources"]))
+    registry = cfg.feast_dir / "registry.db"
+    before = registry.read_bytes()
     code = _predict("--raw", "-i", str(raw), "-o", str(tmp_path / "scored.parquet"), "--model-dir", model_dir,
                     "--sources", sources, "--chunk-rows", "700", *overrides)
     assert code == 0, capsys.readouterr().err
@@ -270,6 +272,8 @@ def test_raw_rows_score_as_the_training_set_rows_do(first_run, state, tmp_path, 
     model = load_model(Path(model_dir))
     expected = model.predict_proba_encoded(model.spec.encode(training_set))
     np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+    # Scoring only reads: the project's Feast registry was not re-applied with these sources.
+    assert registry.read_bytes() == before
 
 
 @pytest.mark.parametrize(("change", "message"), [

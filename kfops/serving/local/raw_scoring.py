@@ -27,21 +27,32 @@ if TYPE_CHECKING:
 
 
 class OfflineLookup:
-    """The feature views' values at each entity row's event time, from the offline sources."""
+    """The feature views' values at each entity row's event time, from the offline sources.
+
+    The definitions are applied to a Feast registry and online store of its own, in a scratch
+    folder: scoring reads, and must not point the project's (or a cluster's shared) registry at
+    these sources, nor touch its online store."""
 
     def __init__(self, cfg: KfopsConfig, source_dir: Path | None):
+        import tempfile
+
         from kfops.adapters import feast_store
 
-        self.cfg, self.source_dir = cfg, source_dir
+        self.source_dir = source_dir
         self.store = None
         self.join_keys: list[str] = []
         self.feature_names: list[str] = []
+        self.cfg = cfg
         if source_dir is None:  # a dataset without feature views: every feature is in the row
             return
-        with feast_store.registry_lock(cfg):
-            self.store = feast_store.apply_definitions(cfg, source_dir)
-            self.join_keys = feast_store.view_join_keys(cfg, self.store)
-        self.feature_names = feast_store.feature_names(cfg)
+        self._scratch = tempfile.TemporaryDirectory(prefix="kfops-predict-feast-")
+        self.cfg = cfg.model_copy(update={
+            "data_dir": Path(self._scratch.name),  # feast_dir: the registry, its lock, the online store
+            "features": cfg.features.model_copy(update={"registry": None, "online_store": "sqlite"}),
+        })
+        self.store = feast_store.apply_definitions(self.cfg, source_dir)
+        self.join_keys = feast_store.view_join_keys(self.cfg, self.store)
+        self.feature_names = feast_store.feature_names(self.cfg)
 
     def __call__(self, entity_rows: list[dict[str, Any]]) -> pd.DataFrame:
         import pandas as pd
