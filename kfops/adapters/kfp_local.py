@@ -26,7 +26,7 @@ PIPELINES = {
     "training": "pipelines.training:create_pipeline",
     "retraining": "pipelines.retraining:create_pipeline",
 }
-COMPONENTS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "drift")
+COMPONENTS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "drift", "predict")
 PROJECT_ENV = PROJECT_DIR_ENV  # also where a step's relative paths resolve (KfopsConfig.resolve_at_run_time)
 
 

@@ -290,34 +290,24 @@ def predict_command(
 
       kfops predict --raw --input requests.csv --output scored.parquet
     """
-    from kfops.serving.local.batch_scoring import predict_file
+    from kfops.steps.predict import predict
 
     cfg = cli_config(config, set_)
     if model_dir is not None and model_uri is not None:
         raise ConfigError("give --model-dir or --model-uri, not both")
     if sources is not None and not raw:
         raise ConfigError("--sources is for --raw rows: feature rows are scored as they are")
-    if not input_path.exists():  # before a model is fetched and the feature definitions applied
-        raise DataError(f"input file {input_path} does not exist")
-    if model_dir is None:
-        from kfops.adapters.mlflow_registry import fetch_model_dir
-        from kfops.serving.runtime.loading import ModelSource, resolve_version
-
-        uri = model_uri or f"models:/{cfg.registry.model_name}@{cfg.serving.model_alias or 'champion'}"
-        pinned, _ = resolve_version(ModelSource(model_uri=uri, tracking_uri=cfg.tracking_uri))
-        model_dir = fetch_model_dir(cfg.tracking_uri, pinned)
-    from kfops.core.model import load_model
-
-    model = load_model(Path(model_dir), cfg.train.plugins, cfg.resolved_against)
-    complete = None
+    feature_sources = None
     if raw:
-        from kfops.serving.local.raw_scoring import RawCompleter, feature_sources
+        from kfops.serving.local.batch_scoring import require_input
+        from kfops.serving.local.raw_scoring import feature_sources as find_sources
 
-        complete = RawCompleter(cfg, model.spec, feature_sources(cfg, sources), str(input_path))
-    result = predict_file(model, input_path, output_path, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
-                          complete=complete)
-    typer.echo(f"scored {result.rows:,} rows in {result.seconds:.1f}s ({result.rows_per_second:,.0f} rows/s) "
-               f"-> {result.output_path}")
+        require_input(input_path)  # before the sources are looked for
+        feature_sources = find_sources(cfg, sources)
+    result = predict(cfg, input_path, output_path, raw=raw, feature_sources=feature_sources, model_dir=model_dir,
+                     model_uri=model_uri, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
+    typer.echo(f"scored {result['rows']:,} rows in {result['seconds']:.1f}s ({result['rows_per_second']:,} rows/s) "
+               f"-> {output_path}")
 
 
 app.command("predict")(predict_command)

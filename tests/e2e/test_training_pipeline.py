@@ -298,3 +298,35 @@ def test_bad_raw_rows_are_refused_by_row_and_field_and_nothing_is_written(first_
     assert code == 2, err
     assert message in err, err
     assert not output.exists()
+
+
+def test_the_predict_component_scores_raw_rows_in_a_pipeline(first_run, state, tmp_path):
+    """components/predict/component.yaml, as a KFP user loads it, in their own pipeline under
+    kfp.local: their rows and the featurize step's sources in, the @champion's predictions out."""
+    import numpy as np
+    from kfp import components, dsl, local
+
+    from kfops.core.model import load_model
+
+    cfg, run = first_run
+    training_set = pd.read_parquet(run.outputs["featurize"]["training_set"]).sample(300, random_state=3)
+    rows = tmp_path / "rows.csv"
+    _raw_flights(training_set).to_csv(rows, index=False)
+    predict = components.load_component_from_file(str(REPO_ROOT / "components" / "predict" / "component.yaml"))
+
+    @dsl.pipeline(name="score-flights")
+    def score():  # no typed parameter: this module's postponed annotations would reach kfp as text
+        to_score = dsl.importer(artifact_uri=str(rows), artifact_class=dsl.Dataset)
+        sources = dsl.importer(artifact_uri=str(run.outputs["featurize"]["feast_sources"]),
+                               artifact_class=dsl.Dataset)
+        predict(config=cfg.to_json(), rows=to_score.output, feast_sources=sources.output)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
+               raise_on_error=True)
+    score()
+    (scored_path,) = (tmp_path / "root").glob("score-flights-*/predict/predictions")
+    scored = pd.read_parquet(scored_path)
+    assert scored["flight_id"].tolist() == training_set["flight_id"].tolist()
+    model = load_model(Path(run.outputs["train"]["model"]))  # v1, the @champion
+    expected = model.predict_proba_encoded(model.spec.encode(training_set))
+    np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)

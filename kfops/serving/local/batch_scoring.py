@@ -83,6 +83,13 @@ def _read_batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterat
         raise DataError(f"cannot read {path}: expected .parquet or .csv (optionally .gz/.zip/.bz2)")
 
 
+def require_input(path: Path) -> Path:
+    """``path``, which must exist: checked before a model is fetched or features prepared for it."""
+    if not path.exists():
+        raise DataError(f"input file {path} does not exist")
+    return path
+
+
 def predict_file(
     model: TabularModel | Path | str,
     input_path: Path | str,
@@ -117,8 +124,7 @@ def predict_file(
         loaded = load_model(Path(model))
     limit_threads(loaded, threads or os.cpu_count() or 1)
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.exists():
-        raise DataError(f"input file {input_path} does not exist")
+    require_input(input_path)
     if chunk_rows < 1:
         raise DataError("chunk_rows must be >= 1")
     if keep_columns is not None and set(keep_columns) & set(OUTPUTS):

@@ -1,0 +1,70 @@
+"""Batch predict: score a file of rows with a registered model (the ``predict`` component and
+``kfops predict``).
+
+Rows are feature rows (every model feature), or raw rows (what a client sends the server,
+completed with the offline feature sources: :mod:`kfops.serving.local.raw_scoring`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kfops.errors import DataError
+from kfops.steps.common import step_config
+
+if TYPE_CHECKING:
+    from kfops.config import KfopsConfig
+
+
+def model_folder(cfg: KfopsConfig, model_uri: str | None) -> tuple[Path, str]:
+    """The model ``model_uri`` names (``models:/<name>/<version>`` or ``@<alias>``), else the
+    ``serving.model_alias`` (default @champion) of ``registry.model_name``, fetched from MLflow;
+    and its URI pinned to the version (an alias moves)."""
+    from kfops.adapters.mlflow_registry import fetch_model_dir
+    from kfops.serving.runtime.loading import ModelSource, resolve_version
+
+    uri = model_uri or f"models:/{cfg.registry.model_name}@{cfg.serving.model_alias or 'champion'}"
+    pinned, _ = resolve_version(ModelSource(model_uri=uri, tracking_uri=cfg.tracking_uri))
+    return Path(fetch_model_dir(cfg.tracking_uri, pinned)), pinned
+
+
+def predict(
+    config: KfopsConfig | str,
+    rows: Path,
+    predictions: Path,
+    *,
+    raw: bool = False,
+    feature_sources: Path | None = None,
+    model_dir: Path | None = None,
+    model_uri: str | None = None,
+    chunk_rows: int = 250_000,
+    threads: int | None = None,
+    coerce: bool = False,
+) -> dict[str, Any]:
+    """Score every row of ``rows`` (parquet or CSV) into ``predictions`` (parquet).
+
+    ``raw``: the rows are raw rows, joined point-in-time with the views from ``feature_sources``
+    (a folder of offline source parquet files, e.g. the featurize step's). The model is
+    ``model_dir``, else ``model_uri``, else the serving alias. Nothing is written when a row is
+    refused.
+    """
+    from kfops.core.model import load_model
+    from kfops.serving.local.batch_scoring import predict_file, require_input
+
+    cfg = step_config(config)
+    rows, predictions = require_input(Path(rows)), Path(predictions)
+    folder, scored_by = (Path(model_dir), str(model_dir)) if model_dir is not None else model_folder(cfg, model_uri)
+    model = load_model(folder, cfg.train.plugins, cfg.resolved_against)
+    complete = None
+    if raw:
+        from kfops.serving.local.raw_scoring import RawCompleter
+
+        if cfg.features.feature_refs and feature_sources is None:
+            raise DataError("raw rows need the offline feature sources to join the feature views onto")
+        sources = Path(feature_sources) if cfg.features.feature_refs and feature_sources is not None else None
+        complete = RawCompleter(cfg, model.spec, sources, str(rows))
+    result = predict_file(model, rows, predictions, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
+                          complete=complete)
+    return {"rows": result.rows, "seconds": round(result.seconds, 3), "rows_per_second": round(result.rows_per_second),
+            "model": scored_by, "raw": raw}
