@@ -26,7 +26,9 @@ PIPELINES = {
     "training": "pipelines.training:create_pipeline",
     "retraining": "pipelines.retraining:create_pipeline",
 }
-COMPONENTS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "drift", "predict")
+# The pipelines' steps, then the components only a user's own pipeline uses (batch scoring).
+PIPELINE_STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "drift")
+COMPONENTS = (*PIPELINE_STEPS, "predict")
 PROJECT_ENV = PROJECT_DIR_ENV  # also where a step's relative paths resolve (KfopsConfig.resolve_at_run_time)
 
 

@@ -181,11 +181,11 @@ class TaskDisplay:
 def task_progress(pipeline: str):
     """The pipeline's tasks and their steps' own progress lines (epochs, rounds, tables): a rich
     bar on a terminal; plain lines under CI, in pods, or when piped (``KFOPS_PROGRESS`` overrides)."""
-    from kfops.adapters.kfp_local import COMPONENTS
+    from kfops.adapters.kfp_local import PIPELINE_STEPS
     from kfops.progress import progress
 
-    # The training pipeline has every component but drift; retraining may skip all but drift.
-    tasks = len(COMPONENTS) - (pipeline == "training")
+    # The training pipeline has every step but drift; retraining may skip all but drift.
+    tasks = len(PIPELINE_STEPS) - (pipeline == "training")
     # Always to stdout, never through logging: kfp.local logs to the stream this display reads.
     with progress(pipeline, total=tasks, unit="task", stream=sys.stdout, use_logging=False) as bar:
         bar.status("starting")
