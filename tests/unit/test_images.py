@@ -22,7 +22,7 @@ from kfops.adapters.kfp_local import COMPONENTS, compile_pipeline
 from kfops.cluster import images
 from kfops.cluster.images import BuildOptions, HostPip, build_commands, images_in_pipeline
 from kfops.config import ClusterConfig
-from tests.support.example import example_config
+from tests.support.example import example_config, write_example_config
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -214,3 +214,31 @@ def test_checked_in_role_requirements_are_current():
     for relative, text in module.rendered(PYPROJECT).items():
         path = REPO / relative
         assert path.is_file() and path.read_text() == text, f"{relative} is stale: run `python images/requirements.py --write`"
+
+
+def test_the_documented_batch_scoring_pipeline_compiles_for_a_cluster(tmp_path, monkeypatch):
+    """docs/deployment.md's nightly-scoring snippet, run as written: the predict component in the
+    project's image, with the cluster Secret's variables and no secret value in the YAML."""
+    import re
+
+    text = (REPO / "docs" / "deployment.md").read_text()
+    section = text.split("## Batch scoring in your own pipeline", 1)[1]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], flags=re.S)
+    planted = "planted-redis-password-777"
+    write_example_config(tmp_path / "kfops.cluster.yaml", {
+        "cluster": {"image": "registry.example.com/shop:7", "secrets_name": "shop-secrets"},
+        "registry": {"tracking_uri": "http://mlflow.kubeflow.svc:5000"}, "features": {"online_store": "redis"}})
+    (tmp_path / "components" / "predict").mkdir(parents=True)
+    (tmp_path / "components" / "predict" / "component.yaml").write_text(
+        (REPO / "components" / "predict" / "component.yaml").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KFOPS__FEATURES__REDIS_PASSWORD", planted)
+    # dont_inherit: this module's postponed annotations would reach kfp as text, as they would not in a script
+    exec(compile(snippet, "nightly_scoring.py", "exec", dont_inherit=True), {"__name__": "__main__"})
+    compiled = (tmp_path / "nightly_scoring.yaml").read_text()
+    assert planted not in compiled
+    spec, platform = list(yaml.safe_load_all(compiled))
+    assert images_in_pipeline(spec) == {"exec-predict": "registry.example.com/shop:7"}
+    (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-predict"]["secretAsEnv"]
+    assert secret["secretName"] == "shop-secrets"
+    assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"rows_uri", "feast_sources_uri"}
