@@ -174,6 +174,54 @@ def test_a_planted_secret_is_nowhere(containerised_run):
     assert not leaked, leaked
 
 
+def test_the_predict_component_scores_raw_flights_in_a_container(containerised_run, monkeypatch):
+    """components/predict/component.yaml in the pipeline image, as a pod runs it: the @champion
+    from the MLflow server (artifacts on S3), the views joined from the containerised run's
+    featurize sources; every probability equal to the model's on the training-set rows."""
+    import numpy as np
+    import pandas as pd
+    from kfp import components, dsl, local
+
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.core.model import load_model
+    from kfops.runners.containers import docker_run_config, docker_runner_args
+
+    assert containerised_run["result"].returncode == 0
+    cfg = docker_run_config(containerised_run["cfg"])
+    (featurized,) = cfg.pipeline_root.glob("*/featurize")
+    training_set = pd.read_parquet(featurized / "training_set").sample(400, random_state=5)
+    rows = cfg.pipeline_root / "inputs" / "rows.csv"  # kfp.local mounts the pipeline root, and only it
+    rows.parent.mkdir(exist_ok=True)
+    pd.DataFrame({
+        "flight_id": training_set["flight_id"], "carrier": training_set["carrier"],
+        "origin": training_set["origin"], "dest": training_set["dest"], "distance": training_set["distance"],
+        "sched_dep": training_set["event_timestamp"].dt.tz_convert("America/New_York").dt.strftime("%Y-%m-%dT%H:%M"),
+        "tailnum": training_set["tailnum"], "flight": training_set["flight"],
+    }).to_csv(rows, index=False)
+    predict = components.load_component_from_file(str(REPO_ROOT / "components" / "predict" / "component.yaml"))
+
+    @dsl.pipeline(name="score-in-containers")
+    def score():
+        to_score = dsl.importer(artifact_uri=str(rows), artifact_class=dsl.Dataset)
+        sources = dsl.importer(artifact_uri=str(featurized / "feast_sources"), artifact_class=dsl.Dataset)
+        predict(config=cfg.portable().to_json(), rows=to_score.output,
+                feast_sources=sources.output).set_container_image(PIPELINE_IMAGE)
+
+    local.init(runner=local.DockerRunner(**docker_runner_args(cfg, containerised_run["env"])),
+               pipeline_root=str(cfg.pipeline_root), raise_on_error=True)
+    score()
+    (scored_path,) = cfg.pipeline_root.glob("score-in-containers-*/predict/predictions")
+    scored = pd.read_parquet(scored_path)
+    assert scored["flight_id"].tolist() == training_set["flight_id"].tolist()
+    for name, value in containerised_run["profile"].env.items():  # the S3 credentials, to fetch the model here
+        monkeypatch.setenv(name, value)
+    champion = registry.model_version(cfg, alias=registry.CHAMPION)
+    model_dir = registry.fetch_model_dir(cfg.tracking_uri, f"models:/{cfg.registry.model_name}/{champion.version}")
+    model = load_model(Path(model_dir))
+    expected = model.predict_proba_encoded(model.spec.encode(training_set))
+    np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
 # --- a project of the user's own, in its own images --------------------------------------------
 
 SHOP_PIPELINE_IMAGE = "kfops-shop:local-test"
