@@ -94,3 +94,30 @@ def test_text_in_a_numeric_column_is_refused_with_its_row_and_column(model_dir, 
     assert not (tmp_path / "out.parquet").exists()
     result = predict_file(model_dir, source, tmp_path / "out.parquet", chunk_rows=300, coerce=True)
     assert result.rows == len(frame)
+
+
+def test_progress_is_reported_per_chunk_and_a_step_inside_reports_under_it(model_dir, frame, tmp_path, monkeypatch,
+                                                                            capsys):
+    """A large file gave no sign of life until the end; and the raw rows' join, which runs in the
+    reader thread, printed its own lines beside the bar instead of under it."""
+    from kfops.progress import progress
+
+    monkeypatch.setenv("KFOPS_PROGRESS", "plain")
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    joined: list[int] = []
+
+    class Complete:  # stands in for the raw rows' completion: a step with its own progress
+        string_fields = ()
+
+        def __call__(self, batch, first_row):
+            with progress("inner join", total=1, unit="view") as bar:
+                bar.advance()
+            joined.append(first_row)
+            return batch
+
+    predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=500,
+                 complete=Complete())  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert joined == [0, 500]
+    assert "predict: 500/1000 rows (50%" in err and "predict: 1000/1000 rows (100%" in err
+    assert "inner join" not in err  # under the outer bar: at DEBUG only

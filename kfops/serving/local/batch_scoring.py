@@ -10,6 +10,7 @@ threshold; the names MLflow's pyfunc of the same model uses, so a ``label`` colu
 
 from __future__ import annotations
 
+import contextvars
 import os
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import numpy as np
 
 from kfops.core.files import atomic_output
 from kfops.errors import DataError
+from kfops.progress import progress
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -81,6 +83,18 @@ def _read_batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterat
         yield from reader
     else:
         raise DataError(f"cannot read {path}: expected .parquet or .csv (optionally .gz/.zip/.bz2)")
+
+
+def _row_count(path: Path) -> int | None:
+    """The rows of a parquet file or folder, from its footers (no data read); None for CSV."""
+    if not (path.name.lower().endswith(".parquet") or path.is_dir()):
+        return None
+    import pyarrow.dataset as ds
+
+    try:
+        return int(ds.dataset(path, format="parquet").count_rows())
+    except (OSError, ValueError):  # unreadable: the read says why, with the file's name
+        return None
 
 
 def require_input(path: Path) -> Path:
@@ -148,13 +162,14 @@ def predict_file(
         return None
 
     # Written under a temporary name beside the output, which it replaces only once complete.
-    with atomic_output(output_path) as temporary:
+    with atomic_output(output_path) as temporary, progress("predict", total=_row_count(input_path), unit="row") as bar:
         try:
-            # Arrow reads and encodes the next batch (GIL released) while XGBoost scores this one.
+            # Arrow reads and encodes the next batch (GIL released) while XGBoost scores this one;
+            # in this context, so that a step inside (the raw rows' join) reports under this bar.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kfops-batch-read") as reader:
-                upcoming = reader.submit(read_and_encode)
+                upcoming = reader.submit(contextvars.copy_context().run, read_and_encode)
                 while (item := upcoming.result()) is not None:
-                    upcoming = reader.submit(read_and_encode)
+                    upcoming = reader.submit(contextvars.copy_context().run, read_and_encode)
                     batch, matrix = item
                     if keep_columns is None:
                         keep = [c for c in batch.schema.names
@@ -173,6 +188,7 @@ def predict_file(
                         writer = pq.ParquetWriter(temporary, table.schema)
                     writer.write_table(table)
                     rows += batch.num_rows
+                    bar.advance(batch.num_rows)
         finally:
             if writer is not None:
                 writer.close()
