@@ -300,10 +300,9 @@ def predict_command(
     feature_sources = None
     if raw:
         from kfops.serving.local.batch_scoring import require_input
-        from kfops.serving.local.raw_scoring import feature_sources as find_sources
 
         require_input(input_path)  # before the sources are looked for
-        feature_sources = find_sources(cfg, sources)
+        feature_sources = _feature_sources(cfg, sources)
     result = predict(cfg, input_path, output_path, raw=raw, feature_sources=feature_sources, model_dir=model_dir,
                      model_uri=model_uri, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
     typer.echo(f"scored {result['rows']:,} rows in {result['seconds']:.1f}s ({result['rows_per_second']:,} rows/s) "
@@ -311,3 +310,21 @@ def predict_command(
 
 
 app.command("predict")(predict_command)
+
+
+def _feature_sources(cfg: KfopsConfig, sources: Path | None) -> Path | None:
+    """``sources``, else the newest local pipeline run's, else ``<data_dir>/feast/sources``; None
+    for a dataset without feature views (``features.feature_refs`` empty), which joins nothing."""
+    from kfops.cli.features import pipeline_feature_sources
+
+    if not cfg.features.feature_refs:
+        return None
+    if sources is not None:
+        found = sources.expanduser().resolve()
+    else:
+        found = pipeline_feature_sources(cfg) or cfg.feast_dir / "sources"
+    if not any(found.glob("*.parquet")):
+        raise DataError(f"no feature sources (*.parquet) in {found}",
+                        hint="run the training pipeline (its featurize step writes them), or pass --sources DIR")
+    return found
+

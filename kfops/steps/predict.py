@@ -60,9 +60,11 @@ def predict(
     if raw:
         from kfops.serving.local.raw_scoring import RawCompleter
 
-        if cfg.features.feature_refs and feature_sources is None:
-            raise DataError("raw rows need the offline feature sources to join the feature views onto")
-        sources = Path(feature_sources) if cfg.features.feature_refs and feature_sources is not None else None
+        sources = None  # a dataset without feature views: every feature is in the row
+        if cfg.features.feature_refs:
+            if feature_sources is None:
+                raise DataError("raw rows need the offline feature sources to join the feature views onto")
+            sources = Path(feature_sources)
         complete = RawCompleter(cfg, model.spec, sources, str(rows))
     result = predict_file(model, rows, predictions, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
                           complete=complete)

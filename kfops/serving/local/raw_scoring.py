@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from kfops.core.requests import RawSchema
 
 
+ROW_ID = "__kfops_row"
+
+
 class OfflineLookup:
     """The feature views' values at each entity row's event time, from the offline sources.
 
@@ -49,6 +52,8 @@ class OfflineLookup:
         self.cfg = cfg.model_copy(update={
             "data_dir": Path(self._scratch.name),  # feast_dir: the registry, its lock, the online store
             "features": cfg.features.model_copy(update={"registry": None, "online_store": "sqlite"}),
+            # The join keys rows apart by an id: one of its own, which no key or feature is called.
+            "dataset": cfg.dataset.model_copy(update={"row_id": ROW_ID}),
         })
         self.store = feast_store.apply_definitions(self.cfg, source_dir)
         self.join_keys = feast_store.view_join_keys(self.cfg, self.store)
@@ -63,7 +68,7 @@ class OfflineLookup:
         if self.source_dir is None:
             return pd.DataFrame(index=range(len(entity_rows)))
         dataset = self.cfg.dataset
-        entities = pd.DataFrame({dataset.row_id or "row_id": range(len(entity_rows)),
+        entities = pd.DataFrame({ROW_ID: range(len(entity_rows)),
                                  dataset.event_timestamp: [row[EVENT_TIMESTAMP] for row in entity_rows],
                                  **{k: [row[k] for row in entity_rows] for k in self.join_keys}})
         joined = build_training_set(entities, self.cfg, self.source_dir, self.store)
@@ -141,20 +146,3 @@ def _python_values(column: pa.Array | pa.ChunkedArray) -> list:
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         return [None if v is None else v.isoformat() for v in values]
     return values
-
-
-def feature_sources(cfg: KfopsConfig, sources: Path | None) -> Path | None:
-    """``sources``, else the newest local pipeline run's, else ``<data_dir>/feast/sources``; None
-    for a dataset without feature views (``features.feature_refs`` empty), which joins nothing."""
-    from kfops.cli.features import pipeline_feature_sources
-
-    if not cfg.features.feature_refs:
-        return None
-    if sources is not None:
-        found = sources.expanduser().resolve()
-    else:
-        found = pipeline_feature_sources(cfg) or cfg.feast_dir / "sources"
-    if not any(found.glob("*.parquet")):
-        raise DataError(f"no feature sources (*.parquet) in {found}",
-                        hint="run the training pipeline (its featurize step writes them), or pass --sources DIR")
-    return found
