@@ -330,3 +330,17 @@ def test_the_predict_component_scores_raw_rows_in_a_pipeline(first_run, state, t
     model = load_model(Path(run.outputs["train"]["model"]))  # v1, the @champion
     expected = model.predict_proba_encoded(model.spec.encode(training_set))
     np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_text_in_a_numeric_csv_column_is_refused_at_its_own_row(first_run, state, tmp_path, capsys):
+    """One bad value makes Arrow read the whole CSV column as text: the error named row 0, whose
+    value was a fine number written as text."""
+    _cfg, run = first_run
+    rows = _raw_flights(pd.read_parquet(run.outputs["featurize"]["training_set"]).head(5)).astype({"distance": object})
+    rows.loc[3, "distance"] = "far"
+    rows.to_csv(tmp_path / "raw.csv", index=False)
+    code = _predict("--raw", "-i", str(tmp_path / "raw.csv"), "-o", str(tmp_path / "scored.parquet"),
+                    "--model-dir", run.outputs["train"]["model"], "--sources", str(run.outputs["featurize"]["feast_sources"]),
+                    "--set", f"data_dir={state['data_dir']}")
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "row 3 field 'distance': expected a number" in err, err

@@ -112,7 +112,7 @@ class RawCompleter:
             raise DataError(f"{self.input_name} lacks column(s) {', '.join(missing)} of {self.schema.hint()}",
                             hint="a raw row holds what a client sends the server; other columns are kept as they are")
         fields = [f.name for f in self.schema.builder.fields if f.name in names]
-        columns = {name: _python_values(batch.column(name)) for name in fields}
+        columns = {name: _python_values(batch.column(name), self.schema.by_name[name].kind) for name in fields}
         labels = [f"row {first_row + i}" for i in range(batch.num_rows)]  # the file's row numbers
         try:
             validate_columns(RAW, columns, self.spec, labels, raw=self.schema)
@@ -138,11 +138,26 @@ class RawCompleter:
                          "missing; pass --sources with sources that cover the rows' times")
 
 
-def _python_values(column: pa.Array | pa.ChunkedArray) -> list:
-    """A column as Python values; timestamps and dates as ISO text, as a JSON client sends them."""
+def _python_values(column: pa.Array | pa.ChunkedArray, kind: str) -> list:
+    """A column as Python values, as a JSON client sends them: timestamps and dates as ISO text;
+    numbers as numbers where the file holds them as text (a CSV column with one bad value is all
+    text), so that the check names the row whose value is not a number."""
     import pyarrow as pa
 
     values = column.to_pylist()
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         return [None if v is None else v.isoformat() for v in values]
+    if kind in ("number", "integer") and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return [_number_or_text(v) for v in values]
     return values
+
+
+def _number_or_text(value: str | None) -> int | float | str | None:
+    if value is None:
+        return None
+    for parse in (int, float):
+        try:
+            return parse(value)
+        except ValueError:
+            continue
+    return value
