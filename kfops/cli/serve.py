@@ -257,7 +257,7 @@ def predict_one(
 
 
 def predict_command(
-    input_path: Annotated[Path, typer.Option("--input", "-i", help="Parquet or CSV file of feature rows.")],
+    input_path: Annotated[Path, typer.Option("--input", "-i", help="Parquet or CSV file of rows to score.")],
     output_path: Annotated[Path, typer.Option("--output", "-o", help="Parquet file to write.")],
     model_dir: ModelDirOption = None,
     model_uri: ModelUriOption = None,
@@ -276,11 +276,12 @@ def predict_command(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Score a file of feature rows in chunks; writes ids + probability + prediction to parquet.
+    """Score a file of rows in chunks; writes ids + probability + prediction to parquet.
 
-    With neither --model-dir nor --model-uri it scores with serving.model_alias (default
-    @champion) of registry.model_name. With --raw the rows are what a client sends the server,
-    and every input column is kept beside the predictions.
+    The rows hold every model feature; with --raw they are what a client sends the server, and
+    the feature views are joined point-in-time from the offline sources (every input column is
+    then kept beside the predictions). With neither --model-dir nor --model-uri it scores with
+    serving.model_alias (default @champion) of registry.model_name.
 
     Examples:
 
