@@ -4,8 +4,10 @@ smoke-test one request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +25,27 @@ def deploy(config: KfopsConfig | str, version: str = "") -> dict[str, Any]:
 
     cfg = step_config(config)
     alias = cfg.serving.model_alias or registry.CHAMPION
-    target = registry.model_version(cfg, alias=alias)
-    if target is None:
-        raise KfopsError(f"no model version holds @{alias}", hint="promote one with `kfops promote <version>`")
-    result = serve_version(cfg, str(target.version))
+    with _one_local_deploy_at_a_time(cfg):
+        # The alias is read under the lock: a deploy that read it before another run moved it and
+        # served the new version would otherwise put the older one back.
+        target = registry.model_version(cfg, alias=alias)
+        if target is None:
+            raise KfopsError(f"no model version holds @{alias}", hint="promote one with `kfops promote <version>`")
+        result = serve_version(cfg, str(target.version))
     return {**result, "model_name": target.name, "alias": alias, "just_registered": version}
+
+
+@contextlib.contextmanager
+def _one_local_deploy_at_a_time(cfg: KfopsConfig) -> Iterator[None]:
+    """The local server's lock (its process or container), held from reading the alias to the smoke
+    test; on a cluster the rollout has its own."""
+    if serving_target(cfg) == "kserve":
+        yield
+        return
+    from kfops.serving.local.process import serving_lock
+
+    with serving_lock(cfg, "deploy the alias"):
+        yield
 
 
 def serve_version(cfg: KfopsConfig, version: str) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def state_dir(cfg: KfopsConfig) -> Path:
 
 
 @contextmanager
-def _serving_lock(cfg: KfopsConfig, what: str) -> Iterator[None]:
+def serving_lock(cfg: KfopsConfig, what: str) -> Iterator[None]:
     """One start or stop at a time per data dir (re-entrant: a start may stop the old server)."""
     wait_s = 2 * cfg.serving.startup_timeout_s + 2 * STOP_TIMEOUT_S + 60
     try:
@@ -193,7 +193,7 @@ def start_server(
     launch = {"name": name, "host": host, "online_lookup": online_lookup, "source": source,
               "extra_args": list(extra_args)}
 
-    with _serving_lock(cfg, f"start the model server {key}"):
+    with serving_lock(cfg, f"start the model server {key}"):
         state = _read_state(cfg, key)
         if state and pid_alive(state.get("pid")):
             same_address = state.get("host") == host and state.get("port") == port
@@ -489,7 +489,7 @@ def stop_server(
     its port (one whose state was lost). Returns once the port is free.
     """
     name = name or cfg.registry.model_name
-    with _serving_lock(cfg, f"stop the model server {instance or name}"):
+    with serving_lock(cfg, f"stop the model server {instance or name}"):
         return _stop_locked(cfg, name, instance or name, timeout_s)
 
 
