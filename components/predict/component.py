@@ -6,7 +6,7 @@ from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def predict(config: str, rows: Input[Dataset], feast_sources: Input[Dataset], predictions: Output[Dataset],
-            raw: bool = True, model_uri: str = "") -> int:
+            raw: bool = True, model_uri: str = "", log_predictions: bool = False) -> int:
     """Predict: batch-score a file of rows with a registered model.
 
     With `raw` (the default) each row is what a client sends the server (`dataset.request_builder`):
@@ -24,6 +24,9 @@ def predict(config: str, rows: Input[Dataset], feast_sources: Input[Dataset], pr
         raw: The rows are raw requests (True) or full feature rows (False).
         model_uri: models:/<name>/<version> or models:/<name>@<alias>; empty: serving.model_alias
             (default @champion) of registry.model_name.
+        log_predictions: Also append the predictions to the inference log (the cluster's log
+            store), as the server logs what it serves, once every row is scored: a retraining
+            run with drift.current_source=inference_logs then checks them for drift.
 
     Returns:
         The number of rows scored.
@@ -33,6 +36,6 @@ def predict(config: str, rows: Input[Dataset], feast_sources: Input[Dataset], pr
     from kfops.steps.predict import predict as run
 
     result = run(config, Path(rows.path), Path(predictions.path), raw=raw, feature_sources=Path(feast_sources.path),
-                 model_uri=model_uri or None)
+                 model_uri=model_uri or None, log_predictions=log_predictions)
     predictions.metadata.update(result)
     return result["rows"]

@@ -273,6 +273,10 @@ def predict_command(
     sources: Annotated[Path | None, typer.Option(
         "--sources", help="--raw: folder of offline feature sources (default: the newest local pipeline run's, "
                           "else <data_dir>/feast/sources).")] = None,
+    log_predictions: Annotated[bool, typer.Option(
+        "--log", help="Append the predictions to the inference log (serving.inference_log_dir, or the cluster's "
+                      "log store) once every row is scored, as the server logs what it serves: a drift check on "
+                      "inference_logs then sees them.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -290,6 +294,8 @@ def predict_command(
       kfops predict --input rows.csv --output scored.parquet --model-uri models:/my-model/3
 
       kfops predict --raw --input requests.csv --output scored.parquet
+
+      kfops predict --raw --input today.csv --output scored.parquet --log
     """
     from kfops.steps.predict import predict
 
@@ -305,9 +311,12 @@ def predict_command(
         require_input(input_path)  # before the sources are looked for
         feature_sources = _feature_sources(cfg, sources)
     result = predict(cfg, input_path, output_path, raw=raw, feature_sources=feature_sources, model_dir=model_dir,
-                     model_uri=model_uri, chunk_rows=chunk_rows, threads=threads, coerce=coerce)
+                     model_uri=model_uri, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
+                     log_predictions=log_predictions)
     typer.echo(f"scored {result['rows']:,} rows in {result['seconds']:.1f}s ({result['rows_per_second']:,} rows/s) "
                f"-> {output_path}")
+    if log_predictions:
+        typer.echo(f"logged as {result['request_id']} in {result['logged_to']}")
 
 
 app.command("predict")(predict_command)

@@ -41,13 +41,16 @@ def predict(
     chunk_rows: int = 250_000,
     threads: int | None = None,
     coerce: bool = False,
+    log_predictions: bool = False,
 ) -> dict[str, Any]:
     """Score every row of ``rows`` (parquet or CSV) into ``predictions`` (parquet).
 
     ``raw``: the rows are raw rows, joined point-in-time with the views from ``feature_sources``
     (a folder of offline source parquet files, e.g. the featurize step's). The model is
     ``model_dir``, else ``model_uri``, else the serving alias. Nothing is written when a row is
-    refused.
+    refused. ``log_predictions``: the predictions are appended to the inference log too
+    (``serving.inference_log_dir``, or the cluster's log store), as the server logs what it serves,
+    so a drift check on ``inference_logs`` sees them.
     """
     from kfops.core.model import load_model
     from kfops.serving.local.batch_scoring import predict_file, require_input
@@ -66,7 +69,26 @@ def predict(
                 raise DataError("raw rows need the offline feature sources to join the feature views onto")
             sources = Path(feature_sources)
         complete = RawCompleter(cfg, model.spec, sources, str(rows))
+    log = None
+    if log_predictions:
+        from kfops.serving.local.batch_log import UNREGISTERED, BatchPredictionLog
+
+        name, version = (cfg.registry.model_name, UNREGISTERED) if model_dir is not None else _name_and_version(scored_by)
+        log = BatchPredictionLog(cfg.inference_log_location, model_name=name, model_version=version, spec=model.spec,
+                                 threshold=model.threshold,
+                                 raw_fields=[f.name for f in complete.schema.builder.fields] if complete else None)
     result = predict_file(model, rows, predictions, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
-                          complete=complete)
-    return {"rows": result.rows, "seconds": round(result.seconds, 3), "rows_per_second": round(result.rows_per_second),
-            "model": scored_by, "raw": raw}
+                          complete=complete, log=log)
+    outcome: dict[str, Any] = {"rows": result.rows, "seconds": round(result.seconds, 3),
+                               "rows_per_second": round(result.rows_per_second), "model": scored_by, "raw": raw}
+    if log is not None:
+        from kfops.core.redaction import redact_uri
+
+        outcome.update(logged_to=redact_uri(str(cfg.inference_log_location)), request_id=log.request_id)
+    return outcome
+
+
+def _name_and_version(pinned_uri: str) -> tuple[str, str]:
+    """``models:/<name>/<version>`` -> (name, version)."""
+    name, _, version = pinned_uri.removeprefix("models:/").rpartition("/")
+    return name, version

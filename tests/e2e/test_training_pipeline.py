@@ -276,6 +276,46 @@ def test_raw_rows_score_as_the_training_set_rows_do(first_run, state, tmp_path, 
     assert registry.read_bytes() == before
 
 
+def test_logged_raw_rows_reach_the_drift_checks_inference_log_frame(first_run, state, tmp_path, capsys):
+    """`kfops predict --raw --log`: a batch job's predictions join the inference log, as served
+    requests do, so a retraining run with drift.current_source=inference_logs checks them too."""
+    import datetime as dt
+
+    import numpy as np
+
+    from kfops.adapters import mlflow_registry as registry
+    from kfops.serving.runtime.inference_log import read_inference_logs
+    from kfops.steps.drift_check import inference_log_frame
+
+    cfg, run = first_run
+    training_set = pd.read_parquet(run.outputs["featurize"]["training_set"]).sample(500, random_state=11)
+    raw = tmp_path / "raw.parquet"
+    _raw_flights(training_set).to_parquet(raw, index=False)
+    champion = registry.champion(cfg).version  # another test of this module may have moved it
+    code = _predict("--raw", "-i", str(raw), "-o", str(tmp_path / "scored.parquet"), "--log", "--chunk-rows", "200",
+                    "--sources", str(run.outputs["featurize"]["feast_sources"]),
+                    "--set", f"data_dir={state['data_dir']}", "--set", f"serving.http_port={state['port']}")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (request_id,) = [word for word in out.split() if word.startswith("predict-")]
+    logs = read_inference_logs(cfg.inference_log_location)
+    logged = logs[logs["request_id"] == request_id].reset_index(drop=True)  # the module's server logs here too
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    assert len(logged) == 500 and set(logged["input_kind"]) == {"raw"}
+    assert set(logged["model_name"]) == {cfg.registry.model_name} and set(logged["model_version"]) == {str(champion)}
+    np.testing.assert_array_equal(logged["probability"].to_numpy(), scored["probability"].to_numpy())
+    # The features as the model saw them: the training set's, joined point-in-time for each flight.
+    for column in ("temp", "carrier_delay_rate_7d", "seats"):
+        np.testing.assert_allclose(logged[column].to_numpy(), training_set[column].to_numpy(dtype=np.float32),
+                                   rtol=0, atol=0, equal_nan=True, err_msg=column)
+    first = json.loads(logged["input"][0])
+    assert {key: first[key] for key in ("carrier", "origin", "sched_dep")} == {
+        key: _raw_flights(training_set).iloc[0][key] for key in ("carrier", "origin", "sched_dep")}
+    today = dt.datetime.now(dt.UTC).date()
+    frame = inference_log_frame(cfg, today - dt.timedelta(days=1), today)  # the drift step's, for inference_logs
+    assert set(scored["probability"]) <= set(frame[cfg.drift.prediction_column])
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda rows: rows.drop(columns="sched_dep"), "lacks column(s) sched_dep of a raw flight"),
     (lambda rows: rows.assign(sched_dep=["2013-01-05T10:00"] * 2 + ["yesterday"] + ["2013-01-05T10:00"] * 2),
@@ -286,18 +326,26 @@ def test_raw_rows_score_as_the_training_set_rows_do(first_run, state, tmp_path, 
 ])
 def test_bad_raw_rows_are_refused_by_row_and_field_and_nothing_is_written(first_run, state, tmp_path, capsys, change,
                                                                          message):
-    _cfg, run = first_run
+    from kfops.serving.runtime.inference_log import read_inference_logs
+
+    cfg, run = first_run
     rows = _raw_flights(pd.read_parquet(run.outputs["featurize"]["training_set"]).head(5))
     raw, output = tmp_path / "raw.parquet", tmp_path / "scored.parquet"
     change(rows).to_parquet(raw, index=False)
+
+    def batch_rows_logged() -> int:
+        return int(read_inference_logs(cfg.inference_log_location)["request_id"].str.startswith("predict-").sum())
+
+    logged_before = batch_rows_logged()
     code = _predict("--raw", "-i", str(raw), "-o", str(output), "--model-dir", run.outputs["train"]["model"],
-                    "--sources", str(run.outputs["featurize"]["feast_sources"]),
+                    "--sources", str(run.outputs["featurize"]["feast_sources"]), "--log",
                     "--chunk-rows", "2",  # the bad row is in a later chunk: named by its row in the file
                     "--set", f"data_dir={state['data_dir']}")
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2, err
     assert message in err, err
     assert not output.exists()
+    assert batch_rows_logged() == logged_before  # the chunks scored before the bad row were not logged
 
 
 def test_the_predict_component_scores_raw_rows_in_a_pipeline(first_run, state, tmp_path):

@@ -204,8 +204,8 @@ def test_the_predict_component_scores_raw_flights_in_a_container(containerised_r
     def score():
         to_score = dsl.importer(artifact_uri=str(rows), artifact_class=dsl.Dataset)
         sources = dsl.importer(artifact_uri=str(featurized / "feast_sources"), artifact_class=dsl.Dataset)
-        predict(config=cfg.portable().to_json(), rows=to_score.output,
-                feast_sources=sources.output).set_container_image(PIPELINE_IMAGE)
+        predict(config=cfg.portable().to_json(), rows=to_score.output, feast_sources=sources.output,
+                log_predictions=True).set_container_image(PIPELINE_IMAGE)
 
     local.init(runner=local.DockerRunner(**docker_runner_args(cfg, containerised_run["env"])),
                pipeline_root=str(cfg.pipeline_root), raise_on_error=True)
@@ -220,6 +220,15 @@ def test_the_predict_component_scores_raw_flights_in_a_container(containerised_r
     model = load_model(Path(model_dir))
     expected = model.predict_proba_encoded(model.spec.encode(training_set))
     np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+    # log_predictions: the container wrote them to the inference log in the state store on S3,
+    # with the credentials from its environment, where the drift job reads served requests.
+    from kfops.serving.runtime.inference_log import read_inference_logs
+
+    assert str(cfg.inference_log_location).startswith("s3://")
+    logs = read_inference_logs(cfg.inference_log_location)
+    logged = logs[logs["request_id"].str.startswith("predict-")]
+    assert logged["model_version"].unique().tolist() == [str(champion.version)]
+    np.testing.assert_array_equal(logged["probability"].to_numpy(), scored["probability"].to_numpy())
 
 
 # --- a project of the user's own, in its own images --------------------------------------------

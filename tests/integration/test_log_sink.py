@@ -121,3 +121,35 @@ def test_rows_survive_a_store_outage_and_are_written_by_the_next_flush(tmp_path)
     blocked.unlink()
     (written,) = sink.flush()
     assert read_inference_logs(blocked)["probability"].tolist() == [0.4] and written.endswith(".parquet")
+
+
+def test_a_batch_jobs_logged_predictions_reach_the_cluster_log_store(s3_server, tmp_path, monkeypatch):
+    """The predict component with log_predictions on a cluster: its rows go to the log store in S3,
+    where the drift job reads served requests."""
+    import boto3
+    import pandas as pd
+
+    from kfops.steps.drift_check import inference_log_frame
+    from kfops.steps.predict import predict
+    from tests.support.serving_models import build_tiny_model
+
+    for key, value in {**AWS, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"kfops-logs-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    cfg = load_config(None, [f"serving.inference_log_store=s3://{bucket}/inference", f"data_dir={tmp_path}"],
+                      environ={})
+    model_dir = build_tiny_model(tmp_path / "model")
+    synthetic_features(700, seed=9).to_parquet(tmp_path / "rows.parquet", index=False)
+    result = predict(cfg, tmp_path / "rows.parquet", tmp_path / "scored.parquet", model_dir=model_dir,
+                     chunk_rows=250, log_predictions=True)
+    assert result["logged_to"] == f"s3://{bucket}/inference"
+    keys = [item["Key"] for item in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 3 and all(key.startswith("inference/date=") for key in keys)  # a file per chunk
+    logs = read_inference_logs(cfg.inference_log_location)
+    assert logs["request_id"].unique().tolist() == [result["request_id"]]
+    assert logs["model_version"].unique().tolist() == ["unregistered"]  # scored from a folder, not the registry
+    today = dt.datetime.now(dt.UTC).date()
+    frame = inference_log_frame(cfg, today - dt.timedelta(days=1), today)
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    assert frame[cfg.drift.prediction_column].tolist() == scored["probability"].tolist()

@@ -242,3 +242,5 @@ def test_the_documented_batch_scoring_pipeline_compiles_for_a_cluster(tmp_path, 
     (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-predict"]["secretAsEnv"]
     assert secret["secretName"] == "shop-secrets"
     assert set(spec["root"]["inputDefinitions"]["parameters"]) == {"rows_uri", "feast_sources_uri"}
+    task_parameters = spec["root"]["dag"]["tasks"]["predict"]["inputs"]["parameters"]
+    assert task_parameters["log_predictions"]["runtimeValue"]["constant"] is True

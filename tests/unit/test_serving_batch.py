@@ -121,3 +121,62 @@ def test_progress_is_reported_per_chunk_and_a_step_inside_reports_under_it(model
     assert joined == [0, 500]
     assert "predict: 500/1000 rows (50%" in err and "predict: 1000/1000 rows (100%" in err
     assert "inner join" not in err  # under the outer bar: at DEBUG only
+
+
+def _batch_log(location, model_dir):
+    from kfops.serving.local.batch_log import BatchPredictionLog
+
+    model = load_model(model_dir)
+    return BatchPredictionLog(location, model_name="flights-delay", model_version="7", spec=model.spec,
+                              threshold=model.threshold)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_logged_batch_reads_back_as_the_server_logs_predictions(model_dir, frame, tmp_path, suffix):
+    """`kfops predict --log`: the rows are in the inference log, one request id for the run, with the
+    features as the model saw them and the scored probability, as the server logs what it serves."""
+    from kfops.serving.runtime.inference_log import BASE_COLUMNS, OUTPUT_COLUMNS, read_inference_logs
+
+    source = tmp_path / f"in{suffix}"
+    frame.to_parquet(source, index=False) if suffix == ".parquet" else frame.to_csv(source, index=False)
+    log = _batch_log(tmp_path / "logs", model_dir)
+    result = predict_file(model_dir, source, tmp_path / "out.parquet", chunk_rows=300, log=log)
+    scored = pd.read_parquet(result.output_path)
+    logged = read_inference_logs(tmp_path / "logs")
+    spec = load_model(model_dir).spec
+    assert logged.columns.tolist() == [*BASE_COLUMNS, *spec.columns, *OUTPUT_COLUMNS]
+    assert len(list((tmp_path / "logs").glob("date=*/part-*.parquet"))) == 4  # a file per chunk, CSV too
+    assert logged["request_id"].unique().tolist() == [log.request_id] and log.request_id.startswith("predict-")
+    assert set(logged["model_name"]) == {"flights-delay"} and set(logged["model_version"]) == {"7"}
+    assert set(logged["input_kind"]) == {"features"} and logged["input"].isna().all()
+    np.testing.assert_array_equal(logged["probability"].to_numpy(), scored["probability"].to_numpy())
+    np.testing.assert_array_equal(logged["label"].to_numpy(), scored["prediction"].to_numpy())
+    for column in spec.columns:
+        if column in spec.categorical:
+            assert logged[column].tolist() == frame[column].astype(str).tolist(), column
+        else:
+            np.testing.assert_array_equal(logged[column].to_numpy(), frame[column].to_numpy(dtype=np.float32), column)
+    assert not list(tmp_path.glob("**/kfops-predict-log-*"))
+
+
+def test_a_refused_file_adds_nothing_to_the_inference_log(model_dir, frame, tmp_path):
+    bad = frame.astype({"distance": "object"})
+    bad.loc[700, "distance"] = "far"  # in the third chunk: two chunks were scored before it
+    bad.to_csv(tmp_path / "in.csv", index=False)
+    log = _batch_log(tmp_path / "logs", model_dir)
+    with pytest.raises(DataError, match="row 700"):
+        predict_file(model_dir, tmp_path / "in.csv", tmp_path / "out.parquet", chunk_rows=300, log=log)
+    assert not (tmp_path / "logs").exists()
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_a_log_that_cannot_be_written_fails_with_what_reached_it_and_keeps_the_predictions(model_dir, frame, tmp_path):
+    from kfops.errors import ServiceUnavailable
+
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    (tmp_path / "logs").write_text("a file where the log's folder should be")
+    log = _batch_log(tmp_path / "logs", model_dir)
+    with pytest.raises(ServiceUnavailable, match=r"took 0 of 1,000 rows \(predict-[0-9a-f]{12}\)") as caught:
+        predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=300, log=log)
+    assert "the predictions file is complete" in caught.value.hint
+    assert len(pd.read_parquet(tmp_path / "out.parquet")) == len(frame)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from kfops.core.model import TabularModel
+    from kfops.serving.local.batch_log import BatchPredictionLog
     from kfops.serving.local.raw_scoring import RawCompleter
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.zip", ".csv.bz2")
@@ -80,7 +81,9 @@ def _read_batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterat
         # Categoricals stay text: a code like "01" must not become the number 1.
         reader = csv.open_csv(path, read_options=csv.ReadOptions(block_size=64 << 20),
                               convert_options=csv.ConvertOptions(column_types={c: pa.string() for c in categorical}))
-        yield from reader
+        for block in reader:  # blocks of 64 MiB: sliced (no copy) to chunk_rows, as parquet is read
+            for start in range(0, block.num_rows, chunk_rows):
+                yield block.slice(start, chunk_rows)
     else:
         raise DataError(f"cannot read {path}: expected .parquet or .csv (optionally .gz/.zip/.bz2)")
 
@@ -114,6 +117,7 @@ def predict_file(
     keep_columns: list[str] | None = None,
     coerce: bool = False,
     complete: RawCompleter | None = None,
+    log: BatchPredictionLog | None = None,
 ) -> BatchResult:
     """Score every row of ``input_path`` into ``output_path`` (parquet); returns rows and time.
 
@@ -124,6 +128,7 @@ def predict_file(
 
     With ``complete`` the rows are raw rows (:mod:`kfops.serving.local.raw_scoring`): each chunk
     is checked and completed to the model's features first, and every input column is kept.
+    With ``log`` the predictions are appended to the inference log once the output is complete.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -158,7 +163,7 @@ def predict_file(
             if batch.num_rows:
                 start, offset = offset, offset + batch.num_rows
                 features = batch if complete is None else complete(batch, start)
-                return batch, encode_arrow(features, spec, coerce=coerce, row_offset=start)
+                return batch, features, encode_arrow(features, spec, coerce=coerce, row_offset=start)
         return None
 
     # Written under a temporary name beside the output, which it replaces only once complete.
@@ -170,7 +175,7 @@ def predict_file(
                 upcoming = reader.submit(contextvars.copy_context().run, read_and_encode)
                 while (item := upcoming.result()) is not None:
                     upcoming = reader.submit(contextvars.copy_context().run, read_and_encode)
-                    batch, matrix = item
+                    batch, features, matrix = item
                     if keep_columns is None:
                         keep = [c for c in batch.schema.names
                                 if (complete is not None or c not in spec.columns) and c not in OUTPUTS]
@@ -183,15 +188,23 @@ def predict_file(
                     columns = {name: batch.column(name) for name in keep}
                     columns["probability"] = pa.array(probability)
                     columns["prediction"] = pa.array((probability >= loaded.threshold).astype(np.int8))
+                    if log is not None:
+                        log.add(batch, features, matrix, probability)
                     table = pa.table(columns)
                     if writer is None:
                         writer = pq.ParquetWriter(temporary, table.schema)
                     writer.write_table(table)
                     rows += batch.num_rows
                     bar.advance(batch.num_rows)
+        except BaseException:
+            if log is not None:
+                log.close()  # nothing staged reaches the log
+            raise
         finally:
             if writer is not None:
                 writer.close()
         if writer is None:
             raise DataError(f"{input_path} holds no rows")
+    if log is not None:
+        log.publish()
     return BatchResult(output_path=output_path, rows=rows, seconds=time.perf_counter() - started)
