@@ -85,6 +85,7 @@ def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
         "drift": decision.get("drift"),
         "drifted_columns": drift_metrics.get("drifted_columns"),
         "tested_columns": drift_metrics.get("tested_columns"),
+        "checked": _what_was_checked(decision),
         "drift_report": drift.get("report"),
         "pipeline_run": run.run_dir.name if run.run_dir else None,
         "seconds": round(run.seconds, 1),
@@ -105,6 +106,16 @@ def run_summary(cfg: KfopsConfig, run: LocalRun) -> dict[str, Any]:
     }
 
 
+def _what_was_checked(decision: dict[str, Any]) -> str | None:
+    """'3,000 predictions logged 2026-12-06..2026-12-08 against v1's data 2013-01-01..2013-01-14'."""
+    rows, current = (decision.get("metrics") or {}).get("current_rows"), decision.get("current_window")
+    reference, champion = decision.get("reference_window"), decision.get("champion_version")
+    if rows is None or not current or not reference:
+        return None
+    what = "predictions logged" if decision.get("current_source") == "inference_logs" else "rows of"
+    return f"{rows:,.0f} {what} {'..'.join(current)} against v{champion}'s data {'..'.join(reference)}"
+
+
 def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False, same: str = "") -> dict[str, Any]:
     """``same``: the options that address this project again (``-c``, ``--set``), added to the
     commands the summary suggests, so they act on this run's project and not the nearest kfops.yaml."""
@@ -120,6 +131,8 @@ def print_run_summary(cfg: KfopsConfig, run: LocalRun, verbose: bool = False, sa
         if facts["drifted_columns"] is not None and facts["tested_columns"] is not None:
             echo(f"  drift          {'drift' if facts['drift'] else 'no drift'}: {facts['drifted_columns']:.0f} of "
                  f"{facts['tested_columns']:.0f} columns drifted")
+        if facts["checked"]:
+            echo(f"  checked        {facts['checked']}")
     if facts["mlflow_run_id"]:
         echo(f"  MLflow run     {facts['mlflow_run_id']}  (experiment {cfg.registry.experiment})")
     if m:

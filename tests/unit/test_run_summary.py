@@ -211,15 +211,18 @@ def test_run_help_and_troubleshooting_list_every_exit_code():
         assert f"| {code} | `{name}` |" in table, name
 
 
-def decided_retraining_run(tmp_path: Path, retrain: bool) -> LocalRun:
+def decided_retraining_run(tmp_path: Path, retrain: bool, current_source: str = "window") -> LocalRun:
     """A local retraining run with the drift step's decision record, as the drift component writes it."""
     run_dir = tmp_path / "kfops-retraining-2024"
     (run_dir / "drift" / "report").mkdir(parents=True)
     decision = run_dir / "drift" / "decision"
     reason = ("drift in 3 of 25 columns" if retrain else
               "no trigger fired: a shadow challenger ... does not pass the evaluate gate")
-    decision.write_text(json.dumps({"retrain": retrain, "code": "drift" if retrain else "no_signal", "reason": reason,
-                                    "drift": True, "metrics": {"drifted_columns": 3.0, "tested_columns": 25.0}}))
+    decision.write_text(json.dumps({
+        "retrain": retrain, "code": "drift" if retrain else "no_signal", "reason": reason, "drift": True,
+        "metrics": {"drifted_columns": 3.0, "tested_columns": 25.0, "current_rows": 26811.0},
+        "current_source": current_source, "current_window": ["2013-07-01", "2013-07-31"],
+        "reference_window": ["2013-01-01", "2013-01-14"], "champion_version": "1"}))
     outputs: dict = {"drift": {"decision": str(decision), "report": str(run_dir / "drift" / "report"),
                                "Output": retrain}, "retrain-outcome": {"Output": ""}}
     if retrain:
@@ -240,6 +243,7 @@ def test_a_retraining_summary_says_what_was_decided_and_why(cfg, tmp_path, no_se
     assert "decision       no retrain (no_signal)" in out
     assert "does not pass the evaluate gate" in out
     assert "drift          drift: 3 of 25 columns drifted" in out
+    assert "checked        26,811 rows of 2013-07-01..2013-07-31 against v1's data 2013-01-01..2013-01-14" in out
     assert f"reports        drift: {tmp_path / 'kfops-retraining-2024' / 'drift' / 'report'}" in out
     assert "None" not in out and "validation:" not in out and "gate " not in out
 
@@ -250,6 +254,12 @@ def test_a_retraining_that_retrained_shows_the_decision_and_the_training(cfg, tm
     assert "decision       RETRAIN (drift)" in out and "drift in 3 of 25 columns" in out
     assert "gate           BLESSED" in out and "registered     flights-delay v2" in out
     assert "reports        drift: " in out and "                 validation: " in out
+
+
+def test_a_check_of_the_inference_log_says_it_checked_logged_predictions(cfg, tmp_path, no_server, capsys):
+    print_run_summary(cfg, decided_retraining_run(tmp_path, retrain=False, current_source="inference_logs"))
+    out = capsys.readouterr().out
+    assert "checked        26,811 predictions logged 2013-07-01..2013-07-31 against v1's data" in out
 
 
 def test_a_training_summary_has_no_decision(cfg, tmp_path, no_server, capsys):
