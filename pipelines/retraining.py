@@ -31,7 +31,7 @@ def create_pipeline(cfg: KfopsConfig):
         # The IR default; KFP uses it unless a run sets its own (kfops submit/schedule send it too).
         pipeline_root=cfg.cluster.pipeline_root,
     )
-    def retraining(config: str = config_json, reference_window: str = "", current_source: str = "window",
+    def retraining(config: str = config_json, reference_window: str = "", current_source: str = "",
                    check_time: str = "", window_days: int = 0):
         # Runs however the rest ends: a retrain counts toward the cooldown and budget only once its
         # training finished (kfops.core.retrain_policy). KFP allows an exit handler only at the top.

@@ -36,7 +36,7 @@ def drift(
     verdict: Output[Artifact],
     decision: Output[Artifact],
     reference_window: str = "",
-    current_source: str = "window",
+    current_source: str = "",
     check_time: str = "",
 ) -> bool:
     """Drift: compare the current data with the champion's training data, then apply the retrain policy.
@@ -44,8 +44,9 @@ def drift(
     The reference is the `@champion`'s data window (its `kfops.window` registry tag), built
     with the configured loader and point-in-time feature join by the first check that needs it
     and kept in the state store (`state.store`, default `data_dir`) for every later one. The current data is the config's
-    `dataset` window: a labelled batch (`current_source=window`; the champion is also scored on
-    it) or what the server logged in that window (`current_source=inference_logs`). Per-column
+    `dataset` window: a labelled batch (`drift.current_source=window`; the champion is also scored
+    on it) or the predictions logged in that window (`drift.current_source=inference_logs`: served
+    requests, and batch jobs' logged with `kfops predict --log`). Per-column
     drift, the share of drifted columns, prediction drift and the champion's ROC AUC on the new
     window decide the verdict (`drift` config). The retrain triggers' evidence is computed from the
     profile stored with the champion (kfops.core.monitoring): its AUC on the rows whose labels
@@ -64,7 +65,8 @@ def drift(
         verdict: JSON drift verdict: drift, reasons, every column's test and score.
         decision: JSON retrain decision: retrain, code, reason, the drift report's MLflow URI.
         reference_window: 'YYYY-MM-DD,YYYY-MM-DD'; empty: the champion's training window.
-        current_source: `window` (labelled rows of the config window) or `inference_logs`.
+        current_source: `window` (labelled rows of the config window) or `inference_logs`; empty:
+            the config's `drift.current_source`.
         check_time: ISO 8601 time the policy sees for this check; empty: now.
 
     Returns:

@@ -127,6 +127,14 @@ class DriftConfig(BaseModel):
     exclude_columns: list[str] = Field(default_factory=list, description="Columns never tested (ids, timestamps).")
     numerical_columns: list[str] = Field(default_factory=list, description="Force these columns to numerical.")
     categorical_columns: list[str] = Field(default_factory=list, description="Force these columns to categorical.")
+    current_source: Literal["window", "inference_logs"] = Field(
+        "window",
+        description="What the retraining pipeline's drift check compares with the champion's data: `window`, the "
+        "config's dataset window as the loader reads it (labelled rows: the champion is scored on them too), or "
+        "`inference_logs`, the predictions logged in that window (served requests, and batch jobs' with "
+        "`kfops predict --log`), by the time they were made; unlabelled, so only label-free evidence (prediction "
+        "drift, the estimated AUC, weighted drift) informs the policy.",
+    )
     prediction_column: str = Field("prediction", description="Model score column, tested for prediction drift.")
     label_column: str = Field("label", description="Binary label; when in the current window, performance is scored.")
     prediction_drift_counts: bool = Field(True, description="Prediction drift alone makes the verdict `drift`.")

@@ -281,14 +281,14 @@ def drift_check(
     decision_json: Path,
     pipeline_run: str = "",
     reference_window: str = "",
-    current_source: CurrentSource = "window",
+    current_source: CurrentSource | Literal[""] = "",
     check_time: str = "",
 ) -> dict[str, Any]:
     """Drift of the current data (``cfg.dataset`` window) against the champion's, then the policy.
 
     ``reference_window`` ('YYYY-MM-DD,YYYY-MM-DD'; empty: the champion's `kfops.window` tag).
     ``current_source``: ``window`` (a labelled batch: scores the champion on it too) or
-    ``inference_logs`` (what was served in the window). ``check_time`` (ISO; empty: now) is
+    ``inference_logs`` (what was served in the window); empty: ``drift.current_source``. ``check_time`` (ISO; empty: now) is
     when the policy sees this check. Returns the decision dict, with ``retrain`` the trigger.
     """
     from kfops.config import KfopsConfig
@@ -297,6 +297,7 @@ def drift_check(
     from kfops.core.retrain_policy import Attempt
 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
+    current_source = current_source or cfg.drift.current_source
     if current_source not in ("window", "inference_logs"):
         raise ConfigError(f"current_source '{current_source}' is unknown", hint="use 'window' or 'inference_logs'")
     from kfops.adapters import mlflow_registry as registry

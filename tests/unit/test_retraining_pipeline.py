@@ -116,7 +116,7 @@ def test_config_is_the_default_and_the_current_window(tmp_path):
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert KfopsConfig.from_json(params["config"]["defaultValue"]).dataset.start == dt.date(2013, 7, 1)
     assert params["reference_window"]["defaultValue"] == ""
-    assert params["current_source"]["defaultValue"] == "window"
+    assert params["current_source"]["defaultValue"] == ""  # drift.current_source decides
 
 
 def test_component_and_pipeline_modules_keep_real_annotations():
