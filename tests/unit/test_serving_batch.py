@@ -180,3 +180,16 @@ def test_a_log_that_cannot_be_written_fails_with_what_reached_it_and_keeps_the_p
         predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=300, log=log)
     assert "the predictions file is complete" in caught.value.hint
     assert len(pd.read_parquet(tmp_path / "out.parquet")) == len(frame)
+
+
+def test_two_logged_batches_in_one_process_both_stay_in_the_log(model_dir, frame, tmp_path):
+    """Log files were named by time (to the second), pid and a counter per writer: a second batch
+    of the same process in the same second took the first one's name and replaced its rows."""
+    from kfops.serving.runtime.inference_log import read_inference_logs
+
+    frame.to_parquet(tmp_path / "in.parquet", index=False)
+    first, second = _batch_log(tmp_path / "logs", model_dir), _batch_log(tmp_path / "logs", model_dir)
+    predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "a.parquet", log=first)
+    predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "b.parquet", log=second)
+    logged = read_inference_logs(tmp_path / "logs")
+    assert logged["request_id"].value_counts().to_dict() == {first.request_id: 1000, second.request_id: 1000}

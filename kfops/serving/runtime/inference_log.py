@@ -2,7 +2,7 @@
 
 Layout (Hive-style partitions by UTC date, one parquet file per flush and model version)::
 
-    <log_dir>/date=2024-05-01/part-20240501T101500-4242-000017.parquet
+    <log_dir>/date=2024-05-01/part-20240501T101500-4242-000017-9f86d081.parquet
 
 Columns: ``timestamp`` (UTC), ``request_id``, ``model_name``, ``model_version``, ``input_kind``
 (``features`` or ``raw``), ``input`` (a raw request row as JSON; null for feature
@@ -193,10 +193,16 @@ def group_records(records: list[LogRecord]) -> dict[tuple, list[LogRecord]]:
 
 
 def write_table(log_dir: Path, day: dt.date, table: pa.Table, sequence) -> Path:
+    """One parquet file in a log folder. The name carries a random part: time, pid and a writer's
+    sequence repeat for two writers of one process (a server and a batch job) in the same second,
+    or for containers (pid 1 each) sharing the folder, and the rename would replace the rows."""
+    import uuid
+
     import pyarrow.parquet as pq
 
     folder = Path(log_dir) / f"{PARTITION_PREFIX}{day.isoformat()}"
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}.parquet"
+    name = (f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
+            f"-{uuid.uuid4().hex[:8]}.parquet")
     with atomic_output(folder / name) as temporary:
         pq.write_table(table, temporary)
     return folder / name
