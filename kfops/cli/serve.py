@@ -270,9 +270,10 @@ def predict_command(
         "--raw", help="The rows are raw rows, as a client sends the server (dataset.request_builder): their "
                       "request features are derived and the feature views joined point-in-time from the offline "
                       "sources at each row's event time, as training joined them.")] = False,
-    sources: Annotated[Path | None, typer.Option(
-        "--sources", help="--raw: folder of offline feature sources (default: the newest local pipeline run's, "
-                          "else <data_dir>/feast/sources).")] = None,
+    sources: Annotated[str | None, typer.Option(
+        "--sources", help="--raw: folder or s3:// prefix of offline feature sources, e.g. a training run's "
+                          "featurize/feast_sources (default: the newest local pipeline run's, else "
+                          "<data_dir>/feast/sources).")] = None,
     log_predictions: Annotated[bool, typer.Option(
         "--log", help="Append the predictions to the inference log (serving.inference_log_dir, or the cluster's "
                       "log store) once every row is scored, as the server logs what it serves: a drift check on "
@@ -322,15 +323,18 @@ def predict_command(
 app.command("predict")(predict_command)
 
 
-def _feature_sources(cfg: KfopsConfig, sources: Path | None) -> Path | None:
-    """``sources``, else the newest local pipeline run's, else ``<data_dir>/feast/sources``; None
-    for a dataset without feature views (``features.feature_refs`` empty), which joins nothing."""
+def _feature_sources(cfg: KfopsConfig, sources: str | None) -> Path | str | None:
+    """``sources`` (an ``s3://`` prefix is fetched by the step), else the newest local pipeline
+    run's, else ``<data_dir>/feast/sources``; None for a dataset without feature views
+    (``features.feature_refs`` empty), which joins nothing."""
     from kfops.cli.features import pipeline_feature_sources
 
     if not cfg.features.feature_refs:
         return None
+    if sources is not None and sources.startswith("s3://"):
+        return sources
     if sources is not None:
-        found = sources.expanduser().resolve()
+        found = Path(sources).expanduser().resolve()
     else:
         found = pipeline_feature_sources(cfg) or cfg.feast_dir / "sources"
     if not any(found.glob("*.parquet")):

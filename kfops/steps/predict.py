@@ -7,10 +7,12 @@ completed with the offline feature sources: :mod:`kfops.serving.local.raw_scorin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfops.errors import DataError
+from kfops.errors import DataError, ServiceUnavailable
 from kfops.steps.common import step_config
 
 if TYPE_CHECKING:
@@ -35,7 +37,7 @@ def predict(
     predictions: Path,
     *,
     raw: bool = False,
-    feature_sources: Path | None = None,
+    feature_sources: Path | str | None = None,
     model_dir: Path | None = None,
     model_uri: str | None = None,
     chunk_rows: int = 250_000,
@@ -46,7 +48,7 @@ def predict(
     """Score every row of ``rows`` (parquet or CSV) into ``predictions`` (parquet).
 
     ``raw``: the rows are raw rows, joined point-in-time with the views from ``feature_sources``
-    (a folder of offline source parquet files, e.g. the featurize step's). The model is
+    (a folder, or an ``s3://`` prefix, of offline source parquet files, e.g. the featurize step's). The model is
     ``model_dir``, else ``model_uri``, else the serving alias. Nothing is written when a row is
     refused. ``log_predictions``: the predictions are appended to the inference log too
     (``serving.inference_log_dir``, or the cluster's log store), as the server logs what it serves,
@@ -59,26 +61,28 @@ def predict(
     rows, predictions = require_input(Path(rows)), Path(predictions)
     folder, scored_by = (Path(model_dir), str(model_dir)) if model_dir is not None else model_folder(cfg, model_uri)
     model = load_model(folder, cfg.train.plugins, cfg.resolved_against)
-    complete = None
-    if raw:
-        from kfops.serving.local.raw_scoring import RawCompleter
+    with ExitStack() as scratch:
+        complete = None
+        if raw:
+            from kfops.serving.local.raw_scoring import RawCompleter
 
-        sources = None  # a dataset without feature views: every feature is in the row
-        if cfg.features.feature_refs:
-            if feature_sources is None:
-                raise DataError("raw rows need the offline feature sources to join the feature views onto")
-            sources = Path(feature_sources)
-        complete = RawCompleter(cfg, model.spec, sources, str(rows))
-    log = None
-    if log_predictions:
-        from kfops.serving.local.batch_log import UNREGISTERED, BatchPredictionLog
+            sources = None  # a dataset without feature views: every feature is in the row
+            if cfg.features.feature_refs:
+                if feature_sources is None:
+                    raise DataError("raw rows need the offline feature sources to join the feature views onto")
+                sources = scratch.enter_context(local_sources(feature_sources))
+            complete = RawCompleter(cfg, model.spec, sources, str(rows))
+        log = None
+        if log_predictions:
+            from kfops.serving.local.batch_log import UNREGISTERED, BatchPredictionLog
 
-        name, version = (cfg.registry.model_name, UNREGISTERED) if model_dir is not None else _name_and_version(scored_by)
-        log = BatchPredictionLog(cfg.inference_log_location, model_name=name, model_version=version, spec=model.spec,
-                                 threshold=model.threshold,
-                                 raw_fields=[f.name for f in complete.schema.builder.fields] if complete else None)
-    result = predict_file(model, rows, predictions, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
-                          complete=complete, log=log)
+            name, version = ((cfg.registry.model_name, UNREGISTERED) if model_dir is not None
+                             else _name_and_version(scored_by))
+            log = BatchPredictionLog(cfg.inference_log_location, model_name=name, model_version=version,
+                                     spec=model.spec, threshold=model.threshold,
+                                     raw_fields=[f.name for f in complete.schema.builder.fields] if complete else None)
+        result = predict_file(model, rows, predictions, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
+                              complete=complete, log=log)
     outcome: dict[str, Any] = {"rows": result.rows, "seconds": round(result.seconds, 3),
                                "rows_per_second": round(result.rows_per_second), "model": scored_by, "raw": raw}
     if log is not None:
@@ -92,3 +96,31 @@ def _name_and_version(pinned_uri: str) -> tuple[str, str]:
     """``models:/<name>/<version>`` -> (name, version)."""
     name, _, version = pinned_uri.removeprefix("models:/").rpartition("/")
     return name, version
+
+
+@contextmanager
+def local_sources(location: Path | str) -> Iterator[Path]:
+    """A folder of offline sources: ``location``, or a scratch copy of an ``s3://`` prefix (a
+    cluster run's featurize output), removed afterwards."""
+    if not str(location).startswith("s3://"):
+        yield Path(location)
+        return
+    import tempfile
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from kfops.adapters import s3
+
+    with tempfile.TemporaryDirectory(prefix="kfops-predict-sources-") as scratch:
+        credentials = "check the AWS_* credentials and AWS_ENDPOINT_URL this runs with"
+        try:
+            s3.download_dir(str(location), Path(scratch))
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            raise DataError(f"cannot read the feature sources at '{location}': {code or err}", hint=credentials) from err
+        except BotoCoreError as err:
+            raise ServiceUnavailable(f"cannot read the feature sources at '{location}': {err}", hint=credentials) from err
+        if not any(Path(scratch).rglob("*.parquet")):
+            raise DataError(f"no feature sources (*.parquet) under {location}",
+                            hint="give a training run's featurize/feast_sources artifact URI")
+        yield Path(scratch)

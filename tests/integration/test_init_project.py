@@ -273,3 +273,41 @@ def test_a_file_of_raw_orders_scores_as_their_training_set_rows(shop):
     model = load_model(run_dir / "train" / "model", cfg.train.plugins, cfg.resolved_against)
     expected = model.predict_proba_encoded(model.spec.encode(training_set))
     np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_raw_orders_score_with_the_feature_sources_of_an_s3_prefix(shop, s3_server, monkeypatch):
+    """On a cluster a training run's featurize output is in S3: `--sources s3://...` reads it there
+    (a scratch copy) and scores as with the local folder."""
+    import uuid
+
+    import boto3
+    import numpy as np
+    import pandas as pd
+
+    from kfops.adapters.s3 import upload_dir
+    from tests.integration.conftest import S3_CLIENT_ENV
+
+    assert shop["run"].returncode == 0
+    for key, value in {**S3_CLIENT_ENV, "AWS_ENDPOINT_URL": s3_server}.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"kfops-root-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    cfg, project = shop["cfg"], shop["project"]
+    (sources,) = cfg.pipeline_root.glob("*/featurize/feast_sources")
+    assert upload_dir(sources, f"s3://{bucket}/run-1/featurize/feast_sources") > 0
+    training_set = pd.read_parquet(sources.parent / "training_set").head(300)
+    training_set[["order_id", "customer_id", "store_id", "amount", "category", "channel", "items"]].assign(
+        event_timestamp=training_set[cfg.dataset.event_timestamp].map(lambda t: t.isoformat()),
+    ).to_csv(project / "orders_s3.csv", index=False)
+    scored = {}
+    for name, where in (("local", str(sources)), ("s3", f"s3://{bucket}/run-1/featurize/feast_sources")):
+        done = kfops("predict", "--raw", "-c", str(project / "kfops.yaml"), "-i", "orders_s3.csv",
+                     "-o", f"scored_{name}.parquet", "--sources", where, cwd=project)
+        assert done.returncode == 0, done.stdout + done.stderr
+        scored[name] = pd.read_parquet(project / f"scored_{name}.parquet")["probability"].to_numpy()
+    np.testing.assert_array_equal(scored["s3"], scored["local"])
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("kfops-predict-sources-*"))  # the copy is gone
+    done = kfops("predict", "--raw", "-c", str(project / "kfops.yaml"), "-i", "orders_s3.csv",
+                 "-o", "scored_none.parquet", "--sources", f"s3://{bucket}/no-such-run", cwd=project)
+    assert done.returncode == 2 and f"no feature sources (*.parquet) under s3://{bucket}/no-such-run" in done.stderr
+    assert not (project / "scored_none.parquet").exists()
