@@ -191,6 +191,7 @@ def print_status(cfg: KfopsConfig) -> None:
         echo(f"model server   {server.get('url')}  serving v{server.get('model_version')}  (pid {server.get('pid')})")
     else:
         echo("model server   not running  (kfops deploy)")
+    echo(f"inference log  {_inference_log_line(cfg)}")
     if not store_ready:
         return
     for alias in (registry.CHAMPION, registry.CHALLENGER):
@@ -202,6 +203,24 @@ def print_status(cfg: KfopsConfig) -> None:
         echo("recent runs")
         for line in runs:
             echo(f"  {line}")
+
+
+def _inference_log_line(cfg: KfopsConfig, days: int = 7) -> str:
+    """Where predictions are logged and, for a folder, how many in the last ``days`` UTC days: what
+    a retraining run on ``drift.current_source=inference_logs`` would find."""
+    import datetime as dt
+
+    from kfops.serving.runtime.inference_log import logged_rows_by_day
+
+    location = cfg.inference_log_location
+    if str(location).startswith("s3://"):
+        return redact_uri(str(location))
+    today = dt.datetime.now(dt.UTC).date()
+    counts = logged_rows_by_day(Path(location), today - dt.timedelta(days=days - 1))
+    if not any(counts.values()):
+        return f"{location}  nothing logged in the last {days} days (UTC)"
+    newest = max(day for day, rows in counts.items() if rows)
+    return f"{location}  {sum(counts.values()):,} predictions in the last {days} days (UTC), the newest on {newest}"
 
 
 def _recent_runs(cfg: KfopsConfig, limit: int = 5) -> list[str]:

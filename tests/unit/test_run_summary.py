@@ -293,3 +293,24 @@ def test_status_says_what_each_recent_run_decided(cfg, no_server, capsys):
     assert lines["drift-b"].endswith("no retrain (no_signal)")
     assert lines["drift-c"].endswith("RETRAIN (challenger)")
     assert lines["train-d"].endswith("FAILED    roc_auc -  blessed -")
+
+
+def test_status_counts_the_predictions_logged_in_the_last_week(cfg, no_server, capsys):
+    """What a retraining run on drift.current_source=inference_logs would find, without reading it."""
+    import datetime as dt
+    import itertools
+
+    import pyarrow as pa
+
+    from kfops.cli.summary import print_status
+    from kfops.serving.runtime.inference_log import write_table
+
+    print_status(cfg)
+    assert f"inference log  {cfg.inference_log_dir}  nothing logged in the last 7 days (UTC)" in capsys.readouterr().out
+    today = dt.datetime.now(dt.UTC).date()
+    sequence = itertools.count()
+    for day, rows in ((today, 1200), (today, 34), (today - dt.timedelta(days=2), 1000), (today - dt.timedelta(days=9), 5)):
+        write_table(cfg.inference_log_dir, day, pa.table({"probability": [0.5] * rows}), sequence)
+    print_status(cfg)
+    assert (f"inference log  {cfg.inference_log_dir}  2,234 predictions in the last 7 days (UTC), the newest on {today}"
+            in capsys.readouterr().out)

@@ -316,6 +316,23 @@ def read_inference_logs(log_dir: Path | str, start: Any = None, end: Any = None)
     return frame[ordered]
 
 
+def logged_rows_by_day(log_dir: Path, first_day: dt.date) -> dict[dt.date, int]:
+    """Rows logged per UTC day from ``first_day`` on, in a log folder, from the files' footers
+    (no data read)."""
+    import pyarrow.parquet as pq
+
+    counts: dict[dt.date, int] = {}
+    root = Path(log_dir)
+    for folder in sorted(root.glob(f"{PARTITION_PREFIX}*")) if root.is_dir() else []:
+        try:
+            day = dt.date.fromisoformat(folder.name[len(PARTITION_PREFIX):])
+        except ValueError:
+            continue  # not one of ours
+        if day >= first_day:
+            counts[day] = sum(pq.ParquetFile(path).metadata.num_rows for path in folder.glob("part-*.parquet"))
+    return counts
+
+
 # --- the log store: a folder or an s3:// prefix --------------------------------------------------
 
 
