@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kfops.errors import DataError
+from kfops.errors import DataError, ServiceUnavailable
 
 # What S3 answers when a conditional write loses: the condition failed (412), or another
 # conditional write to the key was in progress (409).
@@ -137,3 +137,18 @@ def download_dir(uri: str, local: Path) -> int:
         client.download_file(bucket, key, str(target))
         count += 1
     return count
+
+
+def fetch_dir(uri: str, local: Path) -> int:
+    """:func:`download_dir` with S3's failures as kfops errors naming ``uri``: a refusal (no such
+    bucket, access denied) is a DataError, an unreachable endpoint ServiceUnavailable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    credentials = "check the AWS_* credentials and AWS_ENDPOINT_URL this runs with"
+    try:
+        return download_dir(uri, local)
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        raise DataError(f"cannot read '{uri}': {code or err}", hint=credentials) from err
+    except BotoCoreError as err:
+        raise ServiceUnavailable(f"cannot read '{uri}': {err}", hint=credentials) from err

@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfops.errors import DataError, ServiceUnavailable
+from kfops.errors import DataError
 from kfops.steps.common import step_config
 
 if TYPE_CHECKING:
@@ -107,19 +107,10 @@ def local_sources(location: Path | str) -> Iterator[Path]:
         return
     import tempfile
 
-    from botocore.exceptions import BotoCoreError, ClientError
-
     from kfops.adapters import s3
 
     with tempfile.TemporaryDirectory(prefix="kfops-predict-sources-") as scratch:
-        credentials = "check the AWS_* credentials and AWS_ENDPOINT_URL this runs with"
-        try:
-            s3.download_dir(str(location), Path(scratch))
-        except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "")
-            raise DataError(f"cannot read the feature sources at '{location}': {code or err}", hint=credentials) from err
-        except BotoCoreError as err:
-            raise ServiceUnavailable(f"cannot read the feature sources at '{location}': {err}", hint=credentials) from err
+        s3.fetch_dir(str(location), Path(scratch))
         if not any(Path(scratch).rglob("*.parquet")):
             raise DataError(f"no feature sources (*.parquet) under {location}",
                             hint="give a training run's featurize/feast_sources artifact URI")

@@ -311,3 +311,19 @@ def test_raw_orders_score_with_the_feature_sources_of_an_s3_prefix(shop, s3_serv
                  "-o", "scored_none.parquet", "--sources", f"s3://{bucket}/no-such-run", cwd=project)
     assert done.returncode == 2 and f"no feature sources (*.parquet) under s3://{bucket}/no-such-run" in done.stderr
     assert not (project / "scored_none.parquet").exists()
+
+
+def test_feature_sources_on_a_dead_s3_endpoint_fail_as_a_service_and_write_nothing(shop, monkeypatch):
+    from tests.conftest import free_port
+    from tests.integration.conftest import S3_CLIENT_ENV
+
+    for key, value in {**S3_CLIENT_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}.items():
+        monkeypatch.setenv(key, value)
+    project = shop["project"]
+    (project / "one_order.csv").write_text("customer_id,store_id,amount,category,channel,items\nC0001,S01,10,a,web,1\n")
+    done = kfops("predict", "--raw", "-c", str(project / "kfops.yaml"), "-i", "one_order.csv",
+                 "-o", "scored_dead.parquet", "--sources", "s3://kfops-root/run-1/featurize/feast_sources", cwd=project)
+    assert done.returncode == 3, done.stdout + done.stderr  # a service, not the user's input
+    assert "cannot read 's3://kfops-root/run-1/featurize/feast_sources'" in done.stderr
+    assert "AWS_ENDPOINT_URL" in done.stderr and "Traceback" not in done.stderr
+    assert not (project / "scored_dead.parquet").exists()
