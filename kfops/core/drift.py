@@ -123,6 +123,12 @@ class DriftConfig(BaseModel):
         "Distances get noise ~1/sqrt(n); p-value tests lose power as n shrinks (see kfops.core.drift).",
     )
     seed: int = Field(0, description="Seed of the row sampling, so a check is reproducible.")
+    min_rows: int = Field(
+        100, ge=1,
+        description="Fewest rows each side needs for a verdict: with fewer, the distance tests Evidently picks for "
+        "a large reference call nearly every column drifted (4 logged predictions against a month: 22 of 25), so "
+        "the check refuses to judge instead.",
+    )
     columns: list[str] | None = Field(None, description="Columns to test; default: every reference column.")
     exclude_columns: list[str] = Field(default_factory=list, description="Columns never tested (ids, timestamps).")
     numerical_columns: list[str] = Field(default_factory=list, description="Force these columns to numerical.")
@@ -285,7 +291,8 @@ def check_drift(
     ``predict_proba(frame)``, or a callable ``frame -> scores``; it gets the sampled rows with
     every column but the label and prediction columns. Without it, a ``cfg.prediction_column``
     present in both frames is tested instead. Raises ``DataError`` on empty frames, columns the
-    current window lacks, or a column whose type differs between the windows.
+    current window lacks, a column whose type differs between the windows, or a side with fewer
+    than ``cfg.min_rows`` rows.
     """
     cfg = cfg or DriftConfig()
     _require_rows(reference, "reference")
@@ -297,6 +304,9 @@ def check_drift(
             f"no column can be tested for drift ({why_not})",
             hint="set drift.columns, drift.numerical_columns or drift.categorical_columns",
         )
+    # Enough rows for a verdict, once the columns are known to match.
+    _require_rows(reference, "reference", cfg.min_rows)
+    _require_rows(current, "current", cfg.min_rows)
 
     # A model may read columns that are not tested (ids, excluded ones): then keep every column.
     needed = [*kinds, cfg.label_column, cfg.prediction_column]
@@ -656,11 +666,14 @@ def _sorted_value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # Inputs: columns, types, sampling
 
 
-def _require_rows(frame: pd.DataFrame, side: str) -> None:
+def _require_rows(frame: pd.DataFrame, side: str, min_rows: int = 1) -> None:
     if frame is None or len(frame.columns) == 0 or len(frame) == 0:
         shape = "no data" if frame is None else f"{len(frame)} rows x {len(frame.columns)} columns"
         raise DataError(f"the {side} window is empty ({shape}); drift needs rows on both sides",
                         hint=f"check the {side} path and its date window")
+    if len(frame) < min_rows:
+        raise DataError(f"the {side} window has {len(frame)} rows, too few to judge drift (drift.min_rows: {min_rows})",
+                        hint="widen the window (e.g. --window-days), or lower drift.min_rows if you accept noisier verdicts")
 
 
 def _column_kinds(

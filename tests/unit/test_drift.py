@@ -349,18 +349,33 @@ def test_empty_frames_raise_data_error(side):
 
 
 def test_type_mismatch_between_windows_raises_data_error():
-    reference = pd.DataFrame({"x": np.arange(50.0)})
-    current = pd.DataFrame({"x": [str(v) for v in range(50)]})
+    reference = pd.DataFrame({"x": np.arange(200.0)})
+    current = pd.DataFrame({"x": [str(v) for v in range(200)]})
     with pytest.raises(DataError, match="'x' is numerical but holds object values in the current window"):
         check_drift(reference, current)
 
 
 def test_unknown_configured_columns_and_untestable_frames_raise():
-    frame = pd.DataFrame({"x": np.arange(50.0), "id": [f"row{i}" for i in range(50)]})
+    frame = pd.DataFrame({"x": np.arange(200.0), "id": [f"row{i}" for i in range(200)]})
     with pytest.raises(DataError, match=r"drift\.columns names column.*nope"):
         check_drift(frame, frame, DriftConfig(columns=["nope"]))
     with pytest.raises(DataError, match=r"no column can be tested.*id: text or id-like"):
         check_drift(frame, frame, DriftConfig(exclude_columns=["x"]))
+
+
+def test_a_window_too_small_to_judge_is_refused_not_called_drifted():
+    """4 logged predictions against a month of reference rows: the distance tests Evidently picks
+    for a large reference called 22 of 25 columns drifted."""
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 5000), "c": rng.choice(["a", "b", "c", "d"], 5000)})
+    current = reference.sample(99, random_state=1)  # the same distribution
+    with pytest.raises(DataError, match=r"the current window has 99 rows, too few to judge drift \(drift.min_rows: 100\)"):
+        check_drift(reference, current)
+    assert check_drift(reference, current, DriftConfig(min_rows=50)).current_rows == 99
+    with pytest.raises(DataError, match="the reference window has 99 rows"):
+        check_drift(current, reference)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        DriftConfig(min_rows=0)
 
 
 def test_config_rejects_bad_settings():
