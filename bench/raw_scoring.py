@@ -11,6 +11,8 @@ train) in a throwaway data dir, then scores the window's flights two ways with
   raw       the same flights as raw rows (what a client sends the server), checked field by field,
             their request features derived and the views joined point-in-time from the offline
             sources (``kfops.serving.local.raw_scoring``).
+  + log     each again with ``kfops predict --log``: the rows appended to the inference log
+            (``kfops.serving.local.batch_log``).
 
 Both outputs are compared first (the probabilities must be equal). Prints rows per second
 (best of ``--repeat``) and raw's share of the baseline's throughput.
@@ -42,6 +44,7 @@ def main() -> None:
 
     from kfops.config import load_config
     from kfops.core.model import load_model
+    from kfops.serving.local.batch_log import BatchPredictionLog
     from kfops.serving.local.batch_scoring import predict_file
     from kfops.serving.local.raw_scoring import RawCompleter
     from kfops.steps.featurize import featurize
@@ -69,23 +72,33 @@ def main() -> None:
         }).to_parquet(raw_file, index=False)
         completer = RawCompleter(cfg, model.spec, sources, str(raw_file))
 
-        def best(path: Path, out: Path, complete) -> float:
+        def best(path: Path, out: Path, complete, logged: bool = False) -> float:
             seconds = []
             for _ in range(args.repeat):
+                log = BatchPredictionLog(
+                    work / "inference_logs", model_name="bench", model_version="1", spec=model.spec,
+                    threshold=model.threshold,
+                    raw_fields=[f.name for f in complete.schema.builder.fields] if complete else None,
+                ) if logged else None
                 started = time.perf_counter()
-                predict_file(model, path, out, complete=complete)
+                predict_file(model, path, out, complete=complete, log=log)
                 seconds.append(time.perf_counter() - started)
             return min(seconds)
 
         base = best(features_file, work / "scored_features.parquet", None)
+        base_logged = best(features_file, work / "scored_features.parquet", None, logged=True)
         raw = best(raw_file, work / "scored_raw.parquet", completer)
+        raw_logged = best(raw_file, work / "scored_raw.parquet", completer, logged=True)
         same = np.array_equal(pd.read_parquet(work / "scored_features.parquet")["probability"].to_numpy(),
                               pd.read_parquet(work / "scored_raw.parquet")["probability"].to_numpy())
         n = len(rows)
         print(f"window {args.start}..{args.end}: {n:,} flights, best of {args.repeat}, {os.cpu_count()} cores")
         print(f"  features  {n / base:>10,.0f} rows/s  ({base:.2f}s)")
         print(f"  raw       {n / raw:>10,.0f} rows/s  ({raw:.2f}s)")
+        print(f"  features + log {n / base_logged:>10,.0f} rows/s  ({base_logged:.2f}s)")
+        print(f"  raw + log      {n / raw_logged:>10,.0f} rows/s  ({raw_logged:.2f}s)")
         print(f"  raw / features throughput: {base / raw:.3f}; probabilities equal: {same}")
+        print(f"  with --log / without: features {base / base_logged:.3f}, raw {raw / raw_logged:.3f}")
         if not same:
             raise SystemExit("the raw rows scored differently from their feature rows")
 
