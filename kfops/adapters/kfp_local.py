@@ -61,20 +61,28 @@ def project_packages(root: Path) -> Iterator[None]:
 
     Python caches an imported package with the folder it came from: after an import from another
     project folder (a copy that may since have been deleted), ``pipelines.retraining`` would be
-    looked for there. Cached project packages from elsewhere are dropped first.
+    looked for there. Cached project packages from elsewhere are dropped first, and the block's
+    own are dropped after it, with what was cached before put back: a later plain import (of
+    ``components.drift``, say) must not meet a package of a folder that is gone.
     """
     import sys
 
+    def cached() -> dict[str, Any]:
+        return {name: module for name, module in sys.modules.items() if name.split(".", 1)[0] in PROJECT_PACKAGES}
+
+    before = cached()
     here = str(root.resolve())
-    for name in list(sys.modules):
-        if name.split(".", 1)[0] not in PROJECT_PACKAGES:
-            continue
-        module = sys.modules[name]
+    for name, module in before.items():
         locations = list(getattr(module, "__path__", []) or []) or [getattr(module, "__file__", None) or ""]
         if not all(str(Path(location).resolve()).startswith(here + os.sep) for location in locations if location):
             del sys.modules[name]
-    with on_sys_path(root):
-        yield
+    try:
+        with on_sys_path(root):
+            yield
+    finally:
+        for name in cached():
+            del sys.modules[name]
+        sys.modules.update(before)
 
 
 def pipeline_function(name: str, cfg: Any) -> Any:

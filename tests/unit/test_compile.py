@@ -122,3 +122,26 @@ def test_a_pipeline_imported_from_another_project_copy_does_not_shadow_this_one(
     monkeypatch.delenv("KFOPS_PROJECT_DIR")
     monkeypatch.chdir(REPO)
     assert kfp_local.compile_pipeline(example_config(), "retraining", tmp_path / "here.yaml").is_file()
+
+
+def test_compiling_in_a_deleted_copy_leaves_no_package_of_it_behind(tmp_path, monkeypatch):
+    """After a compile in a copy that was then deleted, a plain `import components.drift...` (a
+    test's, a notebook's) met the copy's cached `components` and failed: No module named
+    'components.drift' (CI, random order)."""
+    import importlib
+    import shutil
+    import sys
+
+    from kfops.adapters import kfp_local
+
+    for name in [n for n in sys.modules if n.split(".")[0] in kfp_local.PROJECT_PACKAGES]:
+        monkeypatch.delitem(sys.modules, name)  # this test's own start; restored after it
+    copy = tmp_path / "copy"
+    for name in ("pipelines", "components"):
+        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("KFOPS_PROJECT_DIR", str(copy))
+    kfp_local.compile_pipeline(example_config(), "training", tmp_path / "from-copy.yaml")
+    shutil.rmtree(copy)
+    assert not [n for n in sys.modules if n.split(".")[0] in kfp_local.PROJECT_PACKAGES]
+    monkeypatch.syspath_prepend(str(REPO))
+    assert importlib.import_module("components.drift.component").__file__.startswith(str(REPO))
