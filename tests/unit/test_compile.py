@@ -106,20 +106,28 @@ def test_compiled_yaml_holds_no_path_of_the_compiling_machine(tmp_path):
     assert embedded.validation.suites_dir == Path("expectations") and embedded.data_dir == Path(".kfops")
 
 
-def test_a_pipeline_imported_from_another_project_copy_does_not_shadow_this_one(tmp_path, monkeypatch):
-    """Python caches `pipelines` with the folder it came from: compiling in a copy of the project
-    that is then deleted (as the portable-executor test does) must not break a later compile here."""
+def _compile_in_a_deleted_copy(tmp_path: Path, monkeypatch) -> None:
+    """Compile the training pipeline in a copy of the project, then delete the copy (as the
+    portable-executor test does)."""
     import shutil
 
     from kfops.adapters import kfp_local
 
     copy = tmp_path / "copy"
-    for name in ("pipelines", "components"):
+    for name in kfp_local.PROJECT_PACKAGES:
         shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setenv("KFOPS_PROJECT_DIR", str(copy))
     kfp_local.compile_pipeline(example_config(), "training", tmp_path / "from-copy.yaml")
     shutil.rmtree(copy)
     monkeypatch.delenv("KFOPS_PROJECT_DIR")
+
+
+def test_a_pipeline_imported_from_another_project_copy_does_not_shadow_this_one(tmp_path, monkeypatch):
+    """Python caches `pipelines` with the folder it came from: compiling in a copy of the project
+    that is then deleted must not break a later compile here."""
+    from kfops.adapters import kfp_local
+
+    _compile_in_a_deleted_copy(tmp_path, monkeypatch)
     monkeypatch.chdir(REPO)
     assert kfp_local.compile_pipeline(example_config(), "retraining", tmp_path / "here.yaml").is_file()
 
@@ -129,19 +137,13 @@ def test_compiling_in_a_deleted_copy_leaves_no_package_of_it_behind(tmp_path, mo
     test's, a notebook's) met the copy's cached `components` and failed: No module named
     'components.drift' (CI, random order)."""
     import importlib
-    import shutil
     import sys
 
     from kfops.adapters import kfp_local
 
     for name in [n for n in sys.modules if n.split(".")[0] in kfp_local.PROJECT_PACKAGES]:
         monkeypatch.delitem(sys.modules, name)  # this test's own start; restored after it
-    copy = tmp_path / "copy"
-    for name in ("pipelines", "components"):
-        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
-    monkeypatch.setenv("KFOPS_PROJECT_DIR", str(copy))
-    kfp_local.compile_pipeline(example_config(), "training", tmp_path / "from-copy.yaml")
-    shutil.rmtree(copy)
+    _compile_in_a_deleted_copy(tmp_path, monkeypatch)
     assert not [n for n in sys.modules if n.split(".")[0] in kfp_local.PROJECT_PACKAGES]
     monkeypatch.syspath_prepend(str(REPO))
     assert importlib.import_module("components.drift.component").__file__.startswith(str(REPO))
