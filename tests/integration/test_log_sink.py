@@ -153,3 +153,23 @@ def test_a_batch_jobs_logged_predictions_reach_the_cluster_log_store(s3_server, 
     frame = inference_log_frame(cfg, today - dt.timedelta(days=1), today)
     scored = pd.read_parquet(tmp_path / "scored.parquet")
     assert frame[cfg.drift.prediction_column].tolist() == scored["probability"].tolist()
+
+
+def test_a_dead_log_store_fails_the_batch_job_with_what_reached_it(tmp_path, monkeypatch):
+    """Every row scored, the S3 log store unreachable: exit 3 naming the store and the rows that
+    reached it, and the predictions file complete."""
+    import pandas as pd
+
+    from kfops.errors import ServiceUnavailable
+    from kfops.steps.predict import predict
+    from tests.support.serving_models import build_tiny_model
+
+    for key, value in {**AWS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}.items():
+        monkeypatch.setenv(key, value)
+    cfg = load_config(None, ["serving.inference_log_store=s3://kfops-logs/inference", f"data_dir={tmp_path}"],
+                      environ={})
+    synthetic_features(700, seed=9).to_parquet(tmp_path / "rows.parquet", index=False)
+    with pytest.raises(ServiceUnavailable, match=r"the inference log at s3://kfops-logs/inference took 0 of 700 rows"):
+        predict(cfg, tmp_path / "rows.parquet", tmp_path / "scored.parquet", model_dir=build_tiny_model(tmp_path / "m"),
+                log_predictions=True)
+    assert len(pd.read_parquet(tmp_path / "scored.parquet")) == 700

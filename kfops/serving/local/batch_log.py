@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from kfops.core.model import FeatureSpec
 
 UNREGISTERED = "unregistered"  # the version logged for a model scored from a folder
+STORE_CLIENTS = ("botocore", "boto3", "urllib3")  # whose errors mean the S3 log store failed
 
 
 class BatchPredictionLog:
@@ -81,6 +82,8 @@ class BatchPredictionLog:
                 write_log_table(self.location, day, pq.read_table(path), sequence)
                 logged += rows
         except Exception as err:
+            if not isinstance(err, OSError) and not type(err).__module__.startswith(STORE_CLIENTS):
+                raise  # not the store refusing: a bug, shown as one
             total = sum(rows for _, _, rows in self._staged)
             raise ServiceUnavailable(f"the inference log at {self.location} took {logged:,} of {total:,} rows "
                              f"({self.request_id}) before: {err}",
