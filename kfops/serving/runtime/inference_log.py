@@ -35,7 +35,7 @@ import numpy as np
 from kfops.core.files import atomic_output
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
     import pandas as pd
     import pyarrow as pa
@@ -289,15 +289,10 @@ def read_inference_logs(log_dir: Path | str, start: Any = None, end: Any = None)
         frames = read_s3_log_files(str(log_dir), lo.date() if lo is not None else None,
                                    hi.date() if hi is not None else None)
     root = Path(log_dir)
-    if not frames and not str(log_dir).startswith("s3://") and root.is_dir():
-        for folder in sorted(root.glob(f"{PARTITION_PREFIX}*")):
-            try:
-                day = dt.date.fromisoformat(folder.name[len(PARTITION_PREFIX):])
-            except ValueError:
-                continue  # not one of ours
-            if (lo is not None and day < lo.date()) or (hi is not None and day > hi.date()):
-                continue
-            frames.extend(pd.read_parquet(path) for path in sorted(folder.glob("part-*.parquet")))
+    if not frames and not str(log_dir).startswith("s3://"):
+        for _day, files in log_files_by_day(root, lo.date() if lo is not None else None,
+                                            hi.date() if hi is not None else None):
+            frames.extend(pd.read_parquet(path) for path in files)
     if not frames:
         empty = {name: pd.Series(dtype="object") for name in BASE_COLUMNS}
         empty["timestamp"] = pd.Series(dtype="datetime64[ns, UTC]")
@@ -316,21 +311,26 @@ def read_inference_logs(log_dir: Path | str, start: Any = None, end: Any = None)
     return frame[ordered]
 
 
-def logged_rows_by_day(log_dir: Path, first_day: dt.date) -> dict[dt.date, int]:
-    """Rows logged per UTC day from ``first_day`` on, in a log folder, from the files' footers
-    (no data read)."""
-    import pyarrow.parquet as pq
-
-    counts: dict[dt.date, int] = {}
+def log_files_by_day(log_dir: Path, first_day: dt.date | None = None,
+                     last_day: dt.date | None = None) -> Iterator[tuple[dt.date, list[Path]]]:
+    """A log folder's files per UTC date partition in [first_day, last_day] (None: open), oldest first."""
     root = Path(log_dir)
     for folder in sorted(root.glob(f"{PARTITION_PREFIX}*")) if root.is_dir() else []:
         try:
             day = dt.date.fromisoformat(folder.name[len(PARTITION_PREFIX):])
         except ValueError:
             continue  # not one of ours
-        if day >= first_day:
-            counts[day] = sum(pq.ParquetFile(path).metadata.num_rows for path in folder.glob("part-*.parquet"))
-    return counts
+        if (first_day is None or day >= first_day) and (last_day is None or day <= last_day):
+            yield day, sorted(folder.glob("part-*.parquet"))
+
+
+def logged_rows_by_day(log_dir: Path, first_day: dt.date) -> dict[dt.date, int]:
+    """Rows logged per UTC day from ``first_day`` on, in a log folder, from the files' footers
+    (no data read)."""
+    import pyarrow.parquet as pq
+
+    return {day: sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+            for day, files in log_files_by_day(log_dir, first_day)}
 
 
 # --- the log store: a folder or an s3:// prefix --------------------------------------------------
