@@ -94,3 +94,18 @@ def test_the_check_catches_a_wrong_option_and_command():
     assert problems("serve begin", root) == "kfops serve has no command 'begin'"
     text = "```bash\nkfops run training \\\n  --set x=1 --bogus\n```\nand `kfops drift check --since 2013-05`"
     assert shown_commands(text) == ["run training --set x=1 --bogus", "drift check --since 2013-05"]
+
+
+def test_the_readmes_sample_summary_prints_the_floor_line_as_the_gate_words_it():
+    """The README's `make run` summary is what a new user compares their own run with; its floor
+    line once kept a wording the gate had dropped. Re-derive it from the gate for the same numbers."""
+    from kfops.config import GateConfig
+    from kfops.core.evaluation import gate
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    floor = re.search(r"^\s+(PASS|FAIL) floor:roc_auc: .*$", readme, re.MULTILINE)
+    metrics = re.search(r"test metrics\s+roc_auc (\d\.\d+)", readme)
+    limit = re.search(r"`evaluate\.gate\.min_roc_auc`, (\d\.\d+)", readme)
+    assert floor and metrics and limit, "the README's sample summary or its gate floor is gone"
+    verdict = gate({"roc_auc": float(metrics.group(1))}, GateConfig(min_roc_auc=float(limit.group(1))))
+    assert floor.group(0).strip() in verdict.reasons, (floor.group(0).strip(), verdict.reasons)
