@@ -220,7 +220,9 @@ def _inference_log_line(cfg: KfopsConfig, days: int = 7) -> str:
     if not any(counts.values()):
         return f"{location}  nothing logged in the last {days} days (UTC)"
     newest = max(day for day, rows in counts.items() if rows)
-    return f"{location}  {sum(counts.values()):,} predictions in the last {days} days (UTC), the newest on {newest}"
+    total = sum(counts.values())
+    noun = "prediction" if total == 1 else "predictions"
+    return f"{location}  {total:,} {noun} in the last {days} days (UTC), the newest on {newest}"
 
 
 def _recent_runs(cfg: KfopsConfig, limit: int = 5) -> list[str]:

@@ -5,6 +5,7 @@ shapes, health, /metrics, batching, hot swap under load, inference logs, bad inp
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import threading
 import time
@@ -492,11 +493,15 @@ def test_moving_a_server_to_a_taken_or_impossible_port_leaves_it_serving(server)
 
 
 def test_stop_ends_the_process_and_flushes_the_inference_log(tmp_path, server):
+    from kfops.serving.local.client import smoke_test
+    from kfops.serving.runtime.inference_log import DEPLOY_CHECK_ID_PREFIX, logged_rows_by_day
+
     cfg = load_config(None, [f"data_dir={tmp_path}", f"serving.http_port={free_port()}"], environ={})
     # The default flush interval (10 s) is longer than this test: only the shutdown flush writes.
     status = start_server(cfg, model_dir=server["model_b"], name="second", online_lookup="none")
     assert status["healthy"] and status["pid"] != server["status"]["pid"]
     rows = feature_rows(2, seed=70)
+    smoke_test(status["url"], "second", feature_rows(1, seed=71))  # as deploy does: not traffic
     with httpx.Client(base_url=status["url"], trust_env=False, timeout=30) as http:
         response = http.post("/v1/models/second:predict", json={"instances": rows}, headers={"x-request-id": "last"})
     assert response.status_code == 200
@@ -507,6 +512,11 @@ def test_stop_ends_the_process_and_flushes_the_inference_log(tmp_path, server):
     logged = read_inference_logs(cfg.inference_log_dir)
     assert logged["request_id"].tolist() == ["last", "last"]
     assert logged["input"].isna().all() and logged["input_kind"].tolist() == ["features", "features"]
+    # The deploy check is on the record, in a file of its own, and counts as no traffic.
+    assert sum(logged_rows_by_day(cfg.inference_log_dir, dt.date(2000, 1, 1)).values()) == 2
+    checks = [pd.read_parquet(path) for path in Path(cfg.inference_log_dir).glob("date=*/check-*.parquet")]
+    assert len(checks) == 1 and len(checks[0]) == 1
+    assert checks[0]["request_id"].iloc[0].startswith(DEPLOY_CHECK_ID_PREFIX)
 
 
 # --- registry ------------------------------------------------------------------------------------

@@ -309,7 +309,10 @@ def test_status_counts_the_predictions_logged_in_the_last_week(cfg, no_server, c
     assert f"inference log  {cfg.inference_log_dir}  nothing logged in the last 7 days (UTC)" in capsys.readouterr().out
     today = dt.datetime.now(dt.UTC).date()
     sequence = itertools.count()
-    for day, rows in ((today, 1200), (today, 34), (today - dt.timedelta(days=2), 1000), (today - dt.timedelta(days=9), 5)):
+    write_table(cfg.inference_log_dir, today, pa.table({"probability": [0.5]}), sequence)
+    print_status(cfg)
+    assert "  1 prediction in the last 7 days" in capsys.readouterr().out
+    for day, rows in ((today, 1199), (today, 34), (today - dt.timedelta(days=2), 1000), (today - dt.timedelta(days=9), 5)):
         write_table(cfg.inference_log_dir, day, pa.table({"probability": [0.5] * rows}), sequence)
     print_status(cfg)
     assert (f"inference log  {cfg.inference_log_dir}  2,234 predictions in the last 7 days (UTC), the newest on {today}"

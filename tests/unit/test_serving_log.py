@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 
 from kfops.serving.runtime.inference_log import (
+    DEPLOY_CHECK_ID_PREFIX,
     InferenceLogWriter,
     LogRecord,
+    logged_rows_by_day,
     read_inference_logs,
 )
 
@@ -108,3 +110,16 @@ def test_a_record_arrow_cannot_take_is_dropped_and_counted_not_fatal(tmp_path):
     writer.flush()
     assert dropped == [2]
     assert set(read_inference_logs(tmp_path)["request_id"]) == {"good"}
+
+
+def test_a_deploy_check_is_kept_on_record_but_not_counted_as_traffic(tmp_path):
+    """The deploy step's smoke test would otherwise be the one 'prediction' a new project's
+    `kfops status` reports, and a row of the drift check's current data."""
+    writer = InferenceLogWriter(tmp_path)
+    writer.append(record(dt.datetime(2024, 5, 1, 12), f"{DEPLOY_CHECK_ID_PREFIX}abc", probabilities=(0.4,)))
+    writer.append(record(dt.datetime(2024, 5, 1, 12), "client-1"))
+    writer.flush()
+    assert read_inference_logs(tmp_path)["request_id"].tolist() == ["client-1", "client-1"]
+    assert logged_rows_by_day(tmp_path, dt.date(2024, 5, 1)) == {dt.date(2024, 5, 1): 2}
+    (check_file,) = tmp_path.glob("date=2024-05-01/check-*.parquet")
+    assert pd.read_parquet(check_file)["request_id"].tolist() == [f"{DEPLOY_CHECK_ID_PREFIX}abc"]

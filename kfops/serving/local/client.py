@@ -32,7 +32,8 @@ def _datatype(values: list[Any]) -> str:
     return "FP64"
 
 
-def v2_request(rows: list[dict[str, Any]], datatypes: dict[str, str] | None = None) -> dict[str, Any]:
+def v2_request(rows: list[dict[str, Any]], datatypes: dict[str, str] | None = None,
+               request_id: str | None = None) -> dict[str, Any]:
     """Rows of field -> value as a V2 request: one tensor per field, typed from ``datatypes``
     (e.g. the server's model metadata) or guessed from the values."""
     if not rows:
@@ -43,7 +44,7 @@ def v2_request(rows: list[dict[str, Any]], datatypes: dict[str, str] | None = No
         data = [_clean(row.get(name)) for row in rows]
         datatype = (datatypes or {}).get(name) or _datatype(data)
         inputs.append({"name": name, "datatype": datatype, "shape": [len(rows)], "data": data})
-    return {"inputs": inputs}
+    return {"inputs": inputs} if request_id is None else {"id": request_id, "inputs": inputs}
 
 
 def model_metadata(url: str, model_name: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -59,13 +60,14 @@ def model_metadata(url: str, model_name: str, timeout_s: float = 10.0) -> dict[s
     return response.json()
 
 
-def infer(url: str, model_name: str, rows: list[dict[str, Any]], timeout_s: float = 30.0) -> dict[str, Any]:
+def infer(url: str, model_name: str, rows: list[dict[str, Any]], timeout_s: float = 30.0,
+          request_id: str | None = None) -> dict[str, Any]:
     """Send ``rows`` as one V2 request; returns the response; raises ServingError on any non-200."""
     import httpx
 
     meta = model_metadata(url, model_name, timeout_s)
     datatypes = {t["name"]: t["datatype"] for t in meta.get("inputs", [])}
-    body = v2_request(rows, datatypes)
+    body = v2_request(rows, datatypes, request_id)
     try:
         with _http(url, timeout_s) as http:
             response = http.post(f"{url.rstrip('/')}/v2/models/{model_name}/infer", json=body)
@@ -81,8 +83,14 @@ def infer(url: str, model_name: str, rows: list[dict[str, Any]], timeout_s: floa
 
 
 def smoke_test(url: str, model_name: str, rows: list[dict[str, Any]], timeout_s: float = 30.0) -> dict[str, Any]:
-    """One V2 request with ``rows``; checks one probability in [0, 1] per row; returns the response."""
-    response = infer(url, model_name, rows, timeout_s)
+    """One V2 request with ``rows``; checks one probability in [0, 1] per row; returns the response.
+
+    Its request id marks it as a deploy check, which the inference log keeps apart from traffic."""
+    import uuid
+
+    from kfops.serving.runtime.inference_log import DEPLOY_CHECK_ID_PREFIX
+
+    response = infer(url, model_name, rows, timeout_s, request_id=f"{DEPLOY_CHECK_ID_PREFIX}{uuid.uuid4().hex}")
     outputs = {o.get("name"): o for o in response.get("outputs", [])}
     probabilities = outputs.get("probability", {}).get("data")
     if not isinstance(probabilities, list) or len(probabilities) != len(rows):

@@ -10,6 +10,10 @@ vectors, whose input is the feature columns), one column per model feature as th
 (categoricals as the strings sent, unknown ones included; numbers as float32, the model's input
 precision), ``probability`` and ``label``.
 
+The deploy step's smoke test (request ids starting ``kfops-deploy-check-``) is kept in files named
+``check-*.parquet`` beside them: on the record, but not traffic, so the drift check and
+``kfops status`` (which read ``part-*`` files only) do not count it.
+
 The request path only appends a record (the float32 matrix it already built for the model, plus
 the categorical strings); a background thread turns records into columns and writes a file
 every ``flush_interval_s`` (or ``flush_rows`` rows), under a temporary name first so readers
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 BASE_COLUMNS = ("timestamp", "request_id", "model_name", "model_version", "input_kind", "input")
 OUTPUT_COLUMNS = ("probability", "label")
 PARTITION_PREFIX = "date="
+TRAFFIC_FILE_PREFIX = "part-"
+DEPLOY_CHECK_FILE_PREFIX = "check-"
+DEPLOY_CHECK_ID_PREFIX = "kfops-deploy-check-"
 CONVERT_ROWS = 2048
 
 
@@ -126,10 +133,11 @@ class InferenceLogWriter:
             self._convert()
             tables, self._tables = self._tables, defaultdict(list)
             written: list[Path] = []
-            for (day, *_), parts in tables.items():
+            for (day, *_, deploy_check), parts in tables.items():
                 table = parts[0] if len(parts) == 1 else _concat(parts)
+                prefix = DEPLOY_CHECK_FILE_PREFIX if deploy_check else TRAFFIC_FILE_PREFIX
                 try:
-                    written.append(write_table(self.log_dir, day, table, self._sequence))
+                    written.append(write_table(self.log_dir, day, table, self._sequence, prefix))
                 except OSError as err:
                     log.error("inference log: could not write %d rows under %s: %s", table.num_rows, self.log_dir, err)
                     self._count(self._on_dropped, table.num_rows)
@@ -184,15 +192,16 @@ class InferenceLogWriter:
 
 
 def group_records(records: list[LogRecord]) -> dict[tuple, list[LogRecord]]:
-    """Records by (UTC date, model, version, input kind): one file each."""
+    """Records by (UTC date, model, version, input kind, deploy check or traffic): one file each."""
     groups: dict[tuple, list[LogRecord]] = defaultdict(list)
     for record in records:
         day = dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date()
-        groups[(day, record.model_name, record.model_version, record.input_kind)].append(record)
+        deploy_check = record.request_id.startswith(DEPLOY_CHECK_ID_PREFIX)
+        groups[(day, record.model_name, record.model_version, record.input_kind, deploy_check)].append(record)
     return groups
 
 
-def write_table(log_dir: Path, day: dt.date, table: pa.Table, sequence) -> Path:
+def write_table(log_dir: Path, day: dt.date, table: pa.Table, sequence, prefix: str = TRAFFIC_FILE_PREFIX) -> Path:
     """One parquet file in a log folder. The name carries a random part: time, pid and a writer's
     sequence repeat for two writers of one process (a server and a batch job) in the same second,
     or for containers (pid 1 each) sharing the folder, and the rename would replace the rows."""
@@ -201,7 +210,7 @@ def write_table(log_dir: Path, day: dt.date, table: pa.Table, sequence) -> Path:
     import pyarrow.parquet as pq
 
     folder = Path(log_dir) / f"{PARTITION_PREFIX}{day.isoformat()}"
-    name = (f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
+    name = (f"{prefix}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
             f"-{uuid.uuid4().hex[:8]}.parquet")
     with atomic_output(folder / name) as temporary:
         pq.write_table(table, temporary)
@@ -313,7 +322,8 @@ def read_inference_logs(log_dir: Path | str, start: Any = None, end: Any = None)
 
 def log_files_by_day(log_dir: Path, first_day: dt.date | None = None,
                      last_day: dt.date | None = None) -> Iterator[tuple[dt.date, list[Path]]]:
-    """A log folder's files per UTC date partition in [first_day, last_day] (None: open), oldest first."""
+    """A log folder's traffic files per UTC date partition in [first_day, last_day] (None: open),
+    oldest first; deploy checks' files are left out."""
     root = Path(log_dir)
     for folder in sorted(root.glob(f"{PARTITION_PREFIX}*")) if root.is_dir() else []:
         try:
@@ -321,7 +331,7 @@ def log_files_by_day(log_dir: Path, first_day: dt.date | None = None,
         except ValueError:
             continue  # not one of ours
         if (first_day is None or day >= first_day) and (last_day is None or day <= last_day):
-            yield day, sorted(folder.glob("part-*.parquet"))
+            yield day, sorted(folder.glob(f"{TRAFFIC_FILE_PREFIX}*.parquet"))
 
 
 def logged_rows_by_day(log_dir: Path, first_day: dt.date) -> dict[dt.date, int]:
@@ -354,7 +364,7 @@ def write_log_table(store: str | Path, day: dt.date, table: Any, sequence: Any) 
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     for _ in range(5):  # a random part that repeats is next to impossible; a bound all the same
-        name = (f"part-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
+        name = (f"{TRAFFIC_FILE_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
                 f"-{uuid.uuid4().hex[:8]}.parquet")
         key = f"{PARTITION_PREFIX}{day.isoformat()}/{name}"
         if state.write_if(key, buffer.getvalue(), None):
@@ -370,7 +380,7 @@ def read_s3_log_files(uri: str, first_day: dt.date | None, last_day: dt.date | N
     frames = []
     for key in state.list_keys():
         parts = key.split("/")
-        if len(parts) != 2 or not parts[0].startswith(PARTITION_PREFIX) or not parts[1].startswith("part-"):
+        if len(parts) != 2 or not parts[0].startswith(PARTITION_PREFIX) or not parts[1].startswith(TRAFFIC_FILE_PREFIX):
             continue
         try:
             day = dt.date.fromisoformat(parts[0][len(PARTITION_PREFIX):])
