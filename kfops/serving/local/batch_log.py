@@ -70,16 +70,14 @@ class BatchPredictionLog:
         self._staged.append((dt.datetime.fromtimestamp(record.timestamp, dt.UTC).date(), path, record.rows))
 
     def publish(self) -> int:
-        """Append the staged chunks to the log; returns the rows logged. A failure names how many
-        rows reached the log before it."""
-        import pyarrow.parquet as pq
-
-        from kfops.serving.runtime.inference_log import write_log_table
+        """Append the staged chunks to the log (each staged file as it is); returns the rows logged.
+        A failure names how many rows reached the log before it."""
+        from kfops.serving.runtime.inference_log import copy_log_file
 
         sequence, logged = itertools.count(), 0
         try:
             for day, path, rows in self._staged:
-                write_log_table(self.location, day, pq.read_table(path), sequence)
+                copy_log_file(self.location, day, path, sequence)
                 logged += rows
         except Exception as err:
             if not isinstance(err, OSError) and not type(err).__module__.startswith(STORE_CLIENTS):

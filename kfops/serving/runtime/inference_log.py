@@ -27,6 +27,7 @@ import io
 import itertools
 import logging
 import os
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -202,19 +203,25 @@ def group_records(records: list[LogRecord]) -> dict[tuple, list[LogRecord]]:
 
 
 def write_table(log_dir: Path, day: dt.date, table: pa.Table, sequence, prefix: str = TRAFFIC_FILE_PREFIX) -> Path:
-    """One parquet file in a log folder. The name carries a random part: time, pid and a writer's
-    sequence repeat for two writers of one process (a server and a batch job) in the same second,
-    or for containers (pid 1 each) sharing the folder, and the rename would replace the rows."""
-    import uuid
-
+    """One parquet file in a log folder."""
     import pyarrow.parquet as pq
 
     folder = Path(log_dir) / f"{PARTITION_PREFIX}{day.isoformat()}"
-    name = (f"{prefix}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
-            f"-{uuid.uuid4().hex[:8]}.parquet")
+    name = _file_name(prefix, sequence)
     with atomic_output(folder / name) as temporary:
         pq.write_table(table, temporary)
     return folder / name
+
+
+def _file_name(prefix: str, sequence: Any) -> str:
+    """A new file's name. It carries a random part: time, pid and a writer's sequence repeat for
+    two writers of one process (a server and a batch job) in the same second, for containers
+    (pid 1 each) sharing a folder, and for log sink replicas on S3, and a repeated name would
+    replace the rows already there."""
+    import uuid
+
+    return (f"{prefix}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
+            f"-{uuid.uuid4().hex[:8]}.parquet")
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -347,27 +354,37 @@ def logged_rows_by_day(log_dir: Path, first_day: dt.date) -> dict[dt.date, int]:
 
 
 def write_log_table(store: str | Path, day: dt.date, table: Any, sequence: Any) -> str:
-    """One parquet file of inference-log rows for ``day`` in a folder or under an s3:// prefix.
-
-    On S3 the name carries a random part and the put is conditional on the key being new: every
-    replica of a log sink is pid 1 of its own container, so pid, time and sequence alone can
-    repeat across pods, and a repeated key would replace another replica's rows."""
+    """One parquet file of inference-log rows for ``day`` in a folder or under an s3:// prefix."""
     if not str(store).startswith("s3://"):
         return str(write_table(Path(store), day, table, sequence))
-    import uuid
-
     import pyarrow.parquet as pq
 
-    from kfops.adapters.state_store import store_at
-
-    state = store_at(str(store))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
+    return _put_new_s3_file(str(store), day, buffer.getvalue(), sequence)
+
+
+def copy_log_file(store: str | Path, day: dt.date, parquet_file: Path, sequence: Any) -> str:
+    """A parquet file of log rows written elsewhere (a batch run's staged chunk) into the log as it
+    is, neither decoded nor encoded again."""
+    if not str(store).startswith("s3://"):
+        folder = Path(store) / f"{PARTITION_PREFIX}{day.isoformat()}"
+        name = _file_name(TRAFFIC_FILE_PREFIX, sequence)
+        with atomic_output(folder / name) as temporary:
+            shutil.copyfile(parquet_file, temporary)
+        return str(folder / name)
+    return _put_new_s3_file(str(store), day, Path(parquet_file).read_bytes(), sequence)
+
+
+def _put_new_s3_file(uri: str, day: dt.date, data: bytes, sequence: Any) -> str:
+    """Put ``data`` under a new key of the day's partition: the put is conditional on the key being
+    new, so a repeated name can never replace another writer's rows."""
+    from kfops.adapters.state_store import store_at
+
+    state = store_at(uri)
     for _ in range(5):  # a random part that repeats is next to impossible; a bound all the same
-        name = (f"{TRAFFIC_FILE_PREFIX}{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{next(sequence):06d}"
-                f"-{uuid.uuid4().hex[:8]}.parquet")
-        key = f"{PARTITION_PREFIX}{day.isoformat()}/{name}"
-        if state.write_if(key, buffer.getvalue(), None):
+        key = f"{PARTITION_PREFIX}{day.isoformat()}/{_file_name(TRAFFIC_FILE_PREFIX, sequence)}"
+        if state.write_if(key, data, None):
             return state.uri(key)
     raise OSError(f"no new key for an inference-log file under {state.location}")
 
