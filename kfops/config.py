@@ -531,6 +531,27 @@ class StateConfig(_Strict):
         return value.rstrip("/")
 
 
+class RetentionConfig(_Strict):
+    """How long local runs' files are kept under data_dir. After each local run (and with `kfops prune`)
+    older ones are removed; the registry, its artifacts and the audit trail are never touched. On a
+    cluster the buckets' lifecycle rules do this (Terraform: `pipeline_root_expiration_days`)."""
+
+    run_days: int | None = Field(
+        90, ge=1, description="Days a local pipeline run's folder (`<data_dir>/pipeline_root/<run>`: its task "
+        "artifacts and reports), its log and its compiled YAML are kept after they were last written; none: "
+        "kept for ever. The same default as the cluster's pipeline root."
+    )
+    keep_newest_runs: int = Field(
+        3, ge=1, description="The newest run folders kept whatever their age: the reports the last runs printed, "
+        "and the feature sources `kfops predict --raw` reads by default."
+    )
+    inference_log_days: int | None = Field(
+        None, ge=1, description="Days of the local inference log kept before today (whole UTC days, by their "
+        "`date=` partition; today's is always kept); none: kept for ever. Keep at least the longest window a "
+        "retraining run checks with `drift.current_source=inference_logs`."
+    )
+
+
 class ClusterConfig(_Strict):
     """The Kubeflow cluster: KFP endpoint, images, GPU scheduling and service accounts (unset: local runs)."""
 
@@ -591,6 +612,7 @@ class KfopsConfig(_Strict):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     state: StateConfig = Field(default_factory=StateConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("data_dir")
     @classmethod

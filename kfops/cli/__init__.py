@@ -326,6 +326,10 @@ def lineage(
 
     cfg = cli_config(config, set_)
     info = registry.lineage(cfg, version)
+    report = info.get("validation_report")
+    if report and "://" not in report and not Path(report).exists():  # a run folder that retention let go
+        kept = f"runs:/{info['run_id']}/validation/{Path(report).name}"
+        info["validation_report"] = f"{report} (removed with its run folder; MLflow keeps {kept})"
     width = max(len(k) for k in info)
     for key, value in info.items():
         echo(f"{key:<{width}}  {value}")
@@ -378,6 +382,41 @@ def status(config: ConfigOption = None, set_: SetOption = None) -> None:
     from kfops.cli.summary import print_status
 
     print_status(cli_config(config, set_))
+
+
+@app.command()
+def prune(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; remove nothing.")] = False,
+    older_than: Annotated[int | None, typer.Option(
+        "--older-than", help="Days, instead of retention.run_days, for runs' folders, logs and YAML.", min=1)] = None,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Remove old local runs' files from data_dir as the config's `retention` says (each local run
+    does this at its end): run folders, run logs and compiled YAML older than retention.run_days
+    (90) except the retention.keep_newest_runs newest, and the inference log's days older than
+    retention.inference_log_days (unset: kept). The registry and the audit trail are never touched.
+
+    Examples:
+
+      kfops prune --dry-run
+
+      kfops prune --older-than 30
+
+      kfops prune --set retention.inference_log_days=60
+    """
+    from kfops.runners.retention import prune_local_state
+
+    cfg = cli_config(config, set_)
+    pruned = prune_local_state(cfg, dry_run=dry_run, run_days=older_than)
+    verb = "would remove" if dry_run else "removed"
+    for path in pruned.paths:
+        echo(f"{verb}  {path}")
+    echo(f"{verb} {pruned.summary()}" if pruned.paths else "nothing to remove")
+    for problem in pruned.errors:
+        echo(f"could not remove {problem}")
+    if pruned.errors:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _register_subcommands() -> None:

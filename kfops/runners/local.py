@@ -308,6 +308,7 @@ def run_locally(
                                      None if seen is None else time.monotonic() - seen))
         if interrupts:
             log_file.write("kfops: interrupted (SIGINT)\n")
+    apply_retention(cfg, on_event)
     run_dir = watcher.run_dir  # None when no task wrote anything
     run = LocalRun(name=name, run_dir=run_dir, compiled=compiled, log_path=log_path,
                    seconds=time.perf_counter() - started, outputs=collect_outputs(run_dir) if run_dir else {})
@@ -321,6 +322,17 @@ def run_locally(
         raise PipelineFailed(_failure_message(run, error, failed),
                              hint=f"{task_hint}; full log: {log_path}" if task_hint else f"full log: {log_path}") from error
     return run
+
+
+def apply_retention(cfg: KfopsConfig, on_event: Callable[[str], None]) -> None:
+    """Let go of old runs' files (``retention``); says what went, and what could not, never fails the run."""
+    from kfops.runners.retention import prune_local_state
+
+    pruned = prune_local_state(cfg)
+    if pruned.paths:
+        on_event(f"kfops: retention removed {pruned.summary()}, older than the config's `retention` keeps")
+    for problem in pruned.errors:
+        on_event(f"kfops: retention could not remove {problem}")
 
 
 def _read_parameter(path: Path) -> Any:

@@ -173,3 +173,25 @@ def test_each_run_keeps_its_own_log_and_logs_sort_by_start(cfg):
     second, _, _ = run(cfg, "ok")
     assert first.log_path != second.log_path and first.log_path.is_file() and second.log_path.is_file()
     assert sorted(p.name for p in first.log_path.parent.iterdir()) == [first.log_path.name, second.log_path.name]
+
+
+@pytest.mark.parametrize("name", ["ok", "boom"])
+def test_a_run_lets_old_runs_go_as_retention_says_and_keeps_its_own(cfg, name):
+    """Each local run (a scheduled one too) ends with the config's retention, finished or failed."""
+    import os
+    import time
+
+    old_stamp = time.time() - 100 * 86400
+    old = []
+    for i in range(4):
+        folder = cfg.pipeline_root / f"tiny-ok-old-{i}"
+        (folder / "make").mkdir(parents=True)
+        (folder / "make" / "table").write_text("x" * 10)
+        for path in (folder / "make" / "table", folder / "make", folder):
+            os.utime(path, (old_stamp - i, old_stamp - i))
+        old.append(folder)
+    result, _, lines = run(cfg, name)
+    run_dir = result.run_dir if name == "ok" else next(p for p in cfg.pipeline_root.iterdir() if "boom" in p.name)
+    assert run_dir.is_dir() and old[0].is_dir() and old[1].is_dir()  # the 3 newest: this run and two old ones
+    assert not old[2].exists() and not old[3].exists()
+    assert any(line.startswith("kfops: retention removed 2 run folder(s)") for line in lines), lines
