@@ -538,8 +538,9 @@ class RetentionConfig(_Strict):
 
     run_days: int | None = Field(
         90, ge=1, description="Days a local pipeline run's folder (`<data_dir>/pipeline_root/<run>`: its task "
-        "artifacts and reports), its log and its compiled YAML are kept after they were last written; none: "
-        "kept for ever. The same default as the cluster's pipeline root."
+        "artifacts and reports), its steps' scratch (`<data_dir>/work/<step>/<run>`), its log and its compiled "
+        "YAML are kept after they were last written; none: kept for ever. The same default as the cluster's "
+        "pipeline root."
     )
     keep_newest_runs: int = Field(
         3, ge=1, description="The newest run folders kept whatever their age: the reports the last runs printed, "

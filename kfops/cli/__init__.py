@@ -393,7 +393,7 @@ def prune(
     set_: SetOption = None,
 ) -> None:
     """Remove old local runs' files from data_dir as the config's `retention` says (each local run
-    does this at its end): run folders, run logs and compiled YAML older than retention.run_days
+    does this at its end): run folders, steps' scratch, run logs and compiled YAML older than retention.run_days
     (90) except the retention.keep_newest_runs newest, and the inference log's days older than
     retention.inference_log_days (unset: kept). The registry and the audit trail are never touched.
 

@@ -3,7 +3,8 @@ with `kfops prune`.
 
 Removed when older than ``retention.run_days`` (by the newest file written in them): a pipeline
 run's folder under ``<data_dir>/pipeline_root``, except the ``retention.keep_newest_runs`` newest;
-a run's own log and compiled YAML (``<pipeline>-<time>-<pid>-<hex>.log|yaml``; the latest
+a step's scratch folder for a run (``<data_dir>/work/<step>/<run>``: the drift step's windows,
+torch checkpoints a retry resumes from); a run's own log and compiled YAML (``<pipeline>-<time>-<pid>-<hex>.log|yaml``; the latest
 ``compiled/<pipeline>.yaml`` stays). With ``retention.inference_log_days``, the local inference
 log's ``date=`` partitions older than that. The registry, its artifacts, the audit trail, drift
 references and validation baselines are never touched.
@@ -38,6 +39,7 @@ class Pruned:
     """What a prune removed (or, on a dry run, would remove)."""
 
     runs: list[Path] = field(default_factory=list)
+    work: list[Path] = field(default_factory=list)
     run_files: list[Path] = field(default_factory=list)
     log_days: list[Path] = field(default_factory=list)
     bytes: int = 0
@@ -45,10 +47,11 @@ class Pruned:
 
     @property
     def paths(self) -> list[Path]:
-        return [*self.runs, *self.run_files, *self.log_days]
+        return [*self.runs, *self.work, *self.run_files, *self.log_days]
 
     def summary(self) -> str:
         parts = [f"{len(self.runs)} run folder(s)" if self.runs else "",
+                 f"{len(self.work)} step scratch folder(s)" if self.work else "",
                  f"{len(self.run_files)} run log/YAML file(s)" if self.run_files else "",
                  f"{len(self.log_days)} day(s) of the inference log" if self.log_days else ""]
         return ", ".join(p for p in parts if p) + f" ({self.bytes / 1e6:,.1f} MB)"
@@ -63,7 +66,9 @@ def prune_local_state(cfg: KfopsConfig, *, now: float | None = None, dry_run: bo
     pruned = Pruned()
     log_location = cfg.inference_log_location
     local_log = None if str(log_location).startswith("s3://") else Path(log_location)
-    for folder in (cfg.pipeline_root, cfg.data_dir / "logs", cfg.data_dir / "compiled", local_log):
+    work = cfg.data_dir / "work"
+    work_steps = sorted(p for p in work.iterdir() if p.is_dir()) if work.is_dir() else []
+    for folder in (cfg.pipeline_root, *work_steps, cfg.data_dir / "logs", cfg.data_dir / "compiled", local_log):
         _finish_interrupted_removals(folder, pruned, dry_run)
     if keep_days is not None:
         cutoff = now - keep_days * DAY_S
@@ -71,6 +76,10 @@ def prune_local_state(cfg: KfopsConfig, *, now: float | None = None, dry_run: bo
         for folder, newest in runs[cfg.retention.keep_newest_runs:]:
             if newest < cutoff:
                 _remove(folder, pruned, pruned.runs, dry_run)
+        for step in work_steps:
+            for folder, newest in sorted(_run_folders(step)):
+                if newest < cutoff:
+                    _remove(folder, pruned, pruned.work, dry_run)
         for folder in (cfg.data_dir / "logs", cfg.data_dir / "compiled"):
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 if RUN_FILE.match(path.name) and path.is_file() and _mtime(path) < cutoff:

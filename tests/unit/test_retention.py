@@ -33,8 +33,8 @@ def age(path, days: float) -> None:
     os.utime(path, (stamp, stamp))
 
 
-def make_run(cfg, name: str, days: float):
-    folder = cfg.pipeline_root / name
+def make_run(cfg, name: str, days: float, root=None):
+    folder = (root or cfg.pipeline_root) / name
     (folder / "featurize" / "feast_sources").mkdir(parents=True)
     (folder / "featurize" / "feast_sources" / "weather.parquet").write_bytes(b"x" * 1000)
     (folder / "train").mkdir()
@@ -57,6 +57,8 @@ def test_runs_past_run_days_go_except_the_newest_and_nothing_else_is_touched(cfg
     old_yaml = make_file(cfg.data_dir / "compiled" / "training-20260101-010101-000001-42-abcdef.yaml", days=120)
     new_log = make_file(cfg.data_dir / "logs" / "training-20261201-010101-000001-42-abcdef.log", days=5)
     latest_yaml = make_file(cfg.data_dir / "compiled" / "training.yaml", days=120)  # the latest compile: kept
+    old_scratch = make_run(cfg, "kfops-retraining-old", days=95, root=cfg.data_dir / "work" / "drift")
+    new_scratch = make_file(cfg.data_dir / "work" / "train" / "kfops-training-recent" / "ckpt.pt", days=3).parent
     others = [make_file(cfg.data_dir / "mlflow" / "mlflow.db", days=400),
               make_file(cfg.data_dir / "drift" / "reference" / "a.parquet", days=400),
               make_file(cfg.data_dir / "logs" / "notes.log", days=400)]  # not a run's log
@@ -67,9 +69,10 @@ def test_runs_past_run_days_go_except_the_newest_and_nothing_else_is_touched(cfg
     assert sorted(pruned.runs) == sorted(old[2:])
     assert all(not p.exists() for p in old[2:]) and all(p.is_dir() for p in (recent, *old[:2]))
     assert pruned.run_files == [old_log, old_yaml] and not old_log.exists() and not old_yaml.exists()
+    assert pruned.work == [old_scratch] and not old_scratch.exists() and new_scratch.is_dir()
     assert new_log.is_file() and latest_yaml.is_file() and all(p.is_file() for p in others)
-    assert pruned.bytes == 3 * 1002 + 2 and pruned.errors == []
-    assert pruned.summary() == "3 run folder(s), 2 run log/YAML file(s) (0.0 MB)"
+    assert pruned.bytes == 4 * 1002 + 2 and pruned.errors == []
+    assert pruned.summary() == "3 run folder(s), 1 step scratch folder(s), 2 run log/YAML file(s) (0.0 MB)"
     assert not list(cfg.pipeline_root.glob(".removing-*"))
     assert prune_local_state(cfg, now=NOW).paths == []  # nothing left to do
 
