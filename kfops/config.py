@@ -449,6 +449,13 @@ class InferenceServiceConfig(_Strict):
         None, description="CloudEvents sink for KServe's request/response logger; none: no logger."
     )
     logger_mode: Literal["all", "request", "response"] = "all"
+    log_sink: bool = Field(
+        False, description="Run kfops' inference-log sink beside the InferenceService and point its logger there: "
+        "a Deployment (one replica: a request and its response must meet in one process), a Service, and a "
+        "NetworkPolicy that admits only this InferenceService's pods (KServe's logger sends no credentials, so "
+        "the network is what keeps forged rows out). It writes to `serving.inference_log_store`, else "
+        "`<state.store>/<project>/inference_logs`. Instead of `logger_url`."
+    )
     ready_timeout_s: float = Field(600.0, gt=0, description="Wait this long for the new revision to be Ready.")
     canary: bool = Field(True, description="Roll a new version out as a canary when one is already serving.")
     ingress_namespaces: list[str] = Field(
@@ -461,6 +468,9 @@ class InferenceServiceConfig(_Strict):
     def _replicas_ordered(self) -> InferenceServiceConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        if self.log_sink and self.logger_url:
+            raise ValueError(f"log_sink runs kfops' own sink for the logger; logger_url ({self.logger_url}) names "
+                             "another: set one of them")
         return self
 
 
@@ -576,6 +586,10 @@ class ClusterConfig(_Strict):
     serving_namespace: str | None = Field(None, description="Namespace of the KServe InferenceServices.")
     serving_service_account: str | None = Field(
         None, description="Service account of the InferenceServices (reads model artifacts)."
+    )
+    log_sink_service_account: str | None = Field(
+        None, description="Service account of the inference-log sink (`serving.kserve.log_sink`): it writes the "
+        "inference log's bucket, which the predictors' account need not; default: serving_service_account."
     )
     secrets_name: str | None = Field(
         None, description="Kubernetes Secret in the serving namespace whose keys are the KFOPS__ variables of "

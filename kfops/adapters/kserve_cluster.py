@@ -18,6 +18,11 @@ traffic back on the stable revision.
 Istio data plane (``serving.kserve.ingress_namespaces``) and pods of the serving namespace
 labelled ``kfops.io/model-client: "true"``; every other pod is refused. :func:`rollout` applies it
 beside the InferenceService.
+
+With ``serving.kserve.log_sink``, :func:`render_log_sink` adds kfops' inference-log sink
+(:mod:`kfops.serving.sidecars.log_sink`): a Deployment of one replica, its Service, and a
+NetworkPolicy that admits only this InferenceService's pods (KServe's logger runs in them and
+sends no credentials, so the network keeps forged rows out); the logger posts to that Service.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ DEPLOYMENT_MODE = "Knative"
 VERSION_ANNOTATION = "kfops.io/model-version"
 ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"  # KServe puts it on every pod of the service
 CLIENT_LABEL = "kfops.io/model-client"
+SINK_LABEL = "kfops.io/log-sink"
+SINK_CONTAINER = "log-sink"
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LOCAL_STORES = ("sqlite:", "file:", "/")
 
@@ -114,7 +121,7 @@ def predictor_container(cfg: KfopsConfig, version: str, *, host: str = "0.0.0.0"
         "--max-batch-size", str(cfg.serving.max_batch_size), "--max-latency-ms", f"{cfg.serving.max_latency_ms:g}",
         "--max-payload-bytes", str(cfg.serving.max_payload_bytes),
     ]  # fmt: skip
-    if isvc.logger_url:
+    if isvc.logger_url or isvc.log_sink:
         args.append("--no-inference-log")  # KServe's logger sends every request and response to the sink
     return {
         "name": CONTAINER,
@@ -157,8 +164,9 @@ def render_inference_service(
         predictor["containerConcurrency"] = isvc.container_concurrency
     if cfg.cluster.serving_service_account:
         predictor["serviceAccountName"] = cfg.cluster.serving_service_account
-    if isvc.logger_url:
-        predictor["logger"] = {"mode": isvc.logger_mode, "url": isvc.logger_url}
+    logger = logger_url(cfg, namespace or cfg.cluster.serving_namespace or cfg.cluster.namespace)
+    if logger:
+        predictor["logger"] = {"mode": isvc.logger_mode, "url": logger}
     if canary_percent is not None:
         predictor["canaryTrafficPercent"] = int(canary_percent)
     spec: dict[str, Any] = {"predictor": predictor}
@@ -208,6 +216,90 @@ def render_network_policy(cfg: KfopsConfig, *, namespace: str | None = None) -> 
             "ingress": [{"from": allowed, "ports": [{"protocol": "TCP", "port": p} for p in (PORT, 8012, 8022)]}],
         },
     }
+
+
+def log_sink_name(cfg: KfopsConfig) -> str:
+    return f"{service_name(cfg)}-log-sink"
+
+
+def logger_url(cfg: KfopsConfig, namespace: str | None) -> str | None:
+    """Where the InferenceService's logger posts: ``serving.kserve.logger_url``, or kfops' own sink's
+    Service; None: no logger."""
+    isvc = cfg.serving.kserve
+    if not isvc.log_sink:
+        return isvc.logger_url
+    if not namespace:
+        raise ConfigError("the log sink's address needs the serving namespace",
+                          hint="set cluster.serving_namespace (or cluster.namespace)")
+    return f"http://{log_sink_name(cfg)}.{namespace}.svc.cluster.local"
+
+
+def render_log_sink(cfg: KfopsConfig, *, namespace: str) -> list[dict[str, Any]]:
+    """kfops' inference-log sink for this InferenceService: a Deployment, a Service and a
+    NetworkPolicy admitting only the InferenceService's pods (apps/v1, v1, networking.k8s.io/v1)."""
+    store = str(cfg.inference_log_location)
+    if not store.startswith("s3://"):
+        raise ConfigError(
+            f"the log sink writes to {store}, a folder that its pod would lose",
+            hint="set serving.inference_log_store (or state.store) to an s3:// prefix the sink's service account "
+                 "(cluster.log_sink_service_account) may write",
+        )
+    name, service = log_sink_name(cfg), service_name(cfg)
+    labels = {"app.kubernetes.io/managed-by": "kfops", "app.kubernetes.io/name": "kfops-log-sink",
+              "app.kubernetes.io/instance": service, SINK_LABEL: service}
+    selector = {SINK_LABEL: service}
+    metadata = {"name": name, "namespace": namespace, "labels": labels}
+    plain, _ = predictor_environment(cfg)  # the config (no secrets in it): the model's features
+    container: dict[str, Any] = {
+        "name": SINK_CONTAINER,
+        "image": cfg.cluster.serving_image,
+        "command": ["python", "-m", "kfops.serving.sidecars.log_sink"],
+        "args": ["--store", store, "--host", "0.0.0.0", "--port", str(PORT), "--mode", cfg.serving.kserve.logger_mode],
+        "env": [{"name": key, "value": value} for key, value in plain.items()],
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": PORT}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/", "port": PORT}, "periodSeconds": 30, "failureThreshold": 4},
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # it calls no Kubernetes API
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        # The sink writes what it holds when stopped: give it time to reach the store.
+        "terminationGracePeriodSeconds": 60,
+    }
+    account = cfg.cluster.log_sink_service_account or cfg.cluster.serving_service_account
+    if account:
+        pod_spec["serviceAccountName"] = account
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
+        "spec": {
+            # One replica: KServe posts a request and its response as two events that must meet in one process.
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+    service_manifest = {
+        "apiVersion": "v1", "kind": "Service", "metadata": metadata,
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": PORT, "protocol": "TCP"}]},
+    }
+    policy = {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {**metadata, "name": f"{name}-ingress"},
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {ISVC_POD_LABEL: service}}}],
+                         "ports": [{"protocol": "TCP", "port": PORT}]}],
+        },
+    }
+    return [deployment, service_manifest, policy]
 
 
 def _transformer(cfg: KfopsConfig, predictor_container: dict[str, Any]) -> dict[str, Any]:
@@ -269,16 +361,42 @@ def _revision_failed(obj: dict[str, Any]) -> str | None:
 class ClusterServing:
     """The Kubernetes calls a rollout makes; ``custom`` and ``core`` are the client's API objects."""
 
-    def __init__(self, namespace: str, custom: Any = None, core: Any = None, networking: Any = None):
+    def __init__(self, namespace: str, custom: Any = None, core: Any = None, networking: Any = None,
+                 apps: Any = None):
         if custom is None or core is None:
             default_custom, default_core = _default_apis()
             custom, core = custom or default_custom, core or default_core
-            if networking is None:
-                from kubernetes import client
+            from kubernetes import client
 
-                networking = client.NetworkingV1Api()
+            networking = networking or client.NetworkingV1Api()
+            apps = apps or client.AppsV1Api()
         self.namespace, self.custom, self.core = namespace, custom, core
         self.networking = networking  # None: NetworkPolicies are not applied (a caller's own API objects)
+        self.apps = apps  # None: no log sink can be applied
+
+    def apply_log_sink(self, manifests: list[dict[str, Any]]) -> None:
+        """Create the sink's Deployment, Service and NetworkPolicy, or bring existing ones up to date."""
+        from kubernetes.client.exceptions import ApiException
+
+        if self.apps is None or self.networking is None:
+            raise ServingError("serving.kserve.log_sink needs the apps/v1 and networking APIs, and this client "
+                               "has none")
+        for manifest in manifests:
+            kind, name = manifest["kind"], manifest["metadata"]["name"]
+            if kind == "NetworkPolicy":
+                self.apply_network_policy(manifest)
+                continue
+            create, patch = {
+                "Deployment": (self.apps.create_namespaced_deployment, self.apps.patch_namespaced_deployment),
+                "Service": (self.core.create_namespaced_service, self.core.patch_namespaced_service),
+            }[kind]
+            try:
+                create(self.namespace, manifest)
+            except ApiException as err:
+                if err.status != 409:
+                    raise ServingError(f"could not create {kind} {self.namespace}/{name}: {err.status} "
+                                       f"{err.reason}") from err
+                self._call(f"update the log sink's {kind} beside", patch, name, self.namespace, manifest)
 
     def apply_network_policy(self, policy: dict[str, Any]) -> None:
         """Create the policy, or replace it when it exists."""
@@ -378,7 +496,10 @@ def rollout(
     existing = cluster.get(name)
     timeout = cfg.serving.kserve.ready_timeout_s
 
+    sink = render_log_sink(cfg, namespace=namespace) if cfg.serving.kserve.log_sink else None  # refused: nothing applied
     cluster.apply_network_policy(render_network_policy(cfg, namespace=namespace))
+    if sink:  # before the InferenceService, so its logger has somewhere to post
+        cluster.apply_log_sink(sink)
     if existing is None:
         cluster.create(render_inference_service(cfg, version, namespace=namespace))
         obj, revision = _wait_revision(cluster, name, None, timeout, clock, sleep, where)

@@ -131,6 +131,9 @@ def profile_from_terraform_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
             "service_account": str(pipeline_account["name"]),
             "serving_namespace": _text(values, "serving_namespace"),
             "serving_service_account": str(serving_account["name"]),
+            **({"log_sink_service_account": str(_mapping(accounts, "log_sink", ("namespace", "name"),
+                                                         label="service_accounts.")["name"])}
+               if "log_sink" in accounts else {}),
         },
         "registry": {
             "tracking_uri": _text(values, "mlflow_tracking_uri"),

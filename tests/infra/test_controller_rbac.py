@@ -28,6 +28,10 @@ CALLS = {
     "replace_namespaced_lease": ("coordination.k8s.io", "leases", "update"),
     "create_namespaced_network_policy": ("networking.k8s.io", "networkpolicies", "create"),
     "replace_namespaced_network_policy": ("networking.k8s.io", "networkpolicies", "update"),
+    "create_namespaced_deployment": ("apps", "deployments", "create"),
+    "patch_namespaced_deployment": ("apps", "deployments", "patch"),
+    "create_namespaced_service": ("", "services", "create"),
+    "patch_namespaced_service": ("", "services", "patch"),
 }
 
 

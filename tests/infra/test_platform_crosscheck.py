@@ -182,6 +182,10 @@ class Recorder:
 
     CUSTOM = re.compile(r"^(get|create|patch|delete|replace|list)_namespaced_custom_object$")
     VERBS: ClassVar[dict[str, str]] = {"replace": "update"}
+    WORKLOAD = re.compile(r"^(create|patch|replace)_namespaced_(deployment|service|network_policy)$")
+    RESOURCES: ClassVar[dict[str, tuple[str, str]]] = {
+        "deployment": ("apps", "deployments"), "service": ("", "services"),
+        "network_policy": ("networking.k8s.io", "networkpolicies")}
 
     def __init__(self, api):
         self.api, self.calls = api, set()
@@ -198,6 +202,11 @@ class Recorder:
                 self.calls.add((args[0], "", "pods", "list"))
             elif method == "connect_get_namespaced_pod_proxy_with_path":
                 self.calls.add((args[1], "", "pods/proxy", "get"))
+            elif match := self.WORKLOAD.match(method):
+                verb, kind = match.groups()
+                namespace = args[0] if verb == "create" else args[1]
+                group, resource = self.RESOURCES[kind]
+                self.calls.add((namespace, group, resource, self.VERBS.get(verb, verb)))
             else:
                 raise AssertionError(f"unclassified Kubernetes call {method}: add it to the recorder")
             return target(*args, **kwargs)
@@ -206,18 +215,31 @@ class Recorder:
 
 
 def deploy_calls(namespace: str) -> set[tuple]:
-    """A first deploy, then a canary that is promoted, as the deploy step runs them."""
+    """A first deploy, then a canary that is promoted, as the deploy step runs them, with kfops'
+    log sink beside the InferenceService (its Deployment, Service and NetworkPolicies)."""
     from kfops.adapters.kserve_cluster import VERSION, ClusterServing, rollout
     from tests.support.crds import ISVC_CRD, openapi_schema
-    from tests.unit.test_inference_service import ScriptedKServe, cluster_config
+    from tests.unit.test_inference_service import ScriptedKServe
+    from tests.unit.test_log_sink_manifests import ScriptedWorkloads, sink_config
 
     api = ScriptedKServe(openapi_schema(ISVC_CRD, VERSION), ["healthy", "healthy"])
-    recorder = Recorder(api)
-    cfg = cluster_config(f"cluster.serving_namespace={namespace}")
-    cluster = ClusterServing(namespace, custom=recorder, core=recorder)
+    recorder, workloads = Recorder(api), Recorder(ScriptedWorkloads())
+    cfg = sink_config(f"cluster.serving_namespace={namespace}")
+    cluster = ClusterServing(namespace, custom=recorder, core=_Either(recorder, workloads), networking=workloads,
+                             apps=workloads)
     rollout(cfg, "7", cluster=cluster, clock=api.clock, sleep=api.sleep)
     rollout(cfg, "8", cluster=cluster, clock=api.clock, sleep=api.sleep)
-    return recorder.calls
+    return recorder.calls | workloads.calls
+
+
+class _Either:
+    """CoreV1Api split between two scripted servers: Services to one, pods to the other."""
+
+    def __init__(self, pods, services):
+        self.pods, self.services = pods, services
+
+    def __getattr__(self, method):
+        return getattr(self.services if method.endswith("_namespaced_service") else self.pods, method)
 
 
 def trainjob_calls(namespace: str) -> set[tuple]:
@@ -288,7 +310,8 @@ def test_every_call_of_deploy_and_trainjobs_is_granted_to_the_pipeline_runner():
     }
     calls = {("serving", *call[1:]) for call in deploy_calls("serving")}
     calls |= {("kfp", *call[1:]) for call in trainjob_calls("kfp")}
-    assert {call[2] for call in calls} >= {"inferenceservices", "trainjobs", "pods/proxy"}
+    assert {call[2] for call in calls} >= {"inferenceservices", "trainjobs", "pods/proxy", "deployments", "services",
+                                           "networkpolicies"}
     missing = [call for call in sorted(calls) if not granted(where[call[0]][1], *call[1:])]
     assert not missing, f"Kubernetes calls kfops makes that no Role grants the pipeline-runner: {missing}"
 

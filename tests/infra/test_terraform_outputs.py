@@ -60,6 +60,7 @@ def test_round_trip_outputs_to_profile_to_config(tmp_path, outputs):
     assert cfg.cluster.service_account == value(outputs, "service_accounts")["pipeline_runner"]["name"]
     assert cfg.cluster.serving_namespace == value(outputs, "serving_namespace")
     assert cfg.cluster.serving_service_account == value(outputs, "service_accounts")["kserve"]["name"]
+    assert cfg.cluster.log_sink_service_account == value(outputs, "service_accounts")["log_sink"]["name"]
     assert cfg.registry.tracking_uri == value(outputs, "mlflow_tracking_uri")
     assert cfg.registry.artifact_location == value(outputs, "mlflow_artifact_location")
     assert cfg.features.online_store == "redis"

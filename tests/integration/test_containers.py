@@ -231,6 +231,63 @@ def test_the_predict_component_scores_raw_flights_in_a_container(containerised_r
     np.testing.assert_array_equal(logged["probability"].to_numpy(), scored["probability"].to_numpy())
 
 
+def test_the_rendered_log_sink_runs_in_the_serving_image_and_writes_logger_events_to_s3(images, profile, monkeypatch):
+    """The Deployment `serving.kserve.log_sink` renders, its container as a pod would run it: the
+    serving image, the rendered command, arguments and environment, a read-only root filesystem
+    with /tmp its only scratch, the image's non-root user. KServe's logger's CloudEvents go in;
+    the inference log comes out on S3 (moto), where the drift job reads it."""
+    import datetime as dt
+
+    from kfops.adapters import docker_engine
+    from kfops.adapters.kserve_cluster import render_log_sink
+    from kfops.serving.runtime.inference_log import read_inference_logs
+    from kfops.serving.sidecars.log_sink import REQUEST_TYPE, RESPONSE_TYPE
+    from tests.integration.conftest import wait_http
+    from tests.integration.test_log_sink import event
+
+    overrides = [*profile.overrides, "serving.kserve.log_sink=true", f"cluster.serving_image={images['serving']}",
+                 f"project=sink-{uuid.uuid4().hex[:6]}"]
+    cfg = load_config(REPO_ROOT / "kfops.yaml", overrides, environ={})
+    deployment = render_log_sink(cfg, namespace="kfops-serving")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
+    port = free_port()
+    args = list(container["args"])
+    args[args.index("--port") + 1] = str(port)  # the pod's network is the host's here
+    args[args.index("--host") + 1] = "127.0.0.1"
+    environment = {item["name"]: item["value"] for item in container["env"]}
+    environment.update(profile.env)  # the S3 credentials and endpoint; a pod's come from its service account
+    environment.pop("KFOPS__FEATURES__REDIS_PASSWORD")  # the sink needs no secret of the config
+    name = f"kfops-test-sink-{uuid.uuid4().hex[:6]}"
+    docker_engine._client().containers.run(
+        image=container["image"], command=[*container["command"], *args], name=name, detach=True,
+        environment=environment, network_mode="host", read_only=True, tmpfs={"/tmp": ""},
+        labels={docker_engine.MANAGED_LABEL: "true"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/", 120)
+        flight = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400, "sched_dep": "2013-05-01T05:15"}
+        answer = {"predictions": [{"probability": 0.62, "label": 1}], "model_name": "flights-delay",
+                  "model_version": "7"}
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            assert event(http, url, REQUEST_TYPE, "r1", {"instances": [flight]}).status_code == 202
+            assert event(http, url, RESPONSE_TYPE, "r1", answer).status_code == 202
+            assert http.get(url).json()["rows"] == 1
+        docker_engine.stop(name, timeout_s=60)  # SIGTERM, as Kubernetes stops a pod: the sink writes what it holds
+        state = docker_engine.container_state(name)
+        assert state is not None and not state.running, docker_engine.logs(name)
+    finally:
+        logs = docker_engine.logs(name, tail=200)
+        docker_engine.remove(name)
+    assert "wrote s3://" in logs, logs
+    for key, value in profile.env.items():
+        monkeypatch.setenv(key, value)  # to read the log back here, as the drift job would
+    logged = read_inference_logs(cfg.inference_log_location, dt.datetime.now(dt.UTC) - dt.timedelta(hours=1))
+    assert logged["request_id"].tolist() == ["r1"] and logged["probability"].tolist() == [0.62]
+    assert logged["input_kind"].tolist() == ["raw"]  # told apart by the config's features, from the environment
+
+
 # --- a project of the user's own, in its own images --------------------------------------------
 
 SHOP_PIPELINE_IMAGE = "kfops-shop:local-test"

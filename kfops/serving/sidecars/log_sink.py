@@ -315,19 +315,7 @@ class CloudEventSink:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kfops.serving.sidecars.log_sink", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", required=True, help="s3://<bucket>/<prefix> or a folder")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a cluster's pod)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--flush-s", type=float, default=10.0)
-    p.add_argument("--mode", choices=MODES, default="all", help="the logger's mode (serving.kserve.logger_mode)")
-    p.add_argument("--pending-ttl-s", type=float, default=PENDING_TTL_S, help="how long an event waits for its pair")
-    p.add_argument("--pending-bytes", type=int, default=PENDING_BYTES, help="unpaired event bytes held at most")
-    p.add_argument("--feature-names", help="the model's features, comma-separated: a request lacking one is a raw "
-                   "request (default: features of the config in $KFOPS_CONFIG_JSON, else every request is a "
-                   "feature vector)")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     if args.store.startswith("s3://"):
         try:
@@ -344,6 +332,22 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(sink, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on",
                 http=read_timeout_protocol())
     return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m kfops.serving.sidecars.log_sink", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", required=True, help="s3://<bucket>/<prefix> or a folder")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a cluster's pod)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--flush-s", type=float, default=10.0)
+    p.add_argument("--mode", choices=MODES, default="all", help="the logger's mode (serving.kserve.logger_mode)")
+    p.add_argument("--pending-ttl-s", type=float, default=PENDING_TTL_S, help="how long an event waits for its pair")
+    p.add_argument("--pending-bytes", type=int, default=PENDING_BYTES, help="unpaired event bytes held at most")
+    p.add_argument("--feature-names", help="the model's features, comma-separated: a request lacking one is a raw "
+                   "request (default: features of the config in $KFOPS_CONFIG_JSON, else every request is a "
+                   "feature vector)")
+    return p
 
 
 def _feature_names(given: str | None) -> tuple[str, ...] | None:

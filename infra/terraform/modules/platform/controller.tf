@@ -105,6 +105,18 @@ resource "kubernetes_role_v1" "controller" {
     resources  = ["networkpolicies"]
     verbs      = ["create", "update"]
   }
+
+  rule {
+    api_groups = ["apps"]
+    resources  = ["deployments"]
+    verbs      = ["create", "patch"]
+  }
+
+  rule {
+    api_groups = [""]
+    resources  = ["services"]
+    verbs      = ["create", "patch"]
+  }
 }
 
 resource "kubernetes_role_binding_v1" "controller" {

@@ -20,6 +20,7 @@ locals {
   kfp_manifests       = "github.com/kubeflow/pipelines/manifests/kustomize"
   mlflow_sa           = var.service_accounts["mlflow"]
   kserve_sa           = var.service_accounts["kserve"]
+  log_sink_sa         = var.service_accounts["log_sink"]
   feast_sa            = var.service_accounts["feast"]
   eso_sa              = var.service_accounts["external_secrets"]
   pipeline_sa         = var.service_accounts["pipeline_runner"]
@@ -319,6 +320,19 @@ resource "kubernetes_service_account_v1" "kserve" {
   depends_on = [kubernetes_namespace_v1.serving]
 }
 
+# kfops' inference-log sink (serving.kserve.log_sink) runs as this account: it writes the log's
+# bucket, which the predictors' account cannot.
+resource "kubernetes_service_account_v1" "log_sink" {
+  metadata {
+    name        = local.log_sink_sa.name
+    namespace   = local.log_sink_sa.namespace
+    annotations = local.log_sink_sa.annotations
+  }
+  automount_service_account_token = false
+
+  depends_on = [kubernetes_namespace_v1.serving]
+}
+
 # --- RBAC of the pipeline's pods (the upstream pipeline-runner Role grants neither API group) ----
 
 # The train step submits a TrainJob for multi-node torch and follows it (kfops.adapters.trainjob).
@@ -385,6 +399,19 @@ resource "kubernetes_role_v1" "kfops_deployer" {
     api_groups = ["networking.k8s.io"]
     resources  = ["networkpolicies"]
     verbs      = ["create", "update"]
+  }
+
+  # serving.kserve.log_sink: the sink's Deployment and Service beside the InferenceService.
+  rule {
+    api_groups = ["apps"]
+    resources  = ["deployments"]
+    verbs      = ["create", "patch"]
+  }
+
+  rule {
+    api_groups = [""]
+    resources  = ["services"]
+    verbs      = ["create", "patch"]
   }
 }
 

@@ -4,7 +4,7 @@
 variable "service_accounts" {
   description = <<-EOT
     Kubernetes service accounts of the kfops workloads, keyed by workload: pipeline_runner, mlflow,
-    kserve, feast, external_secrets. annotations carry the cloud identity binding
+    kserve, log_sink, feast, external_secrets. annotations carry the cloud identity binding
     (eks.amazonaws.com/role-arn on EKS, iam.gke.io/gcp-service-account on GKE).
   EOT
   type = map(object({
@@ -15,10 +15,10 @@ variable "service_accounts" {
 
   validation {
     condition = alltrue([
-      for workload in ["pipeline_runner", "mlflow", "kserve", "feast", "external_secrets"] :
+      for workload in ["pipeline_runner", "mlflow", "kserve", "log_sink", "feast", "external_secrets"] :
       contains(keys(var.service_accounts), workload)
     ])
-    error_message = "service_accounts needs pipeline_runner, mlflow, kserve, feast and external_secrets."
+    error_message = "service_accounts needs pipeline_runner, mlflow, kserve, log_sink, feast and external_secrets."
   }
 }
 

@@ -16,6 +16,7 @@ locals {
     pipeline_runner  = { namespace = var.kfp_namespace, name = "pipeline-runner" }
     mlflow           = { namespace = "mlflow", name = "mlflow" }
     kserve           = { namespace = var.serving_namespace, name = "kfops-inference" }
+    log_sink         = { namespace = var.serving_namespace, name = "kfops-log-sink" }
     feast            = { namespace = var.kfp_namespace, name = "feast" }
     external_secrets = { namespace = "external-secrets", name = "external-secrets" }
   }
@@ -137,6 +138,14 @@ module "workload_iam" {
       service_account  = local.service_accounts.kserve.name
       read_bucket_arns = [module.storage.bucket_arns["mlflow_artifacts"]]
       kms_key_arns     = [module.storage.kms_key_arn]
+    }
+    # kfops' inference-log sink (serving.kserve.log_sink): writes the inference log, which lives
+    # in the data bucket under the state prefix (<state.store>/<project>/inference_logs).
+    log_sink = {
+      namespace         = local.service_accounts.log_sink.namespace
+      service_account   = local.service_accounts.log_sink.name
+      write_bucket_arns = [module.storage.bucket_arns["data"]]
+      kms_key_arns      = [module.storage.kms_key_arn]
     }
     # Feast materialisation: write the offline store and registry, read raw data.
     feast = {
