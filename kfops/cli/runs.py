@@ -28,10 +28,16 @@ if TYPE_CHECKING:
     from kfops.config import KfopsConfig
 
 app = typer.Typer(
-    help="Runs on a Kubeflow Pipelines endpoint.\n\nExamples:\n\n  kfops runs list --host http://localhost:8888\n\n"
-         "  kfops runs get 5f1c... --host http://localhost:8888",
+    help="Runs: on a Kubeflow Pipelines endpoint, or with none configured, the local runs of this data_dir."
+         "\n\nExamples:\n\n  kfops runs list\n\n  kfops runs get training-20261207-1434\n\n"
+         "  kfops runs list --host http://localhost:8888\n\n  kfops runs get 5f1c... --host http://localhost:8888",
     no_args_is_help=True,
 )
+
+
+def _local(cfg: KfopsConfig, host: str | None) -> bool:
+    """No endpoint given or configured: the runs are this data_dir's local ones."""
+    return host is None and not cfg.cluster.kfp_host
 
 def _connect(cfg, host: str | None, namespace: str | None):
     from kfops.adapters import kfp_api
@@ -123,15 +129,21 @@ def list_(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """List recent runs, newest first.
+    """List recent runs, newest first: on the KFP endpoint, or with none configured, the local runs
+    (`kfops run`, the local scheduler) with their state and what they decided.
 
-    Example:
+    Examples:
 
-      kfops runs list --experiment my-experiment --limit 5
+      kfops runs list
+
+      kfops runs list --experiment my-experiment --limit 5 --host http://localhost:8888
     """
     from kfops.adapters import kfp_api
 
     cfg = cli_config(config, set_)
+    if _local(cfg, host):
+        _list_local(cfg, limit, as_json)
+        return
     endpoint, client = _connect(cfg, host, namespace)
     runs = kfp_api.list_runs(client, endpoint.namespace, experiment, page_size=limit)
     if as_json:
@@ -151,21 +163,61 @@ def get(
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
-    """Show one run: state, times, pipeline version, error, URL.
+    """Show one run: state, times, pipeline version, error, URL; locally, its record (the id, the
+    kfp.local run name, or a prefix of either that one run has).
 
-    Example:
+    Examples:
 
-      kfops runs get 5f1c2d3e-...
+      kfops runs get training-20261207-1434
+
+      kfops runs get 5f1c2d3e-... --host http://localhost:8888
     """
     from kfops.adapters import kfp_api
 
     cfg = cli_config(config, set_)
+    if _local(cfg, host):
+        _get_local(cfg, run_id)
+        return
     endpoint, client = _connect(cfg, host, namespace)
     run = kfp_api.get_run(client, run_id)
     run["url"] = kfp_api.run_url(endpoint.host, run_id)
     width = max(len(k) for k in run)
     for key, value in run.items():
         typer.echo(f"{key:<{width}}  {value if value is not None else '-'}")
+
+
+def _list_local(cfg: KfopsConfig, limit: int, as_json: bool) -> None:
+    from kfops.runners.run_records import outcome, read_records
+
+    records = read_records(cfg)[:limit]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    if not records:
+        typer.echo(f"no local runs in {cfg.data_dir} (and no Kubeflow Pipelines endpoint configured)")
+    for record in records:
+        seconds = f"{record['seconds']:.0f}s" if record.get("seconds") is not None else "-"
+        said = outcome(record)
+        said = said if len(said) <= 100 else said[:99] + "…"  # `kfops runs get` shows it whole
+        typer.echo(f"{record['id']}  {record['state']:<11} {record.get('started_at') or '-':<25} {seconds:>6}  "
+                   f"{said}".rstrip())
+
+
+def _get_local(cfg: KfopsConfig, run: str) -> None:
+    from kfops.errors import KfopsError
+    from kfops.runners.run_records import find_record, outcome
+
+    record = find_record(cfg, run)
+    if record is None:
+        raise KfopsError(f"no local run '{run}' in {cfg.data_dir}",
+                         hint="`kfops runs list` shows the local runs; a KFP run needs --host or cluster.kfp_host")
+    shown = {**record, "outcome": outcome(record)}
+    decision = shown.pop("decision", None) or {}
+    width = max(len(k) for k in shown)
+    for key, value in shown.items():
+        typer.echo(f"{key:<{width}}  {value if value not in (None, '') else '-'}")
+    if decision.get("reason"):
+        typer.echo(f"{'reason':<{width}}  {decision['reason']}")
 
 
 def doctor_command(

@@ -32,6 +32,7 @@ from kfops.core.files import atomic_write_bytes
 from kfops.core.signals import raising_interrupt
 from kfops.errors import EXIT_INTERRUPTED, HINT_NOTE, ConfigError, KfopsError, PipelineFailed
 from kfops.progress import PLAIN_LINE
+from kfops.runners import run_records
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 POLL_S = 0.25  # how often the run folder is looked at
@@ -241,7 +242,6 @@ def run_locally(
     """
     console_out, console_err = sys.stdout, sys.stderr
     on_event = on_event or (lambda line: print(line, file=console_err, flush=True))
-    docker_args = None
     if runner == "docker":
         from kfops.runners import containers
 
@@ -251,6 +251,33 @@ def run_locally(
     logs = cfg.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path, log_file = _create_run_log(logs, name)
+    record = run_records.start_record(cfg, name, log_path, runner)
+    started = time.perf_counter()
+    try:
+        run = _run_logged(cfg, name, runner, log_path, log_file, on_event, on_task, console_out, console_err)
+    except (RunInterrupted, PipelineFailed) as err:
+        state = run_records.INTERRUPTED if isinstance(err, RunInterrupted) else run_records.FAILED
+        failed_run = getattr(err, "run", None)
+        run_records.end_record(record, state, seconds=time.perf_counter() - started,
+                               run_dir=failed_run.run_dir if failed_run else None,
+                               outputs=failed_run.outputs if failed_run else None,
+                               failed_task=getattr(err, "failed_task", None), error=str(err))
+        raise
+    except BaseException as err:  # the run could not start (its config, its compile), Ctrl-C then, or kfops broke
+        state = run_records.INTERRUPTED if isinstance(err, KeyboardInterrupt) else run_records.FAILED
+        run_records.end_record(record, state, seconds=time.perf_counter() - started,
+                               error=f"{type(err).__name__}: {err}".rstrip(": "))
+        raise
+    run_records.end_record(record, run_records.SUCCEEDED, seconds=run.seconds, run_dir=run.run_dir,
+                           outputs=run.outputs, compiled=run.compiled)
+    return run
+
+
+def _run_logged(cfg: KfopsConfig, name: str, runner: str, log_path: Path, log_file: Any,
+                on_event: Callable[[str], None], on_task: Callable[[TaskEvent], None] | None,
+                console_out: Any, console_err: Any) -> LocalRun:
+    """The part of :func:`run_locally` after its log and record exist."""
+    docker_args = None
     # Each run compiles to a file of its own (named like its log) and runs that: runs started
     # together on one data dir would otherwise read each other's half-written YAML. The latest
     # is also kept as compiled/<name>.yaml, replaced atomically.
@@ -258,6 +285,8 @@ def run_locally(
     atomic_write_bytes(cfg.data_dir / "compiled" / f"{name}.yaml", compiled.read_bytes())
     cfg.pipeline_root.mkdir(parents=True, exist_ok=True)
     if runner == "docker":
+        from kfops.runners import containers
+
         docker_args = containers.docker_runner_args(cfg)
     started = time.perf_counter()
     error: BaseException | None = None
@@ -314,13 +343,17 @@ def run_locally(
                    seconds=time.perf_counter() - started, outputs=collect_outputs(run_dir) if run_dir else {})
     if interrupts:
         where = f" in task '{failed}'" if failed else ""
-        raise RunInterrupted(f"interrupted: pipeline '{name}' stopped{where} after {run.seconds:.1f}s "
-                             "(Ctrl-C); the tasks after it did not run",
-                             hint=f"`kfops run {name}` starts it again from the first task; full log: {log_path}")
+        stopped = RunInterrupted(f"interrupted: pipeline '{name}' stopped{where} after {run.seconds:.1f}s "
+                                 "(Ctrl-C); the tasks after it did not run",
+                                 hint=f"`kfops run {name}` starts it again from the first task; full log: {log_path}")
+        stopped.run, stopped.failed_task = run, failed  # type: ignore[attr-defined]  # for the run's record
+        raise stopped
     if error is not None:
         task_hint = _task_error(log_path)[1]
-        raise PipelineFailed(_failure_message(run, error, failed),
-                             hint=f"{task_hint}; full log: {log_path}" if task_hint else f"full log: {log_path}") from error
+        failure = PipelineFailed(_failure_message(run, error, failed),
+                                 hint=f"{task_hint}; full log: {log_path}" if task_hint else f"full log: {log_path}")
+        failure.run, failure.failed_task = run, failed  # type: ignore[attr-defined]  # for the run's record
+        raise failure from error
     return run
 
 

@@ -4,10 +4,11 @@ with `kfops prune`.
 Removed when older than ``retention.run_days`` (by the newest file written in them): a pipeline
 run's folder under ``<data_dir>/pipeline_root``, except the ``retention.keep_newest_runs`` newest;
 a step's scratch folder for a run (``<data_dir>/work/<step>/<run>``: the drift step's windows,
-torch checkpoints a retry resumes from); a run's own log and compiled YAML (``<pipeline>-<time>-<pid>-<hex>.log|yaml``; the latest
-``compiled/<pipeline>.yaml`` stays). With ``retention.inference_log_days``, the local inference
-log's ``date=`` partitions older than that. The registry, its artifacts, the audit trail, drift
-references and validation baselines are never touched.
+torch checkpoints a retry resumes from); a run's own log, compiled YAML and record
+(``<pipeline>-<time>-<pid>-<hex>.log|yaml|json``; the latest ``compiled/<pipeline>.yaml`` stays).
+With ``retention.inference_log_days``, the local inference log's ``date=`` partitions older than
+that. The registry, its artifacts, the audit trail, drift references and validation baselines are
+never touched.
 
 A folder is first renamed to a hidden name, then deleted: two runs pruning at once never both
 delete one folder, and a reader sees the folder whole or not at all.
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from kfops.config import KfopsConfig
 
 DAY_S = 86400.0
-RUN_FILE = re.compile(r"^[\w.-]+-\d{8}-\d{6}-\d{6}-\d+-[0-9a-f]{6}\.(log|yaml)$")  # runners.local.run_log_path
+RUN_FILE = re.compile(r"^[\w.-]+-\d{8}-\d{6}-\d{6}-\d+-[0-9a-f]{6}\.(log|yaml|json)$")  # runners.local.run_log_path
 REMOVING = ".removing-"
 
 
@@ -52,7 +53,7 @@ class Pruned:
     def summary(self) -> str:
         parts = [f"{len(self.runs)} run folder(s)" if self.runs else "",
                  f"{len(self.work)} step scratch folder(s)" if self.work else "",
-                 f"{len(self.run_files)} run log/YAML file(s)" if self.run_files else "",
+                 f"{len(self.run_files)} run log/YAML/record file(s)" if self.run_files else "",
                  f"{len(self.log_days)} day(s) of the inference log" if self.log_days else ""]
         return ", ".join(p for p in parts if p) + f" ({self.bytes / 1e6:,.1f} MB)"
 
@@ -68,7 +69,8 @@ def prune_local_state(cfg: KfopsConfig, *, now: float | None = None, dry_run: bo
     local_log = None if str(log_location).startswith("s3://") else Path(log_location)
     work = cfg.data_dir / "work"
     work_steps = sorted(p for p in work.iterdir() if p.is_dir()) if work.is_dir() else []
-    for folder in (cfg.pipeline_root, *work_steps, cfg.data_dir / "logs", cfg.data_dir / "compiled", local_log):
+    run_file_folders = (cfg.data_dir / "logs", cfg.data_dir / "compiled", cfg.data_dir / "runs")
+    for folder in (cfg.pipeline_root, *work_steps, *run_file_folders, local_log):
         _finish_interrupted_removals(folder, pruned, dry_run)
     if keep_days is not None:
         cutoff = now - keep_days * DAY_S
@@ -80,7 +82,7 @@ def prune_local_state(cfg: KfopsConfig, *, now: float | None = None, dry_run: bo
             for folder, newest in sorted(_run_folders(step)):
                 if newest < cutoff:
                     _remove(folder, pruned, pruned.work, dry_run)
-        for folder in (cfg.data_dir / "logs", cfg.data_dir / "compiled"):
+        for folder in run_file_folders:
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
                 if RUN_FILE.match(path.name) and path.is_file() and _mtime(path) < cutoff:
                     _remove(path, pruned, pruned.run_files, dry_run)

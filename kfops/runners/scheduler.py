@@ -46,7 +46,8 @@ def scheduler_dir(cfg: KfopsConfig) -> Path:
 
 def default_run_function(cfg: KfopsConfig, pipeline: str = "retraining", window_days: int | None = None,
                          now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> RunFunction:
-    """A local run of ``pipeline``; its outcome names the run and what it decided (:func:`run_decision`).
+    """A local run of ``pipeline``; its outcome names the run and what it decided
+    (:func:`kfops.runners.run_records.run_decision`).
 
     With ``window_days``, each run checks (and trains on) the ``window_days`` whole days before the
     day it starts, in ``validation.window_timezone``, instead of the config's fixed dataset window.
@@ -58,6 +59,7 @@ def default_run_function(cfg: KfopsConfig, pipeline: str = "retraining", window_
 
     def run() -> dict[str, Any]:
         from kfops.runners.local import run_locally
+        from kfops.runners.run_records import run_decision
 
         run_cfg = cfg if window_days is None else window_before(cfg, window_days, now())
         result = run_locally(run_cfg, pipeline, on_event=lambda line: None)
@@ -65,38 +67,6 @@ def default_run_function(cfg: KfopsConfig, pipeline: str = "retraining", window_
                 "window": [str(day) for day in run_cfg.window], "decision": run_decision(result.outputs)}
 
     return run
-
-
-def _read_json(path: Any) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text()) if path else {}
-    except (OSError, ValueError):  # a run's outcome line never fails over a missing or partial file
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def run_decision(outputs: dict[str, Any]) -> dict[str, Any]:
-    """What a finished local run decided, from its task outputs (``LocalRun.outputs``).
-
-    ``retrain``, ``code`` and ``reason``: the drift task's retrain decision (a retraining run);
-    ``blessed`` and ``failed_checks``: the evaluation gate's verdict, when a model was trained;
-    ``registered_version``: the version registered, if any. Only what the run produced is there.
-    """
-    decided: dict[str, Any] = {}
-    drift = outputs.get("drift") or {}
-    decision = _read_json(drift.get("decision"))
-    if decision or "Output" in drift:
-        decided["retrain"] = bool(decision.get("retrain", drift.get("Output")))
-        decided.update({key: decision[key] for key in ("code", "reason", "drift", "triggered_by") if key in decision})
-    verdict = _read_json((outputs.get("evaluate") or {}).get("verdict"))
-    if "blessed" in verdict:
-        decided["blessed"] = bool(verdict["blessed"])
-        reasons = (verdict.get("verdict") or {}).get("reasons") or []
-        decided["failed_checks"] = [r.removeprefix("FAIL ") for r in reasons if str(r).startswith("FAIL ")]
-    registered = (outputs.get("register") or {}).get("Output")
-    if registered:
-        decided["registered_version"] = str(registered)
-    return decided
 
 
 class _Log:

@@ -109,6 +109,8 @@ def test_ctrl_c_ends_a_run_as_interrupted_not_failed(tmp_path, pipeline, ignore_
     assert not _alive(task), "the task outlived the run"
     (log,) = (tmp_path / "state" / "logs").glob(f"{pipeline}-*.log")
     assert "kfops: task 'wait' interrupted" in log.read_text() and "kfops: interrupted" in log.read_text()
+    record = json.loads((tmp_path / "state" / "runs" / f"{log.stem}.json").read_text())  # `kfops runs list`
+    assert record["state"] == "interrupted" and record["failed_task"] == "wait" and record["ended_at"]
 
 
 def test_ctrl_c_stops_the_local_scheduler_during_a_run(tmp_path):

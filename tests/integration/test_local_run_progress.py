@@ -195,3 +195,29 @@ def test_a_run_lets_old_runs_go_as_retention_says_and_keeps_its_own(cfg, name):
     assert run_dir.is_dir() and old[0].is_dir() and old[1].is_dir()  # the 3 newest: this run and two old ones
     assert not old[2].exists() and not old[3].exists()
     assert any(line.startswith("kfops: retention removed 2 run folder(s)") for line in lines), lines
+
+
+def test_each_run_leaves_a_record_that_kfops_runs_reads_without_a_cluster(cfg, capsys):
+    """`kfops runs list|get` on the embedded default: the local runs, their state and what failed."""
+    from kfops.cli import main
+    from kfops.runners.run_records import read_records
+
+    ok, _, _ = run(cfg, "ok")
+    failure, _, _ = run(cfg, "boom")
+    records = read_records(cfg)
+    assert [r["pipeline"] for r in records] == ["boom", "ok"]  # newest first
+    boom, done = records
+    assert done["state"] == "succeeded" and done["run_dir"] == str(ok.run_dir) and done["seconds"] >= 0
+    assert done["log"] == str(ok.log_path) and done["id"] == ok.log_path.stem and done["ended_at"]
+    assert boom["state"] == "failed" and boom["failed_task"] == "explode"
+    assert "planted failure in explode" in boom["error"] and boom["error"] == str(failure)
+    assert boom["run_name"] and boom["run_name"].startswith("tiny-boom-")
+
+    options = ["--set", f"data_dir={cfg.data_dir}"]
+    main(["runs", "list", *options])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[boom["id"], "failed"], [done["id"], "succeeded"]]
+    assert lines[0].endswith("pipeline 'boom' failed in task 'explode': ValueError: planted failure in explode")
+    main(["runs", "get", boom["run_name"], *options])  # by kfp.local's run name too
+    shown = capsys.readouterr().out
+    assert f"id           {boom['id']}" in shown and "state        failed" in shown

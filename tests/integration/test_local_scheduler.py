@@ -13,7 +13,8 @@ import pytest
 from kfops.core.windows import moving_window
 from kfops.errors import ConfigError, PipelineFailed
 from kfops.runners.local import LocalRun, RunInterrupted
-from kfops.runners.scheduler import default_run_function, run_decision, run_scheduler
+from kfops.runners.run_records import run_decision
+from kfops.runners.scheduler import default_run_function, run_scheduler
 from tests.support.example import example_config
 
 pytestmark = pytest.mark.integration

@@ -72,7 +72,7 @@ def test_runs_past_run_days_go_except_the_newest_and_nothing_else_is_touched(cfg
     assert pruned.work == [old_scratch] and not old_scratch.exists() and new_scratch.is_dir()
     assert new_log.is_file() and latest_yaml.is_file() and all(p.is_file() for p in others)
     assert pruned.bytes == 4 * 1002 + 2 and pruned.errors == []
-    assert pruned.summary() == "3 run folder(s), 1 step scratch folder(s), 2 run log/YAML file(s) (0.0 MB)"
+    assert pruned.summary() == "3 run folder(s), 1 step scratch folder(s), 2 run log/YAML/record file(s) (0.0 MB)"
     assert not list(cfg.pipeline_root.glob(".removing-*"))
     assert prune_local_state(cfg, now=NOW).paths == []  # nothing left to do
 
