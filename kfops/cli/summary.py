@@ -192,6 +192,9 @@ def print_status(cfg: KfopsConfig) -> None:
     else:
         echo("model server   not running  (kfops deploy)")
     echo(f"inference log  {_inference_log_line(cfg)}")
+    last = _last_local_run(cfg)
+    if last:
+        echo(f"last local run {last}")
     if not store_ready:
         return
     for alias in (registry.CHAMPION, registry.CHALLENGER):
@@ -203,6 +206,19 @@ def print_status(cfg: KfopsConfig) -> None:
         echo("recent runs")
         for line in runs:
             echo(f"  {line}")
+
+
+def _last_local_run(cfg: KfopsConfig) -> str | None:
+    """The newest local run's state and outcome (`kfops runs list` has them all): a failed nightly
+    run shows here, though it left no MLflow run."""
+    from kfops.runners.run_records import outcome, read_records
+
+    records = read_records(cfg)
+    if not records:
+        return None
+    last = records[0]
+    said = outcome(last)
+    return f"{last['id']}  {last['state']}  {last.get('started_at') or '-'}" + (f"  {said[:160]}" if said else "")
 
 
 def _inference_log_line(cfg: KfopsConfig, days: int = 7) -> str:

@@ -317,3 +317,19 @@ def test_status_counts_the_predictions_logged_in_the_last_week(cfg, no_server, c
     print_status(cfg)
     assert (f"inference log  {cfg.inference_log_dir}  2,234 predictions in the last 7 days (UTC), the newest on {today}"
             in capsys.readouterr().out)
+
+
+def test_status_shows_the_last_local_run_even_one_that_left_no_mlflow_run(cfg, no_server, capsys):
+    from kfops.cli.summary import print_status
+    from kfops.runners.run_records import end_record, start_record
+
+    print_status(cfg)
+    assert "last local run" not in capsys.readouterr().out
+    path = start_record(cfg, "retraining", cfg.data_dir / "logs" / "retraining-20261207-030000-000001-7-abcdef.log",
+                        "subprocess")
+    end_record(path, "failed", seconds=3.0, failed_task="validate",
+               error="validation failed, nothing was trained or registered: flights.expect_column_values_to_not_be_null")
+    print_status(cfg)
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("last local run")]
+    assert line.startswith("last local run retraining-20261207-030000-000001-7-abcdef  failed  ")
+    assert line.endswith("validation failed, nothing was trained or registered: flights.expect_column_values_to_not_be_null")
