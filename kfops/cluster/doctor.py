@@ -194,6 +194,11 @@ def inspect_config(cfg: Any, platform_versions: dict[str, Any] | None = None) ->
         if not cluster.namespace:
             found.append(Finding(CONFIG_TASK, "multi_node", "train.torch.num_nodes > 1 without cluster.namespace",
                                  "refused: one node only", "fails: no namespace to create the TrainJob in"))
+    log_store = str(cfg.inference_log_location)
+    if cfg.serving.kserve.log_sink and not log_store.startswith("s3://"):
+        found.append(Finding(CONFIG_TASK, "log_sink", f"serving.kserve.log_sink with the inference log at {log_store}",
+                             "the server logs to this folder", "deploy refuses it: the sink's pod would lose the "
+                             "folder; set serving.inference_log_store or state.store to s3://"))
     if platform_versions is not None:
         mode = platform_versions.get("kserve_mode")
         wanted = "Knative" if DEPLOYMENT_MODE in ("Knative", "Serverless") else "Standard"

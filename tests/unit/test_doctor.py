@@ -135,6 +135,7 @@ def test_a_complete_cluster_profile_has_no_config_findings():
 
     assert inspect_config(_cluster_cfg(*GOOD_CLUSTER), PLATFORM) == []
     assert inspect_config(_cluster_cfg(*GOOD_CLUSTER, "train.trainer=torch", "train.torch.num_nodes=2"), PLATFORM) == []
+    assert inspect_config(_cluster_cfg(*GOOD_CLUSTER, "serving.kserve.log_sink=true"), PLATFORM) == []
     from kfops.config import load_config
 
     assert inspect_config(load_config(None, [], environ={}), {}) == []  # a local config: nothing to say
@@ -151,6 +152,7 @@ def test_a_complete_cluster_profile_has_no_config_findings():
         ((), {"kserve_mode": "Standard", "knative_serving": None}, "serving_mode", "Standard"),
         ((), {"kserve_mode": "Knative"}, "serving_mode", "no Knative Serving"),
         ((), {}, "serving_mode", "unknown mode"),
+        (("serving.kserve.log_sink=true", "state.store=null"), PLATFORM, "log_sink", "serving.kserve.log_sink"),
     ],
 )
 def test_each_cluster_config_problem_is_reported(overrides, platform, kind, words):
