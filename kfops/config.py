@@ -51,7 +51,9 @@ STATE_PATH_KEYS = ("data_dir", "serving.inference_log_dir")
 # carry one (``user:password@``, Redis ``password=``): serialised without it. Either comes back
 # where a step or the model server runs, from its KFOPS__SECTION__KEY environment variable
 # (:meth:`KfopsConfig.with_secrets`), which on a cluster a Kubernetes Secret fills.
-SECRET_KEYS = ("features.redis_password",)
+SECRET_KEYS = ("features.redis_password", "notify.webhook_url")
+# Secrets only pipeline runs use: never handed to a model server (local, container or predictor).
+RUN_ONLY_SECRET_KEYS = ("notify.webhook_url",)
 CREDENTIAL_KEYS = ("registry.tracking_uri", "registry.registry_uri", "features.registry", "features.redis_connection")
 # Keys with no sensible default: what the dataset is. Unset, a pipeline is refused when it is built
 # (:meth:`KfopsConfig.check_required`) and a step that needs one names it (:meth:`KfopsConfig.require`).
@@ -541,6 +543,35 @@ class StateConfig(_Strict):
         return value.rstrip("/")
 
 
+NOTIFY_EVENTS = ("failed", "registered", "refused", "retrained", "interrupted")
+
+
+class NotifyConfig(_Strict):
+    """Where kfops says how unattended runs ended: a webhook that takes a JSON POST (Slack's or
+    Mattermost's incoming webhooks read its `text`; a service of yours reads `kfops` too)."""
+
+    webhook_url: SecretStr | None = Field(
+        None, description="The webhook's URL. A secret (such URLs carry their token): give it as "
+        "KFOPS__NOTIFY__WEBHOOK_URL, on a cluster as that key of the Secret cluster.secrets_name; it is never "
+        "written to YAML, MLflow, a log or a message. Unset: nothing is sent."
+    )
+    events: list[Literal["failed", "registered", "refused", "retrained", "interrupted"]] = Field(
+        default_factory=lambda: ["failed", "registered", "refused"],
+        description="What is sent: a run that failed; a model version registered; a model the gate refused; a "
+        "retraining run that retrained; a local run stopped with Ctrl-C. Local runs send each; on a cluster the "
+        "retraining pipeline's exit handler sends failed and retrained.",
+    )
+    timeout_s: float = Field(5.0, gt=0, le=60, description="Seconds the webhook has to answer; a slower one is "
+                             "reported and the run's result stands.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("https://", "http://")):
+            raise ValueError("must be an http(s):// URL")  # the value itself is not repeated: it is a secret
+        return value
+
+
 class RetentionConfig(_Strict):
     """How long local runs' files are kept under data_dir. After each local run (and with `kfops prune`)
     older ones are removed; the registry, its artifacts and the audit trail are never touched. On a
@@ -628,6 +659,7 @@ class KfopsConfig(_Strict):
     retrain: RetrainPolicy = Field(default_factory=RetrainPolicy)
     state: StateConfig = Field(default_factory=StateConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @field_validator("data_dir")
     @classmethod
@@ -736,14 +768,17 @@ class KfopsConfig(_Strict):
                 return known
         return uri
 
-    def secret_environment(self) -> dict[str, str]:
-        """The ``KFOPS__`` variables that carry this config's secrets to a process it starts.
+    def secret_environment(self, serving: bool = False) -> dict[str, str]:
+        """The ``KFOPS__`` variables that carry this config's secrets to a process it starts;
+        ``serving``: to a model server, which gets none of the :data:`RUN_ONLY_SECRET_KEYS`.
 
         Values in clear: give them to a child process's environment (or a Kubernetes Secret),
         never to its command line, a file or a log.
         """
         found: dict[str, str] = {}
         for key in SECRET_KEYS:
+            if serving and key in RUN_ONLY_SECRET_KEYS:
+                continue
             value = _get_key(self, key)
             if value is not None:
                 found[env_name(key)] = value.get_secret_value()

@@ -79,11 +79,11 @@ def predictor_environment(cfg: KfopsConfig) -> tuple[dict[str, str], list[str]]:
     ``KFOPS__SECTION__KEY`` variables that give the secrets back where the server starts
     (``kfops.config.load_config_json``): on a cluster, ``secretKeyRef`` entries of the
     Kubernetes Secret ``cluster.secrets_name`` (:func:`render_inference_service`); for a
-    server started on this machine, their values are ``cfg.secret_environment()[name]``.
+    server started on this machine, their values are ``cfg.secret_environment(serving=True)[name]``.
     The one place both are decided, so a local container and a cluster pod see the same.
     """
     plain = {CONFIG_JSON_ENV: cfg.to_json(), "PYTHONUNBUFFERED": "1"}
-    return plain, sorted(cfg.secret_environment())
+    return plain, sorted(cfg.secret_environment(serving=True))
 
 
 def _container_env(cfg: KfopsConfig, secrets_name: str | None) -> list[dict[str, Any]]:

@@ -258,18 +258,21 @@ def run_locally(
     except (RunInterrupted, PipelineFailed) as err:
         state = run_records.INTERRUPTED if isinstance(err, RunInterrupted) else run_records.FAILED
         failed_run = getattr(err, "run", None)
-        run_records.end_record(record, state, seconds=time.perf_counter() - started,
-                               run_dir=failed_run.run_dir if failed_run else None,
-                               outputs=failed_run.outputs if failed_run else None,
-                               failed_task=getattr(err, "failed_task", None), error=str(err))
+        ended = run_records.end_record(record, state, seconds=time.perf_counter() - started,
+                                       run_dir=failed_run.run_dir if failed_run else None,
+                                       outputs=failed_run.outputs if failed_run else None,
+                                       failed_task=getattr(err, "failed_task", None), error=str(err))
+        run_records.notify_run_end(cfg, ended, on_event)
         raise
     except BaseException as err:  # the run could not start (its config, its compile), Ctrl-C then, or kfops broke
         state = run_records.INTERRUPTED if isinstance(err, KeyboardInterrupt) else run_records.FAILED
-        run_records.end_record(record, state, seconds=time.perf_counter() - started,
-                               error=f"{type(err).__name__}: {err}".rstrip(": "))
+        ended = run_records.end_record(record, state, seconds=time.perf_counter() - started,
+                                       error=f"{type(err).__name__}: {err}".rstrip(": "))
+        run_records.notify_run_end(cfg, ended, on_event)
         raise
-    run_records.end_record(record, run_records.SUCCEEDED, seconds=run.seconds, run_dir=run.run_dir,
-                           outputs=run.outputs, compiled=run.compiled)
+    ended = run_records.end_record(record, run_records.SUCCEEDED, seconds=run.seconds, run_dir=run.run_dir,
+                                   outputs=run.outputs, compiled=run.compiled)
+    run_records.notify_run_end(cfg, ended, on_event)
     return run
 
 

@@ -53,8 +53,9 @@ def start_record(cfg: KfopsConfig, pipeline: str, log_path: Path, runner: str) -
 
 def end_record(path: Path, state: str, *, seconds: float, run_dir: Path | None = None,
                outputs: dict[str, Any] | None = None, failed_task: str | None = None, error: str | None = None,
-               compiled: Path | None = None) -> None:
-    """Rewrite a run's record as it ended. Never raises: a record must not fail the run it records."""
+               compiled: Path | None = None) -> dict[str, Any] | None:
+    """Rewrite a run's record as it ended; returns it (None when it could not be written). Never
+    raises: a record must not fail the run it records."""
     try:
         record = json.loads(path.read_text())
         record.update({
@@ -65,7 +66,8 @@ def end_record(path: Path, state: str, *, seconds: float, run_dir: Path | None =
         })
         _write(path, record)
     except (OSError, ValueError):
-        pass
+        return None
+    return record
 
 
 def read_records(cfg: KfopsConfig) -> list[dict[str, Any]]:
@@ -152,3 +154,25 @@ def run_decision(outputs: dict[str, Any]) -> dict[str, Any]:
     if registered:
         decided["registered_version"] = str(registered)
     return decided
+
+
+def notify_run_end(cfg: KfopsConfig, record: dict[str, Any] | None, on_event: Any) -> None:
+    """Send the run's end to ``notify.webhook_url`` when it is one of ``notify.events``; a webhook
+    that fails or is slow is reported through ``on_event``, never raised."""
+    from kfops.core.notifications import run_events, run_message
+
+    if record is None or cfg.notify.webhook_url is None:
+        return
+    events = [e for e in run_events(record["state"], record.get("decision") or {}) if e in cfg.notify.events]
+    if not events:
+        return
+    from kfops.adapters.notify_webhook import post_notification
+    from kfops.errors import ServiceUnavailable
+
+    payload = run_message(cfg.project, cfg.registry.model_name, record, events, outcome(record))
+    try:
+        post_notification(cfg.notify.webhook_url.get_secret_value(), payload, cfg.notify.timeout_s)
+    except ServiceUnavailable as err:
+        on_event(f"kfops: could not notify: {err}")
+    else:
+        on_event(f"kfops: notified the webhook: {', '.join(events)}")

@@ -507,12 +507,36 @@ def record_retrain_outcome(config: KfopsConfig | str, pipeline_run: str, state: 
 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
     note = f"pipeline run {pipeline_run} ended {state}" + (f": {error}" if error else "")
+    if state != "SUCCEEDED":  # first: a state store that fails next must not keep it from being said
+        notify_outcome(cfg, pipeline_run, "failed", note)
     decision = record_outcome(state_store(cfg), POLICY_STATE_FILE, pipeline_run, state == "SUCCEEDED", note)
+    if state == "SUCCEEDED" and decision is not None:
+        notify_outcome(cfg, pipeline_run, "retrained", f"the retrain decided at {decision.at.isoformat()} completed; "
+                       "the training run's gate decided what was registered")
     if decision is None:
         print(f"kfops: {pipeline_run} decided no retrain; nothing to record", flush=True)
         return "none"
     print(f"kfops: the retrain decided at {decision.at.isoformat()} is {decision.outcome} ({note})", flush=True)
     return str(decision.outcome)
+
+
+def notify_outcome(cfg: KfopsConfig, pipeline_run: str, event: str, said: str) -> None:
+    """The retraining pipeline's end, to ``notify.webhook_url`` when ``event`` is one of ``notify.events``;
+    a webhook that fails is printed, never raised (the exit handler must record the outcome)."""
+    if cfg.notify.webhook_url is None or event not in cfg.notify.events:
+        return
+    from kfops.adapters.notify_webhook import post_notification
+    from kfops.core.notifications import run_message
+    from kfops.errors import ServiceUnavailable
+
+    run = {"pipeline": "retraining", "run_name": pipeline_run, "state": event}
+    try:
+        post_notification(cfg.notify.webhook_url.get_secret_value(),
+                          run_message(cfg.project, cfg.registry.model_name, run, [event], said), cfg.notify.timeout_s)
+    except ServiceUnavailable as err:
+        print(f"kfops: could not notify: {err}", flush=True)
+    else:
+        print(f"kfops: notified the webhook: {event}", flush=True)
 
 
 def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Path) -> list[str]:

@@ -5,6 +5,7 @@ stands in for the kfops ones, so each run takes seconds, not minutes."""
 import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Artifact, Output
+from pydantic import SecretStr
 
 from kfops.config import KfopsConfig
 from kfops.errors import PipelineFailed
@@ -221,3 +222,20 @@ def test_each_run_leaves_a_record_that_kfops_runs_reads_without_a_cluster(cfg, c
     main(["runs", "get", boom["run_name"], *options])  # by kfp.local's run name too
     shown = capsys.readouterr().out
     assert f"id           {boom['id']}" in shown and "state        failed" in shown
+
+
+def test_a_failed_local_run_is_sent_to_the_notify_webhook(cfg):
+    """The run's end reaches notify.webhook_url as the run's own record says it (a real HTTP server)."""
+    from tests.unit.test_notifications import Hook
+
+    hook = Hook()
+    try:
+        notifying = cfg.model_copy(update={"notify": cfg.notify.model_copy(update={"webhook_url": SecretStr(hook.url)})})
+        failure, _, lines = run(notifying, "boom")
+        _, _, ok_lines = run(notifying, "ok")  # finished, decided nothing: no message
+    finally:
+        hook.close()
+    (body,) = hook.bodies
+    assert body["kfops"]["events"] == ["failed"] and body["kfops"]["failed_task"] == "explode"
+    assert body["text"].endswith(str(failure)) and "kfops: notified the webhook: failed" in lines
+    assert not any("notif" in line for line in ok_lines)

@@ -58,7 +58,7 @@ def start_server_container(cfg: KfopsConfig, model_version: str) -> dict[str, An
         docker_engine.rename(name, previous)
     # A pod reads S3 through its service account's cloud identity; a local container through the
     # same credential variables the pipeline's task containers get.
-    environment = {**object_store_environment(), **container_environment(spec["env"], cfg.secret_environment())}
+    environment = {**object_store_environment(), **container_environment(spec["env"], cfg.secret_environment(serving=True))}
     labels = {"io.kfops.model": cfg.registry.model_name, "io.kfops.version": str(model_version)}
     url = f"http://{cfg.serving.host}:{cfg.serving.http_port}"
     try:

@@ -251,7 +251,7 @@ def _launch(cfg: KfopsConfig, key: str, port: int, launch: dict[str, Any], paths
         log.flush()
         return subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**server_environment(), **cfg.secret_environment(), TOKEN_ENV: token, **_project_environment(cfg)},
+            env={**server_environment(), **cfg.secret_environment(serving=True), TOKEN_ENV: token, **_project_environment(cfg)},
         )
 
 
