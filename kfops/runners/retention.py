@@ -74,13 +74,13 @@ def prune_local_state(cfg: KfopsConfig, *, now: float | None = None, dry_run: bo
         _finish_interrupted_removals(folder, pruned, dry_run)
     if keep_days is not None:
         cutoff = now - keep_days * DAY_S
-        runs = sorted(_run_folders(cfg.pipeline_root), key=lambda item: item[1], reverse=True)
-        for folder, newest in runs[cfg.retention.keep_newest_runs:]:
-            if newest < cutoff:
+        runs = sorted(_run_folders(cfg.pipeline_root), key=_mtime, reverse=True)
+        for folder in runs[cfg.retention.keep_newest_runs:]:
+            if _untouched_since(folder, cutoff):
                 _remove(folder, pruned, pruned.runs, dry_run)
         for step in work_steps:
-            for folder, newest in sorted(_run_folders(step)):
-                if newest < cutoff:
+            for folder in sorted(_run_folders(step)):
+                if _untouched_since(folder, cutoff):
                     _remove(folder, pruned, pruned.work, dry_run)
         for folder in run_file_folders:
             for path in sorted(folder.iterdir()) if folder.is_dir() else []:
@@ -101,20 +101,21 @@ def prune_local_state(cfg: KfopsConfig, *, now: float | None = None, dry_run: bo
     return pruned
 
 
-def _run_folders(root: Path) -> list[tuple[Path, float]]:
-    """Each run folder with the newest time anything in it was written (a running run's is now)."""
+def _run_folders(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return [(folder, _newest_mtime(folder)) for folder in root.iterdir()
-            if folder.is_dir() and not folder.name.startswith(".")]
+    return [folder for folder in root.iterdir() if folder.is_dir() and not folder.name.startswith(".")]
 
 
-def _newest_mtime(folder: Path) -> float:
-    newest = _mtime(folder)
+def _untouched_since(folder: Path, cutoff: float) -> bool:
+    """Nothing in ``folder`` was written after ``cutoff`` (a running run writes now). Only an old
+    folder is walked: a run folder's own time moves with each task it starts."""
+    if _mtime(folder) >= cutoff:
+        return False
     for dirpath, dirnames, filenames in os.walk(folder):
-        for name in (*dirnames, *filenames):
-            newest = max(newest, _mtime(Path(dirpath) / name))
-    return newest
+        if any(_mtime(Path(dirpath) / name) >= cutoff for name in (*dirnames, *filenames)):
+            return False
+    return True
 
 
 def _mtime(path: Path) -> float:

@@ -85,6 +85,10 @@ def test_a_run_still_writing_is_kept_however_old_its_folder(cfg):
     (running / "evaluate" / "progress.txt").write_text("step 7")
     assert prune_local_state(cfg, now=NOW).runs == []
     age(running, 200)
+    (running / "train" / "executor_output.json").write_text("{}")  # deep inside: the folder's own time stays old
+    assert running.stat().st_mtime < NOW - 100 * DAY
+    assert prune_local_state(cfg, now=NOW).runs == []
+    age(running, 200)
     assert prune_local_state(cfg, now=NOW).runs == [running]
 
 
