@@ -253,26 +253,24 @@ def run_locally(
     log_path, log_file = _create_run_log(logs, name)
     record = run_records.start_record(cfg, name, log_path, runner)
     started = time.perf_counter()
+
+    def ended(state: str, **fields: Any) -> None:  # the record, and the webhook when one is configured
+        run_records.notify_run_end(cfg, run_records.end_record(record, state, **fields), on_event)
+
     try:
         run = _run_logged(cfg, name, runner, log_path, log_file, on_event, on_task, console_out, console_err)
     except (RunInterrupted, PipelineFailed) as err:
-        state = run_records.INTERRUPTED if isinstance(err, RunInterrupted) else run_records.FAILED
         failed_run = getattr(err, "run", None)
-        ended = run_records.end_record(record, state, seconds=time.perf_counter() - started,
-                                       run_dir=failed_run.run_dir if failed_run else None,
-                                       outputs=failed_run.outputs if failed_run else None,
-                                       failed_task=getattr(err, "failed_task", None), error=str(err))
-        run_records.notify_run_end(cfg, ended, on_event)
+        ended(run_records.INTERRUPTED if isinstance(err, RunInterrupted) else run_records.FAILED,
+              seconds=time.perf_counter() - started, run_dir=failed_run.run_dir if failed_run else None,
+              outputs=failed_run.outputs if failed_run else None, failed_task=getattr(err, "failed_task", None),
+              error=str(err))
         raise
     except BaseException as err:  # the run could not start (its config, its compile), Ctrl-C then, or kfops broke
-        state = run_records.INTERRUPTED if isinstance(err, KeyboardInterrupt) else run_records.FAILED
-        ended = run_records.end_record(record, state, seconds=time.perf_counter() - started,
-                                       error=f"{type(err).__name__}: {err}".rstrip(": "))
-        run_records.notify_run_end(cfg, ended, on_event)
+        ended(run_records.INTERRUPTED if isinstance(err, KeyboardInterrupt) else run_records.FAILED,
+              seconds=time.perf_counter() - started, error=f"{type(err).__name__}: {err}".rstrip(": "))
         raise
-    ended = run_records.end_record(record, run_records.SUCCEEDED, seconds=run.seconds, run_dir=run.run_dir,
-                                   outputs=run.outputs, compiled=run.compiled)
-    run_records.notify_run_end(cfg, ended, on_event)
+    ended(run_records.SUCCEEDED, seconds=run.seconds, run_dir=run.run_dir, outputs=run.outputs, compiled=run.compiled)
     return run
 
 
