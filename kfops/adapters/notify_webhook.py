@@ -6,9 +6,27 @@ setting it was and what went wrong, never where it pointed.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from kfops.errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from kfops.config import NotifyConfig
+
+
+def send(notify: NotifyConfig, payload: dict[str, Any], say: Callable[[str], None]) -> None:
+    """Post ``payload`` to ``notify.webhook_url`` (none: nothing) and ``say`` how it went; never raises:
+    whatever the webhook does, the run's own result stands."""
+    if notify.webhook_url is None:
+        return
+    events = ", ".join(payload.get("kfops", {}).get("events", []))
+    try:
+        post_notification(notify.webhook_url.get_secret_value(), payload, notify.timeout_s)
+    except ServiceUnavailable as err:
+        say(f"kfops: could not notify: {err}")
+    else:
+        say(f"kfops: notified the webhook: {events}")
 
 
 def post_notification(url: str, payload: dict[str, Any], timeout_s: float) -> None:

@@ -166,13 +166,6 @@ def notify_run_end(cfg: KfopsConfig, record: dict[str, Any] | None, on_event: An
     events = [e for e in run_events(record["state"], record.get("decision") or {}) if e in cfg.notify.events]
     if not events:
         return
-    from kfops.adapters.notify_webhook import post_notification
-    from kfops.errors import ServiceUnavailable
+    from kfops.adapters.notify_webhook import send
 
-    payload = run_message(cfg.project, cfg.registry.model_name, record, events, outcome(record))
-    try:
-        post_notification(cfg.notify.webhook_url.get_secret_value(), payload, cfg.notify.timeout_s)
-    except ServiceUnavailable as err:
-        on_event(f"kfops: could not notify: {err}")
-    else:
-        on_event(f"kfops: notified the webhook: {', '.join(events)}")
+    send(cfg.notify, run_message(cfg.project, cfg.registry.model_name, record, events, outcome(record)), on_event)

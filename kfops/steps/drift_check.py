@@ -525,18 +525,12 @@ def notify_outcome(cfg: KfopsConfig, pipeline_run: str, event: str, said: str) -
     a webhook that fails is printed, never raised (the exit handler must record the outcome)."""
     if cfg.notify.webhook_url is None or event not in cfg.notify.events:
         return
-    from kfops.adapters.notify_webhook import post_notification
+    from kfops.adapters.notify_webhook import send
     from kfops.core.notifications import run_message
-    from kfops.errors import ServiceUnavailable
 
     run = {"pipeline": "retraining", "run_name": pipeline_run, "state": event}
-    try:
-        post_notification(cfg.notify.webhook_url.get_secret_value(),
-                          run_message(cfg.project, cfg.registry.model_name, run, [event], said), cfg.notify.timeout_s)
-    except ServiceUnavailable as err:
-        print(f"kfops: could not notify: {err}", flush=True)
-    else:
-        print(f"kfops: notified the webhook: {event}", flush=True)
+    send(cfg.notify, run_message(cfg.project, cfg.registry.model_name, run, [event], said),
+         lambda line: print(line, flush=True))
 
 
 def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Path) -> list[str]:
