@@ -31,6 +31,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kfops.core.drift import DriftConfig, check_drift
+from kfops.core.tables import read_parquet
 
 
 def flights_frame() -> pd.DataFrame:
@@ -172,8 +173,8 @@ def rss_mb() -> float:
 def contender(which: str, folder: Path, sample_size: int | None) -> dict:
     """Runs in a child process: load the parquet windows, run one contender, report time and memory."""
     warnings.filterwarnings("ignore")
-    reference = pd.read_parquet(folder / "reference.parquet")
-    current = pd.read_parquet(folder / "current.parquet")
+    reference = read_parquet(folder / "reference.parquet")
+    current = read_parquet(folder / "current.parquet")
     if which == "evidently":
         from evidently import Report
         from evidently.presets import DataDriftPreset

@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kfops.config import KfopsConfig, load_config
+from kfops.core.tables import read_parquet
 from kfops.datasets.flights import build_entity_frame, load_tables
 from kfops.datasets.flights.features import write_feature_sources
 
@@ -49,7 +50,7 @@ def merge_asof_floor(entities: pd.DataFrame, sources: dict[str, Path], store) ->
     """The same point-in-time joins with pandas.merge_asof: the cost of the join itself."""
     out = entities
     for view in store.list_feature_views():
-        frame = pd.read_parquet(sources[view.name])
+        frame = read_parquet(sources[view.name])
         frame["event_timestamp"] = frame["event_timestamp"].astype("datetime64[ns, UTC]")
         key = view.entity_columns[0].name
         features = [f.name for f in view.features]

@@ -44,6 +44,7 @@ def main() -> None:
 
     from kfops.config import load_config
     from kfops.core.model import load_model
+    from kfops.core.tables import read_parquet
     from kfops.serving.local.batch_log import BatchPredictionLog
     from kfops.serving.local.batch_scoring import predict_file
     from kfops.serving.local.raw_scoring import RawCompleter
@@ -61,7 +62,7 @@ def main() -> None:
         train(cfg, training_set, work / "model", "bench-raw", manifest["data_hash"])
         model = load_model(work / "model")
 
-        rows = pd.read_parquet(training_set)
+        rows = read_parquet(training_set)
         features_file, raw_file = work / "features.parquet", work / "raw.parquet"
         rows.drop(columns=["label", "split"]).to_parquet(features_file, index=False)
         pd.DataFrame({
@@ -89,8 +90,8 @@ def main() -> None:
         base_logged = best(features_file, work / "scored_features.parquet", None, logged=True)
         raw = best(raw_file, work / "scored_raw.parquet", completer)
         raw_logged = best(raw_file, work / "scored_raw.parquet", completer, logged=True)
-        same = np.array_equal(pd.read_parquet(work / "scored_features.parquet")["probability"].to_numpy(),
-                              pd.read_parquet(work / "scored_raw.parquet")["probability"].to_numpy())
+        same = np.array_equal(read_parquet(work / "scored_features.parquet")["probability"].to_numpy(),
+                              read_parquet(work / "scored_raw.parquet")["probability"].to_numpy())
         n = len(rows)
         print(f"window {args.start}..{args.end}: {n:,} flights, best of {args.repeat}, {os.cpu_count()} cores")
         print(f"  features  {n / base:>10,.0f} rows/s  ({base:.2f}s)")

@@ -30,13 +30,13 @@ def _logit(p):
 
 def pairs(cfg, cache):
     """Each (model month, month): the month's scores and labels, and the calibration rows."""
-    import pandas as pd
 
     from kfops.core.model import predict_proba
+    from kfops.core.tables import read_parquet
     from kfops.runners import backtest as bt
     from kfops.training.challenger import split_window
 
-    frame = pd.read_parquet(cache / "frame.parquet")
+    frame = read_parquet(cache / "frame.parquet")
     by_month = {m: p for m, p in frame.groupby(bt.MONTH_COLUMN, sort=True)}
     bank = bt.ModelBank(cfg, by_month, cache / "work", cache_dir=cache)
     label, months = cfg.dataset.label, sorted(by_month)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 
 def main() -> None:
-    import pandas as pd
 
     from kfops.cli.options import cli_config
     from kfops.core.retrain_policy import RetrainPolicy
+    from kfops.core.tables import read_parquet
     from kfops.runners import backtest as bt
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,7 +38,7 @@ def main() -> None:
     start = bt.parse_month(args.first)
     initial = (start - dt.timedelta(days=1)).replace(day=1)
     if (cache / "frame.parquet").exists():
-        frame = pd.read_parquet(cache / "frame.parquet")
+        frame = read_parquet(cache / "frame.parquet")
     else:
         frame = bt.build_frame(cfg, initial, bt._month_end(bt.parse_month(args.last)), cache / "work")
     by_month = {m: p for m, p in frame.groupby(bt.MONTH_COLUMN, sort=True)}

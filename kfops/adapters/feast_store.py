@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from kfops.adapters import sqlite_timestamps
 from kfops.core.files import file_lock, import_callable
 from kfops.core.redaction import redact_uri
+from kfops.core.tables import read_parquet
 from kfops.errors import ConfigError, DataError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -389,7 +390,7 @@ def _asof_join(request: pd.DataFrame, views: list[FeatureView], cfg: KfopsConfig
             names = wanted[view.name]
             source = cast("FileSource", view.batch_source)  # _asof_eligible checked it
             stamp = source.timestamp_field
-            rows = pd.read_parquet(source.path, columns=[*keys, stamp, *names])
+            rows = read_parquet(source.path, columns=[*keys, stamp, *names])
             rows = rows.rename(columns={stamp: feature_time})
             rows[feature_time] = _as_utc(rows[feature_time], f"{view.name}.{stamp}")
             # Stable sort: of rows with equal keys and time, the last one written wins.

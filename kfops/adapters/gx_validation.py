@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from kfops.core.files import json_safe
+from kfops.core.tables import read_parquet
 from kfops.errors import ConfigError, DataError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -610,7 +611,7 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
             raise DataError(f"{path} is a folder without parquet files",
                             hint="pass a .parquet or .csv file, or a folder of .parquet files of one table")
         try:
-            return pd.read_parquet(path)
+            return read_parquet(path)
         except (OSError, ValueError) as err:
             raise DataError(f"the parquet files in {path} could not be read as one table: {err}") from err
     if not path.exists():
@@ -620,7 +621,7 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
+            return read_parquet(path)
         if name.endswith((".csv", ".csv.zip", ".csv.gz", ".csv.bz2")):
             frame = pd.read_csv(path)
         else:

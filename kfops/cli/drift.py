@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, cli_config
+from kfops.core.tables import read_parquet
 from kfops.errors import DataError
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def read_table(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if path.is_dir() or name.endswith((".parquet", ".pq")):
-            return pd.read_parquet(path)
+            return read_parquet(path)
         if name.endswith((".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz")):
             return pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as err:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kfops.config import is_uri
+from kfops.core.tables import read_parquet
 from kfops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def read_table_file(location: str | Path) -> pd.DataFrame:
         path = Path(location).expanduser()
         if not path.is_file():
             raise DataError(f"raw table file '{path}' does not exist", hint="check dataset.source_dir")
-        return pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        return read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
     data = _object_bytes(str(location))
     if suffix == ".parquet":
         from kfops.adapters.state_store import parquet_frame

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.tables import read_parquet
 from kfops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -759,7 +760,6 @@ def run_backtest(
     With ``cache_dir``, the frame, models, checks and gate verdicts are kept under a key of the
     config and span (:func:`cache_key`), so another backtest of other policies reuses them. With
     ``held_out_from``, the outputs also total the months before it and from it on apart."""
-    import pandas as pd
 
     start, end = parse_month(first), parse_month(last)
     if held_out_from is not None:
@@ -780,7 +780,7 @@ def run_backtest(
     out_dir = Path(out_dir)
     cache = None if cache_dir is None else Path(cache_dir) / cache_key(cfg, first, last, sample)
     if cache is not None and (cache / "frame.parquet").exists():
-        frame = pd.read_parquet(cache / "frame.parquet")
+        frame = read_parquet(cache / "frame.parquet")
     else:
         frame = build_frame(cfg, first_loaded, _month_end(end), out_dir / "work", sample=sample)
         if cache is not None:

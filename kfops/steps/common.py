@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kfops.core.tables import read_parquet
 from kfops.errors import DataError
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ def step_config(config: KfopsConfig | str) -> KfopsConfig:
 
 
 def read_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
-    import pandas as pd
 
     raw_dir = Path(raw_dir)
     files = sorted(raw_dir.glob("*.parquet"))
@@ -42,17 +42,16 @@ def read_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
     tables = {}
     for path in files:
         try:
-            tables[path.stem] = pd.read_parquet(path)
+            tables[path.stem] = read_parquet(path)
         except (OSError, ValueError) as err:
             raise DataError(f"raw table {path} could not be read: {err}") from err
     return tables
 
 
 def load_training_set(path: Path) -> pd.DataFrame:
-    import pandas as pd
 
     try:
-        return pd.read_parquet(path)
+        return read_parquet(path)
     except (OSError, ValueError) as err:
         raise DataError(f"training set {path} could not be read: {err}") from err
 

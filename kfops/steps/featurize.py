@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from kfops.core.featureset import EVENT_TIMESTAMP
 from kfops.core.files import import_callable
 from kfops.core.splits import SPLIT_COLUMN, split_by_time
+from kfops.core.tables import read_parquet
 from kfops.core.windows import window_config
 from kfops.errors import DataError
 from kfops.steps.common import previous_validation, read_tables, record_validation, step_config
@@ -92,11 +93,10 @@ def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path,
 
 def _source_keys(path: Path, frame: pd.DataFrame, features: list[str]) -> tuple[list[str], str]:
     """The join keys of a view's source file (its columns the entity frame has too) and a few of their values."""
-    import pandas as pd
 
     if not path.is_file():
         return [], ""
-    source = pd.read_parquet(path)
+    source = read_parquet(path)
     keys = [c for c in source.columns if c in frame.columns and c not in (*features, EVENT_TIMESTAMP)]
     return keys, "; ".join(f"{k} {_sample(source[k])}" for k in keys)
 

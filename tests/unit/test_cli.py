@@ -171,14 +171,14 @@ def test_a_dead_service_or_an_unusable_path_is_named_not_unexpected():
     assert _known_failure(ValueError("a bug")) is None  # still 'unexpected', with the traceback on request
 
 
-def test_an_output_path_that_is_a_folder_is_named_with_exit_2(tmp_path):
-    (tmp_path / "out").mkdir()
+def test_an_output_folder_that_is_a_file_is_named_with_exit_2(tmp_path):
     import pandas as pd
 
-    pd.DataFrame({"a": [1.0]}).to_parquet(tmp_path / "ref.parquet")
+    pd.DataFrame({"a": [float(i) for i in range(200)]}).to_parquet(tmp_path / "ref.parquet")  # over drift.min_rows
     done = kfops("drift", "check", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "ref.parquet"),
                  "--output-dir", str(tmp_path / "ref.parquet"), "--no-html", cwd=tmp_path)
     assert done.returncode == 2 and "unexpected" not in done.stderr, done.stderr
+    assert "File exists" in done.stderr and "ref.parquet" in done.stderr, done.stderr
 
 
 def test_compile_to_a_path_that_is_not_yaml_is_named(tmp_path):

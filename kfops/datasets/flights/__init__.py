@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kfops.core.tables import read_parquet
 from kfops.errors import DataError
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def _read_table(folder: Path, name: str) -> pd.DataFrame:
         raise DataError(f"input table '{name}' not found in {folder} (looked for {name}.csv.zip, .csv, .parquet)",
                         hint="set dataset.source_dir to the folder holding the raw tables")
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        frame = read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"input table {path} could not be read: {err}") from err
     if "time_hour" in frame.columns:

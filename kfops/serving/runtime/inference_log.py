@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kfops.core.files import atomic_output
+from kfops.core.tables import read_parquet
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -308,7 +309,7 @@ def read_inference_logs(log_dir: Path | str, start: Any = None, end: Any = None)
     if not frames and not str(log_dir).startswith("s3://"):
         for _day, files in log_files_by_day(root, lo.date() if lo is not None else None,
                                             hi.date() if hi is not None else None):
-            frames.extend(pd.read_parquet(path) for path in files)
+            frames.extend(read_parquet(path) for path in files)
     if not frames:
         empty = {name: pd.Series(dtype="object") for name in BASE_COLUMNS}
         empty["timestamp"] = pd.Series(dtype="datetime64[ns, UTC]")

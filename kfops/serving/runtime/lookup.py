@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kfops.core.tables import read_parquet
 from kfops.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,13 +54,12 @@ class InMemoryLookup:
 
     @classmethod
     def from_dir(cls, folder: Path) -> InMemoryLookup:
-        import pandas as pd
 
         folder = Path(folder)
         paths = sorted(folder.glob("*.parquet"))
         if not paths:
             raise ConfigError(f"no <entity>.parquet lookup tables in {folder}")
-        return cls({path.stem: pd.read_parquet(path) for path in paths})
+        return cls({path.stem: read_parquet(path) for path in paths})
 
     @property
     def feature_names(self) -> list[str]:

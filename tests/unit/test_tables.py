@@ -1,0 +1,91 @@
+"""Parquet is read by path (kfops.core.tables), never through a Python file object.
+
+pyarrow reading a Python file object leaves I/O threads that abort a process exiting right after
+the read now and then (exit 134, "terminate called without an active exception";
+apache/arrow#34314). CI lost a run to it: ``kfops drift check`` exited -6 instead of 2.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kfops.core.tables import read_parquet
+
+PACKAGE = Path(__file__).resolve().parents[2] / "kfops"
+EXITS = 48  # pd.read_parquet aborted 1 exit in 4 to 20 here: 48 clean exits in a row are not luck
+
+
+@pytest.fixture()
+def table(tmp_path: Path) -> Path:
+    path = tmp_path / "table.parquet"
+    pd.DataFrame({"a": [1.0, 2.0, None], "b": ["x", "y", "z"]}).to_parquet(path)
+    return path
+
+
+def test_a_process_that_exits_right_after_a_read_exits_with_its_own_code(table):
+    script = ("import sys\nfrom kfops.core.tables import read_parquet\n"
+              f"for _ in range(5):\n    read_parquet({str(table)!r})\nsys.exit(3)\n")
+    codes: list[int] = []
+    while len(codes) < EXITS and set(codes) <= {3}:
+        batch = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                 for _ in range(4)]  # exits that overlap: the race shows more often
+        codes.extend(process.wait(timeout=60) for process in batch)
+    assert codes == [3] * EXITS, codes
+
+
+def test_pyarrow_is_given_a_path_not_a_python_file(table, monkeypatch):
+    import pyarrow.parquet as pq
+
+    sources = []
+    real_read_table = pq.read_table
+
+    def spy(source, *args, **kwargs):
+        sources.append(source)
+        return real_read_table(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", spy)
+    read_parquet(table)
+    assert sources and all(isinstance(source, str) for source in sources), sources
+
+
+def test_reads_what_pandas_reads_from_a_file_a_folder_and_a_relative_path(table, tmp_path, monkeypatch):
+    expected = pd.read_parquet(table)
+    pd.testing.assert_frame_equal(read_parquet(table), expected)
+    pd.testing.assert_frame_equal(read_parquet(table, columns=["b"]), expected[["b"]])
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pd.DataFrame({"a": [1.0], "b": ["x"]}).to_parquet(folder / "part-0.parquet")
+    pd.DataFrame({"a": [2.0], "b": ["y"]}).to_parquet(folder / "part-1.parquet")
+    assert sorted(read_parquet(folder)["b"]) == ["x", "y"]
+    monkeypatch.chdir(tmp_path)
+    pd.testing.assert_frame_equal(read_parquet("table.parquet"), expected)
+
+
+def test_a_missing_or_broken_file_raises_what_pandas_raises(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_parquet(tmp_path / "missing.parquet")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError):  # pyarrow.ArrowInvalid is a ValueError: callers name the file
+        read_parquet(tmp_path / "broken.parquet")
+
+
+def pandas_parquet_calls(path: Path) -> list[int]:
+    return [node.lineno for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Attribute) and node.attr == "read_parquet"
+            and isinstance(node.value, ast.Name) and node.value.id in {"pd", "pandas"}]
+
+
+def test_the_scanner_finds_a_pandas_read():
+    assert pandas_parquet_calls(PACKAGE / "core" / "tables.py")
+
+
+def test_no_module_but_tables_reads_parquet_through_pandas():
+    offenders = {str(p.relative_to(PACKAGE)): lines for p in PACKAGE.rglob("*.py")
+                 if p.name != "tables.py" and (lines := pandas_parquet_calls(p))}
+    assert not offenders, f"read parquet with kfops.core.tables.read_parquet: {offenders}"
