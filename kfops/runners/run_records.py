@@ -5,7 +5,8 @@ on a Kubeflow endpoint.
 written as ``running`` when the run starts (with its pid and host) and rewritten once when it ends,
 ``succeeded``, ``failed`` (with the task and the error) or ``interrupted``, with what it decided
 (:func:`run_decision`). A run whose process died without ending its record (killed, the machine
-restarted) reads as ``abandoned`` once its pid is gone from this host. Retention removes records
+restarted) reads as ``abandoned`` once its pid is gone from this host, or is another process's now
+(Linux: the process's start time is recorded beside its pid). Retention removes records
 with their logs.
 """
 
@@ -45,7 +46,8 @@ def start_record(cfg: KfopsConfig, pipeline: str, log_path: Path, runner: str) -
     _write(path, {
         "id": log_path.stem, "pipeline": pipeline, "state": RUNNING, "started_at": _now(), "ended_at": None,
         "seconds": None, "window": [str(day) for day in cfg.window] if cfg.dataset.start and cfg.dataset.end else None,
-        "runner": runner, "pid": os.getpid(), "host": socket.gethostname(), "log": str(log_path),
+        "runner": runner, "pid": os.getpid(), "pid_started": process_start(os.getpid()),
+        "host": socket.gethostname(), "log": str(log_path),
         "run_name": None, "run_dir": None, "failed_task": None, "error": None, "decision": {},
     })
     return path
@@ -94,15 +96,30 @@ def find_record(cfg: KfopsConfig, run: str) -> dict[str, Any] | None:
     return matching[0] if len(matching) == 1 else None
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks after boot (Linux's /proc); None elsewhere or
+    when there is no such process. A pid is reused; a pid with its start time names one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # the name in parentheses may hold spaces
+    return fields[19] if len(fields) > 19 else None  # field 22 of proc_pid_stat(5)
+
+
 def _with_liveness(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("state") != RUNNING or record.get("host") != socket.gethostname():
         return record
     try:
-        os.kill(int(record["pid"]), 0)
+        pid = int(record["pid"])
+        os.kill(pid, 0)
     except ProcessLookupError:
         return {**record, "state": ABANDONED}
     except (PermissionError, TypeError, ValueError, KeyError):
-        pass  # alive under another user, or a record without a pid: say what it says
+        return record  # alive under another user, or a record without a pid: say what it says
+    recorded, now = record.get("pid_started"), process_start(pid)
+    if recorded is not None and now is not None and recorded != now:
+        return {**record, "state": ABANDONED}  # the pid was reused by a process that is not this run
     return record
 
 

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from kfops.cli import main
 from kfops.config import load_config
 from kfops.runners import run_records
-from kfops.runners.run_records import end_record, find_record, outcome, read_records, start_record
+from kfops.runners.run_records import end_record, find_record, outcome, process_start, read_records, start_record
 
 
 @pytest.fixture
@@ -56,6 +58,25 @@ def test_a_record_left_running_by_a_dead_process_reads_as_abandoned(cfg):
     assert abandoned["state"] == "abandoned" and "ended without recording" in outcome(abandoned)
     path.write_text(json.dumps({**record, "host": "another-machine", "pid": dead_pid()}))
     assert read_records(cfg)[0]["state"] == "running"  # another host's process cannot be checked from here
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process start times come from Linux's /proc")
+def test_a_record_whose_pid_another_process_took_reads_as_abandoned(cfg):
+    """A run killed long ago whose pid is reused (after a restart, say) read as running for ever."""
+    path = record_for(cfg, "training-20260101-000000-000001-1-dddddd")
+    record = json.loads(path.read_text())
+    assert record["pid"] == os.getpid() and record["pid_started"] == process_start(os.getpid())
+    assert read_records(cfg)[0]["state"] == "running"  # the same process: still running
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:  # a live process that is not the run: the recorded start is this process's, not the sleeper's
+        path.write_text(json.dumps({**record, "pid": sleeper.pid}))
+        (reused,) = read_records(cfg)
+        assert reused["state"] == "abandoned" and "ended without recording" in outcome(reused)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "pid_started"}))
+    assert read_records(cfg)[0]["state"] == "running"  # a record from before start times were kept
 
 
 def test_a_run_is_found_by_id_run_name_or_a_prefix_only_one_has(cfg, tmp_path):
