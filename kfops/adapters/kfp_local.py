@@ -158,7 +158,8 @@ def fill_run_time_placeholders(compiled: Path, folder: Path, now: dt.datetime | 
 
 def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None = None,
                  docker_args: dict[str, Any] | None = None, preload: Sequence[str] | None = None,
-                 preload_first: int = 0, on_run_name: Callable[[str], None] | None = None) -> None:
+                 preload_first: int = 0, on_run_name: Callable[[str], None] | None = None,
+                 withheld: Sequence[str] = ()) -> None:
     """Run a compiled pipeline YAML with kfp.local: each task a process of this virtualenv
     (SubprocessRunner), or with ``docker_args`` each task a container of its executor's image
     (DockerRunner; the arguments go to docker's ``containers.run``).
@@ -183,6 +184,8 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
     ``on_run_name`` is called with the name kfp.local gives this run as it starts, the name of
     its folder under ``pipeline_root``: the one way to tell it from a run that another process
     started beside it on the same pipeline root.
+
+    ``withheld`` names variables of this process that subprocess tasks do not inherit.
     """
     import shutil
     import tempfile
@@ -191,8 +194,9 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
 
     scratch = Path(tempfile.mkdtemp(prefix=RUN_TMP_PREFIX))  # also fixes this process's tempdir first
     try:
-        changes: dict[str, str] = {}
+        changes: dict[str, str | None] = {}  # None: unset for the tasks
         if docker_args is None:
+            changes.update(dict.fromkeys(withheld))
             changes["TMPDIR"] = str(scratch)
             if project_dir is not None:
                 changes[PROJECT_ENV] = str(project_dir)
@@ -200,7 +204,8 @@ def run_compiled(compiled: Path, pipeline_root: Path, project_dir: Path | None =
             if docker_args is None and preload is not None:  # first: it imports while kfp.local loads
                 from kfops.adapters.kfp_zygote import SOCKET_ENV, serving_tasks
 
-                socket_path = stack.enter_context(serving_tasks(scratch, preload, {**os.environ, **changes},
+                task_environment = {key: value for key, value in {**os.environ, **changes}.items() if value is not None}
+                socket_path = stack.enter_context(serving_tasks(scratch, preload, task_environment,
                                                                 log=sys.stdout, serve_after=preload_first))
                 if socket_path is not None:
                     changes[SOCKET_ENV] = socket_path
@@ -253,9 +258,13 @@ def _run_names_to(listener: Callable[[str], None] | None) -> Iterator[None]:
         _RUN_NAME_LISTENERS.pop(threading.get_ident(), None)
 
 
-def _run_with_environment(loaded: Callable[[], Any], changes: dict[str, str]) -> None:
+def _run_with_environment(loaded: Callable[[], Any], changes: dict[str, str | None]) -> None:
     previous = {key: os.environ.get(key) for key in changes}
-    os.environ.update(changes)
+    for key, value in changes.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         loaded()
     finally:

@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 # Kubernetes secrets: forwarded by name, never written into the compiled pipeline.
 FORWARDED_PREFIXES = ("AWS_", "MLFLOW_", "PG", "KFOPS__", "KFOPS_SECRET_")
 FORWARDED_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
-NOT_FORWARDED = ("KFOPS__DATA_DIR",)  # a folder of this machine; the container keeps state in its scratch
+# KFOPS__DATA_DIR: a folder of this machine; the container keeps state in its scratch. The webhook:
+# the local runner notifies itself (kfops.runners.local.RUNNER_ONLY_VARIABLES).
+NOT_FORWARDED = ("KFOPS__DATA_DIR", "KFOPS__NOTIFY__WEBHOOK_URL")
 
 
 def forwarded_environment(environ: dict[str, str] | None = None) -> dict[str, str]:

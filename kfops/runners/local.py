@@ -27,12 +27,17 @@ from kfops.adapters.kfp_local import (
     failed_task_in,
     run_compiled,
 )
-from kfops.config import KfopsConfig
+from kfops.config import KfopsConfig, env_name
 from kfops.core.files import atomic_write_bytes
 from kfops.core.signals import raising_interrupt
 from kfops.errors import EXIT_INTERRUPTED, HINT_NOTE, ConfigError, KfopsError, PipelineFailed
 from kfops.progress import PLAIN_LINE
 from kfops.runners import run_records
+
+# The runner sends the run's end to notify.webhook_url itself (run_records.notify_run_end), with
+# the whole run's outcome; a task holding it would send its own too (the retraining exit handler's
+# "failed"), so the user would hear of one failure twice. On a cluster the tasks are the notifiers.
+RUNNER_ONLY_VARIABLES = (env_name("notify.webhook_url"),)
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 POLL_S = 0.25  # how often the run folder is looked at
@@ -321,7 +326,8 @@ def _run_logged(cfg: KfopsConfig, name: str, runner: str, log_path: Path, log_fi
                     run_compiled(compiled, cfg.pipeline_root, project_dir=cfg.resolved_against or Path.cwd(),
                                  docker_args=docker_args,
                                  preload=task_preload(cfg, name) if docker_args is None else None,
-                                 preload_first=task_preload_first(cfg, name), on_run_name=names.append)
+                                 preload_first=task_preload_first(cfg, name), on_run_name=names.append,
+                                 withheld=RUNNER_ONLY_VARIABLES)
                 except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
                     error = err
         except KeyboardInterrupt:  # run_compiled's cleanup ran: the zygote and the run's scratch are gone

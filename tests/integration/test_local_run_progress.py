@@ -52,6 +52,15 @@ def refuse(size: int) -> int:
                        hint="set serving.http_port (or --port), or stop whatever listens there")
 
 
+@component
+def holds_no_webhook(size: int) -> int:
+    import os
+
+    if "KFOPS__NOTIFY__WEBHOOK_URL" in os.environ:  # what the retraining exit handler would send to
+        raise ValueError("the task was given notify.webhook_url")
+    return size
+
+
 @dsl.pipeline(name="tiny-ok")
 def tiny_ok(size: int = 3):
     made = make(size=size)
@@ -68,6 +77,11 @@ def tiny_boom(size: int = 3):
 def tiny_quiet_boom(size: int = 3):
     made = make(size=size)
     explode_quietly(size=size).after(made)
+
+
+@dsl.pipeline(name="tiny-webhook")
+def tiny_webhook(size: int = 3):
+    holds_no_webhook(size=size)
 
 
 @dsl.pipeline(name="tiny-refused")
@@ -90,7 +104,7 @@ def _window_only():
     return window_only
 
 
-PIPELINES = {"ok": tiny_ok, "boom": tiny_boom, "quiet": tiny_quiet_boom, "refused": tiny_refused,
+PIPELINES = {"ok": tiny_ok, "boom": tiny_boom, "quiet": tiny_quiet_boom, "refused": tiny_refused, "webhook": tiny_webhook,
              "window": _window_only}
 
 
@@ -239,3 +253,24 @@ def test_a_failed_local_run_is_sent_to_the_notify_webhook(cfg):
     assert body["kfops"]["events"] == ["failed"] and body["kfops"]["failed_task"] == "explode"
     assert body["text"].endswith(str(failure)) and "kfops: notified the webhook: failed" in lines
     assert not any("notif" in line for line in ok_lines)
+
+
+def test_the_tasks_of_a_local_run_do_not_get_the_webhook_the_runner_notifies_with(cfg, monkeypatch):
+    """A local retraining run that failed was told twice: by its exit-handler task (which holds
+    notify.webhook_url on a cluster) and by the runner. Locally only the runner holds it."""
+    import os
+
+    from tests.unit.test_notifications import Hook
+
+    hook = Hook()
+    try:
+        monkeypatch.setenv("KFOPS__NOTIFY__WEBHOOK_URL", hook.url)
+        notifying = cfg.with_secrets()
+        assert notifying.notify.webhook_url.get_secret_value() == hook.url
+        result, _, _ = run(notifying, "webhook")
+    finally:
+        hook.close()
+    assert not isinstance(result, PipelineFailed), result
+    assert result.outputs["holds-no-webhook"]["Output"] == 3
+    assert os.environ["KFOPS__NOTIFY__WEBHOOK_URL"] == hook.url  # the runner's own environment is as it was
+    assert hook.bodies == []  # it succeeded and decided nothing: nobody had anything to say
