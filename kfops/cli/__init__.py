@@ -70,7 +70,7 @@ SUBCOMMANDS = {
         "The promotion controller: MLflow webhooks on alias moves -> the rollout.\n\n"
         "Examples:\n\n  kfops controller run\n\n  kfops controller register-webhook --url URL")),
     "runs": ("kfops.cli.runs", (
-        "Runs on a Kubeflow Pipelines endpoint.\n\n"
+        "Pipeline runs: this machine's local runs, or a Kubeflow Pipelines endpoint's.\n\n"
         "Examples:\n\n  kfops runs list --limit 5\n\n  kfops runs get RUN_ID")),
 }
 SINGLE_COMMANDS = {
