@@ -6,7 +6,7 @@ from kfops.steps.kfp_outputs import DEFAULT_IMAGE
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
 def predict(config: str, rows: Input[Dataset], feast_sources: Input[Dataset], predictions: Output[Dataset],
-            raw: bool = True, model_uri: str = "", log_predictions: bool = False) -> int:
+            raw: bool = True, model_uri: str = "", log_predictions: bool = False, log_event_time: bool = False) -> int:
     """Predict: batch-score a file of rows with a registered model.
 
     With `raw` (the default) each row is what a client sends the server (`dataset.request_builder`):
@@ -27,6 +27,9 @@ def predict(config: str, rows: Input[Dataset], feast_sources: Input[Dataset], pr
         log_predictions: Also append the predictions to the inference log (the cluster's log
             store), as the server logs what it serves, once every row is scored: a retraining
             run with drift.current_source=inference_logs then checks them for drift.
+        log_event_time: With log_predictions, stamp each logged row with its own time (a raw
+            row's event time, a feature row's dataset.event_timestamp), not the time it was
+            scored: a backfill of past rows lands in the days they are about.
 
     Returns:
         The number of rows scored.
@@ -36,6 +39,6 @@ def predict(config: str, rows: Input[Dataset], feast_sources: Input[Dataset], pr
     from kfops.steps.predict import predict as run
 
     result = run(config, Path(rows.path), Path(predictions.path), raw=raw, feature_sources=Path(feast_sources.path),
-                 model_uri=model_uri or None, log_predictions=log_predictions)
+                 model_uri=model_uri or None, log_predictions=log_predictions, log_event_time=log_event_time)
     predictions.metadata.update(result)
     return result["rows"]

@@ -278,6 +278,10 @@ def predict_command(
         "--log", help="Append the predictions to the inference log (serving.inference_log_dir, or the cluster's "
                       "log store) once every row is scored, as the server logs what it serves: a drift check on "
                       "inference_logs then sees them.")] = False,
+    log_event_time: Annotated[bool, typer.Option(
+        "--log-event-time", help="--log: stamp each logged row with its own time (a raw row's event time, a "
+                                 "feature row's dataset.event_timestamp column), not the time it was scored, so "
+                                 "a backfill of past rows lands in the days they are about.")] = False,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
@@ -297,6 +301,8 @@ def predict_command(
       kfops predict --raw --input requests.csv --output scored.parquet
 
       kfops predict --raw --input today.csv --output scored.parquet --log
+
+      kfops predict --raw --input last_month.csv --output scored.parquet --log --log-event-time
     """
     from kfops.steps.predict import predict
 
@@ -305,6 +311,8 @@ def predict_command(
         raise ConfigError("give --model-dir or --model-uri, not both")
     if sources is not None and not raw:
         raise ConfigError("--sources is for --raw rows: feature rows are scored as they are")
+    if log_event_time and not log_predictions:
+        raise ConfigError("--log-event-time says when logged rows happened: add --log")
     feature_sources = None
     if raw:
         from kfops.serving.local.batch_scoring import require_input
@@ -313,7 +321,7 @@ def predict_command(
         feature_sources = _feature_sources(cfg, sources)
     result = predict(cfg, input_path, output_path, raw=raw, feature_sources=feature_sources, model_dir=model_dir,
                      model_uri=model_uri, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
-                     log_predictions=log_predictions)
+                     log_predictions=log_predictions, log_event_time=log_event_time)
     typer.echo(f"scored {result['rows']:,} rows in {result['seconds']:.1f}s ({result['rows_per_second']:,} rows/s) "
                f"-> {output_path}")
     if log_predictions:

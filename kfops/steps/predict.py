@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kfops.errors import DataError
+from kfops.errors import ConfigError, DataError
 from kfops.steps.common import step_config
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ def predict(
     threads: int | None = None,
     coerce: bool = False,
     log_predictions: bool = False,
+    log_event_time: bool = False,
 ) -> dict[str, Any]:
     """Score every row of ``rows`` (parquet or CSV) into ``predictions`` (parquet).
 
@@ -52,12 +53,18 @@ def predict(
     ``model_dir``, else ``model_uri``, else the serving alias. Nothing is written when a row is
     refused. ``log_predictions``: the predictions are appended to the inference log too
     (``serving.inference_log_dir``, or the cluster's log store), as the server logs what it serves,
-    so a drift check on ``inference_logs`` sees them.
+    so a drift check on ``inference_logs`` sees them. ``log_event_time``: each logged row is stamped
+    with its own time (a raw row's event time as the request builder derived it, a feature row's
+    ``dataset.event_timestamp`` column), not the time it was scored, so a backfill of past rows
+    lands in the days they are about.
     """
     from kfops.core.model import load_model
     from kfops.serving.local.batch_scoring import predict_file, require_input
 
     cfg = step_config(config)
+    if log_event_time and not log_predictions:
+        raise ConfigError("log_event_time stamps logged rows: it needs log_predictions",
+                          hint="log the predictions too (kfops predict --log --log-event-time)")
     rows, predictions = require_input(Path(rows)), Path(predictions)
     folder, scored_by = (Path(model_dir), str(model_dir)) if model_dir is not None else model_folder(cfg, model_uri)
     model = load_model(folder, cfg.train.plugins, cfg.resolved_against)
@@ -80,7 +87,8 @@ def predict(
                              else _name_and_version(scored_by))
             log = BatchPredictionLog(cfg.inference_log_location, model_name=name, model_version=version,
                                      spec=model.spec, threshold=model.threshold,
-                                     raw_fields=[f.name for f in complete.schema.builder.fields] if complete else None)
+                                     raw_fields=[f.name for f in complete.schema.builder.fields] if complete else None,
+                                     event_time_column=cfg.dataset.event_timestamp if log_event_time else None)
         result = predict_file(model, rows, predictions, chunk_rows=chunk_rows, threads=threads, coerce=coerce,
                               complete=complete, log=log)
     outcome: dict[str, Any] = {"rows": result.rows, "seconds": round(result.seconds, 3),

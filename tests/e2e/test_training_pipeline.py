@@ -316,6 +316,40 @@ def test_logged_raw_rows_reach_the_drift_checks_inference_log_frame(first_run, s
     assert set(scored["probability"]) <= set(frame[cfg.drift.prediction_column])
 
 
+def test_raw_rows_logged_at_their_event_time_are_in_the_drift_checks_frame_for_their_days(first_run, state, tmp_path,
+                                                                                          capsys):
+    """`kfops predict --raw --log --log-event-time`: a backfill of January's flights is logged at each
+    flight's event time (sched_dep in New York, as the request builder reads it), so the drift
+    step's frame for those January days holds them, and today's does not."""
+    import datetime as dt
+
+    from kfops.serving.runtime.inference_log import read_inference_logs
+    from kfops.steps.drift_check import inference_log_frame
+
+    cfg, run = first_run
+    training_set = pd.read_parquet(run.outputs["featurize"]["training_set"]).sample(400, random_state=5)
+    raw = tmp_path / "raw.parquet"
+    _raw_flights(training_set).to_parquet(raw, index=False)
+    code = _predict("--raw", "-i", str(raw), "-o", str(tmp_path / "scored.parquet"), "--log", "--log-event-time",
+                    "--chunk-rows", "150", "--sources", str(run.outputs["featurize"]["feast_sources"]),
+                    "--set", f"data_dir={state['data_dir']}", "--set", f"serving.http_port={state['port']}")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    (request_id,) = [word for word in out.split() if word.startswith("predict-")]
+    logs = read_inference_logs(cfg.inference_log_location)
+    logged = logs[logs["request_id"] == request_id]
+    assert len(logged) == 400
+    times = sorted(logged["timestamp"].tolist())
+    assert times == sorted(training_set["event_timestamp"].tolist())  # UTC, to the minute the flight was due
+    first, last = training_set["event_timestamp"].min().date(), training_set["event_timestamp"].max().date()
+    frame = inference_log_frame(cfg, first, last)
+    scored = pd.read_parquet(tmp_path / "scored.parquet")
+    assert set(scored["probability"]) <= set(frame[cfg.drift.prediction_column])
+    today = dt.datetime.now(dt.UTC).date()
+    recent = read_inference_logs(cfg.inference_log_location, pd.Timestamp(today - dt.timedelta(days=1), tz="UTC"))
+    assert request_id not in set(recent["request_id"])
+
+
 @pytest.mark.parametrize(("change", "message"), [
     (lambda rows: rows.drop(columns="sched_dep"), "lacks column(s) sched_dep of a raw flight"),
     (lambda rows: rows.assign(sched_dep=["2013-01-05T10:00"] * 2 + ["yesterday"] + ["2013-01-05T10:00"] * 2),

@@ -287,3 +287,11 @@ def test_run_with_window_days_runs_over_the_whole_days_before_today(tmp_path, mo
 
     done = kfops("run", "training", "--window-days", "0", "-c", config, cwd=tmp_path)
     assert done.returncode == 2 and "--window-days" in done.stderr and "running" not in done.stdout
+
+
+def test_log_event_time_without_log_is_refused_before_anything_is_scored(tmp_path):
+    (tmp_path / "rows.csv").write_text("a\n1\n")
+    done = kfops("predict", "-i", str(tmp_path / "rows.csv"), "-o", str(tmp_path / "out.parquet"),
+                 "--model-dir", str(tmp_path), "--log-event-time", cwd=tmp_path)
+    assert done.returncode == 2 and "--log-event-time says when logged rows happened: add --log" in done.stderr, done.stderr
+    assert not (tmp_path / "out.parquet").exists()

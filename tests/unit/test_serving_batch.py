@@ -193,3 +193,53 @@ def test_two_logged_batches_in_one_process_both_stay_in_the_log(model_dir, frame
     predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "b.parquet", log=second)
     logged = read_inference_logs(tmp_path / "logs")
     assert logged["request_id"].value_counts().to_dict() == {first.request_id: 1000, second.request_id: 1000}
+
+
+def _stamped(frame):
+    """The frame with an event time per row over three UTC days, naive (read as UTC) as parquet keeps them."""
+    start = pd.Timestamp("2013-03-01 20:00")
+    return frame.assign(event_timestamp=[start + pd.Timedelta(minutes=5 * i) for i in range(len(frame))])
+
+
+def test_rows_logged_at_their_event_time_land_in_the_days_they_are_about(model_dir, frame, tmp_path):
+    """`kfops predict --log --log-event-time`: a backfill of past rows was stamped with the time it
+    was scored, so a drift check over those days never saw it and today's window took it all."""
+    from kfops.serving.local.batch_log import BatchPredictionLog
+    from kfops.serving.runtime.inference_log import read_inference_logs
+
+    rows = _stamped(frame)
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    model = load_model(model_dir)
+    log = BatchPredictionLog(tmp_path / "logs", model_name="flights-delay", model_version="7", spec=model.spec,
+                             threshold=model.threshold, event_time_column="event_timestamp")
+    predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=300, log=log)
+    days = sorted(path.name for path in (tmp_path / "logs").iterdir())
+    assert days == [f"date=2013-03-0{day}" for day in range(1, 6)]  # 1,000 rows 5 minutes apart from March 1, 20:00
+    logged = read_inference_logs(tmp_path / "logs").sort_values("timestamp", kind="stable").reset_index(drop=True)
+    expected = rows["event_timestamp"].dt.tz_localize("UTC")
+    assert logged["timestamp"].tolist() == expected.tolist()
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    np.testing.assert_array_equal(logged["probability"].to_numpy(), scored["probability"].to_numpy())
+    one_day = read_inference_logs(tmp_path / "logs", pd.Timestamp("2013-03-02", tz="UTC"),
+                                  pd.Timestamp("2013-03-03", tz="UTC"))
+    assert len(one_day) == int(((expected >= "2013-03-02") & (expected < "2013-03-03")).sum()) == 288
+    for path in (tmp_path / "logs").glob("date=*/*.parquet"):  # each file holds its own day's rows only
+        stamps = pd.read_parquet(path)["timestamp"]
+        assert {str(day) for day in stamps.dt.date} == {path.parent.name.removeprefix("date=")}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda rows: rows.drop(columns="event_timestamp"), "the rows have no 'event_timestamp' column"),
+    (lambda rows: rows.assign(event_timestamp=rows["event_timestamp"].where(rows.index != 650)),
+     "row 650: no event time in 'event_timestamp'"),
+])
+def test_a_row_without_its_event_time_logs_nothing_and_writes_nothing(model_dir, frame, tmp_path, change, message):
+    from kfops.serving.local.batch_log import BatchPredictionLog
+
+    change(_stamped(frame)).to_parquet(tmp_path / "in.parquet", index=False)
+    model = load_model(model_dir)
+    log = BatchPredictionLog(tmp_path / "logs", model_name="flights-delay", model_version="7", spec=model.spec,
+                             threshold=model.threshold, event_time_column="event_timestamp")
+    with pytest.raises(DataError, match=message):
+        predict_file(model_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", chunk_rows=300, log=log)
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "out.parquet").exists()

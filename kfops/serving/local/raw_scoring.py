@@ -121,7 +121,12 @@ class RawCompleter:
         except RequestError as err:
             raise DataError(f"{self.input_name}: {err}", hint=f"each row must be {self.schema.hint()}") from None
         self._check_known(completed.columns, columns, first_row)
-        return pa.RecordBatch.from_pydict({c: completed.columns[c] for c in self.spec.columns})
+        from kfops.serving.local.batch_log import EVENT_TIME
+
+        return pa.RecordBatch.from_pydict({
+            **{c: completed.columns[c] for c in self.spec.columns},
+            EVENT_TIME: pa.array(completed.event_times, type=pa.timestamp("ns", tz="UTC")),  # for the log
+        })
 
     def _check_known(self, features: dict[str, list], raw: dict[str, list], first_row: int) -> None:
         """A row no view has features for has keys the sources do not know: refused, as the server does."""

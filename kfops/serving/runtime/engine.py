@@ -247,6 +247,7 @@ class CompletedRows:
     rows: int
     slices: list[tuple[int, int]]  # each request's rows
     problems: list[UnknownEntity | None]  # per request: an entity the store does not know
+    event_times: list[dt.datetime] | None = None  # each row's, as its features were read at
 
 
 def complete_raw(
@@ -334,7 +335,7 @@ def complete_raw(
         else:
             problems.append(None)
         start = stop
-    return CompletedRows(columns=columns, rows=rows, slices=slices, problems=problems)
+    return CompletedRows(columns=columns, rows=rows, slices=slices, problems=problems, event_times=event_times)
 
 
 def _lookup_columns(lookup: OnlineLookup, entity_rows: list[dict]) -> tuple[dict[str, list], pd.DataFrame | None]:
