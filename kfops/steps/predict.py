@@ -78,7 +78,7 @@ def predict(
                 if feature_sources is None:
                     raise DataError("raw rows need the offline feature sources to join the feature views onto")
                 sources = scratch.enter_context(local_sources(feature_sources))
-            complete = RawCompleter(cfg, model.spec, sources, str(rows))
+            complete = RawCompleter(cfg, model.spec, sources, str(rows), event_times=log_event_time)
         log = None
         if log_predictions:
             from kfops.serving.local.batch_log import UNREGISTERED, BatchPredictionLog
