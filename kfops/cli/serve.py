@@ -325,7 +325,9 @@ def predict_command(
     typer.echo(f"scored {result['rows']:,} rows in {result['seconds']:.1f}s ({result['rows_per_second']:,} rows/s) "
                f"-> {output_path}")
     if log_predictions:
-        typer.echo(f"logged as {result['request_id']} in {result['logged_to']}")
+        first, last = result.get("logged_days") or ("", "")
+        when = f", dated {first}" + (f" to {last}" if last != first else "") if first else ""
+        typer.echo(f"logged as {result['request_id']} in {result['logged_to']}{when}")
 
 
 app.command("predict")(predict_command)

@@ -97,6 +97,8 @@ def predict(
         from kfops.core.redaction import redact_uri
 
         outcome.update(logged_to=redact_uri(str(cfg.inference_log_location)), request_id=log.request_id)
+        if log.days is not None:
+            outcome["logged_days"] = [str(day) for day in log.days]
     return outcome
 
 

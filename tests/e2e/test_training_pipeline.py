@@ -312,6 +312,7 @@ def test_logged_raw_rows_reach_the_drift_checks_inference_log_frame(first_run, s
     assert {key: first[key] for key in ("carrier", "origin", "sched_dep")} == {
         key: _raw_flights(training_set).iloc[0][key] for key in ("carrier", "origin", "sched_dep")}
     today = dt.datetime.now(dt.UTC).date()
+    assert f"dated {today}\n" in out  # the time they were scored
     frame = inference_log_frame(cfg, today - dt.timedelta(days=1), today)  # the drift step's, for inference_logs
     assert set(scored["probability"]) <= set(frame[cfg.drift.prediction_column])
 
@@ -342,6 +343,7 @@ def test_raw_rows_logged_at_their_event_time_are_in_the_drift_checks_frame_for_t
     times = sorted(logged["timestamp"].tolist())
     assert times == sorted(training_set["event_timestamp"].tolist())  # UTC, to the minute the flight was due
     first, last = training_set["event_timestamp"].min().date(), training_set["event_timestamp"].max().date()
+    assert f"dated {first} to {last}" in out
     frame = inference_log_frame(cfg, first, last)
     scored = pd.read_parquet(tmp_path / "scored.parquet")
     assert set(scored["probability"]) <= set(frame[cfg.drift.prediction_column])

@@ -116,6 +116,12 @@ class BatchPredictionLog:
         pq.write_table(table, path)
         self._staged.append((day, path, table.num_rows))
 
+    @property
+    def days(self) -> tuple[dt.date, dt.date] | None:
+        """The first and last day the staged rows go to; None before any chunk."""
+        days = [day for day, _, _ in self._staged]
+        return (min(days), max(days)) if days else None
+
     def publish(self) -> int:
         """Append the staged chunks to the log (each staged file as it is); returns the rows logged.
         A failure names how many rows reached the log before it."""
