@@ -48,6 +48,8 @@ TAG_PREFIX = "kfops."
 AUDIT_PREFIX = "kfops.audit."
 IDEMPOTENCY_TAG = "kfops.idempotency_key"
 BLESSED_TAG = "kfops.blessed"
+FAILED_CHECKS_TAG = "kfops.failed_checks"  # on a run the gate refused: its failed checks, " | " between
+PIPELINE_RUN_TAG = "kfops.pipeline_run"
 REGISTER_STATE_TAG = "kfops.register_state"
 """``pending`` from a version's creation until register has moved its aliases and recorded them (``done``)."""
 JUDGED_TAG = "kfops.judged_against"
@@ -723,6 +725,31 @@ def model_version(cfg: KfopsConfig, version: str | int | None = None, alias: str
 
 def champion(cfg: KfopsConfig) -> ModelVersion | None:
     return model_version(cfg, alias=CHAMPION)
+
+
+def pipeline_run_decision(cfg: KfopsConfig, pipeline_run: str) -> dict[str, Any]:
+    """What the training of KFP run ``pipeline_run`` decided, as MLflow keeps it: ``blessed`` and
+    ``failed_checks`` from its evaluated run (the latest, if a task was retried), and
+    ``registered_version``, the version it registered. Empty when nothing of it was evaluated."""
+    mlflow_client = client(cfg)
+    quoted = pipeline_run.replace("'", "\\'")
+    decided: dict[str, Any] = {}
+    experiment = retry(lambda: mlflow_client.get_experiment_by_name(cfg.registry.experiment), "read the experiment")
+    if experiment is not None:
+        runs = retry(lambda: mlflow_client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`{PIPELINE_RUN_TAG}` = '{quoted}'",
+            order_by=["attributes.start_time DESC"]), "search the pipeline run's runs")
+        evaluated = [run.data.tags for run in runs if BLESSED_TAG in run.data.tags]
+        if evaluated:
+            decided["blessed"] = evaluated[0][BLESSED_TAG] == "true"
+            if not decided["blessed"]:
+                decided["failed_checks"] = [c for c in evaluated[0].get(FAILED_CHECKS_TAG, "").split(" | ") if c]
+    name = cfg.registry.model_name
+    versions = retry(lambda: mlflow_client.search_model_versions(
+        f"name='{name}' and tags.`{PIPELINE_RUN_TAG}`='{quoted}'"), "search the pipeline run's versions")
+    if versions:
+        decided["registered_version"] = str(max(int(v.version) for v in versions))
+    return decided
 
 
 def register_version(

@@ -24,6 +24,19 @@ def run_events(state: str, decision: Mapping[str, Any]) -> list[str]:
     return events
 
 
+def decision_text(decided: Mapping[str, Any]) -> str:
+    """What a run decided, in a few words: ``retrain (drift), not blessed: <checks>, registered v3``."""
+    parts = []
+    if "retrain" in decided:
+        code = f" ({decided['code']})" if decided.get("code") else ""
+        parts.append(f"retrain{code}" if decided["retrain"] else f"no retrain{code}")
+    if "blessed" in decided:
+        parts.append("blessed" if decided["blessed"] else "not blessed: " + "; ".join(decided.get("failed_checks") or []))
+    if decided.get("registered_version"):
+        parts.append(f"registered v{decided['registered_version']}")
+    return ", ".join(parts)
+
+
 def run_message(project: str, model: str, run: Mapping[str, Any], events: list[str], said: str) -> dict[str, Any]:
     """The webhook's JSON for a run that ended as ``events``; ``said`` is its one-line outcome."""
     icon = ":x:" if set(events) & {"failed", "refused"} else ":warning:" if "interrupted" in events else ":white_check_mark:"

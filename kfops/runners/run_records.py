@@ -129,16 +129,9 @@ def outcome(record: dict[str, Any]) -> str:
         return str(record["error"]).splitlines()[0]  # it names the task: "pipeline 'x' failed in task 'y': ..."
     if record.get("state") == ABANDONED:
         return f"its process ({record.get('pid')}) ended without recording how the run ended"
-    decided = record.get("decision") or {}
-    parts = []
-    if "retrain" in decided:
-        code = f" ({decided['code']})" if decided.get("code") else ""
-        parts.append(f"retrain{code}" if decided["retrain"] else f"no retrain{code}")
-    if "blessed" in decided:
-        parts.append("blessed" if decided["blessed"] else "not blessed: " + "; ".join(decided.get("failed_checks") or []))
-    if decided.get("registered_version"):
-        parts.append(f"registered v{decided['registered_version']}")
-    return ", ".join(parts)
+    from kfops.core.notifications import decision_text
+
+    return decision_text(record.get("decision") or {})
 
 
 def _read_json(path: Any) -> dict[str, Any]:

@@ -511,8 +511,7 @@ def record_retrain_outcome(config: KfopsConfig | str, pipeline_run: str, state: 
         notify_outcome(cfg, pipeline_run, "failed", note)
     decision = record_outcome(state_store(cfg), POLICY_STATE_FILE, pipeline_run, state == "SUCCEEDED", note)
     if state == "SUCCEEDED" and decision is not None:
-        notify_outcome(cfg, pipeline_run, "retrained", f"the retrain decided at {decision.at.isoformat()} completed; "
-                       "the training run's gate decided what was registered")
+        notify_retrain_end(cfg, pipeline_run, f"the retrain decided at {decision.at.isoformat()} completed")
     if decision is None:
         print(f"kfops: {pipeline_run} decided no retrain; nothing to record", flush=True)
         return "none"
@@ -520,16 +519,40 @@ def record_retrain_outcome(config: KfopsConfig | str, pipeline_run: str, state: 
     return str(decision.outcome)
 
 
-def notify_outcome(cfg: KfopsConfig, pipeline_run: str, event: str, said: str) -> None:
-    """The retraining pipeline's end, to ``notify.webhook_url`` when ``event`` is one of ``notify.events``;
+def notify_retrain_end(cfg: KfopsConfig, pipeline_run: str, said: str) -> None:
+    """A retrain that completed, as a local run's end is told: ``retrained``, and ``registered`` or
+    ``refused`` by what its training's gate decided, read from MLflow. MLflow that cannot answer is
+    said in the message, never raised: the exit handler must record the outcome."""
+    if cfg.notify.webhook_url is None:
+        return
+    from kfops.core.notifications import decision_text, run_events
+
+    decided: dict[str, Any] = {"retrain": True}
+    if {"registered", "refused"} & set(cfg.notify.events):
+        from kfops.adapters import mlflow_registry as registry
+
+        try:
+            decided.update(registry.pipeline_run_decision(cfg, pipeline_run))
+        except Exception as err:  # a dead or slow MLflow: say so, and still record
+            from kfops.core.redaction import redact_uri
+
+            said += (f"; what its gate decided could not be read from MLflow "
+                     f"({type(err).__name__}: {redact_uri(str(err))[:200]})")
+    events = [event for event in run_events("succeeded", decided) if event in cfg.notify.events]
+    notify_outcome(cfg, pipeline_run, events, f"{said}: {decision_text(decided)}")
+
+
+def notify_outcome(cfg: KfopsConfig, pipeline_run: str, events: str | list[str], said: str) -> None:
+    """The retraining pipeline's end, to ``notify.webhook_url`` for those of ``events`` in ``notify.events``;
     a webhook that fails is printed, never raised (the exit handler must record the outcome)."""
-    if cfg.notify.webhook_url is None or event not in cfg.notify.events:
+    wanted = [event for event in ([events] if isinstance(events, str) else events) if event in cfg.notify.events]
+    if cfg.notify.webhook_url is None or not wanted:
         return
     from kfops.adapters.notify_webhook import send
     from kfops.core.notifications import run_message
 
-    run = {"pipeline": "retraining", "run_name": pipeline_run, "state": event}
-    send(cfg.notify, run_message(cfg.project, cfg.registry.model_name, run, [event], said),
+    run = {"pipeline": "retraining", "run_name": pipeline_run, "state": "failed" if "failed" in wanted else "succeeded"}
+    send(cfg.notify, run_message(cfg.project, cfg.registry.model_name, run, wanted, said),
          lambda line: print(line, flush=True))
 
 

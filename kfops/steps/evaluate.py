@@ -103,8 +103,11 @@ def evaluate(
 
     with registry.resume_run(cfg, run_id) as run:
         run.log_metrics({f"test_{k}": v for k, v in metrics["scalars"].items() if isinstance(v, float)})
-        run.set_tags({"kfops.blessed": str(verdict.blessed).lower(),
-                      "kfops.champion_version": champion_version or "none"})
+        failed = [reason.removeprefix("FAIL ") for reason in verdict.reasons if reason.startswith("FAIL ")]
+        run.set_tags({registry.BLESSED_TAG: str(verdict.blessed).lower(),
+                      "kfops.champion_version": champion_version or "none",
+                      # What a notification of a refusal names (MLflow keeps tag values under 5,000 characters).
+                      registry.FAILED_CHECKS_TAG: " | ".join(failed)[:4900]})
         run.log_dict(summary, "evaluation/verdict.json")
         for name, figure in figures.items():
             run.log_figure(figure, f"evaluation/{name}.png")

@@ -220,7 +220,16 @@ def test_refused_model_exits_with_its_own_code(tmp_path):
     assert "not blessed: the evaluation gate did not bless the model" in done.stderr, done.stderr[-2000:]
     assert "floor:roc_auc" in done.stderr and "Traceback" not in done.stderr
     cfg = load_config(REPO_ROOT / "kfops.yaml", overrides, environ={})
-    assert not registry_client(cfg).search_model_versions(f"name='{cfg.registry.model_name}'")
+    client = registry_client(cfg)
+    assert not client.search_model_versions(f"name='{cfg.registry.model_name}'")
+    # What a retraining exit handler on a cluster reads back to say why (pipeline_run_decision).
+    from kfops.adapters import mlflow_registry as registry
+
+    experiment = client.get_experiment_by_name(cfg.registry.experiment)
+    (trained,) = [r for r in client.search_runs([experiment.experiment_id]) if registry.BLESSED_TAG in r.data.tags]
+    decided = registry.pipeline_run_decision(cfg, trained.data.tags[registry.PIPELINE_RUN_TAG])
+    assert decided["blessed"] is False and "registered_version" not in decided
+    assert any(check.startswith("floor:roc_auc: roc_auc") for check in decided["failed_checks"]), decided
 
 
 def _raw_flights(training_set: pd.DataFrame) -> pd.DataFrame:

@@ -151,3 +151,73 @@ def test_the_retraining_exit_handler_says_a_failed_run_and_a_retrain(tmp_path, h
     _check(state_store(cfg), 0, POLICY, _attempt("kfops-retraining-11"))
     record_retrain_outcome(cfg, "kfops-retraining-11", "SUCCEEDED")
     assert hook.bodies[-1]["kfops"]["events"] == ["retrained"] and "completed" in hook.bodies[-1]["text"]
+
+
+def _training_of(cfg, pipeline_run: str, blessed: bool, failed: str = "", register: bool = False) -> None:
+    """What a retrain's training leaves in MLflow: an evaluated run tagged with its pipeline run,
+    and, when blessed, the version register made (tagged the same way)."""
+    from kfops.adapters import mlflow_registry as registry
+
+    client = registry.client(cfg)
+    experiment = client.get_experiment_by_name(cfg.registry.experiment)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(cfg.registry.experiment)
+    run = client.create_run(experiment_id, tags={registry.PIPELINE_RUN_TAG: pipeline_run,
+                                                 registry.BLESSED_TAG: str(blessed).lower(),
+                                                 registry.FAILED_CHECKS_TAG: failed})
+    client.set_terminated(run.info.run_id)
+    if register:
+        try:
+            client.get_registered_model(cfg.registry.model_name)
+        except Exception:
+            client.create_registered_model(cfg.registry.model_name)
+        client.create_model_version(cfg.registry.model_name, f"runs:/{run.info.run_id}/model", run.info.run_id,
+                                    tags={registry.PIPELINE_RUN_TAG: pipeline_run})
+
+
+def test_a_completed_retrain_on_a_cluster_says_what_its_gate_decided(tmp_path, hook):
+    """The exit handler said only "retrained" (not sent by default), so a cluster user never heard
+    that a retrain registered a model, or that the gate refused it, as a local run's user does."""
+    from kfops.adapters.state_store import state_store
+    from kfops.steps.drift_check import record_retrain_outcome
+    from tests.unit.test_retrain_state import POLICY, _attempt, _check
+
+    cfg = config_for(tmp_path, hook.url)  # the default events: failed, registered, refused
+    refused_run, registered_run = "kfops-retraining-21", "kfops-retraining-22"
+    _training_of(cfg, refused_run, blessed=False, failed="floor:roc_auc: roc_auc 0.61, needs >= 0.65")
+    _training_of(cfg, registered_run, blessed=True, register=True)
+    _check(state_store(cfg), 0, POLICY, _attempt(refused_run))
+    record_retrain_outcome(cfg, refused_run, "SUCCEEDED")
+    refused = hook.bodies[-1]
+    assert refused["kfops"]["events"] == ["refused"] and refused["kfops"]["run_name"] == refused_run
+    assert refused["text"].endswith("completed: retrain, not blessed: floor:roc_auc: roc_auc 0.61, needs >= 0.65")
+    _check(state_store(cfg), 8, POLICY, _attempt(registered_run))  # after the cooldown: a second retrain
+    record_retrain_outcome(cfg, registered_run, "SUCCEEDED")
+    registered = hook.bodies[-1]
+    assert registered["kfops"]["events"] == ["registered"]
+    assert registered["text"].endswith("completed: retrain, blessed, registered v1")
+    assert len(hook.bodies) == 2
+
+
+def test_a_retrain_end_is_said_and_recorded_when_mlflow_cannot_answer(tmp_path, hook, capsys):
+    import socket
+
+    from kfops.adapters.state_store import state_store
+    from kfops.steps.drift_check import record_retrain_outcome
+    from tests.unit.test_retrain_state import POLICY, _attempt, _check
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    cfg = config_for(tmp_path, hook.url, f"registry.tracking_uri=http://127.0.0.1:{port}",
+                     "registry.http_max_retries=0", "registry.http_timeout_s=2", "notify.events=[retrained]")
+    _check(state_store(cfg), 0, POLICY, _attempt("kfops-retraining-31"))
+    assert record_retrain_outcome(cfg, "kfops-retraining-31", "SUCCEEDED") == "completed"
+    (only,) = hook.bodies  # registered and refused are not asked for: MLflow is not even asked
+    assert only["text"].endswith("completed: retrain")
+    cfg = config_for(tmp_path, hook.url, f"registry.tracking_uri=http://127.0.0.1:{port}",
+                     "registry.http_max_retries=0", "registry.http_timeout_s=2", "notify.events=[retrained, registered]")
+    _check(state_store(cfg), 8, POLICY, _attempt("kfops-retraining-32"))
+    assert record_retrain_outcome(cfg, "kfops-retraining-32", "SUCCEEDED") == "completed"
+    body = hook.bodies[-1]
+    assert len(hook.bodies) == 2 and body["kfops"]["events"] == ["retrained"]
+    assert "what its gate decided could not be read from MLflow" in body["text"]
