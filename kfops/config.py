@@ -551,7 +551,7 @@ class NotifyConfig(_Strict):
     Mattermost's incoming webhooks read its `text`; a service of yours reads `kfops` too)."""
 
     webhook_url: SecretStr | None = Field(
-        None, description="The webhook's URL. A secret (such URLs carry their token): give it as "
+        None, exclude=True, description="The webhook's URL. A secret (such URLs carry their token): give it as "
         "KFOPS__NOTIFY__WEBHOOK_URL, on a cluster as that key of the Secret cluster.secrets_name; it is never "
         "written to YAML, MLflow, a log or a message. Unset: nothing is sent."
     )

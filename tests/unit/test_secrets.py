@@ -24,15 +24,18 @@ from tests.conftest import free_port
 REDIS_PASSWORD = "planted-redis-7f3a9c"
 PG_PASSWORD = "planted-pg-51e0d2"
 TRACKING_URI = f"postgresql+psycopg2://postgres:{PG_PASSWORD}@127.0.0.1:5432/mlflow"
+WEBHOOK_TOKEN = "planted-hook-T0/B0/c4e9"
+WEBHOOK_URL = f"https://hooks.example/services/{WEBHOOK_TOKEN}"
 PLANTED = {
     "KFOPS__FEATURES__REDIS_PASSWORD": REDIS_PASSWORD,
     "KFOPS__FEATURES__ONLINE_STORE": "redis",
     "KFOPS__REGISTRY__TRACKING_URI": TRACKING_URI,
+    "KFOPS__NOTIFY__WEBHOOK_URL": WEBHOOK_URL,
 }
 
 
 def leaks(text: str) -> list[str]:
-    return [secret for secret in (REDIS_PASSWORD, PG_PASSWORD) if secret in text]
+    return [secret for secret in (REDIS_PASSWORD, PG_PASSWORD, WEBHOOK_TOKEN) if secret in text]
 
 
 @pytest.fixture
@@ -101,8 +104,11 @@ def test_a_step_gets_its_secrets_back_from_the_environment(planted):
     at_run_time = KfopsConfig.from_json(planted.portable().to_json()).resolve_at_run_time(PLANTED)
     assert at_run_time.features.redis_password.get_secret_value() == REDIS_PASSWORD
     assert at_run_time.tracking_uri == TRACKING_URI
+    # The webhook was serialised as '**********', which the URL check then refused: every task of
+    # a pipeline compiled with KFOPS__NOTIFY__WEBHOOK_URL set failed on its config.
+    assert at_run_time.notify.webhook_url.get_secret_value() == WEBHOOK_URL
     without = KfopsConfig.from_json(planted.portable().to_json()).resolve_at_run_time({})
-    assert without.features.redis_password is None
+    assert without.features.redis_password is None and without.notify.webhook_url is None
     assert without.tracking_uri == strip_password(TRACKING_URI)
 
 
@@ -139,6 +145,7 @@ def test_compiled_training_yaml_carries_no_planted_secret(planted, tmp_path):
     spec = yaml.safe_load(text)
     embedded = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]
     assert strip_password(TRACKING_URI) in embedded  # the store is named, only its password is left out
+    assert KfopsConfig.from_json(embedded).notify.webhook_url is None  # what every task parses first
 
 
 # --- the InferenceService -----------------------------------------------------------------------
