@@ -559,7 +559,7 @@ class NotifyConfig(_Strict):
         default_factory=lambda: ["failed", "registered", "refused"],
         description="What is sent: a run that failed; a model version registered; a model the gate refused; a "
         "retraining run that retrained; a local run stopped with Ctrl-C. Local runs send each; on a cluster the "
-        "retraining pipeline's exit handler sends all but interrupted (registered and refused as MLflow has them).",
+        "pipelines' exit handlers send all but interrupted (registered and refused as MLflow has them).",
     )
     timeout_s: float = Field(5.0, gt=0, le=60, description="Seconds the webhook has to answer; a slower one is "
                              "reported and the run's result stands.")

@@ -23,7 +23,7 @@ def create_pipeline(cfg: KfopsConfig):
 
     config_json = cfg.portable().to_json()  # paths as written: no host path of the compiling machine
     image = cfg.cluster.image
-    train_on_new_window = training.create_pipeline(cfg)
+    train_on_new_window = training.create_pipeline(cfg, exit_handler=False)  # this pipeline's handler tells its end
 
     @dsl.pipeline(
         name=PIPELINE_NAME,

@@ -11,7 +11,7 @@ from components.deploy.component import deploy
 from components.evaluate.component import evaluate
 from components.featurize.component import featurize
 from components.ingest.component import ingest
-from components.register.component import register
+from components.register.component import register, training_end
 from components.train.component import train
 from components.validate.component import validate
 from kfops.config import KfopsConfig
@@ -24,8 +24,13 @@ def _prepare_task(task: dsl.PipelineTask, image: str) -> dsl.PipelineTask:
     return task.set_caching_options(False).set_container_image(image)
 
 
-def create_pipeline(cfg: KfopsConfig):
-    """Build the training pipeline for ``cfg``; the config is its default ``config`` parameter."""
+def create_pipeline(cfg: KfopsConfig, exit_handler: bool = True):
+    """Build the training pipeline for ``cfg``; the config is its default ``config`` parameter.
+
+    Its tasks run inside an exit handler that tells ``notify.webhook_url`` how the run ended.
+    ``exit_handler=False`` leaves it out, for the retraining pipeline, which runs this one nested
+    (KFP takes an exit handler only at a pipeline's top) and tells the end in its own.
+    """
     from kfops.adapters.kfp_secrets import use_cluster_secrets
 
     cfg.check_required()  # a config that does not say what its dataset is fails here, before any task runs
@@ -36,13 +41,7 @@ def create_pipeline(cfg: KfopsConfig):
         # Credentials come from the cluster's Secret at run time (cluster.secrets_name), never the YAML.
         return use_cluster_secrets(_prepare_task(task, image), cfg)
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="Validate, featurize, train, evaluate, register and deploy a model with kfops.",
-        # The IR default; KFP uses it unless a run sets its own (kfops submit/schedule send it too).
-        pipeline_root=cfg.cluster.pipeline_root,
-    )
-    def training(config: str = config_json):
+    def _training_tasks(config: str) -> None:
         ingested = _prepare(ingest(config=config), image).set_display_name("ingest")
         validated = _prepare(validate(config=config, raw_tables=ingested.outputs["raw_tables"]), image)
         features = _prepare(
@@ -71,6 +70,21 @@ def create_pipeline(cfg: KfopsConfig):
                 image,
             )
             _prepare(deploy(config=config, version=registered.output), image)
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Validate, featurize, train, evaluate, register and deploy a model with kfops.",
+        # The IR default; KFP uses it unless a run sets its own (kfops submit/schedule send it too).
+        pipeline_root=cfg.cluster.pipeline_root,
+    )
+    def training(config: str = config_json):
+        if not exit_handler:
+            _training_tasks(config)
+            return
+        end = training_end(config=config, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+        use_cluster_secrets(_prepare_task(end, image).set_display_name("training-end"), cfg)
+        with dsl.ExitHandler(end, name="train-and-deploy"):
+            _training_tasks(config)
 
     return training
 

@@ -40,3 +40,24 @@ def register(
     result = run(config, run_id, verdict.path, validation_summary.path,
                  os.path.join(raw_tables.path, "manifest.json"), pipeline_run)
     return result["version"]
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def training_end(config: str, pipeline_run: str, status: dsl.PipelineTaskFinalStatus) -> str:
+    """Training end: tell `notify.webhook_url` how the training run ended, as its exit handler.
+
+    A run that failed is `failed`, with the task and error KFP gives; one that succeeded is
+    `registered` (the version) or `refused` (the gate's failed checks), read from MLflow, as
+    `notify.events` asks. Without a webhook, or locally (where the runner tells), it does nothing.
+
+    Args:
+        config: The kfops configuration (KfopsConfig) as JSON.
+        pipeline_run: The pipeline run that ended.
+        status: How the run's other tasks ended (set by KFP).
+
+    Returns:
+        The events sent, comma-separated; empty when none.
+    """
+    from kfops.steps.run_end import training_run_end
+
+    return training_run_end(config, pipeline_run, status.state, status.error_message or "")

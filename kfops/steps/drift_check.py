@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from kfops.core.windows import drift_frame, parse_window
 from kfops.errors import ConfigError, DataError, KfopsError, TrainingError
 from kfops.steps.featurize import window_features
+from kfops.steps.run_end import notify_pipeline_end
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -508,52 +509,16 @@ def record_retrain_outcome(config: KfopsConfig | str, pipeline_run: str, state: 
     cfg = config if isinstance(config, KfopsConfig) else KfopsConfig.from_json(config).resolve_at_run_time()
     note = f"pipeline run {pipeline_run} ended {state}" + (f": {error}" if error else "")
     if state != "SUCCEEDED":  # first: a state store that fails next must not keep it from being said
-        notify_outcome(cfg, pipeline_run, "failed", note)
+        notify_pipeline_end(cfg, "retraining", pipeline_run, state, error)
     decision = record_outcome(state_store(cfg), POLICY_STATE_FILE, pipeline_run, state == "SUCCEEDED", note)
     if state == "SUCCEEDED" and decision is not None:
-        notify_retrain_end(cfg, pipeline_run, f"the retrain decided at {decision.at.isoformat()} completed")
+        notify_pipeline_end(cfg, "retraining", pipeline_run, state, retrain=True,
+                            said=f"the retrain decided at {decision.at.isoformat()} completed")
     if decision is None:
         print(f"kfops: {pipeline_run} decided no retrain; nothing to record", flush=True)
         return "none"
     print(f"kfops: the retrain decided at {decision.at.isoformat()} is {decision.outcome} ({note})", flush=True)
     return str(decision.outcome)
-
-
-def notify_retrain_end(cfg: KfopsConfig, pipeline_run: str, said: str) -> None:
-    """A retrain that completed, as a local run's end is told: ``retrained``, and ``registered`` or
-    ``refused`` by what its training's gate decided, read from MLflow. MLflow that cannot answer is
-    said in the message, never raised: the exit handler must record the outcome."""
-    if cfg.notify.webhook_url is None:
-        return
-    from kfops.core.notifications import decision_text, run_events
-
-    decided: dict[str, Any] = {"retrain": True}
-    if {"registered", "refused"} & set(cfg.notify.events):
-        from kfops.adapters import mlflow_registry as registry
-
-        try:
-            decided.update(registry.pipeline_run_decision(cfg, pipeline_run))
-        except Exception as err:  # a dead or slow MLflow: say so, and still record
-            from kfops.core.redaction import redact_uri
-
-            said += (f"; what its gate decided could not be read from MLflow "
-                     f"({type(err).__name__}: {redact_uri(str(err))[:200]})")
-    events = [event for event in run_events("succeeded", decided) if event in cfg.notify.events]
-    notify_outcome(cfg, pipeline_run, events, f"{said}: {decision_text(decided)}")
-
-
-def notify_outcome(cfg: KfopsConfig, pipeline_run: str, events: str | list[str], said: str) -> None:
-    """The retraining pipeline's end, to ``notify.webhook_url`` for those of ``events`` in ``notify.events``;
-    a webhook that fails is printed, never raised (the exit handler must record the outcome)."""
-    wanted = [event for event in ([events] if isinstance(events, str) else events) if event in cfg.notify.events]
-    if cfg.notify.webhook_url is None or not wanted:
-        return
-    from kfops.adapters.notify_webhook import send
-    from kfops.core.notifications import run_message
-
-    run = {"pipeline": "retraining", "run_name": pipeline_run, "state": "failed" if "failed" in wanted else "succeeded"}
-    send(cfg.notify, run_message(cfg.project, cfg.registry.model_name, run, wanted, said),
-         lambda line: print(line, flush=True))
 
 
 def link_trigger(config: KfopsConfig | str, pipeline_run: str, decision_json: Path) -> list[str]:

@@ -207,14 +207,23 @@ def test_refused_model_exits_with_its_own_code(tmp_path):
     import sys
 
     from kfops.errors import EXIT_NOT_BLESSED
+    from tests.unit.test_notifications import Hook
 
     kfops = str(Path(sys.executable).with_name("kfops"))
     overrides = [f"data_dir={tmp_path / 'state'}", f"serving.http_port={free_port()}", "dataset.start=2013-01-01",
                  "dataset.end=2013-01-14", "evaluate.gate.min_roc_auc=0.99"]
-    done = subprocess.run([kfops, "run", "training", *(arg for item in overrides for arg in ("--set", item))],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
-                          env={**os.environ, "KFOPS_PROGRESS": "plain"})
+    hook = Hook()  # with a webhook set: its URL once made every task refuse its config ('**********')
+    try:
+        done = subprocess.run([kfops, "run", "training", *(arg for item in overrides for arg in ("--set", item))],
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
+                              env={**os.environ, "KFOPS_PROGRESS": "plain", "KFOPS__NOTIFY__WEBHOOK_URL": hook.url})
+    finally:
+        hook.close()
     assert done.returncode == EXIT_NOT_BLESSED == 4, done.stderr[-2000:]
+    # Told once, by the runner: the pipeline's own exit handler (training-end) has no URL locally.
+    (told,) = hook.bodies
+    assert told["kfops"]["events"] == ["refused"] and "floor:roc_auc" in told["text"]
+    assert "task 'training-end' finished" in done.stderr + done.stdout
     assert "gate           NOT BLESSED" in done.stdout and "registered     nothing" in done.stdout
     assert "FAIL floor:roc_auc" in done.stdout
     assert "not blessed: the evaluation gate did not bless the model" in done.stderr, done.stderr[-2000:]

@@ -33,7 +33,8 @@ COMPILE_FILES = (*IMAGE_FILES, "pipelines", "components")
 WINDOW = ["dataset.start=2013-01-01", "dataset.end=2013-01-14"]
 # Small and never blessed: register and deploy (a server) are for the e2e test; this one is about paths.
 QUICK = ["train.xgboost.n_estimators=40", "evaluate.gate.min_roc_auc=1.01", "evaluate.behavioural_checks=false"]
-EXPECTED_TASKS = ("ingest", "validate", "featurize", "train", "evaluate")
+# The exit handler runs last, as a pod of its own, however the others ended.
+EXPECTED_TASKS = ("ingest", "validate", "featurize", "train", "evaluate", "training_end")
 
 
 def unprivileged_prefix() -> list[str]:

@@ -63,11 +63,17 @@ def test_compiled_yaml_reloads_with_the_expected_dag(tmp_path):
     loaded = components.load_component_from_file(str(produced))
     assert loaded.name == "kfops-training"
     spec = yaml.safe_load(produced.read_text())
-    tasks = spec["root"]["dag"]["tasks"]
-    assert {"ingest", "validate", "featurize", "train", "evaluate", "condition-1"} <= set(tasks)
-    branch = spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    # Every task runs inside the exit handler that tells how the run ended (training-end).
+    top = spec["root"]["dag"]["tasks"]
+    assert set(top) == {"exit-handler-1", "training-end"}
+    assert top["training-end"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert top["training-end"]["dependentTasks"] == ["exit-handler-1"]
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    (condition,) = [name for name in tasks if name.startswith("condition-")]  # KFP numbers it
+    assert {"ingest", "validate", "featurize", "train", "evaluate"} <= set(tasks)
+    branch = spec["components"][f"comp-{condition}"]["dag"]["tasks"]
     assert set(branch) == {"register", "deploy"}
-    assert "evaluate-Output" in tasks["condition-1"]["triggerPolicy"]["condition"]
+    assert "evaluate-Output" in tasks[condition]["triggerPolicy"]["condition"]
     assert tasks["featurize"]["dependentTasks"] == ["ingest", "validate"]
     # Config is baked in as the default of the `config` parameter: the YAML alone reproduces the run.
     default = spec["root"]["inputDefinitions"]["parameters"]["config"]["defaultValue"]

@@ -76,12 +76,12 @@ def test_training_pipeline_on_gpus_flags_the_train_task(tmp_path):
     cfg.cluster.gpus_per_node = 1
     spec = load_pipeline_spec(compile_pipeline(cfg, "training", tmp_path / "training.yaml"))
     findings = inspect_pipeline(spec, expected_images={cfg.cluster.image, cfg.cluster.gpu_image})
-    train = _by_kind(findings, "train")
+    train = _by_kind(findings, "exit-handler-1/train")  # inside the exit handler that tells the run's end
     assert {"accelerator", "node_selector", "toleration"} <= set(train)
     assert train["accelerator"].detail == f"1 x {cfg.cluster.accelerator_type}"
     assert train["node_selector"].detail == "kfops.io/node-pool=gpu"
     # Every other task runs in the configured CPU image with caching off: nothing to say.
-    assert {f.task for f in findings} == {"train"}
+    assert {f.task for f in findings} == {"exit-handler-1/train"}
 
 
 def test_training_pipeline_on_cpu_is_clean(tmp_path):
@@ -91,8 +91,8 @@ def test_training_pipeline_on_cpu_is_clean(tmp_path):
     # The same YAML checked against another registry flags every task's image.
     foreign = inspect_pipeline(spec, expected_images={"registry.example.com/kfops:9"})
     assert {f.kind for f in foreign} == {"image"}
-    assert {f.task for f in foreign} >= {"ingest", "validate", "featurize", "train", "evaluate",
-                                         "condition-1/register", "condition-1/deploy"}
+    assert {f.task for f in foreign} >= {"training-end", *(f"exit-handler-1/{task}" for task in (
+        "ingest", "validate", "featurize", "train", "evaluate", "condition-2/register", "condition-2/deploy"))}
 
 
 def test_doctor_command_prints_the_table_and_summary(tmp_path, capsys):

@@ -152,7 +152,7 @@ def test_compiled_pipeline_uses_the_configured_images(tmp_path):
     cfg.cluster.gpu_image = "registry.example.com/kfops-gpu:42"
     spec = yaml.safe_load(compile_pipeline(cfg, "training", tmp_path / "cpu.yaml").read_text())
     images = images_in_pipeline(spec)
-    training_steps = {"ingest", "validate", "featurize", "train", "evaluate", "register", "deploy"}
+    training_steps = {"ingest", "validate", "featurize", "train", "evaluate", "register", "deploy", "training-end"}
     assert set(images) == {f"exec-{name}" for name in training_steps}
     assert set(images.values()) == {"registry.example.com/kfops:42"}
     retraining = yaml.safe_load(compile_pipeline(cfg, "retraining", tmp_path / "re.yaml").read_text())

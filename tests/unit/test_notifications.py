@@ -221,3 +221,25 @@ def test_a_retrain_end_is_said_and_recorded_when_mlflow_cannot_answer(tmp_path, 
     body = hook.bodies[-1]
     assert len(hook.bodies) == 2 and body["kfops"]["events"] == ["retrained"]
     assert "what its gate decided could not be read from MLflow" in body["text"]
+
+
+def test_the_training_pipelines_exit_handler_tells_a_cluster_run_as_a_local_one_is_told(tmp_path, hook, monkeypatch):
+    """A training run on a cluster (`kfops submit`, `kfops schedule training`) was told to nobody:
+    only the retraining pipeline had an exit handler."""
+    from kfops.steps.run_end import training_run_end
+
+    cfg = config_for(tmp_path, hook.url)
+    monkeypatch.setenv("KFOPS__NOTIFY__WEBHOOK_URL", hook.url)  # as the pod has it, from the cluster's Secret
+    assert training_run_end(cfg.to_json(), "kfops-training-1", "FAILED", "Task train failed.") == "failed"
+    failed = hook.bodies[-1]
+    assert failed["kfops"]["pipeline"] == "training" and failed["kfops"]["run_name"] == "kfops-training-1"
+    assert failed["text"].endswith("kfops-training-1 failed: pipeline run kfops-training-1 ended FAILED: Task train failed.")
+    _training_of(cfg, "kfops-training-2", blessed=True, register=True)
+    assert training_run_end(cfg, "kfops-training-2", "SUCCEEDED") == "registered"
+    assert hook.bodies[-1]["text"].endswith("kfops-training-2 registered: blessed, registered v1")
+    _training_of(cfg, "kfops-training-3", blessed=False, failed="floor:roc_auc: roc_auc 0.6, needs >= 0.65")
+    assert training_run_end(cfg, "kfops-training-3", "SUCCEEDED") == "refused"
+    assert training_run_end(cfg, "kfops-training-4", "SUCCEEDED") == ""  # nothing evaluated: nothing to tell
+    assert len(hook.bodies) == 3
+    quiet = config_for(tmp_path, hook.url, "notify.events=[failed]")
+    assert training_run_end(quiet, "kfops-training-2", "SUCCEEDED") == "" and len(hook.bodies) == 3
