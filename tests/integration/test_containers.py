@@ -111,10 +111,10 @@ def test_images_run_as_a_user_who_cannot_write_the_code(images, role):
 def test_the_pipeline_runs_in_containers_and_registers(containerised_run):
     result = containerised_run["result"]
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    # Each of the seven tasks ran in a container of the pipeline image: kfp.local's DockerRunner
-    # says so in the run log, once per task.
+    # Each of the seven tasks, and the exit handler (training-end), ran in a container of the
+    # pipeline image: kfp.local's DockerRunner says so in the run log, once per task.
     (log,) = (containerised_run["root"] / "data" / "logs").glob("training-*.log")
-    assert log.read_text().count(f"Found image '{PIPELINE_IMAGE}'") == 7, log.read_text()[-3000:]
+    assert log.read_text().count(f"Found image '{PIPELINE_IMAGE}'") == 8, log.read_text()[-3000:]
 
     from kfops.adapters import mlflow_registry as registry
 
@@ -386,7 +386,7 @@ def test_a_project_runs_in_its_own_images_reading_raw_files_from_the_object_stor
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert "gate           BLESSED" in run.stdout
     (log,) = (shop_in_containers["work"] / "data" / "logs").glob("training-*.log")
-    assert log.read_text().count(f"Found image '{SHOP_PIPELINE_IMAGE}'") == 7, log.read_text()[-3000:]
+    assert log.read_text().count(f"Found image '{SHOP_PIPELINE_IMAGE}'") == 8, log.read_text()[-3000:]  # 7 + training-end
 
     from kfops.adapters import mlflow_registry as registry
 
