@@ -291,3 +291,21 @@ def test_init_writes_the_server_port_it_is_given(lake, tmp_path):
     assert load_config(done.target / "kfops.yaml", environ={}).serving.http_port == 8081
     default = scaffold(shop_spec(lake), tmp_path / "default")
     assert load_config(default.target / "kfops.yaml", environ={}).serving.http_port == 8080
+
+
+def test_column_names_that_yaml_would_misread_are_written_to_kfops_yaml_as_they_are(lake, tmp_path):
+    """Init wrote names into kfops.yaml bare: a label column 'Refunded?' made the draft unreadable
+    (`[Refunded?]` is not a YAML flow sequence), and a column named 'no' would read as false."""
+    orders = pd.read_parquet(lake / "orders.parquet").drop(columns=["order_id", "store_id"])
+    orders["Refunded?"] = (orders["amount"] > 100).astype(int)
+    orders = orders.rename(columns={"amount": "Amount ($)", "category": "no", "channel": "via: web, #1"})
+    orders.to_parquet(tmp_path / "orders.parquet")
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   parse_table(f"{lake}/customers.csv:timestamp=signup_at")],
+                     entities=["customer_id"], label=parse_label("refund = `Refunded?` == 1"))
+    done = scaffold(spec, tmp_path / "project")
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    assert cfg.features.forbidden_columns == ["Refunded?"]
+    assert set(cfg.features.request_features) == {"Amount ($)", "no", "via: web, #1", "items"}
+    assert set(cfg.features.categorical) >= {"no", "via: web, #1"}
+    assert cfg.evaluate.gate.slices == ["no"]

@@ -586,6 +586,15 @@ def _plugin_text(plan: Scaffold, spec: InitSpec, table_files: dict[str, str],
     return text
 
 
+def _yaml(value: str | list[str]) -> str:
+    """``value`` as a YAML flow scalar or sequence that reads back as the same strings: column names
+    come from the user's data and may hold ``?``, ``,``, ``:``, ``#`` or read as YAML booleans (``no``)."""
+    import yaml
+
+    text = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=1 << 30)
+    return text.removesuffix("\n...\n").rstrip("\n")
+
+
 def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_band: tuple[float, float] | None,
                  events: prof.TableProfile) -> str:
     string_request = [c for c in plan.request_features if events.columns[c].kind in ("string", "bool")]
@@ -597,22 +606,22 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
     lines = [
         f"# kfops configuration for {plan.project}, drafted by `kfops init` from the data: review it.",
         "# Every key: docs/configuration.md. Override with KFOPS__SECTION__KEY=value or --set section.key=value.",
-        f"project: {plan.project}",
+        f"project: {_yaml(plan.project)}",
         "data_dir: .kfops            # local state: MLflow, Feast, snapshots, logs",
         "",
         "dataset:",
         f"  loader: {plan.module}:load_tables",
         f"  entity_builder: {plan.module}:build_entity_frame",
         f"  feast_sources_writer: {plan.module}:write_feature_sources",
-        f"  source_dir: {source_dir}",
+        f"  source_dir: {_yaml(str(source_dir))}",
         f"  start: {plan.start}         # first day with events",
         f"  end: {plan.end}           # last day whose events have a complete label",
-        f"  label: {plan.label.name}",
-        f"  row_id: {plan.row_id}",
+        f"  label: {_yaml(plan.label.name)}",
+        f"  row_id: {_yaml(plan.row_id)}",
         "",
         "validation:",
         "  suites_dir: expectations",
-        f"  tables: [{', '.join(t.name for t in spec.tables)}]",
+        f"  tables: {_yaml([t.name for t in spec.tables])}",
         "  window_timezone: UTC       # dataset.start/end are UTC days",
         f"  label_rate_band: {band}{observed}",
         "",
@@ -621,9 +630,9 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
         "  definitions: definitions:build",
         f"  project: {_slug(plan.project)}",
         f"  feature_set: {plan.module}:FEATURES   # feature_refs and categorical features follow from it",
-        f"  request_features: [{', '.join(plan.request_features)}]   # columns of {plan.events} known at request time",
-        f"  categorical: [{', '.join(string_request)}]   # string request features (declared ones follow)",
-        f"  forbidden_columns: [{', '.join(plan.forbidden)}]   # outcomes: refused as features",
+        f"  request_features: {_yaml(plan.request_features)}   # columns of {plan.events} known at request time",
+        f"  categorical: {_yaml(string_request)}   # string request features (declared ones follow)",
+        f"  forbidden_columns: {_yaml(plan.forbidden)}   # outcomes: refused as features",
         "  materialize_online: true   # the deployed server answers raw requests from the online store",
         "",
         "train:",
@@ -637,7 +646,7 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
         "    min_roc_auc: 0.6",
         "    min_improvement: 0.0",
         "    max_slice_regression: 0.05",
-        f"    slices: [{', '.join(slices)}]",
+        f"    slices: {_yaml(slices)}",
         "    min_slice_rows: 50",
         "",
         "registry:",
