@@ -14,8 +14,13 @@ app = typer.Typer(help="Replay months of data, month by month, under retrain pol
 
 @app.command()
 def backtest_command(
-    from_: Annotated[str, typer.Option("--from", help="First month replayed, YYYY-MM; the champion trains on the month before.")],
-    to: Annotated[str, typer.Option("--to", help="Last month replayed, YYYY-MM.")],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First month replayed, YYYY-MM; the champion trains on the month "
+                                 "before. Default: the second month of dataset.start..end.")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Last month replayed, YYYY-MM. Default: the month of dataset.end.")
+    ] = None,
     policy: Annotated[
         list[str] | None, typer.Option(
             "--policy", "-p", help=f"{', '.join(POLICIES[:-1])} or {POLICIES[-1]}; repeat to compare (default: all).")
@@ -46,15 +51,21 @@ def backtest_command(
 
     Examples:
 
+      kfops backtest --held-out-from 2013-07      # every month of the dataset's window
+
       kfops backtest --from 2013-02 --to 2013-12 --held-out-from 2013-07
 
       kfops backtest --from 2013-02 --to 2013-05 --policy drift --policy never --sample 0.1
 
       kfops backtest --from 2013-02 --to 2013-12 --set retrain.debounce=1 -o docs/backtest
     """
-    from kfops.runners.backtest import run_backtest, split_months
+    from kfops.runners.backtest import default_months, run_backtest, split_months
 
     cfg = cli_config(config, set_)
+    if from_ is None or to is None:
+        first, last = default_months(cfg)
+        from_, to = from_ or first, to or last
+        typer.echo(f"backtest: {from_}..{to} (from dataset.start..end; --from and --to choose)", err=True)
     out_dir = output_dir or cfg.data_dir / "backtest"
     # Each month's outcome is reported as it lands: a bar with the month lines above it on a
     # terminal, one line per month otherwise (KFOPS_PROGRESS=plain|rich|off chooses).

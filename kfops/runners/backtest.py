@@ -751,6 +751,22 @@ def plugin_sources_digest(cfg: KfopsConfig) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def default_months(cfg: KfopsConfig) -> tuple[str, str]:
+    """The months ``kfops backtest`` replays when not told: all of ``dataset.start..end`` that has a
+    champion before it, i.e. from the month after the first (after more when the label delay is
+    weeks: the champion trains on labelled rows) to the month of ``dataset.end``."""
+    start, end = cfg.window
+    first = start.replace(day=1)
+    for _ in range(1 + cfg.retrain.label_delay.days // 28):
+        first = (first + dt.timedelta(days=32)).replace(day=1)
+    if first > end:
+        raise ConfigError(
+            f"dataset.start..end ({start}..{end}) leaves no month to replay: the first month trains the "
+            "initial champion" + (" and the label delay holds back more" if cfg.retrain.label_delay.days >= 28 else ""),
+            hint="widen the window (dataset.start, dataset.end) or give --from and --to")
+    return first.strftime("%Y-%m"), end.strftime("%Y-%m")
+
+
 def run_backtest(
     cfg: KfopsConfig, first: str, last: str, policies: Sequence[str], out_dir: Path,
     sample: float | None = None, on_month: Callable[[MonthResult], None] | None = None,

@@ -165,13 +165,16 @@ def test_cli_replays_sampled_months_for_every_policy(tmp_path, monkeypatch):
     from kfops.cli.backtest import app
 
     monkeypatch.setenv("KFOPS_PROGRESS", "plain")
-    args = ["--from", "2013-02", "--to", "2013-03", "--sample", "0.1", "-o", str(tmp_path / "out"),
+    # No --from/--to: the months of the dataset's window after the first (January trains the champion).
+    args = ["--sample", "0.1", "-o", str(tmp_path / "out"),
             "--config", str(REPO_ROOT / "kfops.yaml"), "--set", f"data_dir={tmp_path}",
+            "--set", "dataset.start=2013-01-01", "--set", "dataset.end=2013-03-31",
             "--set", "train.xgboost.n_estimators=40", "--set", "evaluate.behavioural_checks=false",
             "-p", "default", "-p", "monthly", "-p", "never", "--held-out-from", "2013-03"]
     outcome = CliRunner().invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
     # One progress line per policy and month, as it lands (on stderr; the totals go to stdout).
+    assert "backtest: 2013-02..2013-03 (from dataset.start..end" in outcome.stderr
     lines = [line for line in outcome.stderr.splitlines() if line.startswith("backtest: ") and "/6 months" in line]
     assert [line.split(" (")[0] for line in lines] == [f"backtest: {n}/6 months" for n in range(1, 7)]
     assert all(" -> " in line and "champion #" in line for line in lines)
@@ -233,3 +236,32 @@ def test_a_backtest_from_the_first_month_of_data_says_the_champion_needs_the_mon
         replay(cfg, frame, ["2024-04", "2024-05"], "2024-03", ["never"], tmp_path)
     assert re.search(r"no rows for month 2024-05 .*months with rows: 2024-03\.\.2024-04",
                      f"{raised.value} {raised.value.hint}"), (str(raised.value), raised.value.hint)
+
+
+def test_without_from_and_to_the_backtest_replays_the_datasets_window():
+    """`--from` and `--to` were required, though the config already says which months the data holds."""
+    from kfops.runners.backtest import default_months
+
+    cfg = example_config()  # 2013-01-01..2013-12-31: January trains the first champion
+    assert default_months(cfg) == ("2013-02", "2013-12")
+    assert default_months(cfg.model_copy(update={"dataset": cfg.dataset.model_copy(
+        update={"start": dt.date(2013, 3, 15), "end": dt.date(2013, 4, 2)})})) == ("2013-04", "2013-04")
+    # A label delay of weeks holds back one more month for the first champion's labels.
+    delayed = cfg.model_copy(update={"retrain": cfg.retrain.model_copy(update={"label_delay": dt.timedelta(days=30)})})
+    assert default_months(delayed) == ("2013-03", "2013-12")
+    one_month = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(
+        update={"start": dt.date(2013, 3, 1), "end": dt.date(2013, 3, 31)})})
+    with pytest.raises(ConfigError, match=r"2013-03-01\.\.2013-03-31\) leaves no month to replay") as raised:
+        default_months(one_month)
+    assert "--from and --to" in raised.value.hint
+
+
+def test_a_window_of_one_month_is_refused_by_the_cli_before_anything_is_built(tmp_path, capsys):
+    from kfops.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["backtest", "--config", str(REPO_ROOT / "kfops.yaml"), "--set", f"data_dir={tmp_path}",
+              "--set", "dataset.start=2013-05-01", "--set", "dataset.end=2013-05-31", "-o", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert "leaves no month to replay" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
