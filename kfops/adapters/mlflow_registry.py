@@ -17,11 +17,14 @@ import getpass
 import hashlib
 import json
 import os
+import posixpath
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -400,6 +403,37 @@ def code_version() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+# MLflow's own rule for metric, param and tag keys (mlflow.utils.validation, POSIX): a key built
+# from a user's column name ("column_score.Amount ($)") must be mapped into it, or the run fails.
+_MLFLOW_KEY_REFUSED = re.compile(r"[^/\w.\- :]")
+MLFLOW_KEY_MAX = 250
+
+
+def mlflow_key(name: str) -> str:
+    """``name`` as a key MLflow accepts: each refused character becomes ``_``, a name that would
+    read as another path (``a//b``, ``../x``, ``/x``) loses its slashes, and a name over 250
+    characters keeps a hash of the whole. A valid key is returned unchanged."""
+    key = _MLFLOW_KEY_REFUSED.sub("_", name)
+    if posixpath.normpath(key) != key or key.startswith(("..", "/")) or key in ("", "."):
+        key = key.replace("/", "_")
+        if key.startswith("..") or key in ("", "."):
+            key = f"_{key}"
+    return _hashed(key, name) if len(key) > MLFLOW_KEY_MAX else key
+
+
+def _hashed(key: str, name: str) -> str:
+    return f"{key[:MLFLOW_KEY_MAX - 9]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
+def _mlflow_keys(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` under :func:`mlflow_key` keys; names that map to one key are told apart by a hash
+    of each original name."""
+    keys = {name: mlflow_key(name) for name in values}
+    taken = Counter(keys.values())
+    return {(_hashed(keys[name], name) if taken[keys[name]] > 1 and keys[name] != name else keys[name]): value
+            for name, value in values.items()}
+
+
 class TrackedRun:
     """One MLflow run, written through an explicit client: no active run, no global tracking URI.
 
@@ -417,15 +451,16 @@ class TrackedRun:
     def set_tags(self, tags: dict[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        self._client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
+        self._client.log_batch(self.run_id, tags=[RunTag(key, str(value)) for key, value in _mlflow_keys(tags).items()])
 
     def set_tag(self, key: str, value: Any) -> None:
-        self._client.set_tag(self.run_id, key, value)
+        self._client.set_tag(self.run_id, mlflow_key(key), value)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        self._client.log_batch(self.run_id, params=[Param(key, str(value)) for key, value in params.items()])
+        self._client.log_batch(self.run_id, params=[Param(key, str(value))
+                                                    for key, value in _mlflow_keys(params).items()])
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         """Metrics at step 0; like the fluent API, also on the models this run logged at that step."""
@@ -438,7 +473,7 @@ class TrackedRun:
         stamp = get_current_time_millis()
         self._client.log_batch(self.run_id, metrics=[
             Metric(key, value, stamp, 0, model_id=model_id, run_id=self.run_id)
-            for key, value in metrics.items() for model_id in model_ids
+            for key, value in _mlflow_keys(metrics).items() for model_id in model_ids
         ])
 
     def log_dict(self, dictionary: dict[str, Any], artifact_file: str) -> None:

@@ -161,3 +161,23 @@ def test_in_sample_evidence_yields_no_performance_trigger_and_says_so():
     assert not decision.retrain and decision.code == "no_signal"
     assert decision.reason.startswith(f"no trigger fired: {note}; observed: too few labelled rows (0)")
     assert decision.signals["in_sample_rows"] == 5000.0
+
+
+def test_a_check_of_columns_named_as_mlflow_refuses_keys_is_logged(tmp_path):
+    """A `kfops init` project with a column 'Amount ($)' failed every retraining run: the drift step
+    logged the metric `column_score.Amount ($)`, which MLflow refuses."""
+    from kfops.core.drift import DriftConfig, check_drift
+
+    rng = np.random.default_rng(1)
+    names = ["Amount ($)", "Amount (€)", "ratio a/b", "../up"]
+    reference = pd.DataFrame({name: rng.normal(30, 5, 400) for name in names})
+    current = pd.DataFrame({name: rng.normal(60, 5, 400) for name in names})
+    cfg = example_config(data_dir=str(tmp_path), **{"retrain": {"mode": "drift", "debounce": 1}})
+    record = _record(cfg, (reference, current, check_drift(reference, current, DriftConfig())), tmp_path)
+
+    _, runs = _drift_runs(cfg)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and record["retrain"]
+    scores = {key: value for key, value in runs[0].data.metrics.items() if key.startswith("column_score.")}
+    assert len(scores) == 4  # one per column, the two that map to one key told apart
+    assert sorted(scores.values()) == sorted(value for key, value in record["metrics"].items()
+                                             if key.startswith("column_score."))

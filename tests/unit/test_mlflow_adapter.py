@@ -81,3 +81,31 @@ def test_a_bounded_client_bounds_each_call_and_passes_attributes_through():
     ids, seen = bounded.search_runs(["1"])
     assert ids == ["1"] and seen == dict(zip(KEYS, ("3", "7", "1"), strict=True))
     assert current() == dict.fromkeys(KEYS)
+
+
+@pytest.mark.parametrize("name", [
+    "column_score.Amount ($)", "column_score.Défaut?", "signal.a//b", "../x", "/abs", ".", "..", "a/./b",
+    "x" * 300, "column_score." + "é" * 260, "tab\there", "",
+])
+def test_a_key_from_a_column_name_is_one_mlflow_accepts(name):
+    """The drift step logged `column_score.<column>`: a column named 'Amount ($)' failed the run."""
+    from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
+
+    from kfops.adapters.mlflow_registry import MLFLOW_KEY_MAX, mlflow_key
+
+    key = mlflow_key(name)
+    for validate in (_validate_metric_name, _validate_param_name, _validate_tag_name):
+        validate(key)
+    assert len(key) <= MLFLOW_KEY_MAX
+
+
+def test_a_valid_key_is_kept_and_keys_that_meet_are_told_apart():
+    from kfops.adapters.mlflow_registry import _mlflow_keys, mlflow_key
+
+    for kept in ("column_score.dep_hour", "signal.observed_diff", "a b/c:d-e.f", "column_score.Zürich"):
+        assert mlflow_key(kept) == kept
+    assert mlflow_key("column_score.Amount ($)") == "column_score.Amount ___"
+    assert mlflow_key("../x") == "_.._x" and mlflow_key("a//b") == "a__b"
+    keys = _mlflow_keys({"rate_": 1.0, "rate$": 2.0, "rate%": 3.0})
+    assert len(keys) == 3 and keys["rate_"] == 1.0  # a valid name keeps its key; the others get a hash
+    assert sorted(keys.values()) == [1.0, 2.0, 3.0] and all(k.startswith("rate_-") for k in keys if k != "rate_")
