@@ -253,6 +253,32 @@ def view_join_keys(cfg: KfopsConfig, store: FeatureStore) -> list[str]:
     return _join_keys(_referenced_views(cfg, store))
 
 
+def typed_join_keys(cfg: KfopsConfig, store: FeatureStore, keys: Mapping[str, Sequence[Any]]) -> dict[str, pd.Series]:
+    """Request key values as the feature views' sources hold them: an Int64 key as int64 (a client's
+    '17' is 17), any other as canonical text (``kfops.core.featureset.canonical_keys``). A value an
+    int key cannot take is a :class:`DataError` naming the key and the value."""
+    import pandas as pd
+    from feast.types import Int32, Int64
+
+    from kfops.core.featureset import canonical_keys
+
+    integer = {col.name for view in _referenced_views(cfg, store) for col in view.entity_columns
+               if col.dtype in (Int32, Int64)}
+    typed: dict[str, pd.Series] = {}
+    for name, values in keys.items():
+        column = pd.Series(list(values), dtype=object)
+        if name not in integer:
+            typed[name] = canonical_keys(column)
+            continue
+        numbers = pd.to_numeric(column, errors="coerce")
+        bad = column[(numbers.isna() & column.notna()) | (numbers % 1 != 0)]
+        if len(bad):
+            raise DataError(f"key '{name}' is an integer in the feature views, but row {bad.index[0]} holds "
+                            f"{bad.iloc[0]!r}")
+        typed[name] = numbers.astype("int64" if numbers.notna().all() else "Int64")
+    return typed
+
+
 def _join_keys(views: list[FeatureView]) -> list[str]:
     return list(dict.fromkeys(col.name for view in views for col in view.entity_columns))
 

@@ -220,6 +220,28 @@ def test_a_failing_online_store_is_a_503_for_the_requests_that_needed_it(tmp_pat
     assert caught.value.status == 503 and caught.value.reason == "dependency_unavailable"
 
 
+def test_a_lookup_that_refuses_the_requests_keys_is_a_400_not_a_dead_store(tmp_path):
+    """The offline lookup of `kfops predict --raw` refuses a key its view's type cannot take; that
+    was reported as "the online feature store failed ... retry later"."""
+    from kfops.core.model import load_model
+    from kfops.core.requests import RawSchema
+    from kfops.datasets.flights.serving import RAW_FLIGHT
+    from kfops.serving.protocol.payloads import RequestError, decode_v1
+    from kfops.serving.runtime.engine import complete_raw
+    from tests.support.serving_models import build_tiny_model
+
+    def refusing(_rows):
+        raise RequestError("key 'tailnum' is an integer in the feature views, but row 0 holds 'N1'")
+
+    spec = load_model(build_tiny_model(tmp_path / "model", rounds=2)).spec
+    flight = {"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N1", "distance": 1400,
+              "sched_dep": "2013-01-01T05:15"}
+    raw = RawSchema.of(RAW_FLIGHT)
+    with pytest.raises(RequestError, match="row 0 holds 'N1'") as caught:
+        complete_raw([decode_v1({"instances": [flight]}, spec, raw)], spec, raw, refusing)
+    assert not isinstance(caught.value, DependencyUnavailable) and caught.value.status == 400
+
+
 def test_redis_gets_socket_timeouts_unless_the_connection_string_sets_its_own():
     from kfops.adapters.feast_store import online_store_config, redis_with_timeouts
     from kfops.config import load_config

@@ -62,15 +62,20 @@ class OfflineLookup:
     def __call__(self, entity_rows: list[dict[str, Any]]) -> pd.DataFrame:
         import pandas as pd
 
-        from kfops.adapters.feast_store import build_training_set
+        from kfops.adapters.feast_store import build_training_set, typed_join_keys
         from kfops.core.requests import EVENT_TIMESTAMP
+        from kfops.serving.protocol.payloads import RequestError
 
         if self.source_dir is None:
             return pd.DataFrame(index=range(len(entity_rows)))
         dataset = self.cfg.dataset
+        # Keys as the sources hold them: a client sends '17' for an int key, and the join needs 17.
+        try:
+            keys = typed_join_keys(self.cfg, self.store, {k: [row[k] for row in entity_rows] for k in self.join_keys})
+        except DataError as err:
+            raise RequestError(str(err)) from None
         entities = pd.DataFrame({ROW_ID: range(len(entity_rows)),
-                                 dataset.event_timestamp: [row[EVENT_TIMESTAMP] for row in entity_rows],
-                                 **{k: [row[k] for row in entity_rows] for k in self.join_keys}})
+                                 dataset.event_timestamp: [row[EVENT_TIMESTAMP] for row in entity_rows], **keys})
         joined = build_training_set(entities, self.cfg, self.source_dir, self.store)
         return joined[self.feature_names].reset_index(drop=True)
 

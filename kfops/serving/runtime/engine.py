@@ -33,6 +33,7 @@ from kfops.serving.protocol.payloads import (
     DependencyUnavailable,
     LookupUnavailable,
     ParsedRequest,
+    RequestError,
     UnknownEntity,
 )
 from kfops.serving.runtime.batching import AdaptiveBatcher
@@ -293,6 +294,8 @@ def complete_raw(
     entity_rows = [dict(zip(names, values, strict=True)) for values in zip(*(merged[k] for k in keys), event_times, strict=True)]
     try:
         online, frame = _lookup_columns(lookup, entity_rows)
+    except RequestError:  # the request's own mistake (a key its view's type cannot take), not the store's
+        raise
     except Exception as err:  # Redis down or paused past its timeout, a Feast failure: the store's fault
         raise DependencyUnavailable(
             f"the online feature store failed ({type(err).__name__}: {str(err)[:200]}); retry later"
