@@ -324,6 +324,11 @@ def predict_command(
                      log_predictions=log_predictions, log_event_time=log_event_time)
     typer.echo(f"scored {result['rows']:,} rows in {result['seconds']:.1f}s ({result['rows_per_second']:,} rows/s) "
                f"-> {output_path}")
+    if result.get("as_of_now"):
+        typer.echo(f"note: {input_path} has no '{result['as_of_now']}' column, so every row was scored as of now, "
+                   "with the features the sources hold now (a view's features older than its TTL count as "
+                   f"missing); to score rows as of their own time, add '{result['as_of_now']}' (ISO 8601)",
+                   err=True)
     if log_predictions:
         first, last = result.get("logged_days") or ("", "")
         when = f", dated {first}" + (f" to {last}" if last != first else "") if first else ""

@@ -93,6 +93,8 @@ def predict(
                               complete=complete, log=log)
     outcome: dict[str, Any] = {"rows": result.rows, "seconds": round(result.seconds, 3),
                                "rows_per_second": round(result.rows_per_second), "model": scored_by, "raw": raw}
+    if complete is not None and complete.time_field_absent:
+        outcome["as_of_now"] = complete.time_field_absent  # no time column: features as they are now
     if log is not None:
         from kfops.core.redaction import redact_uri
 

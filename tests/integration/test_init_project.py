@@ -273,6 +273,15 @@ def test_a_file_of_raw_orders_scores_as_their_training_set_rows(shop):
     model = load_model(run_dir / "train" / "model", cfg.train.plugins, cfg.resolved_against)
     expected = model.predict_proba_encoded(model.spec.encode(training_set))
     np.testing.assert_allclose(scored["probability"].to_numpy(), expected, rtol=0, atol=1e-12)
+    assert "scored as of now" not in done.stderr
+
+    # Without the time column every row is scored as of now, with today's features: said, as a
+    # backfill of past rows would otherwise come out quietly different.
+    raw.drop(columns="event_timestamp").to_csv(project / "orders_now.csv", index=False)
+    done = kfops("predict", "--raw", "-c", str(project / "kfops.yaml"), "-i", "orders_now.csv",
+                 "-o", "scored_now.parquet", cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "orders_now.csv has no 'event_timestamp' column, so every row was scored as of now" in done.stderr
 
 
 def test_raw_orders_score_with_the_feature_sources_of_an_s3_prefix(shop, s3_server, monkeypatch):

@@ -103,6 +103,9 @@ class RawCompleter:
         self.lookup = OfflineLookup(cfg, source_dir)
         self.schema = raw_schema(cfg, spec, self.lookup)
         self.input_name = input_name
+        # The builder's optional time field when the file has no such column: every row is then
+        # scored as of now, which a backfill of past rows must be told (set by the first chunk).
+        self.time_field_absent: str | None = None
 
     @property
     def string_fields(self) -> list[str]:
@@ -121,6 +124,10 @@ class RawCompleter:
             raise DataError(f"{self.input_name} lacks column(s) {', '.join(missing)} of {self.schema.hint()}",
                             hint="a raw row holds what a client sends the server; other columns are kept as they are")
         fields = [f.name for f in self.schema.builder.fields if f.name in names]
+        if first_row == 0:
+            time_field = getattr(self.schema.builder, "event_field", None)
+            if time_field is not None and time_field in self.schema.by_name and time_field not in names:
+                self.time_field_absent = time_field
         columns = {name: _python_values(batch.column(name), self.schema.by_name[name].kind) for name in fields}
         labels = [f"row {first_row + i}" for i in range(batch.num_rows)]  # the file's row numbers
         try:
