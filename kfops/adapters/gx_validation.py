@@ -630,10 +630,22 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
         raise DataError(f"data file {path} could not be read: {err}") from err
     for column in suite.datetime_columns() if suite else []:
         if column in frame.columns:
-            # Left as text when it does not parse: the suite's type check reports it with examples.
-            with contextlib.suppress(ValueError, TypeError):
-                frame[column] = pd.to_datetime(frame[column], utc=True)
+            frame[column] = _timestamps_or_text(frame[column])
     return frame
+
+
+def _timestamps_or_text(values: pd.Series) -> pd.Series:
+    """A CSV column the suite types as timestamps, read as kfops' loaders read one (one format per
+    column, day first when a value says so: '27/03/2023'); left as text when any value does not
+    parse, so the suite's type check reports it with examples. A column whose every value reads
+    both day first and month first is refused, naming a value, rather than read one way by guess."""
+    from kfops.core.featureset import parse_timestamps
+
+    try:
+        stamps = parse_timestamps(values.rename(str(values.name)))
+    except (ValueError, TypeError, OverflowError):
+        return values
+    return values if (stamps.isna() & values.notna()).any() else stamps
 
 
 def table_name_for(path: Path) -> str:

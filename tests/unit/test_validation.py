@@ -318,3 +318,25 @@ def test_cli_names_a_missing_file_before_any_suite_and_a_file_named_otherwise_ne
     named = runner.invoke(app, ["--data", str(mine), "--table", "flights", "--config", str(config)])
     assert named.exit_code == 0, named.output
     assert "PASSED" in named.output
+
+
+def test_a_csv_with_day_first_times_is_read_as_the_loaders_read_it(tmp_path, tables, cfg):
+    """`kfops validate --data` read CSV times with pandas' guess from the first value: '01/01/2013
+    05:00' made it month first, '13/01/2013' then failed, and the column was reported as text that
+    is not a timestamp, though kfops' own loaders read it day first."""
+    from kfops.adapters.gx_validation import read_table_file
+
+    suite = load_suite(suite_path(cfg, "flights"))
+    (column,) = [c for c in suite.datetime_columns() if c in tables["flights"].columns]
+    flights = tables["flights"]
+    day_first = flights.assign(**{column: flights[column].dt.strftime("%d/%m/%Y %H:%M")})
+    day_first.to_csv(tmp_path / "flights.csv", index=False)
+    read = read_table_file(tmp_path / "flights.csv", suite)
+    assert read[column].equals(flights[column].dt.tz_convert("UTC").astype(read[column].dtype))
+    result = validate_tables({"flights": read}, only(cfg, "flights"))
+    assert result.failures == [], format_failures(result)
+
+    # One value no format reads: the column stays text, so the type check names it with examples.
+    day_first.loc[3, column] = "soon"
+    day_first.to_csv(tmp_path / "late.csv", index=False)
+    assert read_table_file(tmp_path / "late.csv", suite)[column].tolist()[3] == "soon"
