@@ -79,6 +79,9 @@ def init_command(
         names = ", ".join(name for name, _, _ in view.features)
         echo(f"  view       {view.name} by {', '.join(view.keys)}: {names}")
     echo(f"  forbidden  {', '.join(done.forbidden) or '-'}")
+    if done.left_out:
+        echo(f"  left out   {', '.join(f'{name} ({why})' for name, why in done.left_out.items())}: "
+             "no model can learn from them")
     for path in done.files:
         echo(f"  wrote      {path.relative_to(done.target)}")
     echo(f"next: review {done.target / 'kfops.yaml'}, then: kfops run training -c {done.target / 'kfops.yaml'}")

@@ -309,3 +309,26 @@ def test_column_names_that_yaml_would_misread_are_written_to_kfops_yaml_as_they_
     assert set(cfg.features.request_features) == {"Amount ($)", "no", "via: web, #1", "items"}
     assert set(cfg.features.categorical) >= {"no", "via: web, #1"}
     assert cfg.evaluate.gate.slices == ["no"]
+
+
+def test_columns_no_model_can_learn_from_are_left_out_and_named(lake, tmp_path):
+    """A column with no value, or one value and no nulls, became a request feature that every client
+    had to send and every drift check tested."""
+    orders = pd.read_parquet(lake / "orders.parquet")
+    orders = orders.assign(coupon=None, currency="EUR", gift=orders["items"].where(orders["items"] > 2).notna()
+                           .map({True: "yes", False: None}))  # one value, but its nulls tell something
+    orders.to_parquet(tmp_path / "orders.parquet")
+    customers = pd.read_csv(lake / "customers.csv").assign(country="DE")
+    customers.to_csv(tmp_path / "customers.csv", index=False)
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   parse_table(f"{tmp_path}/customers.csv:timestamp=signup_at"),
+                                   *shop_spec(lake).tables[2:]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.left_out == {"orders.coupon": "no value", "orders.currency": "one value, 'EUR'",
+                             "customers.country": "one value, 'DE'"}
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    assert "gift" in cfg.features.request_features
+    assert not {"coupon", "currency", "country"} & {*cfg.features.request_features, *cfg.features.feature_refs,
+                                                    *[ref.split(":")[1] for ref in cfg.features.feature_refs]}
+    assert "# left out, as no model can learn from them: orders.coupon (no value)" in (
+        done.target / "kfops.yaml").read_text()

@@ -76,6 +76,7 @@ class Scaffold:
     label_columns: list[str] = field(default_factory=list)  # what the label's condition reads
     unknown_labels: int = 0  # events of the window left out: a null where the label reads
     row_id_time_format: str = "%Y%m%dT%H%M%S"  # of a made row id; with %f for sub-second event times
+    left_out: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why no model can learn from it
 
     @property
     def feature_refs(self) -> list[str]:
@@ -161,15 +162,18 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     forbidden = list(dict.fromkeys(forbidden))
     _check_label_name(label, frames[events], events, forbidden, label_columns, [row_id, *spec.entities])
     taken = {row_id, label.name, "event_timestamp", *spec.entities}
-    request = [c.name for c in profiles[events].columns.values()
-               if c.name not in taken | set(forbidden) | set(label.on)
-               and c.name != by_name[events].timestamp and c.dtype and not c.id_like]
-    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken)
+    candidates = [c for c in profiles[events].columns.values()
+                  if c.name not in taken | set(forbidden) | set(label.on)
+                  and c.name != by_name[events].timestamp and c.dtype and not c.id_like]
+    request = [c.name for c in candidates if not c.uninformative]
+    left_out = {f"{events}.{c.name}": str(c.uninformative) for c in candidates if c.uninformative}
+    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken, left_out)
     project = spec.project or _slug(target.name)
     start, end = _window(frames, by_name, events, label)
     plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
                     label=label, request_features=request, views=views, forbidden=forbidden, start=start, end=end,
-                    label_columns=label_columns, row_id_time_format=_row_id_time_format(frames[events], by_name[events]))
+                    label_columns=label_columns, row_id_time_format=_row_id_time_format(frames[events], by_name[events]),
+                    left_out=left_out)
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 
@@ -349,7 +353,8 @@ def _row_id_time_format(frame: pd.DataFrame, table: TableSpec) -> str:
 
 
 def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, prof.TableProfile], events: str,
-           label: LabelSpec, forbidden: list[str], taken: set[str]) -> list[ViewPlan]:
+           label: LabelSpec, forbidden: list[str], taken: set[str], left_out: dict[str, str]) -> list[ViewPlan]:
+    """One view per table holding an entity key; columns no model can learn from go to ``left_out``."""
     views = []
     used = set(taken)
     for table in spec.tables:
@@ -363,6 +368,9 @@ def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, 
             if item.name in keys or item.name == table.timestamp or item.name in forbidden or item.name in spec.entities:
                 continue
             if not item.dtype or item.id_like:
+                continue
+            if item.uninformative:
+                left_out[f"{table.name}.{item.name}"] = item.uninformative
                 continue
             dtype = "float" if item.dtype == "int" and item.nulls else item.dtype
             name = item.name if item.name not in used else f"{table.name}_{item.name}"
@@ -631,6 +639,8 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
         f"  project: {_slug(plan.project)}",
         f"  feature_set: {plan.module}:FEATURES   # feature_refs and categorical features follow from it",
         f"  request_features: {_yaml(plan.request_features)}   # columns of {plan.events} known at request time",
+        *([f"  # left out, as no model can learn from them: "
+           f"{', '.join(f'{name} ({why})' for name, why in plan.left_out.items())}"] if plan.left_out else []),
         f"  categorical: {_yaml(string_request)}   # string request features (declared ones follow)",
         f"  forbidden_columns: {_yaml(plan.forbidden)}   # outcomes: refused as features",
         "  materialize_online: true   # the deployed server answers raw requests from the online store",

@@ -57,6 +57,16 @@ class ColumnProfile:
         return False
 
     @property
+    def uninformative(self) -> str | None:
+        """Why no model can learn from the column, or None: it has no value at all, or one value and
+        no nulls (a column with one value and some nulls still tells present from missing)."""
+        if self.rows and self.nulls == self.rows:
+            return "no value"
+        if self.distinct == 1 and not self.nulls:
+            return f"one value, {self.values[0]!r}" if self.values else "one value"
+        return None
+
+    @property
     def dtype(self) -> str:
         """The FeatureSet dtype of the column (a timestamp or other kind has none)."""
         return {"string": "string", "int": "int", "float": "float", "bool": "bool"}.get(self.kind, "")
