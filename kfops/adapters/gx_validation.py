@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from kfops.core.files import json_safe
-from kfops.core.tables import read_parquet
+from kfops.core.tables import check_csv_columns, read_parquet
 from kfops.errors import ConfigError, DataError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -623,7 +623,7 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
         if name.endswith((".parquet", ".pq")):
             return read_parquet(path)
         if name.endswith((".csv", ".csv.zip", ".csv.gz", ".csv.bz2")):
-            frame = pd.read_csv(path)
+            frame = check_csv_columns(pd.read_csv(path), path)
         else:
             raise DataError(f"data file {path} is neither parquet nor CSV", hint="use a .parquet or .csv file")
     except (OSError, ValueError) as err:

@@ -1,4 +1,4 @@
-"""Reading parquet files and folders into pandas.
+"""Reading parquet files and folders, and checking CSV files, into pandas.
 
 ``pd.read_parquet`` opens a local file itself and hands pyarrow the Python file object; pyarrow
 reads it on its I/O threads, and a process that exits right after such a read aborts now and
@@ -29,3 +29,24 @@ def read_parquet(path: str | Path, columns: Sequence[str] | None = None) -> pd.D
     from pyarrow.fs import LocalFileSystem
 
     return pd.read_parquet(os.path.abspath(location), columns=columns, filesystem=LocalFileSystem())
+
+
+OTHER_CSV_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def check_csv_columns(frame: pd.DataFrame, location: str | Path) -> pd.DataFrame:
+    """``frame`` as pandas read a CSV file; a :class:`DataError` when the header came out as one
+    column holding another delimiter (a ';'-separated export, with decimal commas as like as not),
+    which would otherwise surface as a missing column, or as one text column of every value."""
+    from kfops.errors import DataError
+
+    if len(frame.columns) == 1:
+        header = str(frame.columns[0])
+        found = [name for mark, name in OTHER_CSV_DELIMITERS.items() if mark in header]
+        if found:
+            raise DataError(
+                f"{location} reads as one column, {header[:120]!r}: it looks {found[0]}-separated, and kfops "
+                "reads comma-separated CSV",
+                hint="write it comma-separated with '.' decimals, or as parquet (e.g. pd.read_csv(f, sep=';', "
+                     "decimal=',').to_parquet(...))")
+    return frame

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kfops.config import is_uri
-from kfops.core.tables import read_parquet
+from kfops.core.tables import check_csv_columns, read_parquet
 from kfops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -48,13 +48,13 @@ def read_table_file(location: str | Path) -> pd.DataFrame:
         path = Path(location).expanduser()
         if not path.is_file():
             raise DataError(f"raw table file '{path}' does not exist", hint="check dataset.source_dir")
-        return read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
+        return read_parquet(path) if suffix == ".parquet" else check_csv_columns(pd.read_csv(path), location)
     data = _object_bytes(str(location))
     if suffix == ".parquet":
         from kfops.adapters.state_store import parquet_frame
 
         return parquet_frame(data)
-    return pd.read_csv(io.BytesIO(data), compression=_CSV_COMPRESSION[suffix])
+    return check_csv_columns(pd.read_csv(io.BytesIO(data), compression=_CSV_COMPRESSION[suffix]), location)
 
 
 def _object_bytes(uri: str) -> bytes:

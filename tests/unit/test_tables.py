@@ -89,3 +89,42 @@ def test_no_module_but_tables_reads_parquet_through_pandas():
     offenders = {str(p.relative_to(PACKAGE)): lines for p in PACKAGE.rglob("*.py")
                  if p.name != "tables.py" and (lines := pandas_parquet_calls(p))}
     assert not offenders, f"read parquet with kfops.core.tables.read_parquet: {offenders}"
+
+
+@pytest.fixture()
+def semicolon_csv(tmp_path):
+    frame = pd.DataFrame({"id": ["a", "b"], "amount": [1.5, 2.25], "when": ["2024-03-01", "2024-03-02"]})
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, sep=";", decimal=",", index=False)  # what a spreadsheet in many locales exports
+    return path
+
+
+def test_a_semicolon_separated_csv_is_named_as_such_by_every_reader(semicolon_csv, tmp_path):
+    """It read as one column 'id;amount;when', so init said the timestamp column was missing and
+    validation that the columns did not match, neither saying why."""
+    from kfops.adapters.gx_validation import read_table_file as read_for_validation
+    from kfops.cli.drift import read_table as read_for_drift
+    from kfops.datasets import read_table_file
+    from kfops.errors import DataError
+
+    for read in (read_table_file, read_for_validation, read_for_drift):
+        with pytest.raises(DataError, match=r"export\.csv reads as one column, 'id;amount;when': it looks "
+                                            r"semicolon-separated") as raised:
+            read(semicolon_csv)
+        assert "comma-separated" in raised.value.hint
+    tabbed = tmp_path / "tabbed.csv"
+    tabbed.write_text("id\tamount\na\t1.5\n")
+    with pytest.raises(DataError, match="tab-separated"):
+        read_table_file(tabbed)
+    # A CSV of one column is still a CSV.
+    single = tmp_path / "single.csv"
+    single.write_text("id\na\nb\n")
+    assert read_table_file(single)["id"].tolist() == ["a", "b"]
+
+
+def test_batch_scoring_names_a_semicolon_separated_csv(semicolon_csv, tmp_path):
+    from kfops.errors import DataError
+    from kfops.serving.local.batch_scoring import _batches
+
+    with pytest.raises(DataError, match="looks semicolon-separated"):
+        list(_batches(semicolon_csv, 100, []))

@@ -10,6 +10,7 @@ threshold; the names MLflow's pyfunc of the same model uses, so a ``label`` colu
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import time
@@ -56,8 +57,21 @@ def _batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterator[pa
     except (pa.ArrowException, ValueError, UnicodeDecodeError) as err:
         if isinstance(err, DataError):
             raise
+        if path.name.lower().endswith(CSV_SUFFIXES):
+            _refuse_other_delimiters(path)
         raise DataError(f"cannot read {path}: {err}",
                         hint="the file must be what its suffix says: .parquet, or .csv with a header row") from err
+
+
+def _refuse_other_delimiters(path: Path) -> None:
+    """A CSV file whose header reads as one column holding ';', a tab or '|': said as such."""
+    import pandas as pd
+
+    from kfops.core.tables import check_csv_columns
+
+    with contextlib.suppress(OSError, ValueError, UnicodeDecodeError):
+        header = pd.read_csv(path, nrows=0)
+        check_csv_columns(header, path)
 
 
 def _read_batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterator[pa.RecordBatch]:
