@@ -268,9 +268,7 @@ def typed_join_keys(cfg: KfopsConfig, store: FeatureStore, keys: Mapping[str, Se
     for name, values in keys.items():
         column = pd.Series(list(values), dtype=object)
         if name not in integer:
-            # Text already (the usual case, checked in C) is its own canonical spelling.
-            text = pd.api.types.infer_dtype(column, skipna=True) in ("string", "empty")
-            typed[name] = column.where(column.notna(), None) if text else canonical_keys(column)
+            typed[name] = canonical_keys(column)
             continue
         numbers = pd.to_numeric(column, errors="coerce")
         bad = column[(numbers.isna() & column.notna()) | (numbers % 1 != 0)]

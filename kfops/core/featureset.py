@@ -248,8 +248,10 @@ def canonical_keys(values: pd.Series) -> pd.Series:
     lookups all use it, so that a float column (237.0) and an int one (237) still join."""
     import pandas as pd
 
-    return pd.Series([canonical_key(v) for v in values.astype(object)], index=values.index, dtype=object,
-                     name=values.name)
+    texts = values.astype(object)
+    if pd.api.types.infer_dtype(texts, skipna=True) in ("string", "empty"):  # text already: checked in C
+        return texts.where(texts.notna(), None)
+    return pd.Series([canonical_key(v) for v in texts], index=values.index, dtype=object, name=values.name)
 
 
 def parse_timestamps(values: pd.Series, dayfirst: bool | None = None) -> pd.Series:
