@@ -30,6 +30,18 @@ def test_integral_floats_and_ints_spell_alike_and_text_stays_as_it_is():
     assert canonical_key(np.float32(3.0)) == "3" and canonical_key(True) == "True"
 
 
+@pytest.mark.parametrize("values", [
+    ["a", None, "b"], [None, None], ["a", np.nan], [pd.NA, "x"], [1, "a"], [1.0, 2.5, None], ["007", 7],
+    pd.array(["S1", pd.NA], dtype="string"), [], [b"x", "y"],
+])
+def test_a_column_spells_its_keys_as_each_key_is_spelled_alone(values):
+    """canonical_keys passes a column of text through without a call per value: the same spelling."""
+    column = pd.Series(values, name="key", index=range(10, 10 + len(values)), dtype=object if not len(values) else None)
+    spelled = canonical_keys(column)
+    assert spelled.tolist() == [canonical_key(v) for v in column.astype(object)]
+    assert spelled.dtype == object and spelled.name == "key" and spelled.index.equals(column.index)
+
+
 def test_a_float_key_in_the_sources_matches_the_int_key_of_the_events(tmp_path, capsys):
     customers = pd.DataFrame({
         "customer_id": [237.0, 12.0, np.nan],  # float64: one id is missing
