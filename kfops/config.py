@@ -841,6 +841,17 @@ class KfopsConfig(_Strict):
         """The folder relative paths were resolved against (the config file's folder), if any."""
         return self._resolved_against
 
+    def project_plugins(self) -> dict[str, str]:
+        """Plug-in key -> module, for each plug-in (``kfops.core.files.PLUGIN_KEYS``) that is a module
+        of the project folder, not kfops' own."""
+        from kfops.core.files import PLUGIN_KEYS, project_plugins
+
+        values: dict[str, str | None] = {}
+        for key in PLUGIN_KEYS:
+            section, _, name = key.partition(".")
+            values[key] = getattr(getattr(self, section), name)
+        return project_plugins(values, self.resolved_against)
+
     @property
     def tracking_uri(self) -> str:
         return self.registry.tracking_uri or f"sqlite:///{self.data_dir / 'mlflow' / 'mlflow.db'}"

@@ -248,13 +248,9 @@ def cluster_config_problems(cfg: KfopsConfig, host_network: bool = False) -> lis
 def project_image_problem(cfg: KfopsConfig) -> str | None:
     """The project's plug-ins are files beside its kfops.yaml, but the pipeline or the server would run
     in kfops' own image, which holds the example's files instead: every step would fail to import them."""
-    import functools
-
     from kfops.config import ClusterConfig
-    from kfops.core.files import PLUGIN_KEYS, project_plugins
 
-    values: dict[str, Any] = {key: functools.reduce(getattr, key.split("."), cfg) for key in PLUGIN_KEYS}
-    plugins = project_plugins(values, cfg.resolved_against)
+    plugins = cfg.project_plugins()
     stock = ClusterConfig()
     keys = [name for name in ("image", "serving_image") if getattr(cfg.cluster, name) == getattr(stock, name)]
     if not plugins or not keys:

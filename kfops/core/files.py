@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +132,24 @@ def project_plugins(values: dict[str, str | None], project_dir: Path | None) -> 
         if top != "kfops" and ((project / f"{top}.py").is_file() or (project / top / "__init__.py").is_file()):
             found[key] = module
     return found
+
+
+def plugin_sources_digest(modules: Iterable[str], project_dir: Path | None) -> str | None:
+    """A hash of the source files of ``modules`` (the project's own plug-ins, from
+    ``KfopsConfig.project_plugins``) in ``project_dir``, or None when there are none: the part of
+    a model's code that is the project's, for its lineage and the backtest's cache key."""
+    import hashlib
+
+    tops = sorted({module.split(".")[0] for module in modules})
+    if not tops or project_dir is None:
+        return None
+    project = Path(project_dir)
+    digest = hashlib.sha256()
+    for top in tops:
+        files = [project / f"{top}.py"] if (project / f"{top}.py").is_file() else sorted((project / top).rglob("*.py"))
+        for path in files:
+            digest.update(path.relative_to(project).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _import_attribute(spec: str, search_path: Path | None, project_dir: Path | None = None) -> tuple[Any, Any, str]:

@@ -724,31 +724,13 @@ def cache_key(cfg: KfopsConfig, first: str, last: str, sample: float | None) -> 
     shaping["retrain"] = cfg.retrain.model_dump(mode="json", include={"label_delay", "confidence",
                                                                       "min_labelled_rows"})
     keyed: dict[str, object] = {"config": shaping, "first": first, "last": last, "sample": sample}
-    code = plugin_sources_digest(cfg)
+    from kfops.core.files import plugin_sources_digest
+
+    code = plugin_sources_digest(cfg.project_plugins().values(), cfg.resolved_against)
     if code:  # a project's own loader or trainer changed: its models and checks are not the cached ones
         keyed["plugin_sources"] = code
     text = json.dumps(keyed, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def plugin_sources_digest(cfg: KfopsConfig) -> str | None:
-    """A hash of the source files of the project's own plug-in modules (kfops' own aside), or None."""
-    import functools
-    import hashlib
-
-    from kfops.core.files import PLUGIN_KEYS, project_plugins
-
-    project = cfg.resolved_against
-    values = {key: functools.reduce(getattr, key.split("."), cfg) for key in PLUGIN_KEYS}
-    modules = sorted(set(project_plugins(values, project).values()))
-    if not modules or project is None:
-        return None
-    digest = hashlib.sha256()
-    for top in sorted({module.split(".")[0] for module in modules}):
-        files = [project / f"{top}.py"] if (project / f"{top}.py").is_file() else sorted((project / top).rglob("*.py"))
-        for path in files:
-            digest.update(path.relative_to(project).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def default_months(cfg: KfopsConfig) -> tuple[str, str]:

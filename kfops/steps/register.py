@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kfops.core.files import plugin_sources_digest
 from kfops.errors import KfopsError
 from kfops.steps.common import definitions_hash, feature_views, step_config
 
@@ -49,6 +50,9 @@ def register(
         "kfops.feature_views": feature_views(cfg),
         "kfops.feature_definitions": definitions_hash(cfg),
         "kfops.code_version": registry.code_version(),
+        # The project's own plug-in code (loader, features, trainer), where it has any: what changes most.
+        **({"kfops.project_code": code}
+           if (code := plugin_sources_digest(cfg.project_plugins().values(), cfg.resolved_against)) else {}),
         "kfops.trainer": cfg.train.trainer,
         "kfops.trainer_config": cfg.train.model_dump_json()[:4900],
         "kfops.blessed": "true",

@@ -73,6 +73,7 @@ def test_first_run_registers_tags_and_serves(first_run, state):
     assert set(tags["kfops.feature_views"].split(",")) == {ref.split(":")[0] for ref in cfg.features.feature_refs}
     assert tags["kfops.trainer"] == "xgboost" and json.loads(tags["kfops.trainer_config"])["trainer"] == "xgboost"
     assert tags["kfops.code_version"]
+    assert "kfops.project_code" not in tags  # the example's code is kfops' own
     assert client.get_model_version_by_alias(cfg.registry.model_name, "champion").version == 1
 
     logged = {a.path for a in client.list_artifacts(outputs["train"]["Output"], "validation")}

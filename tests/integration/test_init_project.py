@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from kfops.config import load_config
+from kfops.core.files import plugin_sources_digest
 from tests.conftest import free_port
 from tests.support.shop_data import generate_shop
 
@@ -88,6 +89,15 @@ def test_training_registers_and_blesses_a_model(shop):
     champion = client.get_model_version_by_alias(cfg.registry.model_name, "champion")
     assert str(champion.version) == "1"
     assert set(champion.tags["kfops.feature_views"].split(",")) == {"customers", "stores"}
+    # The project's own code is in the lineage: a hash of its plug-in module, which it changes with.
+    plugin = shop["project"] / "shop_data.py"
+    assert champion.tags["kfops.project_code"] == plugin_sources_digest(["shop_data"], shop["project"])
+    text = plugin.read_text()
+    try:
+        plugin.write_text(text + "\n# edited\n")
+        assert plugin_sources_digest(["shop_data"], shop["project"]) != champion.tags["kfops.project_code"]
+    finally:
+        plugin.write_text(text)
     verdict_files = sorted(cfg.pipeline_root.glob("**/evaluate/verdict"))
     verdict = json.loads(verdict_files[-1].read_text())
     assert verdict["blessed"] and verdict["metrics"]["roc_auc"] >= 0.6
