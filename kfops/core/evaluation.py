@@ -90,21 +90,29 @@ def _thin_curve(fpr: np.ndarray, tpr: np.ndarray, thresholds: np.ndarray, points
 
 def slice_metrics(frame: pd.DataFrame, y_true: np.ndarray, proba: np.ndarray, slices: list[str],
                   min_rows: int) -> dict[str, dict[str, dict[str, float]]]:
-    """ROC AUC per value of each slice column; slices below ``min_rows`` or with one class are skipped."""
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC per value of each slice column; slices below ``min_rows`` or with one class are skipped.
+
+    All values at once (a column of 2,000 merchants took 40 s one mask and one ``roc_auc_score`` per
+    value): each row's rank among its slice's scores, ties averaged, gives every slice's AUC as its
+    Mann-Whitney U, which is the ROC AUC with ties counted half, as ``roc_auc_score`` counts them."""
+    import pandas as pd
 
     out: dict[str, dict[str, dict[str, float]]] = {}
-    y_true = np.asarray(y_true)
+    positive = np.asarray(y_true).astype(bool)
+    scores = np.asarray(proba, dtype=float)
     for column in slices:
         if column not in frame.columns:
             continue
+        codes, names = pd.factorize(frame[column].astype(str).to_numpy(), sort=True)
+        ranks = pd.Series(scores).groupby(codes).rank(method="average").to_numpy()
+        rows = np.bincount(codes, minlength=len(names))
+        positives = np.bincount(codes, weights=positive, minlength=len(names))
+        positive_ranks = np.bincount(codes, weights=np.where(positive, ranks, 0.0), minlength=len(names))
         groups: dict[str, dict[str, float]] = {}
-        values = frame[column].astype(str).to_numpy()
-        for value in np.unique(values):
-            mask = values == value
-            if mask.sum() < min_rows or len(np.unique(y_true[mask])) < 2:
-                continue
-            groups[str(value)] = {"rows": int(mask.sum()), "roc_auc": float(roc_auc_score(y_true[mask], proba[mask]))}
+        for code in np.flatnonzero((rows >= min_rows) & (positives > 0) & (positives < rows)):
+            n_pos, n_neg = positives[code], rows[code] - positives[code]
+            auc = (positive_ranks[code] - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+            groups[str(names[code])] = {"rows": int(rows[code]), "roc_auc": float(auc)}
         out[column] = groups
     return out
 

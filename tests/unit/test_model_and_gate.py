@@ -129,6 +129,40 @@ def test_behavioural_checks_follow_config_and_fail_on_missing_columns(trained):
     assert list(checks) == ["invariance:distance_typo"] and not checks["invariance:distance_typo"].passed
 
 
+def test_slice_aucs_are_sklearns_for_every_value_ties_and_skips_included():
+    """slice_metrics computes every slice at once from ranks: the same slices, rows and AUCs as one
+    roc_auc_score per value, with tied scores, a missing value as its own slice, small and
+    one-class slices left out."""
+    from sklearn.metrics import roc_auc_score
+
+    from kfops.core.evaluation import slice_metrics
+
+    rng = np.random.default_rng(3)
+    n = 6000
+    frame = pd.DataFrame({"shop": rng.choice([f"S{i}" for i in range(40)] + [None], n),
+                          "size": rng.choice([1, 2, 3], n)})
+    frame.loc[:299, "shop"] = None  # a missing value is a slice of its own
+    y = (rng.random(n) < 0.2).astype(int)
+    y[frame["shop"].eq("S0").to_numpy()] = 0  # one class: no AUC
+    proba = np.round(np.clip(0.2 + 0.3 * y + rng.normal(0, 0.25, n), 0, 1), 2)  # many ties
+    got = slice_metrics(frame, y, proba, ["shop", "size", "absent"], min_rows=130)
+
+    assert set(got) == {"shop", "size"}
+    for column in ("shop", "size"):
+        values = frame[column].astype(str).to_numpy()
+        expected = {}
+        for value in sorted(set(values)):
+            mask = values == value
+            if mask.sum() >= 130 and len(set(y[mask])) == 2:
+                expected[value] = (int(mask.sum()), roc_auc_score(y[mask], proba[mask]))
+        assert list(got[column]) == list(expected)  # the same slices, in the same order
+        for value, (rows, auc) in expected.items():
+            assert got[column][value]["rows"] == rows
+            assert got[column][value]["roc_auc"] == pytest.approx(auc, abs=1e-12)
+    assert "S0" not in got["shop"] and "None" in got["shop"]
+    assert 0 < len(got["shop"]) < 41  # some shops have under 130 rows
+
+
 def test_slice_reason_speaks_of_a_drop_only_when_roc_auc_fell():
     cfg = GateConfig(min_roc_auc=0.7, min_improvement=0.0, max_slice_regression=0.05)
     champion_slices = {"carrier": {"AA": {"rows": 500, "roc_auc": 0.72}}}
