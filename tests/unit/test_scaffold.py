@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -332,3 +333,25 @@ def test_columns_no_model_can_learn_from_are_left_out_and_named(lake, tmp_path):
                                                     *[ref.split(":")[1] for ref in cfg.features.feature_refs]}
     assert "# left out, as no model can learn from them: orders.coupon (no value)" in (
         done.target / "kfops.yaml").read_text()
+
+
+def test_the_gate_slices_by_a_column_of_few_values_or_by_none(lake, tmp_path):
+    """Init sliced the gate by the first string request feature whatever its values: a column of 2,000
+    merchants made 2,000 small slices, whose noisiest AUC change refused challenger after challenger."""
+    orders = pd.read_parquet(lake / "orders.parquet")
+    rng = np.random.default_rng(0)
+    promo = pd.Series(rng.choice([f"P{i:03d}" for i in range(100)], len(orders)), name="promo")
+    many_first = pd.concat([promo, orders], axis=1)  # the first string column, 100 values
+    many_first.to_parquet(tmp_path / "orders.parquet")
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   *shop_spec(lake).tables[1:]])
+    done = scaffold(spec, tmp_path / "shop")
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    assert cfg.features.request_features[0] == "promo" and cfg.evaluate.gate.slices == ["category"]
+
+    only_many = many_first.drop(columns=["category", "channel"])
+    only_many.to_parquet(tmp_path / "orders.parquet")
+    done = scaffold(spec, tmp_path / "shop2")
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    assert "promo" in cfg.features.request_features and cfg.evaluate.gate.slices == []
+    assert "slices: []  # no string request feature has at most 20 values" in (done.target / "kfops.yaml").read_text()

@@ -41,6 +41,7 @@ __all__ = ["InitSpec", "LabelSpec", "Scaffold", "TableSpec", "parse_label", "par
 
 TTL_CADENCES = 3  # a feature row stays valid for this many of its table's usual gaps between rows
 MIN_VOLUME_SHARE = 0.5  # a run needs at least this share of the observed rows per day
+MAX_SLICE_VALUES = 20  # the gate's slice column: one of at most this many values
 
 
 @dataclass
@@ -606,7 +607,12 @@ def _yaml(value: str | list[str]) -> str:
 def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_band: tuple[float, float] | None,
                  events: prof.TableProfile) -> str:
     string_request = [c for c in plan.request_features if events.columns[c].kind in ("string", "bool")]
-    slices = string_request[:1]
+    # A slice per value is judged against the champion: with many values each slice is small, and
+    # the worst of their noisy AUC changes would refuse every challenger.
+    few_values = [c for c in string_request if events.columns[c].distinct <= MAX_SLICE_VALUES]
+    slices = few_values[:1]
+    slice_note = ("" if slices else f"  # no string request feature has at most {MAX_SLICE_VALUES} values: "
+                  "name a column of few values (a region, a channel)")
     band = f"[{label_band[0]}, {label_band[1]}]" if label_band else "[0.0, 1.0]"
     observed = f"  # observed label rate {plan.label_rate:.3f}: half to twice it" if label_band else ""
     if label_band and plan.unknown_labels:
@@ -656,7 +662,7 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
         "    min_roc_auc: 0.6",
         "    min_improvement: 0.0",
         "    max_slice_regression: 0.05",
-        f"    slices: {_yaml(slices)}",
+        f"    slices: {_yaml(slices)}{slice_note}",
         "    min_slice_rows: 50",
         "",
         "registry:",
