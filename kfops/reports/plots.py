@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_SLICE_BARS = 30  # per slice column in the evaluation report
+
 
 def _pyplot():
     import matplotlib
@@ -75,6 +77,11 @@ def evaluation_figures(
         fig, axes = plt.subplots(len(columns), 1, figsize=(8, 2.6 * len(columns)), squeeze=False)
         for ax, column in zip(axes[:, 0], columns, strict=True):
             names = sorted(slices[column])
+            title = f"ROC AUC by {column}"
+            if len(names) > MAX_SLICE_BARS:  # thousands of bars are unreadable and slow to draw
+                largest = sorted(names, key=lambda n: -slices[column][n]["rows"])[:MAX_SLICE_BARS]
+                title += f": the {MAX_SLICE_BARS} of {len(names):,} values with the most rows"
+                names = sorted(largest)
             x = np.arange(len(names))
             ax.bar(x - 0.2, [slices[column][n]["roc_auc"] for n in names], width=0.4, label="challenger")
             if champion_slices and column in champion_slices:
@@ -82,7 +89,7 @@ def evaluation_figures(
                 ax.bar(x + 0.2, ref, width=0.4, label="champion")
             ax.set_xticks(x, names, rotation=45, fontsize=7)
             ax.set_ylim(0.5, 1.0)
-            ax.set_title(f"ROC AUC by {column}")
+            ax.set_title(title)
             ax.legend(fontsize=7)
         fig.tight_layout()
         figures["slices"] = fig

@@ -193,3 +193,21 @@ def test_a_failed_floor_does_not_read_as_a_true_statement():
 
     verdict = gate({"roc_auc": 0.5925}, GateConfig(min_roc_auc=0.65, min_improvement=None), None)
     assert verdict.reasons[-1] == "FAIL floor:roc_auc: roc_auc 0.5925, needs >= 0.65"
+
+
+@pytest.mark.slow  # matplotlib
+def test_the_slice_figure_shows_the_largest_slices_of_a_column_of_many():
+    """A gate sliced by 2,000 merchants drew 2,000 bars (17 s, unreadable): the 30 with the most rows."""
+    from kfops.reports.plots import MAX_SLICE_BARS, evaluation_figures
+
+    rng = np.random.default_rng(0)
+    y, proba = rng.random(500) < 0.3, rng.random(500)
+    metrics = classification_metrics(y.astype(int), proba, 0.5, 10)
+    many = {f"M{i:03d}": {"rows": 100 + i, "roc_auc": 0.7} for i in range(200)}
+    figures = evaluation_figures(y.astype(int), proba, None, metrics, {"merchant": many, "channel": {"web": {
+        "rows": 90, "roc_auc": 0.6}}}, None)
+    merchant_axes, channel_axes = figures["slices"].axes
+    assert [t.get_text() for t in merchant_axes.get_xticklabels()] == [f"M{i:03d}" for i in range(170, 200)]
+    assert merchant_axes.get_title() == f"ROC AUC by merchant: the {MAX_SLICE_BARS} of 200 values with the most rows"
+    assert len(merchant_axes.patches) == MAX_SLICE_BARS
+    assert channel_axes.get_title() == "ROC AUC by channel" and len(channel_axes.patches) == 1
