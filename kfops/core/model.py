@@ -75,7 +75,9 @@ class FeatureSpec:
                 codes = pd.Categorical(values.astype("string"), categories=self.categorical[column]).codes
                 out[:, i] = np.where(codes < 0, np.nan, codes)
             else:
-                out[:, i] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+                with np.errstate(over="ignore"):  # a number beyond float32 becomes inf, refused just below
+                    out[:, i] = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
+                _refuse_infinite(out[:, i], column, values)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +87,28 @@ class FeatureSpec:
     def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
         return cls(columns=list(data["columns"]), categorical=dict(data.get("categorical", {})),
                    label=data.get("label", "label"))
+
+
+def _refuse_infinite(encoded: np.ndarray, column: str, values: pd.Series) -> None:
+    """Raise a DataError for a numeric feature holding +-inf, or a number float32 cannot hold.
+
+    No trainer learns from such a value (XGBoost refuses it, a network's weights would turn NaN) and
+    the server refuses it in a request, so it is named here, where every path encodes, rather than
+    read as missing: an infinity is usually a broken sensor or a division by zero upstream.
+    """
+    bad = np.isinf(encoded)
+    if not bad.any():
+        return
+    first = int(np.argmax(bad))
+    value = values.iloc[first]
+    value = value.item() if hasattr(value, "item") else value  # 'inf', not 'np.float64(inf)'
+    raise DataError(
+        f"feature '{column}' holds {int(bad.sum()):,} infinite value(s) or number(s) beyond float32's range "
+        f"(+-3.4e38), of {len(encoded):,} rows; the first is {value!r} at row {first}",
+        hint="clean them where the data is made (the dataset loader or upstream: a division by zero, a "
+        "broken sensor), or bound the column in its validation suite (expect_column_values_to_be_between) "
+        "so that validation stops such data first",
+    )
 
 
 class TabularModel(Protocol):

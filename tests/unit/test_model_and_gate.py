@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -211,3 +213,15 @@ def test_the_slice_figure_shows_the_largest_slices_of_a_column_of_many():
     assert merchant_axes.get_title() == f"ROC AUC by merchant: the {MAX_SLICE_BARS} of 200 values with the most rows"
     assert len(merchant_axes.patches) == MAX_SLICE_BARS
     assert channel_axes.get_title() == "ROC AUC by channel" and len(channel_axes.patches) == 1
+
+
+def test_a_numeric_feature_holding_infinities_is_refused_by_name():
+    """XGBoost refused inf with its own error from deep in the train step, while the torch model read it
+    as missing: every path encodes through the spec, which now names the column instead."""
+    spec = FeatureSpec(columns=["distance", "carrier"], categorical={"carrier": ["AA", "UA"]})
+    frame = pd.DataFrame({"distance": [1.0, np.nan, 3.0], "carrier": ["AA", "XX", None]})
+    assert np.isnan(spec.encode(frame)[1]).all()  # missing and unseen stay NaN
+    for bad, shown in ((np.inf, "inf"), (-np.inf, "-inf"), (1e39, "1e+39")):  # 1e39 overflows float32
+        expected = rf"feature 'distance' holds 1 infinite value.*the first is {re.escape(shown)} at row 2"
+        with pytest.raises(DataError, match=expected):
+            spec.encode(frame.assign(distance=[1.0, np.nan, bad]))
