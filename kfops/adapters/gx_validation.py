@@ -516,14 +516,26 @@ def _outcome(table: str, gx_result: Any, frame: pd.DataFrame, present: set[str],
         "unexpected_count": result.get("unexpected_count"),
         "unexpected_percent": result.get("unexpected_percent"),
         "element_count": result.get("element_count"),
-        "unexpected_values": json_safe((result.get("partial_unexpected_list") or [])[:max_examples]),
-        "examples": json_safe(examples),
+        "unexpected_values": json_safe(_infinities_named((result.get("partial_unexpected_list") or [])[:max_examples])),
+        "examples": json_safe(_infinities_named(examples)),
         "details": json_safe(result.get("details")),
         "error": error,
         "why": meta.get("why"),
         "_order": meta.get(_ORDER_KEY, 0),
     }
     return outcome
+
+
+def _infinities_named(value: Any) -> Any:
+    """``inf`` and ``-inf`` as text: JSON has no infinity, and json_safe's null would show a failing
+    infinite value as a missing one."""
+    if isinstance(value, float) and math.isinf(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_infinities_named(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _infinities_named(item) for key, item in value.items()}
+    return value
 
 
 def _exception_message(info: Any) -> str | None:

@@ -82,6 +82,9 @@ def init_command(
     if done.left_out:
         echo(f"  left out   {', '.join(f'{name} ({why})' for name, why in done.left_out.items())}: "
              "no model can learn from them")
+    if done.infinite:
+        echo(f"  warning    infinite values in {', '.join(f'{name} ({count:,})' for name, count in done.infinite.items())}: "
+             f"validation refuses them until {done.module}.py or the source cleans them")
     for path in done.files:
         echo(f"  wrote      {path.relative_to(done.target)}")
     echo(f"next: review {done.target / 'kfops.yaml'}, then: kfops run training -c {done.target / 'kfops.yaml'}")

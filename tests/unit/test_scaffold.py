@@ -355,3 +355,33 @@ def test_the_gate_slices_by_a_column_of_few_values_or_by_none(lake, tmp_path):
     cfg = load_config(done.target / "kfops.yaml", environ={})
     assert "promo" in cfg.features.request_features and cfg.evaluate.gate.slices == []
     assert "slices: []  # no string request feature has at most 20 values" in (done.target / "kfops.yaml").read_text()
+
+
+def test_infinite_values_are_kept_out_of_the_profiled_range_so_validation_refuses_them(lake, tmp_path):
+    """A float column holding inf was profiled with `max_value: Infinity`: validation passed it, and
+    XGBoost's own error stopped the train step. Init now bounds the finite values, says so, and
+    validation names the column with the infinities shown as such (not as null)."""
+    from kfops.adapters import gx_validation as validation
+    from kfops.core.files import import_callable
+
+    orders = pd.read_parquet(lake / "orders.parquet")
+    broken_rows = orders.index[::500]
+    orders.loc[broken_rows, "amount"] = np.inf
+    orders.to_parquet(tmp_path / "orders.parquet")
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   *shop_spec(lake).tables[1:]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.infinite == {"orders.amount": len(broken_rows)}
+    suite = json.loads((done.target / "expectations" / "orders.json").read_text())
+    amount = next(e for e in suite["expectations"]
+                  if e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "amount")
+    finite = orders["amount"][np.isfinite(orders["amount"])]
+    assert amount["kwargs"]["min_value"] <= finite.min() and finite.max() <= amount["kwargs"]["max_value"] < np.inf
+    assert f"the {len(broken_rows)} infinite value(s) observed are outside it" in amount["meta"]["why"]
+
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    tables = import_callable(f"{done.module}:load_tables", search_path=done.target)(cfg)
+    result = validation.validate_tables(tables, cfg)
+    failed = [f for f in result.failures if f["column"] == "amount"]
+    assert len(failed) == 1 and failed[0]["unexpected_count"] == len(broken_rows)
+    assert failed[0]["unexpected_values"][0] == "inf" and "e.g. [\"inf\"" in validation.observed_text(failed[0])

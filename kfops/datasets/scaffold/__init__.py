@@ -78,6 +78,7 @@ class Scaffold:
     unknown_labels: int = 0  # events of the window left out: a null where the label reads
     row_id_time_format: str = "%Y%m%dT%H%M%S"  # of a made row id; with %f for sub-second event times
     left_out: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why no model can learn from it
+    infinite: dict[str, int] = field(default_factory=dict)  # 'table.column' -> its +-inf values, which validation refuses
 
     @property
     def feature_refs(self) -> list[str]:
@@ -174,7 +175,8 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
                     label=label, request_features=request, views=views, forbidden=forbidden, start=start, end=end,
                     label_columns=label_columns, row_id_time_format=_row_id_time_format(frames[events], by_name[events]),
-                    left_out=left_out)
+                    left_out=left_out, infinite={f"{table}.{c.name}": c.infinite for table, profile in profiles.items()
+                                                 for c in profile.columns.values() if c.infinite})
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 

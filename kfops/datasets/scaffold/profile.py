@@ -39,6 +39,7 @@ class ColumnProfile:
     unique: bool = False
     pandas_dtype: str = ""
     monotone: bool = False  # an int column whose values only grow (or only shrink) down the table
+    infinite: int = 0  # +-inf values of a float column: kept out of its range, so validation refuses them
 
     @property
     def null_share(self) -> float:
@@ -80,6 +81,7 @@ class TableProfile:
 
 
 def profile_table(name: str, frame: pd.DataFrame) -> TableProfile:
+    import numpy as np
     import pandas as pd
 
     profile = TableProfile(name=name, rows=len(frame))
@@ -89,8 +91,12 @@ def profile_table(name: str, frame: pd.DataFrame) -> TableProfile:
         kind = _kind(series)
         item = ColumnProfile(name=str(column), kind=kind, rows=len(series), nulls=int(series.isna().sum()),
                              pandas_dtype=_timestamp_dtype(series) if kind == "timestamp" else str(series.dtype))
-        if kind in ("int", "float", "timestamp") and len(present):
-            item.minimum, item.maximum = present.min(), present.max()
+        ranged = present
+        if kind == "float":
+            ranged = present[np.isfinite(present.to_numpy(dtype=np.float64))]
+            item.infinite = len(present) - len(ranged)
+        if kind in ("int", "float", "timestamp") and len(ranged):
+            item.minimum, item.maximum = ranged.min(), ranged.max()
         if kind in ("string", "bool", "int") and len(present):
             distinct = pd.unique(present.astype(str) if kind == "string" else present)
             item.distinct = len(distinct)
@@ -158,8 +164,11 @@ def widened(item: ColumnProfile) -> tuple[float | int, float | int, str]:
         lo, floor_note = 0.0, "; never negative, so the floor stays 0"
     if item.kind == "int":
         lo, hi = math.floor(lo), math.ceil(hi)
+    infinite_note = (f"; the {item.infinite:,} infinite value(s) observed are outside it, so validation refuses "
+                     "them until they are cleaned" if item.infinite else "")
     why = (f"min observed {_number(low, item.kind)}, max observed {_number(high, item.kind)} over "
-           f"{item.rows - item.nulls:,} values, widened {WIDEN:.0%} of the span{floor_note}")
+           f"{item.rows - item.nulls - item.infinite:,} values, widened {WIDEN:.0%} of the span{floor_note}"
+           f"{infinite_note}")
     return _number(lo, item.kind), _number(hi, item.kind), why
 
 
