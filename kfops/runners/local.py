@@ -406,8 +406,14 @@ def _failure_message(run: LocalRun, error: BaseException, failed: str | None) ->
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
     if summary is not None and not summary.get("success", True):
-        names = [f"{f.get('table')}.{f.get('expectation')}({f.get('column') or ''})" for f in summary.get("failures", [])]
-        return f"validation failed, nothing was trained or registered: {'; '.join(names[:8])}"
+        from kfops.adapters.gx_validation import observed_text
+
+        failures = summary.get("failures", [])
+        names = [f"{f.get('table')}.{f.get('expectation')}({f.get('column') or ''})" for f in failures]
+        shown = [f"\n  {f.get('table')}{'.' + str(f['column']) if f.get('column') else ''}: {observed_text(f)}"
+                 for f in failures[:8]]
+        more = f"\n  and {len(failures) - 8} more" if len(failures) > 8 else ""
+        return f"validation failed, nothing was trained or registered: {'; '.join(names[:8])}{''.join(shown)}{more}"
     where = f" in task '{failed}'" if failed else ""
     cause = _task_error(run.log_path)[0] or _ANSI.sub("", str(error)).strip().splitlines()[-1]
     return f"pipeline '{run.name}' failed{where}: {cause[:400]}"

@@ -333,3 +333,23 @@ def test_status_shows_the_last_local_run_even_one_that_left_no_mlflow_run(cfg, n
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("last local run")]
     assert line.startswith("last local run retraining-20261207-030000-000001-7-abcdef  failed  ")
     assert line.endswith("validation failed, nothing was trained or registered: flights.expect_column_values_to_not_be_null")
+
+
+def test_a_validation_failure_says_what_was_seen_on_the_terminal(tmp_path):
+    """The run's error named the broken expectation only; what failed (`21 unexpected of 19,124, e.g.
+    inf`) was in the log alone. Its first line stays the one-line name list `kfops runs` shows."""
+    from kfops.runners.local import _failure_message
+
+    failures = [{"table": "visits", "expectation": "expect_column_values_to_be_between", "column": "bmi",
+                 "unexpected_count": 21, "element_count": 19124, "unexpected_percent": 0.11,
+                 "unexpected_values": ["inf", "inf"]},
+                *({"table": "visits", "expectation": "expect_table_row_count_to_be_between", "column": None,
+                   "observed_value": 12 + i} for i in range(8))]
+    (tmp_path / "validate").mkdir()
+    (tmp_path / "validate" / "summary").write_text(json.dumps({"success": False, "failures": failures}))
+    run = LocalRun("training", tmp_path, tmp_path / "c.yaml", tmp_path / "run.log", 1.0)
+    lines = _failure_message(run, RuntimeError("task failed"), "validate").splitlines()
+    assert lines[0].startswith("validation failed, nothing was trained or registered: "
+                               "visits.expect_column_values_to_be_between(bmi); visits.expect_table_row_count")
+    assert lines[1] == '  visits.bmi: 21 unexpected of 19,124 (0.11% of non-null), e.g. ["inf", "inf"]'
+    assert lines[2] == "  visits: 12" and len(lines) == 10 and lines[-1] == "  and 1 more"
