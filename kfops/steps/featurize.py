@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from kfops.core.featureset import EVENT_TIMESTAMP
 from kfops.core.files import import_callable
-from kfops.core.splits import SPLIT_COLUMN, split_by_time
+from kfops.core.splits import SPLIT_COLUMN, check_split_classes, split_by_time
 from kfops.core.tables import read_parquet
 from kfops.core.windows import window_config
 from kfops.errors import DataError
@@ -45,6 +45,7 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     if not result.success:
         print(validation.format_failures(result), flush=True)
         validation.raise_if_failed(result)
+    check_split_classes(frame, cfg)
     Path(training_set).parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(training_set, index=False)
     record_validation(cfg, "training_set", {"stats": result.stats})
