@@ -94,6 +94,11 @@ class Suite:
             if e["type"] == "expect_column_type_to_be" and str(e["kwargs"].get("type_", "")).startswith("datetime64")
         ]
 
+    def text_columns(self) -> list[str]:
+        """Columns the suite types as strings: a CSV reader keeps their text ('02134' is not 2134)."""
+        return [e["kwargs"]["column"] for e in self.expectations
+                if e["type"] == "expect_column_type_to_be" and e["kwargs"].get("type_") in ("object", "str", "string")]
+
 
 def suite_path(cfg: KfopsConfig, table: str) -> Path:
     return Path(cfg.validation.suites_dir) / f"{table}.json"
@@ -635,7 +640,8 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
         if name.endswith((".parquet", ".pq")):
             return read_parquet(path)
         if name.endswith((".csv", ".csv.zip", ".csv.gz", ".csv.bz2")):
-            frame = check_csv_columns(pd.read_csv(path), path)
+            text = dict.fromkeys(suite.text_columns() if suite else [], str)
+            frame = check_csv_columns(pd.read_csv(path, dtype=text or None), path)
         else:
             raise DataError(f"data file {path} is neither parquet nor CSV", hint="use a .parquet or .csv file")
     except (OSError, ValueError) as err:

@@ -79,6 +79,9 @@ def init_command(
         names = ", ".join(name for name, _, _ in view.features)
         echo(f"  view       {view.name} by {', '.join(view.keys)}: {names}")
     echo(f"  forbidden  {', '.join(done.forbidden) or '-'}")
+    if done.text_columns:
+        echo(f"  as text    {', '.join(f'{t}.{c}' for t, columns in done.text_columns.items() for c in columns)}: "
+             "zero-padded codes ('02134' is not 2134)")
     if done.left_out:
         echo(f"  left out   {', '.join(f'{name} ({why})' for name, why in done.left_out.items())}: "
              "no model can learn from them")

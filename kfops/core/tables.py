@@ -50,3 +50,15 @@ def check_csv_columns(frame: pd.DataFrame, location: str | Path) -> pd.DataFrame
                 hint="write it comma-separated with '.' decimals, or as parquet (e.g. pd.read_csv(f, sep=';', "
                      "decimal=',').to_parquet(...))")
     return frame
+
+
+def zero_padded_columns(text: pd.DataFrame) -> list[str]:
+    """Columns of ``text`` (a CSV read as text) whose values all spell whole numbers, some with a
+    leading zero ('02134', '007'): postcodes, account numbers and codes, which a number would change
+    ('02134' read as 2134 no longer matches the '02134' a client sends)."""
+    padded = []
+    for column in text.columns:
+        values = text[column].dropna().astype(str)
+        if len(values) and values.str.fullmatch(r"-?[0-9]+").all() and values.str.match(r"-?0[0-9]").any():
+            padded.append(str(column))
+    return padded

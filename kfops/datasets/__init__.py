@@ -16,6 +16,8 @@ from kfops.core.tables import check_csv_columns, read_parquet
 from kfops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import pandas as pd
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".csv.zip")
@@ -29,9 +31,10 @@ def join_location(folder: str | Path, name: str) -> str | Path:
     return Path(folder) / name
 
 
-def read_table_file(location: str | Path) -> pd.DataFrame:
+def read_table_file(location: str | Path, text_columns: Iterable[str] = ()) -> pd.DataFrame:
     """A raw table from a parquet or CSV file (``.csv.gz``, ``.csv.zip`` too): a local path or an
-    ``s3://bucket/key``.
+    ``s3://bucket/key``. ``text_columns`` of a CSV are read as text, as they are written: '02134'
+    stays '02134' (a parquet file keeps its own types).
 
     S3 is read with boto3's usual credentials (environment, web identity in a pod);
     ``AWS_ENDPOINT_URL`` points it at any S3-compatible server. A missing file, or another
@@ -48,13 +51,16 @@ def read_table_file(location: str | Path) -> pd.DataFrame:
         path = Path(location).expanduser()
         if not path.is_file():
             raise DataError(f"raw table file '{path}' does not exist", hint="check dataset.source_dir")
-        return read_parquet(path) if suffix == ".parquet" else check_csv_columns(pd.read_csv(path), location)
+        if suffix == ".parquet":
+            return read_parquet(path)
+        return check_csv_columns(pd.read_csv(path, dtype=dict.fromkeys(text_columns, str) or None), location)
     data = _object_bytes(str(location))
     if suffix == ".parquet":
         from kfops.adapters.state_store import parquet_frame
 
         return parquet_frame(data)
-    return check_csv_columns(pd.read_csv(io.BytesIO(data), compression=_CSV_COMPRESSION[suffix]), location)
+    return check_csv_columns(pd.read_csv(io.BytesIO(data), compression=_CSV_COMPRESSION[suffix],
+                                         dtype=dict.fromkeys(text_columns, str) or None), location)
 
 
 def _object_bytes(uri: str) -> bytes:

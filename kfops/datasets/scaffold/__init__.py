@@ -79,15 +79,19 @@ class Scaffold:
     row_id_time_format: str = "%Y%m%dT%H%M%S"  # of a made row id; with %f for sub-second event times
     left_out: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why no model can learn from it
     infinite: dict[str, int] = field(default_factory=dict)  # 'table.column' -> its +-inf values, which validation refuses
+    text_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> CSV columns of zero-padded codes
 
     @property
     def feature_refs(self) -> list[str]:
         return [f"{v.name}:{name}" for v in self.views for name, _, _ in v.features]
 
 
-def read_raw(table: TableSpec, dayfirst: bool | None = None) -> pd.DataFrame:
+def read_raw(table: TableSpec, dayfirst: bool | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """The table, and the columns of a CSV kept as text because their numbers are zero-padded
+    (:func:`kfops.core.tables.zero_padded_columns`); the plug-in reads them so on every run."""
     import pandas as pd
 
+    from kfops.core.tables import zero_padded_columns
     from kfops.datasets import read_table_file
 
     if not is_uri(table.path) and not Path(table.path).is_file():
@@ -99,6 +103,13 @@ def read_raw(table: TableSpec, dayfirst: bool | None = None) -> pd.DataFrame:
                              f"({Path.cwd()}): '{path}' is {path.absolute()}")
     try:
         frame = read_table_file(table.path)
+        numbers = [str(c) for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
+                   and not pd.api.types.is_bool_dtype(frame[c])]
+        padded = []
+        if numbers and ".csv" in str(table.path).lower():  # zero-padded codes: their CSV text, read once more
+            text = read_table_file(table.path, text_columns=numbers)
+            padded = zero_padded_columns(text[numbers])
+            frame[padded] = text[padded]
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise DataError(f"table file {table.path} could not be read: {err}") from err
     if table.timestamp:
@@ -109,7 +120,7 @@ def read_raw(table: TableSpec, dayfirst: bool | None = None) -> pd.DataFrame:
         if stamps.isna().all():
             raise DataError(f"table '{table.name}': column '{table.timestamp}' holds no timestamps")
         frame[table.timestamp] = stamps
-    return frame
+    return frame, padded
 
 
 def _slug(text: str) -> str:
@@ -132,7 +143,9 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     names = [t.name for t in spec.tables]
     if len(set(names)) != len(names):
         raise ConfigError(f"two tables share a name: {names}", hint="give one of them name=NAME")
-    frames = {t.name: read_raw(t, spec.dayfirst) for t in spec.tables}
+    read = {t.name: read_raw(t, spec.dayfirst) for t in spec.tables}
+    frames = {name: frame for name, (frame, _) in read.items()}
+    text_columns = {name: padded for name, (_, padded) in read.items() if padded}
     profiles = {name: prof.profile_table(name, frame) for name, frame in frames.items()}
     by_name = {t.name: t for t in spec.tables}
 
@@ -176,7 +189,8 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                     label=label, request_features=request, views=views, forbidden=forbidden, start=start, end=end,
                     label_columns=label_columns, row_id_time_format=_row_id_time_format(frames[events], by_name[events]),
                     left_out=left_out, infinite={f"{table}.{c.name}": c.infinite for table, profile in profiles.items()
-                                                 for c in profile.columns.values() if c.infinite})
+                                                 for c in profile.columns.values() if c.infinite},
+                    text_columns=text_columns)
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 
@@ -559,6 +573,7 @@ def _plugin_text(plan: Scaffold, spec: InitSpec, table_files: dict[str, str],
         row_id=plan.row_id, row_id_note="" if row_id_present else " (made from the keys and the event time)",
         entity_keys=[k for k in spec.entities if k in profiles[plan.events].columns],
         request_features=plan.request_features, label_name=label.name, dayfirst=spec.dayfirst,
+        text_columns=tpl.mapping_code(plan.text_columns),
     )
     if later:
         text += tpl.LATER_LABEL.format(table=label.table, on=list(label.on), condition=label.condition,

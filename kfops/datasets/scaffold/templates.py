@@ -35,6 +35,8 @@ from kfops.errors import DataError
 TABLE_FILES = {table_files}
 TIMESTAMPS = {timestamps}
 DAYFIRST = {dayfirst!r}  # how to read 03/04/2024: True day first, False month first, None refuse when ambiguous
+# CSV columns read as text, as written: their numbers are zero-padded codes ('02134' is not 2134).
+TEXT_COLUMNS = {text_columns}
 EVENTS = {events!r}  # one row per prediction
 ROW_ID = {row_id!r}  # column of EVENTS that names a row{row_id_note}
 ENTITY_KEYS = {entity_keys!r}
@@ -68,7 +70,7 @@ LOADER = '''
 
 def read_table(folder: str | Path, name: str) -> pd.DataFrame:
     """One raw table, its timestamp column parsed to UTC; ``folder`` is a folder or s3://bucket/prefix."""
-    frame = read_table_file(join_location(folder, TABLE_FILES[name]))
+    frame = read_table_file(join_location(folder, TABLE_FILES[name]), text_columns=TEXT_COLUMNS.get(name, ()))
     column = TIMESTAMPS[name]
     if column is not None:
         frame[column] = parse_timestamps(frame[column], dayfirst=DAYFIRST)
@@ -236,5 +238,7 @@ def timedelta_code(value: dt.timedelta | None) -> str:
 
 
 def mapping_code(values: dict[str, Any]) -> str:
+    if not values:
+        return "{}"
     inner = ",\n".join(f"    {k!r}: {v!r}" for k, v in values.items())
     return "{\n" + inner + ",\n}"

@@ -109,8 +109,9 @@ class RawCompleter:
 
     @property
     def string_fields(self) -> list[str]:
-        """Fields read as text whatever they look like ('01' stays '01', a date stays its text)."""
-        return [f.name for f in self.schema.builder.fields if f.kind == "string"]
+        """Fields read as text whatever they look like ('01' stays '01', a date stays its text); keys
+        too, so a zero-padded id ('02134') matches the sources' text (an int key is typed from it)."""
+        return [f.name for f in self.schema.builder.fields if f.kind in ("string", "key")]
 
     def __call__(self, batch: pa.RecordBatch, first_row: int) -> pa.RecordBatch:
         import pyarrow as pa
