@@ -85,6 +85,9 @@ def init_command(
     if done.left_out:
         echo(f"  left out   {', '.join(f'{name} ({why})' for name, why in done.left_out.items())}: "
              "no model can learn from them")
+    for table, text in done.repeated_keys.items():
+        echo(f"  warning    {table}: {text}; validation refuses them until {done.module}.py or the source keeps "
+             "one row each")
     if done.infinite:
         echo(f"  warning    infinite values in {', '.join(f'{name} ({count:,})' for name, count in done.infinite.items())}: "
              f"validation refuses them until {done.module}.py or the source cleans them")

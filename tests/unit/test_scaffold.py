@@ -385,3 +385,35 @@ def test_infinite_values_are_kept_out_of_the_profiled_range_so_validation_refuse
     failed = [f for f in result.failures if f["column"] == "amount"]
     assert len(failed) == 1 and failed[0]["unexpected_count"] == len(broken_rows)
     assert failed[0]["unexpected_values"][0] == "inf" and "e.g. [\"inf\"" in validation.observed_text(failed[0])
+
+
+def test_a_view_table_holding_a_key_twice_is_named_and_refused_by_validation(lake, tmp_path):
+    """A static table with a store twice (two regions) gave its features two values: the training join
+    took one and the online store another. Init profiled the uniqueness check only when the data
+    already passed it, so such a table passed validation; it now names the keys and keeps the check."""
+    from kfops.adapters import gx_validation as validation
+    from kfops.core.files import import_callable
+
+    stores = pd.read_parquet(lake / "stores.parquet")
+    changed = stores.iloc[:1].assign(store_type="kiosk")  # S01 again, another type
+    pd.concat([stores, changed, stores.iloc[1:2]]).to_parquet(tmp_path / "stores.parquet")  # S02 again, the same
+    spec = shop_spec(lake, tables=[*shop_spec(lake).tables[:2], parse_table(f"{tmp_path}/stores.parquet"),
+                                   shop_spec(lake).tables[3]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.repeated_keys == {"stores": "2 store_id value(s) with several rows (1 of them with different "
+                                            "feature values), e.g. 'S01', 'S02'"}
+    suite = json.loads((done.target / "expectations" / "stores.json").read_text())
+    unique = [e for e in suite["expectations"] if e["type"] == "expect_column_values_to_be_unique"]
+    assert [e["kwargs"]["column"] for e in unique] == ["store_id"] and "observed: validation refuses" in unique[0][
+        "meta"]["why"]
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    result = validation.validate_tables(import_callable(f"{done.module}:load_tables", search_path=done.target)(cfg), cfg)
+    failed = [f for f in result.failures if f["expectation"] == "expect_column_values_to_be_unique"]
+    assert [(f["table"], f["column"], f["unexpected_count"]) for f in failed] == [("stores", "store_id", 4)]
+
+    # A timestamped view's table: one row per key and time.
+    done = scaffold(shop_spec(lake), tmp_path / "clean")
+    suite = json.loads((done.target / "expectations" / "customers.json").read_text())
+    assert any(e["type"] == "expect_compound_columns_to_be_unique"
+               and e["kwargs"]["column_list"] == ["customer_id", "signup_at"] for e in suite["expectations"])
+    assert done.repeated_keys == {}

@@ -79,6 +79,7 @@ class Scaffold:
     row_id_time_format: str = "%Y%m%dT%H%M%S"  # of a made row id; with %f for sub-second event times
     left_out: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why no model can learn from it
     infinite: dict[str, int] = field(default_factory=dict)  # 'table.column' -> its +-inf values, which validation refuses
+    repeated_keys: dict[str, str] = field(default_factory=dict)  # view table -> its keys with several rows, said
     text_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> CSV columns of zero-padded codes
 
     @property
@@ -190,6 +191,7 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                     label_columns=label_columns, row_id_time_format=_row_id_time_format(frames[events], by_name[events]),
                     left_out=left_out, infinite={f"{table}.{c.name}": c.infinite for table, profile in profiles.items()
                                                  for c in profile.columns.values() if c.infinite},
+                    repeated_keys={v.table: text for v in views if (text := repeated_keys(frames[v.table], v))},
                     text_columns=text_columns)
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
@@ -332,7 +334,10 @@ def _key_example(values: pd.Series) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A numpy scalar as the Python value it holds, so a message shows 7, not np.int64(7)."""
+    """A numpy scalar as the Python value it holds, so a message shows 7, not np.int64(7); a group
+    key likewise, one of one column as its value ('S01', not ('S01',))."""
+    if isinstance(value, tuple):
+        return _plain(value[0]) if len(value) == 1 else tuple(_plain(v) for v in value)
     return value.item() if hasattr(value, "item") else value
 
 
@@ -727,13 +732,16 @@ def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: p
         meta["volume"] = {"min_rows": max(1, math.floor(MIN_VOLUME_SHARE * profile.rows))}
         checks[-1]["meta"]["why"] += f"; {profile.rows:,} rows observed, at least half of that"
     keys = plan_keys(plan, table)
-    if keys and table.timestamp and not frame.duplicated([*keys, table.timestamp]).any():
+    view = next((v for v in plan.views if v.table == table.name), None)
+    if view is not None:
+        checks.append(_one_row_per_key(plan, view, profile.rows))
+    elif keys and table.timestamp and not frame.duplicated([*keys, table.timestamp]).any():
         checks.append(prof.expect("compound_columns_to_be_unique",
                                   f"one row per {', '.join(keys)} and {table.timestamp} in all {profile.rows:,} rows",
                                   column_list=[*keys, table.timestamp]))
     for item in profile.columns.values():
         checks += prof.column_checks(item, table.name, nulls=True) if item.kind != "timestamp" else []
-        if item.unique and (item.name == plan.row_id or (item.name in keys and not table.timestamp)):
+        if item.unique and item.name == plan.row_id:
             checks.append(prof.expect("column_values_to_be_unique",
                                       f"unique over all {profile.rows:,} rows: one row per {item.name}",
                                       column=item.name))
@@ -741,6 +749,35 @@ def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: p
             checks += _timestamp_checks(plan, table, item)
     notes = f"Profiled by `kfops init` from {table.file_name} ({profile.rows:,} rows)."
     return prof.suite(table.name, notes, meta, checks)
+
+
+def repeated_keys(frame: pd.DataFrame, view: ViewPlan) -> str:
+    """What repeats in a view's table: keys (at one time, for a timestamped table) with several rows,
+    which give a feature two values at once; '' when there are none."""
+    columns = [*view.keys, view.timestamp] if view.timestamp else view.keys
+    repeated = frame[frame.duplicated(columns, keep=False)]
+    if repeated.empty:
+        return ""
+    groups = repeated.groupby(columns, sort=False, dropna=False)
+    sources = [source for _, _, source in view.features]
+    conflicting = int((groups[sources].nunique(dropna=False) > 1).any(axis=1).sum())
+    examples = ", ".join(repr(_plain(k)) for k in list(groups.groups)[:3])
+    at = f" at one {view.timestamp}" if view.timestamp else ""
+    return (f"{groups.ngroups:,} {'/'.join(view.keys)} value(s){at} with several rows ({conflicting:,} of them with "
+            f"different feature values), e.g. {examples}")
+
+
+def _one_row_per_key(plan: Scaffold, view: ViewPlan, rows: int) -> dict:
+    """A view's table holds one row per key (per key and time, when timestamped): else a feature has
+    two values at once, and training and serving may each take a different one."""
+    columns = [*view.keys, view.timestamp] if view.timestamp else view.keys
+    why = f"one row per {', '.join(columns)}: a feature has one value per key at a time"
+    repeated = plan.repeated_keys.get(view.table)
+    why += (f"; {repeated} observed: validation refuses them until {plan.module}.py or the source keeps one row each"
+            if repeated else f" (so in all {rows:,} rows)")
+    if len(columns) == 1:
+        return prof.expect("column_values_to_be_unique", why, column=columns[0])
+    return prof.expect("compound_columns_to_be_unique", why, column_list=columns)
 
 
 def plan_keys(plan: Scaffold, table: TableSpec) -> list[str]:
