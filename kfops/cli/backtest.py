@@ -62,15 +62,19 @@ def backtest_command(
     from kfops.runners.backtest import default_months, run_backtest, split_months
 
     cfg = cli_config(config, set_)
+    on_skip = None
     if from_ is None or to is None:
         first, last = default_months(cfg)
+        if from_ is None:  # months of the config's window: from the first that has a champion before it
+            def on_skip(month: str, why: str) -> None:
+                typer.echo(f"backtest: {month} left out, {why}", err=True)
         from_, to = from_ or first, to or last
         typer.echo(f"backtest: {from_}..{to} (from dataset.start..end; --from and --to choose)", err=True)
     out_dir = output_dir or cfg.data_dir / "backtest"
     # Each month's outcome is reported as it lands: a bar with the month lines above it on a
     # terminal, one line per month otherwise (KFOPS_PROGRESS=plain|rich|off chooses).
     result, paths = run_backtest(cfg, from_, to, policy or list(POLICIES), out_dir, sample=sample, cache_dir=cache_dir,
-                                 held_out_from=held_out_from)
+                                 held_out_from=held_out_from, on_skip=on_skip)
     typer.echo("")
     typer.echo(result.totals().to_string(index=False))
     tuning, held_out = split_months(list(dict.fromkeys(r.month for r in result.months)), held_out_from)

@@ -749,15 +749,40 @@ def default_months(cfg: KfopsConfig) -> tuple[str, str]:
     return first.strftime("%Y-%m"), end.strftime("%Y-%m")
 
 
+def _from_the_first_champion(bank: ModelBank, months: list[str], initial: dt.date,
+                             on_skip: Callable[[str, str], None]) -> tuple[list[str], dt.date]:
+    """``months`` from the first one whose initial champion can be trained (on the month before it,
+    or an earlier one with labels by then), and that month before it; the ones left out go to
+    ``on_skip`` with the reason. A window starting on a month's last day (a time zone ahead of UTC
+    does that) leaves that month a few rows, and a label delay of weeks leaves the next unlabelled."""
+    while True:
+        month = initial.strftime("%Y-%m")
+        try:
+            if month not in bank.by_month:
+                raise DataError(f"{month} has no rows")
+            bank.source_month(month)
+            return months, initial
+        except DataError as err:
+            if len(months) <= 1:
+                raise
+            on_skip(months[0], f"no champion to replay it against: {err}")
+            initial, months = parse_month(months[0]), months[1:]
+
+
 def run_backtest(
     cfg: KfopsConfig, first: str, last: str, policies: Sequence[str], out_dir: Path,
     sample: float | None = None, on_month: Callable[[MonthResult], None] | None = None,
     cache_dir: Path | None = None, held_out_from: str | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> tuple[BacktestResult, dict[str, Path]]:
     """Replay months ``first``..``last`` ('YYYY-MM'); the initial champion trains on the month before.
     With ``cache_dir``, the frame, models, checks and gate verdicts are kept under a key of the
     config and span (:func:`cache_key`), so another backtest of other policies reuses them. With
-    ``held_out_from``, the outputs also total the months before it and from it on apart."""
+    ``held_out_from``, the outputs also total the months before it and from it on apart.
+
+    With ``on_skip`` (months chosen by :func:`default_months`, not by the user), a first month
+    without a champion to replay against (no month up to the one before it has enough labelled rows
+    of both classes) is left out and passed to ``on_skip`` with the reason, until one has."""
 
     start, end = parse_month(first), parse_month(last)
     if held_out_from is not None:
@@ -786,6 +811,8 @@ def run_backtest(
             frame.to_parquet(cache / "frame.parquet", index=False)
     by_month = {month: part for month, part in frame.groupby(MONTH_COLUMN, sort=True)}
     bank = ModelBank(cfg, by_month, out_dir / "work", cache_dir=cache)
+    if on_skip is not None:
+        months, initial = _from_the_first_champion(bank, months, initial, on_skip)
     try:
         result = replay(cfg, frame, months, initial.strftime("%Y-%m"), list(dict.fromkeys(policies)),
                         out_dir / "work", on_month=on_month, bank=bank)

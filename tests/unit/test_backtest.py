@@ -265,3 +265,33 @@ def test_a_window_of_one_month_is_refused_by_the_cli_before_anything_is_built(tm
     assert exited.value.code == 2
     assert "leaves no month to replay" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_months_of_the_window_start_at_the_first_with_a_champion_to_replay_against(tmp_path):
+    """A window starting on 2023-12-31 (a time zone ahead of UTC) made December the first champion's
+    month, with a day of rows: `kfops backtest` without --from failed 'no month up to 2024-01 has 200
+    rows whose labels exist'. The months it chooses itself now start at the first that has one."""
+    from kfops.runners.backtest import ModelBank, _from_the_first_champion, parse_month
+
+    cfg = example_config()
+    label, time = cfg.dataset.label, cfg.dataset.event_timestamp
+
+    def month(first_day: str, rows: int) -> pd.DataFrame:
+        stamps = pd.date_range(first_day, periods=rows, freq="h", tz="UTC")
+        return pd.DataFrame({time: stamps, label: [int(i % 4 == 0) for i in range(rows)], MONTH_COLUMN:
+                             stamps.strftime("%Y-%m")})
+
+    by_month = {"2023-12": month("2023-12-31T01:00", 20), "2024-01": month("2024-01-01", 600),
+                "2024-02": month("2024-02-01", 600), "2024-03": month("2024-03-01", 600)}
+    bank = ModelBank(cfg, by_month, tmp_path)
+    skipped: list[tuple[str, str]] = []
+    months, initial = _from_the_first_champion(bank, ["2024-01", "2024-02", "2024-03"], parse_month("2023-12"),
+                                               lambda m, why: skipped.append((m, why)))
+    assert (months, initial) == (["2024-02", "2024-03"], parse_month("2024-01"))
+    assert [m for m, _ in skipped] == ["2024-01"]
+    assert re.match(r"no champion to replay it against: no month up to 2023-12 has 200 rows .*\(2023-12: only \d+ "
+                    r"of its rows have labels at 2023-12's check", skipped[0][1]), skipped[0][1]
+    # Months the user chose are not changed: replay says why the first fails (no on_skip there).
+    with pytest.raises(DataError, match="no month up to 2023-12 has 200 rows"):
+        _from_the_first_champion(ModelBank(cfg, {"2023-12": by_month["2023-12"]}, tmp_path), ["2024-01"],
+                                 parse_month("2023-12"), lambda m, why: None)
