@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
 from kfops.core.files import json_safe
-from kfops.core.tables import check_csv_columns, read_parquet
+from kfops.core.tables import read_csv, read_parquet
 from kfops.errors import ConfigError, DataError, ValidationFailed
 
 if TYPE_CHECKING:
@@ -619,9 +619,7 @@ def _result(results: dict, failures: list[dict], stats_tables: dict, cfg: KfopsC
 
 def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
     """Read a parquet or CSV file, or a folder of parquet files (one table, e.g. partitioned); CSV
-    columns the suite types as timestamps are parsed as UTC."""
-    import pandas as pd
-
+    columns the suite types as timestamps are parsed as UTC, and those it types as strings kept as text."""
     path = Path(path)
     if path.is_dir():
         if not any(p.is_file() for pattern in ("*.parquet", "*.pq") for p in path.rglob(pattern)):
@@ -641,7 +639,7 @@ def read_table_file(path: Path, suite: Suite | None = None) -> pd.DataFrame:
             return read_parquet(path)
         if name.endswith((".csv", ".csv.zip", ".csv.gz", ".csv.bz2")):
             text = dict.fromkeys(suite.text_columns() if suite else [], str)
-            frame = check_csv_columns(pd.read_csv(path, dtype=text or None), path)
+            frame = read_csv(path, path, dtype=text or None)
         else:
             raise DataError(f"data file {path} is neither parquet nor CSV", hint="use a .parquet or .csv file")
     except (OSError, ValueError) as err:

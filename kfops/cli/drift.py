@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from kfops.cli.options import ConfigOption, SetOption, cli_config
-from kfops.core.tables import check_csv_columns, read_parquet
+from kfops.core.tables import read_csv, read_parquet
 from kfops.errors import DataError
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def read_table(path: Path) -> pd.DataFrame:
         if path.is_dir() or name.endswith((".parquet", ".pq")):
             return read_parquet(path)
         if name.endswith((".csv", ".csv.gz", ".csv.zip", ".csv.bz2", ".csv.xz")):
-            return check_csv_columns(pd.read_csv(path), path)
+            return read_csv(path, path)
     except (OSError, ValueError, pd.errors.ParserError) as err:
         raise DataError(f"cannot read {path}: {err}") from err
     raise DataError(f"{path} is neither parquet nor CSV", hint="use a .parquet, .pq or .csv file")

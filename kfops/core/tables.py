@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -50,6 +50,27 @@ def check_csv_columns(frame: pd.DataFrame, location: str | Path) -> pd.DataFrame
                 hint="write it comma-separated with '.' decimals, or as parquet (e.g. pd.read_csv(f, sep=';', "
                      "decimal=',').to_parquet(...))")
     return frame
+
+
+NOT_UTF8_HINT = ("save it as UTF-8 (a spreadsheet's 'CSV UTF-8'; iconv -f cp1252 -t utf-8 in.csv > out.csv), "
+                 "or as parquet")
+
+
+def read_csv(source: Any, location: str | Path, **options: Any) -> pd.DataFrame:
+    """``pd.read_csv(source, **options)`` checked by :func:`check_csv_columns`; a file that is not
+    UTF-8 (a spreadsheet's 'CSV' export in Windows-1252: 'Zürich' as byte 0xfc) is a DataError that
+    says so, and how to convert it, instead of the codec's bare message."""
+    import pandas as pd
+
+    from kfops.errors import DataError
+
+    try:
+        frame = pd.read_csv(source, **options)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{location} is not UTF-8 text: it holds byte {err.object[err.start:err.start + 1]!r} "
+                        f"({err.reason})",
+                        hint=NOT_UTF8_HINT) from None
+    return check_csv_columns(frame, location)
 
 
 def zero_padded_columns(text: pd.DataFrame) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kfops.config import is_uri
-from kfops.core.tables import check_csv_columns, read_parquet
+from kfops.core.tables import read_csv, read_parquet
 from kfops.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -40,8 +40,6 @@ def read_table_file(location: str | Path, text_columns: Iterable[str] = ()) -> p
     ``AWS_ENDPOINT_URL`` points it at any S3-compatible server. A missing file, or another
     format, is a :class:`DataError` naming the location.
     """
-    import pandas as pd
-
     name = str(location).split("?")[0].lower()
     suffix = next((s for s in TABLE_SUFFIXES if name.endswith(s)), None)
     if suffix is None:
@@ -53,14 +51,14 @@ def read_table_file(location: str | Path, text_columns: Iterable[str] = ()) -> p
             raise DataError(f"raw table file '{path}' does not exist", hint="check dataset.source_dir")
         if suffix == ".parquet":
             return read_parquet(path)
-        return check_csv_columns(pd.read_csv(path, dtype=dict.fromkeys(text_columns, str) or None), location)
+        return read_csv(path, location, dtype=dict.fromkeys(text_columns, str) or None)
     data = _object_bytes(str(location))
     if suffix == ".parquet":
         from kfops.adapters.state_store import parquet_frame
 
         return parquet_frame(data)
-    return check_csv_columns(pd.read_csv(io.BytesIO(data), compression=_CSV_COMPRESSION[suffix],
-                                         dtype=dict.fromkeys(text_columns, str) or None), location)
+    return read_csv(io.BytesIO(data), location, compression=_CSV_COMPRESSION[suffix],
+                    dtype=dict.fromkeys(text_columns, str) or None)
 
 
 def _object_bytes(uri: str) -> bytes:

@@ -128,3 +128,25 @@ def test_batch_scoring_names_a_semicolon_separated_csv(semicolon_csv, tmp_path):
 
     with pytest.raises(DataError, match="looks semicolon-separated"):
         list(_batches(semicolon_csv, 100, []))
+
+
+def test_a_csv_that_is_not_utf8_is_named_as_such_by_every_reader(tmp_path):
+    """A spreadsheet's CSV export in Windows-1252 failed with the codec's bare "'utf-8' codec can't
+    decode byte 0xfc in position 14", which says neither what the file is nor how to mend it."""
+    from kfops.adapters.gx_validation import read_table_file as read_for_validation
+    from kfops.cli.drift import read_table as read_for_drift
+    from kfops.datasets import read_table_file
+    from kfops.errors import DataError
+    from kfops.serving.local.batch_scoring import _batches
+
+    exported = tmp_path / "branches.csv"
+    exported.write_bytes("id,city\n1,Zürich\n2,Genève\n".encode("cp1252"))
+    for read in (read_table_file, read_for_validation, read_for_drift):
+        with pytest.raises(DataError, match=r"branches\.csv is not UTF-8 text: it holds byte b'\\xfc'") as raised:
+            read(exported)
+        assert "iconv -f cp1252 -t utf-8" in raised.value.hint
+    with pytest.raises(DataError, match="not UTF-8") as raised:
+        list(_batches(exported, 100, ["city"]))
+    assert "iconv" in raised.value.hint
+    exported.write_bytes("id,city\n1,Zürich\n".encode())
+    assert read_table_file(exported)["city"].tolist() == ["Zürich"]

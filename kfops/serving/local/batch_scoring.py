@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kfops.core.files import atomic_output
+from kfops.core.tables import NOT_UTF8_HINT
 from kfops.errors import DataError
 from kfops.progress import progress
 
@@ -59,6 +60,8 @@ def _batches(path: Path, chunk_rows: int, categorical: list[str]) -> Iterator[pa
             raise
         if path.name.lower().endswith(CSV_SUFFIXES):
             _refuse_other_delimiters(path)
+            if isinstance(err, UnicodeDecodeError) or "invalid UTF8" in str(err):
+                raise DataError(f"{path} is not UTF-8 text: {err}", hint=NOT_UTF8_HINT) from None
         raise DataError(f"cannot read {path}: {err}",
                         hint="the file must be what its suffix says: .parquet, or .csv with a header row") from err
 
