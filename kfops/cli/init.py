@@ -79,6 +79,8 @@ def init_command(
         names = ", ".join(name for name, _, _ in view.features)
         echo(f"  view       {view.name} by {', '.join(view.keys)}: {names}")
     echo(f"  forbidden  {', '.join(done.forbidden) or '-'}")
+    for table, why in done.unused.items():
+        echo(f"  unused     {table}: {why}")
     if done.text_columns:
         echo(f"  as text    {', '.join(f'{t}.{c}' for t, columns in done.text_columns.items() for c in columns)}: "
              "zero-padded codes ('02134' is not 2134)")

@@ -417,3 +417,21 @@ def test_a_view_table_holding_a_key_twice_is_named_and_refused_by_validation(lak
     assert any(e["type"] == "expect_compound_columns_to_be_unique"
                and e["kwargs"]["column_list"] == ["customer_id", "signup_at"] for e in suite["expectations"])
     assert done.repeated_keys == {}
+
+
+def test_a_table_that_gives_no_feature_is_named_with_the_reason(lake, tmp_path):
+    """A customers table keyed 'cust_id' where the events say 'customer_id' gave no view, and init
+    said nothing: its features were silently missing from every model."""
+    pd.read_csv(lake / "customers.csv").rename(columns={"customer_id": "cust_id"}).to_csv(
+        tmp_path / "customers.csv", index=False)
+    stores = pd.read_parquet(lake / "stores.parquet")
+    stores[["store_id"]].assign(opened="yes").to_parquet(tmp_path / "stores.parquet")  # a key, and one value
+    spec = shop_spec(lake, tables=[shop_spec(lake).tables[0], parse_table(f"{tmp_path}/customers.csv:timestamp=signup_at"),
+                                   parse_table(f"{tmp_path}/stores.parquet"), shop_spec(lake).tables[3]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.unused == {
+        "customers": "no column of it is named as an --entity (customer_id, store_id), so no feature comes from it: "
+                     "give its key column the name the events use",
+        "stores": "none of its other columns can be a feature (ids, timestamps, outcomes or columns of one value)"}
+    assert [v.name for v in done.views] == []
+    assert scaffold(shop_spec(lake), tmp_path / "whole").unused == {}

@@ -81,6 +81,7 @@ class Scaffold:
     infinite: dict[str, int] = field(default_factory=dict)  # 'table.column' -> its +-inf values, which validation refuses
     repeated_keys: dict[str, str] = field(default_factory=dict)  # view table -> its keys with several rows, said
     text_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> CSV columns of zero-padded codes
+    unused: dict[str, str] = field(default_factory=dict)  # table given but feeding no feature view -> why
 
     @property
     def feature_refs(self) -> list[str]:
@@ -183,7 +184,8 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                   and c.name != by_name[events].timestamp and c.dtype and not c.id_like]
     request = [c.name for c in candidates if not c.uninformative]
     left_out = {f"{events}.{c.name}": str(c.uninformative) for c in candidates if c.uninformative}
-    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken, left_out)
+    unused: dict[str, str] = {}
+    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken, left_out, unused)
     project = spec.project or _slug(target.name)
     start, end = _window(frames, by_name, events, label)
     plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
@@ -192,7 +194,7 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                     left_out=left_out, infinite={f"{table}.{c.name}": c.infinite for table, profile in profiles.items()
                                                  for c in profile.columns.values() if c.infinite},
                     repeated_keys={v.table: text for v in views if (text := repeated_keys(frames[v.table], v))},
-                    text_columns=text_columns)
+                    text_columns=text_columns, unused=unused)
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 
@@ -375,8 +377,10 @@ def _row_id_time_format(frame: pd.DataFrame, table: TableSpec) -> str:
 
 
 def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, prof.TableProfile], events: str,
-           label: LabelSpec, forbidden: list[str], taken: set[str], left_out: dict[str, str]) -> list[ViewPlan]:
-    """One view per table holding an entity key; columns no model can learn from go to ``left_out``."""
+           label: LabelSpec, forbidden: list[str], taken: set[str], left_out: dict[str, str],
+           unused: dict[str, str]) -> list[ViewPlan]:
+    """One view per table holding an entity key; columns no model can learn from go to ``left_out``,
+    and a table that gives no view to ``unused``, with the reason."""
     views = []
     used = set(taken)
     for table in spec.tables:
@@ -384,6 +388,8 @@ def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, 
             continue
         keys = [k for k in spec.entities if k in frames[table.name].columns]
         if not keys:
+            unused[table.name] = (f"no column of it is named as an --entity ({', '.join(spec.entities)}), so no "
+                                  "feature comes from it: give its key column the name the events use")
             continue
         features = []
         for item in profiles[table.name].columns.values():
@@ -399,6 +405,8 @@ def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, 
             used.add(name)
             features.append((name, dtype, item.name))
         if not features:
+            unused[table.name] = ("none of its other columns can be a feature (ids, timestamps, outcomes or "
+                                  "columns of one value)")
             continue
         ttl, why = _ttl(frames[table.name], keys, table.timestamp)
         views.append(ViewPlan(name=table.name, table=table.name, keys=keys, timestamp=table.timestamp,
