@@ -80,6 +80,7 @@ def zero_padded_columns(text: pd.DataFrame) -> list[str]:
     padded = []
     for column in text.columns:
         values = text[column].dropna().astype(str)
-        if len(values) and values.str.fullmatch(r"-?[0-9]+").all() and values.str.match(r"-?0[0-9]").any():
+        # A leading zero first: most columns have none, and the whole-column check is then skipped.
+        if len(values) and values.str.match(r"-?0[0-9]").any() and values.str.fullmatch(r"-?[0-9]+").all():
             padded.append(str(column))
     return padded

@@ -105,8 +105,9 @@ def read_raw(table: TableSpec, dayfirst: bool | None = None) -> tuple[pd.DataFra
                              f"({Path.cwd()}): '{path}' is {path.absolute()}")
     try:
         frame = read_table_file(table.path)
-        numbers = [str(c) for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
-                   and not pd.api.types.is_bool_dtype(frame[c])]
+        # Codes read as numbers: integers, or whole floats (an integer column with nulls).
+        numbers = [str(c) for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])
+                   or (pd.api.types.is_float_dtype(frame[c]) and bool((frame[c].dropna() % 1 == 0).all()))]
         padded = []
         if numbers and ".csv" in str(table.path).lower():  # zero-padded codes: their CSV text, read once more
             text = read_table_file(table.path, text_columns=numbers)
