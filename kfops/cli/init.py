@@ -79,6 +79,9 @@ def init_command(
         names = ", ".join(name for name, _, _ in view.features)
         echo(f"  view       {view.name} by {', '.join(view.keys)}: {names}")
     echo(f"  forbidden  {', '.join(done.forbidden) or '-'}")
+    if done.not_features:
+        echo(f"  not used   {', '.join(f'{name} ({why})' for name, why in done.not_features.items())}: no "
+             f"feature as they are (derive one in {done.module}.build_entity_frame, e.g. a timestamp's hour)")
     for table, why in done.unused.items():
         echo(f"  unused     {table}: {why}")
     if done.text_columns:

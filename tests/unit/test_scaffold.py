@@ -435,3 +435,28 @@ def test_a_table_that_gives_no_feature_is_named_with_the_reason(lake, tmp_path):
         "stores": "none of its other columns can be a feature (ids, timestamps, outcomes or columns of one value)"}
     assert [v.name for v in done.views] == []
     assert scaffold(shop_spec(lake), tmp_path / "whole").unused == {}
+
+
+def test_columns_that_are_no_feature_as_they_are_are_named_with_the_reason(lake, tmp_path):
+    """A second timestamp, a free-text note and an email were dropped without a word: a user expecting
+    'promised_at' to count could not tell it was never a feature, nor how to make one of it."""
+    orders = pd.read_parquet(lake / "orders.parquet")
+    rng = np.random.default_rng(1)
+    orders = orders.assign(promised_at=orders["ordered_at"] + pd.to_timedelta(rng.integers(1, 9, len(orders)), "D"),
+                           promised_text=lambda f: f["promised_at"].dt.strftime("%Y-%m-%d %H:%M"),
+                           note=[f"gift wrap {i}" for i in range(len(orders))])
+    orders.to_parquet(tmp_path / "orders.parquet")
+    customers = pd.read_csv(lake / "customers.csv")
+    customers.assign(email=customers["customer_id"].str.lower() + "@example.org").to_csv(
+        tmp_path / "customers.csv", index=False)
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   parse_table(f"{tmp_path}/customers.csv:timestamp=signup_at"),
+                                   *shop_spec(lake).tables[2:]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.not_features == {"orders.promised_at": "a timestamp", "orders.promised_text": "a timestamp",
+                                 "orders.note": "an id or free text: about a value per row",
+                                 "customers.email": "an id or free text: about a value per row"}
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    assert not {"promised_at", "promised_text", "note", "email"} & {
+        *cfg.features.request_features, *[ref.split(":")[1] for ref in cfg.features.feature_refs]}
+    assert scaffold(shop_spec(lake), tmp_path / "plain").not_features == {}

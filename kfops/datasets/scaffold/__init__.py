@@ -82,6 +82,7 @@ class Scaffold:
     repeated_keys: dict[str, str] = field(default_factory=dict)  # view table -> its keys with several rows, said
     text_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> CSV columns of zero-padded codes
     unused: dict[str, str] = field(default_factory=dict)  # table given but feeding no feature view -> why
+    not_features: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why it is no feature as it is
 
     @property
     def feature_refs(self) -> list[str]:
@@ -180,13 +181,15 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     forbidden = list(dict.fromkeys(forbidden))
     _check_label_name(label, frames[events], events, forbidden, label_columns, [row_id, *spec.entities])
     taken = {row_id, label.name, "event_timestamp", *spec.entities}
-    candidates = [c for c in profiles[events].columns.values()
-                  if c.name not in taken | set(forbidden) | set(label.on)
-                  and c.name != by_name[events].timestamp and c.dtype and not c.id_like]
+    others = [c for c in profiles[events].columns.values()
+              if c.name not in taken | set(forbidden) | set(label.on) and c.name != by_name[events].timestamp]
+    candidates = [c for c in others if c.dtype and not c.id_like]
+    not_features = {f"{events}.{c.name}": _not_a_feature(c) for c in others if c not in candidates}
     request = [c.name for c in candidates if not c.uninformative]
     left_out = {f"{events}.{c.name}": str(c.uninformative) for c in candidates if c.uninformative}
     unused: dict[str, str] = {}
-    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken, left_out, unused)
+    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken, left_out, unused,
+                   not_features)
     project = spec.project or _slug(target.name)
     start, end = _window(frames, by_name, events, label)
     plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
@@ -195,7 +198,7 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                     left_out=left_out, infinite={f"{table}.{c.name}": c.infinite for table, profile in profiles.items()
                                                  for c in profile.columns.values() if c.infinite},
                     repeated_keys={v.table: text for v in views if (text := repeated_keys(frames[v.table], v))},
-                    text_columns=text_columns, unused=unused)
+                    text_columns=text_columns, unused=unused, not_features=not_features)
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 
@@ -379,9 +382,10 @@ def _row_id_time_format(frame: pd.DataFrame, table: TableSpec) -> str:
 
 def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, prof.TableProfile], events: str,
            label: LabelSpec, forbidden: list[str], taken: set[str], left_out: dict[str, str],
-           unused: dict[str, str]) -> list[ViewPlan]:
+           unused: dict[str, str], not_features: dict[str, str]) -> list[ViewPlan]:
     """One view per table holding an entity key; columns no model can learn from go to ``left_out``,
-    and a table that gives no view to ``unused``, with the reason."""
+    columns that are no feature as they are to ``not_features``, and a table that gives no view to
+    ``unused``, each with the reason."""
     views = []
     used = set(taken)
     for table in spec.tables:
@@ -397,6 +401,7 @@ def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, 
             if item.name in keys or item.name == table.timestamp or item.name in forbidden or item.name in spec.entities:
                 continue
             if not item.dtype or item.id_like:
+                not_features[f"{table.name}.{item.name}"] = _not_a_feature(item)
                 continue
             if item.uninformative:
                 left_out[f"{table.name}.{item.name}"] = item.uninformative
@@ -413,6 +418,16 @@ def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, 
         views.append(ViewPlan(name=table.name, table=table.name, keys=keys, timestamp=table.timestamp,
                               features=features, ttl=ttl, ttl_why=why))
     return views
+
+
+def _not_a_feature(item: prof.ColumnProfile) -> str:
+    """Why a column is no feature as it is: a second timestamp (its hour or weekday may be one, made
+    in the plug-in), an id, free text, or a type a model does not take."""
+    if item.kind == "timestamp" or item.time_text:
+        return "a timestamp"
+    if item.id_like:
+        return "an id or free text: about a value per row" if item.kind == "string" else "numbers the rows"
+    return f"of type {item.pandas_dtype}"
 
 
 def _ttl(frame: pd.DataFrame, keys: list[str], timestamp: str | None) -> tuple[dt.timedelta | None, str]:

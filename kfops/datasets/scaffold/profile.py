@@ -40,6 +40,7 @@ class ColumnProfile:
     pandas_dtype: str = ""
     monotone: bool = False  # an int column whose values only grow (or only shrink) down the table
     infinite: int = 0  # +-inf values of a float column: kept out of its range, so validation refuses them
+    time_text: bool = False  # a string column of many values whose sampled values all read as date-times
 
     @property
     def null_share(self) -> float:
@@ -105,10 +106,26 @@ def profile_table(name: str, frame: pd.DataFrame) -> TableProfile:
         else:
             item.distinct = int(present.nunique())
         item.unique = bool(len(present)) and not item.nulls and int(present.nunique()) == len(present)
+        if kind == "string" and item.distinct > MAX_CATEGORIES:
+            item.time_text = _reads_as_times(present)
         if kind == "int":
             item.monotone = bool(present.is_monotonic_increasing or present.is_monotonic_decreasing)
         profile.columns[str(column)] = item
     return profile
+
+
+def _reads_as_times(values: pd.Series, sample: int = 200) -> bool:
+    """Whether a sample of a string column's values all read as date-times ('2024-03-01T09:30Z')."""
+    import warnings
+
+    import pandas as pd
+
+    picked = values.astype(str).drop_duplicates().head(sample)
+    if not picked.str.contains(r"[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}").all():  # a date in each
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return bool(pd.to_datetime(picked, errors="coerce", utc=True, format="mixed").notna().all())
 
 
 def _timestamp_dtype(series: pd.Series) -> str:
