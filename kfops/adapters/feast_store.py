@@ -253,17 +253,23 @@ def view_join_keys(cfg: KfopsConfig, store: FeatureStore) -> list[str]:
     return _join_keys(_referenced_views(cfg, store))
 
 
-def typed_join_keys(cfg: KfopsConfig, store: FeatureStore, keys: Mapping[str, Sequence[Any]]) -> dict[str, pd.Series]:
-    """Request key values as the feature views' sources hold them: an Int64 key as int64 (a client's
-    '17' is 17), any other as canonical text (``kfops.core.featureset.canonical_keys``). A value an
-    int key cannot take is a :class:`DataError` naming the key and the value."""
-    import pandas as pd
+def integer_join_keys(cfg: KfopsConfig, store: FeatureStore) -> set[str]:
+    """The join keys the referenced feature views declare Int32 or Int64."""
     from feast.types import Int32, Int64
+
+    return {col.name for view in _referenced_views(cfg, store) for col in view.entity_columns
+            if col.dtype in (Int32, Int64)}
+
+
+def typed_join_keys(integer: set[str], keys: Mapping[str, Sequence[Any]]) -> dict[str, pd.Series]:
+    """Request key values as the feature views' sources hold them: a key in ``integer``
+    (:func:`integer_join_keys`) as int64 (a client's '17' is 17), any other as canonical text
+    (``kfops.core.featureset.canonical_keys``). A value an int key cannot take is a
+    :class:`DataError` naming the key and the value."""
+    import pandas as pd
 
     from kfops.core.featureset import canonical_keys
 
-    integer = {col.name for view in _referenced_views(cfg, store) for col in view.entity_columns
-               if col.dtype in (Int32, Int64)}
     typed: dict[str, pd.Series] = {}
     for name, values in keys.items():
         column = pd.Series(list(values), dtype=object)

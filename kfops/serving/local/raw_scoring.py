@@ -44,6 +44,7 @@ class OfflineLookup:
         self.source_dir = source_dir
         self.store = None
         self.join_keys: list[str] = []
+        self.integer_keys: set[str] = set()
         self.feature_names: list[str] = []
         self.cfg = cfg
         if source_dir is None:  # a dataset without feature views: every feature is in the row
@@ -57,6 +58,7 @@ class OfflineLookup:
         })
         self.store = feast_store.apply_definitions(self.cfg, source_dir)
         self.join_keys = feast_store.view_join_keys(self.cfg, self.store)
+        self.integer_keys = feast_store.integer_join_keys(self.cfg, self.store)  # once, not per chunk
         self.feature_names = feast_store.feature_names(self.cfg)
 
     def __call__(self, entity_rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -71,7 +73,7 @@ class OfflineLookup:
         dataset = self.cfg.dataset
         # Keys as the sources hold them: a client sends '17' for an int key, and the join needs 17.
         try:
-            keys = typed_join_keys(self.cfg, self.store, {k: [row[k] for row in entity_rows] for k in self.join_keys})
+            keys = typed_join_keys(self.integer_keys, {k: [row[k] for row in entity_rows] for k in self.join_keys})
         except DataError as err:
             raise RequestError(str(err)) from None
         entities = pd.DataFrame({ROW_ID: range(len(entity_rows)),
