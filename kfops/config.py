@@ -102,6 +102,12 @@ class DatasetConfig(_Strict):
         "is the feature views' join keys plus the model features no view provides, with an optional "
         "`event_timestamp` (ISO 8601; default now).",
     )
+    request_time_field: str = Field(
+        "event_timestamp", min_length=1,
+        description="Without dataset.request_builder: the raw request's optional field holding each row's "
+        "event time (ISO 8601; default now), the time its features are read as of. `kfops init` names it after "
+        "the events table's time column, so a client sends an event as the table holds it.",
+    )
     source_dir: str | Path | None = Field(  # str first: JSON gives a URI back as it was
         None, description="Where the loader reads raw files from: a folder, or an object-store prefix "
         "(`s3://bucket/prefix`, which a pod can read; `kfops.datasets.read_table_file` reads either); default: "

@@ -8,7 +8,8 @@ with types and validation rules) and a ``derive`` function over column lists.
 
 Without a builder the server uses :func:`default_builder`: the raw fields are the feature
 views' join keys plus the model features no feature view provides, passed through as they
-are, and each row's event time is its optional ``event_timestamp`` field (ISO 8601) or now.
+are, and each row's event time is its optional ``event_timestamp`` field (ISO 8601; named by
+``dataset.request_time_field``) or now.
 
 Pure Python: no pandas, so completing a raw request stays cheap.
 """
@@ -107,9 +108,11 @@ def parse_event_timestamp(value: str) -> dt.datetime:
 
 
 def default_builder(
-    join_keys: Sequence[str], model_columns: Sequence[str], view_features: Sequence[str], categorical: Sequence[str]
+    join_keys: Sequence[str], model_columns: Sequence[str], view_features: Sequence[str], categorical: Sequence[str],
+    event_field: str = EVENT_TIMESTAMP,
 ) -> PassThroughBuilder:
-    """Raw fields = the join keys + the model features no feature view provides (+ ``event_timestamp``)."""
+    """Raw fields = the join keys + the model features no feature view provides (+ the optional
+    ``event_field``, ``dataset.request_time_field``)."""
     provided = set(view_features)
     fields: list[RawField] = [RawField(k, "key", non_empty=True) for k in dict.fromkeys(join_keys)]
     keys = set(join_keys)
@@ -119,10 +122,15 @@ def default_builder(
             continue
         kind: FieldKind = "string" if name in categories else "number"
         fields.append(RawField(name, kind, nullable=True))
-    if EVENT_TIMESTAMP not in {f.name for f in fields}:
-        fields.append(RawField(EVENT_TIMESTAMP, "string", required=False, nullable=True,
-                               parse=parse_event_timestamp, description="ISO 8601; default: now"))
-    return PassThroughBuilder(fields=tuple(fields))
+    taken = {f.name for f in fields}
+    if event_field in taken:
+        from kfops.errors import ConfigError
+
+        raise ConfigError(f"dataset.request_time_field '{event_field}' is also a key or a feature of the raw request",
+                          hint="name the raw request's event time otherwise")
+    fields.append(RawField(event_field, "string", required=False, nullable=True,
+                           parse=parse_event_timestamp, description="ISO 8601; default: now"))
+    return PassThroughBuilder(fields=tuple(fields), event_field=event_field)
 
 
 @dataclass(frozen=True)
@@ -154,11 +162,27 @@ class RawSchema:
         return text + (f", optional {', '.join(optional)})" if optional else ")")
 
 
-def load_request_builder(spec: str | None, project_dir: Path | None = None) -> RequestBuilder | None:
+@dataclass(frozen=True)
+class DefaultRequest:
+    """The raw request of a dataset without a builder of its own: :func:`default_builder`, made
+    once the feature views' keys are known, with each row's event time in ``time_field``
+    (``dataset.request_time_field``)."""
+
+    time_field: str = EVENT_TIMESTAMP
+
+
+# What a server is given for its raw request: the dataset's builder, or the default one (None: the
+# default with ``event_timestamp``).
+RequestSpec = RequestBuilder | DefaultRequest | None
+
+
+def load_request_builder(spec: str | None, project_dir: Path | None = None,
+                         time_field: str = EVENT_TIMESTAMP) -> RequestBuilder | DefaultRequest:
     """Resolve ``dataset.request_builder`` (``module:attr``): a builder, or a class or function making one.
-    A module beside the project's kfops.yaml (``project_dir``) needs no PYTHONPATH."""
+    A module beside the project's kfops.yaml (``project_dir``) needs no PYTHONPATH. Without one, the
+    default request with its event time in ``time_field`` (``dataset.request_time_field``)."""
     if spec is None:
-        return None
+        return DefaultRequest(time_field)
     from kfops.core.files import import_from_project
     from kfops.errors import ConfigError
 

@@ -261,8 +261,9 @@ def test_a_dataset_of_one_table_trains_serves_and_backtests_without_feature_view
 
 def test_a_file_of_raw_orders_scores_as_their_training_set_rows(shop):
     """`kfops predict --raw` on a dataset unlike flights: the default raw request (the views' join
-    keys, the request features and an optional event_timestamp), the customers' and stores'
-    features joined point-in-time from the offline sources, the @champion from the registry."""
+    keys, the request features and the optional event time, named as the orders table names it:
+    ordered_at), the customers' and stores' features joined point-in-time from the offline
+    sources, the @champion from the registry."""
     import numpy as np
     import pandas as pd
 
@@ -272,8 +273,9 @@ def test_a_file_of_raw_orders_scores_as_their_training_set_rows(shop):
     cfg, project = shop["cfg"], shop["project"]
     (run_dir,) = [p.parents[1] for p in cfg.pipeline_root.glob("*/featurize/training_set")]
     training_set = pd.read_parquet(run_dir / "featurize" / "training_set")
+    assert cfg.dataset.request_time_field == "ordered_at"
     raw = training_set[["order_id", "customer_id", "store_id", "amount", "category", "channel", "items"]].assign(
-        event_timestamp=training_set[cfg.dataset.event_timestamp].map(lambda t: t.isoformat()))
+        ordered_at=training_set[cfg.dataset.event_timestamp].map(lambda t: t.isoformat()))
     raw.to_csv(project / "orders_to_score.csv", index=False)
     done = kfops("predict", "--raw", "-c", str(project / "kfops.yaml"), "-i", "orders_to_score.csv",
                  "-o", "scored.parquet", cwd=project)
@@ -287,11 +289,11 @@ def test_a_file_of_raw_orders_scores_as_their_training_set_rows(shop):
 
     # Without the time column every row is scored as of now, with today's features: said, as a
     # backfill of past rows would otherwise come out quietly different.
-    raw.drop(columns="event_timestamp").to_csv(project / "orders_now.csv", index=False)
+    raw.drop(columns="ordered_at").to_csv(project / "orders_now.csv", index=False)
     done = kfops("predict", "--raw", "-c", str(project / "kfops.yaml"), "-i", "orders_now.csv",
                  "-o", "scored_now.parquet", cwd=project)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "orders_now.csv has no 'event_timestamp' column, so every row was scored as of now" in done.stderr
+    assert "orders_now.csv has no 'ordered_at' column, so every row was scored as of now" in done.stderr
 
 
 def test_raw_orders_score_with_the_feature_sources_of_an_s3_prefix(shop, s3_server, monkeypatch):
@@ -316,7 +318,7 @@ def test_raw_orders_score_with_the_feature_sources_of_an_s3_prefix(shop, s3_serv
     assert upload_dir(sources, f"s3://{bucket}/run-1/featurize/feast_sources") > 0
     training_set = pd.read_parquet(sources.parent / "training_set").head(300)
     training_set[["order_id", "customer_id", "store_id", "amount", "category", "channel", "items"]].assign(
-        event_timestamp=training_set[cfg.dataset.event_timestamp].map(lambda t: t.isoformat()),
+        ordered_at=training_set[cfg.dataset.event_timestamp].map(lambda t: t.isoformat()),
     ).to_csv(project / "orders_s3.csv", index=False)
     scored = {}
     for name, where in (("local", str(sources)), ("s3", f"s3://{bucket}/run-1/featurize/feast_sources")):

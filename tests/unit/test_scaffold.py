@@ -460,3 +460,9 @@ def test_columns_that_are_no_feature_as_they_are_are_named_with_the_reason(lake,
     assert not {"promised_at", "promised_text", "note", "email"} & {
         *cfg.features.request_features, *[ref.split(":")[1] for ref in cfg.features.feature_refs]}
     assert scaffold(shop_spec(lake), tmp_path / "plain").not_features == {}
+
+
+def test_the_raw_requests_event_time_is_named_as_the_events_table_names_it(scaffolded):
+    cfg = load_config(scaffolded.target / "kfops.yaml", environ={})
+    assert cfg.dataset.request_time_field == "ordered_at"
+    assert cfg.dataset.event_timestamp == "event_timestamp"  # the entity frame's column is kfops' own

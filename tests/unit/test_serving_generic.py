@@ -20,7 +20,14 @@ import pytest
 
 from kfops.config import XGBoostConfig
 from kfops.core.model import FeatureSpec, load_model, predict_proba, save_model
-from kfops.core.requests import DerivedRows, RawField, RawSchema, default_builder, load_request_builder
+from kfops.core.requests import (
+    DefaultRequest,
+    DerivedRows,
+    RawField,
+    RawSchema,
+    default_builder,
+    load_request_builder,
+)
 from kfops.errors import ConfigError
 from kfops.serving.protocol.payloads import (
     FEATURES,
@@ -222,6 +229,34 @@ def test_the_lookup_gets_each_rows_event_time_and_the_join_keys():
         decode_v1({"instances": [line | {"event_timestamp": "soon"}]}, spec, raw)
 
 
+def test_the_raw_requests_event_time_is_named_by_the_config():
+    """A `kfops init` project's orders say when they happened in `ordered_at`; its raw request took
+    that time only as `event_timestamp`, so an order sent as the table holds it was refused, and one
+    renamed by hand was easy to get wrong. dataset.request_time_field names the field."""
+    seen = []
+
+    def recording(rows):
+        seen.extend(rows)
+        return pd.DataFrame({"store_region": ["north"] * len(rows), "store_footfall": [1.0] * len(rows),
+                             "item_popularity": [0.5] * len(rows)})
+
+    recording.join_keys = ["store_id", "item_id"]
+    recording.feature_names = VIEW_FEATURES
+    spec = FeatureSpec(columns=COLUMNS, categorical={"store_region": ["north"]})
+    from kfops.serving.runtime.engine import raw_schema_for
+
+    raw = raw_schema_for(spec, DefaultRequest("ordered_at"), recording)
+    assert raw.allowed - raw.required == {"ordered_at"}
+    line = LINES[0] | {"price_band": 1}
+    parsed = decode_v1({"instances": [line | {"ordered_at": "2024-01-02T03:04:05+01:00"}]}, spec, raw)
+    complete_raw([parsed], spec, raw, recording)
+    assert seen[0]["event_timestamp"] == dt.datetime(2024, 1, 2, 2, 4, 5, tzinfo=dt.UTC)
+    with pytest.raises(RequestError, match=r"unknown field.*'event_timestamp'.*optional ordered_at"):
+        decode_v1({"instances": [line | {"event_timestamp": "2024-01-02T03:04:05Z"}]}, spec, raw)
+    with pytest.raises(ConfigError, match=r"dataset\.request_time_field 'price' is also a key or a feature"):
+        default_builder(["store_id", "item_id"], COLUMNS, VIEW_FEATURES, CATEGORICAL, event_field="price")
+
+
 def test_a_raw_request_without_a_lookup_is_refused_by_name(shop_model):
     engine = InferenceEngine("shop", load_source(ModelSource(model_dir=shop_model)), builder=SHOP)
     spec = engine.current.spec
@@ -236,7 +271,8 @@ def test_a_raw_request_without_a_lookup_is_refused_by_name(shop_model):
 
 
 def test_request_builder_specs_are_resolved_or_refused_with_the_reason():
-    assert load_request_builder(None) is None
+    assert load_request_builder(None) == DefaultRequest("event_timestamp")
+    assert load_request_builder(None, time_field="ordered_at") == DefaultRequest("ordered_at")
     assert load_request_builder(f"{__name__}:SHOP") is SHOP
     assert isinstance(load_request_builder(f"{__name__}:ShopRequest"), ShopRequest)  # a class is instantiated
     with pytest.raises(ConfigError, match="must look like module:attr"):

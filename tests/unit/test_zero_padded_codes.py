@@ -69,8 +69,8 @@ def test_a_code_sent_as_written_finds_its_features_offline_and_in_a_raw_csv(proj
     assert lookup([{"store_id": "4", EVENT_TIMESTAMP: WHEN}]).isna().all(axis=None)  # no store '4'
 
     # `kfops predict --raw` on a CSV of raw rows: Arrow read '004' as 4 and no row found its store.
-    orders = tables["orders"].head(30).rename(columns={"ordered_at": EVENT_TIMESTAMP})
-    raw = orders[["store_id", *cfg.features.request_features, EVENT_TIMESTAMP]]
+    orders = tables["orders"].head(30)
+    raw = orders[["store_id", *cfg.features.request_features, cfg.dataset.request_time_field]]
     raw.to_csv(tmp_path / "raw.csv", index=False)
     training = lookup([{"store_id": "004", EVENT_TIMESTAMP: WHEN}]).assign(**orders.head(1).to_dict("list"))
     spec = FeatureSpec.fit(training, cfg.feature_columns, cfg.features.categorical, label=cfg.dataset.label)

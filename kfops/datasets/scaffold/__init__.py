@@ -663,6 +663,7 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
     observed = f"  # observed label rate {plan.label_rate:.3f}: half to twice it" if label_band else ""
     if label_band and plan.unknown_labels:
         observed += f" ({plan.unknown_labels:,} events with an unknown label left out)"
+    event_time = next(t.timestamp for t in spec.tables if t.name == plan.events)
     lines = [
         f"# kfops configuration for {plan.project}, drafted by `kfops init` from the data: review it.",
         "# Every key: docs/configuration.md. Override with KFOPS__SECTION__KEY=value or --set section.key=value.",
@@ -678,6 +679,8 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
         f"  end: {plan.end}           # last day whose events have a complete label",
         f"  label: {_yaml(plan.label.name)}",
         f"  row_id: {_yaml(plan.row_id)}",
+        *([f"  request_time_field: {_yaml(event_time)}   # a raw request's event time (ISO 8601; default now), "
+           f"named as {plan.events} names it"] if event_time != "event_timestamp" else []),
         "",
         "validation:",
         "  suites_dir: expectations",

@@ -31,7 +31,7 @@ from kfops.serving.runtime.engine import InferenceEngine, Prediction
 from kfops.serving.runtime.loading import LoadedModel, ModelSource, load_source
 
 if TYPE_CHECKING:
-    from kfops.core.requests import RequestBuilder
+    from kfops.core.requests import RequestSpec
     from kfops.serving.runtime.lookup import OnlineLookup
     from kfops.serving.runtime.metrics import ServingMetrics
 
@@ -54,7 +54,7 @@ class KfopsModel(kserve.Model):
         predict_threads: int | None = 1,
         metrics: ServingMetrics | None = None,
         loaded: LoadedModel | None = None,
-        builder: RequestBuilder | None = None,
+        builder: RequestSpec = None,
         plugins: tuple[str, ...] = (),
         project_dir: Path | None = None,
     ):

@@ -30,7 +30,7 @@ from kfops.serving.runtime.metrics import serving_metrics
 
 if TYPE_CHECKING:
     from kfops.config import KfopsConfig
-    from kfops.core.requests import RequestBuilder
+    from kfops.core.requests import RequestSpec
     from kfops.serving.runtime.lookup import OnlineLookup
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ async def _request_error_handler(_request, err: RequestError) -> JSONResponse:
 
 
 def build_model(options: ServerOptions, lookup: OnlineLookup | None,
-                builder: RequestBuilder | None = None) -> KfopsModel:
+                builder: RequestSpec = None) -> KfopsModel:
     model = KfopsModel(
         options.name, options.source, max_batch_size=options.max_batch_size, max_latency_ms=options.max_latency_ms,
         lookup=lookup, builder=builder, inference_log_dir=options.inference_log_dir,
@@ -239,7 +239,7 @@ def serve(options: ServerOptions, cfg: KfopsConfig) -> None:
         if fork_workers(options.workers, stop_timeout_s=options.grace_period_s + 20) is None:
             return  # the supervisor: every worker has exited
 
-    builder = load_request_builder(cfg.dataset.request_builder, cfg.resolved_against)
+    builder = load_request_builder(cfg.dataset.request_builder, cfg.resolved_against, cfg.dataset.request_time_field)
     lookup = build_lookup(options.online_lookup, cfg, options.online_as_of)
     warm = getattr(lookup, "warm", None)
     if warm is not None:

@@ -61,7 +61,7 @@ from kfops.serving.protocol.payloads import (
 
 if TYPE_CHECKING:
     from kfops.core.model import FeatureSpec
-    from kfops.core.requests import RawSchema, RequestBuilder
+    from kfops.core.requests import RawSchema, RequestSpec
     from kfops.serving.runtime.lookup import OnlineLookup
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class RawRequestTransformer:
 
     def __init__(self, name: str, predictor_url: str, lookup: OnlineLookup, *, max_batch_size: int = 256,
                  max_latency_ms: float = 2.0, max_payload_bytes: int = 1_000_000,
-                 builder: RequestBuilder | None = None, request_timeout_s: float | None = None):
+                 builder: RequestSpec = None, request_timeout_s: float | None = None):
         from kfops.serving.runtime.batching import AdaptiveBatcher
         from kfops.serving.runtime.ratelog import RateLimitedLog
 
@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             warm()
         url = args.predictor_host if "://" in args.predictor_host else f"http://{args.predictor_host}"
         app = RawRequestTransformer(args.model_name, url, lookup, max_batch_size=cfg.serving.max_batch_size,
-                                    builder=load_request_builder(cfg.dataset.request_builder, cfg.resolved_against),
+                                    builder=load_request_builder(cfg.dataset.request_builder, cfg.resolved_against,
+                                                                 cfg.dataset.request_time_field),
                                     max_latency_ms=cfg.serving.max_latency_ms,
                                     max_payload_bytes=cfg.serving.max_payload_bytes,
                                     request_timeout_s=cfg.serving.request_timeout_s)

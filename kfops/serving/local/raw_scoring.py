@@ -88,7 +88,8 @@ def raw_schema(cfg: KfopsConfig, spec: FeatureSpec, lookup: OfflineLookup) -> Ra
     from kfops.core.requests import load_request_builder
     from kfops.serving.runtime.engine import raw_schema_for
 
-    schema = raw_schema_for(spec, load_request_builder(cfg.dataset.request_builder, cfg.resolved_against), lookup)
+    builder = load_request_builder(cfg.dataset.request_builder, cfg.resolved_against, cfg.dataset.request_time_field)
+    schema = raw_schema_for(spec, builder, lookup)
     assert schema is not None  # the lookup names its keys and features
     return schema
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfops.core.requests import EVENT_TIMESTAMP, RawSchema, default_builder
+from kfops.core.requests import EVENT_TIMESTAMP, DefaultRequest, RawSchema, RequestSpec, default_builder
 from kfops.errors import ServingError
 from kfops.serving.protocol.payloads import (
     FEATURES,
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kfops.core.model import FeatureSpec
-    from kfops.core.requests import RequestBuilder
     from kfops.serving.runtime.inference_log import InferenceLogWriter
     from kfops.serving.runtime.loading import LoadedModel
     from kfops.serving.runtime.lookup import OnlineLookup
@@ -66,7 +65,7 @@ class InferenceEngine:
         max_batch_size: int = 256,
         max_latency_s: float = 0.002,
         lookup: OnlineLookup | None = None,
-        builder: RequestBuilder | None = None,
+        builder: RequestSpec = None,
         log_writer: InferenceLogWriter | None = None,
         metrics: ServingMetrics | None = None,
     ):
@@ -115,7 +114,8 @@ class InferenceEngine:
     def describe_raw(self, spec: FeatureSpec) -> dict[str, Any] | None:
         """The raw request's fields for the model metadata; None when unknown or not known yet
         (a Feast registry not read yet is not read for this)."""
-        if self._builder is None and not getattr(self._lookup, "ready", True):
+        if (self._builder is None or isinstance(self._builder, DefaultRequest)) and not getattr(
+                self._lookup, "ready", True):
             return None
         try:
             schema = self.raw_schema(spec)
@@ -221,10 +221,11 @@ def lookup_join_keys(lookup: Any) -> list[str] | None:
     return None if keys is None else list(keys)
 
 
-def raw_schema_for(spec: FeatureSpec, builder: RequestBuilder | None, lookup: Any) -> RawSchema | None:
+def raw_schema_for(spec: FeatureSpec, builder: RequestSpec, lookup: Any) -> RawSchema | None:
     """The dataset's raw request: the builder's fields, else the lookup's join keys plus the model
-    features its views do not provide. None without either (feature vectors only)."""
-    if builder is not None:
+    features its views do not provide (and the event time field). None without either (feature
+    vectors only)."""
+    if builder is not None and not isinstance(builder, DefaultRequest):
         return RawSchema.of(builder)
     if lookup is None:
         return None
@@ -237,7 +238,8 @@ def raw_schema_for(spec: FeatureSpec, builder: RequestBuilder | None, lookup: An
         ) from err
     if keys is None or provided is None:
         return None
-    return RawSchema.of(default_builder(keys, spec.columns, list(provided), list(spec.categorical)))
+    time_field = builder.time_field if isinstance(builder, DefaultRequest) else EVENT_TIMESTAMP
+    return RawSchema.of(default_builder(keys, spec.columns, list(provided), list(spec.categorical), time_field))
 
 
 @dataclass
