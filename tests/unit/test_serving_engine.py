@@ -105,7 +105,8 @@ def test_an_entity_without_online_features_fails_only_its_request(model_dirs):
     assert results[0].probabilities.shape == (1,)
     assert isinstance(results[1], UnknownEntity) and results[1].status == 422
     assert "origin='XYZ'" in results[1].message and "carrier='ZZ'" in results[1].message
-    assert "older than their view's TTL" in results[1].message and "event_timestamp" in results[1].message
+    assert "older than their view's TTL" in results[1].message
+    assert "the request's time is the one dataset.request_builder derives" in results[1].message  # sched_dep
 
 
 def test_raw_flights_without_a_lookup_are_refused(model_dirs):

@@ -251,6 +251,9 @@ def test_the_raw_requests_event_time_is_named_by_the_config():
     parsed = decode_v1({"instances": [line | {"ordered_at": "2024-01-02T03:04:05+01:00"}]}, spec, raw)
     complete_raw([parsed], spec, raw, recording)
     assert seen[0]["event_timestamp"] == dt.datetime(2024, 1, 2, 2, 4, 5, tzinfo=dt.UTC)
+    unknown = complete_raw([parsed], spec, raw, lambda rows: pd.DataFrame(
+        dict.fromkeys(VIEW_FEATURES, [None] * len(rows)))).problems[0]
+    assert "(a request without ordered_at is for now: send one to ask about a past moment)" in unknown.message
     with pytest.raises(RequestError, match=r"unknown field.*'event_timestamp'.*optional ordered_at"):
         decode_v1({"instances": [line | {"event_timestamp": "2024-01-02T03:04:05Z"}]}, spec, raw)
     with pytest.raises(ConfigError, match=r"dataset\.request_time_field 'price' is also a key or a feature"):

@@ -324,6 +324,9 @@ def complete_raw(
         if c in spec.categorical:
             columns[c] = [v if isinstance(v, str) else _as_category(v) for v in columns[c]]
     slices, problems, start = [], [], 0
+    time_field = getattr(schema.builder, "event_field", None)
+    when = (f"a request without {time_field} is for now: send one to ask about a past moment" if time_field
+            else "the request's time is the one dataset.request_builder derives from its fields")
     for size in sizes:
         stop = start + size
         slices.append((start, stop))
@@ -334,8 +337,7 @@ def complete_raw(
             problems.append(UnknownEntity(
                 f"row {int(bad[0])}: the online feature store has no features for {named}; "
                 "check the codes, or materialize the store (kfops features materialize); features older "
-                "than their view's TTL at the request's time count as missing (a request without "
-                "event_timestamp is for now: send one to ask about a past moment)"
+                f"than their view's TTL at the request's time count as missing ({when})"
             ))
         else:
             problems.append(None)
