@@ -99,8 +99,8 @@ class DatasetConfig(_Strict):
         None,
         description="`module:attr`, a `RequestBuilder` (kfops.core.requests) describing a raw serving request: "
         "its fields and how to derive request features and the event time from them. Default: the raw request "
-        "is the feature views' join keys plus the model features no view provides, with an optional "
-        "`event_timestamp` (ISO 8601; default now).",
+        "is the feature views' join keys plus the model features no view provides, with an optional event "
+        "time (dataset.request_time_field; ISO 8601; default now).",
     )
     request_time_field: str = Field(
         "event_timestamp", min_length=1,

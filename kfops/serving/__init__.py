@@ -13,8 +13,8 @@ Endpoints (``<name>`` is ``registry.model_name`` unless ``--name`` is given):
   -> outputs ``probability`` (FP64) and ``label`` (INT64); also under ``/versions/<version>/``.
 - Each row is either all of the model's features, or a raw request: the dataset's entity keys
   plus its request-time inputs, as ``dataset.request_builder`` declares them (by default the
-  feature views' join keys plus the model features no view provides, and an optional
-  ``event_timestamp``); the server derives the request-time features and reads the rest from the
+  feature views' join keys plus the model features no view provides, and an optional event
+  time, ``dataset.request_time_field``); the server derives the request-time features and reads the rest from the
   online store (see :mod:`kfops.core.requests`).
 - ``POST /v1/models/<name>/reload`` (needs ``Authorization: Bearer <token>``, see
   :mod:`.protocol.auth`): hot-swap (body ``{}``: the same source again, e.g. an alias that moved;

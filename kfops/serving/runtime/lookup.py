@@ -8,7 +8,8 @@ The server gets one as a plain callable, so it can be swapped:
 * ``none``: raw requests are refused with a 400 that says to send full feature vectors.
 
 Entity rows carry the join keys and ``event_timestamp`` (the request's event time, UTC, as the
-dataset's request builder derives it; else the request's own ``event_timestamp`` or now). A
+dataset's request builder derives it; else the request's own time field, ``event_timestamp`` unless
+``dataset.request_time_field`` names another, or now). A
 lookup returns one row per entity row, in order, with a column per feature it knows; unknown
 entities come back as nulls (the server answers 422 when a row has no online feature). A lookup
 also says which ``join_keys`` it reads by and which ``feature_names`` it provides: without a
