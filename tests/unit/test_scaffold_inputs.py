@@ -248,3 +248,24 @@ def test_kfops_init_prints_a_mistake_and_the_unknown_labels(tmp_path):
     done = init("churned = churn == 'yes'")
     assert done.returncode == 0, done.stderr
     assert "snapshots: left out 20 of 400 events whose label is unknown" in done.stdout
+
+
+def test_events_without_a_time_say_why_one_is_needed_and_which_column_could_be_it(tmp_path):
+    """'cannot tell which table holds the events: candidates none' for a table given without
+    ':timestamp=', though a column of times was right there; and nothing about why kfops needs one."""
+    frame = snapshots().assign(exported=lambda f: f["snapshot_at"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+    spec = snapshot_spec(tmp_path / "lake", frame, "churned = churn == 'yes'")
+    spec.tables = [parse_table(f"{tmp_path}/lake/snapshots.parquet")]  # no timestamp named
+    with pytest.raises(ConfigError, match="no --table names a timestamp, and the events need one: kfops splits "
+                                          "train, validation and test by when events happened") as raised:
+        scaffold(spec, tmp_path / "p")
+    assert raised.value.hint == (f"--table {tmp_path}/lake/snapshots.parquet:timestamp=snapshot_at or "
+                                 f"--table {tmp_path}/lake/snapshots.parquet:timestamp=exported")
+    spec.events = "snapshots"
+    with pytest.raises(ConfigError, match="the events table 'snapshots' needs a timestamp: kfops splits"):
+        scaffold(spec, tmp_path / "p")
+    untimed = snapshot_spec(tmp_path / "lake2", frame.drop(columns=["snapshot_at", "exported"]), "churned = churn == 'yes'")
+    untimed.tables = [parse_table(f"{tmp_path}/lake2/snapshots.parquet")]
+    with pytest.raises(ConfigError) as raised:
+        scaffold(untimed, tmp_path / "p")
+    assert raised.value.hint.startswith("'snapshots' has no column of times")

@@ -157,7 +157,7 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
         if not any(key in frame.columns for frame in frames.values()):
             raise DataError(f"entity key '{key}' is in none of the tables")
     label = spec.label
-    events = _events_table(spec, frames)
+    events = _events_table(spec, frames, profiles)
     row_id = _row_id(spec, events, profiles[events])
     forbidden = list(dict.fromkeys(spec.forbid))
     if label.table is not None:
@@ -203,14 +203,25 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     return plan
 
 
-def _events_table(spec: InitSpec, frames: dict[str, pd.DataFrame]) -> str:
+# Why the events need a time, said where a table lacks one.
+EVENTS_NEED_TIME = ("kfops splits train, validation and test by when events happened, reads features as of that "
+                    "time, and windows, monitors and retrains by it")
+
+
+def _events_table(spec: InitSpec, frames: dict[str, pd.DataFrame],
+                  profiles: dict[str, prof.TableProfile]) -> str:
     timestamps = {t.name: t.timestamp for t in spec.tables}
+    tables = {t.name: t for t in spec.tables}
     if spec.events:
         if spec.events not in frames:
             raise ConfigError(f"--events {spec.events}: no such table (tables: {', '.join(frames)})")
         if not timestamps[spec.events]:
-            raise ConfigError(f"the events table '{spec.events}' needs a timestamp", hint="--table ...:timestamp=COLUMN")
+            raise ConfigError(f"the events table '{spec.events}' needs a timestamp: {EVENTS_NEED_TIME}",
+                              hint=_time_hint(tables[spec.events], profiles[spec.events]))
         return spec.events
+    if not any(timestamps.values()):
+        raise ConfigError(f"no --table names a timestamp, and the events need one: {EVENTS_NEED_TIME}",
+                          hint="; ".join(_time_hint(tables[name], profile) for name, profile in profiles.items()))
     candidates = [name for name, frame in frames.items() if timestamps[name] and name != spec.label.table
                   and all(k in frame.columns for k in spec.entities)]
     # A table with one row per key holds facts about the entity, not events.
@@ -222,6 +233,15 @@ def _events_table(spec: InitSpec, frames: dict[str, pd.DataFrame]) -> str:
             hint="name it: --events TABLE (a table with a timestamp and every entity key)",
         )
     return candidates[0]
+
+
+def _time_hint(table: TableSpec, profile: prof.TableProfile) -> str:
+    """Which of a table's columns could be its timestamp, as a --table option; or that it has none."""
+    times = [c.name for c in profile.columns.values() if c.kind == "timestamp" or c.time_text]
+    if times:
+        return " or ".join(f"--table {table.path}:timestamp={name}" for name in times)
+    return (f"'{table.name}' has no column of times: a one-off export without them (when each row was known) "
+            "cannot be split or monitored by time")
 
 
 def _row_id(spec: InitSpec, events: str, table: prof.TableProfile) -> str:
