@@ -8,8 +8,8 @@ with types and validation rules) and a ``derive`` function over column lists.
 
 Without a builder the server uses :func:`default_builder`: the raw fields are the feature
 views' join keys plus the model features no feature view provides, passed through as they
-are, and each row's event time is its optional ``event_timestamp`` field (ISO 8601; named by
-``dataset.request_time_field``) or now.
+are, and each row's event time is its optional time field (ISO 8601; ``event_timestamp`` unless
+``dataset.request_time_field`` names another) or now.
 
 Pure Python: no pandas, so completing a raw request stays cheap.
 """
@@ -85,7 +85,7 @@ class RequestBuilder(Protocol):
 
 @dataclass
 class PassThroughBuilder:
-    """The builder used without a plug-in: raw fields pass through; event time from ``event_timestamp``."""
+    """The builder used without a plug-in: raw fields pass through; event time from ``event_field``."""
 
     fields: Sequence[RawField]
     name: str = "a raw request"
