@@ -88,5 +88,5 @@ def test_init_profiles_epoch_seconds_as_their_dates(tmp_path):
 
     frame = pd.DataFrame({"order_id": range(len(TIMES)), "at": TIMES.astype("int64") // 10**9})
     frame.to_csv(tmp_path / "orders.csv", index=False)
-    read = read_raw(parse_table(f"{tmp_path}/orders.csv:timestamp=at"))
+    read, _ = read_raw(parse_table(f"{tmp_path}/orders.csv:timestamp=at"))
     assert read["at"].min() == TIMES.min() and read["at"].max() == TIMES.max()  # was 1970-01-01 00:00:01.7
