@@ -269,3 +269,33 @@ def test_events_without_a_time_say_why_one_is_needed_and_which_column_could_be_i
     with pytest.raises(ConfigError) as raised:
         scaffold(untimed, tmp_path / "p")
     assert raised.value.hint.startswith("'snapshots' has no column of times")
+
+
+def test_kfops_init_prints_what_it_made_of_the_data(tmp_path, capsys, monkeypatch):
+    """Each thing init decided about the data is a line on the terminal, not only a field of the plan:
+    zero-padded codes kept as text, columns that are no feature, a table that gives none, a key
+    twice in a view's table, and infinite values."""
+    from kfops.cli import main
+
+    rng = np.random.default_rng(4)
+    rows = 300
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    at = pd.Timestamp("2024-01-01", tz="UTC") + pd.to_timedelta(np.sort(rng.uniform(0, 60 * 86400, rows)), unit="s")
+    pd.DataFrame({"visit_id": range(rows), "clinic_zip": rng.choice(["02134", "10001", "00501"], rows),
+                  "visited_at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "booked_at": (at - pd.Timedelta("3D")).strftime(
+                      "%Y-%m-%d %H:%M"), "bmi": np.where(np.arange(rows) == 7, np.inf, rng.normal(27, 4, rows)),
+                  "late": rng.integers(0, 2, rows)}).to_csv(lake / "visits.csv", index=False)
+    pd.DataFrame({"clinic_zip": ["02134", "10001", "00501", "00501"], "beds": [10, 20, 30, 40]}).to_csv(
+        lake / "clinics.csv", index=False)
+    pd.DataFrame({"zip": ["02134"], "state": ["MA"]}).to_csv(lake / "states.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    main(["init", "p", "--table", "lake/visits.csv:timestamp=visited_at", "--table", "lake/clinics.csv",
+          "--table", "lake/states.csv", "--entity", "clinic_zip", "--label", "was_late = late == 1"])
+    out = capsys.readouterr().out
+    assert "  as text    visits.clinic_zip, clinics.clinic_zip, states.zip: zero-padded codes ('02134' is not 2134)" in out
+    assert "  not used   visits.booked_at (a timestamp): no feature as they are" in out
+    assert "  unused     states: no column of it is named as an --entity (clinic_zip)" in out
+    assert ("  warning    clinics: 1 clinic_zip value(s) with several rows (1 of them with different feature "
+            "values), e.g. '00501'; validation refuses them") in out
+    assert "  warning    infinite values in visits.bmi (1): validation refuses them until p_data.py" in out
