@@ -444,7 +444,8 @@ def test_columns_that_are_no_feature_as_they_are_are_named_with_the_reason(lake,
     rng = np.random.default_rng(1)
     orders = orders.assign(promised_at=orders["ordered_at"] + pd.to_timedelta(rng.integers(1, 9, len(orders)), "D"),
                            promised_text=lambda f: f["promised_at"].dt.strftime("%Y-%m-%d %H:%M"),
-                           note=[f"gift wrap {i}" for i in range(len(orders))])
+                           note=[f"gift wrap {i}" for i in range(len(orders))],
+                           weight_kg=lambda f: f["amount"].round(1).astype(str).where(f.index % 100 != 5, "n.a."))
     orders.to_parquet(tmp_path / "orders.parquet")
     customers = pd.read_csv(lake / "customers.csv")
     customers.assign(email=customers["customer_id"].str.lower() + "@example.org").to_csv(
@@ -455,6 +456,8 @@ def test_columns_that_are_no_feature_as_they_are_are_named_with_the_reason(lake,
     done = scaffold(spec, tmp_path / "shop")
     assert done.not_features == {"orders.promised_at": "a timestamp", "orders.promised_text": "a timestamp",
                                  "orders.note": "an id or free text: about a value per row",
+                                 "orders.weight_kg": "numbers but for 'n.a.', which keep it text: read them as "
+                                                     "missing (pd.to_numeric(..., errors='coerce'))",
                                  "customers.email": "an id or free text: about a value per row"}
     cfg = load_config(done.target / "kfops.yaml", environ={})
     assert not {"promised_at", "promised_text", "note", "email"} & {

@@ -445,6 +445,9 @@ def _not_a_feature(item: prof.ColumnProfile) -> str:
     in the plug-in), an id, free text, or a type a model does not take."""
     if item.kind == "timestamp" or item.time_text:
         return "a timestamp"
+    if item.not_numbers:
+        return (f"numbers but for {', '.join(map(repr, item.not_numbers))}, which keep it text: read them as "
+                "missing (pd.to_numeric(..., errors='coerce'))")
     if item.id_like:
         return "an id or free text: about a value per row" if item.kind == "string" else "numbers the rows"
     return f"of type {item.pandas_dtype}"

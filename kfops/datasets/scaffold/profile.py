@@ -41,6 +41,7 @@ class ColumnProfile:
     monotone: bool = False  # an int column whose values only grow (or only shrink) down the table
     infinite: int = 0  # +-inf values of a float column: kept out of its range, so validation refuses them
     time_text: bool = False  # a string column of many values whose sampled values all read as date-times
+    not_numbers: list[str] | None = None  # a string column of numbers but for these few markers ('n.a.', '-')
 
     @property
     def null_share(self) -> float:
@@ -108,6 +109,7 @@ def profile_table(name: str, frame: pd.DataFrame) -> TableProfile:
         item.unique = bool(len(present)) and not item.nulls and int(present.nunique()) == len(present)
         if kind == "string" and item.distinct > MAX_CATEGORIES:
             item.time_text = _reads_as_times(present)
+            item.not_numbers = None if item.time_text else _number_markers(present)
         if kind == "int":
             item.monotone = bool(present.is_monotonic_increasing or present.is_monotonic_decreasing)
         profile.columns[str(column)] = item
@@ -126,6 +128,19 @@ def _reads_as_times(values: pd.Series, sample: int = 200) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bool(pd.to_datetime(picked, errors="coerce", utc=True, format="mixed").notna().all())
+
+
+def _number_markers(values: pd.Series, share: float = 0.95, most: int = 5) -> list[str] | None:
+    """The few distinct values that keep a column of numbers text ('n.a.', '-', 'unknown'): None
+    unless at least ``share`` of the values are numbers and at most ``most`` distinct ones are not."""
+    import pandas as pd
+
+    text = values.astype(str)
+    numbers = pd.to_numeric(text, errors="coerce")
+    others = text[numbers.isna()]
+    if others.empty or len(others) > (1 - share) * len(text) or others.nunique() > most:
+        return None
+    return sorted(others.unique().tolist())
 
 
 def _timestamp_dtype(series: pd.Series) -> str:
