@@ -93,6 +93,9 @@ def init_command(
     for table, text in done.repeated_keys.items():
         echo(f"  warning    {table}: {text}; validation refuses them until {done.module}.py or the source keeps "
              "one row each")
+    for where, text in done.zero_mismatches.items():
+        echo(f"  warning    {where}: {text}; spell them alike in {done.module}.py (e.g. .astype(str).str.zfill(N)) "
+             "or at the source")
     if done.infinite:
         echo(f"  warning    infinite values in {', '.join(f'{name} ({count:,})' for name, count in done.infinite.items())}: "
              f"validation refuses them until {done.module}.py or the source cleans them")

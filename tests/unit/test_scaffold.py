@@ -469,3 +469,21 @@ def test_the_raw_requests_event_time_is_named_as_the_events_table_names_it(scaff
     cfg = load_config(scaffolded.target / "kfops.yaml", environ={})
     assert cfg.dataset.request_time_field == "ordered_at"
     assert cfg.dataset.event_timestamp == "event_timestamp"  # the entity frame's column is kfops' own
+
+
+def test_keys_spelled_with_other_leading_zeros_in_a_views_table_are_named(lake, tmp_path):
+    """Orders held store 1 as a number and stores.csv '01': a store of two digits joins, one of one
+    digit joins no features, and nothing said so (only a view that joins no row fails featurize)."""
+    orders = pd.read_parquet(lake / "orders.parquet")
+    orders.assign(store_id=orders["store_id"].str[1:].astype(int)).to_parquet(tmp_path / "orders.parquet")
+    stores = pd.read_parquet(lake / "stores.parquet")
+    stores.assign(store_id=stores["store_id"].str[1:]).to_csv(tmp_path / "stores.csv", index=False)  # '01'
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   shop_spec(lake).tables[1], parse_table(f"{tmp_path}/stores.csv"),
+                                   shop_spec(lake).tables[3]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.text_columns == {"stores": ["store_id"]}
+    assert done.zero_mismatches == {
+        "stores.store_id": "6 of the 6 store_id values of orders match a row of stores only but for leading zeros "
+                           "('1' in orders, '01' in stores): those events would join none of its features"}
+    assert scaffold(shop_spec(lake), tmp_path / "plain").zero_mismatches == {}

@@ -83,6 +83,7 @@ class Scaffold:
     text_columns: dict[str, list[str]] = field(default_factory=dict)  # table -> CSV columns of zero-padded codes
     unused: dict[str, str] = field(default_factory=dict)  # table given but feeding no feature view -> why
     not_features: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why it is no feature as it is
+    zero_mismatches: dict[str, str] = field(default_factory=dict)  # 'view.key' -> keys that match but for zeros
 
     @property
     def feature_refs(self) -> list[str]:
@@ -198,7 +199,8 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                     left_out=left_out, infinite={f"{table}.{c.name}": c.infinite for table, profile in profiles.items()
                                                  for c in profile.columns.values() if c.infinite},
                     repeated_keys={v.table: text for v in views if (text := repeated_keys(frames[v.table], v))},
-                    text_columns=text_columns, unused=unused, not_features=not_features)
+                    text_columns=text_columns, unused=unused, not_features=not_features,
+                    zero_mismatches=zero_mismatches(frames[events], events, frames, views))
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 
@@ -438,6 +440,32 @@ def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, 
         views.append(ViewPlan(name=table.name, table=table.name, keys=keys, timestamp=table.timestamp,
                               features=features, ttl=ttl, ttl_why=why))
     return views
+
+
+def zero_mismatches(events: pd.DataFrame, events_name: str, frames: dict[str, pd.DataFrame],
+                    views: list[ViewPlan]) -> dict[str, str]:
+    """Keys of the events that a view's table holds only with other leading zeros (2134 in the
+    events, '02134' in the table): those events would join no features, silently. By 'view.key'."""
+    from kfops.core.featureset import canonical_keys
+
+    def unpadded(key: str) -> str:
+        return re.sub(r"^(-?)0+(?=[0-9])", r"\1", key)
+
+    found: dict[str, str] = {}
+    for view in views:
+        for key in view.keys:
+            ours = set(canonical_keys(events[key].dropna()))
+            theirs = set(canonical_keys(frames[view.table][key].dropna()))
+            by_number = {unpadded(value): value for value in theirs}
+            near = {value: by_number[unpadded(value)] for value in sorted(ours - theirs)
+                    if unpadded(value) in by_number}
+            if near:
+                ours_example, theirs_example = next(iter(near.items()))
+                found[f"{view.name}.{key}"] = (
+                    f"{len(near):,} of the {len(ours):,} {key} values of {events_name} match a row of {view.table} only "
+                    f"but for leading zeros ({ours_example!r} in {events_name}, {theirs_example!r} in {view.table}): "
+                    "those events would join none of its features")
+    return found
 
 
 def _not_a_feature(item: prof.ColumnProfile) -> str:
