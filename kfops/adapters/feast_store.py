@@ -431,7 +431,11 @@ def _asof_join(request: pd.DataFrame, views: list[FeatureView], cfg: KfopsConfig
                 joined, rows, left_on=EVENT_TIMESTAMP, right_on=feature_time, by=keys, direction="backward",
                 tolerance=pd.Timedelta(view.ttl) if view.ttl else None,
             ).drop(columns=feature_time)
-            bar.advance(message=f"{view.name}: {len(names)} feature(s) on {len(joined):,} rows")
+            # How many rows found the view's features: a key spelled otherwise in the source
+            # ('2134' and '02134') or a short TTL shows here as a low share, run after run.
+            found = int(joined[names].notna().any(axis=1).sum())
+            bar.advance(message=f"{view.name}: {len(names)} feature(s) on {len(joined):,} rows, found for "
+                                f"{found:,} ({found / max(len(joined), 1):.0%})")
     return joined.sort_values("__kfops_order").drop(columns="__kfops_order").reset_index(drop=True)
 
 

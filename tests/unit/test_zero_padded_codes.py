@@ -57,16 +57,21 @@ def test_init_reads_zero_padded_codes_as_text_and_so_does_the_written_loader(pro
     assert read["store_id"].tolist() == pd.read_csv(cfg.dataset.source_dir / "stores.csv", dtype=str)["store_id"].tolist()
 
 
-def test_a_code_sent_as_written_finds_its_features_offline_and_in_a_raw_csv(project, tmp_path):
+def test_a_code_sent_as_written_finds_its_features_offline_and_in_a_raw_csv(project, tmp_path, capfd, monkeypatch):
     from kfops.core.model import FeatureSpec
     from kfops.serving.local.batch_scoring import _batches
     from kfops.serving.local.raw_scoring import OfflineLookup, RawCompleter
 
     _, cfg, tables, sources = project
+    monkeypatch.setenv("KFOPS_PROGRESS", "plain")
     lookup = OfflineLookup(cfg, sources)
     found = lookup([{"store_id": "004", EVENT_TIMESTAMP: WHEN}])
     assert found.notna().all(axis=None), found
     assert lookup([{"store_id": "4", EVENT_TIMESTAMP: WHEN}]).isna().all(axis=None)  # no store '4'
+    # Each join says how many rows found the view's features, so a share that falls shows.
+    printed = capfd.readouterr().err
+    assert "stores: 2 feature(s) on 1 rows, found for 1 (100%)" in printed
+    assert "stores: 2 feature(s) on 1 rows, found for 0 (0%)" in printed
 
     # `kfops predict --raw` on a CSV of raw rows: Arrow read '004' as 4 and no row found its store.
     orders = tables["orders"].head(30)
