@@ -299,3 +299,12 @@ def test_kfops_init_prints_what_it_made_of_the_data(tmp_path, capsys, monkeypatc
     assert ("  warning    clinics: 1 clinic_zip value(s) with several rows (1 of them with different feature "
             "values), e.g. '00501'; validation refuses them") in out
     assert "  warning    infinite values in visits.bmi (1): validation refuses them until p_data.py" in out
+
+
+def test_rows_without_a_time_are_left_out_and_said(tmp_path, capsys):
+    """Events with no time fell out of the window's filter without a word: 15 of 300 visits gone."""
+    frame = snapshots()
+    frame.loc[frame.index % 25 == 3, "snapshot_at"] = pd.NaT
+    done = scaffold(snapshot_spec(tmp_path / "lake", frame, "churned = churn == 'yes'"), tmp_path / "p")
+    assert "snapshots: left out 16 of 400 rows without a time in snapshot_at" in capsys.readouterr().out
+    assert len(entity_frame(done)) == 400 - 16 - frame["snapshot_at"].notna()[frame["churn"].isna()].sum()

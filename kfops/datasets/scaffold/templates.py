@@ -93,6 +93,9 @@ def load_tables(cfg) -> dict[str, pd.DataFrame]:
     for name in TABLE_FILES:
         frame = read_table(folder, name)
         column = TIMESTAMPS[name]
+        untimed = int(frame[column].isna().sum()) if column is not None else 0
+        if untimed:  # a row without a time belongs to no moment of the window: left out, and said
+            print(f"{{name}}: left out {{untimed:,}} of {{len(frame):,}} rows without a time in {{column}}", flush=True)
         if name == EVENTS:
             frame = frame[(frame[column] >= start) & (frame[column] < end)]{later_filter}
         elif column is not None:
