@@ -51,7 +51,10 @@ def featurize(config: KfopsConfig | str, raw_dir: Path, sources_dir: Path, train
     record_validation(cfg, "training_set", {"stats": result.stats})
     counts = frame[SPLIT_COLUMN].value_counts().to_dict()
     result = {"rows": len(frame), "splits": {k: int(v) for k, v in counts.items()},
-              "label_rate": float(frame[cfg.dataset.label].mean())}
+              "label_rate": float(frame[cfg.dataset.label].mean()),
+              # Per view, the share of rows that found its features: kept with the training set,
+              # so a share that falls from run to run (keys spelled otherwise, a stale source) shows.
+              "features_found": {view: round(share, 4) for view, share in features_found(frame, cfg).items()}}
     if cfg.features.materialize_online:
         result["materialized"] = materialize_window(cfg, Path(sources_dir))
     return result
@@ -71,14 +74,10 @@ def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path,
     """
     if len(frame) < MIN_ROWS_FOR_JOIN_CHECK:
         return
-    by_view: dict[str, list[str]] = {}
-    for ref in cfg.features.feature_refs:
-        view, _, name = ref.partition(":")
-        by_view.setdefault(view, []).append(name)
-    for view, names in by_view.items():
-        present = [n for n in names if n in frame.columns]
-        if not present or frame[present].notna().any().any():
+    for view, share in features_found(frame, cfg).items():
+        if share > 0:
             continue
+        names = view_features(cfg)[view]
         keys, source_keys = _source_keys(Path(sources_dir) / f"{view}.parquet", frame, names)
         ours = "; ".join(f"{k} {_sample(frame[k])}" for k in keys) or "?"
         theirs = source_keys or f"? (not read: no {view}.parquet under the sources)"
@@ -90,6 +89,26 @@ def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path,
             "say '237': kfops.core.featureset.canonical_keys spells both alike), or drop the view from "
             "features.feature_refs",
         )
+
+
+def view_features(cfg: KfopsConfig) -> dict[str, list[str]]:
+    """The features of each feature view, from ``features.feature_refs`` ('view:feature')."""
+    by_view: dict[str, list[str]] = {}
+    for ref in cfg.features.feature_refs:
+        view, _, name = ref.partition(":")
+        by_view.setdefault(view, []).append(name)
+    return by_view
+
+
+def features_found(frame: pd.DataFrame, cfg: KfopsConfig) -> dict[str, float]:
+    """Per feature view, the share of ``frame``'s rows holding any of its features (a view whose
+    columns the frame lacks is left out)."""
+    found = {}
+    for view, names in view_features(cfg).items():
+        present = [n for n in names if n in frame.columns]
+        if present:
+            found[view] = float(frame[present].notna().any(axis=1).mean()) if len(frame) else 0.0
+    return found
 
 
 def _source_keys(path: Path, frame: pd.DataFrame, features: list[str]) -> tuple[list[str], str]:

@@ -100,3 +100,12 @@ def test_the_drift_and_backtest_windows_run_the_same_check(tmp_path, monkeypatch
         featurize.window_features(cfg, dt.date(2024, 1, 1), dt.date(2024, 1, 31), tmp_path / "work")
     monkeypatch.setattr(feast_store, "build_training_set", lambda entities, cfg, sources: training_set(80, 5))
     assert len(featurize.window_features(cfg, dt.date(2024, 1, 1), dt.date(2024, 1, 31), tmp_path / "work")) == 80
+
+
+def test_each_views_share_of_rows_with_features_is_measured():
+    """A view joined for 29% of the rows passed unnoticed (only 0% fails): featurize keeps each
+    view's share with the training set's metadata, so a share that falls from run to run shows."""
+    from kfops.steps.featurize import features_found
+
+    assert features_found(training_set(100, joined_customers=29), config()) == {"customers": 0.29, "stores": 1.0}
+    assert features_found(training_set(100).drop(columns="store_type"), config()) == {"customers": 0.0}
