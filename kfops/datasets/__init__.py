@@ -50,15 +50,31 @@ def read_table_file(location: str | Path, text_columns: Iterable[str] = ()) -> p
         if not path.is_file():
             raise DataError(f"raw table file '{path}' does not exist", hint="check dataset.source_dir")
         if suffix == ".parquet":
-            return read_parquet(path)
+            return decimals_as_floats(read_parquet(path))
         return read_csv(path, location, dtype=dict.fromkeys(text_columns, str) or None)
     data = _object_bytes(str(location))
     if suffix == ".parquet":
         from kfops.adapters.state_store import parquet_frame
 
-        return parquet_frame(data)
+        return decimals_as_floats(parquet_frame(data))
     return read_csv(io.BytesIO(data), location, compression=_CSV_COMPRESSION[suffix],
                     dtype=dict.fromkeys(text_columns, str) or None)
+
+
+def decimals_as_floats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Parquet DECIMAL columns (money from a warehouse export) as floats: pandas gives them as
+    ``decimal.Decimal`` objects, which read as text of a value per row, not as numbers."""
+    import decimal
+
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            present = frame[column].dropna()
+            if len(present) and isinstance(present.iloc[0], decimal.Decimal):
+                try:
+                    frame[column] = frame[column].astype("float64")
+                except (TypeError, ValueError, decimal.InvalidOperation):  # mixed with text: left as it is
+                    continue
+    return frame
 
 
 def _object_bytes(uri: str) -> bytes:

@@ -150,3 +150,23 @@ def test_a_csv_that_is_not_utf8_is_named_as_such_by_every_reader(tmp_path):
     assert "iconv" in raised.value.hint
     exported.write_bytes("id,city\n1,Zürich\n".encode())
     assert read_table_file(exported)["city"].tolist() == ["Zürich"]
+
+
+def test_a_parquet_decimal_column_reads_as_numbers(tmp_path):
+    """A warehouse export's DECIMAL(10,2) fee came back as decimal.Decimal objects: `kfops init` took
+    the column for an id or free text (a value per row) and left it out of the features."""
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kfops.datasets import read_table_file
+    from kfops.datasets.scaffold.profile import profile_table
+
+    fees = [decimal.Decimal("12.50"), None, decimal.Decimal("400.05")] * 20
+    pq.write_table(pa.table({"visit_id": list(range(60)), "fee": pa.array(fees, pa.decimal128(10, 2))}),
+                   tmp_path / "visits.parquet")
+    frame = read_table_file(tmp_path / "visits.parquet")
+    assert str(frame["fee"].dtype) == "float64" and frame["fee"].iloc[:3].tolist()[::2] == [12.5, 400.05]
+    assert frame["fee"].isna().sum() == 20
+    assert profile_table("visits", frame).columns["fee"].kind == "float"
