@@ -23,6 +23,9 @@ def test_table_spec_reads_path_timestamp_and_name():
     assert (spec.name, str(spec.path), spec.timestamp) == ("orders", "data/orders.parquet", "ordered_at")
     assert parse_table("x/customers.csv").timestamp is None
     assert parse_table("dump.csv.gz:timestamp=at,name=returns").name == "returns"
+    # The usage's [,name=NAME] without a timestamp before it: 'stores.csv,name=shops' read as a file name.
+    assert parse_table("x/stores.csv,name=shops") == parse_table("x/stores.csv:name=shops")
+    assert parse_table("x/Stores.CSV,name=shops,timestamp=at").timestamp == "at"
     with pytest.raises(ConfigError, match="unknown option 'ts'"):
         parse_table("a.csv:ts=x")
     with pytest.raises(ConfigError, match="neither parquet nor CSV"):

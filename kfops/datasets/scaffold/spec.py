@@ -91,6 +91,9 @@ def parse_table(text: str) -> TableSpec:
     path_text, options = text, ""
     # The options follow the last ':' that is followed by key=value pairs (a Windows drive has none).
     match = re.match(r"^(?P<path>.+?):(?P<options>(?:\w+=[^,:]*)(?:,\w+=[^,:]*)*)$", text)
+    # 'stores.csv,name=shops': the usage's [,name=NAME] written without a timestamp before it.
+    match = match or re.match(r"^(?P<path>.+?\.(?:parquet|csv(?:\.gz|\.zip)?)),(?P<options>(?:timestamp|name)=[^,:]*"
+                              r"(?:,\w+=[^,:]*)*)$", text, re.IGNORECASE)
     if match:
         path_text, options = match.group("path"), match.group("options")
     values: dict[str, str] = {}
