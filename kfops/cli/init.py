@@ -93,6 +93,9 @@ def init_command(
     for table, text in done.repeated_keys.items():
         echo(f"  warning    {table}: {text}; validation refuses them until {done.module}.py or the source keeps "
              "one row each")
+    for table, columns in done.repeated_headers.items():
+        echo(f"  warning    {table}: its header names {', '.join(repr(c.rsplit('.', 1)[0]) for c in columns)} twice; "
+             f"read as {', '.join(repr(c) for c in columns)}: rename them at the source, so each says what it holds")
     for where, text in done.zero_mismatches.items():
         echo(f"  warning    {where}: {text}; spell them alike in {done.module}.py (e.g. .astype(str).str.zfill(N)) "
              "or at the source")

@@ -490,3 +490,16 @@ def test_keys_spelled_with_other_leading_zeros_in_a_views_table_are_named(lake, 
         "stores.store_id": "6 of the 6 store_id values of orders match a row of stores only but for leading zeros "
                            "('1' in orders, '01' in stores): those events would join none of its features"}
     assert scaffold(shop_spec(lake), tmp_path / "plain").zero_mismatches == {}
+
+
+def test_a_csv_header_naming_a_column_twice_is_named(lake, tmp_path):
+    """pandas reads a header 'store_id,size_sqm,size_sqm' as size_sqm and size_sqm.1, without a word:
+    two features that no one can tell apart."""
+    stores = pd.read_parquet(lake / "stores.parquet")
+    text = stores.to_csv(index=False).splitlines()
+    (tmp_path / "stores.csv").write_text("\n".join([text[0].replace("store_type", "size_sqm"), *text[1:]]) + "\n")
+    spec = shop_spec(lake, tables=[*shop_spec(lake).tables[:2], parse_table(f"{tmp_path}/stores.csv"),
+                                   shop_spec(lake).tables[3]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.repeated_headers == {"stores": ["size_sqm.1"]}
+    assert scaffold(shop_spec(lake), tmp_path / "plain").repeated_headers == {}

@@ -84,6 +84,7 @@ class Scaffold:
     unused: dict[str, str] = field(default_factory=dict)  # table given but feeding no feature view -> why
     not_features: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why it is no feature as it is
     zero_mismatches: dict[str, str] = field(default_factory=dict)  # 'view.key' -> keys that match but for zeros
+    repeated_headers: dict[str, list[str]] = field(default_factory=dict)  # CSV table -> 'x.1' beside 'x'
 
     @property
     def feature_refs(self) -> list[str]:
@@ -200,7 +201,9 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                                                  for c in profile.columns.values() if c.infinite},
                     repeated_keys={v.table: text for v in views if (text := repeated_keys(frames[v.table], v))},
                     text_columns=text_columns, unused=unused, not_features=not_features,
-                    zero_mismatches=zero_mismatches(frames[events], events, frames, views))
+                    zero_mismatches=zero_mismatches(frames[events], events, frames, views),
+                    repeated_headers={t.name: found for t in spec.tables
+                                      if ".csv" in str(t.path).lower() and (found := repeated_headers(frames[t.name]))})
     _write_project(plan, spec, frames, profiles, by_name)
     return plan
 
@@ -440,6 +443,13 @@ def _views(spec: InitSpec, frames: dict[str, pd.DataFrame], profiles: dict[str, 
         views.append(ViewPlan(name=table.name, table=table.name, keys=keys, timestamp=table.timestamp,
                               features=features, ttl=ttl, ttl_why=why))
     return views
+
+
+def repeated_headers(frame: pd.DataFrame) -> list[str]:
+    """Columns pandas renamed because a CSV header named them twice: 'beds.1' beside 'beds'."""
+    names = {str(c) for c in frame.columns}
+    return [str(c) for c in frame.columns
+            if (found := re.fullmatch(r"(.+)\.[1-9][0-9]*", str(c))) and found.group(1) in names]
 
 
 def zero_mismatches(events: pd.DataFrame, events_name: str, frames: dict[str, pd.DataFrame],
