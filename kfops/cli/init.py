@@ -93,6 +93,10 @@ def init_command(
     for table, text in done.repeated_keys.items():
         echo(f"  warning    {table}: {text}; validation refuses them until {done.module}.py or the source keeps "
              "one row each")
+    if done.stray_times:
+        shown = ", ".join(done.stray_times[:3]) + (", ..." if len(done.stray_times) > 3 else "")
+        echo(f"  warning    {done.events}: {len(done.stray_times):,} event time(s) far from all the others ({shown}) "
+             "are outside the window: a default or placeholder time?")
     for table, columns in done.repeated_headers.items():
         echo(f"  warning    {table}: its header names {', '.join(repr(c.rsplit('.', 1)[0]) for c in columns)} twice; "
              f"read as {', '.join(repr(c) for c in columns)}: rename them at the source, so each says what it holds")

@@ -308,3 +308,21 @@ def test_rows_without_a_time_are_left_out_and_said(tmp_path, capsys):
     done = scaffold(snapshot_spec(tmp_path / "lake", frame, "churned = churn == 'yes'"), tmp_path / "p")
     assert "snapshots: left out 16 of 400 rows without a time in snapshot_at" in capsys.readouterr().out
     assert len(entity_frame(done)) == 400 - 16 - frame["snapshot_at"].notna()[frame["churn"].isna()].sum()
+
+
+def test_event_times_far_from_all_the_others_are_left_out_of_the_window(tmp_path):
+    """Two visits dated 1970-01-01 (a default) and 2099-01-01 (a placeholder) made init's window
+    1970..2099: a volume check of 0.01 rows a day, and a backtest of 1,500 months."""
+    from kfops.datasets.scaffold import stray_times
+
+    frame = snapshots()
+    frame.loc[[5, 6, 7], "snapshot_at"] = pd.Timestamp("1970-01-01", tz="UTC")
+    frame.loc[8, "snapshot_at"] = pd.Timestamp("2099-01-01", tz="UTC")
+    done = scaffold(snapshot_spec(tmp_path / "lake", frame, "churned = churn == 'yes'"), tmp_path / "p")
+    assert (str(done.start), str(done.end)) == ("2024-01-01", "2024-02-29")
+    assert done.stray_times == ["1970-01-01 00:00:00+00:00"] * 3 + ["2099-01-01 00:00:00+00:00"]
+    # Times the rest of the data reaches, or too many to be placeholders, are the data's own.
+    plain = snapshots()["snapshot_at"]
+    assert stray_times(plain)[1] == []
+    many = pd.concat([plain, pd.Series([pd.Timestamp("2099-01-01", tz="UTC")] * 10)])
+    assert stray_times(many)[1] == []  # 10 of 410 rows: more than 1%

@@ -85,6 +85,7 @@ class Scaffold:
     not_features: dict[str, str] = field(default_factory=dict)  # 'table.column' -> why it is no feature as it is
     zero_mismatches: dict[str, str] = field(default_factory=dict)  # 'view.key' -> keys that match but for zeros
     repeated_headers: dict[str, list[str]] = field(default_factory=dict)  # CSV table -> 'x.1' beside 'x'
+    stray_times: list[str] = field(default_factory=list)  # event times far from the rest, left out of the window
 
     @property
     def feature_refs(self) -> list[str]:
@@ -193,7 +194,7 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken, left_out, unused,
                    not_features)
     project = spec.project or _slug(target.name)
-    start, end = _window(frames, by_name, events, label)
+    start, end, strays = _window(frames, by_name, events, label)
     plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
                     label=label, request_features=request, views=views, forbidden=forbidden, start=start, end=end,
                     label_columns=label_columns, row_id_time_format=_row_id_time_format(frames[events], by_name[events]),
@@ -202,6 +203,7 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
                     repeated_keys={v.table: text for v in views if (text := repeated_keys(frames[v.table], v))},
                     text_columns=text_columns, unused=unused, not_features=not_features,
                     zero_mismatches=zero_mismatches(frames[events], events, frames, views),
+                    stray_times=[str(t) for t in strays],
                     repeated_headers={t.name: found for t in spec.tables
                                       if ".csv" in str(t.path).lower() and (found := repeated_headers(frames[t.name]))})
     _write_project(plan, spec, frames, profiles, by_name)
@@ -513,9 +515,30 @@ def _human(value: dt.timedelta) -> str:
     return f"{hours / 24:.3g} days" if hours >= 48 else f"{hours:.3g} hours"
 
 
+# An event time this far from all the others, at either end, among at most STRAY_SHARE of them, is a
+# placeholder (1970-01-01, 2099-12-31), not the start or end of the data.
+STRAY_GAP = dt.timedelta(days=90)
+STRAY_SHARE = 0.01
+
+
+def stray_times(stamps: pd.Series) -> tuple[pd.Series, list]:
+    """``stamps`` without the few at either end that lie more than :data:`STRAY_GAP` from the rest,
+    and those left out."""
+    values = stamps.sort_values(kind="stable").reset_index(drop=True)
+    most = int(STRAY_SHARE * len(values))
+    if not most:
+        return values, []
+    gaps = values.diff().iloc[1:].reset_index(drop=True)  # gaps[i]: values[i + 1] - values[i]
+    first = max((i + 1 for i in range(most) if gaps[i] > STRAY_GAP), default=0)
+    last = min((j + 1 for j in range(len(values) - 1 - most, len(values) - 1) if gaps[j] > STRAY_GAP),
+               default=len(values))
+    kept = values.iloc[first:last]
+    return kept, [*values.iloc[:first], *values.iloc[last:]]
+
+
 def _window(frames: dict[str, pd.DataFrame], by_name: dict[str, TableSpec], events: str,
-            label: LabelSpec) -> tuple[dt.date, dt.date]:
-    stamps = frames[events][by_name[events].timestamp].dropna()
+            label: LabelSpec) -> tuple[dt.date, dt.date, list]:
+    stamps, strays = stray_times(frames[events][by_name[events].timestamp].dropna())
     start, end = stamps.min().date(), stamps.max().date()
     if label.table is not None and label.horizon is not None:
         # An event closer to the end of the label data than the horizon has no complete label yet.
@@ -524,7 +547,7 @@ def _window(frames: dict[str, pd.DataFrame], by_name: dict[str, TableSpec], even
     if end < start:
         raise DataError(f"the events of '{events}' span {start}..{stamps.max().date()}, less than the label's horizon "
                         f"{label.horizon_text}: no event has a complete label")
-    return start, end
+    return start, end, strays
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -803,6 +826,7 @@ def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: p
     meta: dict[str, Any] = {}
     days = _days(frame, table.timestamp)
     if table.name == plan.events:
+        days = float((plan.end - plan.start).days + 1)  # the window's: times left out of it do not count
         per_day = profile.rows / days
         meta["volume"] = {"per_day": "window", "min_rows_per_day": _floor2(MIN_VOLUME_SHARE * per_day)}
         meta["max_staleness_hours"] = 48
