@@ -826,8 +826,10 @@ def _raw_suite(plan: Scaffold, table: TableSpec, frame: pd.DataFrame, profile: p
     meta: dict[str, Any] = {}
     days = _days(frame, table.timestamp)
     if table.name == plan.events:
-        days = float((plan.end - plan.start).days + 1)  # the window's: times left out of it do not count
-        per_day = profile.rows / days
+        # Per day of the window, of the events in it: times left out of it (far from the rest) do not count.
+        days_of = frame[table.timestamp].dt.date
+        in_window = int(((days_of >= plan.start) & (days_of <= plan.end)).sum())
+        per_day = in_window / float((plan.end - plan.start).days + 1)
         meta["volume"] = {"per_day": "window", "min_rows_per_day": _floor2(MIN_VOLUME_SHARE * per_day)}
         meta["max_staleness_hours"] = 48
         checks[-1]["meta"]["why"] += (f"; {per_day:,.1f} rows per day observed, at least "
