@@ -503,3 +503,21 @@ def test_a_csv_header_naming_a_column_twice_is_named(lake, tmp_path):
     done = scaffold(spec, tmp_path / "shop")
     assert done.repeated_headers == {"stores": ["size_sqm.1"]}
     assert scaffold(shop_spec(lake), tmp_path / "plain").repeated_headers == {}
+
+
+def test_a_window_cut_short_by_the_label_keeps_a_volume_check_its_data_passes(lake, tmp_path):
+    """The returns end 20 days before the orders do, so the 30-day label cuts the window short: the
+    events' volume is the window's own, per day of it, and the project validates its own data."""
+    from kfops.adapters import gx_validation as validation
+    from kfops.core.files import import_callable
+
+    returns = pd.read_csv(lake / "returns.csv")
+    returned_at = pd.to_datetime(returns["returned_at"], utc=True)
+    returns[returned_at < returned_at.max() - pd.Timedelta("20D")].to_csv(tmp_path / "returns.csv", index=False)
+    spec = shop_spec(lake, tables=[*shop_spec(lake).tables[:3], parse_table(f"{tmp_path}/returns.csv:timestamp=returned_at")])
+    done = scaffold(spec, tmp_path / "shop")
+    orders = pd.read_parquet(lake / "orders.parquet")
+    assert done.end < orders["ordered_at"].max().date()  # cut short
+    cfg = load_config(done.target / "kfops.yaml", environ={})
+    result = validation.validate_tables(import_callable(f"{done.module}:load_tables", search_path=done.target)(cfg), cfg)
+    assert result.success, validation.format_failures(result)
