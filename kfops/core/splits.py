@@ -29,9 +29,20 @@ def table_hash(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def split_by_time(frame: pd.DataFrame, cfg: KfopsConfig) -> pd.Series:
-    """train / validation / test by event time, never at random; a timestamp never spans two splits."""
+    """train / validation / test by event time, never at random; a timestamp never spans two splits.
+
+    A column of ``frame`` already named :data:`SPLIT_COLUMN` (a feature called 'split') is a
+    DataError: the split would replace it, and validation then fail on values it never held."""
     import numpy as np
     import pandas as pd
+
+    from kfops.errors import DataError
+
+    if SPLIT_COLUMN in frame.columns:
+        raise DataError(f"the training set already has a column named '{SPLIT_COLUMN}', the name of the "
+                        "train/validation/test split kfops adds",
+                        hint=f"rename that column in the entity builder or the feature view (a request feature "
+                        f"'{SPLIT_COLUMN}' in features.request_features, say)")
 
     times = frame[cfg.dataset.event_timestamp]
     cut_train = times.quantile(cfg.split.train_fraction)

@@ -521,3 +521,18 @@ def test_a_window_cut_short_by_the_label_keeps_a_volume_check_its_data_passes(la
     cfg = load_config(done.target / "kfops.yaml", environ={})
     result = validation.validate_tables(import_callable(f"{done.module}:load_tables", search_path=done.target)(cfg), cfg)
     assert result.success, validation.format_failures(result)
+
+
+def test_a_column_named_split_is_no_request_feature_and_a_views_is_renamed(lake, tmp_path):
+    orders = pd.read_parquet(lake / "orders.parquet")
+    orders.assign(split=np.where(orders.index % 2, "full", "half")).to_parquet(tmp_path / "orders.parquet")
+    stores = pd.read_parquet(lake / "stores.parquet")
+    stores.assign(split=np.where(stores.index % 2, "a", "b")).to_parquet(tmp_path / "stores.parquet")
+    spec = shop_spec(lake, tables=[parse_table(f"{tmp_path}/orders.parquet:timestamp=ordered_at"),
+                                   shop_spec(lake).tables[1], parse_table(f"{tmp_path}/stores.parquet"),
+                                   shop_spec(lake).tables[3]])
+    done = scaffold(spec, tmp_path / "shop")
+    assert done.not_features["orders.split"].startswith("named 'split', as kfops' own train/validation/test column")
+    assert "split" not in done.request_features
+    stores_view = next(v for v in done.views if v.name == "stores")
+    assert ("stores_split", "string", "split") in stores_view.features

@@ -41,3 +41,11 @@ def test_each_split_needs_two_rows_of_each_class(positives):
             check_split_classes(frame, cfg)
     else:
         check_split_classes(frame, cfg)
+
+
+def test_a_column_already_named_split_is_refused_by_name():
+    """A request feature named 'split' was overwritten by the train/validation/test column, and the
+    training set's validation then failed on 'train' not being one of its values."""
+    frame, cfg = _training_set([int(i % 3 == 0) for i in range(100)])
+    with pytest.raises(DataError, match="already has a column named 'split', the name of the train/validation/test"):
+        split_by_time(frame, cfg)  # it holds the split made above

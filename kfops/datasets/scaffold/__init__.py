@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from kfops.config import PROJECT_NAME, is_uri
 from kfops.core.featureset import parse_timestamps
 from kfops.core.retrain_policy import format_duration
+from kfops.core.splits import SPLIT_COLUMN
 from kfops.datasets.scaffold import profile as prof
 from kfops.datasets.scaffold import templates as tpl
 from kfops.datasets.scaffold.spec import InitSpec, LabelSpec, TableSpec, parse_label, parse_table
@@ -186,13 +187,14 @@ def scaffold(spec: InitSpec, target: Path, force: bool = False) -> Scaffold:
     taken = {row_id, label.name, "event_timestamp", *spec.entities}
     others = [c for c in profiles[events].columns.values()
               if c.name not in taken | set(forbidden) | set(label.on) and c.name != by_name[events].timestamp]
-    candidates = [c for c in others if c.dtype and not c.id_like]
+    candidates = [c for c in others if c.dtype and not c.id_like and c.name != SPLIT_COLUMN]
     not_features = {f"{events}.{c.name}": _not_a_feature(c) for c in others if c not in candidates}
     request = [c.name for c in candidates if not c.uninformative]
     left_out = {f"{events}.{c.name}": str(c.uninformative) for c in candidates if c.uninformative}
     unused: dict[str, str] = {}
-    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken, left_out, unused,
-                   not_features)
+    # A view's feature named as kfops' split column gets its table's name in front, as a taken name does.
+    views = _views(spec, frames, profiles, events, label, forbidden, set(request) | taken | {SPLIT_COLUMN}, left_out,
+                   unused, not_features)
     project = spec.project or _slug(target.name)
     start, end, strays = _window(frames, by_name, events, label)
     plan = Scaffold(target=target, project=project, module=f"{_slug(project)}_data", events=events, row_id=row_id,
@@ -483,6 +485,8 @@ def zero_mismatches(events: pd.DataFrame, events_name: str, frames: dict[str, pd
 def _not_a_feature(item: prof.ColumnProfile) -> str:
     """Why a column is no feature as it is: a second timestamp (its hour or weekday may be one, made
     in the plug-in), an id, free text, or a type a model does not take."""
+    if item.name == SPLIT_COLUMN:
+        return f"named '{SPLIT_COLUMN}', as kfops' own train/validation/test column: rename it to use it"
     if item.kind == "timestamp" or item.time_text:
         return "a timestamp"
     if item.not_numbers:
