@@ -65,5 +65,12 @@ def drift_frame(frame: pd.DataFrame, cfg: KfopsConfig) -> pd.DataFrame:
     if missing:
         raise DataError(f"the data lacks feature column(s) {', '.join(missing)}",
                         hint="build it with the configured loader and feature refs")
+    clash = [name for name in (cfg.drift.label_column, cfg.drift.prediction_column) if name in cfg.feature_columns]
+    if clash:  # the drift check would take a feature for the label or the score, or find the column twice
+        raise ConfigError(
+            f"model feature(s) {', '.join(repr(c) for c in clash)} have the name of drift.label_column "
+            f"('{cfg.drift.label_column}') or drift.prediction_column ('{cfg.drift.prediction_column}')",
+            hint=f"set drift.label_column to the label ({cfg.dataset.label!r}) and drift.prediction_column to a name "
+            "no feature has")
     keep = [*cfg.feature_columns, *([cfg.drift.label_column] if cfg.drift.label_column in frame.columns else [])]
     return frame[keep].reset_index(drop=True)

@@ -142,6 +142,18 @@ def test_drift_frame_keeps_model_inputs_and_label_only():
         drift_frame(frame.drop(columns=["temp"]), cfg)
 
 
+def test_a_feature_named_as_the_drift_label_is_a_config_error_not_duplicate_columns():
+    """A `kfops init` project's request feature 'label' (its label named otherwise) crashed the
+    retraining's drift step with pandas' 'Duplicate column names found: [..., 'label', 'label']'."""
+    cfg = example_config()
+    feature = cfg.feature_columns[0]
+    frame = pd.DataFrame({c: [1.0, 2.0] for c in cfg.feature_columns}).assign(label=[0, 1])
+    clashing = cfg.model_copy(update={"drift": cfg.drift.model_copy(update={"label_column": feature})})
+    with pytest.raises(ConfigError, match=rf"model feature\(s\) '{feature}' have the name of drift.label_column") as raised:
+        drift_frame(frame, clashing)
+    assert "set drift.label_column to the label ('label')" in raised.value.hint
+
+
 def test_drift_metrics_cover_share_columns_predictions_and_performance():
     from kfops.core.drift import DriftConfig, check_drift
 

@@ -472,6 +472,7 @@ def test_the_raw_requests_event_time_is_named_as_the_events_table_names_it(scaff
     cfg = load_config(scaffolded.target / "kfops.yaml", environ={})
     assert cfg.dataset.request_time_field == "ordered_at"
     assert cfg.dataset.event_timestamp == "event_timestamp"  # the entity frame's column is kfops' own
+    assert cfg.drift.label_column == "returned"  # the drift check scores the champion on the label, by its name
 
 
 def test_keys_spelled_with_other_leading_zeros_in_a_views_table_are_named(lake, tmp_path):

@@ -810,6 +810,10 @@ def _config_text(plan: Scaffold, spec: InitSpec, source_dir: Path | str, label_b
         "  host: 127.0.0.1",
         f"  http_port: {spec.http_port}",
         "",
+        "drift:",
+        f"  label_column: {_yaml(plan.label.name)}   # the label, when a window has it: the drift check scores "
+        "the champion on it",
+        "",
         "retrain:",
     ]
     if plan.label.table is not None and plan.label.horizon is not None:
