@@ -238,6 +238,15 @@ class FeaturesConfig(_Strict):
             return self.redis_connection
         return f"{strip_password(self.redis_connection)},password={self.redis_password.get_secret_value()}"
 
+    @property
+    def refs_by_view(self) -> dict[str, list[str]]:
+        """The feature names of each feature view in ``feature_refs`` ('view:feature'), in order."""
+        by_view: dict[str, list[str]] = {}
+        for ref in self.feature_refs:
+            view, _, name = ref.partition(":")
+            by_view.setdefault(view, []).append(name)
+        return by_view
+
 
 class SplitConfig(_Strict):
     """Time-ordered split; fractions of the window's rows by event time."""

@@ -410,10 +410,7 @@ def _asof_join(request: pd.DataFrame, views: list[FeatureView], cfg: KfopsConfig
 
     from kfops.progress import progress
 
-    wanted: dict[str, list[str]] = {}
-    for ref in cfg.features.feature_refs:
-        view_name, _, name = ref.partition(":")
-        wanted.setdefault(view_name, []).append(name)
+    wanted = cfg.features.refs_by_view
     feature_time = "__kfops_feature_ts"
     joined = request.assign(__kfops_order=range(len(request))).sort_values(EVENT_TIMESTAMP, kind="stable")
     with progress("features: point-in-time join", total=len(views), unit="view", every=1) as bar:

@@ -77,7 +77,7 @@ def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path,
     for view, share in features_found(frame, cfg).items():
         if share > 0:
             continue
-        names = view_features(cfg)[view]
+        names = cfg.features.refs_by_view[view]
         keys, source_keys = _source_keys(Path(sources_dir) / f"{view}.parquet", frame, names)
         ours = "; ".join(f"{k} {_sample(frame[k])}" for k in keys) or "?"
         theirs = source_keys or f"? (not read: no {view}.parquet under the sources)"
@@ -91,20 +91,11 @@ def check_views_joined(frame: pd.DataFrame, cfg: KfopsConfig, sources_dir: Path,
         )
 
 
-def view_features(cfg: KfopsConfig) -> dict[str, list[str]]:
-    """The features of each feature view, from ``features.feature_refs`` ('view:feature')."""
-    by_view: dict[str, list[str]] = {}
-    for ref in cfg.features.feature_refs:
-        view, _, name = ref.partition(":")
-        by_view.setdefault(view, []).append(name)
-    return by_view
-
-
 def features_found(frame: pd.DataFrame, cfg: KfopsConfig) -> dict[str, float]:
     """Per feature view, the share of ``frame``'s rows holding any of its features (a view whose
     columns the frame lacks is left out)."""
     found = {}
-    for view, names in view_features(cfg).items():
+    for view, names in cfg.features.refs_by_view.items():
         present = [n for n in names if n in frame.columns]
         if present:
             found[view] = float(frame[present].notna().any(axis=1).mean()) if len(frame) else 0.0
