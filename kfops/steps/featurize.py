@@ -128,7 +128,7 @@ def final_labels(frame: pd.DataFrame, cfg: KfopsConfig) -> pd.DataFrame:
         return frame
     kept = final_labels_only(frame, cfg.dataset.event_timestamp, dt.datetime.now(dt.UTC), delay)
     if len(kept) < len(frame):
-        print(f"featurize: {len(frame) - len(kept):,} of {len(frame):,} rows left out: their labels are final only "
+        print(f"kfops: featurize: {len(frame) - len(kept):,} of {len(frame):,} rows left out: their labels are final only "
               f"{format_duration(delay)} after the event (retrain.label_delay)", flush=True)
     return kept
 

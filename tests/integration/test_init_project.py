@@ -203,6 +203,8 @@ def test_a_window_up_to_now_trains_only_on_final_labels(tmp_path, capsys):
     times = pd.to_datetime(frame[cfg.dataset.event_timestamp], utc=True)
     assert times.max() <= pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=30)
     printed = capsys.readouterr().out
+    # 'kfops: ' puts the line on the terminal of a local run, not only in its log.
+    assert "kfops: featurize: " in printed
     assert "rows left out: their labels are final only 30d after the event (retrain.label_delay)" in printed
     left_out = int(printed.split("featurize: ")[1].split(" of ")[0].replace(",", ""))
     assert left_out > 0 and len(frame) > 0

@@ -247,7 +247,7 @@ def test_kfops_init_prints_a_mistake_and_the_unknown_labels(tmp_path):
     assert "backticks" in failed.stderr and not (tmp_path / "p").exists()
     done = init("churned = churn == 'yes'")
     assert done.returncode == 0, done.stderr
-    assert "snapshots: left out 20 of 400 events whose label is unknown" in done.stdout
+    assert "kfops: snapshots: left out 20 of 400 events whose label is unknown" in done.stdout
 
 
 def test_events_without_a_time_say_why_one_is_needed_and_which_column_could_be_it(tmp_path):
@@ -306,7 +306,7 @@ def test_rows_without_a_time_are_left_out_and_said(tmp_path, capsys):
     frame = snapshots()
     frame.loc[frame.index % 25 == 3, "snapshot_at"] = pd.NaT
     done = scaffold(snapshot_spec(tmp_path / "lake", frame, "churned = churn == 'yes'"), tmp_path / "p")
-    assert "snapshots: left out 16 of 400 rows without a time in snapshot_at" in capsys.readouterr().out
+    assert "kfops: snapshots: left out 16 of 400 rows without a time in snapshot_at" in capsys.readouterr().out
     assert len(entity_frame(done)) == 400 - 16 - frame["snapshot_at"].notna()[frame["churn"].isna()].sum()
 
 

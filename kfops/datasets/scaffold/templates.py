@@ -95,7 +95,8 @@ def load_tables(cfg) -> dict[str, pd.DataFrame]:
         column = TIMESTAMPS[name]
         untimed = int(frame[column].isna().sum()) if column is not None else 0
         if untimed:  # a row without a time belongs to no moment of the window: left out, and said
-            print(f"{{name}}: left out {{untimed:,}} of {{len(frame):,}} rows without a time in {{column}}", flush=True)
+            print(f"kfops: {{name}}: left out {{untimed:,}} of {{len(frame):,}} rows without a time in {{column}}",
+                  flush=True)
         if name == EVENTS:
             frame = frame[(frame[column] >= start) & (frame[column] < end)]{later_filter}
         elif column is not None:
@@ -116,7 +117,7 @@ def build_entity_frame(tables: dict[str, pd.DataFrame], cfg=None) -> pd.DataFram
     frame[LABEL] = label(events, tables)
     unknown = frame[LABEL].isna()
     if unknown.any():  # an unknown label is not a 0: the event is left out, and said so
-        print(f"{{EVENTS}}: left out {{int(unknown.sum()):,}} of {{len(frame):,}} events whose label is unknown "
+        print(f"kfops: {{EVENTS}}: left out {{int(unknown.sum()):,}} of {{len(frame):,}} events whose label is unknown "
               "(a null in a column the label reads; see label())", flush=True)
     frame = frame[~unknown].astype({{LABEL: "int64"}})
     return frame.sort_values(["event_timestamp", ROW_ID], kind="stable").reset_index(drop=True)
